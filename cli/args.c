@@ -1,0 +1,62 @@
+#include "cli/args.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/error.h"
+
+static void print_help(const ArgSpec *specs, int n, const char *usage) {
+    printf("%s\n\noptions:\n", usage);
+    for (int i = 0; i < n; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", specs[i].name, specs[i].type == ARG_FLAG ? "" : " ",
+                 specs[i].type == ARG_FLAG ? "" : specs[i].metavar);
+        printf("  %-28s %s%s\n", left, specs[i].help, specs[i].required ? " (required)" : "");
+    }
+    printf("  %-28s %s\n", "--help", "show this help");
+}
+
+static int set_value(const ArgSpec *s, const char *val) {
+    if (s->type == ARG_STR) {
+        *(const char **)s->dest = val;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long v = strtol(val, &end, 10);
+    if (errno || *end || end == val || v < -2147483647L || v > 2147483647L)
+        return tm_fail("--%s '%s': expected an integer", s->name, val);
+    *(int *)s->dest = (int)v;
+    return 0;
+}
+
+int args_parse(int argc, char **argv, const ArgSpec *specs, int n, const char *usage) {
+    char seen[64] = {0};
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            print_help(specs, n, usage);
+            exit(0);
+        }
+        if (strncmp(arg, "--", 2) != 0) return tm_fail("unexpected argument '%s' (see --help)", arg);
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        int i = 0;
+        while (i < n && !(strlen(specs[i].name) == len && strncmp(specs[i].name, name, len) == 0)) i++;
+        if (i == n) return tm_fail("unknown option '%.*s' (see --help)", (int)(len + 2), arg);
+        seen[i] = 1;
+        if (specs[i].type == ARG_FLAG) {
+            if (eq) return tm_fail("--%s takes no value", specs[i].name);
+            *(int *)specs[i].dest = 1;
+            continue;
+        }
+        const char *val = eq ? eq + 1 : (a + 1 < argc ? argv[++a] : NULL);
+        if (!val) return tm_fail("--%s needs a value (%s)", specs[i].name, specs[i].metavar);
+        if (set_value(&specs[i], val)) return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (specs[i].required && !seen[i]) return tm_fail("missing required option --%s (see --help)", specs[i].name);
+    return 0;
+}

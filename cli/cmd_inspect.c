@@ -1,0 +1,52 @@
+#include <stdio.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "model/model.h"
+
+int cmd_inspect(int argc, char **argv) {
+    const char *model_path = TRANSMLA_DEFAULT_MODEL;
+    int json = 0;
+    const ArgSpec specs[] = {
+        {"model-path", ARG_STR, &model_path, "DIR", "Hugging Face model folder (default: the bundled bytelm-dev)", 0},
+        {"json", ARG_FLAG, &json, "", "print one JSON object on stdout instead of text", 0},
+    };
+    if (args_parse(argc, argv, specs, sizeof specs / sizeof specs[0],
+                   "usage: transmla inspect [--model-path DIR] [--json]\n\n"
+                   "Architecture, parameter count and KV-cache bytes per token of a model."))
+        return cli_fail();
+    Model m;
+    if (model_load(&m, model_path)) return cli_fail();
+    const ModelConfig *c = &m.cfg;
+    /* GQA caches K and V of every kv head, at the weights' stored width */
+    long long kv_layer = 2LL * c->n_kv_heads * c->head_dim * (long long)tm_dtype_size(m.w.dtype);
+    long long kv_total = kv_layer * c->n_layers;
+    if (json) {
+        printf("{\"model_path\": \"%s\", \"model_type\": \"%s\", \"attention\": \"gqa\", \"dtype\": \"%s\", "
+               "\"num_hidden_layers\": %d, \"hidden_size\": %d, \"num_attention_heads\": %d, "
+               "\"num_key_value_heads\": %d, \"head_dim\": %d, \"intermediate_size\": %d, \"vocab_size\": %d, "
+               "\"num_local_experts\": %d, \"num_experts_per_tok\": %d, \"tie_word_embeddings\": %s, "
+               "\"parameters\": %lld, \"weight_bytes\": %llu, \"kv_cache_bytes_per_token_per_layer\": %lld, "
+               "\"kv_cache_bytes_per_token\": %lld}\n",
+               model_path, c->model_type, tm_dtype_name(m.w.dtype), c->n_layers, c->hidden_size, c->n_heads,
+               c->n_kv_heads, c->head_dim, c->intermediate_size, c->vocab_size, c->n_experts, c->n_experts_per_tok,
+               c->tie_word_embeddings ? "true" : "false", (long long)m.w.n_params, (unsigned long long)m.w.n_bytes,
+               kv_layer, kv_total);
+    } else {
+        printf("model        %s\n", model_path);
+        printf("architecture %s, GQA attention, %s weights\n", c->model_type, tm_dtype_name(m.w.dtype));
+        printf("layers       %d, hidden %d, intermediate %d, vocab %d\n", c->n_layers, c->hidden_size,
+               c->intermediate_size, c->vocab_size);
+        printf("heads        %d query, %d key/value (group %d), head_dim %d\n", c->n_heads, c->n_kv_heads,
+               c->n_heads / c->n_kv_heads, c->head_dim);
+        if (c->n_experts) printf("experts      %d, %d per token\n", c->n_experts, c->n_experts_per_tok);
+        printf("rope         theta %g%s%s\n", c->rope_theta, c->rope_scaling.type == TM_ROPE_LLAMA3 ? ", llama3 scaling" : c->rope_scaling.type == TM_ROPE_LINEAR ? ", linear scaling" : "",
+               c->sliding_window ? ", sliding window" : "");
+        printf("parameters   %lld (%.3f M), %llu bytes%s\n", (long long)m.w.n_params, m.w.n_params / 1e6,
+               (unsigned long long)m.w.n_bytes, c->tie_word_embeddings ? ", head tied to embedding" : "");
+        printf("KV cache     %lld bytes/token/layer, %lld bytes/token over %d layers\n", kv_layer, kv_total,
+               c->n_layers);
+    }
+    model_free(&m);
+    return 0;
+}

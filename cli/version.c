@@ -1,0 +1,43 @@
+#include <hdf5.h>
+#include <mpi.h>
+#include <stdio.h>
+#ifdef TRANSMLA_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#include "cli/commands.h"
+
+char *openblas_get_config(void);
+
+int cmd_version(int argc, char **argv) {
+    char mpi[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    MPI_Get_library_version(mpi, &len); /* allowed before MPI_Init */
+    for (int i = 0; i < len; i++)
+        if (mpi[i] == '\n' || mpi[i] == ',') {
+            mpi[i] = '\0';
+            break;
+        }
+    unsigned maj, min, rel;
+    H5get_libversion(&maj, &min, &rel);
+    printf("transmla 0.1.0\n");
+    printf("  MPI:      %s\n", mpi);
+    printf("  OpenBLAS: %s\n", openblas_get_config());
+    printf("  HDF5:     %u.%u.%u (parallel: %s)\n", maj, min, rel,
+#ifdef H5_HAVE_PARALLEL
+           "yes"
+#else
+           "no"
+#endif
+    );
+#ifdef TRANSMLA_HAVE_CUDA
+    int runtime = 0, devices = 0;
+    cudaRuntimeGetVersion(&runtime);
+    cudaError_t err = cudaGetDeviceCount(&devices);
+    printf("  CUDA:     runtime %d.%d, %d device(s)%s%s\n", runtime / 1000, runtime % 1000 / 10,
+           err == cudaSuccess ? devices : 0, err == cudaSuccess ? "" : ": ", err == cudaSuccess ? "" : cudaGetErrorString(err));
+#else
+    printf("  CUDA:     not compiled in\n");
+#endif
+    return 0;
+}

@@ -1,0 +1,120 @@
+#include "io/safetensors_write.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checked.h"
+#include "io/error.h"
+
+static uint64_t tensor_bytes(const StWriteTensor *t) {
+    uint64_t n = tm_dtype_size(t->dtype);
+    for (int i = 0; i < t->ndim; i++) n *= (uint64_t)t->shape[i];
+    return n;
+}
+
+static char *header_json(const StWriteTensor *t, int n) {
+    json_t *root = json_object();
+    json_t *meta = json_object();
+    json_object_set_new(meta, "format", json_string("pt"));
+    json_object_set_new(root, "__metadata__", meta);
+    uint64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        json_t *e = json_object(), *shape = json_array();
+        for (int d = 0; d < t[i].ndim; d++) json_array_append_new(shape, json_integer(t[i].shape[d]));
+        uint64_t nb = tensor_bytes(&t[i]);
+        json_object_set_new(e, "dtype", json_string(tm_dtype_name(t[i].dtype)));
+        json_object_set_new(e, "shape", shape);
+        json_object_set_new(e, "data_offsets", json_pack("[II]", (json_int_t)off, (json_int_t)(off + nb)));
+        json_object_set_new(root, t[i].name, e);
+        off += nb;
+    }
+    char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (!s) tm_die("out of memory serialising a safetensors header");
+    return s;
+}
+
+static int write_all(FILE *fp, const void *p, size_t n) { return fwrite(p, 1, n, fp) == n ? 0 : -1; }
+
+int st_write_file(const char *path, const StWriteTensor *t, int n) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    char *hdr = header_json(t, n);
+    size_t hlen = strlen(hdr), padded = (hlen + 7) / 8 * 8;  /* data starts 8-byte aligned */
+    FILE *fp = fopen(tmp, "wb");
+    if (!fp) {
+        free(hdr);
+        return tm_fail("%s: cannot create: %s", tmp, strerror(errno));
+    }
+    uint8_t len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    int rc = write_all(fp, len8, 8) || write_all(fp, hdr, hlen);
+    for (size_t i = hlen; i < padded && !rc; i++) rc = fputc(' ', fp) == EOF;
+    for (int i = 0; i < n && !rc; i++) rc = write_all(fp, t[i].data, (size_t)tensor_bytes(&t[i]));
+    rc = (fclose(fp) != 0) || rc;
+    free(hdr);
+    if (rc || rename(tmp, path) != 0) {
+        int e = errno;
+        remove(tmp);
+        return tm_fail("%s: write failed: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+static int write_index(const char *dir, const StWriteTensor *t, int n, const int *shard_of, int n_shards,
+                       uint64_t total) {
+    json_t *root = json_object(), *wm = json_object();
+    json_object_set_new(root, "metadata", json_pack("{sI}", "total_size", (json_int_t)total));
+    for (int i = 0; i < n; i++) {
+        char fn[64];
+        snprintf(fn, sizeof fn, "model-%05d-of-%05d.safetensors", shard_of[i] + 1, n_shards);
+        json_object_set_new(wm, t[i].name, json_string(fn));
+    }
+    json_object_set_new(root, "weight_map", wm);
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int rc = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (rc || rename(tmp, path) != 0) {
+        remove(tmp);
+        return tm_fail("%s: write failed", path);
+    }
+    return 0;
+}
+
+int st_write_model(const char *dir, const StWriteTensor *t, int n, uint64_t max_shard_bytes) {
+    int *shard_of = mallocCheck((size_t)(n ? n : 1) * sizeof *shard_of);
+    int n_shards = 1;
+    uint64_t in_shard = 0, total = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t nb = tensor_bytes(&t[i]);
+        if (max_shard_bytes && in_shard > 0 && in_shard + nb > max_shard_bytes) {
+            n_shards++;
+            in_shard = 0;
+        }
+        shard_of[i] = n_shards - 1;
+        in_shard += nb;
+        total += nb;
+    }
+    char path[4096];
+    int rc = 0;
+    if (n_shards == 1) {
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        rc = st_write_file(path, t, n);
+    } else {
+        for (int s = 0, first = 0; s < n_shards && !rc; s++) {
+            int last = first;
+            while (last < n && shard_of[last] == s) last++;
+            snprintf(path, sizeof path, "%s/model-%05d-of-%05d.safetensors", dir, s + 1, n_shards);
+            rc = st_write_file(path, t + first, last - first);
+            first = last;
+        }
+        if (!rc) rc = write_index(dir, t, n, shard_of, n_shards, total);
+    }
+    free(shard_of);
+    return rc;
+}

@@ -1,0 +1,163 @@
+/* The forward pass, top to bottom. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checked.h"
+#include "io/error.h"
+#include "model/attention.h"
+#include "model/crossentropy.h"
+#include "model/matmul.h"
+#include "model/model.h"
+#include "model/rmsnorm.h"
+#include "model/swiglu.h"
+
+int model_init(Model *m, const ModelConfig *cfg, StSet *set, const char *config_name) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->set = *set;
+    memset(set, 0, sizeof *set);
+    if (weights_bind(&m->w, &m->cfg, &m->set, config_name)) {
+        st_set_close(&m->set);
+        return -1;
+    }
+    return 0;
+}
+
+int model_load(Model *m, const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    ModelConfig cfg;
+    StSet set;
+    if (hf_config_load(&cfg, path) || st_set_open(&set, dir)) return -1;
+    return model_init(m, &cfg, &set, path);
+}
+
+void model_free(Model *m) {
+    weights_free(&m->w, &m->cfg);
+    st_set_close(&m->set);
+}
+
+/* Rows of logits per head chunk: about 64 MiB of logits at a time. */
+static int head_chunk_rows(int N, int V) {
+    int rows = (int)((16 << 20) / V);
+    if (rows < 1) rows = 1;
+    return rows < N ? rows : N;
+}
+
+void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
+    memset(ws, 0, sizeof *ws);
+    ws->B = B;
+    ws->T = T;
+    size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    rope_table_init(&ws->rope, &c->rope_scaling, c->rope_theta, c->head_dim, T);
+    ws->x = mallocCheck(N * D * sizeof(float));
+    ws->xn = mallocCheck(N * D * sizeof(float));
+    ws->q = mallocCheck(N * qd * sizeof(float));
+    ws->k = mallocCheck(N * kvd * sizeof(float));
+    ws->v = mallocCheck(N * kvd * sizeof(float));
+    ws->att = mallocCheck(N * qd * sizeof(float));
+    if (c->n_experts) {
+        moe_scratch_init(&ws->moe, (int)N, (int)D, c->intermediate_size, c->n_experts, c->n_experts_per_tok);
+    } else {
+        ws->h1 = mallocCheck(N * (size_t)c->intermediate_size * sizeof(float));
+        ws->h2 = mallocCheck(N * (size_t)c->intermediate_size * sizeof(float));
+    }
+    ws->logit_rows = head_chunk_rows((int)N, c->vocab_size);
+    ws->logits = mallocCheck((size_t)ws->logit_rows * c->vocab_size * sizeof(float));
+    ws->targets = mallocCheck(N * sizeof(int32_t));
+}
+
+void workspace_free(Workspace *ws) {
+    rope_table_free(&ws->rope);
+    free(ws->x);
+    free(ws->xn);
+    free(ws->q);
+    free(ws->k);
+    free(ws->v);
+    free(ws->att);
+    free(ws->h1);
+    free(ws->h2);
+    if (ws->moe.rows) moe_scratch_free(&ws->moe);
+    free(ws->logits);
+    free(ws->targets);
+    memset(ws, 0, sizeof *ws);
+}
+
+static void embedding_forward(float *out, const int32_t *tokens, const Tensor *embed, int N) {
+    int64_t D = embed->cols;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) tensor_to_f32(embed, (int64_t)tokens[i] * D, D, out + (int64_t)i * D);
+}
+
+/* x += o_proj(attention(rope(q), rope(k), v)) of xn. */
+static void attention_block(const ModelConfig *c, const LayerWeights *L, Workspace *ws) {
+    int B = ws->B, T = ws->T, N = B * T;
+    matmul_forward(ws->q, ws->xn, &L->q, L->q_bias, N, 0);
+    matmul_forward(ws->k, ws->xn, &L->k, L->k_bias, N, 0);
+    matmul_forward(ws->v, ws->xn, &L->v, L->v_bias, N, 0);
+    rope_forward(ws->q, &ws->rope, B, T, c->n_heads, c->head_dim);
+    rope_forward(ws->k, &ws->rope, B, T, c->n_kv_heads, c->head_dim);
+    attention_forward(ws->att, ws->q, ws->k, ws->v, B, T, c->n_heads, c->n_kv_heads, c->head_dim, c->head_dim,
+                      c->sliding_window, (float)(1.0 / sqrt((double)c->head_dim)));
+    matmul_forward(ws->x, ws->att, &L->o, L->o_bias, N, 1);
+}
+
+/* x += down(silu(gate(xn)) * up(xn)), or the MoE of it. */
+static void mlp_block(const ModelConfig *c, const LayerWeights *L, Workspace *ws) {
+    int N = ws->B * ws->T;
+    if (c->n_experts) {
+        moe_forward(ws->x, ws->xn, L, N, c->hidden_size, c->intermediate_size, c->n_experts, c->n_experts_per_tok,
+                    &ws->moe);
+        return;
+    }
+    matmul_forward(ws->h1, ws->xn, &L->gate, L->gate_bias, N, 0);
+    matmul_forward(ws->h2, ws->xn, &L->up, L->up_bias, N, 0);
+    swiglu_forward(ws->h1, ws->h2, (int64_t)N * c->intermediate_size);
+    matmul_forward(ws->x, ws->h1, &L->down, L->down_bias, N, 1);
+}
+
+void model_forward(const Model *m, const int32_t *tokens, Workspace *ws) {
+    const ModelConfig *c = &m->cfg;
+    int N = ws->B * ws->T, D = c->hidden_size;
+    embedding_forward(ws->x, tokens, &m->w.embed, N);
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *L = &m->w.layers[l];
+        rmsnorm_forward(ws->xn, ws->x, L->input_norm, N, D, c->rms_norm_eps);
+        attention_block(c, L, ws);
+        rmsnorm_forward(ws->xn, ws->x, L->post_norm, N, D, c->rms_norm_eps);
+        mlp_block(c, L, ws);
+    }
+    rmsnorm_forward(ws->xn, ws->x, m->w.final_norm, N, D, c->rms_norm_eps);
+}
+
+void model_logits(const Model *m, const float *hidden, int n, float *logits) {
+    matmul_forward(logits, hidden, &m->w.lm_head, NULL, n, 0);
+}
+
+double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted) {
+    int B = ws->B, T = ws->T, N = B * T, V = m->cfg.vocab_size, D = m->cfg.hidden_size;
+    model_forward(m, tokens, ws);
+    for (int i = 0; i < N; i++) ws->targets[i] = (i % T == T - 1) ? -1 : tokens[i + 1];
+    double total = 0.0;
+    *n_predicted = 0;
+    for (int r = 0; r < N; r += ws->logit_rows) {
+        int rows = N - r < ws->logit_rows ? N - r : ws->logit_rows;
+        model_logits(m, ws->xn + (int64_t)r * D, rows, ws->logits);
+        int64_t counted;
+        total += crossentropy_forward(ws->logits, ws->targets + r, rows, V, &counted);
+        *n_predicted += counted;
+    }
+    return total;
+}
+
+double model_forward_flops(const ModelConfig *c, int B, int T) {
+    double D = c->hidden_size, qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
+    double I = c->intermediate_size, V = c->vocab_size, tokens = (double)B * T;
+    double mlp = c->n_experts ? 2 * D * c->n_experts + c->n_experts_per_tok * 6 * D * I : 6 * D * I;
+    double per_token_layer = 2 * D * (qd + 2 * kvd) + 2 * qd * D + mlp;
+    double attn_per_seq_layer = 2.0 * c->n_heads * c->head_dim * (double)T * (T + 1);
+    return c->n_layers * (tokens * per_token_layer + B * attn_per_seq_layer) + tokens * 2 * D * V;
+}

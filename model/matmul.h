@@ -1,0 +1,16 @@
+/* Linear layers: out[N, n_out] (=|+=) inp[N, n_in] @ W^T + bias, W stored
+ * [n_out, n_in] in F32, F16 or BF16. F32 weights go to sgemm in place; other
+ * dtypes are widened one panel of rows at a time, so memory never holds an
+ * fp32 copy of the whole weight. */
+#ifndef TM_MODEL_MATMUL_H
+#define TM_MODEL_MATMUL_H
+
+#include "model/tensor.h"
+
+/* accumulate = 0: out = inp W^T + bias; 1: out += inp W^T + bias. bias may be NULL. */
+void matmul_forward(float *out, const float *inp, const Tensor *W, const float *bias, int N, int accumulate);
+/* Rows [r0, r1) of W only: writes out columns [r0, r1) with row stride ld_out. */
+void matmul_forward_rows(float *out, int ld_out, const float *inp, const Tensor *W, int64_t r0, int64_t r1, int N,
+                         int accumulate);
+
+#endif

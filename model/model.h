@@ -1,0 +1,55 @@
+/* A loaded model and the forward pass over a micro-batch of B sequences of T
+ * tokens (positions 0..T-1 each). Single-process; knows nothing of MPI. */
+#ifndef TM_MODEL_MODEL_H
+#define TM_MODEL_MODEL_H
+
+#include <stdint.h>
+
+#include "io/hf_config.h"
+#include "io/safetensors_set.h"
+#include "model/moe.h"
+#include "model/rope.h"
+#include "model/weights.h"
+
+typedef struct {
+    ModelConfig cfg;
+    StSet set;          /* the mapped files the weights point into */
+    ModelWeights w;
+} Model;
+
+/* Read DIR/config.json and DIR's safetensors, and bind and check the weights. */
+int model_load(Model *m, const char *dir);
+/* Bind weights from a set the caller built (takes ownership of `set`). */
+int model_init(Model *m, const ModelConfig *cfg, StSet *set, const char *config_name);
+void model_free(Model *m);
+
+/* Activations of one micro-batch; nothing here grows with the model's depth. */
+typedef struct {
+    int B, T;
+    RopeTable rope;
+    float *x;          /* [N, D] residual stream */
+    float *xn;         /* [N, D] normed input of the current block; final norm at the end */
+    float *q, *k, *v;  /* [N, H*d], [N, G*d], [N, G*d] */
+    float *att;        /* [N, H*d] */
+    float *h1, *h2;    /* [N, I] MLP gate/up */
+    MoeScratch moe;
+    float *logits;     /* [logit_rows, V]: the head runs in chunks of rows */
+    int logit_rows;
+    int32_t *targets;  /* [N] */
+} Workspace;
+
+void workspace_init(Workspace *ws, const ModelConfig *cfg, int B, int T);
+void workspace_free(Workspace *ws);
+
+/* tokens: [B*T]. Leaves the final-normed hidden states in ws->xn. */
+void model_forward(const Model *m, const int32_t *tokens, Workspace *ws);
+/* logits[n, V] of n rows of final hidden states. */
+void model_logits(const Model *m, const float *hidden, int n, float *logits);
+/* Forward plus next-token NLL summed over the B*(T-1) predicted tokens. */
+double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted);
+
+/* FLOPs of one forward (with head) over B sequences of T tokens: GEMMs plus
+ * attention's QK^T and PV, counted as 2 per multiply-add. */
+double model_forward_flops(const ModelConfig *c, int B, int T);
+
+#endif

@@ -1,0 +1,81 @@
+#include "model/moe.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checked.h"
+#include "model/matmul.h"
+#include "model/swiglu.h"
+
+void moe_scratch_init(MoeScratch *s, int N, int D, int inter, int E, int k) {
+    s->router_logits = mallocCheck((size_t)N * E * sizeof(float));
+    s->expert_of = mallocCheck((size_t)N * k * sizeof(int));
+    s->weight_of = mallocCheck((size_t)N * k * sizeof(float));
+    s->rows = mallocCheck((size_t)N * sizeof(int));
+    s->xe = mallocCheck((size_t)N * D * sizeof(float));
+    s->ye = mallocCheck((size_t)N * D * sizeof(float));
+    s->h1 = mallocCheck((size_t)N * inter * sizeof(float));
+    s->h2 = mallocCheck((size_t)N * inter * sizeof(float));
+}
+
+void moe_scratch_free(MoeScratch *s) {
+    free(s->router_logits);
+    free(s->expert_of);
+    free(s->weight_of);
+    free(s->rows);
+    free(s->xe);
+    free(s->ye);
+    free(s->h1);
+    free(s->h2);
+    memset(s, 0, sizeof *s);
+}
+
+void moe_route(const float *logits, int E, int k, int *experts, float *weights) {
+    double mx = -INFINITY, sum = 0.0;
+    for (int e = 0; e < E; e++) mx = logits[e] > mx ? logits[e] : mx;
+    for (int e = 0; e < E; e++) sum += exp(logits[e] - mx);
+    /* selection on the logits equals selection on the softmax; ties go to the lower index */
+    double picked = 0.0;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < E; e++) {
+            int taken = 0;
+            for (int t = 0; t < j; t++) taken |= experts[t] == e;
+            if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
+        }
+        experts[j] = best;
+        weights[j] = (float)(exp(logits[best] - mx) / sum);
+        picked += weights[j];
+    }
+    for (int j = 0; j < k; j++) weights[j] = (float)(weights[j] / picked);
+}
+
+void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int D, int inter, int E, int k,
+                 MoeScratch *s) {
+    matmul_forward(s->router_logits, inp, &L->router, NULL, N, 0);
+    for (int i = 0; i < N; i++)
+        moe_route(s->router_logits + (size_t)i * E, E, k, s->expert_of + (size_t)i * k, s->weight_of + (size_t)i * k);
+    for (int e = 0; e < E; e++) {
+        int n = 0;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < k; j++)
+                if (s->expert_of[(size_t)i * k + j] == e) s->rows[n++] = i;
+        if (!n) continue;
+        for (int r = 0; r < n; r++) memcpy(s->xe + (size_t)r * D, inp + (size_t)s->rows[r] * D, (size_t)D * sizeof(float));
+        const ExpertWeights *X = &L->experts[e];
+        matmul_forward(s->h1, s->xe, &X->gate, NULL, n, 0);
+        matmul_forward(s->h2, s->xe, &X->up, NULL, n, 0);
+        swiglu_forward(s->h1, s->h2, (int64_t)n * inter);
+        matmul_forward(s->ye, s->h1, &X->down, NULL, n, 0);
+        for (int r = 0; r < n; r++) {
+            int i = s->rows[r];
+            float w = 0.0f;
+            for (int j = 0; j < k; j++)
+                if (s->expert_of[(size_t)i * k + j] == e) w = s->weight_of[(size_t)i * k + j];
+            float *o = out + (size_t)i * D;
+            const float *y = s->ye + (size_t)r * D;
+            for (int c = 0; c < D; c++) o[c] += w * y[c];
+        }
+    }
+}

@@ -1,0 +1,26 @@
+/* Mixtral sparse MoE: softmax router over all experts, top-k, weights
+ * renormalised to sum 1; each expert a SwiGLU MLP run on the tokens routed
+ * to it (gathered, so every expert is one GEMM pass). */
+#ifndef TM_MODEL_MOE_H
+#define TM_MODEL_MOE_H
+
+#include "model/weights.h"
+
+typedef struct {
+    float *router_logits;  /* [N, E] */
+    int *expert_of;        /* [N, k] chosen experts */
+    float *weight_of;      /* [N, k] their renormalised weights */
+    int *rows;             /* [N] token rows routed to the current expert */
+    float *xe, *ye;        /* [N, D] gathered inputs / expert outputs */
+    float *h1, *h2;        /* [N, inter] */
+} MoeScratch;
+
+void moe_scratch_init(MoeScratch *s, int N, int D, int inter, int E, int k);
+void moe_scratch_free(MoeScratch *s);
+/* out[N, D] += MoE(inp[N, D]) */
+void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int D, int inter, int E, int k,
+                 MoeScratch *s);
+/* Top-k routing of one row of router logits (exposed for tests). */
+void moe_route(const float *logits, int E, int k, int *experts, float *weights);
+
+#endif

@@ -1,0 +1,209 @@
+#include "model/weights.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checked.h"
+#include "io/error.h"
+
+/* What the config says one tensor must be. */
+typedef struct {
+    char name[160];
+    int64_t rows, cols; /* vector: cols == 0 */
+    Tensor *mat;        /* matrices bind as views ... */
+    float **vec;        /* ... vectors as fp32 copies */
+    char why[200];      /* the config fields that fix the shape, for messages */
+} ParamSpec;
+
+typedef struct {
+    ParamSpec *v;
+    int n, cap;
+} SpecList;
+
+static ParamSpec *add_spec(SpecList *l, const char *why, const char *fmt, int layer, int expert) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 256;
+        l->v = realloc(l->v, (size_t)l->cap * sizeof *l->v);
+        if (!l->v) tm_die("out of memory");
+    }
+    ParamSpec *s = &l->v[l->n++];
+    memset(s, 0, sizeof *s);
+    if (expert >= 0) snprintf(s->name, sizeof s->name, fmt, layer, expert);
+    else snprintf(s->name, sizeof s->name, fmt, layer);
+    snprintf(s->why, sizeof s->why, "%s", why);
+    return s;
+}
+
+static void add_mat(SpecList *l, Tensor *slot, int64_t rows, int64_t cols, const char *why, const char *fmt, int layer,
+                    int expert) {
+    ParamSpec *s = add_spec(l, why, fmt, layer, expert);
+    s->rows = rows;
+    s->cols = cols;
+    s->mat = slot;
+}
+
+static void add_vec(SpecList *l, float **slot, int64_t n, const char *why, const char *fmt, int layer) {
+    ParamSpec *s = add_spec(l, why, fmt, layer, -1);
+    s->rows = n;
+    s->vec = slot;
+}
+
+/* The full parameter list of a llama/qwen2/mistral/mixtral model. */
+static void build_specs(SpecList *l, ModelWeights *w, const ModelConfig *c) {
+    int64_t D = c->hidden_size, qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t I = c->intermediate_size, V = c->vocab_size;
+    char q_why[200], kv_why[200];
+    snprintf(q_why, sizeof q_why, "num_attention_heads=%d x head_dim=%d, hidden_size=%lld", c->n_heads, c->head_dim,
+             (long long)D);
+    snprintf(kv_why, sizeof kv_why, "num_key_value_heads=%d x head_dim=%d, hidden_size=%lld", c->n_kv_heads,
+             c->head_dim, (long long)D);
+    const char *d_why = "hidden_size", *mlp_why = "intermediate_size, hidden_size", *v_why = "vocab_size, hidden_size";
+    add_mat(l, &w->embed, V, D, v_why, "model.embed_tokens.weight", 0, -1);
+    for (int i = 0; i < c->n_layers; i++) {
+        LayerWeights *L = &w->layers[i];
+        add_vec(l, &L->input_norm, D, d_why, "model.layers.%d.input_layernorm.weight", i);
+        add_mat(l, &L->q, qd, D, q_why, "model.layers.%d.self_attn.q_proj.weight", i, -1);
+        add_mat(l, &L->k, kvd, D, kv_why, "model.layers.%d.self_attn.k_proj.weight", i, -1);
+        add_mat(l, &L->v, kvd, D, kv_why, "model.layers.%d.self_attn.v_proj.weight", i, -1);
+        add_mat(l, &L->o, D, qd, q_why, "model.layers.%d.self_attn.o_proj.weight", i, -1);
+        if (c->qkv_bias) {
+            const char *why = c->arch == TM_ARCH_QWEN2 ? "model_type qwen2 (q/k/v bias)" : "attention_bias=true";
+            add_vec(l, &L->q_bias, qd, why, "model.layers.%d.self_attn.q_proj.bias", i);
+            add_vec(l, &L->k_bias, kvd, why, "model.layers.%d.self_attn.k_proj.bias", i);
+            add_vec(l, &L->v_bias, kvd, why, "model.layers.%d.self_attn.v_proj.bias", i);
+        }
+        if (c->o_bias) add_vec(l, &L->o_bias, D, "attention_bias=true", "model.layers.%d.self_attn.o_proj.bias", i);
+        add_vec(l, &L->post_norm, D, d_why, "model.layers.%d.post_attention_layernorm.weight", i);
+        if (c->n_experts) {
+            L->experts = callocCheck((size_t)c->n_experts, sizeof *L->experts);
+            add_mat(l, &L->router, c->n_experts, D, "num_local_experts, hidden_size",
+                    "model.layers.%d.block_sparse_moe.gate.weight", i, -1);
+            for (int e = 0; e < c->n_experts; e++) {
+                ExpertWeights *E = &L->experts[e];
+                add_mat(l, &E->gate, I, D, mlp_why, "model.layers.%d.block_sparse_moe.experts.%d.w1.weight", i, e);
+                add_mat(l, &E->down, D, I, mlp_why, "model.layers.%d.block_sparse_moe.experts.%d.w2.weight", i, e);
+                add_mat(l, &E->up, I, D, mlp_why, "model.layers.%d.block_sparse_moe.experts.%d.w3.weight", i, e);
+            }
+        } else {
+            add_mat(l, &L->gate, I, D, mlp_why, "model.layers.%d.mlp.gate_proj.weight", i, -1);
+            add_mat(l, &L->up, I, D, mlp_why, "model.layers.%d.mlp.up_proj.weight", i, -1);
+            add_mat(l, &L->down, D, I, mlp_why, "model.layers.%d.mlp.down_proj.weight", i, -1);
+            if (c->mlp_bias) {
+                add_vec(l, &L->gate_bias, I, "mlp_bias=true", "model.layers.%d.mlp.gate_proj.bias", i);
+                add_vec(l, &L->up_bias, I, "mlp_bias=true", "model.layers.%d.mlp.up_proj.bias", i);
+                add_vec(l, &L->down_bias, D, "mlp_bias=true", "model.layers.%d.mlp.down_proj.bias", i);
+            }
+        }
+    }
+    add_vec(l, &w->final_norm, D, d_why, "model.norm.weight", 0);
+    if (!c->tie_word_embeddings) add_mat(l, &w->lm_head, V, D, "tie_word_embeddings=false", "lm_head.weight", 0, -1);
+}
+
+static void *own(ModelWeights *w, size_t bytes) {
+    if (w->n_owned == w->cap_owned) {
+        w->cap_owned = w->cap_owned ? 2 * w->cap_owned : 64;
+        w->owned = realloc(w->owned, (size_t)w->cap_owned * sizeof *w->owned);
+        if (!w->owned) tm_die("out of memory");
+    }
+    return w->owned[w->n_owned++] = mallocCheck(bytes);
+}
+
+static int bind_one(ModelWeights *w, const ParamSpec *s, const StTensor *t, const char *config_path) {
+    char have[160], want[160];
+    int64_t want_shape[2] = {s->rows, s->cols};
+    int want_nd = s->cols ? 2 : 1;
+    int ok = t->ndim == want_nd && t->shape[0] == s->rows && (want_nd == 1 || t->shape[1] == s->cols);
+    if (!ok)
+        return tm_fail("%s: tensor '%s' has shape %s, but %s (%s) implies %s", t->file, s->name,
+                       st_shape_str(t->ndim, t->shape, have, sizeof have), config_path, s->why,
+                       st_shape_str(want_nd, want_shape, want, sizeof want));
+    if (!tm_dtype_is_weight_float(t->dtype))
+        return tm_fail("%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16", t->file, s->name,
+                       tm_dtype_name(t->dtype));
+    size_t es = tm_dtype_size(t->dtype), bytes = (size_t)(t->end - t->begin);
+    Tensor view = {.data = t->data, .dtype = t->dtype, .rows = want_nd == 2 ? s->rows : 1,
+                   .cols = want_nd == 2 ? s->cols : s->rows, .name = t->name};
+    if ((uintptr_t)view.data % es) { /* a legal but unaligned file: copy this one tensor */
+        void *copy = own(w, bytes);
+        memcpy(copy, t->data, bytes);
+        view.data = copy;
+    }
+    if (s->mat) {
+        *s->mat = view;
+    } else {
+        *s->vec = own(w, (size_t)s->rows * sizeof(float));
+        tensor_to_f32(&view, 0, s->rows, *s->vec);
+    }
+    w->n_params += view.rows * view.cols;
+    w->n_bytes += bytes;
+    return 0;
+}
+
+/* Tensors a checkpoint may carry that the forward pass does not use. */
+static int ignorable(const char *name, const ModelConfig *c) {
+    size_t n = strlen(name);
+    const char *suffix = "rotary_emb.inv_freq";
+    if (n >= strlen(suffix) && strcmp(name + n - strlen(suffix), suffix) == 0) return 1;
+    return c->tie_word_embeddings && strcmp(name, "lm_head.weight") == 0;
+}
+
+int weights_bind(ModelWeights *w, const ModelConfig *c, const StSet *set, const char *config_path) {
+    memset(w, 0, sizeof *w);
+    w->layers = callocCheck((size_t)c->n_layers, sizeof *w->layers);
+    SpecList specs = {0};
+    build_specs(&specs, w, c);
+    char *used = callocCheck((size_t)set->n + 1, 1);
+    int rc = 0;
+    for (int i = 0; i < specs.n && !rc; i++) {
+        int idx = st_set_index(set, specs.v[i].name);
+        if (idx < 0) {
+            rc = tm_fail("%s: missing tensor '%s', which %s (%s) requires", set->dir, specs.v[i].name, config_path,
+                         specs.v[i].why);
+            break;
+        }
+        used[idx] = 1;
+        rc = bind_one(w, &specs.v[i], set->sorted[idx], config_path);
+    }
+    for (int i = 0; i < set->n && !rc; i++)
+        if (!used[i] && !ignorable(set->sorted[i]->name, c))
+            rc = tm_fail("%s: tensor '%s' is not part of the model %s describes (model_type %s, num_hidden_layers=%d)",
+                         set->sorted[i]->file, set->sorted[i]->name, config_path, c->model_type, c->n_layers);
+    free(used);
+    free(specs.v);
+    if (rc) {
+        weights_free(w, c);
+        return -1;
+    }
+    if (c->tie_word_embeddings) w->lm_head = w->embed;
+    w->dtype = w->layers[0].q.dtype;
+    return 0;
+}
+
+int weights_expected(const ModelConfig *c, WeightShape **out) {
+    ModelWeights scratch;
+    memset(&scratch, 0, sizeof scratch);
+    scratch.layers = callocCheck((size_t)c->n_layers, sizeof *scratch.layers);
+    SpecList specs = {0};
+    build_specs(&specs, &scratch, c);
+    WeightShape *w = callocCheck((size_t)specs.n, sizeof *w);
+    for (int i = 0; i < specs.n; i++) {
+        memcpy(w[i].name, specs.v[i].name, sizeof w[i].name);
+        w[i].rows = specs.v[i].rows;
+        w[i].cols = specs.v[i].cols;
+    }
+    int n = specs.n;
+    free(specs.v);
+    weights_free(&scratch, c);
+    *out = w;
+    return n;
+}
+
+void weights_free(ModelWeights *w, const ModelConfig *c) {
+    for (int i = 0; i < w->n_owned; i++) free(w->owned[i]);
+    free(w->owned);
+    if (w->layers)
+        for (int i = 0; i < c->n_layers; i++) free(w->layers[i].experts);
+    free(w->layers);
+    memset(w, 0, sizeof *w);
+}

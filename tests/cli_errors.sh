@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Bad input must give exactly one error line on stderr naming the file and
+# the field, nothing on stdout, and exit status 1. Run under the ASan build
+# too, where any memory error aborts the run instead.
+# usage: cli_errors.sh TRANSMLA PYTHON
+set -u
+bin=$1 py=$2
+here=$(cd "$(dirname "$0")" && pwd)
+model=$here/../data/models/stories260K
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$py" "$here/make_bad_models.py" "$model" "$work" || exit 1
+toks=$model/eval.u16
+fails=0 passes=0
+
+# expect_error NAME "needle1|needle2|..." COMMAND...
+expect_error() {
+    local name=$1 needles=$2
+    shift 2
+    "$@" >"$work/out" 2>"$work/err"
+    local rc=$? lines
+    lines=$(wc -l <"$work/err")
+    local ok=1 why=""
+    [ "$rc" -eq 1 ] || { ok=0; why="exit status $rc"; }
+    [ "$lines" -eq 1 ] || { ok=0; why="$why; $lines stderr lines"; }
+    [ ! -s "$work/out" ] || { ok=0; why="$why; stdout not empty"; }
+    grep -q '^transmla: error: ' "$work/err" || { ok=0; why="$why; no 'transmla: error:' prefix"; }
+    IFS='|' read -ra parts <<<"$needles"
+    for n in "${parts[@]}"; do
+        grep -qF -- "$n" "$work/err" || { ok=0; why="$why; missing '$n'"; }
+    done
+    if [ $ok -eq 1 ]; then
+        passes=$((passes + 1))
+        echo "ok    $name: $(cat "$work/err")"
+    else
+        fails=$((fails + 1))
+        echo "FAIL  $name: $why"
+        sed 's/^/      /' "$work/err"
+    fi
+}
+
+b=$work
+expect_error truncated "$b/truncated/model.safetensors|truncated" \
+    "$bin" eval --model-path "$b/truncated" --tokens "$toks" --seqlen 64
+expect_error offsets_lie "$b/offsets_lie/model.safetensors|model.norm.weight|data_offsets" \
+    "$bin" eval --model-path "$b/offsets_lie" --tokens "$toks" --seqlen 64
+expect_error shape_lies "$b/shape_lies/model.safetensors|model.norm.weight|shape [65]" \
+    "$bin" eval --model-path "$b/shape_lies" --tokens "$toks" --seqlen 64
+expect_error unknown_dtype "$b/unknown_dtype/model.safetensors|model.norm.weight|unknown dtype 'F99'" \
+    "$bin" inspect --model-path "$b/unknown_dtype"
+expect_error int_dtype "$b/int_dtype/model.safetensors|model.norm.weight|dtype I32" \
+    "$bin" inspect --model-path "$b/int_dtype"
+expect_error missing_tensor "missing tensor 'model.layers.2.mlp.up_proj.weight'|config.json" \
+    "$bin" eval --model-path "$b/missing_tensor" --tokens "$toks" --seqlen 64
+expect_error config_mismatch "model.layers.0.self_attn.k_proj.weight|shape [32, 64]|config.json|num_key_value_heads=2|[16, 64]" \
+    "$bin" eval --model-path "$b/config_mismatch" --tokens "$toks" --seqlen 64
+expect_error extra_layer "model.layers.4.|config.json|num_hidden_layers=4" \
+    "$bin" inspect --model-path "$b/extra_layer"
+expect_error bad_json "$b/bad_json/config.json|not valid JSON" \
+    "$bin" inspect --model-path "$b/bad_json"
+expect_error no_weights "$b/no_weights|no model.safetensors" \
+    "$bin" inspect --model-path "$b/no_weights"
+expect_error no_model_dir "$b/absent/config.json|cannot open|config.json" \
+    "$bin" inspect --model-path "$b/absent"
+expect_error token_out_of_vocab "$b/oov.u16|token 2 has id 600|vocab_size 512" \
+    "$bin" eval --model-path "$model" --tokens "$b/oov.u16" --seqlen 2
+expect_error token_odd_size "$b/odd.u16|not a multiple of 2" \
+    "$bin" eval --model-path "$model" --tokens "$b/odd.u16" --seqlen 2
+expect_error tokens_missing "$b/none.u16|cannot open" \
+    "$bin" eval --model-path "$model" --tokens "$b/none.u16"
+expect_error too_many_windows "--nseq 17|8192" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --seqlen 512 --nseq 17
+expect_error unknown_flag "unknown option '--seqlne'" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --seqlne 5
+expect_error bad_integer "--seqlen 'abc'" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --seqlen abc
+expect_error missing_required "--tokens" \
+    "$bin" eval --model-path "$model"
+expect_error bad_token_dtype "--token-dtype 'u8'" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --token-dtype u8
+
+echo "$passes passed, $fails failed"
+[ "$fails" -eq 0 ]

@@ -1,0 +1,345 @@
+#!/usr/bin/python3
+"""Write small random-weight fixture models with float64 reference logits.
+
+Usage:  /usr/bin/python3 tests/ref/make_fixtures.py OUTDIR
+
+For each fixture OUTDIR/<name>/ holds
+  config.json                 HF style (architectures, model_type, torch_dtype, ...)
+  model.safetensors           or model-0000i-of-0000N.safetensors + model.safetensors.index.json
+  tokens.u32                  B*T little-endian uint32 ids (B sequences of T tokens)
+  logits.f64                  B*T*V little-endian float64 logits, [b][t][v], each sequence
+                              run on its own with positions 0..T-1
+  meta.json                   {"batch", "seqlen", "vocab", "dtype"}
+and OUTDIR/fixtures.json lists the names.
+
+Reference logits come from the weights as stored (rounded to F16/BF16 and read
+back through tm_ref's reader), so an fp32 engine differs from them only by its
+arithmetic.  Everything is seeded and deterministic.
+
+If the shared second-opinion oracle refmodel.py is found ($TM_SHARED_REF, or
+<repo>/../shared/reference), every fixture is cross-checked against it and the
+script exits 1 if any |difference| exceeds 1e-9.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import tm_ref  # noqa: E402
+
+B, T = 2, 13
+TOL = 1e-9
+
+TORCH_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+        "qwen2": "Qwen2ForCausalLM", "mixtral": "MixtralForCausalLM"}
+
+
+def base_config(model_type, D, L, H, G, d, I, V, dtype, **extra):
+    c = {
+        "architectures": [ARCH[model_type]],
+        "model_type": model_type,
+        "hidden_size": D,
+        "num_hidden_layers": L,
+        "num_attention_heads": H,
+        "num_key_value_heads": G,
+        "head_dim": d,
+        "intermediate_size": I,
+        "vocab_size": V,
+        "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": TORCH_DTYPE[dtype],
+    }
+    c.update(extra)
+    return c
+
+
+# name -> (config, storage dtype, number of shards, seed)
+def fixture_specs():
+    return {
+        "llama_mha_tied": (
+            base_config("llama", D=32, L=2, H=4, G=4, d=8, I=48, V=64, dtype="F32",
+                        tie_word_embeddings=True, attention_bias=False, mlp_bias=False),
+            "F32", 1, 101),
+        "llama_gqa2_bf16": (
+            base_config("llama", D=64, L=2, H=4, G=2, d=16, I=96, V=100, dtype="BF16",
+                        attention_bias=True, mlp_bias=True),
+            "BF16", 1, 102),
+        # head_dim 16 with H*d = 128 != D = 64 (explicit head_dim, as Mistral-Nemo-like configs do).
+        # original_max_position_embeddings 64 (not 8): at theta 5e5 and d 16 the wavelengths are
+        # 6.3, 32.4, 167, ... so with low/high factors 1/4 the bands are wl<16 high, 16..64 medium,
+        # >64 low and all three occur (with 8 the shortest wavelength 2*pi > 8/4 and no high band).
+        "llama3_gqa4_f16": (
+            base_config("llama", D=64, L=2, H=8, G=2, d=16, I=96, V=96, dtype="F16",
+                        rope_theta=500000.0,
+                        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+            "F16", 2, 103),
+        "qwen2_bias": (
+            base_config("qwen2", D=32, L=2, H=4, G=2, d=8, I=64, V=80, dtype="F32",
+                        rms_norm_eps=1e-6, rope_theta=1000000.0, use_sliding_window=False,
+                        sliding_window=4096, max_window_layers=2),
+            "F32", 1, 104),
+        "mistral_window": (
+            base_config("mistral", D=64, L=2, H=4, G=1, d=16, I=64, V=72, dtype="F32",
+                        sliding_window=5),
+            "F32", 1, 105),
+        "mixtral_moe_bf16": (
+            base_config("mixtral", D=32, L=2, H=4, G=2, d=8, I=48, V=64, dtype="BF16",
+                        rope_theta=1000000.0, num_local_experts=4, num_experts_per_tok=2,
+                        sliding_window=None, router_aux_loss_coef=0.02, output_router_logits=False),
+            "BF16", 1, 106),
+    }
+
+
+def make_weights(cfg, seed):
+    """Random weights, float64, in HF names, in a fixed order."""
+    rng = np.random.default_rng(seed)
+    D, H, G, d, I, V = cfg.D, cfg.H, cfg.G, cfg.d, cfg.I, cfg.V
+    W = {}
+
+    def lin(name, out_f, in_f, bias):
+        W[name + ".weight"] = rng.standard_normal((out_f, in_f)) * (1.5 / np.sqrt(in_f))
+        if bias:
+            W[name + ".bias"] = rng.standard_normal(out_f) * 0.1
+
+    def norm(name, n):
+        W[name] = 1.0 + 0.1 * rng.standard_normal(n)
+
+    # tied models read logits through the embedding: keep it at output-layer scale
+    W["model.embed_tokens.weight"] = rng.standard_normal((V, D)) * (1.5 / np.sqrt(D) if cfg.tie else 1.0)
+    for l in range(cfg.n_layers):
+        p = "model.layers.%d." % l
+        norm(p + "input_layernorm.weight", D)
+        lin(p + "self_attn.q_proj", H * d, D, cfg.qkv_bias)
+        lin(p + "self_attn.k_proj", G * d, D, cfg.qkv_bias)
+        lin(p + "self_attn.v_proj", G * d, D, cfg.qkv_bias)
+        lin(p + "self_attn.o_proj", D, H * d, cfg.o_bias)
+        norm(p + "post_attention_layernorm.weight", D)
+        if cfg.n_experts:
+            q = p + "block_sparse_moe."
+            W[q + "gate.weight"] = rng.standard_normal((cfg.n_experts, D)) * (1.5 / np.sqrt(D))
+            for e in range(cfg.n_experts):
+                lin(q + "experts.%d.w1" % e, I, D, False)
+                lin(q + "experts.%d.w2" % e, D, I, False)
+                lin(q + "experts.%d.w3" % e, I, D, False)
+        else:
+            lin(p + "mlp.gate_proj", I, D, cfg.mlp_bias)
+            lin(p + "mlp.up_proj", I, D, cfg.mlp_bias)
+            lin(p + "mlp.down_proj", D, I, cfg.mlp_bias)
+    norm("model.norm.weight", D)
+    if not cfg.tie:
+        lin("lm_head", V, D, False)
+    return W
+
+
+def build(outdir, name, raw_cfg, dtype, nshards, seed):
+    d = os.path.join(outdir, name)
+    os.makedirs(d, exist_ok=True)
+    for fn in os.listdir(d):  # stale shards from an earlier run would confuse loaders
+        if fn.endswith(".safetensors") or fn == "model.safetensors.index.json":
+            os.remove(os.path.join(d, fn))
+    cfg = tm_ref.Config(raw_cfg)
+    W = make_weights(cfg, seed)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(raw_cfg, f, indent=2)
+        f.write("\n")
+    if nshards > 1:
+        tm_ref.write_sharded(d, W, nshards, dtype)
+    else:
+        tm_ref.write_safetensors(os.path.join(d, "model.safetensors"), W, dtype)
+
+    # reference from the stored weights, through the full load path
+    cfg2, W2 = tm_ref.load_model(d)
+    assert set(W2) == set(W)
+    for k in W:
+        assert np.array_equal(W2[k], tm_ref.quantize(W[k], dtype)), k
+    rng = np.random.default_rng(seed + 1000)
+    ids = rng.integers(0, cfg.V, size=(B, T), dtype=np.int64)
+    lg = np.stack([tm_ref.logits(cfg2, W2, ids[b]) for b in range(B)])
+    ids.astype("<u4").tofile(os.path.join(d, "tokens.u32"))
+    np.ascontiguousarray(lg, dtype="<f8").tofile(os.path.join(d, "logits.f64"))
+    with open(os.path.join(d, "meta.json"), "w") as f:
+        json.dump({"batch": B, "seqlen": T, "vocab": cfg.V, "dtype": dtype}, f)
+        f.write("\n")
+    return cfg2, W2, ids, lg
+
+
+def sanity(name, cfg, W, ids, lg):
+    """Properties the fixtures are meant to exercise."""
+    notes = []
+    assert np.all(np.isfinite(lg))
+    if cfg.rope_scaling:
+        reg = tm_ref.llama3_regimes(cfg)
+        notes.append("llama3 bands " + ",".join(r[0] for r in reg))
+        if set(reg) != {"high", "medium", "low"}:
+            raise SystemExit("%s: llama3 rope scaling does not exercise all three bands: %s" % (name, reg))
+    w = cfg.windows[0]
+    if w is not None and w < T:
+        # the window must change the result: compare with the same model, window removed
+        full = tm_ref.Config(dict(cfg.raw, sliding_window=None))
+        lf = tm_ref.logits(full, W, ids[0])
+        early = np.abs(lf[:w] - lg[0, :w]).max()
+        late = np.abs(lf[w:] - lg[0, w:]).max()
+        notes.append("window %d: no-window diff %.1e for t<%d, %.2f after" % (w, early, w, late))
+        if early > 1e-12 or late < 1e-2:
+            raise SystemExit("%s: sliding window not exercised as intended" % name)
+    if cfg.n_experts:
+        # every expert gets picked somewhere, and no token's top-k is a near-tie in any layer
+        # (an fp32 engine must make the same routing choices); router inputs captured in the forward
+        seen, gaps = set(), []
+        orig = tm_ref.moe_mlp
+
+        def spy(cfg_, W_, layer, h):
+            r = h @ W_["model.layers.%d.block_sparse_moe.gate.weight" % layer].T
+            srt = np.sort(r, axis=-1)[:, ::-1]
+            gaps.append(float((srt[:, cfg_.top_k - 1] - srt[:, cfg_.top_k]).min()))
+            seen.update((layer, e) for e in np.argsort(-r, axis=-1, kind="stable")[:, :cfg_.top_k].reshape(-1))
+            return orig(cfg_, W_, layer, h)
+        tm_ref.moe_mlp = spy
+        try:
+            for b in range(ids.shape[0]):
+                tm_ref.logits(cfg, W, ids[b])
+        finally:
+            tm_ref.moe_mlp = orig
+        used = [len({e for (l, e) in seen if l == ly}) for ly in range(cfg.n_layers)]
+        notes.append("experts used per layer %s of %d, min top-k logit gap %.1e" % (used, cfg.n_experts, min(gaps)))
+        if min(gaps) < 1e-3 or min(used) < cfg.n_experts:
+            raise SystemExit("%s: routing not exercised as intended (near-tie or unused expert)" % name)
+    return notes
+
+
+# ---------------------------------------------------------------- cross-check
+
+def find_shared_ref():
+    cands = []
+    if os.environ.get("TM_SHARED_REF"):
+        e = os.environ["TM_SHARED_REF"]
+        cands += [e, os.path.join(e, "reference")]
+    root = os.path.abspath(os.path.join(HERE, "..", ".."))   # repo root
+    cands += [os.path.join(root, "..", "shared", "reference"),
+              os.path.join(root, "shared", "reference")]
+    for c in cands:
+        if os.path.isfile(os.path.join(c, "refmodel.py")):
+            return os.path.abspath(c)
+    return None
+
+
+def second_opinion(refdir):
+    """Load the shared refmodel and extend it for two features it lacks
+    (checked below against its own source): llama mlp_bias and sliding windows."""
+    sys.path.insert(0, refdir)
+    import refmodel as R
+
+    class Extended(R.Model):
+        def mlp(self, p, x):
+            c = self.cfg
+            if c.get("model_type") == "llama" and c.get("mlp_bias") and not c.get("num_local_experts"):
+                return R.lin(self.g(p + "mlp.down_proj.weight"),
+                             R.silu(R.lin(self.g(p + "mlp.gate_proj.weight"), x, self.g(p + "mlp.gate_proj.bias")))
+                             * R.lin(self.g(p + "mlp.up_proj.weight"), x, self.g(p + "mlp.up_proj.bias")),
+                             self.g(p + "mlp.down_proj.bias"))
+            return super().mlp(p, x)
+
+    def windowed_attend(window):
+        def attend(q, k, v, scale):
+            n = q.shape[1]
+            s = np.einsum("htd,hsd->hts", q, k) * scale
+            i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+            s = np.where((j <= i) & (i - j < window), s, -np.inf)
+            s = np.exp(s - s.max(-1, keepdims=True))
+            return np.einsum("hts,hsd->htd", s / s.sum(-1, keepdims=True), v)
+        return attend
+
+    return R, Extended, windowed_attend
+
+
+def cross_check(outdir, names, refdir):
+    R, Extended, windowed_attend = second_opinion(refdir)
+    import st as S
+    worst = 0.0
+    failed = []
+    for name in names:
+        d = os.path.join(outdir, name)
+        meta = json.load(open(os.path.join(d, "meta.json")))
+        b_, t_, v_ = meta["batch"], meta["seqlen"], meta["vocab"]
+        ids = np.fromfile(os.path.join(d, "tokens.u32"), dtype="<u4").astype(np.int64).reshape(b_, t_)
+        ours = np.fromfile(os.path.join(d, "logits.f64"), dtype="<f8").reshape(b_, t_, v_)
+        # weights as the shared reader sees them
+        mine = tm_ref.read_model_weights(d)
+        theirs = S.read_dir(d)
+        wdiff = max(float(np.abs(mine[k] - theirs[k]).max()) for k in mine) if set(mine) == set(theirs) else np.inf
+        m = Extended(d)
+        cfg = m.cfg
+        win = cfg.get("sliding_window") if cfg.get("model_type") in ("mistral", "mixtral") else None
+        orig_attend = R.attend
+        extra = ""
+        try:
+            if win is not None and win < t_:
+                # plain refmodel (no window) must agree on the rows the window cannot affect
+                plain = np.stack([m.logits(ids[b]) for b in range(b_)])
+                early = float(np.abs(plain[:, :win] - ours[:, :win]).max())
+                extra = "  rows t<%d vs plain refmodel %.2e" % (win, early)
+                if early > TOL:
+                    failed.append(name)
+                R.attend = windowed_attend(win)
+            ref = np.stack([m.logits(ids[b]) for b in range(b_)])
+        finally:
+            R.attend = orig_attend
+        diff = float(np.abs(ref - ours).max())
+        worst = max(worst, diff, wdiff)
+        ok = diff <= TOL and wdiff == 0.0
+        if not ok:
+            failed.append(name)
+        if m.missing:
+            failed.append(name)
+            extra += "  refmodel used defaults for %s" % sorted(set(m.missing))
+        print("  cross-check %-18s max|ours-refmodel| %.2e  weights %.1e%s  %s"
+              % (name, diff, wdiff, extra, "ok" if ok else "FAIL"))
+    return worst, sorted(set(failed))
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 2
+    outdir = sys.argv[1]
+    os.makedirs(outdir, exist_ok=True)
+    specs = fixture_specs()
+    for name, (raw, dtype, nshards, seed) in specs.items():
+        cfg, W, ids, lg = build(outdir, name, raw, dtype, nshards, seed)
+        notes = sanity(name, cfg, W, ids, lg)
+        feats = "%s H=%d G=%d d=%d D=%d I=%d V=%d L=%d %s%s" % (
+            cfg.model_type, cfg.H, cfg.G, cfg.d, cfg.D, cfg.I, cfg.V, cfg.n_layers, dtype,
+            " shards=%d" % nshards if nshards > 1 else "")
+        print("%-18s %s  tokens %dx%d  logits %s  max|logit| %.3f  std %.3f%s"
+              % (name, feats, B, T, "x".join(map(str, lg.shape)), np.abs(lg).max(), lg.std(),
+                 ("  [" + "; ".join(notes) + "]") if notes else ""))
+    with open(os.path.join(outdir, "fixtures.json"), "w") as f:
+        json.dump(list(specs), f, indent=2)
+        f.write("\n")
+
+    refdir = find_shared_ref()
+    if refdir is None:
+        print("shared refmodel.py not found (set TM_SHARED_REF): cross-check skipped")
+        return 0
+    print("cross-checking against %s/refmodel.py" % refdir)
+    worst, failed = cross_check(outdir, list(specs), refdir)
+    if failed:
+        print("CROSS-CHECK FAILED for %s (tolerance %.0e, worst %.2e)" % (", ".join(failed), TOL, worst),
+              file=sys.stderr)
+        return 1
+    print("cross-check passed: worst max abs difference %.2e (tolerance %.0e)" % (worst, TOL))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,500 @@
+#!/usr/bin/python3
+"""tm_ref: independent float64 numpy test oracle for transmla.
+
+Run with Debian's interpreter (it has numpy):  /usr/bin/python3 tests/ref/tm_ref.py ...
+
+Contents
+  * safetensors I/O: read F32/F16/BF16 (single file or sharded dir with
+    model.safetensors.index.json) into float64; write F32/F16/BF16, single or
+    sharded with an index.
+  * The decoder forward pass in float64 as Hugging Face transformers computes it
+    for model_type llama, mistral, qwen2, mixtral.
+  * CLI:
+      tm_ref.py ppl MODEL_DIR TOKENS_FILE --seqlen N [--nseq K] [--token-dtype u16|u32]
+          -> one JSON line {"ppl": ..., "nll": ..., "tokens": ...}
+      tm_ref.py logits MODEL_DIR TOKENS_FILE --seqlen N --out FILE [--nseq K] [--token-dtype ...]
+          -> writes float64 logits [window][t][vocab] (little endian) to FILE
+
+Only numpy and the standard library are used.  Not part of the product.
+"""
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+
+import numpy as np
+
+# --------------------------------------------------------------------------
+# safetensors
+# --------------------------------------------------------------------------
+
+_ELEM = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
+
+
+def _decode(raw, dtype):
+    """Raw little-endian bytes of one tensor -> flat float64 array."""
+    if dtype == "F32":
+        return np.frombuffer(raw, dtype="<f4").astype(np.float64)
+    if dtype == "F16":
+        return np.frombuffer(raw, dtype="<f2").astype(np.float64)
+    if dtype == "BF16":
+        hi = np.frombuffer(raw, dtype="<u2").astype(np.uint32)
+        return (hi << np.uint32(16)).view(np.float32).astype(np.float64)
+    if dtype == "F64":
+        return np.frombuffer(raw, dtype="<f8").astype(np.float64)
+    raise ValueError("unsupported safetensors dtype %r" % dtype)
+
+
+def read_safetensors(path):
+    """Read one .safetensors file -> {name: float64 ndarray}."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    if len(blob) < 8:
+        raise ValueError("%s: too short for a safetensors file" % path)
+    (hlen,) = struct.unpack_from("<Q", blob, 0)
+    if 8 + hlen > len(blob):
+        raise ValueError("%s: header length %d past end of file" % (path, hlen))
+    header = json.loads(blob[8:8 + hlen].decode("utf-8"))
+    data = memoryview(blob)[8 + hlen:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = info["data_offsets"]
+        shape = [int(s) for s in info["shape"]]
+        n = int(np.prod(shape)) if shape else 1
+        if info["dtype"] not in _ELEM:
+            raise ValueError("%s: tensor %s has unsupported dtype %s" % (path, name, info["dtype"]))
+        if e - b != n * _ELEM[info["dtype"]] or e > len(data):
+            raise ValueError("%s: tensor %s has inconsistent offsets" % (path, name))
+        out[name] = _decode(bytes(data[b:e]), info["dtype"]).reshape(shape)
+    return out
+
+
+def read_model_weights(model_dir):
+    """Weights of a model directory: sharded (index.json) or model.safetensors."""
+    idx = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.exists(idx):
+        with open(idx) as f:
+            wmap = json.load(f)["weight_map"]
+        out = {}
+        for fname in sorted(set(wmap.values())):
+            part = read_safetensors(os.path.join(model_dir, fname))
+            for name, arr in part.items():
+                if wmap.get(name) == fname:
+                    out[name] = arr
+        missing = [n for n in wmap if n not in out]
+        if missing:
+            raise ValueError("index names tensors not found in their shard: %s" % missing[:5])
+        return out
+    return read_safetensors(os.path.join(model_dir, "model.safetensors"))
+
+
+def _f32_to_bf16_bits(a32):
+    """float32 array -> uint16 bf16 bits, round to nearest even (NaN not handled)."""
+    u = np.ascontiguousarray(a32, dtype="<f4").view("<u4").astype(np.uint64)
+    u = u + 0x7FFF + ((u >> 16) & 1)
+    return ((u >> 16) & 0xFFFF).astype("<u2")
+
+
+def encode(arr, dtype):
+    """float array -> little-endian bytes in safetensors dtype F32/F16/BF16/F64."""
+    a = np.asarray(arr, dtype=np.float64)
+    if dtype == "F32":
+        return np.ascontiguousarray(a.astype("<f4")).tobytes()
+    if dtype == "F16":
+        return np.ascontiguousarray(a.astype("<f2")).tobytes()
+    if dtype == "BF16":
+        return _f32_to_bf16_bits(a.astype(np.float32)).tobytes()
+    if dtype == "F64":
+        return np.ascontiguousarray(a.astype("<f8")).tobytes()
+    raise ValueError("unsupported dtype %r" % dtype)
+
+
+def quantize(arr, dtype):
+    """The float64 values an array has once stored as dtype and read back."""
+    a = np.asarray(arr, dtype=np.float64)
+    return _decode(encode(a, dtype), dtype).reshape(a.shape)
+
+
+def write_safetensors(path, tensors, dtype="F32"):
+    """Write {name: array} (insertion order kept) as one safetensors file.
+
+    dtype: "F32", "F16", "BF16" (one dtype for all tensors) or a callable name -> dtype.
+    Returns the number of tensor-data bytes written."""
+    header, blobs, off = {}, [], 0
+    for name, arr in tensors.items():
+        dt = dtype(name) if callable(dtype) else dtype
+        a = np.asarray(arr)
+        raw = encode(a, dt)
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
+        off += len(raw)
+        blobs.append(raw)
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    h += b" " * ((-len(h)) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for raw in blobs:
+            f.write(raw)
+    return off
+
+
+def write_sharded(out_dir, tensors, nshards, dtype="F32"):
+    """Split tensors (in order) over nshards files model-0000i-of-0000N.safetensors,
+    balanced by bytes, and write model.safetensors.index.json."""
+    names = list(tensors)
+    if nshards < 1 or nshards > len(names):
+        raise ValueError("bad shard count %d for %d tensors" % (nshards, len(names)))
+    sizes = [len(encode(np.zeros(1), dtype(n) if callable(dtype) else dtype)) * int(np.asarray(tensors[n]).size)
+             for n in names]
+    total = sum(sizes)
+    groups, cur, acc = [], [], 0
+    for i, n in enumerate(names):
+        cur.append(n)
+        acc += sizes[i]
+        left_names = len(names) - i - 1
+        left_groups = nshards - len(groups) - 1
+        if left_groups > 0 and (acc >= total * (len(groups) + 1) / nshards or left_names == left_groups):
+            groups.append(cur)
+            cur = []
+    groups.append(cur)
+    assert len(groups) == nshards and all(groups)
+    wmap, written = {}, 0
+    for i, g in enumerate(groups):
+        fname = "model-%05d-of-%05d.safetensors" % (i + 1, nshards)
+        written += write_safetensors(os.path.join(out_dir, fname), {n: tensors[n] for n in g}, dtype)
+        for n in g:
+            wmap[n] = fname
+    with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": written}, "weight_map": wmap}, f, indent=2)
+        f.write("\n")
+    return wmap
+
+
+# --------------------------------------------------------------------------
+# config
+# --------------------------------------------------------------------------
+
+# transformers' config-class defaults for the keys we use (per model_type)
+_DEFAULTS = {
+    "llama": dict(rope_theta=10000.0, rms_norm_eps=1e-6),
+    "mistral": dict(rope_theta=10000.0, rms_norm_eps=1e-6, sliding_window=4096),
+    "qwen2": dict(rope_theta=10000.0, rms_norm_eps=1e-6, sliding_window=4096,
+                  use_sliding_window=False, max_window_layers=28),
+    "mixtral": dict(rope_theta=1e6, rms_norm_eps=1e-5, sliding_window=None,
+                    num_local_experts=8, num_experts_per_tok=2),
+}
+
+
+class Config:
+    """The parts of an HF config.json that the forward pass needs."""
+
+    def __init__(self, raw):
+        self.raw = dict(raw)
+        mt = raw.get("model_type")
+        if mt not in _DEFAULTS:
+            raise ValueError("model_type %r not supported (llama, mistral, qwen2, mixtral)" % mt)
+        dflt = _DEFAULTS[mt]
+
+        def get(k, default=None):
+            if k in raw:
+                return raw[k]
+            return dflt.get(k, default)
+
+        self.model_type = mt
+        self.D = int(raw["hidden_size"])
+        self.n_layers = int(raw["num_hidden_layers"])
+        self.H = int(raw["num_attention_heads"])
+        self.G = int(raw.get("num_key_value_heads") or self.H)
+        self.d = int(raw.get("head_dim") or self.D // self.H)
+        self.I = int(raw["intermediate_size"])
+        self.V = int(raw["vocab_size"])
+        if self.H % self.G:
+            raise ValueError("num_attention_heads %d not a multiple of num_key_value_heads %d" % (self.H, self.G))
+        if self.d % 2:
+            raise ValueError("head_dim must be even")
+        rp = raw.get("rope_parameters") or {}
+        self.rope_theta = float(rp.get("rope_theta", get("rope_theta")))
+        self.rope_scaling = raw.get("rope_scaling") or (rp if rp.get("rope_type") not in (None, "default") else None)
+        self.eps = float(get("rms_norm_eps"))
+        self.tie = bool(raw.get("tie_word_embeddings", False))
+        # biases, per the HF module definitions
+        if mt == "llama":
+            ab, mb = bool(raw.get("attention_bias", False)), bool(raw.get("mlp_bias", False))
+            self.qkv_bias, self.o_bias, self.mlp_bias = ab, ab, mb
+        elif mt == "qwen2":
+            self.qkv_bias, self.o_bias, self.mlp_bias = True, False, False
+        else:
+            self.qkv_bias, self.o_bias, self.mlp_bias = False, False, False
+        # per-layer attention window (None = full causal)
+        if mt in ("mistral", "mixtral"):
+            sw = get("sliding_window")
+            self.windows = [sw] * self.n_layers
+        elif mt == "qwen2":
+            sw = get("sliding_window") if get("use_sliding_window") else None
+            lt = raw.get("layer_types")
+            if lt is not None:
+                self.windows = [sw if t == "sliding_attention" else None for t in lt]
+            else:
+                mwl = int(get("max_window_layers"))
+                self.windows = [sw if (sw is not None and l >= mwl) else None for l in range(self.n_layers)]
+        else:
+            self.windows = [None] * self.n_layers
+        self.windows = [None if w is None else int(w) for w in self.windows]
+        # MoE
+        self.n_experts = int(get("num_local_experts")) if mt == "mixtral" else 0
+        self.top_k = int(get("num_experts_per_tok")) if mt == "mixtral" else 0
+
+    def inv_freq(self):
+        """RoPE inverse frequencies (d/2,), float64, incl. rope_scaling."""
+        d = self.d
+        inv = 1.0 / (self.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+        sc = self.rope_scaling
+        if not sc:
+            return inv
+        kind = sc.get("rope_type", sc.get("type", "default"))
+        if kind == "default":
+            return inv
+        if kind == "linear":
+            return inv / float(sc["factor"])
+        if kind == "llama3":
+            return llama3_inv_freq(inv, float(sc["factor"]), float(sc["low_freq_factor"]),
+                                   float(sc["high_freq_factor"]), float(sc["original_max_position_embeddings"]))
+        raise NotImplementedError("rope_scaling type %r" % kind)
+
+
+def llama3_inv_freq(inv, factor, low_ff, high_ff, old_ctx):
+    """transformers' _compute_llama3_parameters, written out per frequency."""
+    out = np.empty_like(inv)
+    low_wl = old_ctx / low_ff    # wavelengths above this: low-frequency band, divided by factor
+    high_wl = old_ctx / high_ff  # wavelengths below this: high-frequency band, unchanged
+    for i, f in enumerate(inv):
+        wl = 2.0 * math.pi / f
+        if wl < high_wl:
+            out[i] = f
+        elif wl > low_wl:
+            out[i] = f / factor
+        else:
+            s = (old_ctx / wl - low_ff) / (high_ff - low_ff)
+            out[i] = (1.0 - s) * f / factor + s * f
+    return out
+
+
+def llama3_regimes(cfg):
+    """For tests: per frequency index, 'high' / 'medium' / 'low' as llama3 scaling classifies it."""
+    sc = cfg.rope_scaling
+    d = cfg.d
+    inv = 1.0 / (cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+    old = float(sc["original_max_position_embeddings"])
+    res = []
+    for f in inv:
+        wl = 2 * math.pi / f
+        res.append("high" if wl < old / sc["high_freq_factor"] else
+                   "low" if wl > old / sc["low_freq_factor"] else "medium")
+    return res
+
+
+def load_model(model_dir):
+    """-> (Config, {name: float64 array})"""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = Config(json.load(f))
+    return cfg, read_model_weights(model_dir)
+
+
+# --------------------------------------------------------------------------
+# forward pass
+# --------------------------------------------------------------------------
+
+def _w(W, name):
+    try:
+        return W[name]
+    except KeyError:
+        raise KeyError("tensor %s missing from the model" % name) from None
+
+
+def _linear(W, x, prefix, bias):
+    y = x @ _w(W, prefix + ".weight").T
+    if bias:
+        y = y + _w(W, prefix + ".bias")
+    return y
+
+
+def rmsnorm(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def rope(x, cos, sin):
+    """x (..., T, d); HF rotate-half layout: pairs (i, i + d/2)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    rot = np.concatenate([-x2, x1], axis=-1)
+    return x * cos + rot * sin
+
+
+def attention(cfg, W, layer, h, cos, sin):
+    T = h.shape[0]
+    H, G, d = cfg.H, cfg.G, cfg.d
+    p = "model.layers.%d.self_attn." % layer
+    q = _linear(W, h, p + "q_proj", cfg.qkv_bias).reshape(T, H, d).transpose(1, 0, 2)
+    k = _linear(W, h, p + "k_proj", cfg.qkv_bias).reshape(T, G, d).transpose(1, 0, 2)
+    v = _linear(W, h, p + "v_proj", cfg.qkv_bias).reshape(T, G, d).transpose(1, 0, 2)
+    q = rope(q, cos, sin)
+    k = rope(k, cos, sin)
+    rep = H // G
+    # query head h belongs to kv head h // rep: group the query heads by kv head
+    qg = q.reshape(G, rep * T, d)
+    s = np.matmul(qg, k.transpose(0, 2, 1)).reshape(G, rep, T, T) / math.sqrt(d)
+    i = np.arange(T)[:, None]
+    j = np.arange(T)[None, :]
+    visible = j <= i
+    win = cfg.windows[layer]
+    if win is not None:
+        visible = visible & (i - j < win)
+    s = np.where(visible, s, -np.inf)
+    s = s - s.max(axis=-1, keepdims=True)
+    pr = np.exp(s)
+    pr = pr / pr.sum(axis=-1, keepdims=True)
+    o = np.matmul(pr.reshape(G, rep * T, T), v).reshape(H, T, d)
+    o = o.transpose(1, 0, 2).reshape(T, H * d)
+    return _linear(W, o, p + "o_proj", cfg.o_bias)
+
+
+def dense_mlp(cfg, W, layer, h):
+    p = "model.layers.%d.mlp." % layer
+    g = _linear(W, h, p + "gate_proj", cfg.mlp_bias)
+    u = _linear(W, h, p + "up_proj", cfg.mlp_bias)
+    return _linear(W, silu(g) * u, p + "down_proj", cfg.mlp_bias)
+
+
+def moe_mlp(cfg, W, layer, h):
+    p = "model.layers.%d.block_sparse_moe." % layer
+    E, k = cfg.n_experts, cfg.top_k
+    r = h @ _w(W, p + "gate.weight").T                      # (T, E)
+    r = np.exp(r - r.max(axis=-1, keepdims=True))
+    prob = r / r.sum(axis=-1, keepdims=True)
+    out = np.zeros_like(h)
+    for t in range(h.shape[0]):
+        top = np.argsort(-prob[t], kind="stable")[:k]     # ties -> lower index
+        wts = prob[t, top] / prob[t, top].sum()
+        for e, we in zip(top, wts):
+            q = p + "experts.%d." % e
+            a = silu(_w(W, q + "w1.weight") @ h[t]) * (_w(W, q + "w3.weight") @ h[t])
+            out[t] += we * (_w(W, q + "w2.weight") @ a)
+    return out
+
+
+def hidden_states(cfg, W, ids):
+    """Final-normed hidden states (T, D) of one sequence, positions 0..T-1."""
+    if not isinstance(cfg, Config):
+        cfg = Config(cfg)
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.ndim != 1:
+        raise ValueError("ids must be one sequence (T,)")
+    if ids.size and (ids.min() < 0 or ids.max() >= cfg.V):
+        raise ValueError("token id out of range [0, %d)" % cfg.V)
+    T = ids.shape[0]
+    ang = np.outer(np.arange(T, dtype=np.float64), cfg.inv_freq())
+    ang = np.concatenate([ang, ang], axis=-1)
+    cos, sin = np.cos(ang), np.sin(ang)
+    x = _w(W, "model.embed_tokens.weight")[ids]
+    for l in range(cfg.n_layers):
+        p = "model.layers.%d." % l
+        h = rmsnorm(x, _w(W, p + "input_layernorm.weight"), cfg.eps)
+        x = x + attention(cfg, W, l, h, cos, sin)
+        h = rmsnorm(x, _w(W, p + "post_attention_layernorm.weight"), cfg.eps)
+        x = x + (moe_mlp(cfg, W, l, h) if cfg.n_experts else dense_mlp(cfg, W, l, h))
+    return rmsnorm(x, _w(W, "model.norm.weight"), cfg.eps)
+
+
+def output_matrix(cfg, W):
+    if not isinstance(cfg, Config):
+        cfg = Config(cfg)
+    if cfg.tie or "lm_head.weight" not in W:
+        return _w(W, "model.embed_tokens.weight")
+    return W["lm_head.weight"]
+
+
+def logits(cfg, W, ids):
+    """Logits (T, V) of one sequence (T,), float64."""
+    return hidden_states(cfg, W, ids) @ output_matrix(cfg, W).T
+
+
+def log_softmax(z):
+    m = z.max(axis=-1, keepdims=True)
+    return z - (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))
+
+
+def nll_sum(cfg, W, seqs):
+    """(sum of -log p(token t+1 | prefix), number of predicted tokens)."""
+    tot, n = 0.0, 0
+    for s in seqs:
+        s = np.asarray(s, dtype=np.int64)
+        if s.shape[0] < 2:
+            continue
+        lp = log_softmax(logits(cfg, W, s[:-1]))
+        tot += -float(lp[np.arange(s.shape[0] - 1), s[1:]].sum())
+        n += s.shape[0] - 1
+    return tot, n
+
+
+def mean_nll(cfg, W, seqs):
+    """Mean over all predicted tokens of -log softmax (T-1 per sequence)."""
+    tot, n = nll_sum(cfg, W, seqs)
+    if n == 0:
+        raise ValueError("no tokens to predict")
+    return tot / n
+
+
+# --------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------
+
+def _windows(path, seqlen, nseq, token_dtype):
+    dt = {"u16": "<u2", "u32": "<u4"}[token_dtype]
+    toks = np.fromfile(path, dtype=dt).astype(np.int64)
+    avail = toks.shape[0] // seqlen
+    k = avail if nseq is None else nseq
+    if k > avail or k < 1:
+        raise SystemExit("%s: %d tokens give %d complete windows of %d, %d requested"
+                         % (path, toks.shape[0], avail, seqlen, k))
+    return [toks[i * seqlen:(i + 1) * seqlen] for i in range(k)]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="float64 reference forward pass (llama/mistral/qwen2/mixtral)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("ppl", "logits"):
+        sp = sub.add_parser(name)
+        sp.add_argument("model_dir")
+        sp.add_argument("tokens", help="raw little-endian token ids")
+        sp.add_argument("--seqlen", type=int, required=True)
+        sp.add_argument("--nseq", type=int, default=None, help="first K windows (default: all complete)")
+        sp.add_argument("--token-dtype", choices=("u16", "u32"), default="u16")
+        if name == "logits":
+            sp.add_argument("--out", required=True, help="float64 little-endian [window][t][vocab]")
+    a = ap.parse_args(argv)
+    if a.seqlen < 2:
+        raise SystemExit("--seqlen must be >= 2")
+    cfg, W = load_model(a.model_dir)
+    seqs = _windows(a.tokens, a.seqlen, a.nseq, a.token_dtype)
+    if a.cmd == "ppl":
+        tot, n = nll_sum(cfg, W, seqs)
+        nll = tot / n
+        print(json.dumps({"ppl": math.exp(nll), "nll": nll, "tokens": n}))
+    else:
+        with open(a.out, "wb") as f:
+            for s in seqs:
+                f.write(np.ascontiguousarray(logits(cfg, W, s), dtype="<f8").tobytes())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+/* config.json parsing: the published configs of the target models, and the
+ * errors a wrong config must give (naming file and field). Expected values
+ * are read off the JSON files by eye, not computed by the code under test. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/error.h"
+#include "io/hf_config.h"
+
+static void qwen25_72b(void **state) {
+    ModelConfig c;
+    assert_int_equal(hf_config_load(&c, TM_SOURCE_DIR "/configs/models/qwen2.5-72b-instruct.config.json"), 0);
+    assert_int_equal(c.arch, TM_ARCH_QWEN2);
+    assert_int_equal(c.hidden_size, 8192);
+    assert_int_equal(c.n_layers, 80);
+    assert_int_equal(c.n_heads, 64);
+    assert_int_equal(c.n_kv_heads, 8);
+    assert_int_equal(c.head_dim, 128); /* no head_dim key: hidden / heads */
+    assert_int_equal(c.intermediate_size, 29568);
+    assert_int_equal(c.vocab_size, 152064);
+    assert_true(c.qkv_bias && !c.o_bias && !c.mlp_bias);
+    assert_int_equal(c.sliding_window, 0); /* use_sliding_window false */
+    assert_true(c.rope_theta == 1e6 && c.rms_norm_eps == 1e-6);
+    assert_false(c.tie_word_embeddings);
+    assert_int_equal(c.torch_dtype, TM_BF16);
+}
+
+static void mixtral_8x7b(void **state) {
+    ModelConfig c;
+    assert_int_equal(hf_config_load(&c, TM_SOURCE_DIR "/configs/models/mixtral-8x7b-v0.1.config.json"), 0);
+    assert_int_equal(c.arch, TM_ARCH_MIXTRAL);
+    assert_int_equal(c.n_experts, 8);
+    assert_int_equal(c.n_experts_per_tok, 2);
+    assert_int_equal(c.n_kv_heads, 8);
+    assert_int_equal(c.intermediate_size, 14336);
+    assert_int_equal(c.sliding_window, 0); /* null */
+    assert_false(c.qkv_bias);
+}
+
+static void llama32_1b(void **state) {
+    ModelConfig c;
+    assert_int_equal(hf_config_load(&c, TM_SOURCE_DIR "/configs/models/llama-3.2-1b.config.json"), 0);
+    assert_int_equal(c.arch, TM_ARCH_LLAMA);
+    assert_int_equal(c.head_dim, 64);
+    assert_true(c.tie_word_embeddings);
+    assert_int_equal(c.rope_scaling.type, TM_ROPE_LLAMA3);
+    assert_true(c.rope_scaling.factor == 32.0 && c.rope_scaling.low_freq_factor == 1.0 &&
+                c.rope_scaling.high_freq_factor == 4.0);
+    assert_int_equal(c.rope_scaling.original_max_position_embeddings, 8192);
+    assert_int_equal(c.bos_token_id, 128000);
+}
+
+/* Write `json` to a temp file, parse it, expect failure mentioning `needle`. */
+static void expect_error(const char *json, const char *needle) {
+    char path[] = "/tmp/tm_config_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *fp = fdopen(fd, "w");
+    fputs(json, fp);
+    fclose(fp);
+    ModelConfig c;
+    int rc = hf_config_load(&c, path);
+    const char *msg = tm_error();
+    if (rc == 0 || !strstr(msg, needle) || !strstr(msg, path))
+        fail_msg("config %s: rc %d, message '%s', wanted '%s' and the path", json, rc, msg, needle);
+    unlink(path);
+}
+
+#define BASE "\"hidden_size\": 64, \"num_hidden_layers\": 2, \"intermediate_size\": 96, \"vocab_size\": 50, "
+
+static void bad_configs(void **state) {
+    expect_error("{" BASE "\"model_type\": \"gpt2\", \"num_attention_heads\": 4}", "'model_type' is 'gpt2'");
+    expect_error("{" BASE "\"num_attention_heads\": 4}", "'model_type' is missing");
+    expect_error("{" BASE "\"model_type\": \"llama\", \"num_attention_heads\": 4, \"num_key_value_heads\": 3}",
+                 "'num_attention_heads' (4) is not a multiple of 'num_key_value_heads' (3)");
+    expect_error("{" BASE "\"model_type\": \"llama\"}", "'num_attention_heads' is missing");
+    expect_error("{" BASE "\"model_type\": \"llama\", \"num_attention_heads\": \"4\"}", "'num_attention_heads' is not an integer");
+    expect_error("{" BASE "\"model_type\": \"llama\", \"num_attention_heads\": -4}", "'num_attention_heads' is -4");
+    expect_error("{" BASE "\"model_type\": \"llama\", \"num_attention_heads\": 4, \"rope_scaling\": {\"rope_type\": \"yarn\"}}",
+                 "'rope_scaling.rope_type' is 'yarn'");
+    expect_error("{" BASE "\"model_type\": \"llama\", \"num_attention_heads\": 4, \"hidden_act\": \"gelu\"}", "'hidden_act'");
+    expect_error("{" BASE "\"model_type\": \"llama\", \"num_attention_heads\": 4, \"head_dim\": 15}", "'head_dim' is 15");
+    expect_error("{" BASE "\"model_type\": \"mixtral\", \"num_attention_heads\": 4}", "'num_local_experts' is missing");
+    expect_error("{" BASE "\"model_type\": \"mixtral\", \"num_attention_heads\": 4, \"num_local_experts\": 2, "
+                 "\"num_experts_per_tok\": 3}", "'num_experts_per_tok' (3) exceeds");
+    expect_error("{" BASE "\"model_type\": \"qwen2\", \"num_attention_heads\": 4, \"use_sliding_window\": true}",
+                 "'use_sliding_window'");
+    expect_error("[1, 2]", "not a JSON object");
+    expect_error("{\"model_type\": \"llama\",", "not valid JSON");
+    expect_error("{\"model_type\": \"llama\", \"model_type\": \"llama\"}", "not valid JSON");
+}
+
+static void defaults_follow_transformers(void **state) {
+    char path[] = "/tmp/tm_config_XXXXXX";
+    int fd = mkstemp(path);
+    FILE *fp = fdopen(fd, "w");
+    fputs("{" BASE "\"model_type\": \"mistral\", \"num_attention_heads\": 4}", fp);
+    fclose(fp);
+    ModelConfig c;
+    assert_int_equal(hf_config_load(&c, path), 0);
+    assert_int_equal(c.sliding_window, 4096); /* MistralConfig's default */
+    assert_int_equal(c.n_kv_heads, 4);        /* defaults to num_attention_heads */
+    assert_int_equal(c.head_dim, 16);
+    assert_true(c.rope_theta == 10000.0 && c.rms_norm_eps == 1e-6);
+    unlink(path);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(qwen25_72b), cmocka_unit_test(mixtral_8x7b), cmocka_unit_test(llama32_1b),
+        cmocka_unit_test(bad_configs), cmocka_unit_test(defaults_follow_transformers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
