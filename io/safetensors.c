@@ -55,15 +55,21 @@ static int parse_shape(const char *name, const json_t *shape, StTensor *t) {
     return 0;
 }
 
-/* Bytes the shape needs, or -1 on overflow. */
+/* Bytes the shape needs, or -1 when the product of its non-zero dims
+ * overflows (whatever their order, so later code may multiply any subset). */
 static int64_t shape_bytes(const StTensor *t) {
     uint64_t n = tm_dtype_size(t->dtype);
+    int zero = 0;
     for (int i = 0; i < t->ndim; i++) {
         uint64_t d = (uint64_t)t->shape[i];
-        if (d && n > (uint64_t)INT64_MAX / d) return -1;
+        if (!d) {
+            zero = 1;
+            continue;
+        }
+        if (n > (uint64_t)INT64_MAX / d) return -1;
         n *= d;
     }
-    return (int64_t)n;
+    return zero ? 0 : (int64_t)n;
 }
 
 static int parse_entry(const char *name, const json_t *v, uint64_t data_size, StTensor *t) {

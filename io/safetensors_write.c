@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "io/checked.h"
 #include "io/error.h"
@@ -39,9 +40,30 @@ static char *header_json(const StWriteTensor *t, int n) {
 
 static int write_all(FILE *fp, const void *p, size_t n) { return fwrite(p, 1, n, fp) == n ? 0 : -1; }
 
+/* Names must be unique and not "__metadata__"; dtypes must be real ones. */
+static int check_tensors(const char *path, const StWriteTensor *t, int n) {
+    for (int i = 0; i < n; i++) {
+        if (!t[i].name || !t[i].name[0] || strcmp(t[i].name, "__metadata__") == 0)
+            return tm_fail("%s: tensor %d has a reserved or empty name", path, i);
+        if (tm_dtype_size(t[i].dtype) == 0) return tm_fail("%s: tensor '%s' has no valid dtype", path, t[i].name);
+        if (t[i].ndim < 0 || t[i].ndim > ST_MAX_DIMS)
+            return tm_fail("%s: tensor '%s' has %d dims", path, t[i].name, t[i].ndim);
+        for (int j = 0; j < i; j++)
+            if (strcmp(t[i].name, t[j].name) == 0) return tm_fail("%s: tensor name '%s' appears twice", path, t[i].name);
+    }
+    return 0;
+}
+
+/* Flush to disk before the rename makes the file visible under its real name. */
+static int close_synced(FILE *fp) {
+    int rc = fflush(fp) != 0 || fsync(fileno(fp)) != 0;
+    return (fclose(fp) != 0) || rc;
+}
+
 int st_write_file(const char *path, const StWriteTensor *t, int n) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (check_tensors(path, t, n)) return -1;
     char *hdr = header_json(t, n);
     size_t hlen = strlen(hdr), padded = (hlen + 7) / 8 * 8;  /* data starts 8-byte aligned */
     FILE *fp = fopen(tmp, "wb");
@@ -54,7 +76,7 @@ int st_write_file(const char *path, const StWriteTensor *t, int n) {
     int rc = write_all(fp, len8, 8) || write_all(fp, hdr, hlen);
     for (size_t i = hlen; i < padded && !rc; i++) rc = fputc(' ', fp) == EOF;
     for (int i = 0; i < n && !rc; i++) rc = write_all(fp, t[i].data, (size_t)tensor_bytes(&t[i]));
-    rc = (fclose(fp) != 0) || rc;
+    rc = close_synced(fp) || rc;
     free(hdr);
     if (rc || rename(tmp, path) != 0) {
         int e = errno;
@@ -77,8 +99,13 @@ static int write_index(const char *dir, const StWriteTensor *t, int n, const int
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int rc = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);
+    if (!text) tm_die("out of memory serialising %s", path);
+    FILE *fp = fopen(tmp, "wb");
+    int rc = !fp || write_all(fp, text, strlen(text));
+    if (fp) rc = close_synced(fp) || rc;
+    free(text);
     if (rc || rename(tmp, path) != 0) {
         remove(tmp);
         return tm_fail("%s: write failed", path);
@@ -100,12 +127,18 @@ int st_write_model(const char *dir, const StWriteTensor *t, int n, uint64_t max_
         in_shard += nb;
         total += nb;
     }
-    char path[4096];
-    int rc = 0;
+    char path[4096], stale[4096];
+    int rc = check_tensors(dir, t, n);
+    /* Readers prefer the index over model.safetensors (transformers the other
+     * way round), so the entry point of an older write must not survive. */
     if (n_shards == 1) {
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        rc = st_write_file(path, t, n);
+        snprintf(stale, sizeof stale, "%s/model.safetensors.index.json", dir);
+        if (!rc) remove(stale);
+        if (!rc) rc = st_write_file(path, t, n);
     } else {
+        snprintf(stale, sizeof stale, "%s/model.safetensors", dir);
+        if (!rc) remove(stale);
         for (int s = 0, first = 0; s < n_shards && !rc; s++) {
             int last = first;
             while (last < n && shard_of[last] == s) last++;

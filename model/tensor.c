@@ -61,10 +61,7 @@ void tensor_to_f32(const Tensor *t, int64_t offset, int64_t n, float *out) {
         break;
     case TM_BF16: {
         const uint16_t *p = (const uint16_t *)t->data + offset;
-        for (int64_t i = 0; i < n; i++) {
-            uint32_t u = (uint32_t)p[i] << 16;
-            memcpy(&out[i], &u, 4);
-        }
+        for (int64_t i = 0; i < n; i++) out[i] = tm_bf16_to_f32(p[i]);
         break;
     }
     case TM_F16: {
