@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/checked.h"
 #include "io/error.h"
 
 static void print_help(const ArgSpec *specs, int n, const char *usage) {
@@ -34,6 +35,7 @@ static int set_value(const ArgSpec *s, const char *val) {
 
 int args_parse(int argc, char **argv, const ArgSpec *specs, int n, const char *usage) {
     char seen[64] = {0};
+    if (n > (int)sizeof seen) tm_die("args_parse: %d options, at most %zu supported", n, sizeof seen);
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
