@@ -6,8 +6,9 @@
 #include <string.h>
 
 #include "io/checked.h"
+#include "model/simd.h"
 
-static float dot(const float *a, const float *b, int n) {
+static inline float dot(const float *a, const float *b, int n) {
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
     for (int i = 0; i < n; i++) s += a[i] * b[i];
@@ -15,7 +16,7 @@ static float dot(const float *a, const float *b, int n) {
 }
 
 /* One query row against keys lo..i: softmax-weighted sum of values into o. */
-static void attend_row(float *o, const float *qi, const float *k, const float *v, int64_t ks, int64_t vs, int lo,
+TM_MULTIVERSION static void attend_row(float *o, const float *qi, const float *k, const float *v, int64_t ks, int64_t vs, int lo,
                        int i, int dqk, int dv, float scale, float *p) {
     float mx = -INFINITY;
     for (int j = lo; j <= i; j++) {

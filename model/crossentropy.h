@@ -1,11 +1,26 @@
+/* Next-token cross-entropy over a vocabulary that arrives in column chunks,
+ * so the LM head can run as a few wide GEMMs (each weight panel read once)
+ * while only N x chunk logits exist at a time: a running max and sum of
+ * exponentials per row (online log-sum-exp), the sum in double. */
 #ifndef TM_MODEL_CROSSENTROPY_H
 #define TM_MODEL_CROSSENTROPY_H
 
 #include <stdint.h>
 
-/* Sum over rows with target >= 0 of -log softmax(logits[row])[target]; the
- * log-sum-exp runs in double. Rows with target < 0 are ignored. Writes the
- * number of counted rows to *count. */
-double crossentropy_forward(const float *logits, const int32_t *targets, int n, int V, int64_t *count);
+typedef struct {
+    int cap;             /* rows allocated */
+    float *max;          /* [n] running max logit */
+    double *sum;         /* [n] sum of exp(logit - max) */
+    float *target_logit; /* [n] */
+} CrossEntropy;
+
+void crossentropy_init(CrossEntropy *ce, int n);
+void crossentropy_free(CrossEntropy *ce);
+void crossentropy_reset(CrossEntropy *ce, int n);
+/* logits: [n, cols], holding vocabulary columns [col0, col0 + cols). */
+void crossentropy_update(CrossEntropy *ce, int n, const float *logits, int cols, int col0, const int32_t *targets);
+/* Sum over rows with target >= 0 of -log softmax[target]; rows with target < 0
+ * are ignored. *count gets the number of rows counted. */
+double crossentropy_finish(const CrossEntropy *ce, int n, const int32_t *targets, int64_t *count);
 
 #endif

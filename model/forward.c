@@ -39,11 +39,12 @@ void model_free(Model *m) {
     st_set_close(&m->set);
 }
 
-/* Rows of logits per head chunk: about 64 MiB of logits at a time. */
-static int head_chunk_rows(int N, int V) {
-    int rows = (int)((16 << 20) / V);
-    if (rows < 1) rows = 1;
-    return rows < N ? rows : N;
+/* Vocabulary columns per head chunk: about 64 MiB of logits at a time, but
+ * at least 256 columns so each GEMM stays wide. */
+static int head_vocab_chunk(int N, int V) {
+    int cols = (int)((16 << 20) / N);
+    if (cols < 256) cols = 256;
+    return cols < V ? cols : V;
 }
 
 void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
@@ -65,8 +66,9 @@ void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
         ws->h1 = mallocCheck(N * (size_t)c->intermediate_size * sizeof(float));
         ws->h2 = mallocCheck(N * (size_t)c->intermediate_size * sizeof(float));
     }
-    ws->logit_rows = head_chunk_rows((int)N, c->vocab_size);
-    ws->logits = mallocCheck((size_t)ws->logit_rows * c->vocab_size * sizeof(float));
+    ws->vocab_chunk = head_vocab_chunk((int)N, c->vocab_size);
+    ws->logits = mallocCheck(N * (size_t)ws->vocab_chunk * sizeof(float));
+    crossentropy_init(&ws->ce, (int)N);
     ws->targets = mallocCheck(N * sizeof(int32_t));
 }
 
@@ -82,6 +84,7 @@ void workspace_free(Workspace *ws) {
     free(ws->h2);
     if (ws->moe.rows) moe_scratch_free(&ws->moe);
     free(ws->logits);
+    crossentropy_free(&ws->ce);
     free(ws->targets);
     memset(ws, 0, sizeof *ws);
 }
@@ -138,19 +141,16 @@ void model_logits(const Model *m, const float *hidden, int n, float *logits) {
 }
 
 double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted) {
-    int B = ws->B, T = ws->T, N = B * T, V = m->cfg.vocab_size, D = m->cfg.hidden_size;
+    int B = ws->B, T = ws->T, N = B * T, V = m->cfg.vocab_size;
     model_forward(m, tokens, ws);
     for (int i = 0; i < N; i++) ws->targets[i] = (i % T == T - 1) ? -1 : tokens[i + 1];
-    double total = 0.0;
-    *n_predicted = 0;
-    for (int r = 0; r < N; r += ws->logit_rows) {
-        int rows = N - r < ws->logit_rows ? N - r : ws->logit_rows;
-        model_logits(m, ws->xn + (int64_t)r * D, rows, ws->logits);
-        int64_t counted;
-        total += crossentropy_forward(ws->logits, ws->targets + r, rows, V, &counted);
-        *n_predicted += counted;
+    crossentropy_reset(&ws->ce, N);
+    for (int v0 = 0; v0 < V; v0 += ws->vocab_chunk) {
+        int cols = V - v0 < ws->vocab_chunk ? V - v0 : ws->vocab_chunk;
+        matmul_forward_rows(ws->logits, cols, ws->xn, &m->w.lm_head, v0, v0 + cols, N, 0);
+        crossentropy_update(&ws->ce, N, ws->logits, cols, v0, ws->targets);
     }
-    return total;
+    return crossentropy_finish(&ws->ce, N, ws->targets, n_predicted);
 }
 
 double model_forward_flops(const ModelConfig *c, int B, int T) {

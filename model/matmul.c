@@ -18,7 +18,7 @@ void matmul_forward_rows(float *out, int ld_out, const float *inp, const Tensor 
     int n_in = (int)W->cols;
     float beta = accumulate ? 1.0f : 0.0f;
     if (W->dtype == TM_F32) {
-        sgemm_nt(out + r0, ld_out, inp, (const float *)W->data + r0 * n_in, N, (int)(r1 - r0), n_in, beta);
+        sgemm_nt(out, ld_out, inp, (const float *)W->data + r0 * n_in, N, (int)(r1 - r0), n_in, beta);
         return;
     }
     int64_t panel_rows = PANEL_FLOATS / n_in;
@@ -29,7 +29,7 @@ void matmul_forward_rows(float *out, int ld_out, const float *inp, const Tensor 
         int64_t rows = r1 - p < panel_rows ? r1 - p : panel_rows;
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < rows; r++) tensor_to_f32(W, (p + r) * n_in, n_in, panel + r * n_in);
-        sgemm_nt(out + p, ld_out, inp, panel, N, (int)rows, n_in, beta);
+        sgemm_nt(out + (p - r0), ld_out, inp, panel, N, (int)rows, n_in, beta);
     }
     free(panel);
 }

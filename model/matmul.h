@@ -9,7 +9,8 @@
 
 /* accumulate = 0: out = inp W^T + bias; 1: out += inp W^T + bias. bias may be NULL. */
 void matmul_forward(float *out, const float *inp, const Tensor *W, const float *bias, int N, int accumulate);
-/* Rows [r0, r1) of W only: writes out columns [r0, r1) with row stride ld_out. */
+/* Rows [r0, r1) of W only: output column j - r0 of `out` (row stride ld_out)
+ * gets W row j. */
 void matmul_forward_rows(float *out, int ld_out, const float *inp, const Tensor *W, int64_t r0, int64_t r1, int N,
                          int accumulate);
 

@@ -7,6 +7,7 @@
 
 #include "io/hf_config.h"
 #include "io/safetensors_set.h"
+#include "model/crossentropy.h"
 #include "model/moe.h"
 #include "model/rope.h"
 #include "model/weights.h"
@@ -33,8 +34,9 @@ typedef struct {
     float *att;        /* [N, H*d] */
     float *h1, *h2;    /* [N, I] MLP gate/up */
     MoeScratch moe;
-    float *logits;     /* [logit_rows, V]: the head runs in chunks of rows */
-    int logit_rows;
+    float *logits;     /* [N, vocab_chunk]: the head runs in vocabulary chunks */
+    int vocab_chunk;
+    CrossEntropy ce;   /* running log-sum-exp per row */
     int32_t *targets;  /* [N] */
 } Workspace;
 
