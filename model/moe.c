@@ -31,7 +31,9 @@ void moe_scratch_free(MoeScratch *s) {
     memset(s, 0, sizeof *s);
 }
 
-void moe_route(const float *logits, int E, int k, int *experts, float *weights) {
+/* Top-k routing of one row of router logits: experts chosen and their
+ * softmax weights renormalised over the k chosen. */
+static void moe_route(const float *logits, int E, int k, int *experts, float *weights) {
     double mx = -INFINITY, sum = 0.0;
     for (int e = 0; e < E; e++) mx = logits[e] > mx ? logits[e] : mx;
     for (int e = 0; e < E; e++) sum += exp(logits[e] - mx);

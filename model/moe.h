@@ -20,7 +20,5 @@ void moe_scratch_free(MoeScratch *s);
 /* out[N, D] += MoE(inp[N, D]) */
 void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int D, int inter, int E, int k,
                  MoeScratch *s);
-/* Top-k routing of one row of router logits (exposed for tests). */
-void moe_route(const float *logits, int E, int k, int *experts, float *weights);
 
 #endif
