@@ -16,8 +16,8 @@ static inline float dot(const float *a, const float *b, int n) {
 }
 
 /* One query row against keys lo..i: softmax-weighted sum of values into o. */
-TM_MULTIVERSION static void attend_row(float *o, const float *qi, const float *k, const float *v, int64_t ks, int64_t vs, int lo,
-                       int i, int dqk, int dv, float scale, float *p) {
+TM_MULTIVERSION static void attend_row(float *o, const float *qi, const float *k, const float *v, int64_t ks,
+                                       int64_t vs, int lo, int i, int dqk, int dv, float scale, float *p) {
     float mx = -INFINITY;
     for (int j = lo; j <= i; j++) {
         p[j] = dot(qi, k + j * ks, dqk) * scale;

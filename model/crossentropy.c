@@ -8,7 +8,6 @@
 #include "model/simd.h"
 
 void crossentropy_init(CrossEntropy *ce, int n) {
-    ce->cap = n;
     ce->max = mallocCheck((size_t)n * sizeof *ce->max);
     ce->sum = mallocCheck((size_t)n * sizeof *ce->sum);
     ce->target_logit = mallocCheck((size_t)n * sizeof *ce->target_logit);

@@ -8,12 +8,12 @@
 #include <stdint.h>
 
 typedef struct {
-    int cap;             /* rows allocated */
     float *max;          /* [n] running max logit */
     double *sum;         /* [n] sum of exp(logit - max) */
     float *target_logit; /* [n] */
 } CrossEntropy;
 
+/* Room for n rows; reset/update/finish work on the first n they are given. */
 void crossentropy_init(CrossEntropy *ce, int n);
 void crossentropy_free(CrossEntropy *ce);
 void crossentropy_reset(CrossEntropy *ce, int n);
