@@ -12,6 +12,7 @@ const char *tm_arch_name(TmArch a) {
     case TM_ARCH_QWEN2: return "qwen2";
     case TM_ARCH_MISTRAL: return "mistral";
     case TM_ARCH_MIXTRAL: return "mixtral";
+    case TM_ARCH_DEEPSEEK_V3: return "deepseek_v3";
     }
     return "?";
 }
@@ -20,14 +21,16 @@ static int parse_arch(const char *file, const json_t *root, ModelConfig *c) {
     const char *mt;
     if (tm_json_str_or(file, root, "model_type", NULL, &mt)) return -1;
     if (!mt) return tm_fail("%s: required field 'model_type' is missing", file);
-    static const TmArch archs[] = {TM_ARCH_LLAMA, TM_ARCH_QWEN2, TM_ARCH_MISTRAL, TM_ARCH_MIXTRAL};
+    static const TmArch archs[] = {TM_ARCH_LLAMA, TM_ARCH_QWEN2, TM_ARCH_MISTRAL, TM_ARCH_MIXTRAL,
+                                   TM_ARCH_DEEPSEEK_V3};
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
         if (strcmp(mt, tm_arch_name(archs[i])) == 0) {
             c->arch = archs[i];
             snprintf(c->model_type, sizeof c->model_type, "%s", mt);
             return 0;
         }
-    return tm_fail("%s: field 'model_type' is '%s'; supported: llama, qwen2, mistral, mixtral", file, mt);
+    return tm_fail("%s: field 'model_type' is '%s'; supported: llama, qwen2, mistral, mixtral, deepseek_v3",
+                   file, mt);
 }
 
 /* A positive int field that fits an int. */
@@ -76,13 +79,86 @@ static int parse_token_id(const char *file, const json_t *root, const char *key,
     return 0;
 }
 
+/* An int field that may be null or missing (-> dflt) and must lie in [lo, hi]. */
+static int int_in(const char *file, const json_t *root, const char *key, long long dflt, long long lo, long long hi,
+                  int *out) {
+    long long v;
+    if (tm_json_int_or(file, root, key, dflt, &v)) return -1;
+    if (v < lo || v > hi) return tm_fail("%s: field '%s' is %lld, must be in [%lld, %lld]", file, key, v, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+/* DeepSeek-V3's MLA and MoE fields, with transformers' DeepseekV3Config
+ * defaults for missing keys. The MoE runs only in the form transmla exports
+ * (softmax router, top-k renormalised, no shared experts, one group). */
+static int parse_deepseek_v3(const char *file, const json_t *root, ModelConfig *c, int attn_bias) {
+    MlaConfig *m = &c->mla;
+    const json_t *ql = json_object_get(root, "q_lora_rank");
+    if (positive(file, root, "kv_lora_rank", 512, &m->kv_lora_rank) ||
+        (!(ql && json_is_null(ql)) && positive(file, root, "q_lora_rank", 1536, &m->q_lora_rank)) ||
+        positive(file, root, "qk_nope_head_dim", 128, &m->qk_nope_head_dim) ||
+        positive(file, root, "qk_rope_head_dim", 64, &m->qk_rope_head_dim) ||
+        positive(file, root, "v_head_dim", 128, &m->v_head_dim) ||
+        tm_json_bool_or(file, root, "rope_interleave", 1, &m->rope_interleave))
+        return -1;
+    m->latent_norms = 1;
+    if (m->qk_rope_head_dim % 2)
+        return tm_fail("%s: field 'qk_rope_head_dim' is %d; RoPE needs an even width", file, m->qk_rope_head_dim);
+    /* transformers builds the rotary table from head_dim, which DeepseekV3Config sets to qk_rope_head_dim */
+    if (json_object_get(root, "head_dim") && c->head_dim != m->qk_rope_head_dim)
+        return tm_fail("%s: field 'head_dim' (%d) differs from 'qk_rope_head_dim' (%d)", file, c->head_dim,
+                       m->qk_rope_head_dim);
+    c->head_dim = m->qk_rope_head_dim;
+    c->n_kv_heads = c->n_heads;
+    c->qkv_bias = c->o_bias = attn_bias;
+    c->mlp_bias = 0;
+
+    int first_dense = 0, n_routed = 0, shared = 0, n_group = 1, topk_group = 1, norm_topk = 1, freq = 1;
+    const json_t *nr = json_object_get(root, "n_routed_experts"), *ns = json_object_get(root, "n_shared_experts");
+    double scaling;
+    const char *scoring, *topk_method;
+    if (int_in(file, root, "first_k_dense_replace", 3, 0, 1 << 30, &first_dense) ||
+        (!(nr && json_is_null(nr)) && int_in(file, root, "n_routed_experts", 256, 0, 1 << 20, &n_routed)) ||
+        (!(ns && json_is_null(ns)) && int_in(file, root, "n_shared_experts", 1, 0, 1 << 20, &shared)) ||
+        int_in(file, root, "n_group", 8, 1, 1 << 20, &n_group) ||
+        int_in(file, root, "topk_group", 4, 1, 1 << 20, &topk_group) ||
+        int_in(file, root, "moe_layer_freq", 1, 1, 1 << 20, &freq) ||
+        tm_json_bool_or(file, root, "norm_topk_prob", 1, &norm_topk) ||
+        tm_json_num_or(file, root, "routed_scaling_factor", 2.5, &scaling) ||
+        tm_json_str_or(file, root, "scoring_func", "sigmoid", &scoring) ||
+        tm_json_str_or(file, root, "topk_method", "noaux_tc", &topk_method))
+        return -1;
+    c->first_moe_layer = first_dense;
+    if (n_routed == 0 || first_dense >= c->n_layers) return 0; /* every layer dense */
+    if (positive(file, root, "num_experts_per_tok", 8, &c->n_experts_per_tok) ||
+        positive(file, root, "moe_intermediate_size", 2048, &c->expert_intermediate_size))
+        return -1;
+    c->n_experts = n_routed;
+    if (c->n_experts_per_tok > n_routed)
+        return tm_fail("%s: field 'num_experts_per_tok' (%d) exceeds 'n_routed_experts' (%d)", file,
+                       c->n_experts_per_tok, n_routed);
+    const char *unsupported = strcmp(scoring, "softmax") ? "scoring_func must be \"softmax\""
+                            : shared ? "n_shared_experts must be null or 0"
+                            : n_group != 1 || topk_group != 1 ? "n_group and topk_group must be 1"
+                            : !norm_topk ? "norm_topk_prob must be true"
+                            : scaling != 1.0 ? "routed_scaling_factor must be 1.0"
+                            : freq != 1 ? "moe_layer_freq must be 1"
+                            : strcmp(topk_method, "noaux_tc") == 0 ? "topk_method must not be noaux_tc"
+                            : NULL;
+    if (unsupported)
+        return tm_fail("%s: deepseek_v3 MoE layers are supported only in the Mixtral form transmla exports: %s", file,
+                       unsupported);
+    return 0;
+}
+
 static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
     if (parse_arch(file, root, c)) return -1;
     if (positive(file, root, "hidden_size", 0, &c->hidden_size) ||
         positive(file, root, "num_hidden_layers", 0, &c->n_layers) ||
         positive(file, root, "num_attention_heads", 0, &c->n_heads) ||
         positive(file, root, "num_key_value_heads", c->n_heads, &c->n_kv_heads) ||
-        positive(file, root, "intermediate_size", 0, &c->intermediate_size) ||
+        positive(file, root, "intermediate_size", c->arch == TM_ARCH_DEEPSEEK_V3 ? 18432 : 0, &c->intermediate_size) ||
         positive(file, root, "vocab_size", 0, &c->vocab_size))
         return -1;
     if (positive(file, root, "head_dim", c->hidden_size / c->n_heads > 0 ? c->hidden_size / c->n_heads : 1,
@@ -139,7 +215,11 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
         if (sw < 0 || sw > (1LL << 30)) return tm_fail("%s: field 'sliding_window' is %lld", file, sw);
         c->sliding_window = (int)sw;
         break;
+    case TM_ARCH_DEEPSEEK_V3:
+        if (parse_deepseek_v3(file, root, c, attn_bias)) return -1;
+        break;
     }
+    if (c->n_experts && !c->expert_intermediate_size) c->expert_intermediate_size = c->intermediate_size;
     if (c->n_heads % c->n_kv_heads)
         return tm_fail("%s: field 'num_attention_heads' (%d) is not a multiple of 'num_key_value_heads' (%d)", file,
                        c->n_heads, c->n_kv_heads);
@@ -156,4 +236,14 @@ int hf_config_load(ModelConfig *cfg, const char *path) {
     int rc = parse_fields(path, root, cfg);
     json_decref(root);
     return rc;
+}
+
+int hf_config_layer_is_moe(const ModelConfig *c, int l) { return c->n_experts > 0 && l >= c->first_moe_layer; }
+
+int hf_config_qk_head_dim(const ModelConfig *c) {
+    return c->arch == TM_ARCH_DEEPSEEK_V3 ? c->mla.qk_nope_head_dim + c->mla.qk_rope_head_dim : c->head_dim;
+}
+
+int hf_config_v_head_dim(const ModelConfig *c) {
+    return c->arch == TM_ARCH_DEEPSEEK_V3 ? c->mla.v_head_dim : c->head_dim;
 }

@@ -4,7 +4,7 @@
 
 #include "io/dtype.h"
 
-typedef enum { TM_ARCH_LLAMA, TM_ARCH_QWEN2, TM_ARCH_MISTRAL, TM_ARCH_MIXTRAL } TmArch;
+typedef enum { TM_ARCH_LLAMA, TM_ARCH_QWEN2, TM_ARCH_MISTRAL, TM_ARCH_MIXTRAL, TM_ARCH_DEEPSEEK_V3 } TmArch;
 typedef enum { TM_ROPE_PLAIN, TM_ROPE_LINEAR, TM_ROPE_LLAMA3 } TmRopeScaling;
 
 typedef struct {
@@ -12,6 +12,17 @@ typedef struct {
     double factor, low_freq_factor, high_freq_factor;
     long long original_max_position_embeddings;
 } TmRopeScalingCfg;
+
+/* Multi-head latent attention (model_type deepseek_v3). */
+typedef struct {
+    int kv_lora_rank, q_lora_rank;   /* q_lora_rank 0: a plain q_proj */
+    int qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
+    int rope_interleave;             /* rope dims in (2i, 2i+1) pairs, else rotate-half halves */
+    /* Not config.json fields: the converter's exact model runs without the
+     * latent RMSNorms and may carry a q_proj bias; a loaded file always has
+     * latent_norms = 1 and q_bias = 0, as DeepSeek loaders compute it. */
+    int latent_norms, q_bias;
+} MlaConfig;
 
 typedef struct {
     TmArch arch;
@@ -24,6 +35,9 @@ typedef struct {
     int qkv_bias, o_bias, mlp_bias;  /* qwen2: qkv; llama attention_bias: qkv+o; llama mlp_bias */
     int sliding_window;              /* 0 = full causal attention */
     int n_experts, n_experts_per_tok; /* 0 = dense MLP */
+    int first_moe_layer;             /* layers below it are dense (deepseek_v3 first_k_dense_replace) */
+    int expert_intermediate_size;    /* width of each expert's MLP */
+    MlaConfig mla;                   /* arch == TM_ARCH_DEEPSEEK_V3 only */
     long long bos_token_id, eos_token_id; /* -1 when null */
     TmDType torch_dtype;             /* TM_DTYPE_INVALID when absent */
 } ModelConfig;
@@ -32,5 +46,10 @@ typedef struct {
  * file and the field. */
 int hf_config_load(ModelConfig *cfg, const char *config_path);
 const char *tm_arch_name(TmArch a);
+/* Whether layer l runs the MoE rather than the dense MLP. */
+int hf_config_layer_is_moe(const ModelConfig *c, int l);
+/* Width of one query head's q/k (q_proj rows per head) and of its value. */
+int hf_config_qk_head_dim(const ModelConfig *c);
+int hf_config_v_head_dim(const ModelConfig *c);
 
 #endif

@@ -9,6 +9,7 @@
 #include "model/attention.h"
 #include "model/crossentropy.h"
 #include "model/matmul.h"
+#include "model/mla.h"
 #include "model/model.h"
 #include "model/rmsnorm.h"
 #include "model/swiglu.h"
@@ -47,22 +48,39 @@ static int head_vocab_chunk(int N, int V) {
     return cols < V ? cols : V;
 }
 
+static int any_dense_layer(const ModelConfig *c) {
+    for (int l = 0; l < c->n_layers; l++)
+        if (!hf_config_layer_is_moe(c, l)) return 1;
+    return 0;
+}
+
 void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
     memset(ws, 0, sizeof *ws);
     ws->B = B;
     ws->T = T;
-    size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
-    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t N = (size_t)B * T, D = (size_t)c->hidden_size, H = (size_t)c->n_heads;
+    size_t qd = H * hf_config_qk_head_dim(c), vd = H * hf_config_v_head_dim(c);
+    size_t kd = (size_t)c->n_kv_heads * hf_config_qk_head_dim(c), vkd = (size_t)c->n_kv_heads * hf_config_v_head_dim(c);
     rope_table_init(&ws->rope, &c->rope_scaling, c->rope_theta, c->head_dim, T);
     ws->x = mallocCheck(N * D * sizeof(float));
     ws->xn = mallocCheck(N * D * sizeof(float));
     ws->q = mallocCheck(N * qd * sizeof(float));
-    ws->k = mallocCheck(N * kvd * sizeof(float));
-    ws->v = mallocCheck(N * kvd * sizeof(float));
-    ws->att = mallocCheck(N * qd * sizeof(float));
-    if (c->n_experts) {
-        moe_scratch_init(&ws->moe, (int)N, (int)D, c->intermediate_size, c->n_experts, c->n_experts_per_tok);
-    } else {
+    ws->k = mallocCheck(N * kd * sizeof(float));
+    ws->v = mallocCheck(N * vkd * sizeof(float));
+    ws->att = mallocCheck(N * vd * sizeof(float));
+    if (c->arch == TM_ARCH_DEEPSEEK_V3) {
+        const MlaConfig *m = &c->mla;
+        size_t lw = (size_t)m->kv_lora_rank + m->qk_rope_head_dim;
+        size_t cw = (size_t)m->kv_lora_rank;
+        if ((size_t)m->q_lora_rank > lw) lw = (size_t)m->q_lora_rank;
+        if ((size_t)m->q_lora_rank > cw) cw = (size_t)m->q_lora_rank;
+        ws->lat = mallocCheck(N * lw * sizeof(float));
+        ws->cn = mallocCheck(N * cw * sizeof(float));
+        ws->kvb = mallocCheck(N * H * (m->qk_nope_head_dim + m->v_head_dim) * sizeof(float));
+    }
+    if (c->n_experts)
+        moe_scratch_init(&ws->moe, (int)N, (int)D, c->expert_intermediate_size, c->n_experts, c->n_experts_per_tok);
+    if (any_dense_layer(c)) {
         ws->h1 = mallocCheck(N * (size_t)c->intermediate_size * sizeof(float));
         ws->h2 = mallocCheck(N * (size_t)c->intermediate_size * sizeof(float));
     }
@@ -80,6 +98,9 @@ void workspace_free(Workspace *ws) {
     free(ws->k);
     free(ws->v);
     free(ws->att);
+    free(ws->lat);
+    free(ws->cn);
+    free(ws->kvb);
     free(ws->h1);
     free(ws->h2);
     if (ws->moe.rows) moe_scratch_free(&ws->moe);
@@ -96,24 +117,27 @@ static void embedding_forward(float *out, const int32_t *tokens, const Tensor *e
 }
 
 /* x += o_proj(attention(rope(q), rope(k), v)) of xn. */
-static void attention_block(const ModelConfig *c, const LayerWeights *L, Workspace *ws) {
-    int B = ws->B, T = ws->T, N = B * T;
+static void gqa_attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
+    int B = ws->B, T = ws->T, N = B * T, d = c->head_dim;
     matmul_forward(ws->q, ws->xn, &L->q, L->q_bias, N, 0);
     matmul_forward(ws->k, ws->xn, &L->k, L->k_bias, N, 0);
     matmul_forward(ws->v, ws->xn, &L->v, L->v_bias, N, 0);
-    rope_forward(ws->q, &ws->rope, B, T, c->n_heads, c->head_dim);
-    rope_forward(ws->k, &ws->rope, B, T, c->n_kv_heads, c->head_dim);
+    if (ws->hook) ws->hook(ws->hook_ctx, layer, ws);
+    RopeLayout q_rope = {.n_heads = c->n_heads, .head_stride = d, .offset = 0, .interleave = 0};
+    RopeLayout k_rope = {.n_heads = c->n_kv_heads, .head_stride = d, .offset = 0, .interleave = 0};
+    rope_forward(ws->q, (int64_t)c->n_heads * d, &ws->rope, B, T, 0, &q_rope);
+    rope_forward(ws->k, (int64_t)c->n_kv_heads * d, &ws->rope, B, T, 0, &k_rope);
     attention_forward(ws->att, ws->q, ws->k, ws->v, B, T, c->n_heads, c->n_kv_heads, c->head_dim, c->head_dim,
                       c->sliding_window, (float)(1.0 / sqrt((double)c->head_dim)));
     matmul_forward(ws->x, ws->att, &L->o, L->o_bias, N, 1);
 }
 
 /* x += down(silu(gate(xn)) * up(xn)), or the MoE of it. */
-static void mlp_block(const ModelConfig *c, const LayerWeights *L, Workspace *ws) {
+static void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
     int N = ws->B * ws->T;
-    if (c->n_experts) {
-        moe_forward(ws->x, ws->xn, L, N, c->hidden_size, c->intermediate_size, c->n_experts, c->n_experts_per_tok,
-                    &ws->moe);
+    if (hf_config_layer_is_moe(c, layer)) {
+        moe_forward(ws->x, ws->xn, L, N, c->hidden_size, c->expert_intermediate_size, c->n_experts,
+                    c->n_experts_per_tok, &ws->moe);
         return;
     }
     matmul_forward(ws->h1, ws->xn, &L->gate, L->gate_bias, N, 0);
@@ -129,9 +153,10 @@ void model_forward(const Model *m, const int32_t *tokens, Workspace *ws) {
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *L = &m->w.layers[l];
         rmsnorm_forward(ws->xn, ws->x, L->input_norm, N, D, c->rms_norm_eps);
-        attention_block(c, L, ws);
+        if (c->arch == TM_ARCH_DEEPSEEK_V3) mla_attention_block(c, L, l, ws);
+        else gqa_attention_block(c, L, l, ws);
         rmsnorm_forward(ws->xn, ws->x, L->post_norm, N, D, c->rms_norm_eps);
-        mlp_block(c, L, ws);
+        mlp_block(c, L, l, ws);
     }
     rmsnorm_forward(ws->xn, ws->x, m->w.final_norm, N, D, c->rms_norm_eps);
 }

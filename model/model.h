@@ -24,21 +24,33 @@ int model_load(Model *m, const char *dir);
 int model_init(Model *m, const ModelConfig *cfg, StSet *set, const char *config_name);
 void model_free(Model *m);
 
+typedef struct Workspace Workspace;
+/* Called once per layer after the attention's input projections, before RoPE
+ * and before the latent norm: the converter gathers its statistics here.
+ * GQA: ws->q, ws->k, ws->v (biases added). MLA: ws->q [N, H*(dn+dr)] and
+ * ws->lat [N, R+dr] (kv_a_proj_with_mqa output, rope dims last). */
+typedef void (*AttentionHook)(void *ctx, int layer, const Workspace *ws);
+
 /* Activations of one micro-batch; nothing here grows with the model's depth. */
-typedef struct {
+struct Workspace {
     int B, T;
     RopeTable rope;
     float *x;          /* [N, D] residual stream */
     float *xn;         /* [N, D] normed input of the current block; final norm at the end */
-    float *q, *k, *v;  /* [N, H*d], [N, G*d], [N, G*d] */
-    float *att;        /* [N, H*d] */
+    float *q, *k, *v;  /* GQA: [N, H*d], [N, G*d], [N, G*d]; MLA: [N, H*(dn+dr)], the same, [N, H*dv] */
+    float *att;        /* [N, H*dv] */
+    float *lat;        /* MLA: [N, max(R+dr, Rq)] latent before its norm */
+    float *cn;         /* MLA: [N, max(R, Rq)] the latent kv_b_proj/q_b_proj reads */
+    float *kvb;        /* MLA: [N, H*(dn+dv)] */
     float *h1, *h2;    /* [N, I] MLP gate/up */
     MoeScratch moe;
     float *logits;     /* [N, vocab_chunk]: the head runs in vocabulary chunks */
     int vocab_chunk;
     CrossEntropy ce;   /* running log-sum-exp per row */
     int32_t *targets;  /* [N] */
-} Workspace;
+    AttentionHook hook; /* NULL: none */
+    void *hook_ctx;
+};
 
 void workspace_init(Workspace *ws, const ModelConfig *cfg, int B, int T);
 void workspace_free(Workspace *ws);

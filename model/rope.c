@@ -52,18 +52,21 @@ void rope_table_free(RopeTable *rt) {
     rt->cos = rt->sin = NULL;
 }
 
-void rope_forward(float *x, const RopeTable *rt, int B, int T, int n_heads, int head_dim) {
-    int half = head_dim / 2;
+void rope_forward(float *x, int64_t row_stride, const RopeTable *rt, int B, int T, int pos0, const RopeLayout *lay) {
+    int half = rt->half;
+    /* pair i: elements at lo + i*step_pair and that + step_mate */
+    int step_pair = lay->interleave ? 2 : 1, step_mate = lay->interleave ? 1 : half;
 #pragma omp parallel for schedule(static)
     for (int64_t row = 0; row < (int64_t)B * T; row++) {
-        int t = (int)(row % T);
-        const float *c = rt->cos + (int64_t)t * half, *s = rt->sin + (int64_t)t * half;
-        for (int h = 0; h < n_heads; h++) {
-            float *v = x + row * n_heads * head_dim + (int64_t)h * head_dim;
+        int pos = pos0 + (int)(row % T);
+        const float *c = rt->cos + (int64_t)pos * half, *s = rt->sin + (int64_t)pos * half;
+        for (int h = 0; h < lay->n_heads; h++) {
+            float *v = x + row * row_stride + (int64_t)h * lay->head_stride + lay->offset;
             for (int i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half];
-                v[i] = a * c[i] - b * s[i];
-                v[i + half] = b * c[i] + a * s[i];
+                float *pa = v + i * step_pair, *pb = pa + step_mate;
+                float a = *pa, b = *pb;
+                *pa = a * c[i] - b * s[i];
+                *pb = b * c[i] + a * s[i];
             }
         }
     }

@@ -1,7 +1,11 @@
-/* Rotary position embedding in Hugging Face's rotate-half layout: within each
- * head, dim i pairs with dim i + d/2 and turns by pos * inv_freq[i]. */
+/* Rotary position embedding. Rotate-half layout (Hugging Face Llama): within
+ * the rotated span of width w, dim i pairs with dim i + w/2; interleaved
+ * layout (DeepSeek's rope_interleave): dim 2i pairs with 2i + 1. Pair i turns
+ * by pos * inv_freq[i]. */
 #ifndef TM_MODEL_ROPE_H
 #define TM_MODEL_ROPE_H
+
+#include <stdint.h>
 
 #include "io/hf_config.h"
 
@@ -15,7 +19,14 @@ void rope_inv_freq(const TmRopeScalingCfg *rs, double theta, int head_dim, doubl
 /* Angles in double, stored as float: cos/sin errors stay at fp32 rounding. */
 void rope_table_init(RopeTable *rt, const TmRopeScalingCfg *rs, double theta, int head_dim, int max_pos);
 void rope_table_free(RopeTable *rt);
-/* x: [B*T, n_heads*head_dim], token (b, t) at position t; rotated in place. */
-void rope_forward(float *x, const RopeTable *rt, int B, int T, int n_heads, int head_dim);
+/* Where the rotated spans sit in a row: n_heads spans, head h's span starts
+ * at h * head_stride + offset and is 2 * rt->half wide. */
+typedef struct {
+    int n_heads, head_stride, offset, interleave;
+} RopeLayout;
+
+/* x: [B*T rows of row_stride floats], token (b, t) at position pos0 + t;
+ * rotated in place. */
+void rope_forward(float *x, int64_t row_stride, const RopeTable *rt, int B, int T, int pos0, const RopeLayout *lay);
 
 #endif

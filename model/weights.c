@@ -49,52 +49,105 @@ static void add_vec(SpecList *l, float **slot, int64_t n, const char *why, const
     s->vec = slot;
 }
 
-/* The full parameter list of a llama/qwen2/mistral/mixtral model. */
-static void build_specs(SpecList *l, ModelWeights *w, const ModelConfig *c) {
+static void gqa_attention_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, int i) {
     int64_t D = c->hidden_size, qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
-    int64_t I = c->intermediate_size, V = c->vocab_size;
     char q_why[200], kv_why[200];
     snprintf(q_why, sizeof q_why, "num_attention_heads=%d x head_dim=%d, hidden_size=%lld", c->n_heads, c->head_dim,
              (long long)D);
     snprintf(kv_why, sizeof kv_why, "num_key_value_heads=%d x head_dim=%d, hidden_size=%lld", c->n_kv_heads,
              c->head_dim, (long long)D);
-    const char *d_why = "hidden_size", *mlp_why = "intermediate_size, hidden_size", *v_why = "vocab_size, hidden_size";
+    add_mat(l, &L->q, qd, D, q_why, "model.layers.%d.self_attn.q_proj.weight", i, -1);
+    add_mat(l, &L->k, kvd, D, kv_why, "model.layers.%d.self_attn.k_proj.weight", i, -1);
+    add_mat(l, &L->v, kvd, D, kv_why, "model.layers.%d.self_attn.v_proj.weight", i, -1);
+    add_mat(l, &L->o, D, qd, q_why, "model.layers.%d.self_attn.o_proj.weight", i, -1);
+    if (c->qkv_bias) {
+        const char *why = c->arch == TM_ARCH_QWEN2 ? "model_type qwen2 (q/k/v bias)" : "attention_bias=true";
+        add_vec(l, &L->q_bias, qd, why, "model.layers.%d.self_attn.q_proj.bias", i);
+        add_vec(l, &L->k_bias, kvd, why, "model.layers.%d.self_attn.k_proj.bias", i);
+        add_vec(l, &L->v_bias, kvd, why, "model.layers.%d.self_attn.v_proj.bias", i);
+    }
+    if (c->o_bias) add_vec(l, &L->o_bias, D, "attention_bias=true", "model.layers.%d.self_attn.o_proj.bias", i);
+}
+
+/* DeepSeek-V3 attention: which tensors exist follows transformers'
+ * DeepseekV3Attention (biases on q_a_proj, kv_a_proj_with_mqa and o_proj
+ * only, under attention_bias). */
+static void mla_attention_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, int i) {
+    const MlaConfig *m = &c->mla;
+    int64_t D = c->hidden_size, H = c->n_heads, qk = m->qk_nope_head_dim + m->qk_rope_head_dim;
+    int64_t R = m->kv_lora_rank, dr = m->qk_rope_head_dim, Rq = m->q_lora_rank;
+    const char *q_why = "num_attention_heads x (qk_nope_head_dim + qk_rope_head_dim), hidden_size";
+    const char *bias_why = "attention_bias=true";
+    if (Rq) {
+        add_mat(l, &L->q_a, Rq, D, "q_lora_rank, hidden_size", "model.layers.%d.self_attn.q_a_proj.weight", i, -1);
+        if (c->qkv_bias) add_vec(l, &L->q_a_bias, Rq, bias_why, "model.layers.%d.self_attn.q_a_proj.bias", i);
+        add_vec(l, &L->q_a_norm, Rq, "q_lora_rank", "model.layers.%d.self_attn.q_a_layernorm.weight", i);
+        add_mat(l, &L->q_b, H * qk, Rq, "num_attention_heads x (qk_nope_head_dim + qk_rope_head_dim), q_lora_rank",
+                "model.layers.%d.self_attn.q_b_proj.weight", i, -1);
+    } else {
+        add_mat(l, &L->q, H * qk, D, q_why, "model.layers.%d.self_attn.q_proj.weight", i, -1);
+        if (m->q_bias) add_vec(l, &L->q_bias, H * qk, "converter's exact model", "model.layers.%d.self_attn.q_proj.bias", i);
+    }
+    add_mat(l, &L->kv_a, R + dr, D, "kv_lora_rank + qk_rope_head_dim, hidden_size",
+            "model.layers.%d.self_attn.kv_a_proj_with_mqa.weight", i, -1);
+    if (c->qkv_bias) add_vec(l, &L->kv_a_bias, R + dr, bias_why, "model.layers.%d.self_attn.kv_a_proj_with_mqa.bias", i);
+    add_vec(l, &L->kv_a_norm, R, "kv_lora_rank", "model.layers.%d.self_attn.kv_a_layernorm.weight", i);
+    add_mat(l, &L->kv_b, H * (m->qk_nope_head_dim + m->v_head_dim), R,
+            "num_attention_heads x (qk_nope_head_dim + v_head_dim), kv_lora_rank",
+            "model.layers.%d.self_attn.kv_b_proj.weight", i, -1);
+    add_mat(l, &L->o, D, H * m->v_head_dim, "hidden_size, num_attention_heads x v_head_dim",
+            "model.layers.%d.self_attn.o_proj.weight", i, -1);
+    if (c->o_bias) add_vec(l, &L->o_bias, D, bias_why, "model.layers.%d.self_attn.o_proj.bias", i);
+}
+
+/* Expert tensor names: Mixtral's block_sparse_moe w1/w2/w3, DeepSeek's mlp.experts gate/up/down. */
+static void moe_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, int i) {
+    int ds = c->arch == TM_ARCH_DEEPSEEK_V3;
+    int64_t D = c->hidden_size, I = c->expert_intermediate_size;
+    const char *why = ds ? "moe_intermediate_size, hidden_size" : "intermediate_size, hidden_size";
+    L->experts = callocCheck((size_t)c->n_experts, sizeof *L->experts);
+    add_mat(l, &L->router, c->n_experts, D, ds ? "n_routed_experts, hidden_size" : "num_local_experts, hidden_size",
+            ds ? "model.layers.%d.mlp.gate.weight" : "model.layers.%d.block_sparse_moe.gate.weight", i, -1);
+    for (int e = 0; e < c->n_experts; e++) {
+        ExpertWeights *E = &L->experts[e];
+        add_mat(l, &E->gate, I, D, why,
+                ds ? "model.layers.%d.mlp.experts.%d.gate_proj.weight" : "model.layers.%d.block_sparse_moe.experts.%d.w1.weight",
+                i, e);
+        add_mat(l, &E->down, D, I, why,
+                ds ? "model.layers.%d.mlp.experts.%d.down_proj.weight" : "model.layers.%d.block_sparse_moe.experts.%d.w2.weight",
+                i, e);
+        add_mat(l, &E->up, I, D, why,
+                ds ? "model.layers.%d.mlp.experts.%d.up_proj.weight" : "model.layers.%d.block_sparse_moe.experts.%d.w3.weight",
+                i, e);
+    }
+}
+
+static void dense_mlp_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, int i) {
+    int64_t D = c->hidden_size, I = c->intermediate_size;
+    const char *why = "intermediate_size, hidden_size";
+    add_mat(l, &L->gate, I, D, why, "model.layers.%d.mlp.gate_proj.weight", i, -1);
+    add_mat(l, &L->up, I, D, why, "model.layers.%d.mlp.up_proj.weight", i, -1);
+    add_mat(l, &L->down, D, I, why, "model.layers.%d.mlp.down_proj.weight", i, -1);
+    if (c->mlp_bias) {
+        add_vec(l, &L->gate_bias, I, "mlp_bias=true", "model.layers.%d.mlp.gate_proj.bias", i);
+        add_vec(l, &L->up_bias, I, "mlp_bias=true", "model.layers.%d.mlp.up_proj.bias", i);
+        add_vec(l, &L->down_bias, D, "mlp_bias=true", "model.layers.%d.mlp.down_proj.bias", i);
+    }
+}
+
+/* The full parameter list of a llama/qwen2/mistral/mixtral/deepseek_v3 model. */
+static void build_specs(SpecList *l, ModelWeights *w, const ModelConfig *c) {
+    int64_t D = c->hidden_size, V = c->vocab_size;
+    const char *d_why = "hidden_size", *v_why = "vocab_size, hidden_size";
     add_mat(l, &w->embed, V, D, v_why, "model.embed_tokens.weight", 0, -1);
     for (int i = 0; i < c->n_layers; i++) {
         LayerWeights *L = &w->layers[i];
         add_vec(l, &L->input_norm, D, d_why, "model.layers.%d.input_layernorm.weight", i);
-        add_mat(l, &L->q, qd, D, q_why, "model.layers.%d.self_attn.q_proj.weight", i, -1);
-        add_mat(l, &L->k, kvd, D, kv_why, "model.layers.%d.self_attn.k_proj.weight", i, -1);
-        add_mat(l, &L->v, kvd, D, kv_why, "model.layers.%d.self_attn.v_proj.weight", i, -1);
-        add_mat(l, &L->o, D, qd, q_why, "model.layers.%d.self_attn.o_proj.weight", i, -1);
-        if (c->qkv_bias) {
-            const char *why = c->arch == TM_ARCH_QWEN2 ? "model_type qwen2 (q/k/v bias)" : "attention_bias=true";
-            add_vec(l, &L->q_bias, qd, why, "model.layers.%d.self_attn.q_proj.bias", i);
-            add_vec(l, &L->k_bias, kvd, why, "model.layers.%d.self_attn.k_proj.bias", i);
-            add_vec(l, &L->v_bias, kvd, why, "model.layers.%d.self_attn.v_proj.bias", i);
-        }
-        if (c->o_bias) add_vec(l, &L->o_bias, D, "attention_bias=true", "model.layers.%d.self_attn.o_proj.bias", i);
+        if (c->arch == TM_ARCH_DEEPSEEK_V3) mla_attention_specs(l, L, c, i);
+        else gqa_attention_specs(l, L, c, i);
         add_vec(l, &L->post_norm, D, d_why, "model.layers.%d.post_attention_layernorm.weight", i);
-        if (c->n_experts) {
-            L->experts = callocCheck((size_t)c->n_experts, sizeof *L->experts);
-            add_mat(l, &L->router, c->n_experts, D, "num_local_experts, hidden_size",
-                    "model.layers.%d.block_sparse_moe.gate.weight", i, -1);
-            for (int e = 0; e < c->n_experts; e++) {
-                ExpertWeights *E = &L->experts[e];
-                add_mat(l, &E->gate, I, D, mlp_why, "model.layers.%d.block_sparse_moe.experts.%d.w1.weight", i, e);
-                add_mat(l, &E->down, D, I, mlp_why, "model.layers.%d.block_sparse_moe.experts.%d.w2.weight", i, e);
-                add_mat(l, &E->up, I, D, mlp_why, "model.layers.%d.block_sparse_moe.experts.%d.w3.weight", i, e);
-            }
-        } else {
-            add_mat(l, &L->gate, I, D, mlp_why, "model.layers.%d.mlp.gate_proj.weight", i, -1);
-            add_mat(l, &L->up, I, D, mlp_why, "model.layers.%d.mlp.up_proj.weight", i, -1);
-            add_mat(l, &L->down, D, I, mlp_why, "model.layers.%d.mlp.down_proj.weight", i, -1);
-            if (c->mlp_bias) {
-                add_vec(l, &L->gate_bias, I, "mlp_bias=true", "model.layers.%d.mlp.gate_proj.bias", i);
-                add_vec(l, &L->up_bias, I, "mlp_bias=true", "model.layers.%d.mlp.up_proj.bias", i);
-                add_vec(l, &L->down_bias, D, "mlp_bias=true", "model.layers.%d.mlp.down_proj.bias", i);
-            }
-        }
+        if (hf_config_layer_is_moe(c, i)) moe_specs(l, L, c, i);
+        else dense_mlp_specs(l, L, c, i);
     }
     add_vec(l, &w->final_norm, D, d_why, "model.norm.weight", 0);
     if (!c->tie_word_embeddings) add_mat(l, &w->lm_head, V, D, "tie_word_embeddings=false", "lm_head.weight", 0, -1);
@@ -176,7 +229,7 @@ int weights_bind(ModelWeights *w, const ModelConfig *c, const StSet *set, const 
         return -1;
     }
     if (c->tie_word_embeddings) w->lm_head = w->embed;
-    w->dtype = w->layers[0].q.dtype;
+    w->dtype = w->layers[0].o.dtype;
     return 0;
 }
 

@@ -16,6 +16,11 @@ typedef struct {
     float *input_norm;           /* [D] */
     Tensor q, k, v, o;           /* [H*d, D], [G*d, D], [G*d, D], [D, H*d] */
     float *q_bias, *k_bias, *v_bias, *o_bias; /* NULL when the architecture has none */
+    /* MLA (deepseek_v3): q is q_proj [H*(dn+dr), D] unless q_lora_rank > 0 */
+    Tensor q_a, q_b;             /* [Rq, D], [H*(dn+dr), Rq] */
+    Tensor kv_a, kv_b;           /* [R+dr, D] (rope rows last), [H*(dn+dv), R] */
+    float *q_a_bias, *kv_a_bias; /* attention_bias */
+    float *q_a_norm, *kv_a_norm; /* [Rq], [R] */
     float *post_norm;            /* [D] */
     /* dense MLP */
     Tensor gate, up, down;

@@ -8,11 +8,15 @@ Contents
     model.safetensors.index.json) into float64; write F32/F16/BF16, single or
     sharded with an index.
   * The decoder forward pass in float64 as Hugging Face transformers computes it
-    for model_type llama, mistral, qwen2, mixtral.
+    for model_type llama, mistral, qwen2, mixtral, and deepseek_v3
+    (DeepseekV3ForCausalLM: MLA attention, dense/MoE MLP).  For deepseek_v3 the
+    MoE routing is transformers' by default (router="hf": sigmoid scores,
+    e_score_correction_bias, group-limited top-k; scoring_func ignored) or, with
+    router="vllm", what vLLM's DeepSeek model computes (scoring_func honoured).
   * CLI:
-      tm_ref.py ppl MODEL_DIR TOKENS_FILE --seqlen N [--nseq K] [--token-dtype u16|u32]
+      tm_ref.py ppl MODEL_DIR TOKENS_FILE --seqlen N [--nseq K] [--token-dtype u16|u32] [--router hf|vllm]
           -> one JSON line {"ppl": ..., "nll": ..., "tokens": ...}
-      tm_ref.py logits MODEL_DIR TOKENS_FILE --seqlen N --out FILE [--nseq K] [--token-dtype ...]
+      tm_ref.py logits MODEL_DIR TOKENS_FILE --seqlen N --out FILE [--nseq K] [--token-dtype ...] [--router ...]
           -> writes float64 logits [window][t][vocab] (little endian) to FILE
 
 Only numpy and the standard library are used.  Not part of the product.
@@ -190,14 +194,43 @@ _DEFAULTS = {
 }
 
 
-class Config:
-    """The parts of an HF config.json that the forward pass needs."""
+# DeepseekV3Config.__init__ defaults (transformers configuration_deepseek_v3.py).
+# A key absent from config.json gets these values, not 0 / None.
+_DSV3_DEFAULTS = dict(
+    vocab_size=129280, hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048,
+    num_hidden_layers=61, num_attention_heads=128, num_key_value_heads=128,
+    n_shared_experts=1, n_routed_experts=256, routed_scaling_factor=2.5,
+    kv_lora_rank=512, q_lora_rank=1536, qk_rope_head_dim=64, v_head_dim=128, qk_nope_head_dim=128,
+    n_group=8, topk_group=4, num_experts_per_tok=8, first_k_dense_replace=3, norm_topk_prob=True,
+    hidden_act="silu", rms_norm_eps=1e-6, tie_word_embeddings=False, rope_theta=10000.0,
+    rope_interleave=True, attention_bias=False,
+)
 
-    def __init__(self, raw):
+# DeepseekV3Attention builds q_a_layernorm / kv_a_layernorm as DeepseekV3RMSNorm(width)
+# without passing eps, so they keep the class default 1e-6 whatever rms_norm_eps says
+# (vLLM passes config.rms_norm_eps instead; the two agree only when that is 1e-6).
+_DSV3_LATENT_EPS = 1e-6
+
+ROUTERS = ("hf", "vllm")
+
+
+class Config:
+    """The parts of an HF config.json that the forward pass needs.
+
+    router: MoE routing semantics for deepseek_v3, "hf" (transformers) or "vllm"."""
+
+    def __init__(self, raw, router="hf"):
         self.raw = dict(raw)
+        if router not in ROUTERS:
+            raise ValueError("router must be one of %s, not %r" % (ROUTERS, router))
+        self.router = router
         mt = raw.get("model_type")
+        self.mla = mt == "deepseek_v3"
+        if self.mla:
+            self._init_dsv3(raw)
+            return
         if mt not in _DEFAULTS:
-            raise ValueError("model_type %r not supported (llama, mistral, qwen2, mixtral)" % mt)
+            raise ValueError("model_type %r not supported (llama, mistral, qwen2, mixtral, deepseek_v3)" % mt)
         dflt = _DEFAULTS[mt]
 
         def get(k, default=None):
@@ -217,9 +250,8 @@ class Config:
             raise ValueError("num_attention_heads %d not a multiple of num_key_value_heads %d" % (self.H, self.G))
         if self.d % 2:
             raise ValueError("head_dim must be even")
-        rp = raw.get("rope_parameters") or {}
-        self.rope_theta = float(rp.get("rope_theta", get("rope_theta")))
-        self.rope_scaling = raw.get("rope_scaling") or (rp if rp.get("rope_type") not in (None, "default") else None)
+        self.rope_dim = self.d
+        self.rope_theta, self.rope_scaling = _rope_settings(raw, get)
         self.eps = float(get("rms_norm_eps"))
         self.tie = bool(raw.get("tie_word_embeddings", False))
         # biases, per the HF module definitions
@@ -249,9 +281,93 @@ class Config:
         self.n_experts = int(get("num_local_experts")) if mt == "mixtral" else 0
         self.top_k = int(get("num_experts_per_tok")) if mt == "mixtral" else 0
 
+    def _init_dsv3(self, raw):
+        """deepseek_v3: DeepseekV3Config semantics (defaults for absent keys; an explicit
+        null is kept, e.g. q_lora_rank null = plain q_proj)."""
+
+        def get(k):
+            return raw[k] if k in raw else _DSV3_DEFAULTS.get(k)
+
+        def num(k, cast=int):
+            v = get(k)
+            if v is None:
+                raise ValueError("deepseek_v3: %s must not be null" % k)
+            return cast(v)
+
+        self.model_type = "deepseek_v3"
+        self.D = num("hidden_size")
+        self.n_layers = num("num_hidden_layers")
+        self.H = num("num_attention_heads")
+        # the config turns an explicit null into num_attention_heads
+        self.G = int(get("num_key_value_heads") if get("num_key_value_heads") is not None else self.H)
+        if self.G != self.H:
+            # kv_b_proj already yields H key heads; the attention functions still
+            # repeat_kv by H // num_key_value_heads, which only works for 1
+            raise ValueError("deepseek_v3: num_key_value_heads (%d) must equal num_attention_heads (%d)"
+                             % (self.G, self.H))
+        self.V = num("vocab_size")
+        self.I = num("intermediate_size")
+        self.q_lora_rank = None if get("q_lora_rank") is None else int(get("q_lora_rank"))
+        self.kv_lora_rank = num("kv_lora_rank")
+        self.qk_nope = num("qk_nope_head_dim")
+        self.qk_rope = num("qk_rope_head_dim")
+        self.v_head = num("v_head_dim")
+        if self.qk_rope % 2 or self.qk_rope <= 0:
+            raise ValueError("deepseek_v3: qk_rope_head_dim must be positive and even")
+        # transformers sizes the rotary table from config.head_dim, which the config
+        # sets to qk_rope_head_dim unless config.json overrides it
+        if raw.get("head_dim") is not None and int(raw["head_dim"]) != self.qk_rope:
+            raise ValueError("deepseek_v3: head_dim %s differs from qk_rope_head_dim %d: transformers would "
+                             "build a rotary table of the wrong width" % (raw["head_dim"], self.qk_rope))
+        prf = raw.get("partial_rotary_factor")
+        if prf is not None and float(prf) != 1.0:
+            raise ValueError("deepseek_v3: partial_rotary_factor %s not supported" % prf)
+        self.d = self.rope_dim = self.qk_rope
+        if get("hidden_act") != "silu":
+            raise ValueError("deepseek_v3: hidden_act %r not supported (silu only)" % get("hidden_act"))
+        self.rope_theta, self.rope_scaling = _rope_settings(raw, get)
+        kind = _rope_kind(self.rope_scaling)
+        if kind not in ("default", "linear", "llama3"):
+            raise NotImplementedError("deepseek_v3: rope_scaling type %r not supported "
+                                      "(only none/default, linear, llama3; yarn is refused)" % kind)
+        self.rope_interleave = bool(get("rope_interleave"))
+        self.attention_bias = bool(get("attention_bias"))
+        self.eps = num("rms_norm_eps", float)
+        self.latent_eps = _DSV3_LATENT_EPS
+        self.scale = dsv3_softmax_scale(self.qk_nope + self.qk_rope, self.rope_scaling)
+        self.tie = bool(get("tie_word_embeddings"))
+        self.qkv_bias = self.o_bias = self.mlp_bias = False  # (dense MLP and experts: no bias)
+        self.windows = [None] * self.n_layers
+        self.n_experts = 0  # the Mixtral MoE path is not used
+        # MoE
+        self.first_k_dense = num("first_k_dense_replace")
+        ne = get("n_routed_experts")
+        self.n_routed = None if ne is None else int(ne)
+        self.moe_I = num("moe_intermediate_size")
+        ns = get("n_shared_experts")
+        self.n_shared = 0 if ns is None else int(ns)
+        self.top_k = None if get("num_experts_per_tok") is None else int(get("num_experts_per_tok"))
+        self.n_group = None if get("n_group") is None else int(get("n_group"))
+        self.topk_group = None if get("topk_group") is None else int(get("topk_group"))
+        self.norm_topk_prob = bool(get("norm_topk_prob"))
+        self.routed_scaling = float(get("routed_scaling_factor"))
+        self.scoring_func = raw.get("scoring_func", "softmax")  # vLLM: getattr(config, "scoring_func", "softmax")
+        self.topk_method = raw.get("topk_method")               # vLLM uses the bias iff "noaux_tc"
+        self.moe_layer_freq = int(raw.get("moe_layer_freq", 1))  # vLLM only; transformers ignores it
+        if self.scoring_func not in ("softmax", "sigmoid"):
+            raise ValueError("deepseek_v3: scoring_func %r not supported" % self.scoring_func)
+
+    def is_moe_layer(self, layer):
+        """Whether layer `layer` of a deepseek_v3 model has the MoE MLP."""
+        if layer < self.first_k_dense:
+            return False
+        if self.router == "vllm":
+            return self.n_routed is not None and layer % self.moe_layer_freq == 0
+        return True
+
     def inv_freq(self):
-        """RoPE inverse frequencies (d/2,), float64, incl. rope_scaling."""
-        d = self.d
+        """RoPE inverse frequencies (rope_dim/2,), float64, incl. rope_scaling."""
+        d = self.rope_dim
         inv = 1.0 / (self.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
         sc = self.rope_scaling
         if not sc:
@@ -265,6 +381,40 @@ class Config:
             return llama3_inv_freq(inv, float(sc["factor"]), float(sc["low_freq_factor"]),
                                    float(sc["high_freq_factor"]), float(sc["original_max_position_embeddings"]))
         raise NotImplementedError("rope_scaling type %r" % kind)
+
+
+def _rope_settings(raw, get):
+    """(rope_theta, rope_scaling dict or None) from rope_theta/rope_scaling or the
+    newer rope_parameters layout."""
+    rp = raw.get("rope_parameters") or {}
+    theta = float(rp.get("rope_theta", get("rope_theta")))
+    scaling = raw.get("rope_scaling") or (rp if rp.get("rope_type") not in (None, "default") else None)
+    return theta, scaling
+
+
+def _rope_kind(sc):
+    if not sc:
+        return "default"
+    return sc.get("rope_type", sc.get("type", "default"))
+
+
+def yarn_get_mscale(scale, mscale):
+    """DeepSeek's attention-temperature factor (1 for scale <= 1)."""
+    if scale <= 1:
+        return 1.0
+    return 0.1 * mscale * math.log(scale) + 1.0
+
+
+def dsv3_softmax_scale(qk_head_dim, rope_scaling):
+    """DeepseekV3Attention.scaling: qk_head_dim^-0.5, times mscale^2 when a non-default
+    rope_scaling carries a non-zero mscale_all_dim (only yarn configs normally do)."""
+    scale = qk_head_dim ** -0.5
+    if _rope_kind(rope_scaling) != "default":
+        mad = rope_scaling.get("mscale_all_dim", 0)
+        if mad:
+            m = yarn_get_mscale(float(rope_scaling["factor"]), float(mad))
+            scale = scale * m * m
+    return scale
 
 
 def llama3_inv_freq(inv, factor, low_ff, high_ff, old_ctx):
@@ -287,7 +437,7 @@ def llama3_inv_freq(inv, factor, low_ff, high_ff, old_ctx):
 def llama3_regimes(cfg):
     """For tests: per frequency index, 'high' / 'medium' / 'low' as llama3 scaling classifies it."""
     sc = cfg.rope_scaling
-    d = cfg.d
+    d = cfg.rope_dim
     inv = 1.0 / (cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
     old = float(sc["original_max_position_embeddings"])
     res = []
@@ -298,11 +448,16 @@ def llama3_regimes(cfg):
     return res
 
 
-def load_model(model_dir):
-    """-> (Config, {name: float64 array})"""
+def load_model(model_dir, router="hf"):
+    """-> (Config, {name: float64 array}); router: deepseek_v3 MoE semantics "hf" | "vllm"."""
     with open(os.path.join(model_dir, "config.json")) as f:
-        cfg = Config(json.load(f))
+        cfg = Config(json.load(f), router=router)
     return cfg, read_model_weights(model_dir)
+
+
+def with_router(cfg, router):
+    """The same config with another deepseek_v3 router ("hf" | "vllm")."""
+    return Config(cfg.raw, router=router)
 
 
 # --------------------------------------------------------------------------
@@ -391,6 +546,170 @@ def moe_mlp(cfg, W, layer, h):
     return out
 
 
+# --------------------------------------------------------------------------
+# deepseek_v3 (DeepseekV3ForCausalLM)
+# --------------------------------------------------------------------------
+
+def deinterleave(x):
+    """(..., d) pairs (2i, 2i+1) -> rotate-half layout (i, i + d/2): what transformers'
+    apply_rotary_pos_emb_interleave does (view as d/2 pairs, transpose) before rotate-half."""
+    d = x.shape[-1]
+    return x.reshape(x.shape[:-1] + (d // 2, 2)).swapaxes(-1, -2).reshape(x.shape)
+
+
+def causal_softmax(s):
+    """Softmax over the last axis of scores (..., T, T) with keys j > query i masked."""
+    T = s.shape[-1]
+    s = np.where(np.arange(T)[None, :] <= np.arange(T)[:, None], s, -np.inf)
+    s = s - s.max(axis=-1, keepdims=True)
+    pr = np.exp(s)
+    return pr / pr.sum(axis=-1, keepdims=True)
+
+
+def mla_attention(cfg, W, layer, h, cos, sin):
+    """DeepseekV3Attention on one sequence h (T, D); cos/sin (T, qk_rope_head_dim)."""
+    T = h.shape[0]
+    H, dn, dr, dv, R = cfg.H, cfg.qk_nope, cfg.qk_rope, cfg.v_head, cfg.kv_lora_rank
+    p = "model.layers.%d.self_attn." % layer
+    if cfg.q_lora_rank is None:
+        q = _linear(W, h, p + "q_proj", False)
+    else:
+        qa = _linear(W, h, p + "q_a_proj", cfg.attention_bias)
+        qa = rmsnorm(qa, _w(W, p + "q_a_layernorm.weight"), cfg.latent_eps)
+        q = _linear(W, qa, p + "q_b_proj", False)
+    q = q.reshape(T, H, dn + dr).transpose(1, 0, 2)          # (H, T, dn + dr)
+    q_nope, q_pe = q[..., :dn], q[..., dn:]
+    ckv = _linear(W, h, p + "kv_a_proj_with_mqa", cfg.attention_bias)  # (T, R + dr)
+    c, k_pe = ckv[:, :R], ckv[:, R:]
+    c = rmsnorm(c, _w(W, p + "kv_a_layernorm.weight"), cfg.latent_eps)
+    kv = _linear(W, c, p + "kv_b_proj", False).reshape(T, H, dn + dv).transpose(1, 0, 2)
+    k_nope, v = kv[..., :dn], kv[..., dn:]
+    if cfg.rope_interleave:
+        q_pe, k_pe = deinterleave(q_pe), deinterleave(k_pe)
+    q_pe = rope(q_pe, cos, sin)
+    k_pe = rope(k_pe, cos, sin)                               # (T, dr): one rope key for all heads
+    s = (np.matmul(q_nope, k_nope.transpose(0, 2, 1)) + q_pe @ k_pe.T) * cfg.scale
+    o = np.matmul(causal_softmax(s), v)                       # (H, T, dv)
+    o = o.transpose(1, 0, 2).reshape(T, H * dv)
+    return _linear(W, o, p + "o_proj", cfg.attention_bias)
+
+
+def swiglu(W, x, prefix):
+    """down(silu(gate x) * up x) for a bias-free gate_proj/up_proj/down_proj MLP."""
+    g = x @ _w(W, prefix + "gate_proj.weight").T
+    u = x @ _w(W, prefix + "up_proj.weight").T
+    return (silu(g) * u) @ _w(W, prefix + "down_proj.weight").T
+
+
+def _topk(x, k):
+    """Indices of the k largest entries, ties to the lower index."""
+    return np.argsort(-x, kind="stable")[:k]
+
+
+def _check_groups(cfg, E, topk2):
+    if cfg.top_k is None or cfg.n_group is None or cfg.topk_group is None:
+        raise ValueError("deepseek_v3 MoE: num_experts_per_tok, n_group and topk_group must be set")
+    if E % cfg.n_group or cfg.topk_group > cfg.n_group or cfg.top_k > E:
+        raise ValueError("deepseek_v3 MoE: %d experts, n_group %d, topk_group %d, top-k %d do not fit"
+                         % (E, cfg.n_group, cfg.topk_group, cfg.top_k))
+    if topk2 and E // cfg.n_group < 2:
+        raise ValueError("deepseek_v3 MoE: groups of %d expert(s); the group score needs 2" % (E // cfg.n_group))
+
+
+def route_hf(cfg, logit, bias):
+    """transformers' DeepseekV3 routing of one token: logit (E,) -> (experts, weights).
+
+    Always sigmoid (scoring_func is not read); the correction bias (zeros when the
+    checkpoint has none) steers only the choice; group score = sum of the group's top 2;
+    experts outside the chosen groups are set to 0.0 (not -inf) before the top-k."""
+    E = logit.shape[0]
+    _check_groups(cfg, E, True)
+    score = 1.0 / (1.0 + np.exp(-logit))
+    choice = score + (np.zeros(E) if bias is None else bias)
+    groups = choice.reshape(cfg.n_group, E // cfg.n_group)
+    gscore = np.sort(groups, axis=-1)[:, -2:].sum(axis=-1)
+    keep = np.zeros(cfg.n_group, dtype=bool)
+    keep[_topk(gscore, cfg.topk_group)] = True
+    choice = np.where(np.repeat(keep, E // cfg.n_group), choice, 0.0)
+    top = _topk(choice, cfg.top_k)
+    w = score[top]
+    if cfg.norm_topk_prob:
+        w = w / (w.sum() + 1e-20)
+    return top, w * cfg.routed_scaling
+
+
+def route_vllm(cfg, logit, bias):
+    """vLLM's grouped_topk for DeepSeek of one token: logit (E,) -> (experts, weights).
+
+    scoring_func softmax or sigmoid; the bias exists only for topk_method "noaux_tc";
+    group score = top-2 sum with a bias, else the group max; experts outside the chosen
+    groups get -inf; weights = the (unbiased) scores, renormalised if norm_topk_prob,
+    times routed_scaling_factor.  A grouping vLLM rejects (E <= n_group or not a
+    multiple) is routed without groups."""
+    E = logit.shape[0]
+    if cfg.scoring_func == "softmax":
+        z = np.exp(logit - logit.max())
+        score = z / z.sum()
+    else:
+        score = 1.0 / (1.0 + np.exp(-logit))
+    choice = score if bias is None else score + bias
+    ng = cfg.n_group if cfg.n_group is not None else 1
+    if E <= ng or E % ng:
+        ng = 1
+    tg = min(cfg.topk_group if cfg.topk_group is not None else 1, ng)
+    if cfg.top_k is None or cfg.top_k > E:
+        raise ValueError("deepseek_v3 MoE: bad num_experts_per_tok %r for %d experts" % (cfg.top_k, E))
+    groups = choice.reshape(ng, E // ng)
+    if bias is not None:
+        if E // ng < 2:
+            raise ValueError("deepseek_v3 MoE: groups of 1 expert; the biased group score needs 2")
+        gscore = np.sort(groups, axis=-1)[:, -2:].sum(axis=-1)
+    else:
+        gscore = groups.max(axis=-1)
+    keep = np.zeros(ng, dtype=bool)
+    keep[_topk(gscore, tg)] = True
+    choice = np.where(np.repeat(keep, E // ng), choice, -np.inf)
+    top = _topk(choice, cfg.top_k)
+    w = score[top]
+    if cfg.norm_topk_prob:
+        w = w / w.sum()
+    return top, w * cfg.routed_scaling
+
+
+def _router_bias(cfg, W, p):
+    name = p + "gate.e_score_correction_bias"
+    if cfg.router == "vllm":
+        if cfg.topk_method != "noaux_tc":
+            return None
+        return _w(W, name)
+    return W.get(name)  # transformers: a zero buffer unless the checkpoint sets it
+
+
+def dsv3_moe(cfg, W, layer, h):
+    """DeepseekV3MoE: routed experts (per cfg.router) + shared experts, h (T, D)."""
+    p = "model.layers.%d.mlp." % layer
+    r = h @ _w(W, p + "gate.weight").T                        # (T, E) router logits
+    bias = _router_bias(cfg, W, p)
+    route = route_vllm if cfg.router == "vllm" else route_hf
+    out = np.zeros_like(h)
+    for t in range(h.shape[0]):
+        for e, we in zip(*route(cfg, r[t], bias)):
+            out[t] += we * swiglu(W, h[t], p + "experts.%d." % e)
+    if cfg.n_shared:
+        out += swiglu(W, h, p + "shared_experts.")
+    return out
+
+
+def dsv3_mlp(cfg, W, layer, h):
+    if cfg.is_moe_layer(layer):
+        return dsv3_moe(cfg, W, layer, h)
+    return swiglu(W, h, "model.layers.%d.mlp." % layer)
+
+
+# --------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------
+
 def hidden_states(cfg, W, ids):
     """Final-normed hidden states (T, D) of one sequence, positions 0..T-1."""
     if not isinstance(cfg, Config):
@@ -408,6 +727,11 @@ def hidden_states(cfg, W, ids):
     for l in range(cfg.n_layers):
         p = "model.layers.%d." % l
         h = rmsnorm(x, _w(W, p + "input_layernorm.weight"), cfg.eps)
+        if cfg.mla:
+            x = x + mla_attention(cfg, W, l, h, cos, sin)
+            h = rmsnorm(x, _w(W, p + "post_attention_layernorm.weight"), cfg.eps)
+            x = x + dsv3_mlp(cfg, W, l, h)
+            continue
         x = x + attention(cfg, W, l, h, cos, sin)
         h = rmsnorm(x, _w(W, p + "post_attention_layernorm.weight"), cfg.eps)
         x = x + (moe_mlp(cfg, W, l, h) if cfg.n_experts else dense_mlp(cfg, W, l, h))
@@ -422,8 +746,10 @@ def output_matrix(cfg, W):
     return W["lm_head.weight"]
 
 
-def logits(cfg, W, ids):
-    """Logits (T, V) of one sequence (T,), float64."""
+def logits(cfg, W, ids, router=None):
+    """Logits (T, V) of one sequence (T,), float64.  router: override cfg.router."""
+    if router is not None:
+        cfg = with_router(cfg if isinstance(cfg, Config) else Config(cfg), router)
     return hidden_states(cfg, W, ids) @ output_matrix(cfg, W).T
 
 
@@ -469,7 +795,8 @@ def _windows(path, seqlen, nseq, token_dtype):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="float64 reference forward pass (llama/mistral/qwen2/mixtral)")
+    ap = argparse.ArgumentParser(description="float64 reference forward pass "
+                                             "(llama/mistral/qwen2/mixtral/deepseek_v3)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("ppl", "logits"):
         sp = sub.add_parser(name)
@@ -478,12 +805,14 @@ def main(argv=None):
         sp.add_argument("--seqlen", type=int, required=True)
         sp.add_argument("--nseq", type=int, default=None, help="first K windows (default: all complete)")
         sp.add_argument("--token-dtype", choices=("u16", "u32"), default="u16")
+        sp.add_argument("--router", choices=ROUTERS, default="hf",
+                        help="deepseek_v3 MoE routing: transformers (hf) or vLLM (honours scoring_func)")
         if name == "logits":
             sp.add_argument("--out", required=True, help="float64 little-endian [window][t][vocab]")
     a = ap.parse_args(argv)
     if a.seqlen < 2:
         raise SystemExit("--seqlen must be >= 2")
-    cfg, W = load_model(a.model_dir)
+    cfg, W = load_model(a.model_dir, router=a.router)
     seqs = _windows(a.tokens, a.seqlen, a.nseq, a.token_dtype)
     if a.cmd == "ppl":
         tot, n = nll_sum(cfg, W, seqs)
