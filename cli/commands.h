@@ -2,6 +2,7 @@
 #define TM_CLI_COMMANDS_H
 
 /* Each returns the process exit code; argv[0] is the subcommand name. */
+int cmd_convert(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_version(int argc, char **argv);

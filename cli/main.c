@@ -10,6 +10,7 @@ static const struct {
     int (*run)(int, char **);
     const char *help;
 } commands[] = {
+    {"convert", cmd_convert, "convert a GQA model to DeepSeek-V3 MLA (RoRoPE + BKV-PCA)"},
     {"eval", cmd_eval, "perplexity of a model on a token file"},
     {"inspect", cmd_inspect, "architecture, parameter count and KV-cache size of a model"},
     {"version", cmd_version, "version and the libraries linked in"},

@@ -614,6 +614,15 @@ def _check_groups(cfg, E, topk2):
                          % (E, cfg.n_group, cfg.topk_group, cfg.top_k))
     if topk2 and E // cfg.n_group < 2:
         raise ValueError("deepseek_v3 MoE: groups of %d expert(s); the group score needs 2" % (E // cfg.n_group))
+    _check_kept(cfg.top_k, cfg.topk_group * (E // cfg.n_group))
+
+
+def _check_kept(top_k, kept):
+    # more picks than experts in the kept groups: the rest would be chosen among
+    # equal masked values (0.0 / -inf), in an order neither library defines
+    if top_k > kept:
+        raise ValueError("deepseek_v3 MoE: top-%d from %d experts in the kept groups is not well defined"
+                         % (top_k, kept))
 
 
 def route_hf(cfg, logit, bias):
@@ -659,6 +668,7 @@ def route_vllm(cfg, logit, bias):
     tg = min(cfg.topk_group if cfg.topk_group is not None else 1, ng)
     if cfg.top_k is None or cfg.top_k > E:
         raise ValueError("deepseek_v3 MoE: bad num_experts_per_tok %r for %d experts" % (cfg.top_k, E))
+    _check_kept(cfg.top_k, tg * (E // ng))
     groups = choice.reshape(ng, E // ng)
     if bias is not None:
         if E // ng < 2:

@@ -1,0 +1,137 @@
+#include "convert/export.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checked.h"
+#include "io/error.h"
+#include "io/json_util.h"
+#include "io/safetensors_write.h"
+#include "model/tensor.h"
+
+/* Keys of the source config.json a DeepSeek config shares. */
+static const char *carried_keys[] = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                     "num_attention_heads", "max_position_embeddings", "rms_norm_eps", "rope_theta",
+                                     "rope_scaling", "tie_word_embeddings", "bos_token_id", "eos_token_id",
+                                     "pad_token_id", "initializer_range", "hidden_act"};
+
+json_t *export_config_json(const ModelConfig *c, const char *src_config_path, TmDType dtype) {
+    json_t *src = tm_json_load_object(src_config_path);
+    if (!src) return NULL;
+    json_t *o = json_object();
+    json_object_set_new(o, "architectures", json_pack("[s]", "DeepseekV3ForCausalLM"));
+    json_object_set_new(o, "model_type", json_string("deepseek_v3"));
+    for (size_t i = 0; i < sizeof carried_keys / sizeof carried_keys[0]; i++) {
+        json_t *v = json_object_get(src, carried_keys[i]);
+        if (v) json_object_set(o, carried_keys[i], v);
+    }
+    const MlaConfig *m = &c->mla;
+    json_object_set_new(o, "num_key_value_heads", json_integer(c->n_heads));
+    json_object_set_new(o, "head_dim", json_integer(m->qk_rope_head_dim)); /* transformers' rotary width */
+    json_object_set_new(o, "kv_lora_rank", json_integer(m->kv_lora_rank));
+    json_object_set_new(o, "q_lora_rank", m->q_lora_rank ? json_integer(m->q_lora_rank) : json_null());
+    json_object_set_new(o, "qk_rope_head_dim", json_integer(m->qk_rope_head_dim));
+    json_object_set_new(o, "qk_nope_head_dim", json_integer(m->qk_nope_head_dim));
+    json_object_set_new(o, "v_head_dim", json_integer(m->v_head_dim));
+    json_object_set_new(o, "rope_interleave", json_boolean(m->rope_interleave));
+    json_object_set_new(o, "attention_bias", json_boolean(c->qkv_bias));
+    json_object_set_new(o, "attention_dropout", json_real(0.0));
+    json_object_set_new(o, "rms_norm_eps", json_real(c->rms_norm_eps));
+    json_object_set_new(o, "rope_theta", json_real(c->rope_theta));
+    json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
+    if (c->n_experts) {
+        /* Mixtral's router: softmax over all experts, top-k, renormalised */
+        json_object_set_new(o, "first_k_dense_replace", json_integer(0));
+        json_object_set_new(o, "n_routed_experts", json_integer(c->n_experts));
+        json_object_set_new(o, "num_experts_per_tok", json_integer(c->n_experts_per_tok));
+        json_object_set_new(o, "moe_intermediate_size", json_integer(c->expert_intermediate_size));
+        json_object_set_new(o, "scoring_func", json_string("softmax"));
+        json_object_set_new(o, "topk_method", json_string("greedy"));
+        json_object_set_new(o, "norm_topk_prob", json_true());
+        json_object_set_new(o, "routed_scaling_factor", json_real(1.0));
+        json_object_set_new(o, "n_group", json_integer(1));
+        json_object_set_new(o, "topk_group", json_integer(1));
+        json_object_set_new(o, "n_shared_experts", json_null());
+        json_object_set_new(o, "moe_layer_freq", json_integer(1));
+    } else {
+        json_object_set_new(o, "first_k_dense_replace", json_integer(c->n_layers));
+        json_object_set_new(o, "n_routed_experts", json_null());
+        json_object_set_new(o, "n_shared_experts", json_null());
+    }
+    const char *dt = dtype == TM_BF16 ? "bfloat16" : dtype == TM_F16 ? "float16" : "float32";
+    json_object_set_new(o, "torch_dtype", json_string(dt));
+    json_decref(src);
+    return o;
+}
+
+static int copy_file(const char *from, const char *to) {
+    FILE *in = fopen(from, "rb");
+    if (!in) return 0; /* optional file absent */
+    FILE *out = fopen(to, "wb");
+    if (!out) {
+        fclose(in);
+        return tm_fail("%s: cannot create", to);
+    }
+    char buf[1 << 16];
+    size_t n;
+    int rc = 0;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n) rc = tm_fail("%s: write failed", to);
+    fclose(in);
+    if (fclose(out)) rc = tm_fail("%s: write failed", to);
+    return rc;
+}
+
+static const char *tokenizer_files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                        "tokenizer.model", "generation_config.json", "vocab.json", "merges.txt"};
+
+int export_deepseek_v3(const char *dir, const BuiltModel *native, const char *src_dir, TmDType dtype,
+                       uint64_t max_shard_bytes) {
+    int n = native->n, rc = 0;
+    StWriteTensor *wt = callocCheck((size_t)n, sizeof *wt);
+    void **converted = callocCheck((size_t)n, sizeof *converted);
+    for (int i = 0; i < n && !rc; i++) {
+        const StTensor *t = &native->tensors[i];
+        wt[i].name = t->name;
+        wt[i].ndim = t->ndim;
+        memcpy(wt[i].shape, t->shape, sizeof t->shape);
+        wt[i].dtype = dtype;
+        wt[i].data = t->data;
+        if (t->dtype == dtype) continue;
+        /* a dtype change costs one copy of this tensor at a time of writing */
+        int64_t numel = 1;
+        for (int d = 0; d < t->ndim; d++) numel *= t->shape[d];
+        Tensor view = {.data = t->data, .dtype = t->dtype, .rows = 1, .cols = numel, .name = t->name};
+        float *f = mallocCheck((size_t)numel * sizeof *f);
+        tensor_to_f32(&view, 0, numel, f);
+        if (dtype == TM_F32) {
+            converted[i] = f;
+        } else {
+            uint16_t *h = mallocCheck((size_t)numel * sizeof *h);
+            for (int64_t j = 0; j < numel; j++) h[j] = dtype == TM_BF16 ? tm_f32_to_bf16(f[j]) : tm_f32_to_f16(f[j]);
+            free(f);
+            converted[i] = h;
+        }
+        wt[i].data = converted[i];
+    }
+    if (!rc) rc = st_write_model(dir, wt, n, max_shard_bytes);
+    for (int i = 0; i < n; i++) free(converted[i]);
+    free(converted);
+    free(wt);
+    if (rc) return -1;
+
+    char src[4096], dst[4096];
+    snprintf(src, sizeof src, "%s/config.json", src_dir);
+    json_t *cfg = export_config_json(&native->model.cfg, src, dtype);
+    if (!cfg) return -1;
+    snprintf(dst, sizeof dst, "%s/config.json", dir);
+    if (json_dump_file(cfg, dst, JSON_INDENT(2) | JSON_SORT_KEYS)) rc = tm_fail("%s: cannot write", dst);
+    json_decref(cfg);
+    for (size_t i = 0; i < sizeof tokenizer_files / sizeof tokenizer_files[0] && !rc; i++) {
+        snprintf(src, sizeof src, "%s/%s", src_dir, tokenizer_files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, tokenizer_files[i]);
+        rc = copy_file(src, dst);
+    }
+    return rc;
+}

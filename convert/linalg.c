@@ -1,0 +1,75 @@
+#include "convert/linalg.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checked.h"
+#include "io/error.h"
+
+/* LAPACK's Fortran entry point (OpenBLAS ships it; Debian has no lapacke.h
+ * for it). The trailing size_t is the hidden length of the string arguments. */
+extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w,
+                    double *work, const int *lwork, int *iwork, const int *liwork, int *info, size_t, size_t);
+
+int64_t cov_accumulate(double *S, int dim, const float *X, int64_t ld, int col0, int n, const uint8_t *keep,
+                       double *stage) {
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        if (keep && !keep[i]) continue;
+        const float *x = X + (int64_t)i * ld + col0;
+        double *y = stage + (int64_t)m * dim;
+        for (int j = 0; j < dim; j++) y[j] = x[j];
+        m++;
+    }
+    if (m) cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, dim, m, 1.0, stage, dim, 1.0, S, dim);
+    return m;
+}
+
+void sym_fill_lower(double *S, int n) {
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++) S[(int64_t)i * n + j] = S[(int64_t)j * n + i];
+}
+
+int eigh_descending(int n, double *A, double *w) {
+    if (n == 0) return 0;
+    int lwork = -1, liwork = -1, info = 0, iw_query;
+    double w_query;
+    /* row-major symmetric == column-major symmetric; eigenvectors come back as
+     * columns in column-major, i.e. as rows here */
+    dsyevd_("V", "U", &n, A, &n, w, &w_query, &lwork, &iw_query, &liwork, &info, 1, 1);
+    lwork = (int)w_query;
+    liwork = iw_query;
+    double *work = mallocCheck((size_t)lwork * sizeof *work);
+    int *iwork = mallocCheck((size_t)liwork * sizeof *iwork);
+    dsyevd_("V", "U", &n, A, &n, w, work, &lwork, iwork, &liwork, &info, 1, 1);
+    free(work);
+    free(iwork);
+    if (info) return tm_fail("eigendecomposition of a %d x %d matrix failed (LAPACK dsyevd info %d)", n, n, info);
+    /* ascending -> descending */
+    double *row = mallocCheck((size_t)n * sizeof *row);
+    for (int i = 0, j = n - 1; i < j; i++, j--) {
+        double t = w[i];
+        w[i] = w[j];
+        w[j] = t;
+        memcpy(row, A + (int64_t)i * n, (size_t)n * sizeof *row);
+        memcpy(A + (int64_t)i * n, A + (int64_t)j * n, (size_t)n * sizeof *row);
+        memcpy(A + (int64_t)j * n, row, (size_t)n * sizeof *row);
+    }
+    free(row);
+    for (int i = 0; i < n; i++) {
+        double *v = A + (int64_t)i * n;
+        int big = 0;
+        for (int j = 1; j < n; j++)
+            if (fabs(v[j]) > fabs(v[big])) big = j;
+        if (v[big] < 0)
+            for (int j = 0; j < n; j++) v[j] = -v[j];
+    }
+    return 0;
+}
+
+void dgemm_rm(int trans_a, int trans_b, int m, int n, int k, const double *A, const double *B, double *C) {
+    cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0,
+                A, trans_a ? m : k, B, trans_b ? k : n, 0.0, C, n);
+}

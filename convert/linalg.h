@@ -1,0 +1,25 @@
+/* Float64 helpers the conversion needs: covariance sums and symmetric
+ * eigendecomposition with a deterministic order and sign. */
+#ifndef TM_CONVERT_LINALG_H
+#define TM_CONVERT_LINALG_H
+
+#include <stdint.h>
+
+/* S[dim, dim] (upper triangle) += X^T X over the rows of X[n, ld] whose
+ * keep[i] is nonzero (keep NULL: all rows), columns col0 .. col0+dim-1.
+ * `stage` is caller scratch of n * dim doubles. Returns the rows added. */
+int64_t cov_accumulate(double *S, int dim, const float *X, int64_t ld, int col0, int n, const uint8_t *keep,
+                       double *stage);
+/* Copy the upper triangle of S[n, n] into the lower one. */
+void sym_fill_lower(double *S, int n);
+
+/* Eigendecomposition of the symmetric A[n, n] (row-major, both triangles).
+ * On return row j of A is the j-th eigenvector, eigenvalues w[j] descending;
+ * each vector's largest-magnitude entry (first on ties) is positive, so the
+ * result depends on the matrix only. Returns 0, or -1 when LAPACK fails. */
+int eigh_descending(int n, double *A, double *w);
+
+/* C[m, n] = A[m, k] B[k, n] (trans_a: A stored [k, m]; trans_b: B stored [n, k]). */
+void dgemm_rm(int trans_a, int trans_b, int m, int n, int k, const double *A, const double *B, double *C);
+
+#endif

@@ -1,0 +1,226 @@
+#include "convert/mla_layer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "convert/linalg.h"
+#include "io/checked.h"
+
+static double *to_f64(const Tensor *t) {
+    int64_t n = t->rows * t->cols;
+    float *f = mallocCheck((size_t)n * sizeof *f);
+    double *out = mallocCheck((size_t)n * sizeof *out);
+    tensor_to_f32(t, 0, n, f);
+    for (int64_t i = 0; i < n; i++) out[i] = f[i];
+    free(f);
+    return out;
+}
+
+static double *vec_f64(const float *v, int n) {
+    if (!v) return NULL;
+    double *out = mallocCheck((size_t)n * sizeof *out);
+    for (int i = 0; i < n; i++) out[i] = v[i];
+    return out;
+}
+
+void gqa_attn_load(GqaAttn *g, const ModelConfig *c, const LayerWeights *L) {
+    g->H = c->n_heads;
+    g->G = c->n_kv_heads;
+    g->d = c->head_dim;
+    g->D = c->hidden_size;
+    g->wq = to_f64(&L->q);
+    g->wk = to_f64(&L->k);
+    g->wv = to_f64(&L->v);
+    g->bq = vec_f64(L->q_bias, g->H * g->d);
+    g->bk = vec_f64(L->k_bias, g->G * g->d);
+    g->bv = vec_f64(L->v_bias, g->G * g->d);
+}
+
+void gqa_attn_free(GqaAttn *g) {
+    free(g->wq);
+    free(g->wk);
+    free(g->wv);
+    free(g->bq);
+    free(g->bk);
+    free(g->bv);
+    memset(g, 0, sizeof *g);
+}
+
+/* out[rows, D] = P[row0 .. row0+rows) . W (P [L, L], W [L, D]); same for a bias. */
+static void rotate(double *out, double *out_bias, const double *P, int row0, int rows, int L, const double *W,
+                   const double *bias, int D) {
+    if (rows) dgemm_rm(0, 0, rows, D, L, P + (int64_t)row0 * L, W, out);
+    if (bias && out_bias)
+        for (int i = 0; i < rows; i++) {
+            double s = 0;
+            for (int j = 0; j < L; j++) s += P[(int64_t)(row0 + i) * L + j] * bias[j];
+            out_bias[i] = s;
+        }
+}
+
+void mla_from_rorope(MlaAttn *a, const GqaAttn *g, const double *P, int r) {
+    int H = g->H, d = g->d, D = g->D, L = g->G * d, rep = g->H / g->G;
+    memset(a, 0, sizeof *a);
+    a->H = H;
+    a->D = D;
+    a->dn = a->dv = d;
+    a->dr = r;
+    a->nk = L - r;
+    a->R = 2 * L - r;
+    int qk = d + r, R = a->R, has_bias = g->bk || g->bv;
+    double scale = sqrt((double)(d + r) / d); /* scores go from 1/sqrt(d) to 1/sqrt(d + r) */
+
+    /* queries: [q_h ; P_rope S_g^T q_h] per head */
+    a->q = callocCheck((size_t)H * qk * D, sizeof(double));
+    if (g->bq) a->q_bias = callocCheck((size_t)H * qk, sizeof(double));
+    for (int h = 0; h < H; h++) {
+        int grp = h / rep;
+        double *qh = a->q + (int64_t)h * qk * D;
+        const double *wq = g->wq + (int64_t)h * d * D;
+        for (int i = 0; i < d * D; i++) qh[i] = scale * wq[i];
+        for (int j = 0; j < r; j++) {
+            const double *p = P + (int64_t)j * L + grp * d; /* rope row j restricted to head grp */
+            double *dst = qh + (int64_t)(d + j) * D;
+            for (int i = 0; i < d; i++)
+                for (int x = 0; x < D; x++) dst[x] += scale * p[i] * wq[(int64_t)i * D + x];
+            if (g->bq) {
+                double s = 0;
+                for (int i = 0; i < d; i++) s += p[i] * g->bq[h * d + i];
+                a->q_bias[h * qk + d + j] = scale * s;
+            }
+        }
+        if (g->bq)
+            for (int i = 0; i < d; i++) a->q_bias[h * qk + i] = scale * g->bq[h * d + i];
+    }
+
+    /* latent [P_nope k ; v], then the rope rows P_rope k */
+    a->kv_a = mallocCheck((size_t)(R + r) * D * sizeof(double));
+    if (has_bias) a->kv_a_bias = callocCheck((size_t)(R + r), sizeof(double));
+    rotate(a->kv_a, a->kv_a_bias, P, r, L - r, L, g->wk, g->bk, D);
+    memcpy(a->kv_a + (int64_t)(L - r) * D, g->wv, (size_t)L * D * sizeof(double));
+    if (g->bv) memcpy(a->kv_a_bias + (L - r), g->bv, (size_t)L * sizeof(double));
+    rotate(a->kv_a + (int64_t)R * D, a->kv_a_bias ? a->kv_a_bias + R : NULL, P, 0, r, L, g->wk, g->bk, D);
+
+    /* up-projections: head h's keys are S_g P_nope^T of the key latent, its values block g of v */
+    a->kv_b = callocCheck((size_t)H * 2 * d * R, sizeof(double));
+    for (int h = 0; h < H; h++) {
+        int grp = h / rep;
+        for (int i = 0; i < d; i++) {
+            double *krow = a->kv_b + ((int64_t)h * 2 * d + i) * R;
+            for (int cidx = 0; cidx < L - r; cidx++) krow[cidx] = P[(int64_t)(r + cidx) * L + grp * d + i];
+            a->kv_b[((int64_t)h * 2 * d + d + i) * R + (L - r) + grp * d + i] = 1.0;
+        }
+    }
+}
+
+/* Sum of the top n eigenvalues over n * count: the mean square of a latent
+ * coordinate on the calibration tokens. */
+static double latent_rms(const double *w, int n, int64_t count) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += w[i] > 0 ? w[i] : 0;
+    return count > 0 && n > 0 && s > 0 ? sqrt(s / ((double)n * count)) : 1.0;
+}
+
+int mla_bkv_pca(MlaAttn *a, const double *Z, int64_t count, int R, double balance, double *ratio_out) {
+    int R0 = a->R, nk = a->nk, D = a->D, Hout = a->H * (a->dn + a->dv), dr = a->dr;
+    /* balance: mean column norm of the key part vs the value part (the
+     * reference skips the first r value dims in that mean) */
+    double kn = 0, vn = 0;
+    int nv_used = 0;
+    for (int j = 0; j < nk; j++) kn += sqrt(Z[(int64_t)j * R0 + j]);
+    for (int j = nk + dr; j < R0; j++, nv_used++) vn += sqrt(Z[(int64_t)j * R0 + j]);
+    double ratio = 1.0;
+    if (nk > 0 && nv_used > 0 && kn > 0 && vn > 0) ratio = (kn / nk) / ((vn / nv_used) * balance);
+    *ratio_out = ratio;
+    double *s = mallocCheck((size_t)R0 * sizeof *s); /* latent dim j is divided by s[j] */
+    for (int j = 0; j < R0; j++) s[j] = j < nk ? ratio : 1.0;
+
+    double *U = mallocCheck((size_t)R0 * R0 * sizeof *U), *w = mallocCheck((size_t)R0 * sizeof *w);
+    for (int i = 0; i < R0; i++)
+        for (int j = 0; j < R0; j++) U[(int64_t)i * R0 + j] = Z[(int64_t)i * R0 + j] / (s[i] * s[j]);
+    if (eigh_descending(R0, U, w)) {
+        free(s);
+        free(U);
+        free(w);
+        return -1;
+    }
+    /* kv_a_nope' = U_R diag(1/s) kv_a_nope; kv_b' = kv_b diag(s) U_R^T */
+    double *Us = mallocCheck((size_t)R * R0 * sizeof *Us);
+    for (int m = 0; m < R; m++)
+        for (int j = 0; j < R0; j++) Us[(int64_t)m * R0 + j] = U[(int64_t)m * R0 + j] / s[j];
+    double *kv_a = mallocCheck((size_t)(R + dr) * D * sizeof *kv_a);
+    dgemm_rm(0, 0, R, D, R0, Us, a->kv_a, kv_a);
+    memcpy(kv_a + (int64_t)R * D, a->kv_a + (int64_t)R0 * D, (size_t)dr * D * sizeof *kv_a);
+    if (a->kv_a_bias) {
+        double *b = mallocCheck((size_t)(R + dr) * sizeof *b);
+        for (int m = 0; m < R; m++) {
+            double acc = 0;
+            for (int j = 0; j < R0; j++) acc += Us[(int64_t)m * R0 + j] * a->kv_a_bias[j];
+            b[m] = acc;
+        }
+        memcpy(b + R, a->kv_a_bias + R0, (size_t)dr * sizeof *b);
+        free(a->kv_a_bias);
+        a->kv_a_bias = b;
+    }
+    for (int i = 0; i < Hout; i++)
+        for (int j = 0; j < R0; j++) a->kv_b[(int64_t)i * R0 + j] *= s[j];
+    double *kv_b = mallocCheck((size_t)Hout * R * sizeof *kv_b);
+    dgemm_rm(0, 1, Hout, R, R0, a->kv_b, U, kv_b); /* U's first R rows */
+    free(a->kv_a);
+    free(a->kv_b);
+    a->kv_a = kv_a;
+    a->kv_b = kv_b;
+    a->kv_norm = latent_rms(w, R, count);
+    a->R = R;
+    a->nk = 0;
+    free(s);
+    free(U);
+    free(w);
+    free(Us);
+    return 0;
+}
+
+int mla_q_pca(MlaAttn *a, const double *Q, int64_t count, int Rq) {
+    int n = a->H * (a->dn + a->dr), D = a->D;
+    double *U = mallocCheck((size_t)n * n * sizeof *U), *w = mallocCheck((size_t)n * sizeof *w);
+    memcpy(U, Q, (size_t)n * n * sizeof *U);
+    if (eigh_descending(n, U, w)) {
+        free(U);
+        free(w);
+        return -1;
+    }
+    a->Rq = Rq;
+    a->q_a = mallocCheck((size_t)Rq * D * sizeof(double));
+    dgemm_rm(0, 0, Rq, D, n, U, a->q, a->q_a);
+    if (a->q_bias) {
+        a->q_a_bias = mallocCheck((size_t)Rq * sizeof(double));
+        for (int m = 0; m < Rq; m++) {
+            double acc = 0;
+            for (int j = 0; j < n; j++) acc += U[(int64_t)m * n + j] * a->q_bias[j];
+            a->q_a_bias[m] = acc;
+        }
+    }
+    a->q_b = mallocCheck((size_t)n * Rq * sizeof(double));
+    for (int i = 0; i < n; i++)
+        for (int m = 0; m < Rq; m++) a->q_b[(int64_t)i * Rq + m] = U[(int64_t)m * n + i];
+    a->q_norm = latent_rms(w, Rq, count);
+    free(a->q);
+    free(a->q_bias);
+    a->q = a->q_bias = NULL;
+    free(U);
+    free(w);
+    return 0;
+}
+
+void mla_attn_free(MlaAttn *a) {
+    free(a->q);
+    free(a->q_bias);
+    free(a->q_a);
+    free(a->q_a_bias);
+    free(a->q_b);
+    free(a->kv_a);
+    free(a->kv_a_bias);
+    free(a->kv_b);
+    memset(a, 0, sizeof *a);
+}

@@ -1,0 +1,49 @@
+/* One layer's attention through the conversion, in float64: the GQA
+ * projections, their RoRoPE form written as a full-rank MLA, and the low-rank
+ * MLA after BKV-PCA (and optional query PCA). o_proj never changes. */
+#ifndef TM_CONVERT_MLA_LAYER_H
+#define TM_CONVERT_MLA_LAYER_H
+
+#include <stdint.h>
+
+#include "io/hf_config.h"
+#include "model/weights.h"
+
+typedef struct {
+    int H, G, d, D;
+    double *wq, *wk, *wv;  /* [H*d, D], [G*d, D], [G*d, D] */
+    double *bq, *bk, *bv;  /* NULL without biases */
+} GqaAttn;
+
+typedef struct {
+    int H, D, dn, dr, dv;
+    int R;                 /* latent width (kv_lora_rank) */
+    int nk;                /* before BKV-PCA: latent dims 0..nk-1 come from keys, nk..R-1 are the values */
+    int Rq;                /* 0: q holds q_proj */
+    double *q, *q_bias;    /* [H*(dn+dr), D], [H*(dn+dr)] or NULL */
+    double *q_a, *q_a_bias, *q_b; /* [Rq, D], [Rq] or NULL, [H*(dn+dr), Rq] */
+    double *kv_a, *kv_a_bias;     /* [R+dr, D] rope rows last, [R+dr] or NULL */
+    double *kv_b;          /* [H*(dn+dv), R] */
+    double kv_norm, q_norm; /* calibration RMS of the latents: the exported layernorm weights */
+} MlaAttn;
+
+/* Read layer L's q/k/v (and biases) as float64. */
+void gqa_attn_load(GqaAttn *g, const ModelConfig *c, const LayerWeights *L);
+void gqa_attn_free(GqaAttn *g);
+
+/* The RoRoPE model of one layer written exactly as MLA with latent
+ * [P_nope k ; v] (R = 2L - r), rope head P_rope k, queries absorbing the
+ * key up-projection's rope part and rescaled from 1/sqrt(d) to
+ * 1/sqrt(d + r). P is rorope_rotation's [L, L]. */
+void mla_from_rorope(MlaAttn *a, const GqaAttn *g, const double *P, int r);
+/* BKV-PCA: balance the key part of the latent against the values (ratio =
+ * mean key-dim norm / (mean value-dim norm * balance), as the reference),
+ * then keep the top R principal directions of the latent covariance sum
+ * Z [nk+nv, nk+nv] over `count` tokens. Returns 0 or -1. */
+int mla_bkv_pca(MlaAttn *a, const double *Z, int64_t count, int R, double balance, double *ratio_out);
+/* Query PCA: q_proj -> q_a (top Rq directions of the query covariance sum Q
+ * [H*(dn+dr)]^2 over count tokens) and q_b. */
+int mla_q_pca(MlaAttn *a, const double *Q, int64_t count, int Rq);
+void mla_attn_free(MlaAttn *a);
+
+#endif
