@@ -84,6 +84,7 @@ int cmd_convert(int argc, char **argv) {
     s.max_shard_bytes = (uint64_t)shard_mb << 20;
     s.rope_interleave = !split_interleave;
     s.progress = !quiet;
+    if (s.eval_tokens && !*s.eval_tokens) s.eval_tokens = NULL; /* --eval-tokens "": none */
     if (s.cal_nsamples < 0 || s.eval_nsamples < 0) {
         tm_fail("--cal-nsamples and --eval-nsamples must not be negative");
         return cli_fail();

@@ -12,6 +12,7 @@ static const struct {
 } commands[] = {
     {"convert", cmd_convert, "convert a GQA model to DeepSeek-V3 MLA (RoRoPE + BKV-PCA)"},
     {"eval", cmd_eval, "perplexity of a model on a token file"},
+    {"generate", cmd_generate, "greedy decoding with a KV cache (latent cache for MLA models)"},
     {"inspect", cmd_inspect, "architecture, parameter count and KV-cache size of a model"},
     {"version", cmd_version, "version and the libraries linked in"},
 };

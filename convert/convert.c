@@ -62,6 +62,9 @@ static int check_settings(Run *r) {
     if (c->arch == TM_ARCH_DEEPSEEK_V3)
         return tm_fail("%s: model_type deepseek_v3 is already MLA; convert takes llama, qwen2, mistral or mixtral",
                        s->model_path);
+    if (c->mlp_bias)
+        return tm_fail("%s/config.json: mlp_bias=true, but DeepSeek-V3's MLP has no bias; such models cannot be exported",
+                       s->model_path);
     int d = c->head_dim, L = c->n_kv_heads * d, qr = s->qk_mqa_dim;
     if (qr <= 0 || qr % 2 || qr > d || d % qr)
         return tm_fail("--qk-mqa-dim %d must be even, positive and divide head_dim %d (%s/config.json)", qr, d,
@@ -106,7 +109,7 @@ static double eval_ppl(Run *r, const Model *m, const char *label) {
     PplResult res;
     if (ppl_eval(m, r->eval_ids, r->n_eval, r->s->ppl_seqlen, r->eval_nseq, r->s->eval_batch, r->s->progress, &res))
         return NAN;
-    fprintf(stderr, "eval[%s]: ppl %.6f (%.0f tokens/s)\n", label, res.ppl, res.tokens_per_s);
+    if (r->s->progress) fprintf(stderr, "eval[%s]: ppl %.6f (%.0f tokens/s)\n", label, res.ppl, res.tokens_per_s);
     return res.ppl;
 }
 

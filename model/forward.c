@@ -110,7 +110,7 @@ void workspace_free(Workspace *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
-static void embedding_forward(float *out, const int32_t *tokens, const Tensor *embed, int N) {
+void embedding_forward(float *out, const int32_t *tokens, const Tensor *embed, int N) {
     int64_t D = embed->cols;
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < N; i++) tensor_to_f32(embed, (int64_t)tokens[i] * D, D, out + (int64_t)i * D);
@@ -133,7 +133,7 @@ static void gqa_attention_block(const ModelConfig *c, const LayerWeights *L, int
 }
 
 /* x += down(silu(gate(xn)) * up(xn)), or the MoE of it. */
-static void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
+void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
     int N = ws->B * ws->T;
     if (hf_config_layer_is_moe(c, layer)) {
         moe_forward(ws->x, ws->xn, L, N, c->hidden_size, c->expert_intermediate_size, c->n_experts,

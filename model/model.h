@@ -62,6 +62,11 @@ void model_logits(const Model *m, const float *hidden, int n, float *logits);
 /* Forward plus next-token NLL summed over the B*(T-1) predicted tokens. */
 double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted);
 
+/* Blocks the decoder reuses: out[N, D] = embedding rows of tokens; and
+ * ws->x += MLP/MoE(ws->xn) of layer `layer` over ws->B * ws->T rows. */
+void embedding_forward(float *out, const int32_t *tokens, const Tensor *embed, int N);
+void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws);
+
 /* FLOPs of one forward (with head) over B sequences of T tokens: GEMMs plus
  * attention's QK^T and PV, counted as 2 per multiply-add. */
 double model_forward_flops(const ModelConfig *c, int B, int T);

@@ -1,0 +1,156 @@
+#include "model/decode.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checked.h"
+#include "io/error.h"
+#include "model/matmul.h"
+#include "model/mla.h"
+#include "model/rmsnorm.h"
+
+static int is_mla(const Model *m) { return m->cfg.arch == TM_ARCH_DEEPSEEK_V3; }
+
+int decode_init(DecodeState *st, const Model *m, int max_T) {
+    const ModelConfig *c = &m->cfg;
+    memset(st, 0, sizeof *st);
+    st->max_T = max_T;
+    int H = c->n_heads, R = c->mla.kv_lora_rank;
+    st->width = is_mla(m) ? R + c->mla.qk_rope_head_dim : 2 * c->n_kv_heads * c->head_dim;
+    st->cache = mallocCheck((size_t)c->n_layers * max_T * st->width * sizeof(float));
+    workspace_init(&st->ws, c, 1, 1);
+    rope_table_init(&st->rope, &c->rope_scaling, c->rope_theta, c->head_dim, max_T);
+    st->scores = mallocCheck((size_t)max_T * sizeof(float));
+    if (is_mla(m)) {
+        st->kv_b = callocCheck((size_t)c->n_layers, sizeof *st->kv_b);
+        for (int l = 0; l < c->n_layers; l++) {
+            const Tensor *t = &m->w.layers[l].kv_b;
+            st->kv_b[l] = mallocCheck((size_t)(t->rows * t->cols) * sizeof(float));
+            tensor_to_f32(t, 0, t->rows * t->cols, st->kv_b[l]);
+        }
+        st->q_lat = mallocCheck((size_t)H * R * sizeof(float));
+        st->o_lat = mallocCheck((size_t)H * R * sizeof(float));
+    }
+    return 0;
+}
+
+void decode_free(DecodeState *st, const Model *m) {
+    if (st->kv_b)
+        for (int l = 0; l < m->cfg.n_layers; l++) free(st->kv_b[l]);
+    free(st->kv_b);
+    free(st->cache);
+    free(st->scores);
+    free(st->q_lat);
+    free(st->o_lat);
+    workspace_free(&st->ws);
+    rope_table_free(&st->rope);
+    memset(st, 0, sizeof *st);
+}
+
+uint64_t decode_cache_bytes_per_token(const DecodeState *st, const Model *m) {
+    return (uint64_t)st->width * m->cfg.n_layers * sizeof(float);
+}
+
+/* softmax over s[0..n) in place */
+static void softmax(float *s, int n) {
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    double sum = 0;
+    for (int j = 0; j < n; j++) sum += s[j] = expf(s[j] - mx);
+    for (int j = 0; j < n; j++) s[j] = (float)(s[j] / sum);
+}
+
+static float dotf(const float *a, const float *b, int n) {
+    float s = 0;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Absorbed MLA for the token at `pos`: scores against cached latents
+ * through q_lat_h = W_kb_h^T q_nope_h, outputs through W_vb_h o_lat_h. */
+static void mla_step(const ModelConfig *c, const LayerWeights *L, int layer, DecodeState *st, int pos) {
+    const MlaConfig *m = &c->mla;
+    Workspace *ws = &st->ws;
+    int H = c->n_heads, dn = m->qk_nope_head_dim, dr = m->qk_rope_head_dim, dv = m->v_head_dim, R = m->kv_lora_rank;
+    int qk = dn + dr, w = st->width;
+    mla_queries(c, L, ws->xn, 1, ws);
+    matmul_forward(ws->lat, ws->xn, &L->kv_a, L->kv_a_bias, 1, 0);
+    mla_latent(c, L, 1, ws);
+    RopeLayout q_rope = {.n_heads = H, .head_stride = qk, .offset = dn, .interleave = m->rope_interleave};
+    RopeLayout k_rope = {.n_heads = 1, .head_stride = R + dr, .offset = R, .interleave = m->rope_interleave};
+    rope_forward(ws->q, (int64_t)H * qk, &st->rope, 1, 1, pos, &q_rope);
+    rope_forward(ws->lat, R + dr, &st->rope, 1, 1, pos, &k_rope);
+    float *cache = st->cache + ((size_t)layer * st->max_T) * w;
+    memcpy(cache + (size_t)pos * w, ws->cn, (size_t)R * sizeof(float));
+    memcpy(cache + (size_t)pos * w + R, ws->lat + R, (size_t)dr * sizeof(float));
+    const float *kv_b = st->kv_b[layer];
+    float scale = (float)(1.0 / sqrt((double)qk));
+    for (int h = 0; h < H; h++) {
+        const float *qn = ws->q + (size_t)h * qk, *qp = qn + dn;
+        const float *wk = kv_b + (size_t)h * (dn + dv) * R, *wv = wk + (size_t)dn * R;
+        float *ql = st->q_lat + (size_t)h * R, *ol = st->o_lat + (size_t)h * R;
+        memset(ql, 0, (size_t)R * sizeof(float));
+        for (int i = 0; i < dn; i++)
+            for (int j = 0; j < R; j++) ql[j] += qn[i] * wk[(size_t)i * R + j];
+        for (int t = 0; t <= pos; t++) {
+            const float *e = cache + (size_t)t * w;
+            st->scores[t] = (dotf(ql, e, R) + dotf(qp, e + R, dr)) * scale;
+        }
+        softmax(st->scores, pos + 1);
+        memset(ol, 0, (size_t)R * sizeof(float));
+        for (int t = 0; t <= pos; t++)
+            for (int j = 0; j < R; j++) ol[j] += st->scores[t] * cache[(size_t)t * w + j];
+        for (int i = 0; i < dv; i++) ws->att[(size_t)h * dv + i] = dotf(wv + (size_t)i * R, ol, R);
+    }
+    matmul_forward(ws->x, ws->att, &L->o, L->o_bias, 1, 1);
+}
+
+static void gqa_step(const ModelConfig *c, const LayerWeights *L, int layer, DecodeState *st, int pos) {
+    Workspace *ws = &st->ws;
+    int H = c->n_heads, G = c->n_kv_heads, d = c->head_dim, w = st->width, rep = H / G;
+    matmul_forward(ws->q, ws->xn, &L->q, L->q_bias, 1, 0);
+    matmul_forward(ws->k, ws->xn, &L->k, L->k_bias, 1, 0);
+    matmul_forward(ws->v, ws->xn, &L->v, L->v_bias, 1, 0);
+    RopeLayout q_rope = {.n_heads = H, .head_stride = d, .offset = 0, .interleave = 0};
+    RopeLayout k_rope = {.n_heads = G, .head_stride = d, .offset = 0, .interleave = 0};
+    rope_forward(ws->q, (int64_t)H * d, &st->rope, 1, 1, pos, &q_rope);
+    rope_forward(ws->k, (int64_t)G * d, &st->rope, 1, 1, pos, &k_rope);
+    float *cache = st->cache + ((size_t)layer * st->max_T) * w;
+    memcpy(cache + (size_t)pos * w, ws->k, (size_t)G * d * sizeof(float));
+    memcpy(cache + (size_t)pos * w + G * d, ws->v, (size_t)G * d * sizeof(float));
+    int lo = c->sliding_window > 0 && pos - c->sliding_window + 1 > 0 ? pos - c->sliding_window + 1 : 0;
+    float scale = (float)(1.0 / sqrt((double)d));
+    for (int h = 0; h < H; h++) {
+        int g = h / rep;
+        for (int t = lo; t <= pos; t++) st->scores[t - lo] = dotf(ws->q + (size_t)h * d, cache + (size_t)t * w + g * d, d) * scale;
+        softmax(st->scores, pos - lo + 1);
+        float *o = ws->att + (size_t)h * d;
+        memset(o, 0, (size_t)d * sizeof(float));
+        for (int t = lo; t <= pos; t++) {
+            const float *v = cache + (size_t)t * w + G * d + g * d;
+            for (int i = 0; i < d; i++) o[i] += st->scores[t - lo] * v[i];
+        }
+    }
+    matmul_forward(ws->x, ws->att, &L->o, L->o_bias, 1, 1);
+}
+
+int decode_step(const Model *m, DecodeState *st, int32_t token, float *logits) {
+    const ModelConfig *c = &m->cfg;
+    if (st->n >= st->max_T) return tm_fail("decode: the cache holds %d tokens and is full", st->max_T);
+    Workspace *ws = &st->ws;
+    int pos = st->n, D = c->hidden_size;
+    embedding_forward(ws->x, &token, &m->w.embed, 1);
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *L = &m->w.layers[l];
+        rmsnorm_forward(ws->xn, ws->x, L->input_norm, 1, D, c->rms_norm_eps);
+        if (is_mla(m)) mla_step(c, L, l, st, pos);
+        else gqa_step(c, L, l, st, pos);
+        rmsnorm_forward(ws->xn, ws->x, L->post_norm, 1, D, c->rms_norm_eps);
+        mlp_block(c, L, l, ws);
+    }
+    rmsnorm_forward(ws->xn, ws->x, m->w.final_norm, 1, D, c->rms_norm_eps);
+    model_logits(m, ws->xn, 1, logits);
+    st->n++;
+    return 0;
+}

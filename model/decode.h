@@ -1,0 +1,28 @@
+/* Token-by-token greedy decoding with a KV cache. MLA models run the
+ * absorbed form: the cache holds only the normed latent and the rotated rope
+ * key (kv_lora_rank + qk_rope_head_dim floats per token and layer); kv_b_proj
+ * is folded into the query (keys) and the output (values), so per-head keys
+ * and values are never formed. GQA models cache rotated K and V per kv head. */
+#ifndef TM_MODEL_DECODE_H
+#define TM_MODEL_DECODE_H
+
+#include "model/model.h"
+
+typedef struct {
+    int max_T, n;        /* capacity and tokens cached */
+    int width;           /* cached floats per token and layer */
+    float *cache;        /* [n_layers][max_T][width] */
+    float **kv_b;        /* MLA: per layer kv_b_proj widened to fp32 [H*(dn+dv), R] */
+    Workspace ws;        /* one-row scratch */
+    RopeTable rope;      /* positions 0..max_T-1 */
+    float *q_lat, *o_lat, *scores; /* [H*R], [H*R], [max_T] */
+} DecodeState;
+
+int decode_init(DecodeState *st, const Model *m, int max_T);
+void decode_free(DecodeState *st, const Model *m);
+/* Feed `token` at position st->n; logits[vocab] of the next token. */
+int decode_step(const Model *m, DecodeState *st, int32_t token, float *logits);
+/* Bytes the cache holds per token over all layers. */
+uint64_t decode_cache_bytes_per_token(const DecodeState *st, const Model *m);
+
+#endif

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# End-to-end checks of `transmla convert` (issue 3), each against an
+# independent float64 numpy oracle:
+#  - quality: RoRoPE and MLA perplexities match or beat the published
+#    algorithm re-implemented in ../shared/reference/transmla_ref.py, same
+#    data and settings (stories260K and bytelm-dev). Tolerance 1e-4 relative:
+#    our engine is fp32 against the reference's float64 (measured ~3e-7).
+#  - exactness anchors: kv_lora_rank = 2*G*d - r gives MLA ppl == RoRoPE ppl;
+#    one kv head with r = head_dim gives RoRoPE ppl == original (1e-5: fp32
+#    rounding through rotated weights, measured ~1e-7).
+#  - every family (llama3 scaling, llama with q/k/v/o bias, qwen2 biases,
+#    mistral, mixtral, MHA tied, bf16/f16 inputs): the exported DeepSeek-V3
+#    folder read back by tests/ref/tm_ref.py gives the perplexity our engine
+#    gives on it and the report's ppl.mla_native (1e-5).
+#  - bad arguments fail with one error line before any heavy work and leave
+#    no output; an interrupted run leaves no output folder.
+# usage: convert_e2e.sh TRANSMLA PYTHON FIXTURES_DIR
+set -u
+bin=$1 py=$2 fixtures=$3
+here=$(cd "$(dirname "$0")" && pwd)
+shared=$here/../../shared
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fails=0
+
+check() { # name ours expected rel_tol  (ours <= expected*(1+tol) when $5 == "le")
+    if "$py" -c "
+import sys; o, e, t = map(float, sys.argv[1:4]); le = sys.argv[4] == 'le'
+sys.exit(0 if (o <= e * (1 + t) if le else abs(o - e) <= t * abs(e)) else 1)" "$2" "$3" "$4" "${5:-eq}"; then
+        echo "ok    $1: $2 vs $3 (rel tol $4${5:+, $5})"
+    else
+        echo "FAIL  $1: $2 vs $3 (rel tol $4${5:+, $5})"
+        fails=$((fails + 1))
+    fi
+}
+jget() { "$py" -c "import json, sys; d = json.load(open(sys.argv[1]))
+for k in sys.argv[2].split('.'): d = d[k]
+print(d)" "$1" "$2"; }
+ref_ppl() { "$py" "$here/ref/tm_ref.py" ppl "$@" | "$py" -c "import json, sys; print(json.load(sys.stdin)['ppl'])"; }
+our_ppl() { "$bin" eval --quiet --json "$@" | "$py" -c "import json, sys; print(json.load(sys.stdin)['ppl'])"; }
+
+# ---- quality against the published algorithm ----
+compare_published() { # name model r freqfold rank
+    local name=$1 model=$2 r=$3 ff=$4 rank=$5 out=$work/$1
+    "$bin" convert --quiet --model-path "$model" --save-path "$out" --cal-tokens "$model/calib.u16" \
+        --cal-max-seqlen 256 --cal-nsamples 16 --eval-tokens "$model/eval.u16" --ppl-seqlen 512 --eval-nsamples 4 \
+        --qk-mqa-dim "$r" --freqfold "$ff" --kv-lora-rank "$rank" >/dev/null || { echo "FAIL  $name: convert"; fails=$((fails + 1)); return; }
+    local ref
+    ref=$(cd "$shared/reference" && "$py" transmla_ref.py "$model" "$model/calib.u16" "$model/eval.u16" --r "$r" \
+        --freqfold "$ff" --kv-rank "$rank" --ncal 16 --neval 4)
+    for stage in original rorope mla; do
+        local theirs
+        theirs=$(echo "$ref" | "$py" -c "import json, sys; print(json.load(sys.stdin)['$stage'])")
+        check "$name $stage vs transmla_ref.py" "$(jget "$out/transmla_report.json" ppl.$stage)" "$theirs" 1e-4 le
+    done
+}
+compare_published stories260K "$shared/models/stories260K" 4 2 16
+compare_published bytelm-dev "$shared/models/bytelm-dev" 32 4 64
+
+# ---- exactness anchors ----
+blm=$shared/models/bytelm-dev
+"$bin" convert --quiet --model-path "$blm" --save-path "$work/full_rank" --cal-tokens "$blm/calib.u16" \
+    --cal-nsamples 8 --eval-tokens "$blm/eval.u16" --ppl-seqlen 512 --eval-nsamples 2 --qk-mqa-dim 32 --freqfold 4 \
+    --kv-lora-rank 224 >/dev/null
+check "kv_lora_rank 2*G*d-r: MLA == RoRoPE" "$(jget "$work/full_rank/transmla_report.json" ppl.mla)" \
+    "$(jget "$work/full_rank/transmla_report.json" ppl.rorope)" 1e-5
+
+# random token streams for the random fixtures
+"$py" -c "
+import numpy as np, sys
+rng = np.random.default_rng(7)
+for name, n in (('calib', 8 * 64), ('eval', 4 * 64)):
+    rng.integers(0, 64, n).astype('<u2').tofile(sys.argv[1] + '/' + name + '.u16')" "$work"
+
+# one kv head, r = head_dim, freqfold 1: RoRoPE is a relabelling of the planes
+cp -r "$fixtures/mistral_window" "$work/g1"
+"$py" -c "
+import json, sys
+p = sys.argv[1] + '/config.json'; c = json.load(open(p))
+c['model_type'] = 'llama'; c.pop('sliding_window', None)
+json.dump(c, open(p, 'w'))" "$work/g1"
+"$bin" convert --quiet --model-path "$work/g1" --save-path "$work/g1_out" --cal-tokens "$work/calib.u16" \
+    --cal-max-seqlen 64 --cal-nsamples 0 --eval-tokens "$work/eval.u16" --ppl-seqlen 64 --qk-mqa-dim 16 --freqfold 1 \
+    --kv-lora-rank 16 >/dev/null
+check "one kv head, r = head_dim: RoRoPE == original" "$(jget "$work/g1_out/transmla_report.json" ppl.rorope)" \
+    "$(jget "$work/g1_out/transmla_report.json" ppl.original)" 1e-5
+
+# llama with attention_bias (q/k/v/o biases) but without the MLP biases DeepSeek cannot hold
+"$py" -c "
+import json, os, shutil, sys
+sys.path.insert(0, sys.argv[3])
+import tm_ref
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(dst)
+w = {k: v for k, v in tm_ref.read_model_weights(src).items() if '.mlp.' not in k or not k.endswith('.bias')}
+tm_ref.write_safetensors(dst + '/model.safetensors', w, 'BF16')
+c = json.load(open(src + '/config.json')); c['mlp_bias'] = False
+json.dump(c, open(dst + '/config.json', 'w'))" "$fixtures/llama_gqa2_bf16" "$work/llama_attn_bias" "$here/ref"
+
+# ---- every family: the export as a DeepSeek-V3 loader reads it ----
+family() { # fixture r rank router [extra convert flags...]
+    local fx=$1 r=$2 rank=$3 router=$4
+    shift 4
+    local out=$work/out_$fx${1:+_x}
+    local src=$fixtures/$fx
+    [ -d "$src" ] || src=$work/$fx
+    if ! "$bin" convert --quiet --model-path "$src" --save-path "$out" --cal-tokens "$work/calib.u16" \
+        --cal-max-seqlen 64 --cal-nsamples 0 --eval-tokens "$work/eval.u16" --ppl-seqlen 64 --qk-mqa-dim "$r" --freqfold auto \
+        --kv-lora-rank "$rank" "$@" >/dev/null; then
+        echo "FAIL  $fx: convert $*"
+        fails=$((fails + 1))
+        return
+    fi
+    local ours theirs
+    ours=$(our_ppl --model-path "$out" --tokens "$work/eval.u16" --seqlen 64)
+    theirs=$(ref_ppl "$out" "$work/eval.u16" --seqlen 64 --nseq 4 --router "$router")
+    check "$fx $*: export, engine vs numpy DeepSeek-V3" "$ours" "$theirs" 1e-5
+    check "$fx $*: report mla_native vs numpy" "$(jget "$out/transmla_report.json" ppl.mla_native)" "$theirs" 1e-5
+}
+family llama3_gqa4_f16 8 24 hf
+family llama_attn_bias 8 24 hf
+family llama_attn_bias 8 24 hf --q-lora-rank 32 --rope-half-split
+family llama_mha_tied 4 20 hf --dtype float32
+family qwen2_bias 4 12 hf
+family qwen2_bias 4 12 hf --q-lora-rank 24 --dtype bfloat16
+family mistral_window 8 12 hf
+family mixtral_moe_bf16 4 12 vllm
+grep -q "q_proj bias" "$work/out_qwen2_bias/transmla_report.json" && echo "ok    qwen2: report notes the dropped q_proj bias" \
+    || { echo "FAIL  qwen2: report lacks the q_proj bias note"; fails=$((fails + 1)); }
+
+# ---- bad arguments: one error line, exit 1, nothing written, no heavy work ----
+bad() { # name expected-substring args...
+    local name=$1 want=$2
+    shift 2
+    local err rc
+    err=$("$bin" convert --model-path "${bad_model:-$work/llama_attn_bias}" --cal-tokens "$work/calib.u16" --cal-max-seqlen 64 \
+        --eval-tokens "$work/eval.u16" --ppl-seqlen 64 "$@" 2>&1 >/dev/null)
+    rc=$?
+    if [ $rc -eq 1 ] && [ "$(echo "$err" | wc -l)" -eq 1 ] && echo "$err" | grep -q "^transmla: error: .*$want"; then
+        echo "ok    bad args ($name): $err"
+    else
+        echo "FAIL  bad args ($name): rc $rc, stderr: $err"
+        fails=$((fails + 1))
+    fi
+}
+bad "rank too large" "kv-lora-rank 100 must be in" --save-path "$work/b1" --qk-mqa-dim 8 --kv-lora-rank 100
+bad "r not dividing d" "qk-mqa-dim 6" --save-path "$work/b2" --qk-mqa-dim 6 --kv-lora-rank 8
+bad "freqfold vs collapse" "freqfold 1 must be a multiple of collapse 2" --save-path "$work/b3" --qk-mqa-dim 8 --freqfold 1 --kv-lora-rank 8
+bad "auto freqfold without eval" "needs --eval-tokens" --save-path "$work/b4" --qk-mqa-dim 8 --kv-lora-rank 8 --eval-tokens ""
+mkdir -p "$work/exists"
+bad "output exists" "exists; pass --overwrite" --save-path "$work/exists" --qk-mqa-dim 8 --kv-lora-rank 8
+bad "q rank too large" "q-lora-rank 999" --save-path "$work/b5" --qk-mqa-dim 8 --kv-lora-rank 8 --q-lora-rank 999
+bad_model=$fixtures/llama_gqa2_bf16 bad "mlp bias" "mlp_bias=true" --save-path "$work/b8" --qk-mqa-dim 8 --kv-lora-rank 8
+bad "bad dtype" "dtype 'int8'" --save-path "$work/b6" --qk-mqa-dim 8 --kv-lora-rank 8 --dtype int8
+err=$("$bin" convert --model-path "$work/out_llama3_gqa4_f16" --save-path "$work/b7" --cal-tokens "$work/calib.u16" 2>&1 >/dev/null)
+if [ $? -eq 1 ] && echo "$err" | grep -q "already MLA"; then echo "ok    bad args (deepseek_v3 input): $err"; else
+    echo "FAIL  bad args (deepseek_v3 input): $err"; fails=$((fails + 1)); fi
+for b in b1 b2 b3 b4 b5 b6 b7 b8; do
+    if ls -d "$work/$b"* >/dev/null 2>&1; then echo "FAIL  $b left output behind"; fails=$((fails + 1)); fi
+done
+
+# ---- an interrupted run leaves no output folder; --overwrite replaces one ----
+"$bin" convert --quiet --model-path "$blm" --save-path "$work/killed" --cal-tokens "$blm/calib.u16" --cal-nsamples 64 \
+    --eval-tokens "$blm/eval.u16" --ppl-seqlen 512 --qk-mqa-dim 32 --freqfold auto --kv-lora-rank 64 >/dev/null 2>&1 &
+pid=$!
+sleep 2
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+if [ -e "$work/killed" ]; then echo "FAIL  killed run left $work/killed"; fails=$((fails + 1)); else
+    echo "ok    killed run left no output folder"; fi
+"$bin" convert --quiet --model-path "$fixtures/qwen2_bias" --save-path "$work/out_qwen2_bias" --overwrite \
+    --cal-tokens "$work/calib.u16" --cal-max-seqlen 64 --cal-nsamples 0 --qk-mqa-dim 4 --freqfold 2 --kv-lora-rank 8 >/dev/null
+check "--overwrite replaced the folder" "$(jget "$work/out_qwen2_bias/config.json" kv_lora_rank)" 8 0
+
+[ $fails -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
