@@ -76,6 +76,7 @@ int calibrate(const Model *m, const int32_t *ids, int seqlen, int nseq, int batc
     workspace_init(&ws, &m->cfg, batch, seqlen);
     int wide = s->dim > s->qdim ? s->dim : s->qdim;
     HookCtx h = {.s = s, .c = &m->cfg, .stage = mallocCheck((size_t)batch * seqlen * wide * sizeof(double))};
+    s->activation_bytes = ws.bytes + (uint64_t)batch * seqlen * wide * sizeof(double);
     ws.hook = gather;
     ws.hook_ctx = &h;
     double t0 = now_s();

@@ -20,6 +20,7 @@ typedef struct {
     int want_q, qdim;
     double **qsum;      /* [n_layers][qdim * qdim] when want_q */
     int64_t count;      /* tokens summed (the same for every layer) */
+    uint64_t activation_bytes; /* the micro-batch's buffers while calibrating */
 } CalibStats;
 
 /* dim: the statistic's width (GQA: kv_heads*head_dim; MLA: leading latent

@@ -40,12 +40,24 @@ typedef struct {
     char tmp_dir[4096];
     json_t *report, *ppl, *seconds, *settings;
     double t_stage;
+    uint64_t mem_stats, mem_act, mem_attn; /* largest statistics, activations, converted attention held */
 } Run;
 
 static void stage_done(Run *r, const char *stage) {
     double t = now_s();
     json_object_set_new(r->seconds, stage, json_real(t - r->t_stage));
     r->t_stage = t;
+}
+
+static void note_max(uint64_t *slot, uint64_t v) {
+    if (v > *slot) *slot = v;
+}
+
+/* float64 layers plus the fp32 copy a built model holds */
+static uint64_t layers_bytes(const MlaAttn *layers, int n) {
+    uint64_t b = 0;
+    for (int l = 0; l < n; l++) b += mla_attn_bytes(&layers[l]);
+    return b + b / 2;
 }
 
 static void free_layers(MlaAttn *layers, int n) {
@@ -160,12 +172,15 @@ static int stage_rorope(Run *r) {
     int rc = calibrate(&r->orig, r->cal_ids, r->s->cal_seqlen, r->cal_nseq, r->s->cal_batch, "calibrate[keys]",
                        r->s->progress, &keys);
     stage_done(r, "calibrate_keys");
+    note_max(&r->mem_stats, calib_stats_bytes(&keys));
+    note_max(&r->mem_act, keys.activation_bytes);
     int cands[32], nc = freqfold_candidates(&r->rs, r->s->freqfold, cands);
     double best = INFINITY;
     json_t *search = json_object();
     for (int i = 0; i < nc && !rc; i++) {
         MlaAttn *layers;
         if ((rc = rorope_layers(r, &keys, cands[i], &layers))) break;
+        note_max(&r->mem_attn, layers_bytes(layers, c->n_layers) * (r->layers ? 2 : 1)); /* best so far + this one */
         BuiltModel bm;
         if ((rc = built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0))) {
             free_layers(layers, c->n_layers);
@@ -209,6 +224,8 @@ static int stage_bkv_pca(Run *r) {
                        &lat);
     built_model_free(&bm);
     stage_done(r, "calibrate_latent");
+    note_max(&r->mem_stats, calib_stats_bytes(&lat));
+    note_max(&r->mem_act, lat.activation_bytes);
     json_t *ratios = json_array();
     for (int l = 0; l < c->n_layers && !rc; l++) {
         if (s->progress) fprintf(stderr, "bkv-pca: layer %d/%d\n", l + 1, c->n_layers);
@@ -327,8 +344,15 @@ static int run_stages(Run *r) {
         json_array_append_new(notes, json_string("sliding_window: DeepSeek attention has none; the export attends to "
                                                  "the whole context"));
     json_object_set_new(r->report, "notes", notes);
-    json_object_set_new(r->report, "peak_rss_bytes", json_integer((json_int_t)peak_rss_bytes()));
-    json_object_set_new(r->report, "weight_bytes", json_integer((json_int_t)r->orig.w.n_bytes));
+    Workspace probe; /* the evaluation micro-batch's size; malloc without touching pages */
+    workspace_init(&probe, c, s->eval_batch, s->ppl_seqlen);
+    note_max(&r->mem_act, probe.bytes);
+    workspace_free(&probe);
+    json_object_set_new(r->report, "memory",
+                        json_pack("{sIsIsIsIsI}", "peak_rss_bytes", (json_int_t)peak_rss_bytes(), "weights_bytes",
+                                  (json_int_t)r->orig.w.n_bytes, "converted_attention_bytes", (json_int_t)r->mem_attn,
+                                  "statistics_bytes", (json_int_t)r->mem_stats, "activation_bytes",
+                                  (json_int_t)r->mem_act));
 
     char path[4200];
     snprintf(path, sizeof path, "%s/transmla_report.json", r->tmp_dir);
@@ -337,7 +361,9 @@ static int run_stages(Run *r) {
     print_table(r->ppl);
     printf("KV cache: %llu -> %llu bytes per token (%.2fx smaller)\n", (unsigned long long)before,
            (unsigned long long)after, (double)before / after);
-    printf("peak memory %.1f MiB; wrote %s\n", peak_rss_bytes() / 1048576.0, s->save_path);
+    printf("peak memory %.1f MiB (weights %.1f, converted attention %.1f, statistics %.1f, one micro-batch %.1f MiB); "
+           "wrote %s\n", peak_rss_bytes() / 1048576.0, r->orig.w.n_bytes / 1048576.0, r->mem_attn / 1048576.0,
+           r->mem_stats / 1048576.0, r->mem_act / 1048576.0, s->save_path);
     return 0;
 }
 

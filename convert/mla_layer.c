@@ -224,3 +224,10 @@ void mla_attn_free(MlaAttn *a) {
     free(a->kv_b);
     memset(a, 0, sizeof *a);
 }
+
+uint64_t mla_attn_bytes(const MlaAttn *a) {
+    uint64_t qk = (uint64_t)a->H * (a->dn + a->dr), n = 0;
+    n += a->Rq ? (uint64_t)a->Rq * a->D + qk * a->Rq : qk * a->D;
+    n += (uint64_t)(a->R + a->dr) * a->D + (uint64_t)a->H * (a->dn + a->dv) * a->R;
+    return 8 * n;
+}

@@ -45,5 +45,7 @@ int mla_bkv_pca(MlaAttn *a, const double *Z, int64_t count, int R, double balanc
  * [H*(dn+dr)]^2 over count tokens) and q_b. */
 int mla_q_pca(MlaAttn *a, const double *Q, int64_t count, int Rq);
 void mla_attn_free(MlaAttn *a);
+/* Bytes its float64 matrices take. */
+uint64_t mla_attn_bytes(const MlaAttn *a);
 
 #endif

@@ -54,6 +54,12 @@ static int any_dense_layer(const ModelConfig *c) {
     return 0;
 }
 
+/* Allocate for the workspace and count it in ws->bytes. */
+static void *ws_alloc(Workspace *ws, size_t bytes) {
+    ws->bytes += bytes;
+    return mallocCheck(bytes);
+}
+
 void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
     memset(ws, 0, sizeof *ws);
     ws->B = B;
@@ -62,32 +68,32 @@ void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
     size_t qd = H * hf_config_qk_head_dim(c), vd = H * hf_config_v_head_dim(c);
     size_t kd = (size_t)c->n_kv_heads * hf_config_qk_head_dim(c), vkd = (size_t)c->n_kv_heads * hf_config_v_head_dim(c);
     rope_table_init(&ws->rope, &c->rope_scaling, c->rope_theta, c->head_dim, T);
-    ws->x = mallocCheck(N * D * sizeof(float));
-    ws->xn = mallocCheck(N * D * sizeof(float));
-    ws->q = mallocCheck(N * qd * sizeof(float));
-    ws->k = mallocCheck(N * kd * sizeof(float));
-    ws->v = mallocCheck(N * vkd * sizeof(float));
-    ws->att = mallocCheck(N * vd * sizeof(float));
+    ws->x = ws_alloc(ws, N * D * sizeof(float));
+    ws->xn = ws_alloc(ws, N * D * sizeof(float));
+    ws->q = ws_alloc(ws, N * qd * sizeof(float));
+    ws->k = ws_alloc(ws, N * kd * sizeof(float));
+    ws->v = ws_alloc(ws, N * vkd * sizeof(float));
+    ws->att = ws_alloc(ws, N * vd * sizeof(float));
     if (c->arch == TM_ARCH_DEEPSEEK_V3) {
         const MlaConfig *m = &c->mla;
         size_t lw = (size_t)m->kv_lora_rank + m->qk_rope_head_dim;
         size_t cw = (size_t)m->kv_lora_rank;
         if ((size_t)m->q_lora_rank > lw) lw = (size_t)m->q_lora_rank;
         if ((size_t)m->q_lora_rank > cw) cw = (size_t)m->q_lora_rank;
-        ws->lat = mallocCheck(N * lw * sizeof(float));
-        ws->cn = mallocCheck(N * cw * sizeof(float));
-        ws->kvb = mallocCheck(N * H * (m->qk_nope_head_dim + m->v_head_dim) * sizeof(float));
+        ws->lat = ws_alloc(ws, N * lw * sizeof(float));
+        ws->cn = ws_alloc(ws, N * cw * sizeof(float));
+        ws->kvb = ws_alloc(ws, N * H * (m->qk_nope_head_dim + m->v_head_dim) * sizeof(float));
     }
     if (c->n_experts)
         moe_scratch_init(&ws->moe, (int)N, (int)D, c->expert_intermediate_size, c->n_experts, c->n_experts_per_tok);
     if (any_dense_layer(c)) {
-        ws->h1 = mallocCheck(N * (size_t)c->intermediate_size * sizeof(float));
-        ws->h2 = mallocCheck(N * (size_t)c->intermediate_size * sizeof(float));
+        ws->h1 = ws_alloc(ws, N * (size_t)c->intermediate_size * sizeof(float));
+        ws->h2 = ws_alloc(ws, N * (size_t)c->intermediate_size * sizeof(float));
     }
     ws->vocab_chunk = head_vocab_chunk((int)N, c->vocab_size);
-    ws->logits = mallocCheck(N * (size_t)ws->vocab_chunk * sizeof(float));
+    ws->logits = ws_alloc(ws, N * (size_t)ws->vocab_chunk * sizeof(float));
     crossentropy_init(&ws->ce, (int)N);
-    ws->targets = mallocCheck(N * sizeof(int32_t));
+    ws->targets = ws_alloc(ws, N * sizeof(int32_t));
 }
 
 void workspace_free(Workspace *ws) {

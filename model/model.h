@@ -48,6 +48,7 @@ struct Workspace {
     int vocab_chunk;
     CrossEntropy ce;   /* running log-sum-exp per row */
     int32_t *targets;  /* [N] */
+    uint64_t bytes;    /* activation buffers allocated (MoE scratch and rope table aside) */
     AttentionHook hook; /* NULL: none */
     void *hook_ctx;
 };

@@ -57,6 +57,16 @@ compare_published() { # name model r freqfold rank
 compare_published stories260K "$shared/models/stories260K" 4 2 16
 compare_published bytelm-dev "$shared/models/bytelm-dev" 32 4 64
 
+# peak memory: weights + converted attention + statistics + one micro-batch,
+# plus 64 MiB for the process itself (libraries, OpenBLAS buffers: ~25 MiB measured)
+if "$py" -c "
+import json, sys
+m = json.load(open(sys.argv[1]))['memory']
+bound = m['weights_bytes'] + m['converted_attention_bytes'] + m['statistics_bytes'] + m['activation_bytes'] + (64 << 20)
+print('peak %.1f MiB, bound %.1f MiB' % (m['peak_rss_bytes'] / 2**20, bound / 2**20))
+sys.exit(0 if m['peak_rss_bytes'] <= bound else 1)" "$work/bytelm-dev/transmla_report.json"; then echo "ok    peak memory within bound"; else
+    echo "FAIL  peak memory above bound"; fails=$((fails + 1)); fi
+
 # ---- exactness anchors ----
 blm=$shared/models/bytelm-dev
 "$bin" convert --quiet --model-path "$blm" --save-path "$work/full_rank" --cal-tokens "$blm/calib.u16" \
