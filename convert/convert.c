@@ -68,6 +68,19 @@ static void free_layers(MlaAttn *layers, int n) {
 
 /* ---- checks before any heavy work ---- */
 
+/* mkdir -p of the folder that will hold `path`, so a bad location fails now. */
+static int make_parents(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) && errno != EEXIST) return tm_fail("%s: cannot create folder: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    return 0;
+}
+
 static int check_settings(Run *r) {
     const ConvertSettings *s = r->s;
     const ModelConfig *c = &r->orig.cfg;
@@ -99,7 +112,7 @@ static int check_settings(Run *r) {
     struct stat st;
     if (stat(s->save_path, &st) == 0 && !s->overwrite)
         return tm_fail("%s: output folder exists; pass --overwrite to replace it", s->save_path);
-    return 0;
+    return make_parents(s->save_path);
 }
 
 static int read_windows(const char *path, const ConvertSettings *s, int vocab, int seqlen, int *nseq, int32_t **ids,
@@ -287,7 +300,15 @@ static uint64_t peak_rss_bytes(void) {
     return (uint64_t)ru.ru_maxrss * 1024;
 }
 
-static void print_table(json_t *ppl) {
+static void print_table(json_t *ppl, int freqfold) {
+    json_t *search = json_object_get(ppl, "rorope_by_freqfold");
+    if (json_object_size(search) > 1) {
+        const char *key;
+        json_t *v;
+        printf("freqfold search (RoRoPE ppl):");
+        json_object_foreach(search, key, v) printf("  %s: %.4f", key, json_number_value(v));
+        printf("  -> %d\n", freqfold);
+    }
     static const char *rows[][2] = {{"original", "original GQA"},
                                     {"rorope", "RoRoPE (partial RoPE)"},
                                     {"mla", "MLA (exact, no kv norm)"},
@@ -358,7 +379,7 @@ static int run_stages(Run *r) {
     snprintf(path, sizeof path, "%s/transmla_report.json", r->tmp_dir);
     if (json_dump_file(r->report, path, JSON_INDENT(2))) return tm_fail("%s: cannot write", path);
     if (finish_output(r)) return -1;
-    print_table(r->ppl);
+    print_table(r->ppl, r->rs.freqfold);
     printf("KV cache: %llu -> %llu bytes per token (%.2fx smaller)\n", (unsigned long long)before,
            (unsigned long long)after, (double)before / after);
     printf("peak memory %.1f MiB (weights %.1f, converted attention %.1f, statistics %.1f, one micro-batch %.1f MiB); "
