@@ -18,23 +18,31 @@ int cmd_inspect(int argc, char **argv) {
     Model m;
     if (model_load(&m, model_path)) return cli_fail();
     const ModelConfig *c = &m.cfg;
-    /* GQA caches K and V of every kv head, at the weights' stored width */
-    long long kv_layer = 2LL * c->n_kv_heads * c->head_dim * (long long)tm_dtype_size(m.w.dtype);
+    /* GQA caches K and V of every kv head; MLA only the latent and the rope
+     * key; both at the weights' stored width */
+    int mla = c->arch == TM_ARCH_DEEPSEEK_V3;
+    long long per_token = mla ? c->mla.kv_lora_rank + c->mla.qk_rope_head_dim : 2LL * c->n_kv_heads * c->head_dim;
+    long long kv_layer = per_token * (long long)tm_dtype_size(m.w.dtype);
+    const char *attn = mla ? "mla" : "gqa";
     long long kv_total = kv_layer * c->n_layers;
     if (json) {
-        printf("{\"model_path\": \"%s\", \"model_type\": \"%s\", \"attention\": \"gqa\", \"dtype\": \"%s\", "
+        printf("{\"model_path\": \"%s\", \"model_type\": \"%s\", \"attention\": \"%s\", \"dtype\": \"%s\", "
                "\"num_hidden_layers\": %d, \"hidden_size\": %d, \"num_attention_heads\": %d, "
                "\"num_key_value_heads\": %d, \"head_dim\": %d, \"intermediate_size\": %d, \"vocab_size\": %d, "
                "\"num_local_experts\": %d, \"num_experts_per_tok\": %d, \"tie_word_embeddings\": %s, "
                "\"parameters\": %lld, \"weight_bytes\": %llu, \"kv_cache_bytes_per_token_per_layer\": %lld, "
                "\"kv_cache_bytes_per_token\": %lld}\n",
-               model_path, c->model_type, tm_dtype_name(m.w.dtype), c->n_layers, c->hidden_size, c->n_heads,
+               model_path, c->model_type, attn, tm_dtype_name(m.w.dtype), c->n_layers, c->hidden_size, c->n_heads,
                c->n_kv_heads, c->head_dim, c->intermediate_size, c->vocab_size, c->n_experts, c->n_experts_per_tok,
                c->tie_word_embeddings ? "true" : "false", (long long)m.w.n_params, (unsigned long long)m.w.n_bytes,
                kv_layer, kv_total);
     } else {
         printf("model        %s\n", model_path);
-        printf("architecture %s, GQA attention, %s weights\n", c->model_type, tm_dtype_name(m.w.dtype));
+        printf("architecture %s, %s attention, %s weights\n", c->model_type, mla ? "MLA" : "GQA", tm_dtype_name(m.w.dtype));
+        if (mla)
+            printf("latent       kv_lora_rank %d, q_lora_rank %d, qk_nope %d + qk_rope %d, v_head_dim %d\n",
+                   c->mla.kv_lora_rank, c->mla.q_lora_rank, c->mla.qk_nope_head_dim, c->mla.qk_rope_head_dim,
+                   c->mla.v_head_dim);
         printf("layers       %d, hidden %d, intermediate %d, vocab %d\n", c->n_layers, c->hidden_size,
                c->intermediate_size, c->vocab_size);
         printf("heads        %d query, %d key/value (group %d), head_dim %d\n", c->n_heads, c->n_kv_heads,

@@ -67,6 +67,11 @@ print('peak %.1f MiB, bound %.1f MiB' % (m['peak_rss_bytes'] / 2**20, bound / 2*
 sys.exit(0 if m['peak_rss_bytes'] <= bound else 1)" "$work/bytelm-dev/transmla_report.json"; then echo "ok    peak memory within bound"; else
     echo "FAIL  peak memory above bound"; fails=$((fails + 1)); fi
 
+# inspect reads the export as MLA: its KV bytes per token are the report's "after"
+check "inspect on the export: latent cache bytes" \
+    "$("$bin" inspect --json --model-path "$work/bytelm-dev" | "$py" -c "import json, sys; print(json.load(sys.stdin)['kv_cache_bytes_per_token'])")" \
+    "$(jget "$work/bytelm-dev/transmla_report.json" kv_bytes_per_token.after)" 0
+
 # ---- exactness anchors ----
 blm=$shared/models/bytelm-dev
 "$bin" convert --quiet --model-path "$blm" --save-path "$work/full_rank" --cal-tokens "$blm/calib.u16" \
