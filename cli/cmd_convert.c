@@ -33,6 +33,7 @@ int cmd_convert(int argc, char **argv) {
     ConvertSettings s = {.model_path = TRANSMLA_DEFAULT_MODEL, .cal_seqlen = 256, .cal_nsamples = 128, .cal_batch = 8,
                          .ppl_seqlen = 2048, .eval_batch = 4, .qk_mqa_dim = 64, .kv_lora_rank = 512,
                          .balance_kv_ratio = 1.0, .rope_interleave = 1, .progress = 1};
+    const char *kv_norm = "fit";
     const char *freqfold = "auto", *collapse = "auto", *balance = "1", *dtype = NULL, *token_dtype = "u16";
     int quiet = 0, split_interleave = 0, shard_mb = 4096;
     const ArgSpec specs[] = {
@@ -59,6 +60,8 @@ int cmd_convert(int argc, char **argv) {
         {"dtype", ARG_STR, &dtype, "T", "output dtype float32|bfloat16|float16 (default: as the input)", 0},
         {"rope-half-split", ARG_FLAG, &split_interleave, "",
          "export rope dims in rotate-half order (rope_interleave false); default interleaved as DeepSeek", 0},
+        {"kv-norm", ARG_STR, &kv_norm, "fit|rms",
+         "export's kv_a_layernorm: fit kv_b_proj to it by least squares (default), or weight = latent RMS", 0},
         {"max-shard-mb", ARG_INT, &shard_mb, "MB", "largest output safetensors shard (default 4096)", 0},
         {"quiet", ARG_FLAG, &quiet, "", "no progress lines on stderr", 0},
     };
@@ -83,6 +86,11 @@ int cmd_convert(int argc, char **argv) {
     }
     s.max_shard_bytes = (uint64_t)shard_mb << 20;
     s.rope_interleave = !split_interleave;
+    if (strcmp(kv_norm, "fit") && strcmp(kv_norm, "rms")) {
+        tm_fail("--kv-norm '%s': expected fit or rms", kv_norm);
+        return cli_fail();
+    }
+    s.kv_norm_fit = !strcmp(kv_norm, "fit");
     s.progress = !quiet;
     if (s.eval_tokens && !*s.eval_tokens) s.eval_tokens = NULL; /* --eval-tokens "": none */
     if (s.cal_nsamples < 0 || s.eval_nsamples < 0) {

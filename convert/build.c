@@ -111,6 +111,8 @@ static int carried_name(const char *name, const ModelConfig *orig, char *out, si
 }
 
 static void add_layer(BuiltModel *b, const MlaAttn *a, int l, const ModelConfig *c, int has_o_bias) {
+    /* the native export takes the kv_b_proj fitted to its layernorm, when there is one */
+    int fitted = c->mla.latent_norms && a->kv_b_native;
     char name[192];
     int H = a->H, D = a->D, qk = a->dn + a->dr, dr = a->dr, il = c->mla.rope_interleave;
 #define NAME(suffix) (snprintf(name, sizeof name, "model.layers.%d.self_attn." suffix, l), name)
@@ -125,8 +127,9 @@ static void add_layer(BuiltModel *b, const MlaAttn *a, int l, const ModelConfig 
     }
     add_f32(b, NAME("kv_a_proj_with_mqa.weight"), a->kv_a, a->R + dr, D, a->R + dr, a->R, dr, il);
     if (c->qkv_bias) add_f32(b, NAME("kv_a_proj_with_mqa.bias"), a->kv_a_bias, a->R + dr, 0, a->R + dr, a->R, dr, il);
-    add_const(b, NAME("kv_a_layernorm.weight"), a->R, a->kv_norm);
-    add_f32(b, NAME("kv_b_proj.weight"), a->kv_b, (int64_t)H * (a->dn + a->dv), a->R, 0, 0, 0, 0);
+    add_const(b, NAME("kv_a_layernorm.weight"), a->R, fitted ? 1.0 : a->kv_norm);
+    add_f32(b, NAME("kv_b_proj.weight"), fitted ? a->kv_b_native : a->kv_b, (int64_t)H * (a->dn + a->dv), a->R, 0, 0,
+            0, 0);
     if (c->o_bias && !has_o_bias) add_const(b, NAME("o_proj.bias"), D, 0.0);
 #undef NAME
 }

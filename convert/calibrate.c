@@ -1,5 +1,6 @@
 #include "convert/calibrate.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 
 #include "convert/linalg.h"
 #include "io/checked.h"
+#include "model/mla.h"
 
 void calib_stats_init(CalibStats *s, CalTarget target, int n_layers, int dim, int qdim) {
     memset(s, 0, sizeof *s);
@@ -41,6 +43,7 @@ typedef struct {
     CalibStats *s;
     const ModelConfig *c;
     double *stage;
+    float *pair;  /* CAL_LATENT_NORMED rows [c, c / rms(c)] */
     int64_t rows; /* rows added by the last hook call (same for every layer) */
 } HookCtx;
 
@@ -56,6 +59,22 @@ static void gather(void *vctx, int layer, const Workspace *ws) {
     } else {
         X = ws->lat;
         ld = (int64_t)h->c->mla.kv_lora_rank + h->c->mla.qk_rope_head_dim;
+    }
+    if (s->target == CAL_LATENT_NORMED) { /* what kv_a_layernorm would feed kv_b_proj, beside the exact latent */
+        int R = h->c->mla.kv_lora_rank;
+        for (int i = 0; i < N; i++) {
+            const float *c = X + (int64_t)i * ld;
+            float *row = h->pair + (int64_t)i * 2 * R;
+            double ss = 0;
+            for (int j = 0; j < R; j++) ss += (double)c[j] * c[j];
+            float inv = (float)(1.0 / sqrt(ss / R + TM_MLA_LATENT_NORM_EPS));
+            for (int j = 0; j < R; j++) {
+                row[j] = c[j];
+                row[R + j] = c[j] * inv;
+            }
+        }
+        X = h->pair;
+        ld = 2 * R;
     }
     /* token-file windows have no padding; `keep` is where masked rows drop out */
     h->rows = cov_accumulate(s->sum[layer], s->dim, X, ld, 0, N, NULL, h->stage);
@@ -76,6 +95,7 @@ int calibrate(const Model *m, const int32_t *ids, int seqlen, int nseq, int batc
     workspace_init(&ws, &m->cfg, batch, seqlen);
     int wide = s->dim > s->qdim ? s->dim : s->qdim;
     HookCtx h = {.s = s, .c = &m->cfg, .stage = mallocCheck((size_t)batch * seqlen * wide * sizeof(double))};
+    if (s->target == CAL_LATENT_NORMED) h.pair = mallocCheck((size_t)batch * seqlen * s->dim * sizeof(float));
     s->activation_bytes = ws.bytes + (uint64_t)batch * seqlen * wide * sizeof(double);
     ws.hook = gather;
     ws.hook_ctx = &h;
@@ -97,6 +117,7 @@ int calibrate(const Model *m, const int32_t *ids, int seqlen, int nseq, int batc
         if (s->want_q) sym_fill_lower(s->qsum[l], s->qdim);
     }
     free(h.stage);
+    free(h.pair);
     workspace_free(&ws);
     return 0;
 }

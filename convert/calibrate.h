@@ -11,6 +11,7 @@
 typedef enum {
     CAL_KEYS,   /* GQA model: keys before RoPE (RoRoPE's statistics) */
     CAL_LATENT, /* MLA model: the latent before its norm (BKV-PCA's), and queries when want_q */
+    CAL_LATENT_NORMED, /* MLA model: [c, c / rms(c)] for the kv_a_layernorm fit (dim = 2 * kv_lora_rank) */
 } CalTarget;
 
 typedef struct {

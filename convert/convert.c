@@ -253,6 +253,25 @@ static int stage_bkv_pca(Run *r) {
     return rc;
 }
 
+/* Step 4: fit the export's kv_b_proj to the kv_a_layernorm DeepSeek loaders
+ * apply, on the exact MLA model's latents. */
+static int stage_kv_norm_fit(Run *r) {
+    const ModelConfig *c = &r->orig.cfg;
+    const ConvertSettings *s = r->s;
+    BuiltModel bm;
+    if (built_model_init(&bm, &r->orig, r->layers, BUILD_EXACT, 0)) return -1;
+    CalibStats st;
+    calib_stats_init(&st, CAL_LATENT_NORMED, c->n_layers, 2 * s->kv_lora_rank, 0);
+    int rc = calibrate(&bm.model, r->cal_ids, s->cal_seqlen, r->cal_nseq, s->cal_batch, "calibrate[kv-norm]",
+                       s->progress, &st);
+    built_model_free(&bm);
+    note_max(&r->mem_stats, calib_stats_bytes(&st));
+    for (int l = 0; l < c->n_layers && !rc; l++) rc = mla_fit_kv_norm(&r->layers[l], st.sum[l]);
+    calib_stats_free(&st);
+    stage_done(r, "kv_norm_fit");
+    return rc;
+}
+
 /* ---- output folder: temp name, renamed when complete ---- */
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -291,6 +310,7 @@ static json_t *settings_json(const ConvertSettings *s, const RoropeShape *rs) {
     json_object_set_new(o, "balance_kv_ratio", json_real(s->balance_kv_ratio));
     json_object_set_new(o, "rope_interleave", json_boolean(s->rope_interleave));
     json_object_set_new(o, "calibration", json_string("parallel"));
+    json_object_set_new(o, "kv_norm", json_string(s->kv_norm_fit ? "fit" : "rms"));
     return o;
 }
 
@@ -332,6 +352,7 @@ static int run_stages(Run *r) {
     json_object_set_new(r->ppl, "mla", json_real(eval_ppl(r, &exact.model, "mla")));
     built_model_free(&exact);
     stage_done(r, "eval_mla");
+    if (s->kv_norm_fit && stage_kv_norm_fit(r)) return -1;
 
     /* export to the temp folder, then read it back as any DeepSeek loader would */
     snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s.tmp-%ld", s->save_path, (long)getpid());

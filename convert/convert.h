@@ -22,6 +22,7 @@ typedef struct {
     double balance_kv_ratio;
     TmDType dtype;    /* TM_DTYPE_INVALID: follow the input */
     int rope_interleave;
+    int kv_norm_fit;  /* 1: fit kv_b_proj to the exported kv_a_layernorm (one more calibration pass); 0: RMS weight */
     uint64_t max_shard_bytes;
     int progress;
 } ConvertSettings;

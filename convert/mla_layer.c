@@ -6,6 +6,7 @@
 
 #include "convert/linalg.h"
 #include "io/checked.h"
+#include "io/error.h"
 
 static double *to_f64(const Tensor *t) {
     int64_t n = t->rows * t->cols;
@@ -213,7 +214,37 @@ int mla_q_pca(MlaAttn *a, const double *Q, int64_t count, int Rq) {
     return 0;
 }
 
+/* LAPACK Cholesky solve (Fortran entry point; hidden string length last). */
+extern void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda, double *b,
+                   const int *ldb, int *info, size_t);
+
+int mla_fit_kv_norm(MlaAttn *a, const double *S) {
+    int R = a->R, R2 = 2 * R, Hout = a->H * (a->dn + a->dv), info = 0;
+    double *Cnn = mallocCheck((size_t)R * R * sizeof *Cnn), *X = mallocCheck((size_t)R * R * sizeof *X);
+    double trace = 0;
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < R; j++) {
+            Cnn[(int64_t)i * R + j] = S[(int64_t)(R + i) * R2 + R + j];
+            X[(int64_t)i * R + j] = S[(int64_t)i * R2 + R + j]; /* C_cn, i.e. C_nc in LAPACK's column order */
+        }
+    for (int i = 0; i < R; i++) trace += Cnn[(int64_t)i * R + i];
+    for (int i = 0; i < R; i++) Cnn[(int64_t)i * R + i] += 1e-9 * trace / R; /* keep it positive definite */
+    /* M C_nn = C_cn  <=>  C_nn M^T = C_nc. LAPACK solves column-major, so
+     * the solution M^T in column order reads back row-major as M. */
+    dposv_("U", &R, &R, Cnn, &R, X, &R, &info, 1);
+    if (!info) {
+        free(a->kv_b_native);
+        a->kv_b_native = mallocCheck((size_t)Hout * R * sizeof(double));
+        dgemm_rm(0, 0, Hout, R, R, a->kv_b, X, a->kv_b_native);
+        a->kv_norm = 1.0;
+    }
+    free(Cnn);
+    free(X);
+    return info ? tm_fail("kv_a_layernorm fit: the normed-latent covariance is singular (LAPACK dposv info %d)", info) : 0;
+}
+
 void mla_attn_free(MlaAttn *a) {
+    free(a->kv_b_native);
     free(a->q);
     free(a->q_bias);
     free(a->q_a);

@@ -25,6 +25,7 @@ typedef struct {
     double *kv_a, *kv_a_bias;     /* [R+dr, D] rope rows last, [R+dr] or NULL */
     double *kv_b;          /* [H*(dn+dv), R] */
     double kv_norm, q_norm; /* calibration RMS of the latents: the exported layernorm weights */
+    double *kv_b_native;   /* NULL, or kv_b_proj fitted to follow a unit-weight kv_a_layernorm */
 } MlaAttn;
 
 /* Read layer L's q/k/v (and biases) as float64. */
@@ -44,6 +45,11 @@ int mla_bkv_pca(MlaAttn *a, const double *Z, int64_t count, int R, double balanc
 /* Query PCA: q_proj -> q_a (top Rq directions of the query covariance sum Q
  * [H*(dn+dr)]^2 over count tokens) and q_b. */
 int mla_q_pca(MlaAttn *a, const double *Q, int64_t count, int Rq);
+/* Fit the export's kv_b_proj to the norm DeepSeek loaders apply: with
+ * n = c / rms(c) and S the covariance sum of [c, n] [2R, 2R], kv_b_native =
+ * kv_b M with M = C_cn C_nn^-1, the least-squares map from what the loader
+ * feeds kv_b_proj back to the exact latent (for every output at once). */
+int mla_fit_kv_norm(MlaAttn *a, const double *S);
 void mla_attn_free(MlaAttn *a);
 /* Bytes its float64 matrices take. */
 uint64_t mla_attn_bytes(const MlaAttn *a);

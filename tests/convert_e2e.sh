@@ -67,6 +67,13 @@ print('peak %.1f MiB, bound %.1f MiB' % (m['peak_rss_bytes'] / 2**20, bound / 2*
 sys.exit(0 if m['peak_rss_bytes'] <= bound else 1)" "$work/bytelm-dev/transmla_report.json"; then echo "ok    peak memory within bound"; else
     echo "FAIL  peak memory above bound"; fails=$((fails + 1)); fi
 
+# the least-squares kv_a_layernorm fit (default) beats the RMS weight on what loaders compute
+"$bin" convert --quiet --model-path "$shared/models/bytelm-dev" --save-path "$work/kvnorm_rms" --kv-norm rms \
+    --cal-tokens "$shared/models/bytelm-dev/calib.u16" --cal-nsamples 16 --eval-tokens "$shared/models/bytelm-dev/eval.u16" \
+    --ppl-seqlen 512 --eval-nsamples 4 --qk-mqa-dim 32 --freqfold 4 --kv-lora-rank 64 >/dev/null
+check "kv norm fit <= rms weight (mla_native)" "$(jget "$work/bytelm-dev/transmla_report.json" ppl.mla_native)" \
+    "$(jget "$work/kvnorm_rms/transmla_report.json" ppl.mla_native)" 0 le
+
 # inspect reads the export as MLA: its KV bytes per token are the report's "after"
 check "inspect on the export: latent cache bytes" \
     "$("$bin" inspect --json --model-path "$work/bytelm-dev" | "$py" -c "import json, sys; print(json.load(sys.stdin)['kv_cache_bytes_per_token'])")" \
