@@ -18,7 +18,9 @@
 set -u
 bin=$1 py=$2 fixtures=$3
 here=$(cd "$(dirname "$0")" && pwd)
-shared=$here/../../shared
+shared=$here/../../shared          # CI places ../shared beside the checkout
+models=$here/../data/models         # bundled copies of ../shared/models (identical files)
+[ -f "$shared/reference/transmla_ref.py" ] || { echo "FAIL  $shared/reference/transmla_ref.py not found (../shared must sit beside the checkout)"; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fails=0
@@ -54,8 +56,8 @@ compare_published() { # name model r freqfold rank
         check "$name $stage vs transmla_ref.py" "$(jget "$out/transmla_report.json" ppl.$stage)" "$theirs" 1e-4 le
     done
 }
-compare_published stories260K "$shared/models/stories260K" 4 2 16
-compare_published bytelm-dev "$shared/models/bytelm-dev" 32 4 64
+compare_published stories260K "$models/stories260K" 4 2 16
+compare_published bytelm-dev "$models/bytelm-dev" 32 4 64
 
 # peak memory: weights + converted attention + statistics + one micro-batch,
 # plus 64 MiB for the process itself (libraries, OpenBLAS buffers: ~25 MiB measured)
@@ -68,8 +70,8 @@ sys.exit(0 if m['peak_rss_bytes'] <= bound else 1)" "$work/bytelm-dev/transmla_r
     echo "FAIL  peak memory above bound"; fails=$((fails + 1)); fi
 
 # the least-squares kv_a_layernorm fit (default) beats the RMS weight on what loaders compute
-"$bin" convert --quiet --model-path "$shared/models/bytelm-dev" --save-path "$work/kvnorm_rms" --kv-norm rms \
-    --cal-tokens "$shared/models/bytelm-dev/calib.u16" --cal-nsamples 16 --eval-tokens "$shared/models/bytelm-dev/eval.u16" \
+"$bin" convert --quiet --model-path "$models/bytelm-dev" --save-path "$work/kvnorm_rms" --kv-norm rms \
+    --cal-tokens "$models/bytelm-dev/calib.u16" --cal-nsamples 16 --eval-tokens "$models/bytelm-dev/eval.u16" \
     --ppl-seqlen 512 --eval-nsamples 4 --qk-mqa-dim 32 --freqfold 4 --kv-lora-rank 64 >/dev/null
 check "kv norm fit <= rms weight (mla_native)" "$(jget "$work/bytelm-dev/transmla_report.json" ppl.mla_native)" \
     "$(jget "$work/kvnorm_rms/transmla_report.json" ppl.mla_native)" 0 le
@@ -80,7 +82,7 @@ check "inspect on the export: latent cache bytes" \
     "$(jget "$work/bytelm-dev/transmla_report.json" kv_bytes_per_token.after)" 0
 
 # ---- exactness anchors ----
-blm=$shared/models/bytelm-dev
+blm=$models/bytelm-dev
 "$bin" convert --quiet --model-path "$blm" --save-path "$work/full_rank" --cal-tokens "$blm/calib.u16" \
     --cal-nsamples 8 --eval-tokens "$blm/eval.u16" --ppl-seqlen 512 --eval-nsamples 2 --qk-mqa-dim 32 --freqfold 4 \
     --kv-lora-rank 224 >/dev/null
