@@ -18,8 +18,8 @@ void mla_config_from(ModelConfig *out, const ModelConfig *orig, const MlaAttn *a
     out->first_moe_layer = orig->n_experts ? 0 : orig->n_layers;
     out->mla = (MlaConfig){.kv_lora_rank = a->R, .q_lora_rank = a->Rq, .qk_nope_head_dim = a->dn,
                            .qk_rope_head_dim = a->dr, .v_head_dim = a->dv, .rope_interleave = rope_interleave,
-                           .latent_norms = kind == BUILD_NATIVE,
-                           .q_bias = kind == BUILD_EXACT && a->Rq == 0 && a->q_bias != NULL};
+                           .latent_norms = kind != BUILD_EXACT,
+                           .q_bias = kind != BUILD_NATIVE && a->Rq == 0 && a->q_bias != NULL};
 }
 
 int build_drops_q_bias(const MlaAttn *a) { return a->Rq == 0 && a->q_bias != NULL; }

@@ -11,6 +11,7 @@
 typedef enum {
     BUILD_EXACT,  /* the converted function: no latent norms, q_proj bias kept */
     BUILD_NATIVE, /* what a DeepSeek loader computes from the export: latent norms on, no q_proj bias */
+    BUILD_NATIVE_Q_BIAS, /* the export plus the q_proj bias it cannot hold: prices dropping it */
 } BuildKind;
 
 typedef struct {

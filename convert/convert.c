@@ -366,6 +366,12 @@ static int run_stages(Run *r) {
     built_model_free(&native);
     if (rc) return -1;
     stage_done(r, "export");
+    if (build_drops_q_bias(&r->layers[0]) && r->eval_ids) {
+        BuiltModel with_bias;
+        if (built_model_init(&with_bias, &r->orig, r->layers, BUILD_NATIVE_Q_BIAS, s->rope_interleave)) return -1;
+        json_object_set_new(r->ppl, "mla_native_with_q_bias", json_real(eval_ppl(r, &with_bias.model, "mla_native + q bias")));
+        built_model_free(&with_bias);
+    }
     Model back;
     if (model_load(&back, r->tmp_dir)) return -1;
     json_object_set_new(r->ppl, "mla_native", json_real(eval_ppl(r, &back, "mla_native")));
@@ -380,8 +386,9 @@ static int run_stages(Run *r) {
     json_t *notes = json_array();
     if (build_drops_q_bias(&r->layers[0]))
         json_array_append_new(notes, json_string("q_proj bias: DeepSeek's q_proj has no bias slot, so the export drops "
-                                                 "it; ppl.mla keeps it, ppl.mla_native shows the cost (with the "
-                                                 "latent norm)"));
+                                                 "it; ppl.mla_native_with_q_bias is the export with it kept, so "
+                                                 "ppl.mla_native - ppl.mla_native_with_q_bias is its cost; "
+                                                 "--q-lora-rank keeps it in q_a_proj.bias"));
     if (c->sliding_window)
         json_array_append_new(notes, json_string("sliding_window: DeepSeek attention has none; the export attends to "
                                                  "the whole context"));

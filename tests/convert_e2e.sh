@@ -151,7 +151,8 @@ family qwen2_bias 4 12 hf
 family qwen2_bias 4 12 hf --q-lora-rank 24 --dtype bfloat16
 family mistral_window 8 12 hf
 family mixtral_moe_bf16 4 12 vllm
-grep -q "q_proj bias" "$work/out_qwen2_bias/transmla_report.json" && echo "ok    qwen2: report notes the dropped q_proj bias" \
+jget "$work/out_qwen2_bias/transmla_report.json" ppl.mla_native_with_q_bias >/dev/null &&
+    grep -q "q_proj bias" "$work/out_qwen2_bias/transmla_report.json" && echo "ok    qwen2: report notes the dropped q_proj bias and prices it" \
     || { echo "FAIL  qwen2: report lacks the q_proj bias note"; fails=$((fails + 1)); }
 
 # ---- bad arguments: one error line, exit 1, nothing written, no heavy work ----
