@@ -12,6 +12,11 @@ For each fixture OUTDIR/<name>/ holds
   meta.json                   {"batch", "seqlen", "vocab", "dtype"}
 and OUTDIR/fixtures.json lists the names.
 
+deepseek_v3 (MLA) fixtures carry golden logits from tm_ref with router "vllm"
+(the only MoE form the engine runs: softmax scores, one group, no shared
+experts, renormalised top-k, scale 1, which is also Mixtral's routing); for
+the dense ones the router does not enter and "hf" gives the same logits.
+
 Reference logits come from the weights as stored (rounded to F16/BF16 and read
 back through tm_ref's reader), so an fp32 engine differs from them only by its
 arithmetic.  Everything is seeded and deterministic.
@@ -35,7 +40,8 @@ TOL = 1e-9
 
 TORCH_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-        "qwen2": "Qwen2ForCausalLM", "mixtral": "MixtralForCausalLM"}
+        "qwen2": "Qwen2ForCausalLM", "mixtral": "MixtralForCausalLM",
+        "deepseek_v3": "DeepseekV3ForCausalLM"}
 
 
 def base_config(model_type, D, L, H, G, d, I, V, dtype, **extra):
@@ -62,7 +68,58 @@ def base_config(model_type, D, L, H, G, d, I, V, dtype, **extra):
     return c
 
 
-# name -> (config, storage dtype, number of shards, seed)
+def dsv3_config(D, L, H, q_lora, R, dn, dr, dv, I, V, dtype, moe=None, **extra):
+    """A deepseek_v3 config.json with every key the forward pass reads written out
+    (DeepseekV3Config's defaults are DeepSeek-V3's sizes and its sigmoid router, so
+    nothing may be left to them).  moe: None (every layer dense: no routed experts)
+    or dict(first_dense, experts, top_k, moe_I) in the Mixtral form."""
+    c = {
+        "architectures": [ARCH["deepseek_v3"]],
+        "model_type": "deepseek_v3",
+        "hidden_size": D,
+        "num_hidden_layers": L,
+        "num_attention_heads": H,
+        "num_key_value_heads": H,
+        "q_lora_rank": q_lora,
+        "kv_lora_rank": R,
+        "qk_nope_head_dim": dn,
+        "qk_rope_head_dim": dr,
+        "v_head_dim": dv,
+        "head_dim": dr,  # what DeepseekV3Config stores: the rotary width
+        "intermediate_size": I,
+        "vocab_size": V,
+        "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "rope_interleave": True,
+        "attention_bias": False,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "first_k_dense_replace": L,
+        "n_routed_experts": None,
+        "moe_intermediate_size": I,
+        "num_experts_per_tok": None,
+        "n_shared_experts": None,
+        "n_group": 1,
+        "topk_group": 1,
+        "scoring_func": "softmax",
+        "topk_method": "greedy",
+        "norm_topk_prob": True,
+        "routed_scaling_factor": 1.0,
+        "moe_layer_freq": 1,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": TORCH_DTYPE[dtype],
+    }
+    if moe:
+        c.update(first_k_dense_replace=moe["first_dense"], n_routed_experts=moe["experts"],
+                 num_experts_per_tok=moe["top_k"], moe_intermediate_size=moe["moe_I"])
+    c.update(extra)
+    return c
+
+
+# name -> (config, storage dtype, number of shards, seed[, deepseek_v3 router])
 def fixture_specs():
     return {
         "llama_mha_tied": (
@@ -97,11 +154,46 @@ def fixture_specs():
                         rope_theta=1000000.0, num_local_experts=4, num_experts_per_tok=2,
                         sliding_window=None, router_aux_loss_coef=0.02, output_router_logits=False),
             "BF16", 1, 106),
+        # deepseek_v3 (MLA).  Latent projections are scaled so the latents' mean square is
+        # ~2e-4: the latent RMSNorms' eps (1e-6, whatever rms_norm_eps says) then matters.
+        # (a) plain q_proj, interleaved rope, every layer dense, no biases, qk_nope 16 != v_head 12
+        "dsv3_noqlora_dense": (
+            dsv3_config(D=48, L=2, H=4, q_lora=None, R=24, dn=16, dr=8, dv=12, I=80, V=88, dtype="F32"),
+            "F32", 1, 107, "hf"),
+        # (b) q_a/q_a_layernorm/q_b, half-split rope, biases on q_a, kv_a and o, llama3 rope
+        # scaling: at theta 5e5 and rope width 8 the wavelengths are 6.3, 167, 4.4e3, 1.2e5,
+        # so original_max_position_embeddings 256 with factors 1/4 gives high, medium, low, low
+        "dsv3_qlora_bias_llama3_f16": (
+            dsv3_config(D=64, L=2, H=4, q_lora=32, R=24, dn=12, dr=8, dv=16, I=96, V=96, dtype="F16",
+                        rope_interleave=False, attention_bias=True, rope_theta=500000.0,
+                        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 256}),
+            "F16", 2, 108, "hf"),
+        # (c) MoE in the Mixtral form (softmax, 1 group, no shared experts, renormalised top-2,
+        # scale 1) after one dense layer; moe_intermediate_size 40 != intermediate_size 64;
+        # rms_norm_eps 1e-6, where transformers' and vLLM's latent norms agree too
+        "dsv3_moe_softmax": (
+            dsv3_config(D=32, L=3, H=4, q_lora=16, R=24, dn=16, dr=8, dv=12, I=64, V=64, dtype="F32",
+                        rms_norm_eps=1e-6, rope_theta=1000000.0,
+                        moe=dict(first_dense=1, experts=4, top_k=2, moe_I=40)),
+            "F32", 1, 109, "vllm"),
+        # (d) tied embeddings (no lm_head tensor), bf16 weights, qk_nope 8 != v_head 16
+        "dsv3_tied_bf16": (
+            dsv3_config(D=32, L=2, H=2, q_lora=12, R=20, dn=8, dr=8, dv=16, I=48, V=100, dtype="BF16",
+                        tie_word_embeddings=True),
+            "BF16", 1, 110, "hf"),
     }
+
+
+# latent projection rows (q_a_proj, the kv_lora_rank rows of kv_a_proj_with_mqa) are
+# scaled by this on top of the usual 1.5/sqrt(fan_in)
+LATENT_GAIN = 0.01
 
 
 def make_weights(cfg, seed):
     """Random weights, float64, in HF names, in a fixed order."""
+    if cfg.mla:
+        return make_weights_dsv3(cfg, seed)
     rng = np.random.default_rng(seed)
     D, H, G, d, I, V = cfg.D, cfg.H, cfg.G, cfg.d, cfg.I, cfg.V
     W = {}
@@ -141,13 +233,71 @@ def make_weights(cfg, seed):
     return W
 
 
-def build(outdir, name, raw_cfg, dtype, nshards, seed):
+def make_weights_dsv3(cfg, seed):
+    """Random deepseek_v3 weights, float64, HF names (DeepseekV3ForCausalLM), fixed order."""
+    rng = np.random.default_rng(seed)
+    D, H, V, I = cfg.D, cfg.H, cfg.V, cfg.I
+    dn, dr, dv, R, Rq = cfg.qk_nope, cfg.qk_rope, cfg.v_head, cfg.kv_lora_rank, cfg.q_lora_rank
+    W = {}
+
+    def lin(name, out_f, in_f, gain=1.0):
+        W[name + ".weight"] = rng.standard_normal((out_f, in_f)) * (1.5 * gain / np.sqrt(in_f))
+
+    def bias(name, n, scale=0.1):
+        W[name + ".bias"] = rng.standard_normal(n) * scale
+
+    def norm(name, n):
+        W[name] = 1.0 + 0.1 * rng.standard_normal(n)
+
+    W["model.embed_tokens.weight"] = rng.standard_normal((V, D)) * (1.5 / np.sqrt(D) if cfg.tie else 1.0)
+    for l in range(cfg.n_layers):
+        p = "model.layers.%d." % l
+        a = p + "self_attn."
+        norm(p + "input_layernorm.weight", D)
+        if Rq is None:
+            lin(a + "q_proj", H * (dn + dr), D)
+        else:
+            lin(a + "q_a_proj", Rq, D, LATENT_GAIN)
+            if cfg.attention_bias:
+                bias(a + "q_a_proj", Rq, 0.1 * LATENT_GAIN)
+            norm(a + "q_a_layernorm.weight", Rq)
+            lin(a + "q_b_proj", H * (dn + dr), Rq)
+        lin(a + "kv_a_proj_with_mqa", R + dr, D)
+        W[a + "kv_a_proj_with_mqa.weight"][:R] *= LATENT_GAIN   # the latent rows; the rope key rows keep O(1)
+        if cfg.attention_bias:
+            bias(a + "kv_a_proj_with_mqa", R + dr)
+            W[a + "kv_a_proj_with_mqa.bias"][:R] *= LATENT_GAIN
+        norm(a + "kv_a_layernorm.weight", R)
+        lin(a + "kv_b_proj", H * (dn + dv), R)
+        lin(a + "o_proj", D, H * dv)
+        if cfg.attention_bias:
+            bias(a + "o_proj", D)
+        norm(p + "post_attention_layernorm.weight", D)
+        m = p + "mlp."
+        if cfg.is_moe_layer(l):
+            W[m + "gate.weight"] = rng.standard_normal((cfg.n_routed, D)) * (1.5 / np.sqrt(D))
+            for e in range(cfg.n_routed):
+                q = m + "experts.%d." % e
+                lin(q + "gate_proj", cfg.moe_I, D)
+                lin(q + "up_proj", cfg.moe_I, D)
+                lin(q + "down_proj", D, cfg.moe_I)
+        else:
+            lin(m + "gate_proj", I, D)
+            lin(m + "up_proj", I, D)
+            lin(m + "down_proj", D, I)
+    norm("model.norm.weight", D)
+    if not cfg.tie:
+        lin("lm_head", V, D)
+    return W
+
+
+def build(outdir, name, raw_cfg, dtype, nshards, seed, router="hf"):
     d = os.path.join(outdir, name)
     os.makedirs(d, exist_ok=True)
     for fn in os.listdir(d):  # stale shards from an earlier run would confuse loaders
         if fn.endswith(".safetensors") or fn == "model.safetensors.index.json":
             os.remove(os.path.join(d, fn))
-    cfg = tm_ref.Config(raw_cfg)
+    cfg = tm_ref.Config(raw_cfg, router=router)
     W = make_weights(cfg, seed)
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(raw_cfg, f, indent=2)
@@ -158,7 +308,7 @@ def build(outdir, name, raw_cfg, dtype, nshards, seed):
         tm_ref.write_safetensors(os.path.join(d, "model.safetensors"), W, dtype)
 
     # reference from the stored weights, through the full load path
-    cfg2, W2 = tm_ref.load_model(d)
+    cfg2, W2 = tm_ref.load_model(d, router=router)
     assert set(W2) == set(W)
     for k in W:
         assert np.array_equal(W2[k], tm_ref.quantize(W[k], dtype)), k
@@ -192,6 +342,8 @@ def sanity(name, cfg, W, ids, lg):
         notes.append("window %d: no-window diff %.1e for t<%d, %.2f after" % (w, early, w, late))
         if early > 1e-12 or late < 1e-2:
             raise SystemExit("%s: sliding window not exercised as intended" % name)
+    if cfg.mla:
+        notes += sanity_dsv3(name, cfg, W, ids, lg)
     if cfg.n_experts:
         # every expert gets picked somewhere, and no token's top-k is a near-tie in any layer
         # (an fp32 engine must make the same routing choices); router inputs captured in the forward
@@ -214,6 +366,67 @@ def sanity(name, cfg, W, ids, lg):
         notes.append("experts used per layer %s of %d, min top-k logit gap %.1e" % (used, cfg.n_experts, min(gaps)))
         if min(gaps) < 1e-3 or min(used) < cfg.n_experts:
             raise SystemExit("%s: routing not exercised as intended (near-tie or unused expert)" % name)
+    return notes
+
+
+def sanity_dsv3(name, cfg, W, ids, lg):
+    """deepseek_v3: the features each fixture carries change its logits, and the MoE
+    routing is well conditioned for an fp32 engine."""
+    notes = []
+
+    def variant(**raw_changes):
+        return tm_ref.Config(dict(cfg.raw, **raw_changes), router=cfg.router)
+
+    def moved(c, what, floor=1e-2, W_=W):
+        diff = float(np.abs(tm_ref.logits(c, W_, ids[0]) - lg[0]).max())
+        if diff < floor:
+            raise SystemExit("%s: %s does not change the logits (%.1e)" % (name, what, diff))
+        return diff
+
+    notes.append("qk_nope %d v_head %d kv_lora %d q_lora %s rope %s"
+                 % (cfg.qk_nope, cfg.v_head, cfg.kv_lora_rank, cfg.q_lora_rank,
+                    "interleaved" if cfg.rope_interleave else "half-split"))
+    notes.append("other rope layout moves logits %.2f"
+                 % moved(variant(rope_interleave=not cfg.rope_interleave), "the rope layout"))
+    # the latent norms' weights (near 1, not 1) are applied
+    unit = {k: (np.ones_like(v) if k.endswith(("q_a_layernorm.weight", "kv_a_layernorm.weight")) else v)
+            for k, v in W.items()}
+    notes.append("unit latent norm weights move logits %.2f" % moved(cfg, "the latent norms' weights", W_=unit))
+    # the latent norms' eps is 1e-6 whatever rms_norm_eps says (transformers)
+    if cfg.eps != cfg.latent_eps:
+        c = variant()
+        c.latent_eps = cfg.eps
+        notes.append("latent eps = rms_norm_eps would move logits %.1e" % moved(c, "latent eps vs rms_norm_eps", 1e-3))
+    moe_layers = [l for l in range(cfg.n_layers) if cfg.is_moe_layer(l)]
+    other = tm_ref.with_router(cfg, "hf" if cfg.router == "vllm" else "vllm")
+    if not moe_layers:
+        # dense: the router cannot enter, both semantics give the same logits
+        if not np.array_equal(tm_ref.logits(other, W, ids[0]), lg[0]):
+            raise SystemExit("%s: dense model, yet the hf and vllm routers differ" % name)
+        return notes
+    if cfg.router != "vllm" or cfg.scoring_func != "softmax" or cfg.n_shared or cfg.routed_scaling != 1.0:
+        raise SystemExit("%s: the engine runs deepseek_v3 MoE only in the Mixtral form (router vllm)" % name)
+    notes.append("transformers' sigmoid routing would move logits %.2f" % moved(other, "the router semantics"))
+    seen, gaps = set(), []
+    orig = tm_ref.dsv3_moe
+
+    def spy(cfg_, W_, layer, h):
+        r = h @ W_["model.layers.%d.mlp.gate.weight" % layer].T
+        srt = np.sort(r, axis=-1)[:, ::-1]
+        gaps.append(float((srt[:, cfg_.top_k - 1] - srt[:, cfg_.top_k]).min()))
+        seen.update((layer, e) for e in np.argsort(-r, axis=-1, kind="stable")[:, :cfg_.top_k].reshape(-1))
+        return orig(cfg_, W_, layer, h)
+    tm_ref.dsv3_moe = spy
+    try:
+        for b in range(ids.shape[0]):
+            tm_ref.logits(cfg, W, ids[b])
+    finally:
+        tm_ref.dsv3_moe = orig
+    used = [len({e for (l, e) in seen if l == ly}) for ly in moe_layers]
+    notes.append("MoE layers %s, experts used %s of %d, min top-k logit gap %.1e"
+                 % (moe_layers, used, cfg.n_routed, min(gaps)))
+    if min(gaps) < 1e-3 or min(used) < cfg.n_routed:
+        raise SystemExit("%s: routing not exercised as intended (near-tie or unused expert)" % name)
     return notes
 
 
@@ -262,7 +475,9 @@ def second_opinion(refdir):
     return R, Extended, windowed_attend
 
 
-def cross_check(outdir, names, refdir):
+def cross_check(outdir, names, refdir, routers):
+    """routers: name -> deepseek_v3 router the golden logits used; "vllm" runs refmodel
+    with its REF_SEMANTICS=vllm (read from its module global SEMANTICS at call time)."""
     R, Extended, windowed_attend = second_opinion(refdir)
     import st as S
     worst = 0.0
@@ -280,8 +495,11 @@ def cross_check(outdir, names, refdir):
         m = Extended(d)
         cfg = m.cfg
         win = cfg.get("sliding_window") if cfg.get("model_type") in ("mistral", "mixtral") else None
-        orig_attend = R.attend
+        orig_attend, orig_sem = R.attend, R.SEMANTICS
         extra = ""
+        if routers.get(name, "hf") == "vllm":
+            R.SEMANTICS = "vllm"
+            extra = "  REF_SEMANTICS=vllm"
         try:
             if win is not None and win < t_:
                 # plain refmodel (no window) must agree on the rows the window cannot affect
@@ -293,7 +511,7 @@ def cross_check(outdir, names, refdir):
                 R.attend = windowed_attend(win)
             ref = np.stack([m.logits(ids[b]) for b in range(b_)])
         finally:
-            R.attend = orig_attend
+            R.attend, R.SEMANTICS = orig_attend, orig_sem
         diff = float(np.abs(ref - ours).max())
         worst = max(worst, diff, wdiff)
         ok = diff <= TOL and wdiff == 0.0
@@ -302,7 +520,7 @@ def cross_check(outdir, names, refdir):
         if m.missing:
             failed.append(name)
             extra += "  refmodel used defaults for %s" % sorted(set(m.missing))
-        print("  cross-check %-18s max|ours-refmodel| %.2e  weights %.1e%s  %s"
+        print("  cross-check %-26s max|ours-refmodel| %.2e  weights %.1e%s  %s"
               % (name, diff, wdiff, extra, "ok" if ok else "FAIL"))
     return worst, sorted(set(failed))
 
@@ -314,13 +532,21 @@ def main():
     outdir = sys.argv[1]
     os.makedirs(outdir, exist_ok=True)
     specs = fixture_specs()
-    for name, (raw, dtype, nshards, seed) in specs.items():
-        cfg, W, ids, lg = build(outdir, name, raw, dtype, nshards, seed)
+    routers = {}
+    for name, spec in specs.items():
+        raw, dtype, nshards, seed = spec[:4]
+        routers[name] = spec[4] if len(spec) > 4 else "hf"
+        cfg, W, ids, lg = build(outdir, name, raw, dtype, nshards, seed, routers[name])
         notes = sanity(name, cfg, W, ids, lg)
-        feats = "%s H=%d G=%d d=%d D=%d I=%d V=%d L=%d %s%s" % (
-            cfg.model_type, cfg.H, cfg.G, cfg.d, cfg.D, cfg.I, cfg.V, cfg.n_layers, dtype,
-            " shards=%d" % nshards if nshards > 1 else "")
-        print("%-18s %s  tokens %dx%d  logits %s  max|logit| %.3f  std %.3f%s"
+        if cfg.mla:
+            feats = "%s H=%d R=%d dn=%d dr=%d dv=%d D=%d I=%d V=%d L=%d %s%s router=%s" % (
+                cfg.model_type, cfg.H, cfg.kv_lora_rank, cfg.qk_nope, cfg.qk_rope, cfg.v_head, cfg.D, cfg.I,
+                cfg.V, cfg.n_layers, dtype, " shards=%d" % nshards if nshards > 1 else "", cfg.router)
+        else:
+            feats = "%s H=%d G=%d d=%d D=%d I=%d V=%d L=%d %s%s" % (
+                cfg.model_type, cfg.H, cfg.G, cfg.d, cfg.D, cfg.I, cfg.V, cfg.n_layers, dtype,
+                " shards=%d" % nshards if nshards > 1 else "")
+        print("%-26s %s  tokens %dx%d  logits %s  max|logit| %.3f  std %.3f%s"
               % (name, feats, B, T, "x".join(map(str, lg.shape)), np.abs(lg).max(), lg.std(),
                  ("  [" + "; ".join(notes) + "]") if notes else ""))
     with open(os.path.join(outdir, "fixtures.json"), "w") as f:
@@ -332,7 +558,7 @@ def main():
         print("shared refmodel.py not found (set TM_SHARED_REF): cross-check skipped")
         return 0
     print("cross-checking against %s/refmodel.py" % refdir)
-    worst, failed = cross_check(outdir, list(specs), refdir)
+    worst, failed = cross_check(outdir, list(specs), refdir, routers)
     if failed:
         print("CROSS-CHECK FAILED for %s (tolerance %.0e, worst %.2e)" % (", ".join(failed), TOL, worst),
               file=sys.stderr)

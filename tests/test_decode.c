@@ -1,0 +1,204 @@
+/* Token-by-token decoder (model/decode.h) against the whole-sequence forward
+ * (model_forward + model_logits) on every golden fixture of
+ * tests/ref/make_fixtures.py: the GQA ones (llama, qwen2, mistral with a
+ * sliding window of 5 < T = 13, which the decoder must apply too, mixtral
+ * MoE) and the deepseek_v3 (MLA) ones.
+ *
+ * For each fixture and each of its token sequences (B=1, T tokens from
+ * position 0) the decoder's logits at every position must match the
+ * forward's row: max_v |dec - full| <= 1e-4 + 1e-4 max_v |full|. Both run in
+ * fp32, but for MLA the decoder uses the absorbed form (the cache holds the
+ * normed latent and the rope key; kv_b_proj is folded into the query and the
+ * output), so its sums run in a different order from the forward's per-head
+ * keys and values: latent-space dot products of length kv_lora_rank instead
+ * of head-space ones; GQA differs only in one-row vs many-row GEMMs. A wrong
+ * cache (position, window, rope offset, absorbed block) moves logits by 0.1
+ * and more; the golden test (test_forward) ties the forward to the float64
+ * reference.
+ *
+ * Also: the cache holds (kv_lora_rank + qk_rope_head_dim) fp32 per token and
+ * layer for MLA and 2 * kv_heads * head_dim for GQA, both read from
+ * config.json here; a step past max_T fails with -1 and leaves the state. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/error.h"
+#include "io/token_file.h"
+#include "model/decode.h"
+#include "model/model.h"
+
+#define ATOL 1e-4
+#define RTOL 1e-4
+
+static long long cfg_int(const json_t *c, const char *key, long long dflt) {
+    const json_t *v = json_object_get(c, key);
+    return json_is_integer(v) ? json_integer_value(v) : dflt;
+}
+
+/* Cache bytes per token the config implies, from config.json itself. */
+static uint64_t expected_cache_bytes(const char *dir, int *is_mla) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_error_t je;
+    json_t *c = json_load_file(path, 0, &je);
+    if (!c) fail_msg("%s: %s", path, je.text);
+    const char *mt = json_string_value(json_object_get(c, "model_type"));
+    assert_non_null(mt);
+    long long L = cfg_int(c, "num_hidden_layers", -1), width;
+    *is_mla = strcmp(mt, "deepseek_v3") == 0;
+    if (*is_mla) {
+        width = cfg_int(c, "kv_lora_rank", -1) + cfg_int(c, "qk_rope_head_dim", -1);
+    } else {
+        long long H = cfg_int(c, "num_attention_heads", -1);
+        long long G = cfg_int(c, "num_key_value_heads", H);
+        long long d = cfg_int(c, "head_dim", cfg_int(c, "hidden_size", -1) / H);
+        width = 2 * G * d;
+    }
+    json_decref(c);
+    assert_true(L > 0 && width > 0);
+    return (uint64_t)(width * L * 4);
+}
+
+static void check_fixture(const char *name) {
+    char dir[1024], path[1100];
+    snprintf(dir, sizeof dir, "%s/%s", TM_FIXTURES_DIR, name);
+    snprintf(path, sizeof path, "%s/meta.json", dir);
+    json_error_t je;
+    json_t *meta = json_load_file(path, 0, &je);
+    if (!meta) fail_msg("%s: %s", path, je.text);
+    int B = (int)json_integer_value(json_object_get(meta, "batch"));
+    int T = (int)json_integer_value(json_object_get(meta, "seqlen"));
+    int V = (int)json_integer_value(json_object_get(meta, "vocab"));
+    json_decref(meta);
+    assert_true(B >= 1 && T >= 2 && V >= 2);
+
+    Model m;
+    if (model_load(&m, dir)) fail_msg("%s: %s", name, tm_error());
+    assert_int_equal(m.cfg.vocab_size, V);
+    int is_mla;
+    uint64_t want_bytes = expected_cache_bytes(dir, &is_mla);
+    assert_int_equal(is_mla, m.cfg.arch == TM_ARCH_DEEPSEEK_V3);
+    int32_t *ids;
+    size_t n;
+    snprintf(path, sizeof path, "%s/tokens.u32", dir);
+    assert_int_equal(token_file_read(path, TM_TOKENS_U32, V, &ids, &n), 0);
+    assert_int_equal(n, (size_t)B * T);
+
+    Workspace ws;
+    workspace_init(&ws, &m.cfg, 1, T);
+    float *full = malloc((size_t)T * V * sizeof *full), *dec = malloc((size_t)V * sizeof *dec);
+    assert_true(full && dec);
+    double worst = 0.0, max_logit = 0.0;
+    for (int b = 0; b < B; b++) {
+        const int32_t *seq = ids + (size_t)b * T;
+        model_forward(&m, seq, &ws);
+        model_logits(&m, ws.xn, T, full);
+
+        DecodeState st;
+        if (decode_init(&st, &m, T)) fail_msg("%s: decode_init: %s", name, tm_error());
+        assert_int_equal(decode_cache_bytes_per_token(&st, &m), want_bytes);
+        for (int t = 0; t < T; t++) {
+            if (decode_step(&m, &st, seq[t], dec)) fail_msg("%s: decode_step %d: %s", name, t, tm_error());
+            const float *row = full + (size_t)t * V;
+            double big = 0.0, diff = 0.0;
+            int at = 0;
+            for (int v = 0; v < V; v++) {
+                big = fmax(big, fabs(row[v]));
+                double e = fabs((double)dec[v] - row[v]);
+                if (e > diff) diff = e, at = v;
+            }
+            max_logit = fmax(max_logit, big);
+            worst = fmax(worst, diff / (ATOL / RTOL + big));
+            if (!(diff <= ATOL + RTOL * big))
+                fail_msg("%s: sequence %d position %d token %d: decoder logit %d is %.7f, forward %.7f "
+                         "(|diff| %.2e > %.2e)", name, b, t, (int)seq[t], at, dec[at], row[at], diff,
+                         ATOL + RTOL * big);
+        }
+        assert_int_equal(st.n, T);
+        /* the cache is full: one more step fails and changes nothing */
+        assert_int_equal(decode_step(&m, &st, seq[0], dec), -1);
+        assert_int_equal(st.n, T);
+        decode_free(&st, &m);
+    }
+    printf("  %-28s %s  T=%d x%d  cache %4llu B/token  max |logit| %.3f  worst |diff|/(1+max|logit|) %.2e%s\n",
+           name, is_mla ? "MLA (absorbed)" : "GQA           ", T, B, (unsigned long long)want_bytes, max_logit,
+           worst, m.cfg.sliding_window > 0 && m.cfg.sliding_window < T ? "  (window < T)" : "");
+    assert_true(max_logit > 1.0); /* a degenerate fixture would prove nothing */
+
+    workspace_free(&ws);
+    free(full);
+    free(dec);
+    free(ids);
+    model_free(&m);
+}
+
+static json_t *fixture_list(void) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/fixtures.json", TM_FIXTURES_DIR);
+    json_error_t je;
+    json_t *list = json_load_file(path, 0, &je);
+    if (!list) fail_msg("%s: %s (run the make_fixtures test first)", path, je.text);
+    assert_true(json_is_array(list));
+    return list;
+}
+
+static void all_fixtures(void **state) {
+    json_t *list = fixture_list();
+    size_t i;
+    json_t *v;
+    int n_mla = 0, n_window = 0;
+    json_array_foreach(list, i, v) {
+        const char *name = json_string_value(v);
+        assert_non_null(name);
+        check_fixture(name);
+        n_mla += strncmp(name, "dsv3_", 5) == 0;
+        n_window += strcmp(name, "mistral_window") == 0;
+    }
+    /* the decoder's two paths and its sliding window were all exercised */
+    assert_true(json_array_size(list) >= 10);
+    assert_true(n_mla >= 4);
+    assert_int_equal(n_window, 1);
+    json_decref(list);
+}
+
+/* decode_step past max_T returns -1 with an error, for both attention kinds;
+ * decode_init with a small max_T works and the state stays usable to free. */
+static void step_past_capacity(void **state) {
+    const char *names[] = {"llama_gqa2_bf16", "dsv3_qlora_bias_llama3_f16"};
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/%s", TM_FIXTURES_DIR, names[k]);
+        Model m;
+        if (model_load(&m, dir)) fail_msg("%s: %s", names[k], tm_error());
+        float *logits = malloc((size_t)m.cfg.vocab_size * sizeof *logits);
+        DecodeState st;
+        assert_int_equal(decode_init(&st, &m, 2), 0);
+        assert_int_equal(decode_step(&m, &st, 3, logits), 0);
+        assert_int_equal(decode_step(&m, &st, 4, logits), 0);
+        tm_clear_error();
+        for (int extra = 0; extra < 3; extra++) {
+            assert_int_equal(decode_step(&m, &st, 5, logits), -1);
+            assert_int_equal(st.n, 2);
+        }
+        assert_true(strlen(tm_error()) > 0);
+        decode_free(&st, &m);
+        free(logits);
+        model_free(&m);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(all_fixtures),
+        cmocka_unit_test(step_past_capacity),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
