@@ -60,9 +60,9 @@ int cmd_generate(int argc, char **argv) {
     int32_t *ids = NULL;
     int n = 0;
     if (prompt && !byte_level) {
-        model_free(&m);
         tm_fail("%s: --prompt needs a byte-level model (vocab_size 256, this one has %d); use --prompt-ids", model_path,
                 m.cfg.vocab_size);
+        model_free(&m);
         return cli_fail();
     }
     if (prompt) {

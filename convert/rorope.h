@@ -8,8 +8,8 @@
  * commutes with RoPE. Per bucket, PCA over the calibration keys (real and
  * imaginary parts as samples) orders the mixes by energy; the top f/c of
  * each bucket form the rope head (r = d/c dims), the rest lose RoPE. */
-#ifndef TM_CONVERT_RORORE_H
-#define TM_CONVERT_RORORE_H
+#ifndef TM_CONVERT_ROROPE_H
+#define TM_CONVERT_ROROPE_H
 
 typedef struct {
     int G, d;      /* kv heads, head_dim */
