@@ -83,6 +83,15 @@ check "inspect on the export: latent cache bytes" \
     "$("$bin" inspect --json --model-path "$work/bytelm-dev" | "$py" -c "import json, sys; print(json.load(sys.stdin)['kv_cache_bytes_per_token'])")" \
     "$(jget "$work/bytelm-dev/transmla_report.json" kv_bytes_per_token.after)" 0
 
+# generate decodes from the export with the latent cache (fp32: (R + r) x layers x 4 bytes)
+gen=$("$bin" generate --model-path "$work/bytelm-dev" --prompt "The history of " --max-new-tokens 8 --json)
+check "generate: latent cache bytes per token" \
+    "$(echo "$gen" | "$py" -c "import json, sys; print(json.load(sys.stdin)['cache_bytes_per_token'])")" $(((64 + 32) * 3 * 4)) 0
+check "generate: new tokens" "$(echo "$gen" | "$py" -c "import json, sys; print(len(json.load(sys.stdin)['ids']))")" 8 0
+if "$bin" generate --model-path "$models/stories260K" --prompt "x" >/dev/null 2>&1; then
+    echo "FAIL  generate --prompt on a non-byte model should fail"; fails=$((fails + 1)); else
+    echo "ok    generate --prompt on a non-byte model fails"; fi
+
 # ---- exactness anchors ----
 blm=$models/bytelm-dev
 "$bin" convert --quiet --model-path "$blm" --save-path "$work/full_rank" --cal-tokens "$blm/calib.u16" \
