@@ -13,17 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "io/checked.h"
+#include "io/clock.h"
 #include "io/error.h"
 #include "model/model.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static float urand(void) { /* xorshift64*, uniform in [-1, 1) */
@@ -79,7 +73,7 @@ static double time_sgemm(const ModelConfig *c, int M, double *flops) {
     for (size_t i = 0; i < (size_t)M * maxk; i++) a[i] = urand();
     for (size_t i = 0; i < (size_t)maxn * maxk; i++) b[i] = urand();
     memset(out, 0, (size_t)M * maxn * sizeof(float));
-    double t0 = now_s();
+    double t0 = tm_now_s();
     *flops = 0;
     for (int l = 0; l < c->n_layers; l++)
         for (int s = 0; s < 7; s++) {
@@ -89,7 +83,7 @@ static double time_sgemm(const ModelConfig *c, int M, double *flops) {
         }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, V, D, 1.0f, a, D, b, D, 0.0f, out, V);
     *flops += 2.0 * M * V * D;
-    double el = now_s() - t0;
+    double el = tm_now_s() - t0;
     free(a);
     free(b);
     free(out);
@@ -133,9 +127,9 @@ int main(int argc, char **argv) {
     model_nll(&m, tokens, &ws, &pred); /* warm-up: page in weights, spin up threads */
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
+        double t0 = tm_now_s();
         model_nll(&m, tokens, &ws, &pred);
-        double el = now_s() - t0;
+        double el = tm_now_s() - t0;
         best = el < best ? el : best;
     }
     double gemm_flops = 0, gemm_best = 1e30;

@@ -1,11 +1,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "io/checked.h"
+#include "io/clock.h"
 #include "io/error.h"
 #include "model/decode.h"
 
@@ -24,12 +24,6 @@ static int parse_ids(const char *s, int vocab, int32_t **ids, int *n) {
         if (*end && *end != ',') return tm_fail("--prompt-ids: expected comma-separated integers");
     }
     return *n ? 0 : tm_fail("--prompt-ids is empty");
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -85,9 +79,9 @@ int cmd_generate(int argc, char **argv) {
     float *logits = mallocCheck((size_t)m.cfg.vocab_size * sizeof *logits);
     int32_t *out = mallocCheck((size_t)(max_new ? max_new : 1) * sizeof *out);
     int n_out = 0, rc = 0;
-    double t0 = now_s();
+    double t0 = tm_now_s();
     for (int i = 0; i < n && !rc; i++) rc = decode_step(&m, &st, ids[i], logits);
-    double t1 = now_s();
+    double t1 = tm_now_s();
     while (!rc && n_out < max_new) {
         int best = 0;
         for (int v = 1; v < m.cfg.vocab_size; v++)
@@ -96,7 +90,7 @@ int cmd_generate(int argc, char **argv) {
         if (best == m.cfg.eos_token_id) break;
         if (n_out < max_new) rc = decode_step(&m, &st, best, logits);
     }
-    double t2 = now_s();
+    double t2 = tm_now_s();
     uint64_t per_token = decode_cache_bytes_per_token(&st, &m);
     const char *kind = m.cfg.arch == TM_ARCH_DEEPSEEK_V3 ? "mla-latent" : "gqa-kv";
     if (!rc && json) {

@@ -4,10 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "convert/linalg.h"
 #include "io/checked.h"
+#include "io/clock.h"
 #include "model/mla.h"
 
 void calib_stats_init(CalibStats *s, CalTarget target, int n_layers, int dim, int qdim) {
@@ -81,12 +81,6 @@ static void gather(void *vctx, int layer, const Workspace *ws) {
     if (s->want_q) cov_accumulate(s->qsum[layer], s->qdim, ws->q, s->qdim, 0, N, NULL, h->stage);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 int calibrate(const Model *m, const int32_t *ids, int seqlen, int nseq, int batch, const char *stage, int progress,
               CalibStats *s) {
     if (batch < 1) batch = 1;
@@ -99,7 +93,7 @@ int calibrate(const Model *m, const int32_t *ids, int seqlen, int nseq, int batc
     s->activation_bytes = ws.bytes + (uint64_t)batch * seqlen * wide * sizeof(double);
     ws.hook = gather;
     ws.hook_ctx = &h;
-    double t0 = now_s();
+    double t0 = tm_now_s();
     int n_batches = (nseq + batch - 1) / batch;
     for (int bi = 0; bi < n_batches; bi++) {
         int first = bi * batch;
@@ -107,7 +101,7 @@ int calibrate(const Model *m, const int32_t *ids, int seqlen, int nseq, int batc
         model_forward(m, ids + (size_t)first * seqlen, &ws);
         s->count += h.rows;
         if (progress) {
-            double el = now_s() - t0, done = (double)(first + ws.B) * seqlen, rate = done / el;
+            double el = tm_now_s() - t0, done = (double)(first + ws.B) * seqlen, rate = done / el;
             fprintf(stderr, "%s: batch %d/%d  %.0f tokens  %.0f tokens/s  ETA %.1f s\n", stage, bi + 1, n_batches, done,
                     rate, ((double)nseq * seqlen - done) / rate);
         }

@@ -10,7 +10,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "convert/build.h"
@@ -18,15 +17,10 @@
 #include "convert/export.h"
 #include "convert/rorope.h"
 #include "io/checked.h"
+#include "io/clock.h"
 #include "io/error.h"
 #include "model/model.h"
 #include "model/ppl.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* Everything one run holds, so that cleanup is one function. */
 typedef struct {
@@ -44,7 +38,7 @@ typedef struct {
 } Run;
 
 static void stage_done(Run *r, const char *stage) {
-    double t = now_s();
+    double t = tm_now_s();
     json_object_set_new(r->seconds, stage, json_real(t - r->t_stage));
     r->t_stage = t;
 }
@@ -444,7 +438,7 @@ int convert_run(const ConvertSettings *s) {
                     s->model_path, r.orig.cfg.model_type, r.orig.cfg.n_layers, r.orig.cfg.n_heads,
                     r.orig.cfg.n_kv_heads, r.orig.cfg.head_dim, s->kv_lora_rank, s->qk_mqa_dim, r.cal_nseq,
                     s->cal_seqlen);
-        r.t_stage = now_s();
+        r.t_stage = tm_now_s();
         rc = run_stages(&r);
         if (rc && r.tmp_dir[0]) rm_tree(r.tmp_dir); /* never leave a half-written folder */
     }

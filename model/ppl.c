@@ -2,15 +2,9 @@
 
 #include <math.h>
 #include <stdio.h>
-#include <time.h>
 
+#include "io/clock.h"
 #include "io/error.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int ppl_check_windows(size_t n_ids, int seqlen, int *nseq) {
     if (seqlen < 2) return tm_fail("--seqlen %d: a window needs at least 2 tokens", seqlen);
@@ -31,7 +25,7 @@ int ppl_eval(const Model *m, const int32_t *ids, size_t n_ids, int seqlen, int n
 
     Workspace ws;
     workspace_init(&ws, &m->cfg, batch, seqlen);
-    double t0 = now_s(), total = 0.0;
+    double t0 = tm_now_s(), total = 0.0;
     int64_t predicted = 0, tokens = 0;
     int n_batches = (nseq + batch - 1) / batch;
     for (int bi = 0; bi < n_batches; bi++) {
@@ -42,13 +36,13 @@ int ppl_eval(const Model *m, const int32_t *ids, size_t n_ids, int seqlen, int n
         predicted += n;
         tokens += (int64_t)count * seqlen;
         if (progress) {
-            double el = now_s() - t0, rate = tokens / el;
+            double el = tm_now_s() - t0, rate = tokens / el;
             fprintf(stderr, "eval: batch %d/%d  %lld tokens  %.0f tokens/s  ETA %.1f s\n", bi + 1, n_batches,
                     (long long)tokens, rate, ((double)nseq * seqlen - tokens) / rate);
         }
     }
     workspace_free(&ws);
-    out->seconds = now_s() - t0;
+    out->seconds = tm_now_s() - t0;
     out->predicted = predicted;
     out->tokens = tokens;
     out->nll = total / (double)predicted;
