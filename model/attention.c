@@ -15,8 +15,7 @@ static inline float dot(const float *a, const float *b, int n) {
     return s;
 }
 
-/* One query row against keys lo..i: softmax-weighted sum of values into o. */
-TM_MULTIVERSION static void attend_row(float *o, const float *qi, const float *k, const float *v, int64_t ks,
+TM_MULTIVERSION void attend_row(float *o, const float *qi, const float *k, const float *v, int64_t ks,
                                        int64_t vs, int lo, int i, int dqk, int dv, float scale, float *p) {
     float mx = -INFINITY;
     for (int j = lo; j <= i; j++) {

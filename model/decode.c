@@ -6,6 +6,7 @@
 
 #include "io/checked.h"
 #include "io/error.h"
+#include "model/attention.h"
 #include "model/matmul.h"
 #include "model/mla.h"
 #include "model/rmsnorm.h"
@@ -29,7 +30,7 @@ int decode_init(DecodeState *st, const Model *m, int max_T) {
             st->kv_b[l] = mallocCheck((size_t)(t->rows * t->cols) * sizeof(float));
             tensor_to_f32(t, 0, t->rows * t->cols, st->kv_b[l]);
         }
-        st->q_lat = mallocCheck((size_t)H * R * sizeof(float));
+        st->q_lat = mallocCheck((size_t)H * st->width * sizeof(float));
         st->o_lat = mallocCheck((size_t)H * R * sizeof(float));
     }
     return 0;
@@ -52,21 +53,6 @@ uint64_t decode_cache_bytes_per_token(const DecodeState *st, const Model *m) {
     return (uint64_t)st->width * m->cfg.n_layers * sizeof(float);
 }
 
-/* softmax over s[0..n) in place */
-static void softmax(float *s, int n) {
-    float mx = -INFINITY;
-    for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-    double sum = 0;
-    for (int j = 0; j < n; j++) sum += s[j] = expf(s[j] - mx);
-    for (int j = 0; j < n; j++) s[j] = (float)(s[j] / sum);
-}
-
-static float dotf(const float *a, const float *b, int n) {
-    float s = 0;
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
 /* Absorbed MLA for the token at `pos`: scores against cached latents
  * through q_lat_h = W_kb_h^T q_nope_h, outputs through W_vb_h o_lat_h. */
 static void mla_step(const ModelConfig *c, const LayerWeights *L, int layer, DecodeState *st, int pos) {
@@ -87,21 +73,21 @@ static void mla_step(const ModelConfig *c, const LayerWeights *L, int layer, Dec
     const float *kv_b = st->kv_b[layer];
     float scale = (float)(1.0 / sqrt((double)qk));
     for (int h = 0; h < H; h++) {
-        const float *qn = ws->q + (size_t)h * qk, *qp = qn + dn;
+        /* query against a cache row [c ; k_pe]: [W_kb_h^T q_nope_h ; q_pe_h] */
+        const float *qn = ws->q + (size_t)h * qk;
         const float *wk = kv_b + (size_t)h * (dn + dv) * R, *wv = wk + (size_t)dn * R;
-        float *ql = st->q_lat + (size_t)h * R, *ol = st->o_lat + (size_t)h * R;
+        float *ql = st->q_lat + (size_t)h * w, *ol = st->o_lat + (size_t)h * R;
         memset(ql, 0, (size_t)R * sizeof(float));
         for (int i = 0; i < dn; i++)
             for (int j = 0; j < R; j++) ql[j] += qn[i] * wk[(size_t)i * R + j];
-        for (int t = 0; t <= pos; t++) {
-            const float *e = cache + (size_t)t * w;
-            st->scores[t] = (dotf(ql, e, R) + dotf(qp, e + R, dr)) * scale;
+        memcpy(ql + R, qn + dn, (size_t)dr * sizeof(float));
+        /* values are the cached latents themselves; W_vb_h maps the mix out */
+        attend_row(ol, ql, cache, cache, w, w, 0, pos, w, R, scale, st->scores);
+        for (int i = 0; i < dv; i++) {
+            float acc = 0;
+            for (int j = 0; j < R; j++) acc += wv[(size_t)i * R + j] * ol[j];
+            ws->att[(size_t)h * dv + i] = acc;
         }
-        softmax(st->scores, pos + 1);
-        memset(ol, 0, (size_t)R * sizeof(float));
-        for (int t = 0; t <= pos; t++)
-            for (int j = 0; j < R; j++) ol[j] += st->scores[t] * cache[(size_t)t * w + j];
-        for (int i = 0; i < dv; i++) ws->att[(size_t)h * dv + i] = dotf(wv + (size_t)i * R, ol, R);
     }
     matmul_forward(ws->x, ws->att, &L->o, L->o_bias, 1, 1);
 }
@@ -123,14 +109,8 @@ static void gqa_step(const ModelConfig *c, const LayerWeights *L, int layer, Dec
     float scale = (float)(1.0 / sqrt((double)d));
     for (int h = 0; h < H; h++) {
         int g = h / rep;
-        for (int t = lo; t <= pos; t++) st->scores[t - lo] = dotf(ws->q + (size_t)h * d, cache + (size_t)t * w + g * d, d) * scale;
-        softmax(st->scores, pos - lo + 1);
-        float *o = ws->att + (size_t)h * d;
-        memset(o, 0, (size_t)d * sizeof(float));
-        for (int t = lo; t <= pos; t++) {
-            const float *v = cache + (size_t)t * w + G * d + g * d;
-            for (int i = 0; i < d; i++) o[i] += st->scores[t - lo] * v[i];
-        }
+        attend_row(ws->att + (size_t)h * d, ws->q + (size_t)h * d, cache + g * d, cache + G * d + g * d, w, w, lo, pos,
+                   d, d, scale, st->scores);
     }
     matmul_forward(ws->x, ws->att, &L->o, L->o_bias, 1, 1);
 }

@@ -15,7 +15,7 @@ typedef struct {
     float **kv_b;        /* MLA: per layer kv_b_proj widened to fp32 [H*(dn+dv), R] */
     Workspace ws;        /* one-row scratch */
     RopeTable rope;      /* positions 0..max_T-1 */
-    float *q_lat, *o_lat, *scores; /* [H*R], [H*R], [max_T] */
+    float *q_lat, *o_lat, *scores; /* [H*(R+dr)], [H*R], [max_T] */
 } DecodeState;
 
 int decode_init(DecodeState *st, const Model *m, int max_T);
