@@ -248,17 +248,14 @@ static int stage_bkv_pca(Run *r) {
 }
 
 /* Step 4: fit the export's kv_b_proj to the kv_a_layernorm DeepSeek loaders
- * apply, on the exact MLA model's latents. */
-static int stage_kv_norm_fit(Run *r) {
+ * apply, on the latents of `exact` (the BUILD_EXACT model of r->layers). */
+static int stage_kv_norm_fit(Run *r, const Model *exact) {
     const ModelConfig *c = &r->orig.cfg;
     const ConvertSettings *s = r->s;
-    BuiltModel bm;
-    if (built_model_init(&bm, &r->orig, r->layers, BUILD_EXACT, 0)) return -1;
     CalibStats st;
     calib_stats_init(&st, CAL_LATENT_NORMED, c->n_layers, 2 * s->kv_lora_rank, 0);
-    int rc = calibrate(&bm.model, r->cal_ids, s->cal_seqlen, r->cal_nseq, s->cal_batch, "calibrate[kv-norm]",
+    int rc = calibrate(exact, r->cal_ids, s->cal_seqlen, r->cal_nseq, s->cal_batch, "calibrate[kv-norm]",
                        s->progress, &st);
-    built_model_free(&bm);
     note_max(&r->mem_stats, calib_stats_bytes(&st));
     for (int l = 0; l < c->n_layers && !rc; l++) rc = mla_fit_kv_norm(&r->layers[l], st.sum[l]);
     calib_stats_free(&st);
@@ -344,9 +341,11 @@ static int run_stages(Run *r) {
     BuiltModel exact;
     if (built_model_init(&exact, &r->orig, r->layers, BUILD_EXACT, 0)) return -1;
     json_object_set_new(r->ppl, "mla", json_real(eval_ppl(r, &exact.model, "mla")));
-    built_model_free(&exact);
     stage_done(r, "eval_mla");
-    if (s->kv_norm_fit && stage_kv_norm_fit(r)) return -1;
+    /* the fit only adds kv_b_native to r->layers; the exact model keeps its own fp32 copies */
+    int fit_rc = s->kv_norm_fit ? stage_kv_norm_fit(r, &exact.model) : 0;
+    built_model_free(&exact);
+    if (fit_rc) return -1;
 
     /* export to the temp folder, then read it back as any DeepSeek loader would */
     snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s.tmp-%ld", s->save_path, (long)getpid());
