@@ -34,6 +34,7 @@
 #include "io/token_file.h"
 #include "model/decode.h"
 #include "model/model.h"
+#include "tests/fixture_list.h"
 
 #define ATOL 1e-4
 #define RTOL 1e-4
@@ -138,16 +139,6 @@ static void check_fixture(const char *name) {
     free(dec);
     free(ids);
     model_free(&m);
-}
-
-static json_t *fixture_list(void) {
-    char path[1100];
-    snprintf(path, sizeof path, "%s/fixtures.json", TM_FIXTURES_DIR);
-    json_error_t je;
-    json_t *list = json_load_file(path, 0, &je);
-    if (!list) fail_msg("%s: %s (run the make_fixtures test first)", path, je.text);
-    assert_true(json_is_array(list));
-    return list;
 }
 
 static void all_fixtures(void **state) {

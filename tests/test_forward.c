@@ -35,6 +35,7 @@
 #include "io/error.h"
 #include "io/token_file.h"
 #include "model/model.h"
+#include "tests/fixture_list.h"
 
 #define ATOL 5e-5
 #define RTOL 1e-5
@@ -131,12 +132,7 @@ static void check_fixture(const char *name) {
 }
 
 static void all_fixtures(void **state) {
-    char path[1100];
-    snprintf(path, sizeof path, "%s/fixtures.json", TM_FIXTURES_DIR);
-    json_error_t je;
-    json_t *list = json_load_file(path, 0, &je);
-    if (!list) fail_msg("%s: %s (run the make_fixtures test first)", path, je.text);
-    assert_true(json_is_array(list));
+    json_t *list = fixture_list();
     size_t i;
     json_t *v;
     /* a stale fixtures.json must not quietly skip a model */
@@ -146,7 +142,7 @@ static void all_fixtures(void **state) {
     for (size_t r = 0; r < sizeof required / sizeof *required; r++) {
         int found = 0;
         json_array_foreach(list, i, v) found |= json_is_string(v) && strcmp(json_string_value(v), required[r]) == 0;
-        if (!found) fail_msg("%s does not list fixture %s (rerun make_fixtures)", path, required[r]);
+        if (!found) fail_msg("fixtures.json does not list fixture %s (rerun make_fixtures)", required[r]);
     }
     json_array_foreach(list, i, v) check_fixture(json_string_value(v));
     json_decref(list);
