@@ -5,6 +5,8 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "convert/convert.h"
+#include "dist/plan.h"
+#include "dist/topology.h"
 #include "io/error.h"
 
 /* "auto" -> 0, else a positive int. */
@@ -29,10 +31,26 @@ static int parse_dtype(const char *v, TmDType *out) {
     return 0;
 }
 
+static int convert_args(int argc, char **argv, ConvertSettings *out);
+
+/* Under MPI every rank reaches the same error; rank 0 prints it. */
 int cmd_convert(int argc, char **argv) {
+    dist_init(&argc, &argv);
+    ConvertSettings s;
+    int rc = convert_args(argc, argv, &s) || convert_run(&s);
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rc && rank == 0) cli_fail();
+    dist_finalize();
+    return rc ? 1 : 0;
+}
+
+static int convert_args(int argc, char **argv, ConvertSettings *out) {
     ConvertSettings s = {.model_path = TRANSMLA_DEFAULT_MODEL, .cal_seqlen = 256, .cal_nsamples = 128, .cal_batch = 8,
                          .ppl_seqlen = 2048, .eval_batch = 4, .qk_mqa_dim = 64, .kv_lora_rank = 512,
-                         .balance_kv_ratio = 1.0, .rope_interleave = 1, .progress = 1};
+                         .balance_kv_ratio = 1.0, .rope_interleave = 1, .progress = 1, .stages = 1,
+                         .scalapack_min_n = 4096};
+    const char *cal_dataset = NULL, *mem_per_rank = NULL;
     const char *kv_norm = "fit";
     const char *freqfold = "auto", *collapse = "auto", *balance = "1", *dtype = NULL, *token_dtype = "u16";
     int quiet = 0, split_interleave = 0, shard_mb = 4096;
@@ -40,7 +58,9 @@ int cmd_convert(int argc, char **argv) {
         {"model-path", ARG_STR, &s.model_path, "DIR", "GQA model folder (default: the bundled bytelm-dev)", 0},
         {"save-path", ARG_STR, &s.save_path, "DIR", "output folder for the DeepSeek-V3 model", 1},
         {"overwrite", ARG_FLAG, &s.overwrite, "", "replace --save-path if it exists", 0},
-        {"cal-tokens", ARG_STR, &s.cal_tokens, "FILE", "calibration token ids (raw little-endian)", 1},
+        {"cal-tokens", ARG_STR, &s.cal_tokens, "FILE", "calibration token ids (raw little-endian)", 0},
+        {"cal-dataset", ARG_STR, &cal_dataset, "tokens|none",
+         "calibration source: --cal-tokens (default), or none: data-free, from the weights alone", 0},
         {"cal-max-seqlen", ARG_INT, &s.cal_seqlen, "N", "calibration window length (default 256)", 0},
         {"cal-nsamples", ARG_INT, &s.cal_nsamples, "K",
          "calibration windows, consecutive from the start (default 128; 0 = all)", 0},
@@ -63,39 +83,50 @@ int cmd_convert(int argc, char **argv) {
         {"kv-norm", ARG_STR, &kv_norm, "fit|rms",
          "export's kv_a_layernorm: fit kv_b_proj to it by least squares (default), or weight = latent RMS", 0},
         {"max-shard-mb", ARG_INT, &shard_mb, "MB", "largest output safetensors shard (default 4096)", 0},
+        {"stages", ARG_INT, &s.stages, "S",
+         "pipeline stages under MPI: the layers split over S stages, ranks/S data-parallel replicas (default 1)", 0},
+        {"mem-per-rank", ARG_STR, &mem_per_rank, "SIZE", "refuse a plan whose estimated peak per rank exceeds SIZE "
+         "(e.g. 64G)", 0},
+        {"scalapack-min-n", ARG_INT, &s.scalapack_min_n, "N",
+         "eigenproblems and SVDs of N rows or more run on ScaLAPACK over the stage's ranks (default 4096; 1 forces it)",
+         0},
         {"quiet", ARG_FLAG, &quiet, "", "no progress lines on stderr", 0},
     };
     const char *usage =
-        "usage: transmla convert --save-path DIR --cal-tokens FILE [--model-path DIR] [--eval-tokens FILE] [options]\n\n"
+        "usage: [mpirun -np P] transmla convert --save-path DIR (--cal-tokens FILE | --cal-dataset none)\n"
+        "                      [--model-path DIR] [--eval-tokens FILE] [--stages S] [options]\n\n"
         "Convert a GQA model (llama, qwen2, mistral, mixtral) to DeepSeek-V3 multi-head latent attention:\n"
         "RoRoPE (partial RoPE by rotation), BKV-PCA (joint low-rank K/V), absorb, export. Prints the\n"
-        "perplexity of each stage and writes DIR/transmla_report.json.";
+        "perplexity of each step and writes DIR/transmla_report.json. Under mpirun/srun the P ranks form S\n"
+        "pipeline stages x P/S replicas and produce the same model as one process.";
     if (args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], usage) || parse_auto("freqfold", freqfold, &s.freqfold) ||
         parse_auto("collapse", collapse, &s.collapse) || parse_dtype(dtype, &s.dtype) ||
         token_dtype_parse(token_dtype, &s.token_dtype))
-        return cli_fail();
+        return -1;
     char *end;
     s.balance_kv_ratio = strtod(balance, &end);
-    if (*end || !(s.balance_kv_ratio > 0)) {
-        tm_fail("--balance-kv-ratio '%s': expected a positive number", balance);
-        return cli_fail();
-    }
-    if (shard_mb < 1) {
-        tm_fail("--max-shard-mb must be positive");
-        return cli_fail();
-    }
+    if (*end || !(s.balance_kv_ratio > 0))
+        return tm_fail("--balance-kv-ratio '%s': expected a positive number", balance);
+    if (shard_mb < 1)
+        return tm_fail("--max-shard-mb must be positive");
     s.max_shard_bytes = (uint64_t)shard_mb << 20;
     s.rope_interleave = !split_interleave;
-    if (strcmp(kv_norm, "fit") && strcmp(kv_norm, "rms")) {
-        tm_fail("--kv-norm '%s': expected fit or rms", kv_norm);
-        return cli_fail();
-    }
+    if (strcmp(kv_norm, "fit") && strcmp(kv_norm, "rms"))
+        return tm_fail("--kv-norm '%s': expected fit or rms", kv_norm);
     s.kv_norm_fit = !strcmp(kv_norm, "fit");
     s.progress = !quiet;
     if (s.eval_tokens && !*s.eval_tokens) s.eval_tokens = NULL; /* --eval-tokens "": none */
-    if (s.cal_nsamples < 0 || s.eval_nsamples < 0) {
-        tm_fail("--cal-nsamples and --eval-nsamples must not be negative");
-        return cli_fail();
+    if (s.cal_nsamples < 0 || s.eval_nsamples < 0)
+        return tm_fail("--cal-nsamples and --eval-nsamples must not be negative");
+    if (cal_dataset && strcmp(cal_dataset, "none") && strcmp(cal_dataset, "tokens"))
+        return tm_fail("--cal-dataset '%s': expected tokens or none", cal_dataset);
+    if (cal_dataset && !strcmp(cal_dataset, "none")) {
+        if (s.cal_tokens) return tm_fail("--cal-dataset none is data-free and takes no --cal-tokens");
+        s.cal_tokens = NULL;
+    } else if (!s.cal_tokens) {
+        return tm_fail("--cal-tokens FILE is required (or --cal-dataset none for a data-free conversion)");
     }
-    return convert_run(&s) ? cli_fail() : 0;
+    if (mem_per_rank && plan_parse_bytes(mem_per_rank, &s.mem_per_rank)) return tm_fail_context("--mem-per-rank");
+    *out = s;
+    return 0;
 }

@@ -136,21 +136,26 @@ static void add_layer(BuiltModel *b, const MlaAttn *a, int l, const ModelConfig 
 
 int built_model_init(BuiltModel *b, const Model *orig, const MlaAttn *layers, BuildKind kind, int rope_interleave) {
     memset(b, 0, sizeof *b);
+    const ModelPart *part = &orig->part;
+    if (part->first >= part->end)
+        return tm_fail("cannot build a converted model of a part with no layers ([%d, %d))", part->first, part->end);
     ModelConfig cfg;
-    mla_config_from(&cfg, &orig->cfg, &layers[0], kind, rope_interleave);
+    mla_config_from(&cfg, &orig->cfg, &layers[part->first], kind, rope_interleave);
     char name[192];
     for (int i = 0; i < orig->set.n; i++) {
         const StTensor *src = orig->set.sorted[i];
+        if (!model_part_wants(part, &orig->cfg, src->name)) continue; /* another part's */
         if (!carried_name(src->name, &orig->cfg, name, sizeof name)) continue;
         StTensor *t = push(b, name);
         char *keep = t->name;
         *t = *src;
         t->name = keep;
     }
-    for (int l = 0; l < cfg.n_layers; l++) add_layer(b, &layers[l], l, &cfg, orig->w.layers[l].o_bias != NULL);
+    for (int l = part->first; l < part->end; l++)
+        add_layer(b, &layers[l], l, &cfg, orig->w.layers[l].o_bias != NULL);
     StSet set;
     st_set_from_tensors(&set, b->tensors, b->n);
-    if (model_init(&b->model, &cfg, &set, "(converted model)")) {
+    if (model_init_part(&b->model, &cfg, &set, "(converted model)", part)) {
         built_model_free(b);
         return -1;
     }

@@ -24,7 +24,10 @@ typedef struct {
 
 /* The deepseek_v3 description of `orig` with layers shaped like `a`. */
 void mla_config_from(ModelConfig *out, const ModelConfig *orig, const MlaAttn *a, BuildKind kind, int rope_interleave);
-/* Build and bind the model (layers: one MlaAttn per layer). */
+/* Build and bind the same part of the model as orig->part (layers: one
+ * MlaAttn per layer, indexed by global layer number; only those of the part
+ * are read, and the part must hold at least one layer). Carries over only the
+ * part's tensors of orig's set. */
 int built_model_init(BuiltModel *b, const Model *orig, const MlaAttn *layers, BuildKind kind, int rope_interleave);
 void built_model_free(BuiltModel *b);
 

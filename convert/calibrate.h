@@ -1,6 +1,7 @@
-/* Calibration: stream token windows through a model one micro-batch at a
- * time and sum, per layer, the float64 covariance of what a conversion step
- * needs. Only the sums persist; activations live for one micro-batch. */
+/* Calibration statistics: per layer, the float64 covariance sums a
+ * conversion step needs, gathered by an attention hook while token windows
+ * stream through the model (dist/pipeline.c). Only the sums persist;
+ * activations live for one micro-batch. */
 #ifndef TM_CONVERT_CALIBRATE_H
 #define TM_CONVERT_CALIBRATE_H
 
@@ -16,23 +17,34 @@ typedef enum {
 
 typedef struct {
     CalTarget target;
-    int n_layers, dim;  /* per layer: dim x dim sums */
-    double **sum;       /* [n_layers][dim * dim], symmetric once calibrate() returns */
+    int first, end;     /* the layers held: [first, end) (one pipeline stage's) */
+    int dim;            /* per layer: dim x dim sums */
+    double **sum;       /* [n_layers][dim * dim], NULL outside [first, end); symmetric after calib_finish */
     int want_q, qdim;
     double **qsum;      /* [n_layers][qdim * qdim] when want_q */
     int64_t count;      /* tokens summed (the same for every layer) */
-    uint64_t activation_bytes; /* the micro-batch's buffers while calibrating */
 } CalibStats;
 
 /* dim: the statistic's width (GQA: kv_heads*head_dim; MLA: leading latent
  * dims to cover). qdim: query width, or 0 for none. */
-void calib_stats_init(CalibStats *s, CalTarget target, int n_layers, int dim, int qdim);
+void calib_stats_init(CalibStats *s, CalTarget target, int n_layers, int first, int end, int dim, int qdim);
 void calib_stats_free(CalibStats *s);
 uint64_t calib_stats_bytes(const CalibStats *s);
 
-/* Run nseq windows of seqlen tokens (ids[k*seqlen ..]) through m in
- * micro-batches of `batch` windows; `stage` names the step in progress lines. */
-int calibrate(const Model *m, const int32_t *ids, int seqlen, int nseq, int batch, const char *stage, int progress,
-              CalibStats *s);
+/* The hook's state: scratch for up to max_rows rows of one micro-batch. */
+typedef struct {
+    CalibStats *s;
+    const ModelConfig *c;
+    double *stage;
+    float *pair;        /* CAL_LATENT_NORMED rows [c, c / rms(c)] */
+    uint64_t bytes;     /* the scratch's size */
+} CalibGather;
+
+void calib_gather_init(CalibGather *g, CalibStats *s, const ModelConfig *c, int max_rows);
+void calib_gather_free(CalibGather *g);
+/* AttentionHook: add one micro-batch's rows of `layer` to the sums. */
+void calib_gather_hook(void *g, int layer, const Workspace *ws);
+/* Copy the upper triangles into the lower ones once every row is in. */
+void calib_finish(CalibStats *s);
 
 #endif

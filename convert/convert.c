@@ -1,45 +1,72 @@
-#define _XOPEN_SOURCE 700 /* nftw */
 #include "convert/convert.h"
 
-#include <errno.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "convert/build.h"
 #include "convert/calibrate.h"
-#include "convert/export.h"
+#include "convert/output.h"
 #include "convert/rorope.h"
+#include "dist/collect.h"
+#include "dist/export.h"
+#include "dist/pipeline.h"
+#include "dist/plan.h"
+#include "dist/solver.h"
 #include "io/checked.h"
 #include "io/clock.h"
 #include "io/error.h"
 #include "model/model.h"
 #include "model/ppl.h"
 
-/* Everything one run holds, so that cleanup is one function. */
+/* Everything one rank holds, so that cleanup is one function. A rank holds
+ * its stage's layers [first, end) only; arrays indexed by layer are sized
+ * for the whole model and empty elsewhere. */
 typedef struct {
     const ConvertSettings *s;
+    Topology t;
+    Plan plan;
+    int first, end;
+    ModelConfig cfg;
     Model orig;
     int32_t *cal_ids, *eval_ids;
     size_t n_cal, n_eval;
     int cal_nseq, eval_nseq;
     RoropeShape rs;
-    MlaAttn *layers;        /* the chosen conversion, one per layer */
+    MlaAttn *layers;        /* the chosen conversion */
+    double *kv_ratio;       /* BKV-PCA balance per layer */
+    EigenSolver local, stage; /* LAPACK/ScaLAPACK alone, or ScaLAPACK over the stage's ranks */
+    DistSolverCtx local_ctx, stage_ctx;
+    int scalapack_calls, lapack_calls;
+    /* what the current per-layer step reads and writes */
+    const CalibStats *step_stats;
+    MlaAttn *step_layers;
+    int step_freqfold;
     char tmp_dir[4096];
     json_t *report, *ppl, *seconds, *settings;
     double t_stage;
     uint64_t mem_stats, mem_act, mem_attn; /* largest statistics, activations, converted attention held */
 } Run;
 
+static int is_root(const Run *r) { return r->t.rank == 0; }
+
+/* A progress line from rank 0 (stage lines are the same on every rank). */
+static void say(const Run *r, const char *fmt, ...) {
+    if (!r->s->progress || !is_root(r)) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
 static void stage_done(Run *r, const char *stage) {
     double t = tm_now_s();
-    json_object_set_new(r->seconds, stage, json_real(t - r->t_stage));
+    if (is_root(r)) json_object_set_new(r->seconds, stage, json_real(t - r->t_stage));
     r->t_stage = t;
 }
 
@@ -47,11 +74,10 @@ static void note_max(uint64_t *slot, uint64_t v) {
     if (v > *slot) *slot = v;
 }
 
-/* float64 layers plus the fp32 copy a built model holds */
-static uint64_t layers_bytes(const MlaAttn *layers, int n) {
+static uint64_t layers_bytes(const Run *r, const MlaAttn *layers) {
     uint64_t b = 0;
-    for (int l = 0; l < n; l++) b += mla_attn_bytes(&layers[l]);
-    return b + b / 2;
+    for (int l = r->first; l < r->end; l++) b += mla_attn_bytes(&layers[l]);
+    return b + b / 2; /* plus the fp32 copy a built model holds */
 }
 
 static void free_layers(MlaAttn *layers, int n) {
@@ -60,24 +86,13 @@ static void free_layers(MlaAttn *layers, int n) {
     free(layers);
 }
 
-/* ---- checks before any heavy work ---- */
+static int data_free(const Run *r) { return r->s->cal_tokens == NULL; }
 
-/* mkdir -p of the folder that will hold `path`, so a bad location fails now. */
-static int make_parents(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0755) && errno != EEXIST) return tm_fail("%s: cannot create folder: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    return 0;
-}
+/* ---- checks before any heavy work (every rank reaches the same verdict) ---- */
 
 static int check_settings(Run *r) {
     const ConvertSettings *s = r->s;
-    const ModelConfig *c = &r->orig.cfg;
+    const ModelConfig *c = &r->cfg;
     if (c->arch == TM_ARCH_DEEPSEEK_V3)
         return tm_fail("%s: model_type deepseek_v3 is already MLA; convert takes llama, qwen2, mistral or mixtral",
                        s->model_path);
@@ -103,10 +118,17 @@ static int check_settings(Run *r) {
         return tm_fail("--freqfold auto picks by evaluation perplexity and needs --eval-tokens");
     if (s->dtype != TM_DTYPE_INVALID && !tm_dtype_is_weight_float(s->dtype))
         return tm_fail("--dtype must be float32, bfloat16 or float16");
+    if (s->scalapack_min_n < 1) return tm_fail("--scalapack-min-n %d must be at least 1", s->scalapack_min_n);
+    return 0;
+}
+
+/* Rank 0 looks at the output location (a shared file system is assumed). */
+static int check_output(const Run *r) {
+    if (!is_root(r)) return 0;
     struct stat st;
-    if (stat(s->save_path, &st) == 0 && !s->overwrite)
-        return tm_fail("%s: output folder exists; pass --overwrite to replace it", s->save_path);
-    return make_parents(s->save_path);
+    if (stat(r->s->save_path, &st) == 0 && !r->s->overwrite)
+        return tm_fail("%s: output folder exists; pass --overwrite to replace it", r->s->save_path);
+    return output_make_parents(r->s->save_path);
 }
 
 static int read_windows(const char *path, const ConvertSettings *s, int vocab, int seqlen, int *nseq, int32_t **ids,
@@ -120,44 +142,155 @@ static int read_windows(const char *path, const ConvertSettings *s, int vocab, i
     return 0;
 }
 
-/* ---- stages ---- */
+static int make_plan(Run *r) {
+    const ConvertSettings *s = r->s;
+    PlanInputs in = {.stages = s->stages, .replicas = r->t.replicas, .dtype = r->cfg.torch_dtype,
+                     .cal_batch = data_free(r) ? 0 : s->cal_batch, .cal_seqlen = s->cal_seqlen,
+                     .eval_batch = s->eval_tokens ? s->eval_batch : 0, .ppl_seqlen = s->ppl_seqlen,
+                     .qk_mqa_dim = s->qk_mqa_dim, .q_lora_rank = s->q_lora_rank, .mem_per_rank = s->mem_per_rank};
+    if (plan_make(&r->plan, &r->cfg, &in)) return -1;
+    r->first = r->plan.stage[r->t.stage].first;
+    r->end = r->plan.stage[r->t.stage].end;
+    if (is_root(r) && s->progress) plan_print(&r->plan, &r->cfg, stderr);
+    return 0;
+}
+
+/* Each rank maps only its stage's tensors; rank 0 lists what each read. */
+static int load_part(Run *r) {
+    ModelPart part = {.first = r->first, .end = r->end, .embed = r->t.stage == 0, .head = r->t.stage == r->t.stages - 1};
+    int rc = dist_agree(MPI_COMM_WORLD, model_load_part(&r->orig, r->s->model_path, &part));
+    if (rc) return -1;
+    uint64_t mine = r->orig.w.n_bytes, *all = mallocCheck((size_t)r->t.size * sizeof *all);
+    MPI_Gather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    if (is_root(r)) {
+        json_t *per = json_array();
+        for (int i = 0; i < r->t.size; i++) {
+            say(r, "load: rank %d (stage %d) maps %.1f MiB of weights\n", i, i % r->t.stages, all[i] / 1048576.0);
+            json_array_append_new(per, json_integer((json_int_t)all[i]));
+        }
+        json_object_set_new(r->report, "weight_bytes_read_per_rank", per);
+    }
+    free(all);
+    return 0;
+}
+
+/* ---- streaming through the pipeline ---- */
 
 static double eval_ppl(Run *r, const Model *m, const char *label) {
     if (!r->eval_ids) return NAN;
-    if (r->s->progress) fprintf(stderr, "eval[%s]: %d windows of %d tokens\n", label, r->eval_nseq, r->s->ppl_seqlen);
-    PplResult res;
-    if (ppl_eval(m, r->eval_ids, r->n_eval, r->s->ppl_seqlen, r->eval_nseq, r->s->eval_batch, r->s->progress, &res))
-        return NAN;
-    if (r->s->progress) fprintf(stderr, "eval[%s]: ppl %.6f (%.0f tokens/s)\n", label, res.ppl, res.tokens_per_s);
+    char tag[96];
+    snprintf(tag, sizeof tag, "eval[%s]", label);
+    say(r, "%s: %d windows of %d tokens\n", tag, r->eval_nseq, r->s->ppl_seqlen);
+    PipeJob job = {.ids = r->eval_ids, .seqlen = r->s->ppl_seqlen, .nseq = r->eval_nseq, .batch = r->s->eval_batch,
+                   .score = 1, .label = r->s->progress ? tag : NULL};
+    PipeResult res;
+    pipeline_run(&r->t, m, &job, &res);
+    note_max(&r->mem_act, res.activation_bytes);
+    say(r, "%s: ppl %.6f (%.0f tokens/s)\n", tag, res.ppl, res.tokens_per_s);
     return res.ppl;
 }
 
-/* RoRoPE of every layer at one freqfold, from the key statistics. */
-static int rorope_layers(Run *r, const CalibStats *keys, int freqfold, MlaAttn **out) {
-    const ModelConfig *c = &r->orig.cfg;
-    RoropeShape rs = r->rs;
-    rs.freqfold = freqfold;
-    int L = c->n_kv_heads * c->head_dim;
-    MlaAttn *layers = callocCheck((size_t)c->n_layers, sizeof *layers);
-    double *P = mallocCheck((size_t)L * L * sizeof *P);
-    int rc = 0;
-    for (int l = 0; l < c->n_layers && !rc; l++) {
-        if (r->s->progress) fprintf(stderr, "rorope[freqfold %d]: layer %d/%d\n", freqfold, l + 1, c->n_layers);
-        rc = rorope_rotation(keys->sum[l], &rs, P);
-        if (rc) break;
-        GqaAttn g;
-        gqa_attn_load(&g, c, &r->orig.w.layers[l]);
-        mla_from_rorope(&layers[l], &g, P, rs.r);
-        gqa_attn_free(&g);
+/* The statistics of `target` on m, summed over the stage's replicas. */
+static void gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget target, int dim, int qdim,
+                         const char *label) {
+    const ConvertSettings *s = r->s;
+    calib_stats_init(st, target, r->cfg.n_layers, r->first, r->end, dim, qdim);
+    CalibGather g;
+    int batch = s->cal_batch < r->cal_nseq ? s->cal_batch : r->cal_nseq;
+    calib_gather_init(&g, st, &m->cfg, (batch < 1 ? 1 : batch) * s->cal_seqlen);
+    PipeJob job = {.ids = r->cal_ids, .seqlen = s->cal_seqlen, .nseq = r->cal_nseq, .batch = s->cal_batch,
+                   .hook = calib_gather_hook, .hook_ctx = &g, .label = s->progress ? label : NULL};
+    PipeResult res;
+    pipeline_run(&r->t, m, &job, &res);
+    dist_sum_stats(st, r->t.stage_comm);
+    calib_finish(st);
+    note_max(&r->mem_stats, calib_stats_bytes(st));
+    note_max(&r->mem_act, res.activation_bytes + g.bytes);
+    calib_gather_free(&g);
+}
+
+/* ---- per-layer steps, spread over the stage's replicas ---- */
+
+typedef int (*LayerStep)(Run *r, int l, const EigenSolver *e);
+
+/* Run step for every layer of the stage. Layer i of the stage goes to
+ * replica i mod Dp, which solves its eigenproblems with LAPACK and then
+ * broadcasts the result; when the step's largest problem (eigen_n rows)
+ * reaches --scalapack-min-n and the stage has several ranks, all of them
+ * run each layer together on ScaLAPACK instead. */
+static int each_stage_layer(Run *r, LayerStep step, int eigen_n, const char *label) {
+    const Topology *t = &r->t;
+    int together = t->replicas > 1 && eigen_n >= r->s->scalapack_min_n, rc = 0;
+    int sc0 = r->stage_ctx.scalapack_calls + r->local_ctx.scalapack_calls;
+    int la0 = r->stage_ctx.lapack_calls + r->local_ctx.lapack_calls;
+    for (int l = r->first; l < r->end && !rc; l++) {
+        int owner = (l - r->first) % t->replicas;
+        if (!together && owner != t->replica) continue;
+        if (r->s->progress && (t->replica == 0 || !together))
+            fprintf(stderr, "%s: layer %d/%d (rank %d%s)\n", label, l + 1, r->cfg.n_layers, t->rank,
+                    together ? ", ScaLAPACK over the stage" : "");
+        rc = step(r, l, together ? &r->stage : &r->local);
     }
-    free(P);
-    if (rc) {
-        free_layers(layers, c->n_layers);
-        return -1;
+    /* count each problem once: a shared one on replica 0 only */
+    if (!together || t->replica == 0) {
+        r->scalapack_calls += r->stage_ctx.scalapack_calls + r->local_ctx.scalapack_calls - sc0;
+        r->lapack_calls += r->stage_ctx.lapack_calls + r->local_ctx.lapack_calls - la0;
     }
-    *out = layers;
+    if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
+    if (!together)
+        for (int l = r->first; l < r->end; l++) {
+            int owner = (l - r->first) % t->replicas;
+            mla_attn_bcast(&r->step_layers[l], owner, t->stage_comm);
+            MPI_Bcast(&r->kv_ratio[l], 1, MPI_DOUBLE, owner, t->stage_comm);
+        }
     return 0;
 }
+
+static int step_rorope(Run *r, int l, const EigenSolver *e) {
+    (void)e; /* RoRoPE's problems are per frequency bucket: always small */
+    const ModelConfig *c = &r->cfg;
+    RoropeShape rs = r->rs;
+    rs.freqfold = r->step_freqfold;
+    int L = c->n_kv_heads * c->head_dim;
+    GqaAttn g;
+    gqa_attn_load(&g, c, &r->orig.w.layers[l]);
+    double *P = mallocCheck((size_t)L * L * sizeof *P), *K = NULL;
+    const double *keys = r->step_stats ? r->step_stats->sum[l] : NULL;
+    if (!keys) { /* data-free: the keys' second moment from the weights */
+        K = mallocCheck((size_t)L * L * sizeof *K);
+        gqa_key_moment(&g, r->orig.w.layers[l].input_norm, K);
+        keys = K;
+    }
+    int rc = rorope_rotation(keys, &rs, P);
+    if (!rc) mla_from_rorope(&r->step_layers[l], &g, P, rs.r);
+    gqa_attn_free(&g);
+    free(P);
+    free(K);
+    return rc;
+}
+
+static int step_bkv_pca(Run *r, int l, const EigenSolver *e) {
+    const ConvertSettings *s = r->s;
+    MlaAttn *a = &r->step_layers[l];
+    const float *g = r->orig.w.layers[l].input_norm;
+    int rc;
+    if (r->step_stats) {
+        rc = mla_bkv_pca(a, r->step_stats->sum[l], r->step_stats->count, s->kv_lora_rank, s->balance_kv_ratio, e,
+                         &r->kv_ratio[l]);
+        if (!rc && s->q_lora_rank) rc = mla_q_pca(a, r->step_stats->qsum[l], r->step_stats->count, s->q_lora_rank, e);
+    } else {
+        rc = mla_bkv_pca_weights(a, g, s->kv_lora_rank, s->balance_kv_ratio, e, &r->kv_ratio[l]);
+        if (!rc && s->q_lora_rank) rc = mla_q_pca_weights(a, g, s->q_lora_rank, e);
+    }
+    return rc;
+}
+
+static int step_kv_norm_fit(Run *r, int l, const EigenSolver *e) {
+    (void)e;
+    return mla_fit_kv_norm(&r->step_layers[l], r->step_stats->sum[l]);
+}
+
+/* ---- conversion steps ---- */
 
 static int freqfold_candidates(const RoropeShape *rs, int fixed, int *out) {
     if (fixed) {
@@ -170,47 +303,57 @@ static int freqfold_candidates(const RoropeShape *rs, int fixed, int *out) {
     return n;
 }
 
-/* Step 1: key statistics on the original model, RoRoPE at each candidate
- * freqfold, keep the best by evaluation perplexity. */
+/* Step 1: key statistics on the original model (or the weights' moments),
+ * RoRoPE at each candidate freqfold, keep the best by evaluation perplexity. */
 static int stage_rorope(Run *r) {
-    const ModelConfig *c = &r->orig.cfg;
-    CalibStats keys;
-    calib_stats_init(&keys, CAL_KEYS, c->n_layers, c->n_kv_heads * c->head_dim, 0);
-    int rc = calibrate(&r->orig, r->cal_ids, r->s->cal_seqlen, r->cal_nseq, r->s->cal_batch, "calibrate[keys]",
-                       r->s->progress, &keys);
-    stage_done(r, "calibrate_keys");
-    note_max(&r->mem_stats, calib_stats_bytes(&keys));
-    note_max(&r->mem_act, keys.activation_bytes);
-    int cands[32], nc = freqfold_candidates(&r->rs, r->s->freqfold, cands);
+    const ModelConfig *c = &r->cfg;
+    int n = c->n_layers;
+    CalibStats keys = {0};
+    if (!data_free(r)) {
+        gather_stats(r, &r->orig, &keys, CAL_KEYS, c->n_kv_heads * c->head_dim, 0, "calibrate[keys]");
+        stage_done(r, "calibrate_keys");
+    }
+    r->step_stats = data_free(r) ? NULL : &keys;
+    int cands[32], nc = freqfold_candidates(&r->rs, r->s->freqfold, cands), rc = 0;
     double best = INFINITY;
     json_t *search = json_object();
     for (int i = 0; i < nc && !rc; i++) {
-        MlaAttn *layers;
-        if ((rc = rorope_layers(r, &keys, cands[i], &layers))) break;
-        note_max(&r->mem_attn, layers_bytes(layers, c->n_layers) * (r->layers ? 2 : 1)); /* best so far + this one */
-        BuiltModel bm;
-        if ((rc = built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0))) {
-            free_layers(layers, c->n_layers);
+        char label[64];
+        snprintf(label, sizeof label, "rorope[freqfold %d]", cands[i]);
+        r->step_layers = callocCheck((size_t)n, sizeof *r->step_layers);
+        r->step_freqfold = cands[i];
+        MlaAttn *layers = r->step_layers;
+        if ((rc = each_stage_layer(r, step_rorope, 0, label))) {
+            free_layers(layers, n);
             break;
         }
-        char label[64];
+        note_max(&r->mem_attn, layers_bytes(r, layers) * (r->layers ? 2 : 1)); /* best so far + this one */
+        BuiltModel bm;
+        if ((rc = dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0)))) {
+            free_layers(layers, n);
+            break;
+        }
         snprintf(label, sizeof label, "rorope freqfold %d", cands[i]);
         double p = eval_ppl(r, &bm.model, label);
         built_model_free(&bm);
         char key[16];
         snprintf(key, sizeof key, "%d", cands[i]);
         json_object_set_new(search, key, json_real(p));
-        if (nc == 1 || p < best) {
+        if (nc == 1 || p < best) { /* every rank sees the same p */
             best = p;
-            free_layers(r->layers, c->n_layers);
+            free_layers(r->layers, n);
             r->layers = layers;
             r->rs.freqfold = cands[i];
         } else {
-            free_layers(layers, c->n_layers);
+            free_layers(layers, n);
         }
     }
-    calib_stats_free(&keys);
-    if (rc) return -1;
+    r->step_layers = NULL;
+    if (!data_free(r)) calib_stats_free(&keys);
+    if (rc) {
+        json_decref(search);
+        return -1;
+    }
     json_object_set_new(r->ppl, "rorope", json_real(best));
     json_object_set_new(r->ppl, "rorope_by_freqfold", search);
     json_object_set_new(r->settings, "freqfold", json_integer(r->rs.freqfold));
@@ -220,29 +363,22 @@ static int stage_rorope(Run *r) {
 
 /* Steps 2-3: latent (and query) statistics on the RoRoPE model, BKV-PCA. */
 static int stage_bkv_pca(Run *r) {
-    const ModelConfig *c = &r->orig.cfg;
+    const ModelConfig *c = &r->cfg;
     const ConvertSettings *s = r->s;
-    BuiltModel bm;
-    if (built_model_init(&bm, &r->orig, r->layers, BUILD_EXACT, 0)) return -1;
-    CalibStats lat;
     int qdim = s->q_lora_rank ? c->n_heads * (c->head_dim + s->qk_mqa_dim) : 0;
-    calib_stats_init(&lat, CAL_LATENT, c->n_layers, r->layers[0].R, qdim);
-    int rc = calibrate(&bm.model, r->cal_ids, s->cal_seqlen, r->cal_nseq, s->cal_batch, "calibrate[latent]", s->progress,
-                       &lat);
-    built_model_free(&bm);
-    stage_done(r, "calibrate_latent");
-    note_max(&r->mem_stats, calib_stats_bytes(&lat));
-    note_max(&r->mem_act, lat.activation_bytes);
-    json_t *ratios = json_array();
-    for (int l = 0; l < c->n_layers && !rc; l++) {
-        if (s->progress) fprintf(stderr, "bkv-pca: layer %d/%d\n", l + 1, c->n_layers);
-        double ratio;
-        rc = mla_bkv_pca(&r->layers[l], lat.sum[l], lat.count, s->kv_lora_rank, s->balance_kv_ratio, &ratio);
-        if (!rc && s->q_lora_rank) rc = mla_q_pca(&r->layers[l], lat.qsum[l], lat.count, s->q_lora_rank);
-        json_array_append_new(ratios, json_real(ratio));
+    int R0 = r->layers[r->first].R;
+    CalibStats lat = {0};
+    if (!data_free(r)) {
+        BuiltModel bm;
+        if (dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, r->layers, BUILD_EXACT, 0))) return -1;
+        gather_stats(r, &bm.model, &lat, CAL_LATENT, R0, qdim, "calibrate[latent]");
+        built_model_free(&bm);
+        stage_done(r, "calibrate_latent");
     }
-    json_object_set_new(r->report, "kv_balance_ratio", ratios);
-    calib_stats_free(&lat);
+    r->step_stats = data_free(r) ? NULL : &lat;
+    r->step_layers = r->layers;
+    int rc = each_stage_layer(r, step_bkv_pca, R0 > qdim ? R0 : qdim, data_free(r) ? "bkv-svd" : "bkv-pca");
+    if (!data_free(r)) calib_stats_free(&lat);
     stage_done(r, "bkv_pca");
     return rc;
 }
@@ -250,162 +386,241 @@ static int stage_bkv_pca(Run *r) {
 /* Step 4: fit the export's kv_b_proj to the kv_a_layernorm DeepSeek loaders
  * apply, on the latents of `exact` (the BUILD_EXACT model of r->layers). */
 static int stage_kv_norm_fit(Run *r, const Model *exact) {
-    const ModelConfig *c = &r->orig.cfg;
-    const ConvertSettings *s = r->s;
     CalibStats st;
-    calib_stats_init(&st, CAL_LATENT_NORMED, c->n_layers, 2 * s->kv_lora_rank, 0);
-    int rc = calibrate(exact, r->cal_ids, s->cal_seqlen, r->cal_nseq, s->cal_batch, "calibrate[kv-norm]",
-                       s->progress, &st);
-    note_max(&r->mem_stats, calib_stats_bytes(&st));
-    for (int l = 0; l < c->n_layers && !rc; l++) rc = mla_fit_kv_norm(&r->layers[l], st.sum[l]);
+    gather_stats(r, exact, &st, CAL_LATENT_NORMED, 2 * r->s->kv_lora_rank, 0, "calibrate[kv-norm]");
+    r->step_stats = &st;
+    r->step_layers = r->layers;
+    int rc = each_stage_layer(r, step_kv_norm_fit, 0, "kv-norm-fit");
     calib_stats_free(&st);
     stage_done(r, "kv_norm_fit");
     return rc;
 }
 
-/* ---- output folder: temp name, renamed when complete ---- */
+/* ---- output ---- */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
-static int finish_output(Run *r) {
-    const char *save = r->s->save_path;
-    char old[4200];
-    struct stat st;
-    int had_old = stat(save, &st) == 0;
-    snprintf(old, sizeof old, "%s.old-%ld", save, (long)getpid());
-    if (had_old && rename(save, old)) return tm_fail("%s: cannot move the old folder aside: %s", save, strerror(errno));
-    if (rename(r->tmp_dir, save)) return tm_fail("%s: cannot rename %s into place: %s", save, r->tmp_dir, strerror(errno));
-    r->tmp_dir[0] = 0;
-    if (had_old) rm_tree(old);
-    return 0;
-}
-
-static json_t *settings_json(const ConvertSettings *s, const RoropeShape *rs) {
+static json_t *settings_json(const Run *r) {
+    const ConvertSettings *s = r->s;
     json_t *o = json_object();
     json_object_set_new(o, "model_path", json_string(s->model_path));
-    json_object_set_new(o, "cal_tokens", json_string(s->cal_tokens));
+    json_object_set_new(o, "cal_dataset", json_string(data_free(r) ? "none" : "tokens"));
+    json_object_set_new(o, "cal_tokens", s->cal_tokens ? json_string(s->cal_tokens) : json_null());
     json_object_set_new(o, "cal_max_seqlen", json_integer(s->cal_seqlen));
-    json_object_set_new(o, "cal_nsamples", json_integer(s->cal_nsamples));
+    json_object_set_new(o, "cal_nsamples", json_integer(r->cal_nseq));
     json_object_set_new(o, "eval_tokens", s->eval_tokens ? json_string(s->eval_tokens) : json_null());
     json_object_set_new(o, "ppl_seqlen", json_integer(s->ppl_seqlen));
-    json_object_set_new(o, "qk_mqa_dim", json_integer(rs->r));
-    json_object_set_new(o, "collapse", json_integer(rs->collapse));
+    json_object_set_new(o, "qk_mqa_dim", json_integer(r->rs.r));
+    json_object_set_new(o, "collapse", json_integer(r->rs.collapse));
     json_object_set_new(o, "freqfold_requested", s->freqfold ? json_integer(s->freqfold) : json_string("auto"));
     json_object_set_new(o, "kv_lora_rank", json_integer(s->kv_lora_rank));
     json_object_set_new(o, "q_lora_rank", s->q_lora_rank ? json_integer(s->q_lora_rank) : json_null());
     json_object_set_new(o, "balance_kv_ratio", json_real(s->balance_kv_ratio));
     json_object_set_new(o, "rope_interleave", json_boolean(s->rope_interleave));
-    json_object_set_new(o, "calibration", json_string("parallel"));
-    json_object_set_new(o, "kv_norm", json_string(s->kv_norm_fit ? "fit" : "rms"));
+    json_object_set_new(o, "calibration", json_string(data_free(r) ? "none (weights only)" : "parallel"));
+    json_object_set_new(o, "kv_norm", json_string(s->kv_norm_fit && !data_free(r) ? "fit" : "rms"));
+    json_object_set_new(o, "ranks", json_integer(r->t.size));
+    json_object_set_new(o, "stages", json_integer(r->t.stages));
+    json_object_set_new(o, "replicas", json_integer(r->t.replicas));
+    json_object_set_new(o, "scalapack_min_n", json_integer(s->scalapack_min_n));
     return o;
 }
 
-static uint64_t peak_rss_bytes(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (uint64_t)ru.ru_maxrss * 1024;
+/* Per-rank memory, summed pieces on rank 0: peak RSS, weights, statistics,
+ * activations, converted attention. */
+static void memory_report(Run *r) {
+    uint64_t mine[5] = {output_peak_rss(), r->orig.w.n_bytes, r->mem_stats, r->mem_act, r->mem_attn};
+    uint64_t *all = mallocCheck((size_t)r->t.size * 5 * sizeof *all);
+    MPI_Gather(mine, 5, MPI_UINT64_T, all, 5, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    if (is_root(r)) {
+        json_t *per = json_array();
+        for (int i = 0; i < r->t.size; i++) {
+            uint64_t *m = all + 5 * i;
+            json_array_append_new(per, json_pack("{sisisIsIsIsIsI}", "rank", i, "stage", i % r->t.stages,
+                                                 "peak_rss_bytes", (json_int_t)m[0], "weights_bytes", (json_int_t)m[1],
+                                                 "statistics_bytes", (json_int_t)m[2], "activation_bytes",
+                                                 (json_int_t)m[3], "converted_attention_bytes", (json_int_t)m[4]));
+        }
+        /* rank 0's figures at the top level, as a one-process run reports them */
+        json_t *mem = json_pack("{sIsIsIsIsI}", "peak_rss_bytes", (json_int_t)all[0], "weights_bytes",
+                                (json_int_t)all[1], "statistics_bytes", (json_int_t)all[2], "activation_bytes",
+                                (json_int_t)all[3], "converted_attention_bytes", (json_int_t)all[4]);
+        json_object_set_new(mem, "per_rank", per);
+        json_object_set_new(r->report, "memory", mem);
+    }
+    free(all);
 }
 
-static void print_table(json_t *ppl, int freqfold) {
-    json_t *search = json_object_get(ppl, "rorope_by_freqfold");
-    if (json_object_size(search) > 1) {
-        const char *key;
-        json_t *v;
-        printf("freqfold search (RoRoPE ppl):");
-        json_object_foreach(search, key, v) printf("  %s: %.4f", key, json_number_value(v));
-        printf("  -> %d\n", freqfold);
-    }
-    static const char *rows[][2] = {{"original", "original GQA"},
-                                    {"rorope", "RoRoPE (partial RoPE)"},
-                                    {"mla", "MLA (exact, no kv norm)"},
-                                    {"mla_native", "MLA as exported (DeepSeek loader)"}};
-    printf("%-36s %s\n", "model", "perplexity");
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        json_t *v = json_object_get(ppl, rows[i][0]);
-        if (v && json_is_number(v)) printf("%-36s %.6f\n", rows[i][1], json_number_value(v));
+static void print_memory(const Run *r) {
+    json_t *per = json_object_get(json_object_get(r->report, "memory"), "per_rank");
+    size_t i;
+    json_t *m;
+    printf("%-6s %-6s %12s %12s %12s %12s %12s\n", "rank", "stage", "peak MiB", "weights", "converted", "statistics",
+           "micro-batch");
+    json_array_foreach(per, i, m) {
+#define MIB(k) (json_integer_value(json_object_get(m, k)) / 1048576.0)
+        printf("%-6zu %-6lld %12.1f %12.1f %12.1f %12.1f %12.1f\n", i,
+               (long long)json_integer_value(json_object_get(m, "stage")), MIB("peak_rss_bytes"), MIB("weights_bytes"),
+               MIB("converted_attention_bytes"), MIB("statistics_bytes"), MIB("activation_bytes"));
+#undef MIB
     }
 }
 
-static int run_stages(Run *r) {
+/* Rank 0 names the temporary folder (its pid) and creates it. */
+static int make_temp_dir(Run *r) {
+    if (is_root(r)) snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s.tmp-%ld", r->s->save_path, (long)getpid());
+    MPI_Bcast(r->tmp_dir, sizeof r->tmp_dir, MPI_CHAR, 0, MPI_COMM_WORLD);
+    return dist_agree(MPI_COMM_WORLD, is_root(r) ? output_make_temp(r->tmp_dir) : 0);
+}
+
+static void report_tail(Run *r, TmDType dtype) {
+    const ModelConfig *c = &r->cfg;
     const ConvertSettings *s = r->s;
-    const ModelConfig *c = &r->orig.cfg;
-    json_object_set_new(r->ppl, "original", json_real(eval_ppl(r, &r->orig, "original")));
-    stage_done(r, "eval_original");
-    if (stage_rorope(r) || stage_bkv_pca(r)) return -1;
+    double *ratios = callocCheck((size_t)c->n_layers, sizeof *ratios), *sum = callocCheck((size_t)c->n_layers, sizeof *sum);
+    if (r->t.replica == 0)
+        for (int l = r->first; l < r->end; l++) ratios[l] = r->kv_ratio[l];
+    MPI_Reduce(ratios, sum, c->n_layers, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    int calls[2] = {r->scalapack_calls, r->lapack_calls}, total[2];
+    MPI_Reduce(calls, total, 2, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD);
+    if (is_root(r)) {
+        json_t *a = json_array();
+        for (int l = 0; l < c->n_layers; l++) json_array_append_new(a, json_real(sum[l]));
+        json_object_set_new(r->report, "kv_balance_ratio", a);
+        json_object_set_new(r->report, "eigen_solver",
+                            json_pack("{sisi}", "scalapack_problems", total[0], "lapack_problems", total[1]));
+        int L = c->n_kv_heads * c->head_dim;
+        uint64_t before = 2ull * L * c->n_layers * tm_dtype_size(r->orig.w.dtype);
+        uint64_t after = (uint64_t)(s->kv_lora_rank + s->qk_mqa_dim) * c->n_layers * tm_dtype_size(dtype);
+        json_object_set_new(r->report, "kv_bytes_per_token",
+                            json_pack("{sIsI}", "before", (json_int_t)before, "after", (json_int_t)after));
+        json_t *notes = json_array();
+        if (build_drops_q_bias(&r->layers[r->first]))
+            json_array_append_new(notes, json_string("q_proj bias: DeepSeek's q_proj has no bias slot, so the export drops "
+                                                     "it; ppl.mla_native_with_q_bias is the export with it kept, so "
+                                                     "ppl.mla_native - ppl.mla_native_with_q_bias is its cost; "
+                                                     "--q-lora-rank keeps it in q_a_proj.bias"));
+        if (c->sliding_window)
+            json_array_append_new(notes, json_string("sliding_window: DeepSeek attention has none; the export attends to "
+                                                     "the whole context"));
+        if (data_free(r))
+            json_array_append_new(notes, json_string("--cal-dataset none: principal directions from the weights alone "
+                                                     "(inputs taken as the input norm's weight times white noise); "
+                                                     "kv_a_layernorm weight = the latent RMS under that assumption"));
+        json_object_set_new(r->report, "notes", notes);
+    }
+    free(ratios);
+    free(sum);
+}
 
-    BuiltModel exact;
-    if (built_model_init(&exact, &r->orig, r->layers, BUILD_EXACT, 0)) return -1;
-    json_object_set_new(r->ppl, "mla", json_real(eval_ppl(r, &exact.model, "mla")));
-    stage_done(r, "eval_mla");
-    /* the fit only adds kv_b_native to r->layers; the exact model keeps its own fp32 copies */
-    int fit_rc = s->kv_norm_fit ? stage_kv_norm_fit(r, &exact.model) : 0;
-    built_model_free(&exact);
-    if (fit_rc) return -1;
-
-    /* export to the temp folder, then read it back as any DeepSeek loader would */
-    snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s.tmp-%ld", s->save_path, (long)getpid());
-    rm_tree(r->tmp_dir);
-    if (mkdir(r->tmp_dir, 0755)) return tm_fail("%s: cannot create: %s", r->tmp_dir, strerror(errno));
-    BuiltModel native;
-    if (built_model_init(&native, &r->orig, r->layers, BUILD_NATIVE, s->rope_interleave)) return -1;
+/* Steps 5-6: export to the temp folder, read it back as a DeepSeek loader
+ * would, report, rename into place. */
+static int stage_export(Run *r) {
+    const ConvertSettings *s = r->s;
     TmDType dtype = s->dtype != TM_DTYPE_INVALID ? s->dtype : r->orig.w.dtype;
-    if (s->progress) fprintf(stderr, "export: %s (%s)\n", s->save_path, tm_dtype_name(dtype));
-    int rc = export_deepseek_v3(r->tmp_dir, &native, s->model_path, dtype, s->max_shard_bytes);
+    if (make_temp_dir(r)) return -1;
+    BuiltModel native;
+    if (dist_agree(MPI_COMM_WORLD, built_model_init(&native, &r->orig, r->layers, BUILD_NATIVE, s->rope_interleave)))
+        return -1;
+    say(r, "export: %s (%s)\n", s->save_path, tm_dtype_name(dtype));
+    dist_inject_failure("export");
+    int rc = dist_export(&r->t, r->tmp_dir, &native, s->model_path, dtype, s->max_shard_bytes);
     built_model_free(&native);
     if (rc) return -1;
     stage_done(r, "export");
-    if (build_drops_q_bias(&r->layers[0]) && r->eval_ids) {
+    if (build_drops_q_bias(&r->layers[r->first]) && r->eval_ids) {
         BuiltModel with_bias;
-        if (built_model_init(&with_bias, &r->orig, r->layers, BUILD_NATIVE_Q_BIAS, s->rope_interleave)) return -1;
+        if (dist_agree(MPI_COMM_WORLD,
+                       built_model_init(&with_bias, &r->orig, r->layers, BUILD_NATIVE_Q_BIAS, s->rope_interleave)))
+            return -1;
         json_object_set_new(r->ppl, "mla_native_with_q_bias", json_real(eval_ppl(r, &with_bias.model, "mla_native + q bias")));
         built_model_free(&with_bias);
     }
-    Model back;
-    if (model_load(&back, r->tmp_dir)) return -1;
-    json_object_set_new(r->ppl, "mla_native", json_real(eval_ppl(r, &back, "mla_native")));
-    model_free(&back);
-    stage_done(r, "eval_mla_native");
+    if (r->eval_ids) {
+        Model back;
+        if (dist_agree(MPI_COMM_WORLD, model_load_part(&back, r->tmp_dir, &r->orig.part))) return -1;
+        json_object_set_new(r->ppl, "mla_native", json_real(eval_ppl(r, &back, "mla_native")));
+        model_free(&back);
+        stage_done(r, "eval_mla_native");
+    }
+    report_tail(r, dtype);
+    memory_report(r);
+    rc = 0;
+    if (is_root(r)) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/transmla_report.json", r->tmp_dir);
+        if (json_dump_file(r->report, path, JSON_INDENT(2))) rc = tm_fail("%s: cannot write", path);
+        if (!rc) rc = output_finish(r->tmp_dir, s->save_path);
+    }
+    if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
+    r->tmp_dir[0] = 0;
+    if (is_root(r)) {
+        output_print_ppl(r->ppl, r->rs.freqfold);
+        json_t *kv = json_object_get(r->report, "kv_bytes_per_token");
+        double before = json_integer_value(json_object_get(kv, "before")), after = json_integer_value(json_object_get(kv, "after"));
+        printf("KV cache: %.0f -> %.0f bytes per token (%.2fx smaller)\n", before, after, before / after);
+        print_memory(r);
+        printf("wrote %s\n", s->save_path);
+    }
+    return 0;
+}
 
-    int L = c->n_kv_heads * c->head_dim;
-    uint64_t before = 2ull * L * c->n_layers * tm_dtype_size(r->orig.w.dtype);
-    uint64_t after = (uint64_t)(s->kv_lora_rank + s->qk_mqa_dim) * c->n_layers * tm_dtype_size(dtype);
-    json_object_set_new(r->report, "kv_bytes_per_token", json_pack("{sIsI}", "before", (json_int_t)before, "after",
-                                                                   (json_int_t)after));
-    json_t *notes = json_array();
-    if (build_drops_q_bias(&r->layers[0]))
-        json_array_append_new(notes, json_string("q_proj bias: DeepSeek's q_proj has no bias slot, so the export drops "
-                                                 "it; ppl.mla_native_with_q_bias is the export with it kept, so "
-                                                 "ppl.mla_native - ppl.mla_native_with_q_bias is its cost; "
-                                                 "--q-lora-rank keeps it in q_a_proj.bias"));
-    if (c->sliding_window)
-        json_array_append_new(notes, json_string("sliding_window: DeepSeek attention has none; the export attends to "
-                                                 "the whole context"));
-    json_object_set_new(r->report, "notes", notes);
-    Workspace probe; /* the evaluation micro-batch's size; malloc without touching pages */
-    workspace_init(&probe, c, s->eval_batch, s->ppl_seqlen);
-    note_max(&r->mem_act, probe.bytes);
-    workspace_free(&probe);
-    json_object_set_new(r->report, "memory",
-                        json_pack("{sIsIsIsIsI}", "peak_rss_bytes", (json_int_t)peak_rss_bytes(), "weights_bytes",
-                                  (json_int_t)r->orig.w.n_bytes, "converted_attention_bytes", (json_int_t)r->mem_attn,
-                                  "statistics_bytes", (json_int_t)r->mem_stats, "activation_bytes",
-                                  (json_int_t)r->mem_act));
+static int run_stages(Run *r) {
+    json_object_set_new(r->ppl, "original", json_real(eval_ppl(r, &r->orig, "original")));
+    stage_done(r, "eval_original");
+    dist_inject_failure("calibrate");
+    if (stage_rorope(r) || stage_bkv_pca(r)) return -1;
 
-    char path[4200];
-    snprintf(path, sizeof path, "%s/transmla_report.json", r->tmp_dir);
-    if (json_dump_file(r->report, path, JSON_INDENT(2))) return tm_fail("%s: cannot write", path);
-    if (finish_output(r)) return -1;
-    print_table(r->ppl, r->rs.freqfold);
-    printf("KV cache: %llu -> %llu bytes per token (%.2fx smaller)\n", (unsigned long long)before,
-           (unsigned long long)after, (double)before / after);
-    printf("peak memory %.1f MiB (weights %.1f, converted attention %.1f, statistics %.1f, one micro-batch %.1f MiB); "
-           "wrote %s\n", peak_rss_bytes() / 1048576.0, r->orig.w.n_bytes / 1048576.0, r->mem_attn / 1048576.0,
-           r->mem_stats / 1048576.0, r->mem_act / 1048576.0, s->save_path);
+    BuiltModel exact;
+    if (dist_agree(MPI_COMM_WORLD, built_model_init(&exact, &r->orig, r->layers, BUILD_EXACT, 0))) return -1;
+    json_object_set_new(r->ppl, "mla", json_real(eval_ppl(r, &exact.model, "mla")));
+    stage_done(r, "eval_mla");
+    /* the fit only adds kv_b_native to r->layers; the exact model keeps its own fp32 copies */
+    int fit_rc = r->s->kv_norm_fit && !data_free(r) ? stage_kv_norm_fit(r, &exact.model) : 0;
+    built_model_free(&exact);
+    if (fit_rc) return -1;
+    return stage_export(r);
+}
+
+/* Config, settings, plan, weights and tokens: everything that can be wrong
+ * with the input, checked before the heavy work. */
+static int prepare(Run *r) {
+    const ConvertSettings *s = r->s;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", s->model_path);
+    if (dist_agree(MPI_COMM_WORLD, topology_init(&r->t, s->stages))) return -1;
+    int rc = hf_config_load(&r->cfg, path);
+    if (!rc) rc = check_settings(r);
+    if (!rc) rc = check_output(r);
+    if (!rc) rc = make_plan(r);
+    if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
+    r->cal_nseq = s->cal_nsamples;
+    r->eval_nseq = s->eval_nsamples;
+    if (s->cal_tokens)
+        rc = read_windows(s->cal_tokens, s, r->cfg.vocab_size, s->cal_seqlen, &r->cal_nseq, &r->cal_ids, &r->n_cal,
+                          "--cal-tokens");
+    if (!rc && s->eval_tokens)
+        rc = read_windows(s->eval_tokens, s, r->cfg.vocab_size, s->ppl_seqlen, &r->eval_nseq, &r->eval_ids,
+                          &r->n_eval, "--eval-tokens");
+    if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
+    r->report = json_object();
+    r->settings = settings_json(r);
+    r->ppl = json_object();
+    r->seconds = json_object();
+    json_object_set(r->report, "settings", r->settings);
+    json_object_set(r->report, "ppl", r->ppl);
+    json_object_set(r->report, "seconds", r->seconds);
+    dist_inject_failure("load");
+    if (load_part(r)) return -1;
+    r->kv_ratio = callocCheck((size_t)r->cfg.n_layers, sizeof *r->kv_ratio);
+    dist_solver_init(&r->local, &r->local_ctx, MPI_COMM_SELF, s->scalapack_min_n);
+    dist_solver_init(&r->stage, &r->stage_ctx, r->t.stage_comm, s->scalapack_min_n);
+    const ModelConfig *c = &r->cfg;
+    if (data_free(r))
+        say(r, "convert: %s (%s, %d layers, %d heads / %d kv heads, head_dim %d) -> MLA kv_lora_rank %d, qk_mqa_dim %d; "
+               "data-free (weights only)\n", s->model_path, c->model_type, c->n_layers, c->n_heads, c->n_kv_heads,
+            c->head_dim, s->kv_lora_rank, s->qk_mqa_dim);
+    else
+        say(r, "convert: %s (%s, %d layers, %d heads / %d kv heads, head_dim %d) -> MLA kv_lora_rank %d, qk_mqa_dim %d; "
+               "calibration %d x %d tokens\n", s->model_path, c->model_type, c->n_layers, c->n_heads, c->n_kv_heads,
+            c->head_dim, s->kv_lora_rank, s->qk_mqa_dim, r->cal_nseq, s->cal_seqlen);
     return 0;
 }
 
@@ -413,41 +628,20 @@ int convert_run(const ConvertSettings *s) {
     Run r;
     memset(&r, 0, sizeof r);
     r.s = s;
-    if (model_load(&r.orig, s->model_path)) return -1;
-    int rc = check_settings(&r);
-    r.cal_nseq = s->cal_nsamples;
-    r.eval_nseq = s->eval_nsamples;
-    if (!rc)
-        rc = read_windows(s->cal_tokens, s, r.orig.cfg.vocab_size, s->cal_seqlen, &r.cal_nseq, &r.cal_ids, &r.n_cal,
-                          "--cal-tokens");
-    if (!rc && s->eval_tokens)
-        rc = read_windows(s->eval_tokens, s, r.orig.cfg.vocab_size, s->ppl_seqlen, &r.eval_nseq, &r.eval_ids,
-                          &r.n_eval, "--eval-tokens");
-    if (!rc) {
-        r.report = json_object();
-        r.settings = settings_json(s, &r.rs);
-        r.ppl = json_object();
-        r.seconds = json_object();
-        json_object_set(r.report, "settings", r.settings);
-        json_object_set(r.report, "ppl", r.ppl);
-        json_object_set(r.report, "seconds", r.seconds);
-        if (s->progress)
-            fprintf(stderr, "convert: %s (%s, %d layers, %d heads / %d kv heads, head_dim %d) -> MLA kv_lora_rank %d, "
-                            "qk_mqa_dim %d; calibration %d x %d tokens\n",
-                    s->model_path, r.orig.cfg.model_type, r.orig.cfg.n_layers, r.orig.cfg.n_heads,
-                    r.orig.cfg.n_kv_heads, r.orig.cfg.head_dim, s->kv_lora_rank, s->qk_mqa_dim, r.cal_nseq,
-                    s->cal_seqlen);
-        r.t_stage = tm_now_s();
-        rc = run_stages(&r);
-        if (rc && r.tmp_dir[0]) rm_tree(r.tmp_dir); /* never leave a half-written folder */
-    }
-    free_layers(r.layers, r.orig.cfg.n_layers);
+    r.t_stage = tm_now_s();
+    int rc = prepare(&r);
+    if (!rc) rc = run_stages(&r);
+    if (rc && r.tmp_dir[0] && is_root(&r)) output_remove_tree(r.tmp_dir); /* never leave a half-written folder */
+    free_layers(r.layers, r.cfg.n_layers);
+    free(r.kv_ratio);
     free(r.cal_ids);
     free(r.eval_ids);
     json_decref(r.settings);
     json_decref(r.ppl);
     json_decref(r.seconds);
     json_decref(r.report);
-    model_free(&r.orig);
+    if (r.orig.w.layers) model_free(&r.orig);
+    plan_free(&r.plan);
+    topology_free(&r.t);
     return rc;
 }

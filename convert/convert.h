@@ -1,5 +1,6 @@
-/* `transmla convert` on one process: calibrate, RoRoPE, BKV-PCA, absorb,
- * export, evaluate each stage, report. */
+/* `transmla convert`: calibrate, RoRoPE, BKV-PCA, absorb, export, evaluate
+ * each step, report; on one process or on P MPI ranks as S pipeline stages x
+ * P/S replicas (dist/), giving the same model either way. */
 #ifndef TM_CONVERT_CONVERT_H
 #define TM_CONVERT_CONVERT_H
 
@@ -11,7 +12,7 @@
 typedef struct {
     const char *model_path, *save_path;
     int overwrite;
-    const char *cal_tokens, *eval_tokens;
+    const char *cal_tokens, *eval_tokens; /* cal_tokens NULL: data-free (--cal-dataset none) */
     TmTokenDType token_dtype;
     int cal_seqlen, cal_nsamples, cal_batch;  /* nsamples 0: every complete window */
     int ppl_seqlen, eval_nsamples, eval_batch;
@@ -25,11 +26,15 @@ typedef struct {
     int kv_norm_fit;  /* 1: fit kv_b_proj to the exported kv_a_layernorm (one more calibration pass); 0: RMS weight */
     uint64_t max_shard_bytes;
     int progress;
+    int stages;              /* pipeline stages; replicas = ranks / stages */
+    uint64_t mem_per_rank;   /* 0: no limit on the plan's estimate */
+    int scalapack_min_n;     /* eigenproblems/SVDs with at least this many rows run on ScaLAPACK */
 } ConvertSettings;
 
-/* Returns 0, or -1 with tm_error() set; errors in the settings are found
- * before any heavy work, and nothing appears at save_path unless the whole
- * conversion succeeded. */
+/* Collective over MPI_COMM_WORLD (MPI initialised by the caller). Returns 0,
+ * or -1 on every rank with tm_error() set ("rank R: cause" when several);
+ * errors in the settings are found before any heavy work, and nothing
+ * appears at save_path unless the whole conversion succeeded. */
 int convert_run(const ConvertSettings *s);
 
 #endif

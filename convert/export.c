@@ -9,6 +9,7 @@
 #include "io/json_util.h"
 #include "io/safetensors_write.h"
 #include "model/tensor.h"
+#include "model/weights.h"
 
 /* Keys of the source config.json a DeepSeek config shares. */
 static const char *carried_keys[] = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -86,48 +87,56 @@ static int copy_file(const char *from, const char *to) {
 static const char *tokenizer_files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                         "tokenizer.model", "generation_config.json", "vocab.json", "merges.txt"};
 
-int export_deepseek_v3(const char *dir, const BuiltModel *native, const char *src_dir, TmDType dtype,
-                       uint64_t max_shard_bytes) {
-    int n = native->n, rc = 0;
-    StWriteTensor *wt = callocCheck((size_t)n, sizeof *wt);
-    void **converted = callocCheck((size_t)n, sizeof *converted);
-    for (int i = 0; i < n && !rc; i++) {
+void export_tensors_init(ExportTensors *e, const BuiltModel *native, TmDType dtype, int with_embedding) {
+    memset(e, 0, sizeof *e);
+    e->t = callocCheck((size_t)native->n + 1, sizeof *e->t);
+    e->converted = callocCheck((size_t)native->n + 1, sizeof *e->converted);
+    for (int i = 0; i < native->n; i++) {
         const StTensor *t = &native->tensors[i];
-        wt[i].name = t->name;
-        wt[i].ndim = t->ndim;
-        memcpy(wt[i].shape, t->shape, sizeof t->shape);
-        wt[i].dtype = dtype;
-        wt[i].data = t->data;
-        if (t->dtype == dtype) continue;
-        /* a dtype change costs one copy of this tensor at a time of writing */
-        int64_t numel = 1;
-        for (int d = 0; d < t->ndim; d++) numel *= t->shape[d];
-        Tensor view = {.data = t->data, .dtype = t->dtype, .rows = 1, .cols = numel, .name = t->name};
-        float *f = mallocCheck((size_t)numel * sizeof *f);
-        tensor_to_f32(&view, 0, numel, f);
-        if (dtype == TM_F32) {
-            converted[i] = f;
-        } else {
-            uint16_t *h = mallocCheck((size_t)numel * sizeof *h);
-            for (int64_t j = 0; j < numel; j++) h[j] = dtype == TM_BF16 ? tm_f32_to_bf16(f[j]) : tm_f32_to_f16(f[j]);
-            free(f);
-            converted[i] = h;
+        if (!with_embedding && weights_tensor_part(t->name) == WEIGHT_PART_EMBED) continue;
+        StWriteTensor *w = &e->t[e->n];
+        w->name = t->name;
+        w->ndim = t->ndim;
+        memcpy(w->shape, t->shape, sizeof t->shape);
+        w->dtype = dtype;
+        w->data = t->data;
+        if (t->dtype != dtype) {
+            /* a dtype change costs one copy of the tensor until the write */
+            int64_t numel = 1;
+            for (int d = 0; d < t->ndim; d++) numel *= t->shape[d];
+            Tensor view = {.data = t->data, .dtype = t->dtype, .rows = 1, .cols = numel, .name = t->name};
+            float *f = mallocCheck((size_t)numel * sizeof *f);
+            tensor_to_f32(&view, 0, numel, f);
+            if (dtype == TM_F32) {
+                e->converted[e->n] = f;
+            } else {
+                uint16_t *h = mallocCheck((size_t)numel * sizeof *h);
+                for (int64_t j = 0; j < numel; j++)
+                    h[j] = dtype == TM_BF16 ? tm_f32_to_bf16(f[j]) : tm_f32_to_f16(f[j]);
+                free(f);
+                e->converted[e->n] = h;
+            }
+            w->data = e->converted[e->n];
         }
-        wt[i].data = converted[i];
+        e->n++;
     }
-    if (!rc) rc = st_write_model(dir, wt, n, max_shard_bytes);
-    for (int i = 0; i < n; i++) free(converted[i]);
-    free(converted);
-    free(wt);
-    if (rc) return -1;
+}
 
+void export_tensors_free(ExportTensors *e) {
+    for (int i = 0; i < e->n; i++) free(e->converted[i]);
+    free(e->converted);
+    free(e->t);
+    memset(e, 0, sizeof *e);
+}
+
+int export_metadata(const char *dir, const ModelConfig *cfg, const char *src_dir, TmDType dtype) {
     char src[4096], dst[4096];
     snprintf(src, sizeof src, "%s/config.json", src_dir);
-    json_t *cfg = export_config_json(&native->model.cfg, src, dtype);
-    if (!cfg) return -1;
+    json_t *o = export_config_json(cfg, src, dtype);
+    if (!o) return -1;
     snprintf(dst, sizeof dst, "%s/config.json", dir);
-    if (json_dump_file(cfg, dst, JSON_INDENT(2) | JSON_SORT_KEYS)) rc = tm_fail("%s: cannot write", dst);
-    json_decref(cfg);
+    int rc = json_dump_file(o, dst, JSON_INDENT(2) | JSON_SORT_KEYS) ? tm_fail("%s: cannot write", dst) : 0;
+    json_decref(o);
     for (size_t i = 0; i < sizeof tokenizer_files / sizeof tokenizer_files[0] && !rc; i++) {
         snprintf(src, sizeof src, "%s/%s", src_dir, tokenizer_files[i]);
         snprintf(dst, sizeof dst, "%s/%s", dir, tokenizer_files[i]);

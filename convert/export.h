@@ -1,5 +1,6 @@
 /* Writing a converted model as a DeepSeek-V3 Hugging Face folder:
- * safetensors shards + index, config.json, the source's tokenizer files. */
+ * safetensors shards + index, config.json, the source's tokenizer files
+ * (dist/export.c decides who writes which shard). */
 #ifndef TM_CONVERT_EXPORT_H
 #define TM_CONVERT_EXPORT_H
 
@@ -8,12 +9,23 @@
 #include <jansson.h>
 
 #include "convert/build.h"
+#include "io/safetensors_write.h"
 
-/* Write `native` (a BUILD_NATIVE model) into the existing empty folder `dir`,
- * tensors stored as `dtype`. src_dir: the original model folder (config.json
- * fields carried over, tokenizer files copied). */
-int export_deepseek_v3(const char *dir, const BuiltModel *native, const char *src_dir, TmDType dtype,
-                       uint64_t max_shard_bytes);
+/* The tensors of `native` (a BUILD_NATIVE model, or one stage's part of it)
+ * as they will be stored: `dtype`, with converted copies owned here. The
+ * embedding is left out unless with_embedding (with tied embeddings the last
+ * stage holds it too, but only the first writes it). */
+typedef struct {
+    StWriteTensor *t;
+    int n;
+    void **converted;
+} ExportTensors;
+void export_tensors_init(ExportTensors *e, const BuiltModel *native, TmDType dtype, int with_embedding);
+void export_tensors_free(ExportTensors *e);
+
+/* config.json (from cfg and the source's config.json) and the source's
+ * tokenizer files, written into dir. */
+int export_metadata(const char *dir, const ModelConfig *cfg, const char *src_dir, TmDType dtype);
 
 /* The config.json object of the export (caller json_decref()s). */
 json_t *export_config_json(const ModelConfig *c, const char *src_config_path, TmDType dtype);

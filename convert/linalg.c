@@ -12,6 +12,9 @@
  * for it). The trailing size_t is the hidden length of the string arguments. */
 extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w,
                     double *work, const int *lwork, int *iwork, const int *liwork, int *info, size_t, size_t);
+extern void dgesvd_(const char *jobu, const char *jobvt, const int *m, const int *n, double *a, const int *lda,
+                    double *s, double *u, const int *ldu, double *vt, const int *ldvt, double *work, const int *lwork,
+                    int *info, size_t, size_t);
 
 int64_t cov_accumulate(double *S, int dim, const float *X, int64_t ld, int col0, int n, const uint8_t *keep,
                        double *stage) {
@@ -58,15 +61,41 @@ int eigh_descending(int n, double *A, double *w) {
         memcpy(A + (int64_t)j * n, row, (size_t)n * sizeof *row);
     }
     free(row);
-    for (int i = 0; i < n; i++) {
-        double *v = A + (int64_t)i * n;
+    rows_fix_sign(A, n, n);
+    return 0;
+}
+
+int svd_left_descending(int m, int n, const double *F, double *U, double *s) {
+    int k = m < n ? m : n, lwork = -1, info = 0;
+    if (k == 0) return 0;
+    /* dgesvd destroys its input, so copy F anyway, and copy it transposed:
+     * column-major F then yields U[m, k] column-major, i.e. the vectors as
+     * rows of U[k, m] here, with no transpose afterwards */
+    double *a = mallocCheck((size_t)m * n * sizeof *a);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) a[(int64_t)j * m + i] = F[(int64_t)i * n + j];
+    double w_query, vt_unused = 0;
+    int one = 1;
+    dgesvd_("S", "N", &m, &n, a, &m, s, U, &m, &vt_unused, &one, &w_query, &lwork, &info, 1, 1);
+    lwork = (int)w_query;
+    double *work = mallocCheck((size_t)lwork * sizeof *work);
+    dgesvd_("S", "N", &m, &n, a, &m, s, U, &m, &vt_unused, &one, work, &lwork, &info, 1, 1);
+    free(work);
+    free(a);
+    if (info) return tm_fail("SVD of a %d x %d matrix failed (LAPACK dgesvd info %d)", m, n, info);
+    rows_fix_sign(U, k, m);
+    return 0;
+}
+
+void rows_fix_sign(double *V, int k, int n) {
+    for (int i = 0; i < k; i++) {
+        double *v = V + (int64_t)i * n;
         int big = 0;
         for (int j = 1; j < n; j++)
             if (fabs(v[j]) > fabs(v[big])) big = j;
         if (v[big] < 0)
             for (int j = 0; j < n; j++) v[j] = -v[j];
     }
-    return 0;
 }
 
 void dgemm_rm(int trans_a, int trans_b, int m, int n, int k, const double *A, const double *B, double *C) {

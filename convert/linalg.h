@@ -19,6 +19,17 @@ void sym_fill_lower(double *S, int n);
  * result depends on the matrix only. Returns 0, or -1 when LAPACK fails. */
 int eigh_descending(int n, double *A, double *w);
 
+/* Left singular vectors of F[m, n] (row-major): rows of U[k, m], k = min(m, n),
+ * singular values s[k] descending, same sign rule as eigh_descending.
+ * LAPACK dgesvd. Returns 0, or -1 (tm_fail) when LAPACK fails. */
+int svd_left_descending(int m, int n, const double *F, double *U, double *s);
+
+/* The sign rule of the functions above, for k vectors stored as the rows of
+ * V[k, n]: flip each row so its largest-magnitude entry (first on ties) is
+ * positive. Shared so that every solver, LAPACK or ScaLAPACK, gives vectors
+ * that can be compared entry by entry. */
+void rows_fix_sign(double *V, int k, int n);
+
 /* C[m, n] = A[m, k] B[k, n] (trans_a: A stored [k, m]; trans_b: B stored [n, k]). */
 void dgemm_rm(int trans_a, int trans_b, int m, int n, int k, const double *A, const double *B, double *C);
 

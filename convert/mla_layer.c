@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "convert/linalg.h"
 #include "io/checked.h"
 #include "io/error.h"
@@ -123,30 +125,24 @@ static double latent_rms(const double *w, int n, int64_t count) {
     return count > 0 && n > 0 && s > 0 ? sqrt(s / ((double)n * count)) : 1.0;
 }
 
-int mla_bkv_pca(MlaAttn *a, const double *Z, int64_t count, int R, double balance, double *ratio_out) {
-    int R0 = a->R, nk = a->nk, D = a->D, Hout = a->H * (a->dn + a->dv), dr = a->dr;
-    /* balance: mean column norm of the key part vs the value part (the
-     * reference skips the first r value dims in that mean) */
+/* BKV-PCA's balance from the latent's second-moment diagonal: mean key-dim
+ * norm over mean value-dim norm times `balance` (the reference skips the
+ * first r value dims in that mean). Latent dim j is divided by s[j]. */
+static double balance_scale(const double *diag, const MlaAttn *a, double balance, double *s) {
+    int R0 = a->R, nk = a->nk, dr = a->dr, nv_used = 0;
     double kn = 0, vn = 0;
-    int nv_used = 0;
-    for (int j = 0; j < nk; j++) kn += sqrt(Z[(int64_t)j * R0 + j]);
-    for (int j = nk + dr; j < R0; j++, nv_used++) vn += sqrt(Z[(int64_t)j * R0 + j]);
+    for (int j = 0; j < nk; j++) kn += sqrt(diag[j]);
+    for (int j = nk + dr; j < R0; j++, nv_used++) vn += sqrt(diag[j]);
     double ratio = 1.0;
     if (nk > 0 && nv_used > 0 && kn > 0 && vn > 0) ratio = (kn / nk) / ((vn / nv_used) * balance);
-    *ratio_out = ratio;
-    double *s = mallocCheck((size_t)R0 * sizeof *s); /* latent dim j is divided by s[j] */
     for (int j = 0; j < R0; j++) s[j] = j < nk ? ratio : 1.0;
+    return ratio;
+}
 
-    double *U = mallocCheck((size_t)R0 * R0 * sizeof *U), *w = mallocCheck((size_t)R0 * sizeof *w);
-    for (int i = 0; i < R0; i++)
-        for (int j = 0; j < R0; j++) U[(int64_t)i * R0 + j] = Z[(int64_t)i * R0 + j] / (s[i] * s[j]);
-    if (eigh_descending(R0, U, w)) {
-        free(s);
-        free(U);
-        free(w);
-        return -1;
-    }
-    /* kv_a_nope' = U_R diag(1/s) kv_a_nope; kv_b' = kv_b diag(s) U_R^T */
+/* Keep the top R directions U[R, R0] (rows, of the balanced latent):
+ * kv_a_nope' = U diag(1/s) kv_a_nope; kv_b' = kv_b diag(s) U^T. */
+static void bkv_apply(MlaAttn *a, const double *U, const double *w, const double *s, int R, int64_t count) {
+    int R0 = a->R, D = a->D, Hout = a->H * (a->dn + a->dv), dr = a->dr;
     double *Us = mallocCheck((size_t)R * R0 * sizeof *Us);
     for (int m = 0; m < R; m++)
         for (int j = 0; j < R0; j++) Us[(int64_t)m * R0 + j] = U[(int64_t)m * R0 + j] / s[j];
@@ -175,22 +171,75 @@ int mla_bkv_pca(MlaAttn *a, const double *Z, int64_t count, int R, double balanc
     a->kv_norm = latent_rms(w, R, count);
     a->R = R;
     a->nk = 0;
-    free(s);
-    free(U);
-    free(w);
     free(Us);
-    return 0;
 }
 
-int mla_q_pca(MlaAttn *a, const double *Q, int64_t count, int Rq) {
-    int n = a->H * (a->dn + a->dr), D = a->D;
-    double *U = mallocCheck((size_t)n * n * sizeof *U), *w = mallocCheck((size_t)n * sizeof *w);
-    memcpy(U, Q, (size_t)n * n * sizeof *U);
-    if (eigh_descending(n, U, w)) {
-        free(U);
-        free(w);
-        return -1;
+int mla_bkv_pca(MlaAttn *a, const double *Z, int64_t count, int R, double balance, const EigenSolver *e,
+                double *ratio_out) {
+    int R0 = a->R;
+    double *s = mallocCheck((size_t)R0 * sizeof *s), *diag = mallocCheck((size_t)R0 * sizeof *diag);
+    for (int j = 0; j < R0; j++) diag[j] = Z[(int64_t)j * R0 + j];
+    *ratio_out = balance_scale(diag, a, balance, s);
+    double *U = mallocCheck((size_t)R0 * R0 * sizeof *U), *w = mallocCheck((size_t)R0 * sizeof *w);
+    for (int i = 0; i < R0; i++)
+        for (int j = 0; j < R0; j++) U[(int64_t)i * R0 + j] = Z[(int64_t)i * R0 + j] / (s[i] * s[j]);
+    int rc = e->eigh(e, R0, U, w);
+    if (!rc) bkv_apply(a, U, w, s, R, count);
+    free(s);
+    free(diag);
+    free(U);
+    free(w);
+    return rc;
+}
+
+/* F[rows, D+1] = [W diag(g), b]: F F^T is the second moment of W x + b for
+ * inputs x = g * (unit-variance, uncorrelated), the data-free assumption
+ * about a normed hidden state. */
+static double *weight_factor(const double *W, const double *b, const float *g, int rows, int D) {
+    double *F = mallocCheck((size_t)rows * (D + 1) * sizeof *F);
+    for (int i = 0; i < rows; i++) {
+        for (int j = 0; j < D; j++) F[(int64_t)i * (D + 1) + j] = W[(int64_t)i * D + j] * g[j];
+        F[(int64_t)i * (D + 1) + D] = b ? b[i] : 0.0;
     }
+    return F;
+}
+
+static int too_few_directions(const char *what, int want, int k) {
+    return tm_fail("data-free %s: %s %d exceeds the %d directions the weights span (hidden_size + 1); lower it", what,
+                   what[0] == 'B' ? "--kv-lora-rank" : "--q-lora-rank", want, k);
+}
+
+int mla_bkv_pca_weights(MlaAttn *a, const float *input_norm, int R, double balance, const EigenSolver *e,
+                        double *ratio_out) {
+    int R0 = a->R, D = a->D, k = R0 < D + 1 ? R0 : D + 1;
+    if (R > k) return too_few_directions("BKV-PCA", R, k);
+    double *F = weight_factor(a->kv_a, a->kv_a_bias, input_norm, R0, D);
+    double *s = mallocCheck((size_t)R0 * sizeof *s), *diag = mallocCheck((size_t)R0 * sizeof *diag);
+    for (int i = 0; i < R0; i++) {
+        double acc = 0;
+        for (int j = 0; j <= D; j++) acc += F[(int64_t)i * (D + 1) + j] * F[(int64_t)i * (D + 1) + j];
+        diag[i] = acc;
+    }
+    *ratio_out = balance_scale(diag, a, balance, s);
+    for (int i = 0; i < R0; i++)
+        for (int j = 0; j <= D; j++) F[(int64_t)i * (D + 1) + j] /= s[i];
+    double *U = mallocCheck((size_t)k * R0 * sizeof *U), *w = mallocCheck((size_t)k * sizeof *w);
+    int rc = e->svd_left(e, R0, D + 1, F, U, w);
+    if (!rc) {
+        for (int i = 0; i < k; i++) w[i] *= w[i]; /* singular values -> second-moment eigenvalues */
+        bkv_apply(a, U, w, s, R, 1);
+    }
+    free(F);
+    free(s);
+    free(diag);
+    free(U);
+    free(w);
+    return rc;
+}
+
+/* Keep the top Rq query directions U[Rq, n]: q_a = U q, q_b = U^T. */
+static void q_apply(MlaAttn *a, const double *U, const double *w, int Rq, int64_t count) {
+    int n = a->H * (a->dn + a->dr), D = a->D;
     a->Rq = Rq;
     a->q_a = mallocCheck((size_t)Rq * D * sizeof(double));
     dgemm_rm(0, 0, Rq, D, n, U, a->q, a->q_a);
@@ -209,9 +258,41 @@ int mla_q_pca(MlaAttn *a, const double *Q, int64_t count, int Rq) {
     free(a->q);
     free(a->q_bias);
     a->q = a->q_bias = NULL;
+}
+
+int mla_q_pca(MlaAttn *a, const double *Q, int64_t count, int Rq, const EigenSolver *e) {
+    int n = a->H * (a->dn + a->dr);
+    double *U = mallocCheck((size_t)n * n * sizeof *U), *w = mallocCheck((size_t)n * sizeof *w);
+    memcpy(U, Q, (size_t)n * n * sizeof *U);
+    int rc = e->eigh(e, n, U, w);
+    if (!rc) q_apply(a, U, w, Rq, count);
     free(U);
     free(w);
-    return 0;
+    return rc;
+}
+
+int mla_q_pca_weights(MlaAttn *a, const float *input_norm, int Rq, const EigenSolver *e) {
+    int n = a->H * (a->dn + a->dr), D = a->D, k = n < D + 1 ? n : D + 1;
+    if (Rq > k) return too_few_directions("query PCA", Rq, k);
+    double *F = weight_factor(a->q, a->q_bias, input_norm, n, D);
+    double *U = mallocCheck((size_t)k * n * sizeof *U), *w = mallocCheck((size_t)k * sizeof *w);
+    int rc = e->svd_left(e, n, D + 1, F, U, w);
+    if (!rc) {
+        for (int i = 0; i < k; i++) w[i] *= w[i];
+        q_apply(a, U, w, Rq, 1);
+    }
+    free(F);
+    free(U);
+    free(w);
+    return rc;
+}
+
+void gqa_key_moment(const GqaAttn *g, const float *input_norm, double *K) {
+    int L = g->G * g->d, D = g->D;
+    double *F = weight_factor(g->wk, g->bk, input_norm, L, D);
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, L, D + 1, 1.0, F, D + 1, 0.0, K, L);
+    sym_fill_lower(K, L);
+    free(F);
 }
 
 /* LAPACK Cholesky solve (Fortran entry point; hidden string length last). */

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "convert/solver.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
 
@@ -41,10 +42,22 @@ void mla_from_rorope(MlaAttn *a, const GqaAttn *g, const double *P, int r);
  * mean key-dim norm / (mean value-dim norm * balance), as the reference),
  * then keep the top R principal directions of the latent covariance sum
  * Z [nk+nv, nk+nv] over `count` tokens. Returns 0 or -1. */
-int mla_bkv_pca(MlaAttn *a, const double *Z, int64_t count, int R, double balance, double *ratio_out);
+int mla_bkv_pca(MlaAttn *a, const double *Z, int64_t count, int R, double balance, const EigenSolver *e,
+                double *ratio_out);
 /* Query PCA: q_proj -> q_a (top Rq directions of the query covariance sum Q
  * [H*(dn+dr)]^2 over count tokens) and q_b. */
-int mla_q_pca(MlaAttn *a, const double *Q, int64_t count, int Rq);
+int mla_q_pca(MlaAttn *a, const double *Q, int64_t count, int Rq, const EigenSolver *e);
+
+/* Data-free counterparts (--cal-dataset none): the layer's input is taken as
+ * the input norm's weight g times uncorrelated unit-variance noise, so a
+ * projection W x + b has second moment F F^T with F = [W diag(g), b]; the
+ * principal directions come from the SVD of F (the stacked, balanced K/V
+ * projections; the query projection), not from calibration data. */
+int mla_bkv_pca_weights(MlaAttn *a, const float *input_norm, int R, double balance, const EigenSolver *e,
+                        double *ratio_out);
+int mla_q_pca_weights(MlaAttn *a, const float *input_norm, int Rq, const EigenSolver *e);
+/* RoRoPE's key statistics under the same assumption: K = F F^T [G*d, G*d]. */
+void gqa_key_moment(const GqaAttn *g, const float *input_norm, double *K);
 /* Fit the export's kv_b_proj to the norm DeepSeek loaders apply: with
  * n = c / rms(c) and S the covariance sum of [c, n] [2R, 2R], kv_b_native =
  * kv_b M with M = C_cn C_nn^-1, the least-squares map from what the loader

@@ -15,12 +15,17 @@ void *tm_calloc_check(size_t n, size_t size, const char *file, int line) {
     return p;
 }
 
+static void (*die_handler)(const char *msg);
+
+void tm_set_die_handler(void (*handler)(const char *msg)) { die_handler = handler; }
+
 void tm_die(const char *fmt, ...) {
+    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    fputs("transmla: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (die_handler) die_handler(msg);
+    fprintf(stderr, "transmla: error: %s\n", msg);
     exit(1);
 }

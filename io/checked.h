@@ -15,6 +15,10 @@ _Noreturn void tm_die(const char *fmt, ...)
 #endif
     ;
 
+/* Replace the print-and-exit (MPI runs abort every rank instead); the handler
+ * gets the message without the "transmla: error: " prefix and must not return. */
+void tm_set_die_handler(void (*handler)(const char *msg));
+
 #define mallocCheck(size) tm_malloc_check((size), __FILE__, __LINE__)
 #define callocCheck(n, size) tm_calloc_check((n), (size), __FILE__, __LINE__)
 

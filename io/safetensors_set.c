@@ -18,8 +18,12 @@ static int file_exists(const char *path) {
     return stat(path, &sb) == 0;
 }
 
-/* Unique shard file names from the index's weight_map, validated. */
-static int index_shards(const char *index_path, json_t *wm, char ***names, int *n_names) {
+static int keeps(int (*keep)(const char *, void *), void *ctx, const char *name) { return !keep || keep(name, ctx); }
+
+/* Unique names of the shard files holding at least one kept tensor, in the
+ * index's order; every weight_map entry is validated, kept or not. */
+static int index_shards(const char *index_path, json_t *wm, int (*keep)(const char *, void *), void *ctx,
+                        char ***names, int *n_names) {
     size_t cap = json_object_size(wm);
     char **out = callocCheck(cap + 1, sizeof *out);
     int n = 0;
@@ -35,6 +39,7 @@ static int index_shards(const char *index_path, json_t *wm, char ***names, int *
             free(out);
             return tm_fail("%s: field 'weight_map.%s' names '%s', not a file in the model folder", index_path, key, fn);
         }
+        if (!keeps(keep, ctx, key)) continue;
         int seen = 0;
         for (int i = 0; i < n && !seen; i++) seen = strcmp(out[i], fn) == 0;
         if (!seen) out[n++] = (char *)fn;
@@ -55,30 +60,34 @@ static int open_files(StSet *s, char **names, int n) {
     return 0;
 }
 
-/* Every name the index lists must be in the shard it names; the lookup table
- * holds exactly the indexed tensors. */
-static int bind_index(StSet *s, const char *index_path, json_t *wm) {
+/* Every name the index lists must be in the shard it names (checked for the
+ * shards that were opened); the lookup table holds the kept indexed tensors. */
+static int bind_index(StSet *s, const char *index_path, json_t *wm, int (*keep)(const char *, void *), void *ctx) {
     s->sorted = callocCheck(json_object_size(wm) + 1, sizeof *s->sorted);
     const char *key;
     json_t *v;
     json_object_foreach(wm, key, v) {
         const char *fn = json_string_value(v);
         const StTensor *t = NULL;
-        for (int i = 0; i < s->n_files && !t; i++) {
+        int opened = 0;
+        for (int i = 0; i < s->n_files && !opened; i++) {
             const char *base = strrchr(s->files[i].path, '/') + 1;
             if (strcmp(base, fn) == 0) {
+                opened = 1;
                 t = st_find(&s->files[i], key);
                 if (!t)
                     return tm_fail("%s: weight_map puts tensor '%s' in %s, but that file has no such tensor", index_path,
                                    key, s->files[i].path);
             }
         }
-        s->sorted[s->n++] = t;
+        if (opened && keeps(keep, ctx, key)) s->sorted[s->n++] = t;
     }
     return 0;
 }
 
-int st_set_open(StSet *s, const char *dir) {
+int st_set_open(StSet *s, const char *dir) { return st_set_open_filtered(s, dir, NULL, NULL); }
+
+int st_set_open_filtered(StSet *s, const char *dir, int (*keep)(const char *name, void *ctx), void *ctx) {
     memset(s, 0, sizeof *s);
     s->dir = strdup(dir);
     if (!s->dir) tm_die("out of memory");
@@ -96,8 +105,10 @@ int st_set_open(StSet *s, const char *dir) {
             st_set_close(s);
             return -1;
         }
+        /* the file's tensors are sorted by name already */
         s->sorted = callocCheck((size_t)s->files[0].n_tensors + 1, sizeof *s->sorted);
-        for (int i = 0; i < s->files[0].n_tensors; i++) s->sorted[s->n++] = &s->files[0].tensors[i];
+        for (int i = 0; i < s->files[0].n_tensors; i++)
+            if (keeps(keep, ctx, s->files[0].tensors[i].name)) s->sorted[s->n++] = &s->files[0].tensors[i];
         return 0;
     }
     json_error_t jerr;
@@ -112,9 +123,9 @@ int st_set_open(StSet *s, const char *dir) {
     if (!json_is_object(wm))
         rc = tm_fail("%s: field 'weight_map' missing or not an object", index_path);
     else
-        rc = index_shards(index_path, wm, &names, &n_names);
+        rc = index_shards(index_path, wm, keep, ctx, &names, &n_names);
     if (!rc) rc = open_files(s, names, n_names);
-    if (!rc) rc = bind_index(s, index_path, wm);
+    if (!rc) rc = bind_index(s, index_path, wm, keep, ctx);
     free(names);
     json_decref(root);
     if (rc) {

@@ -15,6 +15,12 @@ typedef struct {
 } StSet;
 
 int st_set_open(StSet *s, const char *dir);
+/* st_set_open restricted to the tensors `keep` accepts (a process that holds
+ * only part of a model). With an index file, only the shards holding at least
+ * one kept tensor are opened; with a single model.safetensors the file is
+ * mapped (lazily: untouched pages are never read). Either way the lookup
+ * table (`sorted`, `n`) holds only the kept tensors. st_set_open keeps all. */
+int st_set_open_filtered(StSet *s, const char *dir, int (*keep)(const char *name, void *ctx), void *ctx);
 void st_set_close(StSet *s);
 const StTensor *st_set_find(const StSet *s, const char *name);
 /* Position of `name` in s->sorted, or -1. */

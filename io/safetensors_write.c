@@ -86,18 +86,27 @@ int st_write_file(const char *path, const StWriteTensor *t, int n) {
     return 0;
 }
 
-static int write_index(const char *dir, const StWriteTensor *t, int n, const int *shard_of, int n_shards,
-                       uint64_t total) {
+void st_shard_name(char *buf, size_t size, int shard, int n_shards) {
+    if (n_shards == 1) snprintf(buf, size, "model.safetensors");
+    else snprintf(buf, size, "model-%05d-of-%05d.safetensors", shard + 1, n_shards);
+}
+
+int st_write_index(const char *dir, const char *const *names, const int *shard_of, int n, int n_shards,
+                   uint64_t total) {
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    if (n_shards == 1) { /* a single file needs no index; an older one must not survive */
+        remove(path);
+        return 0;
+    }
     json_t *root = json_object(), *wm = json_object();
     json_object_set_new(root, "metadata", json_pack("{sI}", "total_size", (json_int_t)total));
     for (int i = 0; i < n; i++) {
         char fn[64];
-        snprintf(fn, sizeof fn, "model-%05d-of-%05d.safetensors", shard_of[i] + 1, n_shards);
-        json_object_set_new(wm, t[i].name, json_string(fn));
+        st_shard_name(fn, sizeof fn, shard_of[i], n_shards);
+        json_object_set_new(wm, names[i], json_string(fn));
     }
     json_object_set_new(root, "weight_map", wm);
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);
@@ -113,10 +122,10 @@ static int write_index(const char *dir, const StWriteTensor *t, int n, const int
     return 0;
 }
 
-int st_write_model(const char *dir, const StWriteTensor *t, int n, uint64_t max_shard_bytes) {
-    int *shard_of = mallocCheck((size_t)(n ? n : 1) * sizeof *shard_of);
+int st_shard_plan(const StWriteTensor *t, int n, uint64_t max_shard_bytes, int *shard_of, uint64_t *total) {
     int n_shards = 1;
-    uint64_t in_shard = 0, total = 0;
+    uint64_t in_shard = 0;
+    *total = 0;
     for (int i = 0; i < n; i++) {
         uint64_t nb = tensor_bytes(&t[i]);
         if (max_shard_bytes && in_shard > 0 && in_shard + nb > max_shard_bytes) {
@@ -125,29 +134,39 @@ int st_write_model(const char *dir, const StWriteTensor *t, int n, uint64_t max_
         }
         shard_of[i] = n_shards - 1;
         in_shard += nb;
-        total += nb;
+        *total += nb;
     }
-    char path[4096], stale[4096];
+    return n_shards;
+}
+
+int st_write_shards(const char *dir, const StWriteTensor *t, int n, const int *shard_of, int first_shard,
+                    int n_shards) {
     int rc = check_tensors(dir, t, n);
     /* Readers prefer the index over model.safetensors (transformers the other
      * way round), so the entry point of an older write must not survive. */
-    if (n_shards == 1) {
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        snprintf(stale, sizeof stale, "%s/model.safetensors.index.json", dir);
-        if (!rc) remove(stale);
-        if (!rc) rc = st_write_file(path, t, n);
-    } else {
-        snprintf(stale, sizeof stale, "%s/model.safetensors", dir);
-        if (!rc) remove(stale);
-        for (int s = 0, first = 0; s < n_shards && !rc; s++) {
-            int last = first;
-            while (last < n && shard_of[last] == s) last++;
-            snprintf(path, sizeof path, "%s/model-%05d-of-%05d.safetensors", dir, s + 1, n_shards);
-            rc = st_write_file(path, t + first, last - first);
-            first = last;
-        }
-        if (!rc) rc = write_index(dir, t, n, shard_of, n_shards, total);
+    char path[4096], fn[64];
+    snprintf(path, sizeof path, "%s/%s", dir, n_shards == 1 ? "model.safetensors.index.json" : "model.safetensors");
+    if (!rc) remove(path);
+    for (int first = 0; first < n && !rc;) {
+        int last = first;
+        while (last < n && shard_of[last] == shard_of[first]) last++;
+        st_shard_name(fn, sizeof fn, first_shard + shard_of[first], n_shards);
+        snprintf(path, sizeof path, "%s/%s", dir, fn);
+        rc = st_write_file(path, t + first, last - first);
+        first = last;
     }
+    return rc;
+}
+
+int st_write_model(const char *dir, const StWriteTensor *t, int n, uint64_t max_shard_bytes) {
+    int *shard_of = mallocCheck((size_t)(n ? n : 1) * sizeof *shard_of);
+    const char **names = mallocCheck((size_t)(n ? n : 1) * sizeof *names);
+    uint64_t total;
+    int n_shards = st_shard_plan(t, n, max_shard_bytes, shard_of, &total);
+    for (int i = 0; i < n; i++) names[i] = t[i].name;
+    int rc = st_write_shards(dir, t, n, shard_of, 0, n_shards);
+    if (!rc) rc = st_write_index(dir, names, shard_of, n, n_shards, total);
     free(shard_of);
+    free(names);
     return rc;
 }

@@ -14,25 +14,58 @@
 #include "model/rmsnorm.h"
 #include "model/swiglu.h"
 
-int model_init(Model *m, const ModelConfig *cfg, StSet *set, const char *config_name) {
+ModelPart model_part_all(const ModelConfig *c) {
+    return (ModelPart){.first = 0, .end = c->n_layers, .embed = 1, .head = 1};
+}
+
+int model_init_part(Model *m, const ModelConfig *cfg, StSet *set, const char *config_name, const ModelPart *part) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->set = *set;
+    m->part = *part;
     memset(set, 0, sizeof *set);
-    if (weights_bind(&m->w, &m->cfg, &m->set, config_name)) {
+    if (weights_bind(&m->w, &m->cfg, &m->set, config_name, &m->part)) {
         st_set_close(&m->set);
         return -1;
     }
     return 0;
 }
 
-int model_load(Model *m, const char *dir) {
+int model_init(Model *m, const ModelConfig *cfg, StSet *set, const char *config_name) {
+    ModelPart all = model_part_all(cfg);
+    return model_init_part(m, cfg, set, config_name, &all);
+}
+
+typedef struct {
+    const ModelPart *part;
+    const ModelConfig *cfg;
+} PartFilter;
+
+static int part_keeps(const char *name, void *ctx) {
+    const PartFilter *f = ctx;
+    return model_part_wants(f->part, f->cfg, name);
+}
+
+int model_load_part(Model *m, const char *dir, const ModelPart *part) {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     ModelConfig cfg;
     StSet set;
-    if (hf_config_load(&cfg, path) || st_set_open(&set, dir)) return -1;
-    return model_init(m, &cfg, &set, path);
+    if (hf_config_load(&cfg, path)) return -1;
+    PartFilter f = {part, &cfg};
+    if (st_set_open_filtered(&set, dir, part_keeps, &f)) return -1;
+    return model_init_part(m, &cfg, &set, path, part);
+}
+
+int model_load(Model *m, const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    ModelConfig cfg;
+    if (hf_config_load(&cfg, path)) return -1;
+    ModelPart all = model_part_all(&cfg);
+    StSet set;
+    if (st_set_open(&set, dir)) return -1;
+    return model_init_part(m, &cfg, &set, path, &all);
 }
 
 void model_free(Model *m) {
@@ -152,11 +185,18 @@ void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace
     matmul_forward(ws->x, ws->h1, &L->down, L->down_bias, N, 1);
 }
 
-void model_forward(const Model *m, const int32_t *tokens, Workspace *ws) {
+void model_embed(const Model *m, const int32_t *tokens, Workspace *ws) {
+    if (!m->part.embed) tm_die("model_embed: this part of the model holds no embedding");
+    embedding_forward(ws->x, tokens, &m->w.embed, ws->B * ws->T);
+}
+
+void model_layers(const Model *m, Workspace *ws, int first, int end) {
     const ModelConfig *c = &m->cfg;
     int N = ws->B * ws->T, D = c->hidden_size;
-    embedding_forward(ws->x, tokens, &m->w.embed, N);
-    for (int l = 0; l < c->n_layers; l++) {
+    if (first < end && (first < m->part.first || end > m->part.end))
+        tm_die("model_layers: layers [%d, %d) are not all in this part of the model, [%d, %d)", first, end,
+               m->part.first, m->part.end);
+    for (int l = first; l < end; l++) {
         const LayerWeights *L = &m->w.layers[l];
         rmsnorm_forward(ws->xn, ws->x, L->input_norm, N, D, c->rms_norm_eps);
         if (c->arch == TM_ARCH_DEEPSEEK_V3) mla_attention_block(c, L, l, ws);
@@ -164,16 +204,26 @@ void model_forward(const Model *m, const int32_t *tokens, Workspace *ws) {
         rmsnorm_forward(ws->xn, ws->x, L->post_norm, N, D, c->rms_norm_eps);
         mlp_block(c, L, l, ws);
     }
-    rmsnorm_forward(ws->xn, ws->x, m->w.final_norm, N, D, c->rms_norm_eps);
+}
+
+void model_final_norm(const Model *m, Workspace *ws) {
+    if (!m->part.head) tm_die("model_final_norm: this part of the model holds no final norm");
+    rmsnorm_forward(ws->xn, ws->x, m->w.final_norm, ws->B * ws->T, m->cfg.hidden_size, m->cfg.rms_norm_eps);
+}
+
+void model_forward(const Model *m, const int32_t *tokens, Workspace *ws) {
+    model_embed(m, tokens, ws);
+    model_layers(m, ws, m->part.first, m->part.end);
+    model_final_norm(m, ws);
 }
 
 void model_logits(const Model *m, const float *hidden, int n, float *logits) {
     matmul_forward(logits, hidden, &m->w.lm_head, NULL, n, 0);
 }
 
-double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted) {
+double model_head_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted) {
     int B = ws->B, T = ws->T, N = B * T, V = m->cfg.vocab_size;
-    model_forward(m, tokens, ws);
+    if (!m->part.head) tm_die("model_head_nll: this part of the model holds no head");
     for (int i = 0; i < N; i++) ws->targets[i] = (i % T == T - 1) ? -1 : tokens[i + 1];
     crossentropy_reset(&ws->ce, N);
     for (int v0 = 0; v0 < V; v0 += ws->vocab_chunk) {
@@ -182,6 +232,11 @@ double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *
         crossentropy_update(&ws->ce, N, ws->logits, cols, v0, ws->targets);
     }
     return crossentropy_finish(&ws->ce, N, ws->targets, n_predicted);
+}
+
+double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted) {
+    model_forward(m, tokens, ws);
+    return model_head_nll(m, tokens, ws, n_predicted);
 }
 
 double model_forward_flops(const ModelConfig *c, int B, int T) {

@@ -12,16 +12,28 @@
 #include "model/rope.h"
 #include "model/weights.h"
 
+/* ModelPart (model/weights.h): which part of the model a process holds,
+ * layers [first, end), the embedding, the final norm and head. */
 typedef struct {
     ModelConfig cfg;
     StSet set;          /* the mapped files the weights point into */
     ModelWeights w;
+    ModelPart part;     /* what of the model is bound; w.layers outside it stay zeroed */
 } Model;
+
+/* The whole model. */
+ModelPart model_part_all(const ModelConfig *c);
 
 /* Read DIR/config.json and DIR's safetensors, and bind and check the weights. */
 int model_load(Model *m, const char *dir);
 /* Bind weights from a set the caller built (takes ownership of `set`). */
 int model_init(Model *m, const ModelConfig *cfg, StSet *set, const char *config_name);
+/* model_load restricted to `part`: with an index file, only the shards holding
+ * a tensor of the part are opened; only the part's tensors are bound (the
+ * rest are neither bound nor touched). */
+int model_load_part(Model *m, const char *dir, const ModelPart *part);
+/* model_init restricted to `part`; `set` may hold other parts' tensors too. */
+int model_init_part(Model *m, const ModelConfig *cfg, StSet *set, const char *config_name, const ModelPart *part);
 void model_free(Model *m);
 
 typedef struct Workspace Workspace;
@@ -56,11 +68,21 @@ struct Workspace {
 void workspace_init(Workspace *ws, const ModelConfig *cfg, int B, int T);
 void workspace_free(Workspace *ws);
 
-/* tokens: [B*T]. Leaves the final-normed hidden states in ws->xn. */
+/* tokens: [B*T]. Leaves the final-normed hidden states in ws->xn. Runs
+ * model_embed, model_layers over [part.first, part.end), model_final_norm:
+ * for a model holding the embedding and the head. */
 void model_forward(const Model *m, const int32_t *tokens, Workspace *ws);
+/* The forward pass in pieces, for a process holding part of the model. */
+void model_embed(const Model *m, const int32_t *tokens, Workspace *ws); /* ws->x = embedding rows (part.embed) */
+void model_layers(const Model *m, Workspace *ws, int first, int end);  /* ws->x through layers [first, end) of the part */
+void model_final_norm(const Model *m, Workspace *ws);                  /* ws->xn = final norm of ws->x (part.head) */
+/* NLL summed over the B*(T-1) predicted tokens, from ws->xn after
+ * model_final_norm (part.head). */
+double model_head_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted);
 /* logits[n, V] of n rows of final hidden states. */
 void model_logits(const Model *m, const float *hidden, int n, float *logits);
-/* Forward plus next-token NLL summed over the B*(T-1) predicted tokens. */
+/* Forward plus next-token NLL summed over the B*(T-1) predicted tokens
+ * (model_forward + model_head_nll). */
 double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted);
 
 /* Blocks the decoder reuses: out[N, D] = embedding rows of tokens; and

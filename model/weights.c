@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,12 +136,14 @@ static void dense_mlp_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, 
     }
 }
 
-/* The full parameter list of a llama/qwen2/mistral/mixtral/deepseek_v3 model. */
-static void build_specs(SpecList *l, ModelWeights *w, const ModelConfig *c) {
+/* The parameter list of a llama/qwen2/mistral/mixtral/deepseek_v3 model, or
+ * of the part of it `p` names (the embedding also for a tied head). */
+static void build_specs(SpecList *l, ModelWeights *w, const ModelConfig *c, const ModelPart *p) {
     int64_t D = c->hidden_size, V = c->vocab_size;
     const char *d_why = "hidden_size", *v_why = "vocab_size, hidden_size";
-    add_mat(l, &w->embed, V, D, v_why, "model.embed_tokens.weight", 0, -1);
-    for (int i = 0; i < c->n_layers; i++) {
+    if (p->embed || (p->head && c->tie_word_embeddings))
+        add_mat(l, &w->embed, V, D, v_why, "model.embed_tokens.weight", 0, -1);
+    for (int i = p->first; i < p->end; i++) {
         LayerWeights *L = &w->layers[i];
         add_vec(l, &L->input_norm, D, d_why, "model.layers.%d.input_layernorm.weight", i);
         if (c->arch == TM_ARCH_DEEPSEEK_V3) mla_attention_specs(l, L, c, i);
@@ -149,9 +152,36 @@ static void build_specs(SpecList *l, ModelWeights *w, const ModelConfig *c) {
         if (hf_config_layer_is_moe(c, i)) moe_specs(l, L, c, i);
         else dense_mlp_specs(l, L, c, i);
     }
-    add_vec(l, &w->final_norm, D, d_why, "model.norm.weight", 0);
-    if (!c->tie_word_embeddings) add_mat(l, &w->lm_head, V, D, "tie_word_embeddings=false", "lm_head.weight", 0, -1);
+    if (p->head) {
+        add_vec(l, &w->final_norm, D, d_why, "model.norm.weight", 0);
+        if (!c->tie_word_embeddings) add_mat(l, &w->lm_head, V, D, "tie_word_embeddings=false", "lm_head.weight", 0, -1);
+    }
 }
+
+int weights_tensor_part(const char *name) {
+    static const char layers[] = "model.layers.";
+    if (strncmp(name, layers, sizeof layers - 1) == 0) {
+        const char *p = name + sizeof layers - 1;
+        long long i = 0;
+        if (*p < '0' || *p > '9') return WEIGHT_PART_OTHER;
+        for (; *p >= '0' && *p <= '9'; p++)
+            if ((i = 10 * i + (*p - '0')) > INT_MAX) return WEIGHT_PART_OTHER;
+        return *p == '.' ? (int)i : WEIGHT_PART_OTHER;
+    }
+    if (strcmp(name, "model.embed_tokens.weight") == 0) return WEIGHT_PART_EMBED;
+    if (strcmp(name, "model.norm.weight") == 0 || strcmp(name, "lm_head.weight") == 0) return WEIGHT_PART_HEAD;
+    return WEIGHT_PART_OTHER;
+}
+
+int model_part_wants(const ModelPart *p, const ModelConfig *c, const char *name) {
+    int k = weights_tensor_part(name);
+    if (k >= 0) return k >= c->n_layers || (k >= p->first && k < p->end);
+    if (k == WEIGHT_PART_EMBED) return p->embed || (p->head && c->tie_word_embeddings);
+    if (k == WEIGHT_PART_HEAD) return p->head;
+    return 1;
+}
+
+static ModelPart whole(const ModelConfig *c) { return (ModelPart){.first = 0, .end = c->n_layers, .embed = 1, .head = 1}; }
 
 static void *own(ModelWeights *w, size_t bytes) {
     if (w->n_owned == w->cap_owned) {
@@ -201,11 +231,23 @@ static int ignorable(const char *name, const ModelConfig *c) {
     return c->tie_word_embeddings && strcmp(name, "lm_head.weight") == 0;
 }
 
-int weights_bind(ModelWeights *w, const ModelConfig *c, const StSet *set, const char *config_path) {
+static int shape_by_name(const void *a, const void *b) {
+    return strcmp(((const WeightShape *)a)->name, ((const WeightShape *)b)->name);
+}
+
+static int name_vs_shape(const void *key, const void *elem) {
+    return strcmp((const char *)key, ((const WeightShape *)elem)->name);
+}
+
+int weights_bind(ModelWeights *w, const ModelConfig *c, const StSet *set, const char *config_path,
+                 const ModelPart *part) {
     memset(w, 0, sizeof *w);
+    if (part->first < 0 || part->first > part->end || part->end > c->n_layers)
+        return tm_fail("%s: layers [%d, %d) are not a part of the model's %d layers (num_hidden_layers)", config_path,
+                       part->first, part->end, c->n_layers);
     w->layers = callocCheck((size_t)c->n_layers, sizeof *w->layers);
     SpecList specs = {0};
-    build_specs(&specs, w, c);
+    build_specs(&specs, w, c, part);
     char *used = callocCheck((size_t)set->n + 1, 1);
     int rc = 0;
     for (int i = 0; i < specs.n && !rc; i++) {
@@ -218,10 +260,24 @@ int weights_bind(ModelWeights *w, const ModelConfig *c, const StSet *set, const 
         used[idx] = 1;
         rc = bind_one(w, &specs.v[i], set->sorted[idx], config_path);
     }
-    for (int i = 0; i < set->n && !rc; i++)
-        if (!used[i] && !ignorable(set->sorted[i]->name, c))
-            rc = tm_fail("%s: tensor '%s' is not part of the model %s describes (model_type %s, num_hidden_layers=%d)",
-                         set->sorted[i]->file, set->sorted[i]->name, config_path, c->model_type, c->n_layers);
+    /* What is left must belong to another part of the model (looked up in the
+     * whole model's list, made only when such a tensor turns up). */
+    WeightShape *all = NULL;
+    int n_all = -1;
+    for (int i = 0; i < set->n && !rc; i++) {
+        const char *name = set->sorted[i]->name;
+        if (used[i] || ignorable(name, c)) continue;
+        if (!model_part_wants(part, c, name)) {
+            if (n_all < 0) {
+                n_all = weights_expected(c, &all);
+                qsort(all, (size_t)n_all, sizeof *all, shape_by_name);
+            }
+            if (bsearch(name, all, (size_t)n_all, sizeof *all, name_vs_shape)) continue;
+        }
+        rc = tm_fail("%s: tensor '%s' is not part of the model %s describes (model_type %s, num_hidden_layers=%d)",
+                     set->sorted[i]->file, name, config_path, c->model_type, c->n_layers);
+    }
+    free(all);
     free(used);
     free(specs.v);
     if (rc) {
@@ -229,7 +285,9 @@ int weights_bind(ModelWeights *w, const ModelConfig *c, const StSet *set, const 
         return -1;
     }
     if (c->tie_word_embeddings) w->lm_head = w->embed;
-    w->dtype = w->layers[0].o.dtype;
+    w->dtype = part->first < part->end ? w->layers[part->first].o.dtype
+               : w->embed.data         ? w->embed.dtype
+                                       : w->lm_head.dtype;
     return 0;
 }
 
@@ -238,7 +296,8 @@ int weights_expected(const ModelConfig *c, WeightShape **out) {
     memset(&scratch, 0, sizeof scratch);
     scratch.layers = callocCheck((size_t)c->n_layers, sizeof *scratch.layers);
     SpecList specs = {0};
-    build_specs(&specs, &scratch, c);
+    ModelPart all = whole(c);
+    build_specs(&specs, &scratch, c, &all);
     WeightShape *w = callocCheck((size_t)specs.n, sizeof *w);
     for (int i = 0; i < specs.n; i++) {
         memcpy(w[i].name, specs.v[i].name, sizeof w[i].name);

@@ -42,10 +42,33 @@ typedef struct {
     int n_owned, cap_owned;
 } ModelWeights;
 
-/* Bind every tensor the config implies, checking names, shapes and dtypes; a
- * tensor the config does not explain is an error too. Messages name the file
- * holding the tensor and the config fields that fix its shape. */
-int weights_bind(ModelWeights *w, const ModelConfig *cfg, const StSet *set, const char *config_path);
+/* Which part of the model a process holds: layers [first, end), the
+ * embedding, the final norm and head (a pipeline stage). Defined here because
+ * weights_bind takes it; model.h (which includes this header) is its home for
+ * users, with model_part_all. */
+typedef struct {
+    int first, end;
+    int embed, head;
+} ModelPart;
+
+/* What a tensor name belongs to: its layer index for "model.layers.<i>.*",
+ * else one of these. */
+enum { WEIGHT_PART_EMBED = -1, WEIGHT_PART_HEAD = -2, WEIGHT_PART_OTHER = -3 };
+int weights_tensor_part(const char *name);
+/* Whether the part needs the tensor `name`: its layers', the embedding when it
+ * holds the embedding or a tied head, the final norm and lm_head when it holds
+ * the head. Names the model does not explain (WEIGHT_PART_OTHER, a layer past
+ * num_hidden_layers) are wanted, so that binding reports them. */
+int model_part_wants(const ModelPart *p, const ModelConfig *c, const char *name);
+
+/* Bind every tensor of `part` the config implies, checking names, shapes and
+ * dtypes; a tensor the config does not explain is an error too, while one of
+ * another part is skipped. Messages name the file holding the tensor and the
+ * config fields that fix its shape. Layers outside the part stay zeroed;
+ * n_params/n_bytes count only the bound tensors; dtype is that of the part's
+ * first layer (its embedding or head when it has no layer). */
+int weights_bind(ModelWeights *w, const ModelConfig *cfg, const StSet *set, const char *config_path,
+                 const ModelPart *part);
 void weights_free(ModelWeights *w, const ModelConfig *cfg);
 
 /* Names and shapes of every tensor the config implies (cols == 0: a vector),

@@ -1,0 +1,39 @@
+/* Streaming token windows through the pipeline: each replica takes a
+ * disjoint, contiguous slice of the windows and pushes it through the stages
+ * in micro-batches; a stage receives the residual stream of micro-batch i+1
+ * while it computes micro-batch i and sends i-1, so stages overlap. Used for
+ * calibration (the stages' attention hooks gather statistics) and for
+ * perplexity (the last stage scores the tokens). */
+#ifndef TM_DIST_PIPELINE_H
+#define TM_DIST_PIPELINE_H
+
+#include <stdint.h>
+
+#include "dist/topology.h"
+#include "model/model.h"
+
+typedef struct {
+    const int32_t *ids;  /* window k = ids[k*seqlen ..] (every rank holds the token ids) */
+    int seqlen, nseq, batch;
+    int score;           /* the last stage computes next-token NLL */
+    AttentionHook hook;  /* NULL, or called per layer with global layer indices */
+    void *hook_ctx;
+    const char *label;   /* progress lines; NULL: quiet */
+} PipeJob;
+
+typedef struct {
+    double nll;          /* mean NLL per predicted token (score) over all replicas */
+    double ppl;
+    int64_t predicted, tokens;
+    double seconds, tokens_per_s;
+    uint64_t activation_bytes; /* this rank's micro-batch workspace and pipeline buffers */
+} PipeResult;
+
+/* Collective over the world. m holds this stage's part (embedding on stage
+ * 0, head on the last when scoring). */
+int pipeline_run(const Topology *t, const Model *m, const PipeJob *job, PipeResult *out);
+
+/* Windows [first, first + count) of nseq that replica `replica` of Dp takes. */
+void pipeline_slice(int nseq, int replica, int replicas, int *first, int *count);
+
+#endif

@@ -1,0 +1,89 @@
+#include "dist/topology.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checked.h"
+#include "io/error.h"
+
+static int world_rank(void) {
+    int r = 0, up = 0;
+    MPI_Initialized(&up);
+    if (up) MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    return r;
+}
+
+/* A rank that cannot go on takes the whole job down at once: its peers may
+ * be blocked in a receive from it and would otherwise wait forever. */
+static void die_everywhere(const char *msg) {
+    int size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size > 1) fprintf(stderr, "transmla: error: rank %d: %s\n", world_rank(), msg);
+    else fprintf(stderr, "transmla: error: %s\n", msg);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    exit(1);
+}
+
+void dist_init(int *argc, char ***argv) {
+    int up = 0, provided;
+    MPI_Initialized(&up);
+    if (!up) MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    tm_set_die_handler(die_everywhere);
+}
+
+void dist_finalize(void) {
+    int up = 0, down = 0;
+    MPI_Initialized(&up);
+    MPI_Finalized(&down);
+    if (up && !down) MPI_Finalize();
+}
+
+int topology_init(Topology *t, int stages) {
+    memset(t, 0, sizeof *t);
+    MPI_Comm_rank(MPI_COMM_WORLD, &t->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &t->size);
+    if (stages < 1 || t->size % stages)
+        return tm_fail("--stages %d: the %d MPI ranks must split into stages of equal size (ranks %% stages == 0)",
+                       stages, t->size);
+    t->stages = stages;
+    t->replicas = t->size / stages;
+    t->stage = t->rank % stages;
+    t->replica = t->rank / stages;
+    MPI_Comm_split(MPI_COMM_WORLD, t->stage, t->replica, &t->stage_comm);
+    MPI_Comm_split(MPI_COMM_WORLD, t->replica, t->stage, &t->pipe_comm);
+    return 0;
+}
+
+void topology_free(Topology *t) {
+    if (t->stage_comm) MPI_Comm_free(&t->stage_comm);
+    if (t->pipe_comm) MPI_Comm_free(&t->pipe_comm);
+    memset(t, 0, sizeof *t);
+}
+
+int dist_agree(MPI_Comm comm, int rc) {
+    int me = world_rank(), size;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    int mine = rc ? me : size, first;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
+    if (first == size) return 0;
+    /* the failing rank's position in comm, to broadcast its message from */
+    int crank, root;
+    MPI_Comm_rank(comm, &crank);
+    int is_first = me == first ? crank : -1;
+    MPI_Allreduce(&is_first, &root, 1, MPI_INT, MPI_MAX, comm);
+    char msg[1024] = {0};
+    if (me == first) snprintf(msg, sizeof msg, "%s", tm_error());
+    MPI_Bcast(msg, sizeof msg, MPI_CHAR, root, comm);
+    if (size > 1) return tm_fail("rank %d: %s", first, msg);
+    return tm_fail("%s", msg);
+}
+
+void dist_inject_failure(const char *where) {
+    const char *spec = getenv("TRANSMLA_INJECT_FAILURE");
+    if (!spec) return;
+    const char *colon = strrchr(spec, ':');
+    if (!colon || (size_t)(colon - spec) != strlen(where) || strncmp(spec, where, strlen(where))) return;
+    if (atoi(colon + 1) == world_rank()) tm_die("injected failure at %s (TRANSMLA_INJECT_FAILURE=%s)", where, spec);
+}
