@@ -18,7 +18,7 @@ build=${1:-$here/../build}
 quick=${2:-}
 bin=$build/transmla
 py=/usr/bin/python3
-mpi() { local np=$1; shift; mpirun --oversubscribe --allow-run-as-root -np "$np" "$@"; }
+mpi() { local np=$1; shift; mpirun --bind-to none --oversubscribe --allow-run-as-root -np "$np" "$@"; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1

@@ -81,7 +81,7 @@ int pipeline_run(const Topology *t, const Model *m, const PipeJob *j, PipeResult
             nll += model_head_nll(m, tokens, &ws, &n);
             predicted += n;
         }
-        if (reporter) progress_line(j, t, mb, n_mb, (int64_t)(mb + 1) * batch * T > total ? total : (int64_t)(mb + 1) * batch * T, total, t0);
+        if (reporter) progress_line(j, t, mb, n_mb, ((int64_t)mb * batch + ws.B) * T, total, t0);
     }
 #undef MB_WINDOWS
     MPI_Waitall(2, b.sreq, MPI_STATUSES_IGNORE);

@@ -45,8 +45,8 @@ int topology_init(Topology *t, int stages) {
     MPI_Comm_rank(MPI_COMM_WORLD, &t->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &t->size);
     if (stages < 1 || t->size % stages)
-        return tm_fail("--stages %d: the %d MPI ranks must split into stages of equal size (ranks %% stages == 0)",
-                       stages, t->size);
+        return tm_fail("--stages %d needs a multiple of %d MPI ranks; this run has %d (launch with mpirun -np N or srun)",
+                       stages, stages, t->size);
     t->stages = stages;
     t->replicas = t->size / stages;
     t->stage = t->rank % stages;
@@ -65,9 +65,11 @@ void topology_free(Topology *t) {
 int dist_agree(MPI_Comm comm, int rc) {
     int me = world_rank(), size;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    int mine = rc ? me : size, first;
+    int mine = rc ? me : size, first, failed = rc != 0, n_failed, n;
     MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
     if (first == size) return 0;
+    MPI_Allreduce(&failed, &n_failed, 1, MPI_INT, MPI_SUM, comm);
+    MPI_Comm_size(comm, &n);
     /* the failing rank's position in comm, to broadcast its message from */
     int crank, root;
     MPI_Comm_rank(comm, &crank);
@@ -76,7 +78,8 @@ int dist_agree(MPI_Comm comm, int rc) {
     char msg[1024] = {0};
     if (me == first) snprintf(msg, sizeof msg, "%s", tm_error());
     MPI_Bcast(msg, sizeof msg, MPI_CHAR, root, comm);
-    if (size > 1) return tm_fail("rank %d: %s", first, msg);
+    /* name the rank only when it is not everyone's problem */
+    if (n_failed < n) return tm_fail("rank %d: %s", first, msg);
     return tm_fail("%s", msg);
 }
 
