@@ -35,6 +35,7 @@
 #include "convert/build.h"
 #include "convert/mla_layer.h"
 #include "io/error.h"
+#include "convert/output.h"
 #include "io/safetensors_set.h"
 #include "io/safetensors_write.h"
 #include "io/token_file.h"
@@ -48,40 +49,19 @@ static char tmp_root[64];
 
 /* ---------- helpers ---------- */
 
-static void remove_tree(const char *path) {
-    struct stat sb;
-    if (lstat(path, &sb) != 0) return;
-    if (S_ISDIR(sb.st_mode)) {
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *e;
-            while ((e = readdir(d)) != NULL) {
-                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-                char child[4096];
-                snprintf(child, sizeof child, "%s/%s", path, e->d_name);
-                remove_tree(child);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
 static int group_setup(void **state) {
     snprintf(tmp_root, sizeof tmp_root, "/tmp/tm_test_part_XXXXXX");
     return mkdtemp(tmp_root) ? 0 : -1;
 }
 
 static int group_teardown(void **state) {
-    remove_tree(tmp_root);
+    output_remove_tree(tmp_root);
     return 0;
 }
 
 static const char *make_dir(char *buf, size_t len, const char *name) {
     snprintf(buf, len, "%s/%s", tmp_root, name);
-    remove_tree(buf);
+    output_remove_tree(buf);
     assert_int_equal(mkdir(buf, 0700), 0);
     return buf;
 }

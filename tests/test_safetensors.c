@@ -17,6 +17,7 @@
 
 #include "io/error.h"
 #include "io/safetensors.h"
+#include "convert/output.h"
 #include "io/safetensors_set.h"
 #include "io/safetensors_write.h"
 
@@ -24,34 +25,13 @@ static char tmp_root[64];
 
 /* ---------- helpers ---------- */
 
-static void remove_tree(const char *path) {
-    struct stat sb;
-    if (lstat(path, &sb) != 0) return;
-    if (S_ISDIR(sb.st_mode)) {
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *e;
-            while ((e = readdir(d)) != NULL) {
-                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-                char child[4096];
-                snprintf(child, sizeof child, "%s/%s", path, e->d_name);
-                remove_tree(child);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
 static int group_setup(void **state) {
     snprintf(tmp_root, sizeof tmp_root, "/tmp/tm_test_st_XXXXXX");
     return mkdtemp(tmp_root) ? 0 : -1;
 }
 
 static int group_teardown(void **state) {
-    remove_tree(tmp_root);
+    output_remove_tree(tmp_root);
     return 0;
 }
 
