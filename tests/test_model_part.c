@@ -42,22 +42,15 @@
 #include "model/model.h"
 #include "tests/fixture_list.h"
 
+#define TMPDIR_TAG "test_part"
+#include "tests/tmpdir.h"
+
 #define MAX_LAYERS 64
 #define MAX_PARTS (MAX_LAYERS + 2)
 
-static char tmp_root[64];
 
 /* ---------- helpers ---------- */
 
-static int group_setup(void **state) {
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/tm_test_part_XXXXXX");
-    return mkdtemp(tmp_root) ? 0 : -1;
-}
-
-static int group_teardown(void **state) {
-    output_remove_tree(tmp_root);
-    return 0;
-}
 
 static const char *make_dir(char *buf, size_t len, const char *name) {
     snprintf(buf, len, "%s/%s", tmp_root, name);

@@ -21,25 +21,13 @@
 #include "io/safetensors_set.h"
 #include "io/safetensors_write.h"
 
-static char tmp_root[64];
+#define TMPDIR_TAG "test_st"
+#include "tests/tmpdir.h"
+
 
 /* ---------- helpers ---------- */
 
-static int group_setup(void **state) {
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/tm_test_st_XXXXXX");
-    return mkdtemp(tmp_root) ? 0 : -1;
-}
 
-static int group_teardown(void **state) {
-    output_remove_tree(tmp_root);
-    return 0;
-}
-
-/* A fresh folder (or file path) under the temporary root. */
-static const char *tmp_path(char *buf, size_t len, const char *name) {
-    snprintf(buf, len, "%s/%s", tmp_root, name);
-    return buf;
-}
 
 static const char *make_dir(char *buf, size_t len, const char *name) {
     tmp_path(buf, len, name);
