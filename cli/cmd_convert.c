@@ -4,6 +4,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/token_flags.h"
 #include "convert/convert.h"
 #include "dist/plan.h"
 #include "dist/topology.h"
@@ -33,6 +34,32 @@ static int parse_dtype(const char *v, TmDType *out) {
 
 static int convert_args(int argc, char **argv, ConvertSettings *out);
 
+/* Calibration: a text dataset, a token file, or none (data-free). Evaluation:
+ * what is named, else the calibration dataset's test split, else nothing. */
+static int resolve_sources(TokenFlags *cal, TokenFlags *eval, const char *text_field, TmTokenDType dt,
+                           ConvertSettings *s) {
+    int have_cal, have_eval;
+    s->data_free = cal->dataset && !strcmp(cal->dataset, "none");
+    if (s->data_free) {
+        if (cal->tokens || cal->data_path)
+            return tm_fail("--cal-dataset none is data-free and takes no --cal-tokens or --cal-data-path");
+        cal->dataset = NULL;
+    }
+    if (token_flags_resolve("cal", cal, text_field, dt, &s->cal, &have_cal)) return -1;
+    if (!have_cal && !s->data_free)
+        return tm_fail("no calibration data: give --cal-dataset NAME --cal-data-path PATH, --cal-tokens FILE, "
+                       "or --cal-dataset none for a data-free conversion");
+    if (eval->dataset && !strcmp(eval->dataset, "none")) {
+        if (eval->tokens) return tm_fail("--eval-dataset none and --eval-tokens contradict each other");
+        return 0;
+    }
+    if (eval->tokens && !*eval->tokens) return 0; /* --eval-tokens "": none */
+    if (!eval->tokens && !eval->dataset && s->cal.dataset) eval->dataset = s->cal.dataset;
+    if (eval->dataset && !eval->data_path && s->cal.dataset && !strcmp(eval->dataset, s->cal.dataset))
+        eval->data_path = s->cal.data_path;
+    return token_flags_resolve("eval", eval, text_field, dt, &s->eval, &have_eval);
+}
+
 /* Under MPI every rank reaches the same error; rank 0 prints it. */
 int cmd_convert(int argc, char **argv) {
     dist_init(&argc, &argv);
@@ -50,26 +77,44 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
                          .ppl_seqlen = 2048, .eval_batch = 4, .qk_mqa_dim = 64, .kv_lora_rank = 512,
                          .balance_kv_ratio = 1.0, .rope_interleave = 1, .progress = 1, .stages = 1,
                          .scalapack_min_n = 4096};
-    const char *cal_dataset = NULL, *mem_per_rank = NULL;
+    const char *mem_per_rank = NULL, *text_field = NULL;
+    TokenFlags cal = {.split = "train"}, eval = {.split = "test"};
+    int seed = 42;
     const char *kv_norm = "fit";
     const char *freqfold = "auto", *collapse = "auto", *balance = "1", *dtype = NULL, *token_dtype = "u16";
     int quiet = 0, split_interleave = 0, shard_mb = 4096;
+    TmTokenDType dtype_raw;
     const ArgSpec specs[] = {
         {"model-path", ARG_STR, &s.model_path, "DIR", "GQA model folder (default: the bundled bytelm-dev)", 0},
         {"save-path", ARG_STR, &s.save_path, "DIR", "output folder for the DeepSeek-V3 model", 1},
         {"overwrite", ARG_FLAG, &s.overwrite, "", "replace --save-path if it exists", 0},
-        {"cal-tokens", ARG_STR, &s.cal_tokens, "FILE", "calibration token ids (raw little-endian)", 0},
-        {"cal-dataset", ARG_STR, &cal_dataset, "tokens|none",
-         "calibration source: --cal-tokens (default), or none: data-free, from the weights alone", 0},
+        {"cal-dataset", ARG_STR, &cal.dataset, "NAME",
+         "calibration text: wikitext2|ptb|c4|alpaca|text|jsonl (with --cal-data-path, the model's tokenizer), "
+         "tokens (--cal-tokens), or none: data-free, from the weights alone", 0},
+        {"cal-data-path", ARG_STR, &cal.data_path, "PATH", "folder or file of the --cal-dataset (see README: Datasets)",
+         0},
+        {"cal-split", ARG_STR, &cal.split, "S", "split sampled for calibration: train|validation|test (default train)",
+         0},
+        {"cal-tokens", ARG_STR, &cal.tokens, "FILE",
+         "calibration token ids: an HDF5 token set (transmla tokenize) or raw little-endian ids", 0},
+        {"seed", ARG_INT, &seed, "N", "seed of the calibration sampler (default 42)", 0},
+        {"text-field", ARG_STR, &text_field, "NAME", "field holding the text in jsonl datasets (default text)", 0},
         {"cal-max-seqlen", ARG_INT, &s.cal_seqlen, "N", "calibration window length (default 256)", 0},
         {"cal-nsamples", ARG_INT, &s.cal_nsamples, "K",
-         "calibration windows, consecutive from the start (default 128; 0 = all)", 0},
+         "calibration samples (default 128): drawn from a text dataset, or consecutive windows of a token file "
+         "(0 = all)", 0},
         {"cal-batch-size", ARG_INT, &s.cal_batch, "B", "calibration windows per micro-batch (default 8)", 0},
-        {"eval-tokens", ARG_STR, &s.eval_tokens, "FILE", "evaluation token ids; omit to skip perplexities", 0},
+        {"eval-dataset", ARG_STR, &eval.dataset, "NAME",
+         "evaluation text (default: the --cal-dataset's test split when it is a text dataset; none: skip)", 0},
+        {"eval-data-path", ARG_STR, &eval.data_path, "PATH", "folder or file of the --eval-dataset (default: "
+         "--cal-data-path)", 0},
+        {"eval-split", ARG_STR, &eval.split, "S", "split evaluated (default test)", 0},
+        {"eval-tokens", ARG_STR, &eval.tokens, "FILE",
+         "evaluation token ids (HDF5 token set or raw); without any evaluation source no perplexities", 0},
         {"ppl-seqlen", ARG_INT, &s.ppl_seqlen, "N", "evaluation window length (default 2048)", 0},
         {"eval-nsamples", ARG_INT, &s.eval_nsamples, "K", "evaluation windows (default: all complete ones)", 0},
         {"eval-batch-size", ARG_INT, &s.eval_batch, "B", "evaluation windows per micro-batch (default 4)", 0},
-        {"token-dtype", ARG_STR, &token_dtype, "u16|u32", "width of the ids in the token files (default u16)", 0},
+        {"token-dtype", ARG_STR, &token_dtype, "u16|u32", "width of the ids in raw token files (default u16)", 0},
         {"qk-mqa-dim", ARG_INT, &s.qk_mqa_dim, "r", "rope head width kept by RoRoPE (default 64)", 0},
         {"collapse", ARG_STR, &collapse, "N|auto", "frequency stride of the rope head (default auto = head_dim/r)", 0},
         {"freqfold", ARG_STR, &freqfold, "N|auto",
@@ -93,15 +138,16 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
         {"quiet", ARG_FLAG, &quiet, "", "no progress lines on stderr", 0},
     };
     const char *usage =
-        "usage: [mpirun -np P] transmla convert --save-path DIR (--cal-tokens FILE | --cal-dataset none)\n"
-        "                      [--model-path DIR] [--eval-tokens FILE] [--stages S] [options]\n\n"
+        "usage: [mpirun -np P] transmla convert --save-path DIR [--model-path DIR] [--stages S] [options]\n"
+        "         (--cal-dataset NAME --cal-data-path PATH | --cal-tokens FILE | --cal-dataset none)\n"
+        "         [--eval-dataset NAME --eval-data-path PATH | --eval-tokens FILE]\n\n"
         "Convert a GQA model (llama, qwen2, mistral, mixtral) to DeepSeek-V3 multi-head latent attention:\n"
         "RoRoPE (partial RoPE by rotation), BKV-PCA (joint low-rank K/V), absorb, export. Prints the\n"
         "perplexity of each step and writes DIR/transmla_report.json. Under mpirun/srun the P ranks form S\n"
         "pipeline stages x P/S replicas and produce the same model as one process.";
     if (args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], usage) || parse_auto("freqfold", freqfold, &s.freqfold) ||
         parse_auto("collapse", collapse, &s.collapse) || parse_dtype(dtype, &s.dtype) ||
-        token_dtype_parse(token_dtype, &s.token_dtype))
+        token_dtype_parse(token_dtype, &dtype_raw))
         return -1;
     char *end;
     s.balance_kv_ratio = strtod(balance, &end);
@@ -115,17 +161,10 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
         return tm_fail("--kv-norm '%s': expected fit or rms", kv_norm);
     s.kv_norm_fit = !strcmp(kv_norm, "fit");
     s.progress = !quiet;
-    if (s.eval_tokens && !*s.eval_tokens) s.eval_tokens = NULL; /* --eval-tokens "": none */
     if (s.cal_nsamples < 0 || s.eval_nsamples < 0)
         return tm_fail("--cal-nsamples and --eval-nsamples must not be negative");
-    if (cal_dataset && strcmp(cal_dataset, "none") && strcmp(cal_dataset, "tokens"))
-        return tm_fail("--cal-dataset '%s': expected tokens or none", cal_dataset);
-    if (cal_dataset && !strcmp(cal_dataset, "none")) {
-        if (s.cal_tokens) return tm_fail("--cal-dataset none is data-free and takes no --cal-tokens");
-        s.cal_tokens = NULL;
-    } else if (!s.cal_tokens) {
-        return tm_fail("--cal-tokens FILE is required (or --cal-dataset none for a data-free conversion)");
-    }
+    if (resolve_sources(&cal, &eval, text_field, dtype_raw, &s)) return -1;
+    s.seed = (uint64_t)(unsigned)seed;
     if (mem_per_rank && plan_parse_bytes(mem_per_rank, &s.mem_per_rank)) return tm_fail_context("--mem-per-rank");
     *out = s;
     return 0;

@@ -3,43 +3,61 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "io/token_file.h"
+#include "cli/token_flags.h"
+#include "io/error.h"
+#include "io/token_source.h"
 #include "model/model.h"
 #include "model/ppl.h"
 
 int cmd_eval(int argc, char **argv) {
-    const char *model_path = TRANSMLA_DEFAULT_MODEL, *tokens = NULL, *token_dtype = "u16";
+    const char *model_path = TRANSMLA_DEFAULT_MODEL, *token_dtype = "u16", *text_field = NULL;
+    TokenFlags flags = {.split = "test"};
     int seqlen = 2048, nseq = 0, batch = 4, json = 0, quiet = 0;
     const ArgSpec specs[] = {
         {"model-path", ARG_STR, &model_path, "DIR", "Hugging Face model folder (default: the bundled bytelm-dev)", 0},
-        {"tokens", ARG_STR, &tokens, "FILE", "raw little-endian token ids", 1},
-        {"token-dtype", ARG_STR, &token_dtype, "u16|u32", "width of the ids in --tokens (default u16)", 0},
+        {"tokens", ARG_STR, &flags.tokens, "FILE", "token ids: an HDF5 token set (transmla tokenize) or raw ids", 0},
+        {"token-dtype", ARG_STR, &token_dtype, "u16|u32", "width of raw ids in --tokens (default u16)", 0},
+        {"dataset", ARG_STR, &flags.dataset, "NAME",
+         "text dataset wikitext2|ptb|c4|alpaca|text|jsonl, encoded with the model's tokenizer", 0},
+        {"data-path", ARG_STR, &flags.data_path, "PATH", "folder or file of the --dataset", 0},
+        {"split", ARG_STR, &flags.split, "S", "split evaluated: train|validation|test (default test)", 0},
+        {"text-field", ARG_STR, &text_field, "NAME", "field holding the text in jsonl datasets (default text)", 0},
         {"seqlen", ARG_INT, &seqlen, "N", "window length in tokens (default 2048)", 0},
+        {"ppl-seqlen", ARG_INT, &seqlen, "N", "same as --seqlen", 0},
         {"nseq", ARG_INT, &nseq, "K", "evaluate the first K windows (default: all complete windows)", 0},
         {"batch-size", ARG_INT, &batch, "B", "windows per forward micro-batch (default 4)", 0},
         {"json", ARG_FLAG, &json, "", "print one JSON object on stdout instead of text", 0},
         {"quiet", ARG_FLAG, &quiet, "", "no progress lines on stderr", 0},
     };
     const char *usage =
-        "usage: transmla eval [--model-path DIR] --tokens FILE [--seqlen N] [--nseq K]\n\n"
-        "Perplexity over consecutive windows: window k is tokens k*N .. (k+1)*N-1;\n"
-        "ppl = exp(mean NLL over all predicted tokens).";
+        "usage: transmla eval [--model-path DIR] (--tokens FILE | --dataset NAME --data-path PATH) [--seqlen N]\n\n"
+        "Perplexity over consecutive windows: window k is tokens k*N .. (k+1)*N-1 of the stream (a dataset's\n"
+        "split is joined with \"\\n\\n\" and tokenised once); ppl = exp(mean NLL over all predicted tokens).";
     TmTokenDType dt;
-    if (args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], usage) || token_dtype_parse(token_dtype, &dt))
+    TokenSource src;
+    int present;
+    if (args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], usage) || token_dtype_parse(token_dtype, &dt) ||
+        token_flags_resolve("", &flags, text_field, dt, &src, &present))
         return cli_fail();
+    if (!present) {
+        tm_fail("no tokens to evaluate: give --tokens FILE or --dataset NAME --data-path PATH");
+        return cli_fail();
+    }
+    src.warn = 1;
 
     Model m;
     if (model_load(&m, model_path)) return cli_fail();
     int32_t *ids;
     size_t n_ids;
-    if (token_file_read(tokens, dt, m.cfg.vocab_size, &ids, &n_ids) || ppl_check_windows(n_ids, seqlen, &nseq)) {
+    if (token_source_stream(&src, model_path, m.cfg.vocab_size, &ids, &n_ids) ||
+        ppl_check_windows(n_ids, seqlen, &nseq)) {
         free(ids);
         model_free(&m);
         return cli_fail();
     }
     if (!json && !quiet)
         fprintf(stderr, "eval: %s (%s, %d layers, %s weights), %s: %d windows of %d tokens\n", model_path,
-                m.cfg.model_type, m.cfg.n_layers, tm_dtype_name(m.w.dtype), tokens, nseq, seqlen);
+                m.cfg.model_type, m.cfg.n_layers, tm_dtype_name(m.w.dtype), token_source_describe(&src), nseq, seqlen);
     PplResult r;
     int rc = ppl_eval(&m, ids, n_ids, seqlen, nseq, batch, !json && !quiet, &r);
     free(ids);

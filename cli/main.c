@@ -11,8 +11,9 @@ static const struct {
     const char *help;
 } commands[] = {
     {"convert", cmd_convert, "convert a GQA model to DeepSeek-V3 MLA (RoRoPE + BKV-PCA)"},
-    {"eval", cmd_eval, "perplexity of a model on a token file"},
+    {"eval", cmd_eval, "perplexity of a model on a dataset or a token file"},
     {"generate", cmd_generate, "greedy decoding with a KV cache (latent cache for MLA models)"},
+    {"tokenize", cmd_tokenize, "text to token ids (JSON) or an HDF5 token set"},
     {"inspect", cmd_inspect, "architecture, parameter count and KV-cache size of a model"},
     {"version", cmd_version, "version and the libraries linked in"},
 };

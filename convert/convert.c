@@ -86,7 +86,8 @@ static void free_layers(MlaAttn *layers, int n) {
     free(layers);
 }
 
-static int data_free(const Run *r) { return r->s->cal_tokens == NULL; }
+static int data_free(const Run *r) { return r->s->data_free; }
+static int has_eval(const ConvertSettings *s) { return s->eval.tokens || s->eval.dataset; }
 
 /* ---- checks before any heavy work (every rank reaches the same verdict) ---- */
 
@@ -114,8 +115,8 @@ static int check_settings(Run *r) {
         return tm_fail("--q-lora-rank %d must be in [0, %d] (num_attention_heads * (head_dim + qk_mqa_dim))",
                        s->q_lora_rank, qwidth);
     if (!(s->balance_kv_ratio > 0)) return tm_fail("--balance-kv-ratio must be positive");
-    if (!s->freqfold && !s->eval_tokens)
-        return tm_fail("--freqfold auto picks by evaluation perplexity and needs --eval-tokens");
+    if (!s->freqfold && !has_eval(s))
+        return tm_fail("--freqfold auto picks by evaluation perplexity and needs --eval-tokens or --eval-dataset");
     if (s->dtype != TM_DTYPE_INVALID && !tm_dtype_is_weight_float(s->dtype))
         return tm_fail("--dtype must be float32, bfloat16 or float16");
     if (s->scalapack_min_n < 1) return tm_fail("--scalapack-min-n %d must be at least 1", s->scalapack_min_n);
@@ -131,13 +132,21 @@ static int check_output(const Run *r) {
     return output_make_parents(r->s->save_path);
 }
 
-static int read_windows(const char *path, const ConvertSettings *s, int vocab, int seqlen, int *nseq, int32_t **ids,
-                        size_t *n, const char *flag) {
-    if (token_file_read(path, s->token_dtype, vocab, ids, n)) return -1;
+/* Ids from a source, then whole windows of seqlen (nseq 0: all that fit). */
+static int read_windows(Run *r, const TokenSource *src, int calibration, int seqlen, int *nseq, int32_t **ids,
+                        size_t *n) {
+    const ConvertSettings *s = r->s;
+    TokenSource warned = *src;
+    warned.warn = is_root(r);
+    int rc = calibration ? token_source_calibration(&warned, s->model_path, r->cfg.vocab_size, s->cal_nsamples, seqlen,
+                                                    s->seed, ids, n)
+                         : token_source_stream(&warned, s->model_path, r->cfg.vocab_size, ids, n);
+    if (rc) return -1;
+    if (src->dataset && calibration) *nseq = (int)(*n / (size_t)seqlen); /* the sampler may find fewer */
     if (ppl_check_windows(*n, seqlen, nseq)) {
         char why[512];
         snprintf(why, sizeof why, "%s", tm_error());
-        return tm_fail("%s (%s): %s", path, flag, why);
+        return tm_fail("%s (%s): %s", token_source_describe(src), src->flag, why);
     }
     return 0;
 }
@@ -146,7 +155,7 @@ static int make_plan(Run *r) {
     const ConvertSettings *s = r->s;
     PlanInputs in = {.stages = s->stages, .replicas = r->t.replicas, .dtype = r->cfg.torch_dtype,
                      .cal_batch = data_free(r) ? 0 : s->cal_batch, .cal_seqlen = s->cal_seqlen,
-                     .eval_batch = s->eval_tokens ? s->eval_batch : 0, .ppl_seqlen = s->ppl_seqlen,
+                     .eval_batch = has_eval(s) ? s->eval_batch : 0, .ppl_seqlen = s->ppl_seqlen,
                      .qk_mqa_dim = s->qk_mqa_dim, .q_lora_rank = s->q_lora_rank, .mem_per_rank = s->mem_per_rank};
     if (plan_make(&r->plan, &r->cfg, &in)) return -1;
     r->first = r->plan.stage[r->t.stage].first;
@@ -402,11 +411,12 @@ static json_t *settings_json(const Run *r) {
     const ConvertSettings *s = r->s;
     json_t *o = json_object();
     json_object_set_new(o, "model_path", json_string(s->model_path));
-    json_object_set_new(o, "cal_dataset", json_string(data_free(r) ? "none" : "tokens"));
-    json_object_set_new(o, "cal_tokens", s->cal_tokens ? json_string(s->cal_tokens) : json_null());
+    json_object_set_new(o, "cal_dataset", json_string(data_free(r) ? "none" : s->cal.dataset ? s->cal.dataset : "tokens"));
+    json_object_set_new(o, "cal_source", data_free(r) ? json_null() : json_string(token_source_describe(&s->cal)));
+    json_object_set_new(o, "seed", json_integer((json_int_t)s->seed));
     json_object_set_new(o, "cal_max_seqlen", json_integer(s->cal_seqlen));
     json_object_set_new(o, "cal_nsamples", json_integer(r->cal_nseq));
-    json_object_set_new(o, "eval_tokens", s->eval_tokens ? json_string(s->eval_tokens) : json_null());
+    json_object_set_new(o, "eval_source", has_eval(s) ? json_string(token_source_describe(&s->eval)) : json_null());
     json_object_set_new(o, "ppl_seqlen", json_integer(s->ppl_seqlen));
     json_object_set_new(o, "qk_mqa_dim", json_integer(r->rs.r));
     json_object_set_new(o, "collapse", json_integer(r->rs.collapse));
@@ -593,12 +603,8 @@ static int prepare(Run *r) {
     if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
     r->cal_nseq = s->cal_nsamples;
     r->eval_nseq = s->eval_nsamples;
-    if (s->cal_tokens)
-        rc = read_windows(s->cal_tokens, s, r->cfg.vocab_size, s->cal_seqlen, &r->cal_nseq, &r->cal_ids, &r->n_cal,
-                          "--cal-tokens");
-    if (!rc && s->eval_tokens)
-        rc = read_windows(s->eval_tokens, s, r->cfg.vocab_size, s->ppl_seqlen, &r->eval_nseq, &r->eval_ids,
-                          &r->n_eval, "--eval-tokens");
+    if (!data_free(r)) rc = read_windows(r, &s->cal, 1, s->cal_seqlen, &r->cal_nseq, &r->cal_ids, &r->n_cal);
+    if (!rc && has_eval(s)) rc = read_windows(r, &s->eval, 0, s->ppl_seqlen, &r->eval_nseq, &r->eval_ids, &r->n_eval);
     if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
     r->report = json_object();
     r->settings = settings_json(r);

@@ -7,13 +7,14 @@
 #include <stdint.h>
 
 #include "io/dtype.h"
-#include "io/token_file.h"
+#include "io/token_source.h"
 
 typedef struct {
     const char *model_path, *save_path;
     int overwrite;
-    const char *cal_tokens, *eval_tokens; /* cal_tokens NULL: data-free (--cal-dataset none) */
-    TmTokenDType token_dtype;
+    int data_free;            /* --cal-dataset none: no calibration data */
+    TokenSource cal, eval;    /* eval.tokens and eval.dataset NULL: no perplexities */
+    uint64_t seed;            /* calibration sampling from a text dataset */
     int cal_seqlen, cal_nsamples, cal_batch;  /* nsamples 0: every complete window */
     int ppl_seqlen, eval_nsamples, eval_batch;
     int qk_mqa_dim;
