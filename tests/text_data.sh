@@ -73,6 +73,34 @@ else fail "convert from text and from its token set differ"; fi
 if [ "$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['settings']['cal_dataset'])" "$work/from_text/transmla_report.json")" = wikitext2 ]
 then ok "report names the calibration dataset"; else fail "report's settings.cal_dataset"; fi
 
+# --- real tokenizers end to end: tiny random models with their vocabularies ---
+for spec in mistral:mistral llama3:llama; do
+    tok=${spec%%:*} mt=${spec##*:} m=$work/model-$tok
+    "$py" "$here/ref/make_tokenizer_model.py" "$shared/tokenizers/$tok" "$m" --model-type "$mt" || fail "make $tok model"
+    "$bin" tokenize --quiet --tokenizer "$m" --dataset wikitext2 --data-path "$wiki" --split test --output "$work/$tok.h5" \
+        || fail "tokenize wikitext2 with $tok"
+    evm() { "$bin" eval --model-path "$m" --seqlen 128 --nseq 4 --json --quiet "$@" | "$py" -c "import json,sys; print(json.load(sys.stdin)['ppl'])"; }
+    a=$(evm --dataset wikitext2 --data-path "$wiki") b=$(evm --tokens "$work/$tok.h5")
+    if [ -n "$a" ] && [ "$a" = "$b" ]; then ok "$tok model: eval on text == eval on its token set ($a)"
+    else fail "$tok model: eval on text $a, on the token set $b"; fi
+    # the stream starts with BOS exactly when Hugging Face adds one (Mistral's template; not this Llama-3 file)
+    first=$("$bin" tokenize --quiet --tokenizer "$m" --dataset wikitext2 --data-path "$wiki" --split test --ids |
+            "$py" -c "import json,sys; print(json.load(sys.stdin)[0])")
+    bos=$([ "$tok" = mistral ] && echo 1 || echo 128000)
+    if { [ "$tok" = mistral ] && [ "$first" = "$bos" ]; } || { [ "$tok" != mistral ] && [ "$first" != "$bos" ]; }; then
+        ok "$tok: the joined stream starts with id $first (BOS $bos added only by Mistral's template)"
+    else fail "$tok: the joined stream starts with id $first"; fi
+    "$bin" convert --quiet --model-path "$m" --save-path "$work/$tok-mla" --cal-dataset wikitext2 --cal-data-path "$wiki" \
+        --cal-split validation --cal-nsamples 4 --cal-max-seqlen 64 --ppl-seqlen 128 --eval-nsamples 2 --qk-mqa-dim 8 \
+        --freqfold 2 --kv-lora-rank 16 >/dev/null || fail "convert the $tok model on wikitext2"
+    if "$py" -c "import json,sys; r=json.load(open(sys.argv[1])); p=r['ppl']; sys.exit(0 if all(k in p for k in ('original','mla')) else 1)" \
+        "$work/$tok-mla/transmla_report.json" 2>/dev/null && cmp -s "$m/tokenizer.json" "$work/$tok-mla/tokenizer.json"
+    then ok "$tok model: converted on wikitext2, perplexities reported, tokenizer copied"
+    else fail "$tok model: conversion report or tokenizer copy"; fi
+done
+grep -q 'H5T_STD_U32LE' <(h5dump -H "$work/llama3.h5") && grep -q 'H5T_STD_U16LE' <(h5dump -H "$work/mistral.h5") \
+    && ok "token sets: uint32 ids for a 128k vocabulary, uint16 for 32k" || fail "token set id widths"
+
 # --- refusals: one line naming the file, non-zero exit, nothing written --------
 expect_error() { # name pattern command...
     local name=$1 pat=$2; shift 2
@@ -83,8 +111,8 @@ expect_error() { # name pattern command...
     else fail "$name: rc $rc, wanted one line with '$pat', got: $err"; fi
 }
 "$bin" tokenize --quiet --tokenizer "$shared/tokenizers/mistral" --input "$here/data/tokenizer/hostile.txt" \
-    --output "$work/mistral.h5" || fail "tokenize with mistral"
-expect_error mismatched_tokenizer "re-tokenize" "$bin" eval --model-path "$blm" --tokens "$work/mistral.h5" --seqlen 64
+    --output "$work/mistral-hostile.h5" || fail "tokenize with mistral"
+expect_error mismatched_tokenizer "re-tokenize" "$bin" eval --model-path "$blm" --tokens "$work/mistral-hostile.h5" --seqlen 64
 expect_error samples_seqlen "samples of 256 tokens" \
     "$bin" "${conv[@]}" --save-path "$work/never" --cal-tokens "$work/cal.h5" --cal-max-seqlen 128
 [ -e "$work/never" ] && fail "a refused conversion left $work/never"
