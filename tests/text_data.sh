@@ -98,6 +98,10 @@ for spec in mistral:mistral llama3:llama; do
     then ok "$tok model: converted on wikitext2, perplexities reported, tokenizer copied"
     else fail "$tok model: conversion report or tokenizer copy"; fi
 done
+# generate encodes --prompt with the model's tokenizer: Hugging Face gives Mistral [1, 22557, 1526] for it
+np=$("$bin" generate --model-path "$work/model-mistral" --prompt "Hello world" --max-new-tokens 2 --json 2>/dev/null |
+     "$py" -c "import json,sys; print(json.load(sys.stdin)['prompt_tokens'])")
+[ "$np" = 3 ] && ok "generate: the prompt is encoded by the model's tokenizer (BOS + 2 ids)" || fail "generate prompt tokens: $np"
 grep -q 'H5T_STD_U32LE' <(h5dump -H "$work/llama3.h5") && grep -q 'H5T_STD_U16LE' <(h5dump -H "$work/mistral.h5") \
     && ok "token sets: uint32 ids for a 128k vocabulary, uint16 for 32k" || fail "token set id widths"
 
