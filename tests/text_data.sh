@@ -9,12 +9,13 @@
 #    bytes, so Python can tokenize it: rows as Hugging Face's wikitext loader
 #    gives them, joined with "\n\n");
 #  - conversion calibrated on a text dataset gives bit-identical weights to the
-#    same conversion calibrated on the token set of the same samples;
+#    same conversion calibrated on the token set of the same samples, and to
+#    the same conversion on 2 MPI ranks (2 stages, each rank tokenizing);
 #  - a token set made by another tokenizer, malformed tokenizer files, invalid
 #    UTF-8 and empty datasets fail with one clear line, leaving nothing behind.
-# usage: text_data.sh TRANSMLA PYTHON
+# usage: text_data.sh TRANSMLA PYTHON [MPIEXEC]
 set -u
-bin=$1 py=$2
+bin=$1 py=$2 mpiexec=${3:-}
 here=$(cd "$(dirname "$0")" && pwd)
 shared=$here/../../shared
 blm=$here/../data/models/bytelm-dev
@@ -70,6 +71,14 @@ conv=(convert --quiet --model-path "$blm" --cal-max-seqlen 256 --cal-nsamples 8 
 if "$py" "$here/ref/compare_models.py" "$work/from_text" "$work/from_set" --exact >/dev/null; then
     ok "convert: --cal-dataset wikitext2 == --cal-tokens of its sampled token set (bitwise)"
 else fail "convert from text and from its token set differ"; fi
+if [ -n "$mpiexec" ]; then
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$mpiexec" --oversubscribe --allow-run-as-root -np 2 "$bin" "${conv[@]}" \
+        --stages 2 --save-path "$work/from_text_np2" --cal-dataset wikitext2 --cal-data-path "$wiki" --cal-split validation \
+        >/dev/null || fail "convert --cal-dataset wikitext2 on 2 ranks"
+    if "$py" "$here/ref/compare_models.py" "$work/from_text" "$work/from_text_np2" --exact >/dev/null; then
+        ok "convert on text: 2 ranks x 2 stages == one process (bitwise)"
+    else fail "convert on text: 2 ranks differ from one process"; fi
+fi
 if [ "$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['settings']['cal_dataset'])" "$work/from_text/transmla_report.json")" = wikitext2 ]
 then ok "report names the calibration dataset"; else fail "report's settings.cal_dataset"; fi
 
