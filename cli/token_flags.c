@@ -5,12 +5,9 @@
 
 #include "io/error.h"
 
-/* "--cal-tokens" / "--tokens": kept in a small static table so the strings outlive the call. */
-static const char *flag_name(const char *prefix, const char *what) {
-    static char names[8][64];
-    static int next;
-    char *buf = names[next++ % 8];
-    snprintf(buf, sizeof names[0], "--%s%s%s", prefix, *prefix ? "-" : "", what);
+/* "--cal-tokens" from ("cal", "tokens"); "--tokens" from ("", "tokens"). */
+static const char *flag_name(char *buf, size_t len, const char *prefix, const char *what) {
+    snprintf(buf, len, "--%s%s%s", prefix, *prefix ? "-" : "", what);
     return buf;
 }
 
@@ -18,8 +15,10 @@ int token_flags_resolve(const char *prefix, const TokenFlags *f, const char *tex
                         TokenSource *out, int *present) {
     memset(out, 0, sizeof *out);
     *present = 0;
-    const char *tokens_flag = flag_name(prefix, "tokens"), *dataset_flag = flag_name(prefix, "dataset");
-    const char *path_flag = flag_name(prefix, "data-path");
+    char t_buf[32], d_buf[32], p_buf[32];
+    const char *tokens_flag = flag_name(t_buf, sizeof t_buf, prefix, "tokens");
+    const char *dataset_flag = flag_name(d_buf, sizeof d_buf, prefix, "dataset");
+    const char *path_flag = flag_name(p_buf, sizeof p_buf, prefix, "data-path");
     int file = f->tokens != NULL && *f->tokens;
     if (f->dataset && strcmp(f->dataset, "tokens") && !token_source_is_dataset(f->dataset))
         return tm_fail("%s '%s': expected wikitext2, ptb, c4, alpaca, text, jsonl, tokens or none", dataset_flag,
@@ -35,13 +34,13 @@ int token_flags_resolve(const char *prefix, const TokenFlags *f, const char *tex
     if (file) {
         out->tokens = f->tokens;
         out->dtype = dt;
-        out->flag = tokens_flag;
+        snprintf(out->flag, sizeof out->flag, "%s", tokens_flag);
     } else if (text) {
         out->dataset = f->dataset;
         out->data_path = f->data_path;
         out->split = f->split;
         out->text_field = text_field;
-        out->flag = dataset_flag;
+        snprintf(out->flag, sizeof out->flag, "%s", dataset_flag);
     } else {
         return 0;
     }

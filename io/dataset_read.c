@@ -199,7 +199,9 @@ int read_c4(const char *path, const char *split, DocBuilder *b) {
     }
     closedir(dir);
     int rc = 0;
-    if (n == 0) rc = tm_fail("%s: no %s split (%s*.json.gz)", path, split, prefix);
+    if (n == 0)
+        rc = tm_fail("%s: no %s split (%s*.json.gz)%s", path, split, prefix,
+                     strcmp(split, "test") ? "" : "; C4 has train and validation splits only: evaluate the validation split");
     if (n > 1) qsort(names, n, sizeof *names, cmp_names);
     for (size_t i = 0; i < n && !rc; i++) {
         char *file = join_path(path, names[i]);

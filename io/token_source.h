@@ -16,7 +16,7 @@ typedef struct {
     const char *data_path;
     const char *split;      /* train|validation|test */
     const char *text_field; /* jsonl; NULL: "text" */
-    const char *flag;       /* the option that named it, for messages: "--cal-tokens" */
+    char flag[32];          /* the option that named it, for messages: "--cal-tokens" */
     int warn;               /* print warnings (one MPI rank only) */
 } TokenSource;
 
