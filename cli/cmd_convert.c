@@ -4,6 +4,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/preset.h"
 #include "cli/token_flags.h"
 #include "convert/convert.h"
 #include "dist/plan.h"
@@ -83,9 +84,23 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
     const char *kv_norm = "fit";
     const char *freqfold = "auto", *collapse = "auto", *balance = "1", *dtype = NULL, *token_dtype = "u16";
     int quiet = 0, split_interleave = 0, shard_mb = 4096;
+    const char *preset_path = preset_flag(argc, argv);
+    char preset_freqfold[16];
+    if (preset_path) { /* the preset's settings first, so the flags below override them */
+        Preset pre;
+        if (preset_load(preset_path, &pre)) return -1;
+        if (pre.qk_mqa_dim) s.qk_mqa_dim = pre.qk_mqa_dim;
+        if (pre.kv_lora_rank) s.kv_lora_rank = pre.kv_lora_rank;
+        if (pre.freqfold) {
+            snprintf(preset_freqfold, sizeof preset_freqfold, "%d", pre.freqfold);
+            freqfold = preset_freqfold;
+        }
+    }
     TmTokenDType dtype_raw;
     const ArgSpec specs[] = {
         {"model-path", ARG_STR, &s.model_path, "DIR", "GQA model folder (default: the bundled bytelm-dev)", 0},
+        {"preset", ARG_STR, &preset_path, "FILE",
+         "configs/presets/NAME.json: the published qk_mqa_dim, kv_lora_rank and freqfold; flags override it", 0},
         {"save-path", ARG_STR, &s.save_path, "DIR", "output folder for the DeepSeek-V3 model", 1},
         {"overwrite", ARG_FLAG, &s.overwrite, "", "replace --save-path if it exists", 0},
         {"cal-dataset", ARG_STR, &cal.dataset, "NAME",

@@ -7,6 +7,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 
 /* Print "transmla: error: <tm_error()>" and return 1. */

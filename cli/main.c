@@ -13,6 +13,7 @@ static const struct {
     {"convert", cmd_convert, "convert a GQA model to DeepSeek-V3 MLA (RoRoPE + BKV-PCA)"},
     {"eval", cmd_eval, "perplexity of a model on a dataset or a token file"},
     {"generate", cmd_generate, "greedy decoding with a KV cache (latent cache for MLA models)"},
+    {"plan", cmd_plan, "stage layout and memory per rank of a conversion on N nodes (config.json only)"},
     {"tokenize", cmd_tokenize, "text to token ids (JSON) or an HDF5 token set"},
     {"inspect", cmd_inspect, "architecture, parameter count and KV-cache size of a model"},
     {"version", cmd_version, "version and the libraries linked in"},

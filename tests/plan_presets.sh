@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# `transmla plan` and the presets (issue 6, items 1-2):
+#  - the shipped Qwen2.5-72B and Mixtral-8x7B configs on 4, 8 and 16 nodes of
+#    4 ranks and 256 GiB fit, and the weights column of each layout adds up to
+#    the parameter bytes Python computes from config.json on its own (bf16);
+#  - a layout that cannot fit is refused with one line and exit 1; a stage
+#    count that does not divide the ranks likewise;
+#  - every preset in configs/presets parses; the ones that name a config plan
+#    their recommended layout and it fits; convert --preset applies the
+#    preset's settings and a flag overrides them; a misspelt key is an error.
+# usage: plan_presets.sh TRANSMLA PYTHON
+set -u
+bin=$1 py=$2
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$here/..
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fails=0
+ok() { echo "ok    $1"; }
+fail() { echo "FAIL  $1"; fails=$((fails + 1)); }
+
+param_gib() { # bf16 bytes of every tensor the config implies, in GiB
+    "$py" - "$1" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+D, L, H, G = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["num_key_value_heads"]
+d = c.get("head_dim", D // H); I, V = c["intermediate_size"], c["vocab_size"]
+bias = c["model_type"] == "qwen2"
+attn = D * H * d + 2 * D * G * d + H * d * D + (H * d + 2 * G * d if bias else 0)
+mlp = 3 * D * I * c.get("num_local_experts", 1) + (D * c["num_local_experts"] if "num_local_experts" in c else 0)
+n = V * D * (1 if c.get("tie_word_embeddings") else 2) + D + L * (attn + mlp + 2 * D)
+print(2 * n / 2**30)
+PY
+}
+
+for model in qwen2.5-72b-instruct mixtral-8x7b-v0.1; do
+    cfg=$repo/configs/models/$model.config.json
+    want=$(param_gib "$cfg")
+    for nodes in 4 8 16; do
+        out=$("$bin" plan --model-path "$cfg" --nodes "$nodes" --ranks-per-node 4 --mem-per-node 256G 2>&1); rc=$?
+        got=$(printf '%s\n' "$out" | awk '$1 ~ /^[0-9]+$/ && NF == 9 { s += $4 } END { print s }')
+        if [ $rc -eq 0 ] && printf '%s' "$out" | grep -q '^fits' && "$py" -c "import sys; g, w = float(sys.argv[1]), float(sys.argv[2]); sys.exit(0 if abs(g - w) < 0.01 else 1)" "$got" "$want"
+        then ok "plan $model on $nodes nodes: fits; weights $got GiB = $want from config.json"
+        else fail "plan $model on $nodes nodes: rc $rc, weights $got vs $want: $out"; fi
+    done
+done
+
+expect_error() { # name pattern command...
+    local name=$1 pat=$2; shift 2
+    local err rc
+    err=$("$@" 2>&1 >/dev/null); rc=$?
+    if [ $rc -eq 1 ] && [ "$(printf '%s\n' "$err" | grep -c .)" -eq 1 ] && printf '%s' "$err" | grep -q -- "$pat"; then
+        ok "$name: $err"
+    else fail "$name: rc $rc, wanted one line with '$pat', got: $err"; fi
+}
+expect_error too_small "no layout of 4 ranks fits" \
+    "$bin" plan --model-path "$repo/configs/models/qwen2.5-72b-instruct.config.json" --nodes 1 --ranks-per-node 4 --mem-per-node 256G
+expect_error stages_divide "must divide" \
+    "$bin" plan --model-path "$repo/configs/models/mixtral-8x7b-v0.1.config.json" --nodes 4 --ranks-per-node 4 --stages 3
+
+for preset in "$repo"/configs/presets/*.json; do
+    name=$(basename "$preset" .json)
+    if grep -q '"config"' "$preset"; then
+        if "$bin" plan --preset "$preset" 2>&1 | grep -q '^fits'; then ok "preset $name: its layout fits"
+        else fail "preset $name: plan --preset does not fit"; fi
+    elif "$bin" plan --preset "$preset" --model-path "$repo/configs/models/llama-3.2-1b.config.json" >/dev/null; then
+        ok "preset $name parses"
+    else fail "preset $name: $("$bin" plan --preset "$preset" --model-path "$repo/configs/models/llama-3.2-1b.config.json" 2>&1 | tail -1)"; fi
+done
+
+# convert --preset: llama-3.2-1b's kv_lora_rank 512 is too wide for bytelm-dev (at most 2*2*64 - 64 = 192) ...
+blm=$repo/data/models/bytelm-dev
+expect_error preset_applies "kv-lora-rank 512" "$bin" convert --preset "$repo/configs/presets/llama-3.2-1b.json" \
+    --model-path "$blm" --save-path "$work/p" --cal-dataset none
+# ... and a flag overrides it
+"$bin" convert --quiet --preset "$repo/configs/presets/llama-3.2-1b.json" --kv-lora-rank 64 --model-path "$blm" \
+    --save-path "$work/p" --cal-dataset none >/dev/null 2>&1 || fail "convert --preset with --kv-lora-rank 64"
+if "$py" -c "import json,sys; s=json.load(open(sys.argv[1]))['settings']; sys.exit(0 if (s['qk_mqa_dim'], s['kv_lora_rank'], s['freqfold_requested']) == (64, 64, 4) else 1)" "$work/p/transmla_report.json" 2>/dev/null
+then ok "convert --preset: qk_mqa_dim 64 and freqfold 4 from the preset, kv_lora_rank 64 from the flag"
+else fail "convert --preset settings in the report"; fi
+printf '{"model": "x", "convert": {"kv_lora_rnak": 512}}\n' >"$work/typo.json"
+expect_error preset_typo "unknown key convert.kv_lora_rnak" "$bin" plan --preset "$work/typo.json" --model-path "$blm"
+
+echo "plan_presets: $fails failure(s)"
+[ "$fails" -eq 0 ]
