@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Shared by the sbatch scripts in this folder: start MPI ranks and log.
+# Sourced, not run.
+
+# Log a line with a timestamp on stderr (the job's log).
+tm_log() { printf '%s transmla-job: %s\n' "$(date '+%F %T')" "$*" >&2; }
+
+# Start "$@" on every task of the allocation. srun is the launcher (with the
+# PMIx plugin when Slurm has one, else PMI-2); where srun cannot start MPI
+# ranks (no MPI plugin), Open MPI's mpirun is used inside the allocation.
+# TM_LAUNCHER=srun|mpirun forces one.
+tm_launch() {
+    local launcher=${TM_LAUNCHER:-auto} mpi=""
+    if [ "$launcher" = auto ]; then
+        launcher=mpirun
+        if command -v srun >/dev/null 2>&1 && [ -n "${SLURM_JOB_ID:-}" ]; then
+            local plugins
+            plugins=$(srun --mpi=list 2>&1 || true)
+            if printf '%s' "$plugins" | grep -qw pmix; then launcher=srun mpi=pmix
+            elif printf '%s' "$plugins" | grep -qw pmi2; then launcher=srun mpi=pmi2
+            fi
+        fi
+    fi
+    if [ "$launcher" = srun ]; then
+        tm_log "launch: srun --mpi=${mpi:-default} (${SLURM_NTASKS:-?} tasks on ${SLURM_JOB_NUM_NODES:-?} nodes)"
+        srun ${mpi:+--mpi=$mpi} --kill-on-bad-exit=1 "$@"
+    else
+        local np=${SLURM_NTASKS:-1}
+        tm_log "launch: mpirun -np $np (srun has no MPI plugin here)"
+        mpirun --oversubscribe --allow-run-as-root -np "$np" "$@"
+    fi
+}
+
+# Forward the warning Slurm sends before the time limit (--signal=B:USR1@T)
+# to the running step, so the conversion can stop cleanly, and ask Slurm to
+# requeue the job (--requeue) so it starts again.
+tm_on_time_limit() {
+    tm_log "time limit near (SIGUSR1): stopping the step and requeueing job ${SLURM_JOB_ID:-?}"
+    if [ -n "${TM_STEP_PID:-}" ]; then kill -TERM "$TM_STEP_PID" 2>/dev/null || true; fi
+    if [ -n "${SLURM_JOB_ID:-}" ]; then scontrol requeue "$SLURM_JOB_ID" || tm_log "scontrol requeue failed"; fi
+}
+
+# Run "$@" in the background so the USR1 trap can act, and wait for it.
+tm_run_step() {
+    trap tm_on_time_limit USR1
+    "$@" &
+    TM_STEP_PID=$!
+    local rc=0
+    wait "$TM_STEP_PID" || rc=$?
+    # a trapped signal interrupts wait: wait again for the step's real status
+    while kill -0 "$TM_STEP_PID" 2>/dev/null; do wait "$TM_STEP_PID" || rc=$?; done
+    return "$rc"
+}
