@@ -5,11 +5,11 @@
 # Log a line with a timestamp on stderr (the job's log).
 tm_log() { printf '%s transmla-job: %s\n' "$(date '+%F %T')" "$*" >&2; }
 
-# Start "$@" on every task of the allocation. srun is the launcher (with the
-# PMIx plugin when Slurm has one, else PMI-2); where srun cannot start MPI
-# ranks (no MPI plugin), Open MPI's mpirun is used inside the allocation.
-# TM_LAUNCHER=srun|mpirun forces one.
-tm_launch() {
+# The command that starts MPI ranks on every task of the allocation, in the
+# array TM_LAUNCH. srun is the launcher (with the PMIx plugin when Slurm has
+# one, else PMI-2); where srun cannot start MPI ranks (no MPI plugin), Open
+# MPI's mpirun is used inside the allocation. TM_LAUNCHER=srun|mpirun forces one.
+tm_launcher() {
     local launcher=${TM_LAUNCHER:-auto} mpi=""
     if [ "$launcher" = auto ]; then
         launcher=mpirun
@@ -23,12 +23,17 @@ tm_launch() {
     fi
     if [ "$launcher" = srun ]; then
         tm_log "launch: srun --mpi=${mpi:-default} (${SLURM_NTASKS:-?} tasks on ${SLURM_JOB_NUM_NODES:-?} nodes)"
-        srun ${mpi:+--mpi=$mpi} --kill-on-bad-exit=1 "$@"
+        TM_LAUNCH=(srun ${mpi:+--mpi=$mpi} --kill-on-bad-exit=1)
     else
-        local np=${SLURM_NTASKS:-1}
-        tm_log "launch: mpirun -np $np (srun has no MPI plugin here)"
-        mpirun --oversubscribe --allow-run-as-root -np "$np" "$@"
+        tm_log "launch: mpirun -np ${SLURM_NTASKS:-1} (srun has no MPI plugin here)"
+        TM_LAUNCH=(mpirun --oversubscribe --allow-run-as-root -np "${SLURM_NTASKS:-1}")
     fi
+}
+
+# Start "$@" on every task and wait for it.
+tm_launch() {
+    tm_launcher
+    "${TM_LAUNCH[@]}" "$@"
 }
 
 # Forward the warning Slurm sends before the time limit (--signal=B:USR1@T)
@@ -40,10 +45,12 @@ tm_on_time_limit() {
     if [ -n "${SLURM_JOB_ID:-}" ]; then scontrol requeue "$SLURM_JOB_ID" || tm_log "scontrol requeue failed"; fi
 }
 
-# Run "$@" in the background so the USR1 trap can act, and wait for it.
+# Start "$@" on every task in the background, so the USR1 trap can act while
+# the step runs (srun and mpirun pass the TERM on to the ranks), and wait.
 tm_run_step() {
     trap tm_on_time_limit USR1
-    "$@" &
+    tm_launcher
+    "${TM_LAUNCH[@]}" "$@" &
     TM_STEP_PID=$!
     local rc=0
     wait "$TM_STEP_PID" || rc=$?
