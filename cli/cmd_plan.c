@@ -115,7 +115,7 @@ static int plan_run(PlanArgs *a) {
            ranks);
     if (mem_node) printf(", %.0f GiB per node = %.1f GiB per rank", gib(mem_node), gib(mem_rank));
     printf("\n");
-    Plan p;
+    Plan p = {0};
     int rc = choose_plan(&c, in, ranks, stages, mem_rank, &p);
     if (p.stage) {
         fflush(stdout);

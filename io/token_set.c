@@ -5,7 +5,6 @@
 #include "io/token_set.h"
 
 #include <errno.h>
-#include <hdf5.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,47 +13,13 @@
 
 #include "io/checked.h"
 #include "io/error.h"
+#include "io/h5_util.h"
 
 #define FORMAT_NAME "transmla-token-set"
 #define FORMAT_VERSION 1
 #define CHUNK_IDS ((hsize_t)1 << 20)
 
-static const char hdf5_signature[8] = "\211HDF\r\n\032\n";
-
-int token_set_is_hdf5(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return 0;
-    char sig[8];
-    size_t got = fread(sig, 1, sizeof sig, fp);
-    fclose(fp);
-    return got == sizeof sig && memcmp(sig, hdf5_signature, sizeof sig) == 0;
-}
-
-/* HDF5 prints its error stack by default; we report one line instead. */
-typedef struct {
-    H5E_auto2_t func;
-    void *data;
-} Quiet;
-
-static void quiet_begin(Quiet *q) {
-    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-static void quiet_end(const Quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->func, q->data); }
-
-static herr_t innermost(unsigned n, const H5E_error2_t *e, void *buf) {
-    if (n == 0 && e->desc) snprintf(buf, 256, "%s", e->desc);
-    return 0;
-}
-
-/* The most specific message on HDF5's error stack, e.g. "truncated file: ...". */
-static const char *h5_reason(void) {
-    static _Thread_local char buf[256];
-    snprintf(buf, sizeof buf, "HDF5 error");
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost, buf);
-    return buf;
-}
+int token_set_is_hdf5(const char *path) { return h5_is_hdf5(path); }
 
 /* ---- writing ---- */
 
@@ -102,149 +67,37 @@ static int write_1d(hid_t file, const char *path, const char *name, hid_t file_t
     return rc ? -1 : 0;
 }
 
-static int write_attr(hid_t file, const char *path, const char *name, hid_t type, hid_t mem_type, const void *value) {
-    hid_t space = H5Screate(H5S_SCALAR), attr = -1;
-    int rc = space < 0 || (attr = H5Acreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
-             H5Awrite(attr, mem_type, value) < 0;
-    if (attr >= 0 && H5Aclose(attr) < 0) rc = 1;
-    if (space >= 0) H5Sclose(space);
-    return rc ? tm_fail("%s: writing attribute '%s': %s", path, name, h5_reason()) : 0;
-}
-
-/* Fixed-length UTF-8 strings: stored inside the (checksummed) object header,
- * where variable-length ones would live in the global heap, which has no
- * checksum and which HDF5 follows blindly when a file is damaged. */
-static int write_str(hid_t file, const char *path, const char *name, const char *value) {
-    const char *v = value ? value : "";
-    hid_t type = H5Tcopy(H5T_C_S1);
-    if (type < 0 || H5Tset_size(type, strlen(v) + 1) < 0 || H5Tset_strpad(type, H5T_STR_NULLTERM) < 0 ||
-        H5Tset_cset(type, H5T_CSET_UTF8) < 0) {
-        if (type >= 0) H5Tclose(type);
-        return tm_fail("%s: writing attribute '%s': %s", path, name, h5_reason());
-    }
-    int rc = write_attr(file, path, name, type, type, v);
-    H5Tclose(type);
-    return rc;
-}
-
-static int write_i64(hid_t file, const char *path, const char *name, int64_t value) {
-    return write_attr(file, path, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
-}
-
 static int write_contents(hid_t file, const char *path, const TokenSet *ts) {
     int wide = ts->vocab_size > 65536;
     if (write_1d(file, path, "/tokens", wide ? H5T_STD_U32LE : H5T_STD_U16LE, H5T_NATIVE_INT32, ts->ids, ts->n) ||
         write_1d(file, path, "/doc_offsets", H5T_STD_U64LE, H5T_NATIVE_UINT64, ts->doc_offsets, ts->n_docs + 1))
         return -1;
     uint64_t seed = ts->seed;
-    if (write_str(file, path, "format", FORMAT_NAME) || write_i64(file, path, "version", FORMAT_VERSION) ||
-        write_str(file, path, "tokenizer_sha256", ts->tokenizer_sha256) ||
-        write_str(file, path, "tokenizer", ts->tokenizer) || write_str(file, path, "sources", ts->sources) ||
-        write_str(file, path, "kind", ts->kind) || write_str(file, path, "dtype", wide ? "uint32" : "uint16") ||
-        write_i64(file, path, "n_tokens", (int64_t)ts->n) ||
-        write_i64(file, path, "n_documents", (int64_t)ts->n_docs) ||
-        write_i64(file, path, "vocab_size", ts->vocab_size) || write_i64(file, path, "seqlen", ts->seqlen) ||
-        write_i64(file, path, "add_special_tokens", ts->add_special_tokens) ||
-        write_attr(file, path, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &seed))
+    if (h5_write_str_attr(file, path, "format", FORMAT_NAME) || h5_write_i64_attr(file, path, "version", FORMAT_VERSION) ||
+        h5_write_str_attr(file, path, "tokenizer_sha256", ts->tokenizer_sha256) ||
+        h5_write_str_attr(file, path, "tokenizer", ts->tokenizer) || h5_write_str_attr(file, path, "sources", ts->sources) ||
+        h5_write_str_attr(file, path, "kind", ts->kind) || h5_write_str_attr(file, path, "dtype", wide ? "uint32" : "uint16") ||
+        h5_write_i64_attr(file, path, "n_tokens", (int64_t)ts->n) ||
+        h5_write_i64_attr(file, path, "n_documents", (int64_t)ts->n_docs) ||
+        h5_write_i64_attr(file, path, "vocab_size", ts->vocab_size) || h5_write_i64_attr(file, path, "seqlen", ts->seqlen) ||
+        h5_write_i64_attr(file, path, "add_special_tokens", ts->add_special_tokens) ||
+        h5_write_attr(file, path, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &seed))
         return -1;
     return 0;
 }
 
 int token_set_write(const char *path, const TokenSet *ts) {
     if (check_before_write(path, ts)) return -1;
-    size_t n = strlen(path) + 32;
-    char *tmp = mallocCheck(n);
-    snprintf(tmp, n, "%s.tmp-%ld", path, (long)getpid());
-    Quiet q;
-    quiet_begin(&q);
-    int rc = 0;
-    /* The 1.10 file format: checksums on the superblock, object headers and
-     * chunk indexes (damage is reported, not followed), and attributes larger
-     * than 64 KiB (a long list of sources) in dense storage. */
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), file = -1;
-    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST) >= 0)
-        file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    if (fapl >= 0) H5Pclose(fapl);
-    if (file < 0) {
-        rc = tm_fail("%s: cannot create %s: %s", path, tmp, h5_reason());
-    } else {
-        rc = write_contents(file, path, ts);
-        if (H5Fclose(file) < 0 && !rc) rc = tm_fail("%s: closing %s: %s", path, tmp, h5_reason());
-    }
-    quiet_end(&q);
-    if (!rc && rename(tmp, path) != 0) rc = tm_fail("%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
-    if (rc) remove(tmp);
-    free(tmp);
-    return rc ? -1 : 0;
+    H5Quiet q;
+    h5_quiet_begin(&q);
+    char *tmp;
+    hid_t file = h5_create_temp(path, &tmp);
+    int rc = file < 0 ? -1 : h5_close_rename(file, tmp, path, write_contents(file, path, ts));
+    h5_quiet_end(&q);
+    return rc;
 }
 
 /* ---- reading ---- */
-
-/* A scalar string attribute of either HDF5 string kind, malloc'd. The memory
- * type takes the stored character set: HDF5 converts none into another. */
-static int read_str(hid_t file, const char *path, const char *name, char **out) {
-    *out = NULL;
-    if (H5Aexists(file, name) <= 0) return tm_fail("%s: no attribute '%s'", path, name);
-    hid_t attr = H5Aopen(file, name, H5P_DEFAULT), type = attr >= 0 ? H5Aget_type(attr) : -1, mem = -1;
-    int rc = -1;
-    if (type < 0) {
-        tm_fail("%s: attribute '%s': %s", path, name, h5_reason());
-    } else if (H5Tget_class(type) != H5T_STRING) {
-        tm_fail("%s: attribute '%s' is not a string", path, name);
-    } else if (H5Tis_variable_str(type) > 0) {
-        char *v = NULL;
-        mem = H5Tcopy(H5T_C_S1);
-        if (mem >= 0 && H5Tset_size(mem, H5T_VARIABLE) >= 0 && H5Tset_cset(mem, H5Tget_cset(type)) >= 0 &&
-            H5Aread(attr, mem, &v) >= 0) {
-            *out = strdup(v ? v : "");
-            rc = 0;
-        } else {
-            tm_fail("%s: attribute '%s': %s", path, name, h5_reason());
-        }
-        if (v) H5free_memory(v);
-    } else {
-        size_t size = H5Tget_size(type);
-        char *v = callocCheck(size + 1, 1);
-        mem = H5Tcopy(H5T_C_S1);
-        if (size > 0 && mem >= 0 && H5Tset_size(mem, size) >= 0 && H5Tset_cset(mem, H5Tget_cset(type)) >= 0 &&
-            H5Aread(attr, mem, v) >= 0) {
-            *out = v;
-            rc = 0;
-        } else {
-            free(v);
-            tm_fail("%s: attribute '%s': %s", path, name, size ? h5_reason() : "empty string type");
-        }
-    }
-    if (rc == 0 && !*out) tm_die("out of memory");
-    if (mem >= 0) H5Tclose(mem);
-    if (type >= 0) H5Tclose(type);
-    if (attr >= 0) H5Aclose(attr);
-    return rc;
-}
-
-/* A scalar integer attribute, converted by HDF5 to int64 (or uint64). */
-static int read_int(hid_t file, const char *path, const char *name, int is_unsigned, void *out) {
-    if (H5Aexists(file, name) <= 0) return tm_fail("%s: no attribute '%s'", path, name);
-    hid_t attr = H5Aopen(file, name, H5P_DEFAULT), type = attr >= 0 ? H5Aget_type(attr) : -1;
-    hid_t space = attr >= 0 ? H5Aget_space(attr) : -1;
-    int rc = 0;
-    if (type < 0 || space < 0) rc = tm_fail("%s: attribute '%s': %s", path, name, h5_reason());
-    else if (H5Tget_class(type) != H5T_INTEGER || H5Sget_simple_extent_npoints(space) != 1)
-        rc = tm_fail("%s: attribute '%s' is not an integer", path, name);
-    else if (H5Aread(attr, is_unsigned ? H5T_NATIVE_UINT64 : H5T_NATIVE_INT64, out) < 0)
-        rc = tm_fail("%s: attribute '%s': %s", path, name, h5_reason());
-    if (space >= 0) H5Sclose(space);
-    if (type >= 0) H5Tclose(type);
-    if (attr >= 0) H5Aclose(attr);
-    return rc;
-}
-
-static int read_int_in(hid_t file, const char *path, const char *name, int64_t lo, int64_t hi, int64_t *out) {
-    if (read_int(file, path, name, 0, out)) return -1;
-    if (*out < lo || *out > hi)
-        return tm_fail("%s: attribute '%s' is %" PRId64 ", outside %" PRId64 "..%" PRId64, path, name, *out, lo, hi);
-    return 0;
-}
 
 /* Open 1-D integer dataset name, check its length and element size; *width
  * gets the stored bytes per element. */
@@ -292,37 +145,37 @@ static int read_attributes(hid_t file, const char *path, TokenSet *out, int64_t 
                            char **dtype) {
     char *format = NULL;
     if (H5Aexists(file, "format") <= 0) return tm_fail("%s: no attribute 'format': not a transmla token set", path);
-    if (read_str(file, path, "format", &format)) return -1;
+    if (h5_read_str_attr(file, path, "format", &format)) return -1;
     int bad = strcmp(format, FORMAT_NAME) != 0;
     if (bad) tm_fail("%s: attribute 'format' is '%s', not '" FORMAT_NAME "'", path, format);
     free(format);
     if (bad) return -1;
     int64_t version, v;
-    if (read_int(file, path, "version", 0, &version)) return -1;
+    if (h5_read_int_attr(file, path, "version", 0, &version)) return -1;
     if (version != FORMAT_VERSION)
         return tm_fail("%s: token set version %" PRId64 " (this build reads version %d)", path, version,
                        FORMAT_VERSION);
     char *sha = NULL;
-    if (read_str(file, path, "tokenizer_sha256", &sha)) return -1;
+    if (h5_read_str_attr(file, path, "tokenizer_sha256", &sha)) return -1;
     bad = strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64;
     if (bad) tm_fail("%s: attribute 'tokenizer_sha256' is '%.80s', not 64 hex digits", path, sha);
     else memcpy(out->tokenizer_sha256, sha, 65);
     free(sha);
-    if (bad || read_str(file, path, "tokenizer", &out->tokenizer) || read_str(file, path, "sources", &out->sources) ||
-        read_str(file, path, "kind", &out->kind) || read_str(file, path, "dtype", dtype))
+    if (bad || h5_read_str_attr(file, path, "tokenizer", &out->tokenizer) || h5_read_str_attr(file, path, "sources", &out->sources) ||
+        h5_read_str_attr(file, path, "kind", &out->kind) || h5_read_str_attr(file, path, "dtype", dtype))
         return -1;
     if (strcmp(out->kind, "joined") && strcmp(out->kind, "documents") && strcmp(out->kind, "samples"))
         return tm_fail("%s: attribute 'kind' is '%s' (expected joined, documents or samples)", path, out->kind);
-    if (read_int_in(file, path, "n_tokens", 0, INT64_MAX, n_tokens) ||
-        read_int_in(file, path, "n_documents", 0, INT64_MAX - 1, n_docs))
+    if (h5_read_int_attr_in(file, path, "n_tokens", 0, INT64_MAX, n_tokens) ||
+        h5_read_int_attr_in(file, path, "n_documents", 0, INT64_MAX - 1, n_docs))
         return -1;
-    if (read_int_in(file, path, "vocab_size", 1, INT32_MAX, &v)) return -1;
+    if (h5_read_int_attr_in(file, path, "vocab_size", 1, INT32_MAX, &v)) return -1;
     out->vocab_size = (int)v;
-    if (read_int_in(file, path, "seqlen", 0, INT32_MAX, &v)) return -1;
+    if (h5_read_int_attr_in(file, path, "seqlen", 0, INT32_MAX, &v)) return -1;
     out->seqlen = (int)v;
-    if (read_int_in(file, path, "add_special_tokens", 0, 1, &v)) return -1;
+    if (h5_read_int_attr_in(file, path, "add_special_tokens", 0, 1, &v)) return -1;
     out->add_special_tokens = (int)v;
-    return read_int(file, path, "seed", 1, &out->seed);
+    return h5_read_int_attr(file, path, "seed", 1, &out->seed);
 }
 
 static int check_offsets(const char *path, const TokenSet *ts) {
@@ -388,24 +241,12 @@ static int read_contents(hid_t file, const char *path, TokenSet *out) {
 
 int token_set_read(const char *path, TokenSet *out) {
     memset(out, 0, sizeof *out);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return tm_fail("%s: cannot open: %s", path, strerror(errno));
-    fclose(fp);
-    if (!token_set_is_hdf5(path)) return tm_fail("%s: not an HDF5 file (no HDF5 signature at byte 0)", path);
-    Quiet q;
-    quiet_begin(&q);
-    int rc;
-    /* a strong close also releases what a failed call on a damaged file left open */
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), file = -1;
-    if (fapl >= 0 && H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0) file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    if (fapl >= 0) H5Pclose(fapl);
-    if (file < 0) {
-        rc = tm_fail("%s: cannot open as HDF5 (truncated or corrupt?): %s", path, h5_reason());
-    } else {
-        rc = read_contents(file, path, out);
-        H5Fclose(file);
-    }
-    quiet_end(&q);
+    H5Quiet q;
+    h5_quiet_begin(&q);
+    hid_t file = h5_open_read(path);
+    int rc = file < 0 ? -1 : read_contents(file, path, out);
+    if (file >= 0) H5Fclose(file);
+    h5_quiet_end(&q);
     if (rc) token_set_free(out);
     return rc ? -1 : 0;
 }

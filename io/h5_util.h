@@ -1,0 +1,48 @@
+/* Small HDF5 helpers shared by the files transmla writes (token sets,
+ * conversion state): HDF5's error stack silenced and reduced to one line,
+ * scalar attributes, 1-D float64 datasets, and files that appear complete or
+ * not at all (written under a temporary name, then renamed). Every failure
+ * records "PATH: what" with tm_fail and returns -1. */
+#ifndef TM_IO_H5_UTIL_H
+#define TM_IO_H5_UTIL_H
+
+#include <hdf5.h>
+#include <stdint.h>
+
+typedef struct {
+    H5E_auto2_t func;
+    void *data;
+} H5Quiet;
+
+/* HDF5 prints its error stack by default; between these it does not. */
+void h5_quiet_begin(H5Quiet *q);
+void h5_quiet_end(const H5Quiet *q);
+/* The most specific message on HDF5's error stack, e.g. "truncated file: ...". */
+const char *h5_reason(void);
+/* 1: the file starts with the HDF5 signature. */
+int h5_is_hdf5(const char *path);
+
+/* Create PATH.tmp-PID (1.10 format: checksummed metadata); *tmp is malloc'd. */
+hid_t h5_create_temp(const char *path, char **tmp);
+/* Close the file; when rc is 0 rename tmp onto path, else remove tmp. Frees tmp. */
+int h5_close_rename(hid_t file, char *tmp, const char *path, int rc);
+/* Open read-only after checking the signature; a strong close releases
+ * whatever a failed call on a damaged file left open. */
+hid_t h5_open_read(const char *path);
+
+int h5_write_attr(hid_t obj, const char *path, const char *name, hid_t type, hid_t mem_type, const void *value);
+int h5_write_str_attr(hid_t obj, const char *path, const char *name, const char *value);
+int h5_write_i64_attr(hid_t obj, const char *path, const char *name, int64_t value);
+int h5_write_f64_attr(hid_t obj, const char *path, const char *name, double value);
+/* Scalar attributes; read_str mallocs *out. */
+int h5_read_str_attr(hid_t obj, const char *path, const char *name, char **out);
+int h5_read_int_attr(hid_t obj, const char *path, const char *name, int is_unsigned, void *out);
+int h5_read_int_attr_in(hid_t obj, const char *path, const char *name, int64_t lo, int64_t hi, int64_t *out);
+int h5_read_f64_attr(hid_t obj, const char *path, const char *name, double *out);
+
+/* A contiguous 1-D float64 dataset of n values (n may be 0). */
+int h5_write_f64(hid_t file, const char *path, const char *name, const double *data, int64_t n);
+/* Read dataset name, which must hold exactly n float64 values. */
+int h5_read_f64(hid_t file, const char *path, const char *name, double *data, int64_t n);
+
+#endif
