@@ -10,6 +10,7 @@
 #include "dist/plan.h"
 #include "dist/topology.h"
 #include "io/error.h"
+#include "io/interrupt.h"
 
 /* "auto" -> 0, else a positive int. */
 static int parse_auto(const char *flag, const char *v, int *out) {
@@ -61,16 +62,22 @@ static int resolve_sources(TokenFlags *cal, TokenFlags *eval, const char *text_f
     return token_flags_resolve("eval", eval, text_field, dt, &s->eval, &have_eval);
 }
 
+/* Exit status of a conversion stopped by SIGTERM/SIGUSR1 with its progress
+ * saved (sysexits' EX_TEMPFAIL: try again). */
+#define EXIT_STOPPED 75
+
 /* Under MPI every rank reaches the same error; rank 0 prints it. */
 int cmd_convert(int argc, char **argv) {
     dist_init(&argc, &argv);
+    tm_interrupt_install(); /* after MPI_Init, which may install handlers of its own */
     ConvertSettings s;
-    int rc = convert_args(argc, argv, &s) || convert_run(&s);
+    int rc = convert_args(argc, argv, &s);
+    if (!rc) rc = convert_run(&s);
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (rc && rank == 0) cli_fail();
+    if (rc == -1 && rank == 0) cli_fail();
     dist_finalize();
-    return rc ? 1 : 0;
+    return rc == CONVERT_STOPPED ? EXIT_STOPPED : rc ? 1 : 0;
 }
 
 static int convert_args(int argc, char **argv, ConvertSettings *out) {
@@ -81,7 +88,7 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
     const char *mem_per_rank = NULL, *text_field = NULL;
     TokenFlags cal = {.split = "train"}, eval = {.split = "test"};
     int seed = 42;
-    const char *kv_norm = "fit";
+    const char *kv_norm = "fit", *resume = "auto";
     const char *freqfold = "auto", *collapse = "auto", *balance = "1", *dtype = NULL, *token_dtype = "u16";
     int quiet = 0, split_interleave = 0, shard_mb = 4096;
     const char *preset_path = preset_flag(argc, argv);
@@ -150,6 +157,10 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
         {"scalapack-min-n", ARG_INT, &s.scalapack_min_n, "N",
          "eigenproblems and SVDs of N rows or more run on ScaLAPACK over the stage's ranks (default 4096; 1 forces it)",
          0},
+        {"resume", ARG_STR, &resume, "auto|never",
+         "auto (default): continue from the progress saved in SAVE_PATH.work by an earlier run of the same "
+         "conversion (killed, requeued, or stopped by SIGTERM/SIGUSR1, which save and exit with status 75); "
+         "never: discard it and start afresh", 0},
         {"quiet", ARG_FLAG, &quiet, "", "no progress lines on stderr", 0},
     };
     const char *usage =
@@ -172,6 +183,9 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
         return tm_fail("--max-shard-mb must be positive");
     s.max_shard_bytes = (uint64_t)shard_mb << 20;
     s.rope_interleave = !split_interleave;
+    if (strcmp(resume, "auto") && strcmp(resume, "never"))
+        return tm_fail("--resume '%s': expected auto or never", resume);
+    s.resume_never = !strcmp(resume, "never");
     if (strcmp(kv_norm, "fit") && strcmp(kv_norm, "rms"))
         return tm_fail("--kv-norm '%s': expected fit or rms", kv_norm);
     s.kv_norm_fit = !strcmp(kv_norm, "fit");

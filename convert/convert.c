@@ -12,6 +12,7 @@
 #include "convert/build.h"
 #include "convert/calibrate.h"
 #include "convert/output.h"
+#include "convert/resume.h"
 #include "convert/rorope.h"
 #include "dist/collect.h"
 #include "dist/export.h"
@@ -21,6 +22,8 @@
 #include "io/checked.h"
 #include "io/clock.h"
 #include "io/error.h"
+#include "io/interrupt.h"
+#include "io/sha256.h"
 #include "model/model.h"
 #include "model/ppl.h"
 
@@ -47,6 +50,9 @@ typedef struct {
     const CalibStats *step_stats;
     MlaAttn *step_layers;
     int step_freqfold;
+    const char *step_name;  /* its state files' prefix */
+    char step_buf[32];
+    Resume resume;
     char tmp_dir[4096];
     json_t *report, *ppl, *seconds, *settings;
     double t_stage;
@@ -185,23 +191,71 @@ static int load_part(Run *r) {
 
 /* ---- streaming through the pipeline ---- */
 
-static double eval_ppl(Run *r, const Model *m, const char *label) {
-    if (!r->eval_ids) return NAN;
+/* Step results: 0 done, -1 failed (on every rank), STOPPED: a stop was
+ * requested and the progress is saved. */
+#define STOPPED 1
+
+/* A stop requested on any rank, seen by all. */
+static int stop_requested(void) {
+    int mine = tm_interrupt_signal() != 0, any;
+    MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return any ? STOPPED : 0;
+}
+
+/* Run job as resumable pass `pass`: continue from this rank's saved cursor
+ * (and sums, when st is given), save where it got to. */
+static int resumable_pass(Run *r, const Model *m, PipeJob *job, const char *pass, CalibStats *st, PipeResult *res) {
+    PassCursor cur;
+    int found = resume_load_pass(&r->resume, pass, &cur, st);
+    if (dist_agree(MPI_COMM_WORLD, found < 0)) return -1;
+    if (found && job->label && is_root(r)) {
+        if (cur.next_mb == cur.n_mb) say(r, "%s: done before (state)\n", job->label);
+        else say(r, "%s: resuming at batch %d/%d (state)\n", job->label, cur.next_mb + 1, cur.n_mb);
+    }
+    job->start_mb = cur.next_mb;
+    job->nll0 = cur.nll;
+    job->predicted0 = cur.predicted;
+    pipeline_run(&r->t, m, job, res);
+    int rc = 0;
+    if (!found || res->next_mb != cur.next_mb) {
+        PassCursor now = {.next_mb = res->next_mb, .n_mb = res->n_mb, .nll = res->nll_local,
+                          .predicted = res->predicted_local};
+        rc = resume_save_pass(&r->resume, pass, &now, st);
+    }
+    if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
+    if (res->stopped) say(r, "%s: stopped; its sums so far are saved\n", job->label ? job->label : pass);
+    return res->stopped ? STOPPED : 0;
+}
+
+/* Perplexity of m on the evaluation windows (NAN without them). */
+static int eval_ppl(Run *r, const Model *m, const char *label, const char *pass, double *ppl) {
+    *ppl = NAN;
+    if (!r->eval_ids) return 0;
     char tag[96];
     snprintf(tag, sizeof tag, "eval[%s]", label);
     say(r, "%s: %d windows of %d tokens\n", tag, r->eval_nseq, r->s->ppl_seqlen);
     PipeJob job = {.ids = r->eval_ids, .seqlen = r->s->ppl_seqlen, .nseq = r->eval_nseq, .batch = r->s->eval_batch,
                    .score = 1, .label = r->s->progress ? tag : NULL};
     PipeResult res;
-    pipeline_run(&r->t, m, &job, &res);
+    int rc = resumable_pass(r, m, &job, pass, NULL, &res);
+    if (rc) return rc;
     note_max(&r->mem_act, res.activation_bytes);
     say(r, "%s: ppl %.6f (%.0f tokens/s)\n", tag, res.ppl, res.tokens_per_s);
-    return res.ppl;
+    *ppl = res.ppl;
+    return 0;
+}
+
+/* ppl[key] = perplexity of m. */
+static int eval_into(Run *r, const Model *m, const char *label, const char *pass, const char *key) {
+    double p;
+    int rc = eval_ppl(r, m, label, pass, &p);
+    if (!rc) json_object_set_new(r->ppl, key, json_real(p));
+    return rc;
 }
 
 /* The statistics of `target` on m, summed over the stage's replicas. */
-static void gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget target, int dim, int qdim,
-                         const char *label) {
+static int gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget target, int dim, int qdim, const char *label,
+                        const char *pass) {
     const ConvertSettings *s = r->s;
     calib_stats_init(st, target, r->cfg.n_layers, r->first, r->end, dim, qdim);
     CalibGather g;
@@ -210,35 +264,47 @@ static void gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget targe
     PipeJob job = {.ids = r->cal_ids, .seqlen = s->cal_seqlen, .nseq = r->cal_nseq, .batch = s->cal_batch,
                    .hook = calib_gather_hook, .hook_ctx = &g, .label = s->progress ? label : NULL};
     PipeResult res;
-    pipeline_run(&r->t, m, &job, &res);
+    int rc = resumable_pass(r, m, &job, pass, st, &res);
+    note_max(&r->mem_act, res.activation_bytes + g.bytes);
+    calib_gather_free(&g);
+    if (rc) return rc;
     dist_sum_stats(st, r->t.stage_comm);
     calib_finish(st);
     note_max(&r->mem_stats, calib_stats_bytes(st));
-    note_max(&r->mem_act, res.activation_bytes + g.bytes);
-    calib_gather_free(&g);
+    return 0;
 }
 
 /* ---- per-layer steps, spread over the stage's replicas ---- */
 
-typedef int (*LayerStep)(Run *r, int l, const EigenSolver *e);
+/* One layer's step; saved: its result is in the state (load it, do not
+ * compute it), else compute it and save it when `save` is set. */
+typedef int (*LayerStep)(Run *r, int l, const EigenSolver *e, int saved, int save);
 
 /* Run step for every layer of the stage. Layer i of the stage goes to
  * replica i mod Dp, which solves its eigenproblems with LAPACK and then
  * broadcasts the result; when the step's largest problem (eigen_n rows)
  * reaches --scalapack-min-n and the stage has several ranks, all of them
- * run each layer together on ScaLAPACK instead. */
+ * run each layer together on ScaLAPACK instead. Finished layers are saved
+ * as they finish; a stop request ends the loop before the next layer. */
 static int each_stage_layer(Run *r, LayerStep step, int eigen_n, const char *label) {
     const Topology *t = &r->t;
-    int together = t->replicas > 1 && eigen_n >= r->s->scalapack_min_n, rc = 0;
+    int together = t->replicas > 1 && eigen_n >= r->s->scalapack_min_n, rc = 0, stopped = 0;
     int sc0 = r->stage_ctx.scalapack_calls + r->local_ctx.scalapack_calls;
     int la0 = r->stage_ctx.lapack_calls + r->local_ctx.lapack_calls;
     for (int l = r->first; l < r->end && !rc; l++) {
         int owner = (l - r->first) % t->replicas;
         if (!together && owner != t->replica) continue;
-        if (r->s->progress && (t->replica == 0 || !together))
-            fprintf(stderr, "%s: layer %d/%d (rank %d%s)\n", label, l + 1, r->cfg.n_layers, t->rank,
-                    together ? ", ScaLAPACK over the stage" : "");
-        rc = step(r, l, together ? &r->stage : &r->local);
+        stopped = tm_interrupt_signal() != 0;
+        if (together) MPI_Allreduce(MPI_IN_PLACE, &stopped, 1, MPI_INT, MPI_MAX, t->stage_comm);
+        if (stopped) break;
+        int saved = resume_has_layer(&r->resume, r->step_name, l), speaker = t->replica == 0 || !together;
+        if (r->s->progress && speaker)
+            fprintf(stderr, "%s: layer %d/%d (rank %d%s)%s\n", label, l + 1, r->cfg.n_layers, t->rank,
+                    together ? ", ScaLAPACK over the stage" : "", saved ? ": done before, loaded from the state" : "");
+        rc = step(r, l, together ? &r->stage : &r->local, saved, !saved && speaker);
+        char where[64];
+        snprintf(where, sizeof where, "%s:layer%d", r->step_name, l);
+        dist_inject_failure(where);
     }
     /* count each problem once: a shared one on replica 0 only */
     if (!together || t->replica == 0) {
@@ -246,6 +312,11 @@ static int each_stage_layer(Run *r, LayerStep step, int eigen_n, const char *lab
         r->lapack_calls += r->stage_ctx.lapack_calls + r->local_ctx.lapack_calls - la0;
     }
     if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
+    MPI_Allreduce(MPI_IN_PLACE, &stopped, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (stopped) {
+        say(r, "%s: stopped; the layers done are saved\n", label);
+        return STOPPED;
+    }
     if (!together)
         for (int l = r->first; l < r->end; l++) {
             int owner = (l - r->first) % t->replicas;
@@ -255,22 +326,35 @@ static int each_stage_layer(Run *r, LayerStep step, int eigen_n, const char *lab
     return 0;
 }
 
-static int step_rorope(Run *r, int l, const EigenSolver *e) {
+/* A layer's MLA attention after a step: from the state, or computed and saved. */
+static int attn_result(Run *r, int l, int saved, int save, int computed_rc) {
+    if (saved) return resume_load_attn(&r->resume, r->step_name, l, &r->step_layers[l], &r->kv_ratio[l]);
+    if (computed_rc || !save) return computed_rc;
+    return resume_save_attn(&r->resume, r->step_name, l, &r->step_layers[l], r->kv_ratio[l]);
+}
+
+/* The state keeps RoRoPE's rotation P (small); the layer is rebuilt from it. */
+static int step_rorope(Run *r, int l, const EigenSolver *e, int saved, int save) {
     (void)e; /* RoRoPE's problems are per frequency bucket: always small */
     const ModelConfig *c = &r->cfg;
     RoropeShape rs = r->rs;
     rs.freqfold = r->step_freqfold;
-    int L = c->n_kv_heads * c->head_dim;
+    int L = c->n_kv_heads * c->head_dim, rc;
     GqaAttn g;
     gqa_attn_load(&g, c, &r->orig.w.layers[l]);
     double *P = mallocCheck((size_t)L * L * sizeof *P), *K = NULL;
-    const double *keys = r->step_stats ? r->step_stats->sum[l] : NULL;
-    if (!keys) { /* data-free: the keys' second moment from the weights */
-        K = mallocCheck((size_t)L * L * sizeof *K);
-        gqa_key_moment(&g, r->orig.w.layers[l].input_norm, K);
-        keys = K;
+    if (saved) {
+        rc = resume_load_rotation(&r->resume, r->step_name, l, P, (int64_t)L * L);
+    } else {
+        const double *keys = r->step_stats ? r->step_stats->sum[l] : NULL;
+        if (!keys) { /* data-free: the keys' second moment from the weights */
+            K = mallocCheck((size_t)L * L * sizeof *K);
+            gqa_key_moment(&g, r->orig.w.layers[l].input_norm, K);
+            keys = K;
+        }
+        rc = rorope_rotation(keys, &rs, P);
+        if (!rc && save) rc = resume_save_rotation(&r->resume, r->step_name, l, P, (int64_t)L * L);
     }
-    int rc = rorope_rotation(keys, &rs, P);
     if (!rc) mla_from_rorope(&r->step_layers[l], &g, P, rs.r);
     gqa_attn_free(&g);
     free(P);
@@ -278,12 +362,13 @@ static int step_rorope(Run *r, int l, const EigenSolver *e) {
     return rc;
 }
 
-static int step_bkv_pca(Run *r, int l, const EigenSolver *e) {
+static int step_bkv_pca(Run *r, int l, const EigenSolver *e, int saved, int save) {
     const ConvertSettings *s = r->s;
     MlaAttn *a = &r->step_layers[l];
     const float *g = r->orig.w.layers[l].input_norm;
-    int rc;
-    if (r->step_stats) {
+    int rc = 0;
+    if (saved) {
+    } else if (r->step_stats) {
         rc = mla_bkv_pca(a, r->step_stats->sum[l], r->step_stats->count, s->kv_lora_rank, s->balance_kv_ratio, e,
                          &r->kv_ratio[l]);
         if (!rc && s->q_lora_rank) rc = mla_q_pca(a, r->step_stats->qsum[l], r->step_stats->count, s->q_lora_rank, e);
@@ -291,12 +376,12 @@ static int step_bkv_pca(Run *r, int l, const EigenSolver *e) {
         rc = mla_bkv_pca_weights(a, g, s->kv_lora_rank, s->balance_kv_ratio, e, &r->kv_ratio[l]);
         if (!rc && s->q_lora_rank) rc = mla_q_pca_weights(a, g, s->q_lora_rank, e);
     }
-    return rc;
+    return attn_result(r, l, saved, save, rc);
 }
 
-static int step_kv_norm_fit(Run *r, int l, const EigenSolver *e) {
+static int step_kv_norm_fit(Run *r, int l, const EigenSolver *e, int saved, int save) {
     (void)e;
-    return mla_fit_kv_norm(&r->step_layers[l], r->step_stats->sum[l]);
+    return attn_result(r, l, saved, save, saved ? 0 : mla_fit_kv_norm(&r->step_layers[l], r->step_stats->sum[l]));
 }
 
 /* ---- conversion steps ---- */
@@ -312,23 +397,31 @@ static int freqfold_candidates(const RoropeShape *rs, int fixed, int *out) {
     return n;
 }
 
+static void apply_rorope_choice(Run *r, json_t *done);
+
 /* Step 1: key statistics on the original model (or the weights' moments),
  * RoRoPE at each candidate freqfold, keep the best by evaluation perplexity. */
 static int stage_rorope(Run *r) {
     const ModelConfig *c = &r->cfg;
-    int n = c->n_layers;
+    int n = c->n_layers, rc = 0;
     CalibStats keys = {0};
     if (!data_free(r)) {
-        gather_stats(r, &r->orig, &keys, CAL_KEYS, c->n_kv_heads * c->head_dim, 0, "calibrate[keys]");
+        rc = gather_stats(r, &r->orig, &keys, CAL_KEYS, c->n_kv_heads * c->head_dim, 0, "calibrate[keys]", "calib-keys");
+        if (rc) {
+            calib_stats_free(&keys);
+            return rc;
+        }
         stage_done(r, "calibrate_keys");
     }
     r->step_stats = data_free(r) ? NULL : &keys;
-    int cands[32], nc = freqfold_candidates(&r->rs, r->s->freqfold, cands), rc = 0;
+    int cands[32], nc = freqfold_candidates(&r->rs, r->s->freqfold, cands);
     double best = INFINITY;
     json_t *search = json_object();
     for (int i = 0; i < nc && !rc; i++) {
-        char label[64];
+        char label[64], pass[64];
         snprintf(label, sizeof label, "rorope[freqfold %d]", cands[i]);
+        snprintf(r->step_buf, sizeof r->step_buf, "rorope-f%d", cands[i]);
+        r->step_name = r->step_buf;
         r->step_layers = callocCheck((size_t)n, sizeof *r->step_layers);
         r->step_freqfold = cands[i];
         MlaAttn *layers = r->step_layers;
@@ -343,8 +436,14 @@ static int stage_rorope(Run *r) {
             break;
         }
         snprintf(label, sizeof label, "rorope freqfold %d", cands[i]);
-        double p = eval_ppl(r, &bm.model, label);
+        snprintf(pass, sizeof pass, "eval-rorope-f%d", cands[i]);
+        double p;
+        rc = eval_ppl(r, &bm.model, label, pass, &p);
         built_model_free(&bm);
+        if (rc) {
+            free_layers(layers, n);
+            break;
+        }
         char key[16];
         snprintf(key, sizeof key, "%d", cands[i]);
         json_object_set_new(search, key, json_real(p));
@@ -361,13 +460,22 @@ static int stage_rorope(Run *r) {
     if (!data_free(r)) calib_stats_free(&keys);
     if (rc) {
         json_decref(search);
-        return -1;
+        return rc;
     }
-    json_object_set_new(r->ppl, "rorope", json_real(best));
+    json_t *done = json_pack("{sisO}", "freqfold", r->rs.freqfold, "rorope_by_freqfold", search);
+    if (isfinite(best)) json_object_set_new(done, "rorope", json_real(best));
     json_object_set_new(r->ppl, "rorope_by_freqfold", search);
-    json_object_set_new(r->settings, "freqfold", json_integer(r->rs.freqfold));
+    rc = resume_mark_done(&r->resume, "rorope", done);
+    apply_rorope_choice(r, done);
+    json_decref(done);
+    resume_remove(&r->resume, "calib-keys.");
+    for (int i = 0; i < nc; i++) {
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "rorope-f%d.", cands[i]);
+        if (cands[i] != r->rs.freqfold) resume_remove(&r->resume, prefix);
+    }
     stage_done(r, "rorope");
-    return 0;
+    return rc;
 }
 
 /* Steps 2-3: latent (and query) statistics on the RoRoPE model, BKV-PCA. */
@@ -375,19 +483,26 @@ static int stage_bkv_pca(Run *r) {
     const ModelConfig *c = &r->cfg;
     const ConvertSettings *s = r->s;
     int qdim = s->q_lora_rank ? c->n_heads * (c->head_dim + s->qk_mqa_dim) : 0;
-    int R0 = r->layers[r->first].R;
+    int R0 = r->layers[r->first].R, rc = 0;
     CalibStats lat = {0};
     if (!data_free(r)) {
         BuiltModel bm;
         if (dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, r->layers, BUILD_EXACT, 0))) return -1;
-        gather_stats(r, &bm.model, &lat, CAL_LATENT, R0, qdim, "calibrate[latent]");
+        rc = gather_stats(r, &bm.model, &lat, CAL_LATENT, R0, qdim, "calibrate[latent]", "calib-latent");
         built_model_free(&bm);
         stage_done(r, "calibrate_latent");
     }
     r->step_stats = data_free(r) ? NULL : &lat;
     r->step_layers = r->layers;
-    int rc = each_stage_layer(r, step_bkv_pca, R0 > qdim ? R0 : qdim, data_free(r) ? "bkv-svd" : "bkv-pca");
-    if (!data_free(r)) calib_stats_free(&lat);
+    r->step_name = "bkv-pca";
+    if (!rc) rc = each_stage_layer(r, step_bkv_pca, R0 > qdim ? R0 : qdim, data_free(r) ? "bkv-svd" : "bkv-pca");
+    calib_stats_free(&lat);
+    if (rc) return rc;
+    json_t *done = json_object();
+    rc = resume_mark_done(&r->resume, "bkv-pca", done);
+    json_decref(done);
+    resume_remove(&r->resume, "calib-latent.");
+    resume_remove(&r->resume, "rorope-f");
     stage_done(r, "bkv_pca");
     return rc;
 }
@@ -396,13 +511,62 @@ static int stage_bkv_pca(Run *r) {
  * apply, on the latents of `exact` (the BUILD_EXACT model of r->layers). */
 static int stage_kv_norm_fit(Run *r, const Model *exact) {
     CalibStats st;
-    gather_stats(r, exact, &st, CAL_LATENT_NORMED, 2 * r->s->kv_lora_rank, 0, "calibrate[kv-norm]");
+    int rc = gather_stats(r, exact, &st, CAL_LATENT_NORMED, 2 * r->s->kv_lora_rank, 0, "calibrate[kv-norm]",
+                          "calib-kv-norm");
     r->step_stats = &st;
     r->step_layers = r->layers;
-    int rc = each_stage_layer(r, step_kv_norm_fit, 0, "kv-norm-fit");
+    r->step_name = "kv-norm";
+    if (!rc) rc = each_stage_layer(r, step_kv_norm_fit, 0, "kv-norm-fit");
     calib_stats_free(&st);
+    if (rc) return rc;
+    json_t *done = json_object();
+    rc = resume_mark_done(&r->resume, "kv-norm", done);
+    json_decref(done);
+    resume_remove(&r->resume, "calib-kv-norm.");
+    resume_remove(&r->resume, "bkv-pca.");
     stage_done(r, "kv_norm_fit");
     return rc;
+}
+
+/* ---- continuing from the state ---- */
+
+/* The phases a previous run finished, in order; each one's layer files hold
+ * everything the earlier ones produced. */
+static const char *const phases[] = {"rorope", "bkv-pca", "kv-norm"};
+#define N_PHASES 3
+
+/* freqfold and the RoRoPE perplexities from what the phase decided. */
+static void apply_rorope_choice(Run *r, json_t *done) {
+    r->rs.freqfold = (int)json_integer_value(json_object_get(done, "freqfold"));
+    json_t *best = json_object_get(done, "rorope"), *search = json_object_get(done, "rorope_by_freqfold");
+    if (best) json_object_set(r->ppl, "rorope", best);
+    if (search && !json_object_get(r->ppl, "rorope_by_freqfold")) json_object_set(r->ppl, "rorope_by_freqfold", search);
+    json_object_set_new(r->settings, "freqfold", json_integer(r->rs.freqfold));
+}
+
+/* How many phases are done; their layers are loaded into r->layers. */
+static int continue_phases(Run *r) {
+    int done = 0;
+    for (int i = 0; i < N_PHASES; i++) {
+        json_t *info = resume_phase_done(&r->resume, phases[i]);
+        if (!info) break;
+        if (i == 0) apply_rorope_choice(r, info);
+        json_decref(info);
+        done = i + 1;
+    }
+    if (!done) return 0;
+    int n = r->cfg.n_layers, rc = 0;
+    r->layers = r->step_layers = callocCheck((size_t)n, sizeof *r->layers);
+    r->step_freqfold = r->rs.freqfold;
+    if (done == 1) snprintf(r->step_buf, sizeof r->step_buf, "rorope-f%d", r->rs.freqfold);
+    else snprintf(r->step_buf, sizeof r->step_buf, "%s", phases[done - 1]);
+    r->step_name = r->step_buf;
+    say(r, "resume: %s done before: its calibration and per-layer steps are skipped; the layers come from "
+           "%s/%s.layer*.h5\n", phases[done - 1], r->resume.dir, r->step_name);
+    for (int l = r->first; l < r->end && !rc; l++)
+        rc = done == 1 ? step_rorope(r, l, NULL, 1, 0) : attn_result(r, l, 1, 0, 0);
+    if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
+    return done;
 }
 
 /* ---- output ---- */
@@ -540,14 +704,16 @@ static int stage_export(Run *r) {
         if (dist_agree(MPI_COMM_WORLD,
                        built_model_init(&with_bias, &r->orig, r->layers, BUILD_NATIVE_Q_BIAS, s->rope_interleave)))
             return -1;
-        json_object_set_new(r->ppl, "mla_native_with_q_bias", json_real(eval_ppl(r, &with_bias.model, "mla_native + q bias")));
+        rc = eval_into(r, &with_bias.model, "mla_native + q bias", "eval-mla-native-q-bias", "mla_native_with_q_bias");
         built_model_free(&with_bias);
+        if (rc) return rc;
     }
     if (r->eval_ids) {
         Model back;
         if (dist_agree(MPI_COMM_WORLD, model_load_part(&back, r->tmp_dir, &r->orig.part))) return -1;
-        json_object_set_new(r->ppl, "mla_native", json_real(eval_ppl(r, &back, "mla_native")));
+        rc = eval_into(r, &back, "mla_native", "eval-mla-native", "mla_native");
         model_free(&back);
+        if (rc) return rc;
         stage_done(r, "eval_mla_native");
     }
     report_tail(r, dtype);
@@ -573,20 +739,49 @@ static int stage_export(Run *r) {
 }
 
 static int run_stages(Run *r) {
-    json_object_set_new(r->ppl, "original", json_real(eval_ppl(r, &r->orig, "original")));
+    int rc = eval_into(r, &r->orig, "original", "eval-original", "original");
+    if (rc) return rc;
     stage_done(r, "eval_original");
     dist_inject_failure("calibrate");
-    if (stage_rorope(r) || stage_bkv_pca(r)) return -1;
+    int done = continue_phases(r);
+    if (done < 0) return -1;
+    if (!rc && done < 1) rc = stop_requested() ? STOPPED : stage_rorope(r);
+    if (!rc && done < 2) rc = stop_requested() ? STOPPED : stage_bkv_pca(r);
+    if (rc) return rc;
 
     BuiltModel exact;
     if (dist_agree(MPI_COMM_WORLD, built_model_init(&exact, &r->orig, r->layers, BUILD_EXACT, 0))) return -1;
-    json_object_set_new(r->ppl, "mla", json_real(eval_ppl(r, &exact.model, "mla")));
-    stage_done(r, "eval_mla");
+    rc = eval_into(r, &exact.model, "mla", "eval-mla", "mla");
+    if (!rc) stage_done(r, "eval_mla");
     /* the fit only adds kv_b_native to r->layers; the exact model keeps its own fp32 copies */
-    int fit_rc = r->s->kv_norm_fit && !data_free(r) ? stage_kv_norm_fit(r, &exact.model) : 0;
+    if (!rc && done < 3 && r->s->kv_norm_fit && !data_free(r))
+        rc = stop_requested() ? STOPPED : stage_kv_norm_fit(r, &exact.model);
     built_model_free(&exact);
-    if (fit_rc) return -1;
-    return stage_export(r);
+    if (!rc) rc = stop_requested();
+    return rc ? rc : stage_export(r);
+}
+
+/* The work folder: continue from it when it holds this conversion's state. */
+static int open_state(Run *r) {
+    const ConvertSettings *s = r->s;
+    json_t *fp = json_deep_copy(r->settings);
+    char path[4200], hex[65] = "";
+    snprintf(path, sizeof path, "%s/config.json", s->model_path);
+    int rc = sha256_file(path, hex);
+    json_object_set_new(fp, "config_sha256", json_string(hex));
+    sha256_bytes(r->cal_ids, r->n_cal * sizeof *r->cal_ids, hex);
+    json_object_set_new(fp, "cal_ids_sha256", json_string(hex));
+    sha256_bytes(r->eval_ids, r->n_eval * sizeof *r->eval_ids, hex);
+    json_object_set_new(fp, "eval_ids_sha256", json_string(hex));
+    if (!dist_agree(MPI_COMM_WORLD, rc))
+        rc = resume_open(&r->resume, s->save_path, fp, s->resume_never ? RESUME_NEVER : RESUME_AUTO, r->t.rank);
+    json_decref(fp);
+    if (rc) return -1;
+    json_object_set_new(r->report, "resume", json_pack("{sssb}", "work_dir", r->resume.dir, "continued",
+                                                       r->resume.continued));
+    say(r, "state: %s (%s)\n", r->resume.dir,
+        r->resume.continued ? "continuing from the saved progress of this same conversion" : "new");
+    return 0;
 }
 
 /* Config, settings, plan, weights and tokens: everything that can be wrong
@@ -613,6 +808,7 @@ static int prepare(Run *r) {
     json_object_set(r->report, "settings", r->settings);
     json_object_set(r->report, "ppl", r->ppl);
     json_object_set(r->report, "seconds", r->seconds);
+    if (open_state(r)) return -1;
     dist_inject_failure("load");
     if (load_part(r)) return -1;
     r->kv_ratio = callocCheck((size_t)r->cfg.n_layers, sizeof *r->kv_ratio);
@@ -638,6 +834,13 @@ int convert_run(const ConvertSettings *s) {
     int rc = prepare(&r);
     if (!rc) rc = run_stages(&r);
     if (rc && r.tmp_dir[0] && is_root(&r)) output_remove_tree(r.tmp_dir); /* never leave a half-written folder */
+    if (!rc) resume_finish(&r.resume);                                       /* the output is in place */
+    if (rc == STOPPED) {
+        if (is_root(&r))
+            fprintf(stderr, "stopped (signal %d): the progress is saved in %s; run the same command again to "
+                            "continue\n", tm_interrupt_signal(), r.resume.dir);
+        rc = CONVERT_STOPPED;
+    }
     free_layers(r.layers, r.cfg.n_layers);
     free(r.kv_ratio);
     free(r.cal_ids);

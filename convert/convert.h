@@ -30,10 +30,17 @@ typedef struct {
     int stages;              /* pipeline stages; replicas = ranks / stages */
     uint64_t mem_per_rank;   /* 0: no limit on the plan's estimate */
     int scalapack_min_n;     /* eigenproblems/SVDs with at least this many rows run on ScaLAPACK */
+    int resume_never;        /* 1: discard saved progress (save_path.work) and start afresh */
 } ConvertSettings;
 
+/* convert_run's result when a stop was requested (SIGTERM/SIGUSR1, see
+ * io/interrupt.h) and the progress is saved in save_path.work. */
+#define CONVERT_STOPPED 2
+
 /* Collective over MPI_COMM_WORLD (MPI initialised by the caller). Returns 0,
- * or -1 on every rank with tm_error() set ("rank R: cause" when several);
+ * CONVERT_STOPPED, or -1 on every rank with tm_error() set ("rank R: cause"
+ * when several); progress is kept in save_path.work, and a run with the
+ * same settings and ranks continues from it;
  * errors in the settings are found before any heavy work, and nothing
  * appears at save_path unless the whole conversion succeeded. */
 int convert_run(const ConvertSettings *s);

@@ -337,6 +337,21 @@ void mla_attn_free(MlaAttn *a) {
     memset(a, 0, sizeof *a);
 }
 
+int mla_attn_fields(MlaAttn *a, MlaField *f) {
+    int64_t qk = (int64_t)a->H * (a->dn + a->dr), kvb = (int64_t)a->H * (a->dn + a->dv);
+    int k = 0;
+    f[k++] = (MlaField){"q", &a->q, qk * a->D};
+    f[k++] = (MlaField){"q_bias", &a->q_bias, qk};
+    f[k++] = (MlaField){"q_a", &a->q_a, (int64_t)a->Rq * a->D};
+    f[k++] = (MlaField){"q_a_bias", &a->q_a_bias, a->Rq};
+    f[k++] = (MlaField){"q_b", &a->q_b, qk * a->Rq};
+    f[k++] = (MlaField){"kv_a", &a->kv_a, (int64_t)(a->R + a->dr) * a->D};
+    f[k++] = (MlaField){"kv_a_bias", &a->kv_a_bias, a->R + a->dr};
+    f[k++] = (MlaField){"kv_b", &a->kv_b, kvb * a->R};
+    f[k++] = (MlaField){"kv_b_native", &a->kv_b_native, kvb * a->R};
+    return k;
+}
+
 uint64_t mla_attn_bytes(const MlaAttn *a) {
     uint64_t qk = (uint64_t)a->H * (a->dn + a->dr), n = 0;
     n += a->Rq ? (uint64_t)a->Rq * a->D + qk * a->Rq : qk * a->D;

@@ -64,6 +64,16 @@ void gqa_key_moment(const GqaAttn *g, const float *input_norm, double *K);
  * feeds kv_b_proj back to the exact latent (for every output at once). */
 int mla_fit_kv_norm(MlaAttn *a, const double *S);
 void mla_attn_free(MlaAttn *a);
+
+/* Every array of an MlaAttn (NULL or allocated) with the length its shape
+ * gives, in one fixed order: for sending and saving it whole. */
+#define MLA_MAX_FIELDS 9
+typedef struct {
+    const char *name;
+    double **p;
+    int64_t n;
+} MlaField;
+int mla_attn_fields(MlaAttn *a, MlaField *f);
 /* Bytes its float64 matrices take. */
 uint64_t mla_attn_bytes(const MlaAttn *a);
 

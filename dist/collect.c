@@ -31,34 +31,13 @@ void dist_sum_stats(CalibStats *s, MPI_Comm comm) {
     MPI_Allreduce(&count, &s->count, 1, MPI_INT64_T, MPI_SUM, comm);
 }
 
-/* Every array of an MlaAttn with its length, in one fixed order. */
-typedef struct {
-    double **p;
-    int64_t n;
-} Field;
-
-static int fields(MlaAttn *a, Field *f) {
-    int64_t qk = (int64_t)a->H * (a->dn + a->dr), kvb = (int64_t)a->H * (a->dn + a->dv);
-    int k = 0;
-    f[k++] = (Field){&a->q, qk * a->D};
-    f[k++] = (Field){&a->q_bias, qk};
-    f[k++] = (Field){&a->q_a, (int64_t)a->Rq * a->D};
-    f[k++] = (Field){&a->q_a_bias, a->Rq};
-    f[k++] = (Field){&a->q_b, qk * a->Rq};
-    f[k++] = (Field){&a->kv_a, (int64_t)(a->R + a->dr) * a->D};
-    f[k++] = (Field){&a->kv_a_bias, a->R + a->dr};
-    f[k++] = (Field){&a->kv_b, kvb * a->R};
-    f[k++] = (Field){&a->kv_b_native, kvb * a->R};
-    return k;
-}
-
 void mla_attn_bcast(MlaAttn *a, int root, MPI_Comm comm) {
     int me;
     MPI_Comm_rank(comm, &me);
-    Field f[16];
+    MlaField f[MLA_MAX_FIELDS];
     /* shape, then which arrays exist, then the arrays */
     int head[24] = {a->H, a->D, a->dn, a->dr, a->dv, a->R, a->nk, a->Rq};
-    int n = fields(a, f);
+    int n = mla_attn_fields(a, f);
     for (int i = 0; i < n; i++) head[8 + i] = *f[i].p != NULL;
     double norms[2] = {a->kv_norm, a->q_norm};
     MPI_Bcast(head, 24, MPI_INT, root, comm);
@@ -69,7 +48,7 @@ void mla_attn_bcast(MlaAttn *a, int root, MPI_Comm comm) {
         a->H = head[0], a->D = head[1], a->dn = head[2], a->dr = head[3], a->dv = head[4];
         a->R = head[5], a->nk = head[6], a->Rq = head[7];
         a->kv_norm = norms[0], a->q_norm = norms[1];
-        fields(a, f);
+        mla_attn_fields(a, f);
         for (int i = 0; i < n; i++)
             if (head[8 + i]) *f[i].p = mallocCheck((size_t)f[i].n * sizeof(double));
     }

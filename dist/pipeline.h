@@ -19,6 +19,11 @@ typedef struct {
     AttentionHook hook;  /* NULL, or called per layer with global layer indices */
     void *hook_ctx;
     const char *label;   /* progress lines; NULL: quiet */
+    /* a resumed pass: this replica starts at micro-batch start_mb, and the
+     * last stage's partial scores so far are nll0 over predicted0 tokens */
+    int start_mb;
+    double nll0;
+    int64_t predicted0;
 } PipeJob;
 
 typedef struct {
@@ -27,10 +32,19 @@ typedef struct {
     int64_t predicted, tokens;
     double seconds, tokens_per_s;
     uint64_t activation_bytes; /* this rank's micro-batch workspace and pipeline buffers */
+    /* where this rank's replica got to: micro-batches [0, next_mb) of n_mb
+     * are done, with this rank's partial scores (last stage) */
+    int next_mb, n_mb;
+    double nll_local;
+    int64_t predicted_local;
+    int stopped;         /* some replica stopped early (a stop request, io/interrupt.h): the pass is incomplete */
 } PipeResult;
 
 /* Collective over the world. m holds this stage's part (embedding on stage
- * 0, head on the last when scoring). */
+ * 0, head on the last when scoring). When a stop is requested, each
+ * replica's first stage stops before its next micro-batch and tells the
+ * stages after it (an empty message), so every stage of a replica has done
+ * the same micro-batches; the hook's sums then hold [0, next_mb). */
 int pipeline_run(const Topology *t, const Model *m, const PipeJob *job, PipeResult *out);
 
 /* Windows [first, first + count) of nseq that replica `replica` of Dp takes. */

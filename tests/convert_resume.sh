@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Resumable conversion (issue 6): a conversion stopped or killed part-way
+# continues from SAVE.work and ends with the model an uninterrupted run makes,
+# bit for bit (the same topology adds the same float64 sums in the same
+# order, so nothing is allowed to differ).
+#  - one process: SIGTERM mid calibrate[keys], SIGUSR1 mid calibrate[latent],
+#    SIGTERM mid eval[mla], SIGKILL mid calibrate[kv-norm] (nothing saved at
+#    that moment: the files already there must be enough); each stop exits
+#    with status 75, the next run's log says what it skipped; the final model
+#    is bit-identical to the uninterrupted one and SAVE.work is gone;
+#  - 4 ranks (2 stages x 2 replicas) under mpirun, SIGTERM to every rank as
+#    Slurm sends it, twice: bit-identical to the uninterrupted 4-rank run;
+#  - the state is HDF5 readable by h5dump; another conversion's state (other
+#    kv_lora_rank, other rank count) is refused naming the field, and
+#    --resume never discards it; a damaged state file is named in the error.
+# usage: convert_resume.sh TRANSMLA PYTHON MPIEXEC
+set -u
+bin=$1 py=$2 mpiexec=$3
+here=$(cd "$(dirname "$0")" && pwd)
+model=$here/../data/models/stories260K
+work=$(mktemp -d)
+trap 'pkill -KILL -f "^$bin convert .*$work" 2>/dev/null; rm -rf "$work"' EXIT
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+fails=0
+ok() { echo "ok    $*"; }
+bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+show() { tail -n "${2:-8}" "$1" | sed 's/^/      | /'; }
+
+# 64 calibration windows, one per micro-batch, so every pass lasts long
+# enough to be caught part-way; evaluation on 8 windows, one per micro-batch.
+args=(--model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 256 --cal-nsamples 0
+      --cal-batch-size 1 --eval-tokens "$model/calib.u16" --eval-nsamples 8 --eval-batch-size 1 --ppl-seqlen 256
+      --qk-mqa-dim 4 --kv-lora-rank 16)
+one() { timeout 300 "$bin" convert "${args[@]}" "$@"; }
+mpi() { timeout 300 "$mpiexec" --oversubscribe --allow-run-as-root -np 4 "$bin" convert "${args[@]}" --stages 2 "$@"; }
+same() { # name a b
+    local out
+    if out=$("$py" "$here/ref/compare_models.py" "$2" "$3" --exact 2>&1); then ok "$1: $(echo "$out" | tail -n 1)"
+    else bad "$1: differs from the uninterrupted run"; echo "$out" | tail -n 4 | sed 's/^/      | /'; fi
+}
+
+# run LOG SAVE LAUNCHER WHEN SIGNAL: start a conversion, wait until its log
+# has a line matching WHEN, send SIGNAL to its ranks (not to mpirun: Slurm
+# signals every task itself), wait; its exit status in $rc.
+run_stop() {
+    local log=$1 save=$2 launcher=$3 when=$4 sig=$5 pid
+    "$launcher" --save-path "$save" >"$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 3000); do
+        grep -qE "$when" "$log" 2>/dev/null && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    pkill "-$sig" -f "^$bin convert .*--save-path $save( |$)"
+    wait "$pid"
+    rc=$?
+}
+
+# ---- one process ----
+ref=$work/ref
+one --save-path "$ref" --quiet >"$work/ref.log" 2>&1 || { bad "uninterrupted conversion"; show "$work/ref.log"; }
+save=$work/out
+stops=("calibrate\[keys\]: batch 5/|TERM|75" "calibrate\[latent\]: batch 20/|USR1|75"
+       "eval\[mla\]: batch 1/|TERM|75" "calibrate\[kv-norm\]: batch 10/|KILL|137")
+i=0
+for s in "${stops[@]}"; do
+    IFS='|' read -r when sig want <<<"$s"
+    i=$((i + 1))
+    run_stop "$work/one-$i.log" "$save" one "$when" "$sig"
+    if [ "$rc" -eq "$want" ] && [ -d "$save.work" ] && [ ! -e "$save" ]; then
+        ok "SIG$sig at '${when//\\/}': exit $rc, $(find "$save.work" -name '*.h5' | wc -l) state files, no output"
+    else bad "SIG$sig at '${when//\\/}': exit $rc (wanted $want), output $(ls -d "$save" 2>&1)"; show "$work/one-$i.log"; fi
+    if [ "$want" = 75 ] && ! grep -q "stopped (signal" "$work/one-$i.log"; then bad "run $i: no 'stopped' line"; fi
+done
+one --save-path "$save" >"$work/one-last.log" 2>&1 || { bad "the last resumed run failed"; show "$work/one-last.log"; }
+# what each resumed run said it skipped
+expect_line() { # log pattern what
+    if grep -qE "$2" "$1"; then ok "$3: $(grep -E "$2" "$1" | head -n 1)"; else bad "$3: no line matching '$2'"; show "$1"; fi
+}
+expect_line "$work/one-2.log" "calibrate\[keys\]: resuming at batch [0-9]+/64" "run 2 resumes the key pass"
+expect_line "$work/one-3.log" "rorope-f4.layer" "run 3 skips RoRoPE's layers"
+expect_line "$work/one-3.log" "calibrate\[latent\]: resuming at batch" "run 3 resumes the latent pass"
+expect_line "$work/one-4.log" "eval\[mla\]: resuming at batch" "run 4 resumes eval[mla]"
+expect_line "$work/one-last.log" "resume: bkv-pca done before" "the last run skips BKV-PCA's layers"
+expect_line "$work/one-last.log" "calibrate\[kv-norm\]: (resuming|batch 1/)" "the last run redoes or resumes the kv-norm pass"
+same "1 process, stopped 3 times and killed once" "$ref" "$save"
+# a crash between two layers of a per-layer step (a test hook kills rank 0
+# right after it saved BKV-PCA's layer 3 of 5): the next run loads layers 1-3
+save=$work/layers
+TRANSMLA_INJECT_FAILURE=bkv-pca:layer2:0 one --save-path "$save" >"$work/layers-1.log" 2>&1
+grep -q "injected failure at bkv-pca:layer2" "$work/layers-1.log" || { bad "the injected crash did not happen"; show "$work/layers-1.log"; }
+one --save-path "$save" >"$work/layers-2.log" 2>&1 || { bad "the run after the crash failed"; show "$work/layers-2.log"; }
+n=$(grep -cE "^bkv-pca: layer [1-3]/5 .*done before, loaded from the state" "$work/layers-2.log")
+m=$(grep -cE "^bkv-pca: layer [45]/5 \(rank 0\)$" "$work/layers-2.log")
+if [ "$n" -eq 3 ] && [ "$m" -eq 2 ]; then ok "after a crash at BKV-PCA layer 3: layers 1-3 loaded, 4-5 computed ($(grep -m1 "done before, loaded" "$work/layers-2.log"))"
+else bad "after a crash at BKV-PCA layer 3: $n layers loaded (want 3), $m computed (want 2)"; show "$work/layers-2.log" 30; fi
+same "1 process, crashed between BKV-PCA's layers" "$ref" "$save"
+if [ -e "$save.work" ]; then bad "$save.work left after success"; else ok "the work folder is removed after success"; fi
+"$py" - "$ref" "$save" <<'EOF' && ok "perplexities in the reports are equal" || bad "perplexities differ"
+import json, sys
+a, b = (json.load(open(p + '/transmla_report.json')) for p in sys.argv[1:])
+assert a['ppl'] == b['ppl'], (a['ppl'], b['ppl'])
+assert b['resume']['continued'] is True and a['resume']['continued'] is False
+EOF
+
+# ---- 4 ranks: 2 stages x 2 replicas ----
+ref4=$work/ref4
+mpi --save-path "$ref4" --quiet >"$work/ref4.log" 2>&1 || { bad "uninterrupted 4-rank conversion"; show "$work/ref4.log"; }
+save=$work/out4
+run_stop "$work/mpi-1.log" "$save" mpi "calibrate\[keys\]: batch 8/" TERM
+[ "$rc" -ne 0 ] && [ -d "$save.work" ] && [ ! -e "$save" ] && ok "4 ranks: SIGTERM mid calibrate[keys]: exit $rc, state saved" \
+    || { bad "4 ranks: stop 1: exit $rc"; show "$work/mpi-1.log"; }
+n=$(find "$save.work" -name 'calib-keys.rank*.h5' | wc -l)
+[ "$n" -eq 4 ] && ok "4 ranks: one pass file per rank" || bad "4 ranks: $n calib-keys pass files, not 4"
+run_stop "$work/mpi-2.log" "$save" mpi "calibrate\[latent\]: batch 10/" TERM
+mpi --save-path "$save" >"$work/mpi-3.log" 2>&1 || { bad "4 ranks: the resumed run failed"; show "$work/mpi-3.log"; }
+expect_line "$work/mpi-2.log" "calibrate\[keys\]: resuming at batch" "4 ranks: run 2 resumes the key pass"
+expect_line "$work/mpi-3.log" "resume: rorope done before" "4 ranks: run 3 skips RoRoPE"
+same "4 ranks, stopped twice" "$ref4" "$save"
+
+# ---- the state file and refusals ----
+save=$work/other
+run_stop "$work/other-1.log" "$save" one "calibrate\[keys\]: batch 3/" TERM
+if h5dump -A "$save.work/state.h5" 2>&1 | grep -q fingerprint && h5dump -H "$save.work/calib-keys.rank00000.h5" >/dev/null 2>&1
+then ok "h5dump reads state.h5 and a pass file"; else bad "h5dump cannot read the state"; fi
+refuse() { # name pattern command...
+    local name=$1 pat=$2 out rc; shift 2
+    out=$("$@" 2>&1); rc=$?
+    if [ "$rc" -eq 1 ] && echo "$out" | grep -q "$pat"; then ok "$name: $(echo "$out" | grep -m1 "$pat" | cut -c1-220)"
+    else bad "$name: exit $rc, wanted 1 and '$pat'"; echo "$out" | tail -n 3 | sed 's/^/      | /'; fi
+}
+refuse "other kv_lora_rank" "state.h5: saved progress of a different conversion (kv_lora_rank was 16, now 8)" \
+    one --save-path "$save" --kv-lora-rank 8
+refuse "other rank count" "state.h5: saved progress of a different conversion (ranks was 1, now 4)" \
+    mpi --save-path "$save"
+printf 'garbage' >"$save.work/eval-original.rank00000.h5"
+refuse "damaged state file" "eval-original.rank00000.h5: not an HDF5 file" one --save-path "$save"
+if one --save-path "$save" --kv-lora-rank 8 --resume never --quiet >"$work/never.log" 2>&1 && [ -d "$save" ] && [ ! -e "$save.work" ]
+then ok "--resume never discards another conversion's state and converts"; else bad "--resume never"; show "$work/never.log"; fi
+
+echo "convert_resume: $fails failure(s)"
+[ "$fails" -eq 0 ]
