@@ -25,7 +25,8 @@ tm_launcher() {
         tm_log "launch: srun --mpi=${mpi:-default} (${SLURM_NTASKS:-?} tasks on ${SLURM_JOB_NUM_NODES:-?} nodes)"
         TM_LAUNCH=(srun ${mpi:+--mpi=$mpi} --kill-on-bad-exit=1)
     else
-        tm_log "launch: mpirun -np ${SLURM_NTASKS:-1} (srun has no MPI plugin here)"
+        if [ "${TM_LAUNCHER:-auto}" = mpirun ]; then tm_log "launch: mpirun -np ${SLURM_NTASKS:-1} (TM_LAUNCHER=mpirun)"
+        else tm_log "launch: mpirun -np ${SLURM_NTASKS:-1} (srun has no MPI plugin here)"; fi
         TM_LAUNCH=(mpirun --oversubscribe --allow-run-as-root -np "${SLURM_NTASKS:-1}")
     fi
 }
@@ -37,18 +38,24 @@ tm_launch() {
 }
 
 # Forward the warning Slurm sends before the time limit (--signal=B:USR1@T)
-# to the running step, so the conversion can stop cleanly, and ask Slurm to
-# requeue the job (--requeue) so it starts again.
+# to the running step as SIGUSR1 (srun and mpirun both pass USR1 on to the
+# ranks): `transmla convert` then saves its progress in SAVE.work and exits
+# with status 75. Then ask Slurm to requeue the job (--requeue): the next run
+# of the same command continues from SAVE.work.
 tm_on_time_limit() {
-    tm_log "time limit near (SIGUSR1): stopping the step and requeueing job ${SLURM_JOB_ID:-?}"
-    if [ -n "${TM_STEP_PID:-}" ]; then kill -TERM "$TM_STEP_PID" 2>/dev/null || true; fi
+    tm_log "time limit near (SIGUSR1): stopping the step, which saves its progress; requeueing job ${SLURM_JOB_ID:-?}"
+    if [ -n "${TM_STEP_PID:-}" ]; then kill -USR1 "$TM_STEP_PID" 2>/dev/null || true; fi
     if [ -n "${SLURM_JOB_ID:-}" ]; then scontrol requeue "$SLURM_JOB_ID" || tm_log "scontrol requeue failed"; fi
 }
 
 # Start "$@" on every task in the background, so the USR1 trap can act while
-# the step runs (srun and mpirun pass the TERM on to the ranks), and wait.
+# the step runs, and wait. Exit status 75: the step stopped and saved its
+# progress (a signal); the job is requeued or was cancelled.
 tm_run_step() {
     trap tm_on_time_limit USR1
+    # scancel and the time limit send SIGTERM to every process, ranks included;
+    # mpirun would kill its ranks 1 s later, before they have saved
+    export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-60}
     tm_launcher
     "${TM_LAUNCH[@]}" "$@" &
     TM_STEP_PID=$!
@@ -56,5 +63,6 @@ tm_run_step() {
     wait "$TM_STEP_PID" || rc=$?
     # a trapped signal interrupts wait: wait again for the step's real status
     while kill -0 "$TM_STEP_PID" 2>/dev/null; do wait "$TM_STEP_PID" || rc=$?; done
+    if [ "$rc" -eq 75 ]; then tm_log "the step stopped on a signal and saved its progress; it continues when run again"; fi
     return "$rc"
 }
