@@ -40,18 +40,20 @@ tm_launch() {
 # Forward the warning Slurm sends before the time limit (--signal=B:USR1@T)
 # to the running step as SIGUSR1 (srun and mpirun both pass USR1 on to the
 # ranks): `transmla convert` then saves its progress in SAVE.work and exits
-# with status 75. Then ask Slurm to requeue the job (--requeue): the next run
-# of the same command continues from SAVE.work.
+# with status 75. tm_run_step then requeues the job (--requeue): the next run
+# of the same command continues from SAVE.work. (Requeueing at once would end
+# the step before its ranks have saved and said so.)
 tm_on_time_limit() {
-    tm_log "time limit near (SIGUSR1): stopping the step, which saves its progress; requeueing job ${SLURM_JOB_ID:-?}"
+    tm_log "time limit near (SIGUSR1): stopping the step, which saves its progress"
+    TM_TIME_LIMIT=1
     if [ -n "${TM_STEP_PID:-}" ]; then kill -USR1 "$TM_STEP_PID" 2>/dev/null || true; fi
-    if [ -n "${SLURM_JOB_ID:-}" ]; then scontrol requeue "$SLURM_JOB_ID" || tm_log "scontrol requeue failed"; fi
 }
 
 # Start "$@" on every task in the background, so the USR1 trap can act while
-# the step runs, and wait. Exit status 75: the step stopped and saved its
-# progress (a signal); the job is requeued or was cancelled.
+# the step runs, and wait. Exit status 75: the step stopped on a signal and
+# saved its progress; after a time-limit warning the job is requeued.
 tm_run_step() {
+    TM_TIME_LIMIT=0
     trap tm_on_time_limit USR1
     # scancel and the time limit send SIGTERM to every process, ranks included;
     # mpirun would kill its ranks 1 s later, before they have saved
@@ -63,6 +65,12 @@ tm_run_step() {
     wait "$TM_STEP_PID" || rc=$?
     # a trapped signal interrupts wait: wait again for the step's real status
     while kill -0 "$TM_STEP_PID" 2>/dev/null; do wait "$TM_STEP_PID" || rc=$?; done
-    if [ "$rc" -eq 75 ]; then tm_log "the step stopped on a signal and saved its progress; it continues when run again"; fi
+    if [ "$rc" -eq 75 ]; then
+        tm_log "the step stopped on a signal and saved its progress; the same command continues from it"
+        if [ "$TM_TIME_LIMIT" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+            tm_log "requeueing job $SLURM_JOB_ID"
+            scontrol requeue "$SLURM_JOB_ID" || tm_log "scontrol requeue failed"
+        fi
+    fi
     return "$rc"
 }

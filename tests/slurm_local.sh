@@ -299,6 +299,7 @@ if id=$(submit -n 4 "$job_script" "${args[@]}" "${slow[@]}" --stages 2 --save-pa
         else bad "job $id after USR1: state $s, restarts ${restarts:-?}"; show_job_log "$log"; fi
         expect_log "$log" "time limit near" "job $id: the batch script forwarded the warning"
         expect_log "$log" "stopped \(signal 10\): the progress is saved" "job $id: the ranks saved on SIGUSR1"
+        expect_log "$log" "requeueing job $id" "job $id: the batch script requeued it once the step had saved"
         expect_log "$log" "\(restart 1\)" "job $id ran again"
         expect_log "$log" "calibrate\[keys\]: resuming at batch" "job $id's second run resumes the calibration pass"
         compare "requeued: bit-identical to an uninterrupted 4-rank run" "$ref" "$save" --exact
