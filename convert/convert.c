@@ -279,6 +279,17 @@ static int stage_rorope(Run *r) {
     return rc;
 }
 
+/* A phase is finished: mark it, and drop the files it made redundant (its
+ * pass's sums, the previous step's layers). */
+static int phase_done(Run *r, const char *phase, const char *pass_prefix, const char *superseded_prefix) {
+    json_t *info = json_object();
+    int rc = resume_mark_done(&r->resume, phase, info);
+    json_decref(info);
+    resume_remove(&r->resume, pass_prefix);
+    resume_remove(&r->resume, superseded_prefix);
+    return rc;
+}
+
 /* Steps 2-3: latent (and query) statistics on the RoRoPE model, BKV-PCA. */
 static int stage_bkv_pca(Run *r) {
     const ModelConfig *c = &r->cfg;
@@ -299,11 +310,7 @@ static int stage_bkv_pca(Run *r) {
     if (!rc) rc = run_each_stage_layer(r, step_bkv_pca, R0 > qdim ? R0 : qdim, run_data_free(r) ? "bkv-svd" : "bkv-pca");
     calib_stats_free(&lat);
     if (rc) return rc;
-    json_t *done = json_object();
-    rc = resume_mark_done(&r->resume, "bkv-pca", done);
-    json_decref(done);
-    resume_remove(&r->resume, "calib-latent.");
-    resume_remove(&r->resume, "rorope-f");
+    rc = phase_done(r, "bkv-pca", "calib-latent.", "rorope-f");
     run_stage_done(r, "bkv_pca");
     return rc;
 }
@@ -313,18 +320,14 @@ static int stage_bkv_pca(Run *r) {
 static int stage_kv_norm_fit(Run *r, const Model *exact) {
     CalibStats st;
     int rc = run_gather_stats(r, exact, &st, CAL_LATENT_NORMED, 2 * r->s->kv_lora_rank, 0, "calibrate[kv-norm]",
-                          "calib-kv-norm");
+                              "calib-kv-norm");
     r->step_stats = &st;
     r->step_layers = r->layers;
     r->step_name = "kv-norm";
     if (!rc) rc = run_each_stage_layer(r, step_kv_norm_fit, 0, "kv-norm-fit");
     calib_stats_free(&st);
     if (rc) return rc;
-    json_t *done = json_object();
-    rc = resume_mark_done(&r->resume, "kv-norm", done);
-    json_decref(done);
-    resume_remove(&r->resume, "calib-kv-norm.");
-    resume_remove(&r->resume, "bkv-pca.");
+    rc = phase_done(r, "kv-norm", "calib-kv-norm.", "bkv-pca.");
     run_stage_done(r, "kv_norm_fit");
     return rc;
 }

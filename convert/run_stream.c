@@ -95,7 +95,7 @@ int run_eval_into(Run *r, const Model *m, const char *label, const char *pass, c
 
 /* The statistics of `target` on m, summed over the stage's replicas. */
 int run_gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget target, int dim, int qdim, const char *label,
-                        const char *pass) {
+                     const char *pass) {
     const ConvertSettings *s = r->s;
     calib_stats_init(st, target, r->cfg.n_layers, r->first, r->end, dim, qdim);
     CalibGather g;
