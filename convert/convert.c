@@ -164,12 +164,12 @@ static int step_rorope(Run *r, int l, const EigenSolver *e, int saved, int save)
 }
 
 static int step_bkv_pca(Run *r, int l, const EigenSolver *e, int saved, int save) {
+    if (saved) return attn_result(r, l, 1, 0, 0);
     const ConvertSettings *s = r->s;
     MlaAttn *a = &r->step_layers[l];
     const float *g = r->orig.w.layers[l].input_norm;
-    int rc = 0;
-    if (saved) {
-    } else if (r->step_stats) {
+    int rc;
+    if (r->step_stats) {
         rc = mla_bkv_pca(a, r->step_stats->sum[l], r->step_stats->count, s->kv_lora_rank, s->balance_kv_ratio, e,
                          &r->kv_ratio[l]);
         if (!rc && s->q_lora_rank) rc = mla_q_pca(a, r->step_stats->qsum[l], r->step_stats->count, s->q_lora_rank, e);
@@ -177,7 +177,7 @@ static int step_bkv_pca(Run *r, int l, const EigenSolver *e, int saved, int save
         rc = mla_bkv_pca_weights(a, g, s->kv_lora_rank, s->balance_kv_ratio, e, &r->kv_ratio[l]);
         if (!rc && s->q_lora_rank) rc = mla_q_pca_weights(a, g, s->q_lora_rank, e);
     }
-    return attn_result(r, l, saved, save, rc);
+    return attn_result(r, l, 0, save, rc);
 }
 
 static int step_kv_norm_fit(Run *r, int l, const EigenSolver *e, int saved, int save) {
@@ -443,8 +443,8 @@ static int run_stages(Run *r) {
     dist_inject_failure("calibrate");
     int done = continue_phases(r);
     if (done < 0) return -1;
-    if (!rc && done < 1) rc = run_stop_requested() ? RUN_STOPPED : stage_rorope(r);
-    if (!rc && done < 2) rc = run_stop_requested() ? RUN_STOPPED : stage_bkv_pca(r);
+    if (done < 1 && !(rc = run_stop_requested())) rc = stage_rorope(r);
+    if (!rc && done < 2 && !(rc = run_stop_requested())) rc = stage_bkv_pca(r);
     if (rc) return rc;
 
     BuiltModel exact;
@@ -452,8 +452,8 @@ static int run_stages(Run *r) {
     rc = run_eval_into(r, &exact.model, "mla", "eval-mla", "mla");
     if (!rc) run_stage_done(r, "eval_mla");
     /* the fit only adds kv_b_native to r->layers; the exact model keeps its own fp32 copies */
-    if (!rc && done < 3 && r->s->kv_norm_fit && !run_data_free(r))
-        rc = run_stop_requested() ? RUN_STOPPED : stage_kv_norm_fit(r, &exact.model);
+    if (!rc && done < 3 && r->s->kv_norm_fit && !run_data_free(r) && !(rc = run_stop_requested()))
+        rc = stage_kv_norm_fit(r, &exact.model);
     built_model_free(&exact);
     if (!rc) rc = run_stop_requested();
     return rc ? rc : stage_export(r);
