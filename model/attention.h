@@ -17,4 +17,17 @@ void attention_forward(float *out, const float *q, const float *k, const float *
 void attend_row(float *o, const float *qi, const float *k, const float *v, int64_t ks, int64_t vs, int lo, int i,
                 int dqk, int dv, float scale, float *p);
 
+/* Training: causal attention in which query row i of sequence b sees keys
+ * j in [doc_start[b*T + i], i] (doc_start: the row index within the sequence
+ * where i's document begins; NULL: 0), so packed documents do not see each
+ * other. lse[B*T, H] saves each row's log-sum-exp of scaled scores for the
+ * backward pass, which recomputes probabilities from it (no T x T matrix). */
+void attention_forward_train(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                             int H, int G, int dqk, int dv, const int32_t *doc_start, float scale);
+/* dq [B*T, H*dqk], dk [B*T, G*dqk], dv [B*T, G*dv] overwritten with the
+ * gradients given dout [B*T, H*dv] and the forward's out and lse. */
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                        const float *q, const float *k, const float *v, int B, int T, int H, int G, int dqk,
+                        int dv_dim, const int32_t *doc_start, float scale);
+
 #endif

@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "model/tensor.h"
+
 typedef struct {
     float *max;          /* [n] running max logit */
     double *sum;         /* [n] sum of exp(logit - max) */
@@ -22,5 +24,16 @@ void crossentropy_update(CrossEntropy *ce, int n, const float *logits, int cols,
 /* Sum over rows with target >= 0 of -log softmax[target]; rows with target < 0
  * are ignored. *count gets the number of rows counted. */
 double crossentropy_finish(const CrossEntropy *ce, int n, const int32_t *targets, int64_t *count);
+
+/* LM head and cross-entropy, forward and backward at once, for training.
+ * hidden [N, D]; lm_head [V, D] (any dtype); targets [N] (-1: no loss).
+ * Returns the NLL summed over rows with a target (count in *n_counted).
+ * The loss whose gradient is taken is weight * that sum: dhidden[N, D] +=
+ * its gradient; dlm_head [V, D] (fp32; NULL: frozen) += its gradient.
+ * logits is scratch of N x chunk floats: the vocabulary goes in chunks
+ * (a first pass for the log-sum-exp, a second for the gradient). */
+double head_loss_forward_backward(float *dhidden, float *dlm_head, const float *hidden, const Tensor *lm_head,
+                                  const int32_t *targets, int N, float weight, float *logits, int chunk,
+                                  int64_t *n_counted);
 
 #endif

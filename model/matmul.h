@@ -14,4 +14,10 @@ void matmul_forward(float *out, const float *inp, const Tensor *W, const float *
 void matmul_forward_rows(float *out, int ld_out, const float *inp, const Tensor *W, int64_t r0, int64_t r1, int N,
                          int accumulate);
 
+/* Backward of out = inp W^T + bias over N rows, every result accumulated:
+ * dinp[N, n_in] += dout W (NULL: not wanted), dW[n_out, n_in] += dout^T inp
+ * (fp32; NULL: frozen), dbias[n_out] += column sums of dout (NULL: none or
+ * frozen). W may be stored F32, F16 or BF16 (widened in panels). */
+void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, const float *inp, const Tensor *W, int N);
+
 #endif

@@ -89,6 +89,9 @@ double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *
  * ws->x += MLP/MoE(ws->xn) of layer `layer` over ws->B * ws->T rows. */
 void embedding_forward(float *out, const int32_t *tokens, const Tensor *embed, int N);
 void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws);
+/* Training: dembed[V, D] (fp32) += the rows of dout [N, D] at tokens
+ * (deterministic: the same order whatever the thread count). */
+void embedding_backward(float *dembed, const float *dout, const int32_t *tokens, int N, int D);
 
 /* FLOPs of one forward (with head) over B sequences of T tokens: GEMMs plus
  * attention's QK^T and PV, counted as 2 per multiply-add. */

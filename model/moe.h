@@ -21,4 +21,13 @@ void moe_scratch_free(MoeScratch *s);
 void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int D, int inter, int E, int k,
                  MoeScratch *s);
 
+/* Backward of moe_forward (out += MoE(inp)), whose routing (router_logits,
+ * expert_of, weight_of) is still in s: dinp[N, D] += dL/dinp; gradients of
+ * the router and of each expert's gate/up/down accumulate into G->router.data
+ * and G->experts[e].*.data (fp32; NULL data: frozen, skipped). Expert
+ * activations are recomputed from inp. The router's gradient flows through
+ * the renormalised top-k softmax weights (selection itself has none). */
+void moe_backward(float *dinp, LayerWeights *G, const float *dout, const float *inp, const LayerWeights *L, int N,
+                  int D, int inter, int E, int k, MoeScratch *s);
+
 #endif

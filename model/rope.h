@@ -29,4 +29,13 @@ typedef struct {
  * rotated in place. */
 void rope_forward(float *x, int64_t row_stride, const RopeTable *rt, int B, int T, int pos0, const RopeLayout *lay);
 
+/* Training: rows [0, N) at explicit positions pos[row] (packed sequences
+ * restart positions at each document). */
+void rope_forward_pos(float *x, int64_t row_stride, const RopeTable *rt, int64_t N, const int32_t *pos,
+                      const RopeLayout *lay);
+/* Backward of rope_forward_pos: dx rotated in place by the transposed
+ * rotation (RoPE is orthogonal). */
+void rope_backward_pos(float *dx, int64_t row_stride, const RopeTable *rt, int64_t N, const int32_t *pos,
+                       const RopeLayout *lay);
+
 #endif

@@ -106,7 +106,7 @@ static void moe_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, int i)
     int ds = c->arch == TM_ARCH_DEEPSEEK_V3;
     int64_t D = c->hidden_size, I = c->expert_intermediate_size;
     const char *why = ds ? "moe_intermediate_size, hidden_size" : "intermediate_size, hidden_size";
-    L->experts = callocCheck((size_t)c->n_experts, sizeof *L->experts);
+    if (!L->experts) L->experts = callocCheck((size_t)c->n_experts, sizeof *L->experts); /* kept when bound */
     add_mat(l, &L->router, c->n_experts, D, ds ? "n_routed_experts, hidden_size" : "num_local_experts, hidden_size",
             ds ? "model.layers.%d.mlp.gate.weight" : "model.layers.%d.block_sparse_moe.gate.weight", i, -1);
     for (int e = 0; e < c->n_experts; e++) {
@@ -289,6 +289,25 @@ int weights_bind(ModelWeights *w, const ModelConfig *c, const StSet *set, const 
                : w->embed.data         ? w->embed.dtype
                                        : w->lm_head.dtype;
     return 0;
+}
+
+int weights_slots(ModelWeights *w, const ModelConfig *c, const ModelPart *part, WeightSlot **out) {
+    if (!w->layers) w->layers = callocCheck((size_t)c->n_layers, sizeof *w->layers);
+    SpecList specs = {0};
+    build_specs(&specs, w, c, part);
+    WeightSlot *s = callocCheck((size_t)specs.n + 1, sizeof *s);
+    for (int i = 0; i < specs.n; i++) {
+        memcpy(s[i].name, specs.v[i].name, sizeof s[i].name);
+        s[i].rows = specs.v[i].rows;
+        s[i].cols = specs.v[i].cols;
+        s[i].layer = weights_tensor_part(specs.v[i].name);
+        s[i].mat = specs.v[i].mat;
+        s[i].vec = specs.v[i].vec;
+    }
+    int n = specs.n;
+    free(specs.v);
+    *out = s;
+    return n;
 }
 
 int weights_expected(const ModelConfig *c, WeightShape **out) {

@@ -79,4 +79,19 @@ typedef struct {
 } WeightShape;
 int weights_expected(const ModelConfig *cfg, WeightShape **out);
 
+/* Where each parameter of `part` lives inside w, in the model's order (the
+ * embedding, then layer by layer, then the final norm and head): a matrix
+ * slot (mat) or an fp32 vector slot (vec). On a w that is not bound (zeroed,
+ * or earlier slots of the same call) it allocates the experts arrays the
+ * slots point into, so a second ModelWeights can mirror a model's layout
+ * (the trainer's gradients). Free with free(); w with weights_free. */
+typedef struct {
+    char name[160];
+    int64_t rows, cols;  /* cols == 0: a vector */
+    int layer;           /* its layer, or WEIGHT_PART_EMBED / WEIGHT_PART_HEAD */
+    Tensor *mat;
+    float **vec;
+} WeightSlot;
+int weights_slots(ModelWeights *w, const ModelConfig *cfg, const ModelPart *part, WeightSlot **out);
+
 #endif

@@ -1,0 +1,1 @@
+#include "model/train_layer.h"
