@@ -11,6 +11,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"convert", cmd_convert, "convert a GQA model to DeepSeek-V3 MLA (RoRoPE + BKV-PCA)"},
+    {"finetune", cmd_finetune, "fine-tune a converted model (AdamW, chat or text data, HDF5 checkpoints, MPI)"},
     {"eval", cmd_eval, "perplexity of a model on a dataset or a token file"},
     {"generate", cmd_generate, "greedy decoding with a KV cache (latent cache for MLA models)"},
     {"plan", cmd_plan, "stage layout and memory per rank of a conversion on N nodes (config.json only)"},

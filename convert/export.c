@@ -137,9 +137,20 @@ int export_metadata(const char *dir, const ModelConfig *cfg, const char *src_dir
     snprintf(dst, sizeof dst, "%s/config.json", dir);
     int rc = json_dump_file(o, dst, JSON_INDENT(2) | JSON_SORT_KEYS) ? tm_fail("%s: cannot write", dst) : 0;
     json_decref(o);
+    return rc ? rc : export_copy_tokenizer_files(dir, src_dir, 0);
+}
+
+int export_copy_tokenizer_files(const char *dir, const char *src_dir, int with_config) {
+    char src[4096], dst[4096];
+    int rc = 0;
     for (size_t i = 0; i < sizeof tokenizer_files / sizeof tokenizer_files[0] && !rc; i++) {
         snprintf(src, sizeof src, "%s/%s", src_dir, tokenizer_files[i]);
         snprintf(dst, sizeof dst, "%s/%s", dir, tokenizer_files[i]);
+        rc = copy_file(src, dst);
+    }
+    if (with_config && !rc) { /* last: a folder without it is not a model */
+        snprintf(src, sizeof src, "%s/config.json", src_dir);
+        snprintf(dst, sizeof dst, "%s/config.json", dir);
         rc = copy_file(src, dst);
     }
     return rc;

@@ -27,6 +27,9 @@ void export_tensors_free(ExportTensors *e);
  * tokenizer files, written into dir. */
 int export_metadata(const char *dir, const ModelConfig *cfg, const char *src_dir, TmDType dtype);
 
+/* Copy src_dir's tokenizer files (those present), and config.json too when
+ * with_config, into dir. */
+int export_copy_tokenizer_files(const char *dir, const char *src_dir, int with_config);
 /* The config.json object of the export (caller json_decref()s). */
 json_t *export_config_json(const ModelConfig *c, const char *src_config_path, TmDType dtype);
 

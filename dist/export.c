@@ -48,40 +48,47 @@ static void gather_names(const ExportTensors *e, const int *shard, int first_sha
     *n_out = ctot;
 }
 
-int dist_export(const Topology *t, const char *dir, const BuiltModel *native, const char *src_dir, TmDType dtype,
-                uint64_t max_shard_bytes) {
-    int writer = t->replica == 0;
-    ExportTensors e = {0};
-    if (writer) export_tensors_init(&e, native, dtype, t->stage == 0);
+int dist_write_tensors(const Topology *t, const char *dir, const StWriteTensor *ts, int n, int writer,
+                       uint64_t max_shard_bytes) {
+    ExportTensors e = {.t = (StWriteTensor *)ts, .n = writer ? n : 0};
     int *shard = mallocCheck((size_t)e.n * sizeof *shard + 1);
     uint64_t bytes = 0;
     int k = writer ? st_shard_plan(e.t, e.n, max_shard_bytes, shard, &bytes) : 0;
-    /* shard numbers: the stages' counts in stage order (writers are world ranks 0..S-1) */
+    /* shard numbers: the writers' counts in world-rank order (stage order) */
     int *counts = mallocCheck((size_t)t->size * sizeof *counts);
     MPI_Allgather(&k, 1, MPI_INT, counts, 1, MPI_INT, MPI_COMM_WORLD);
     int first = 0, total = 0;
-    for (int s = 0; s < t->stages; s++) {
-        if (s < t->stage) first += counts[s];
-        total += counts[s];
+    for (int r = 0; r < t->size; r++) {
+        if (r < t->rank) first += counts[r];
+        total += counts[r];
     }
     free(counts);
     int rc = writer ? st_write_shards(dir, e.t, e.n, shard, first, total) : 0;
     uint64_t all_bytes;
     MPI_Allreduce(&bytes, &all_bytes, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
     char *names;
-    int *shards, n;
-    gather_names(&e, shard, first, &names, &shards, &n);
+    int *shards, n_all;
+    gather_names(&e, shard, first, &names, &shards, &n_all);
     rc = dist_agree(MPI_COMM_WORLD, rc);
     if (!rc && t->rank == 0) {
-        const char **list = mallocCheck((size_t)n * sizeof *list + 1);
-        for (int i = 0, o = 0; i < n; i++, o += (int)strlen(names + o) + 1) list[i] = names + o;
-        rc = st_write_index(dir, list, shards, n, total, all_bytes);
-        if (!rc) rc = export_metadata(dir, &native->model.cfg, src_dir, dtype);
+        const char **list = mallocCheck((size_t)n_all * sizeof *list + 1);
+        for (int i = 0, o = 0; i < n_all; i++, o += (int)strlen(names + o) + 1) list[i] = names + o;
+        rc = st_write_index(dir, list, shards, n_all, total, all_bytes);
         free(list);
     }
     free(names);
     free(shards);
     free(shard);
+    return dist_agree(MPI_COMM_WORLD, rc);
+}
+
+int dist_export(const Topology *t, const char *dir, const BuiltModel *native, const char *src_dir, TmDType dtype,
+                uint64_t max_shard_bytes) {
+    int writer = t->replica == 0;
+    ExportTensors e = {0};
+    if (writer) export_tensors_init(&e, native, dtype, t->stage == 0);
+    int rc = dist_write_tensors(t, dir, e.t, e.n, writer, max_shard_bytes);
+    if (!rc && t->rank == 0) rc = export_metadata(dir, &native->model.cfg, src_dir, dtype);
     export_tensors_free(&e);
     return dist_agree(MPI_COMM_WORLD, rc);
 }

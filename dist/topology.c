@@ -1,6 +1,7 @@
 #include "dist/topology.h"
 
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,5 +89,7 @@ void dist_inject_failure(const char *where) {
     if (!spec) return;
     const char *colon = strrchr(spec, ':');
     if (!colon || (size_t)(colon - spec) != strlen(where) || strncmp(spec, where, strlen(where))) return;
-    if (atoi(colon + 1) == world_rank()) tm_die("injected failure at %s (TRANSMLA_INJECT_FAILURE=%s)", where, spec);
+    if (atoi(colon + 1) != world_rank()) return;
+    if (getenv("TRANSMLA_INJECT_SIGKILL")) raise(SIGKILL); /* as the OOM killer or a node failure would */
+    tm_die("injected failure at %s (TRANSMLA_INJECT_FAILURE=%s)", where, spec);
 }

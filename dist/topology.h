@@ -29,7 +29,8 @@ void topology_free(Topology *t);
 int dist_agree(MPI_Comm comm, int rc);
 
 /* Test hook: TRANSMLA_INJECT_FAILURE=WHERE:RANK makes world rank RANK die at
- * the named point (e.g. calibrate:1), as a crash there would. */
+ * the named point (e.g. calibrate:1), as a crash there would; with
+ * TRANSMLA_INJECT_SIGKILL set it kills itself with SIGKILL instead. */
 void dist_inject_failure(const char *where);
 
 #endif

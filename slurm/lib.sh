@@ -65,6 +65,12 @@ tm_run_step() {
     wait "$TM_STEP_PID" || rc=$?
     # a trapped signal interrupts wait: wait again for the step's real status
     while kill -0 "$TM_STEP_PID" 2>/dev/null; do wait "$TM_STEP_PID" || rc=$?; done
+    # `transmla finetune` checkpoints and exits 0 on the signal (TM_REQUEUE_ON_SUCCESS=1 in its scripts): after a
+    # time-limit warning its job is requeued too; a requeued run with no steps left only exports the model again
+    if [ "$rc" -eq 0 ] && [ "$TM_TIME_LIMIT" = 1 ] && [ "${TM_REQUEUE_ON_SUCCESS:-0}" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+        tm_log "the step checkpointed after the time-limit warning; requeueing job $SLURM_JOB_ID"
+        scontrol requeue "$SLURM_JOB_ID" || tm_log "scontrol requeue failed"
+    fi
     if [ "$rc" -eq 75 ]; then
         tm_log "the step stopped on a signal and saved its progress; the same command continues from it"
         if [ "$TM_TIME_LIMIT" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then

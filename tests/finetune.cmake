@@ -1,1 +1,7 @@
-# finetune tests
+# Fine-tuning end to end (tests/finetune_*.sh).
+add_test(NAME finetune_mpi COMMAND bash ${SRC}/tests/finetune_mpi.sh $<TARGET_FILE:transmla> ${TM_PYTHON}
+                                   ${MPIEXEC_EXECUTABLE} ${FIXTURES})
+set_tests_properties(finetune_mpi PROPERTIES FIXTURES_REQUIRED golden LABELS mpi TIMEOUT 900 PROCESSORS 2)
+if(TRANSMLA_SANITIZE)
+  set_tests_properties(finetune_mpi PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
+endif()

@@ -1,0 +1,111 @@
+/* Training throughput of one process: forward + backward + AdamW steps of
+ * `transmla finetune` (recomputation included) on a converted model, over
+ * random tokens, next to the sgemm GFLOP/s of this machine measured in the
+ * same run (square 1024 and the model's own widest projection shape).
+ *
+ *   bench_train MODEL_DIR [--seq-len 256] [--batch-size 4] [--steps 5] [--train all]
+ *
+ * GFLOP/s counts model FLOPs (3 x forward, as MFU does), not the recomputed
+ * forward pass, so "of sgemm" is the fraction of the machine's GEMM speed
+ * that ends up as useful training work. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist/topology.h"
+#include "io/checked.h"
+#include "io/clock.h"
+#include "io/error.h"
+#include "io/rng.h"
+#include "train/metrics.h"
+#include "train/optim.h"
+#include "train/step.h"
+
+/* sgemm GFLOP/s at out[M, N] = A[M, K] B[N, K]^T, as the engine calls it. */
+static double sgemm_at(int M, int N, int K, double seconds) {
+    float *a = mallocCheck((size_t)M * K * sizeof(float)), *b = mallocCheck((size_t)N * K * sizeof(float));
+    float *c = mallocCheck((size_t)M * N * sizeof(float));
+    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 7) * 0.1f;
+    for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)(i % 5) * 0.1f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+    int reps = 0;
+    double t0 = tm_now_s(), t;
+    do {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+        reps++;
+    } while ((t = tm_now_s() - t0) < seconds);
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * M * (double)N * K * reps / t / 1e9;
+}
+
+int main(int argc, char **argv) {
+    dist_init(&argc, &argv);
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_train MODEL_DIR [--seq-len L] [--batch-size B] [--steps N] [--train WHAT]\n");
+        return 2;
+    }
+    const char *dir = argv[1], *what_s = "all";
+    int T = 256, B = 4, steps = 5;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--seq-len")) T = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--batch-size")) B = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--train")) what_s = argv[i + 1];
+    }
+    Topology t;
+    Model m;
+    ParamSet ps;
+    TrainWhat what;
+    if (topology_init(&t, 1) || train_what_parse(what_s, &what) || model_load(&m, dir) || params_init(&ps, &m, what)) {
+        fprintf(stderr, "bench_train: %s\n", tm_error());
+        return 1;
+    }
+    /* random rows, one document each: every position but the first is a target */
+    TrainRows rows;
+    int64_t n_rows = 4 * B;
+    int32_t *ids = mallocCheck((size_t)n_rows * T * sizeof *ids);
+    TmRng rng;
+    rng_seed(&rng, 7);
+    for (int64_t i = 0; i < n_rows * T; i++) ids[i] = (int32_t)(rng_next(&rng) % (uint64_t)m.cfg.vocab_size);
+    train_rows_from_stream(&rows, ids, (size_t)(n_rows * T), T);
+    Sampler sampler;
+    if (sampler_init(&sampler, &rows, 1, B, 1, 1)) {
+        fprintf(stderr, "bench_train: %s\n", tm_error());
+        return 1;
+    }
+    TrainStep st;
+    train_step_init(&st, &t, &m, &ps, &sampler, B, T, 1);
+    OptimConfig o = {.lr = 1e-5, .weight_decay = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+                     .max_grad_norm = 1.0, .schedule = LR_CONSTANT, .total_steps = steps + 1};
+    StepResult res;
+    train_step_grads(&st, 0, &res); /* warm-up */
+    adamw_step(&ps, &o, 0, o.lr, 1.0f);
+    double t0 = tm_now_s();
+    for (int s = 1; s <= steps; s++) {
+        train_step_grads(&st, s, &res);
+        adamw_step(&ps, &o, s, o.lr, clip_scale(res.grad_norm, o.max_grad_norm));
+    }
+    double secs = tm_now_s() - t0, tokens = (double)steps * B * T;
+    double gflops = train_flops_per_token(&m.cfg, T) * tokens / secs / 1e9;
+    int D = m.cfg.hidden_size, I = m.cfg.intermediate_size;
+    double g_square = sgemm_at(1024, 1024, 1024, 0.5), g_model = sgemm_at(B * T, I, D, 0.5);
+    printf("bench_train: %s  %d layers  hidden %d  train %s (%lld parameters)  %d x %d tokens per step\n", dir,
+           m.cfg.n_layers, D, what_s, (long long)ps.total, B, T);
+    printf("training:  %.0f tokens/s  %.1f GFLOP/s (model FLOPs)  loss %.4f  activations %.1f MiB\n",
+           tokens / secs, gflops, res.loss, (double)st.bytes / (1 << 20));
+    printf("sgemm:     %.1f GFLOP/s at 1024^3, %.1f GFLOP/s at [%d x %d] x [%d x %d]^T (the MLP's up projection)\n",
+           g_square, g_model, B * T, D, I, D);
+    printf("ratio:     training / sgemm(model shape) = %.2f\n", gflops / g_model);
+    train_step_free(&st);
+    sampler_free(&sampler);
+    train_rows_free(&rows);
+    free(ids);
+    model_free(&m);
+    params_free(&ps, &m.cfg);
+    topology_free(&t);
+    dist_finalize();
+    return 0;
+}

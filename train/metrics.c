@@ -1,0 +1,109 @@
+#include "train/metrics.h"
+
+#include <cblas.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checked.h"
+#include "io/clock.h"
+#include "io/error.h"
+
+int metrics_open(Metrics *m, const char *path, int64_t resume_step) {
+    memset(m, 0, sizeof *m);
+    m->path = strdup(path);
+    /* keep the lines of steps <= resume_step */
+    FILE *in = fopen(path, "r");
+    char *kept = NULL;
+    size_t kept_len = 0;
+    if (in) {
+        FILE *mem = open_memstream(&kept, &kept_len);
+        char line[4096];
+        while (fgets(line, sizeof line, in)) {
+            json_t *o = json_loads(line, 0, NULL);
+            json_t *st = o ? json_object_get(o, "step") : NULL;
+            if (st && json_is_integer(st) && json_integer_value(st) <= resume_step) fputs(line, mem);
+            json_decref(o);
+        }
+        fclose(mem);
+        fclose(in);
+    }
+    m->f = fopen(path, "w");
+    if (!m->f) {
+        free(kept);
+        return tm_fail("%s: cannot write the metrics log", path);
+    }
+    if (kept) fwrite(kept, 1, kept_len, m->f);
+    free(kept);
+    fflush(m->f);
+    return 0;
+}
+
+void metrics_write(Metrics *m, const StepLog *s) {
+    if (!m->f) return;
+    fprintf(m->f,
+            "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.17g, \"lr\": %.17g, \"grad_norm\": %.17g, \"tokens\": %lld, "
+            "\"target_tokens\": %lld, \"step_s\": %.4f, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"mfu\": %.4f, "
+            "\"elapsed_s\": %.2f}\n",
+            (long long)s->step, s->epoch, s->loss, s->lr, s->grad_norm, (long long)s->tokens, (long long)s->targets,
+            s->step_s, s->tokens_per_s, s->gflops, s->mfu, s->elapsed_s);
+    fflush(m->f);
+}
+
+void metrics_close(Metrics *m) {
+    if (m->f) fclose(m->f);
+    free(m->path);
+    memset(m, 0, sizeof *m);
+}
+
+static void fmt_duration(char *buf, size_t n, double s) {
+    if (s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, t % 3600 / 60);
+    else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, n, "%lds", t);
+}
+
+void metrics_print(FILE *to, const StepLog *s) {
+    char eta[32];
+    fmt_duration(eta, sizeof eta, s->eta_s);
+    fprintf(to, "finetune: step %lld/%lld  loss %.4f  lr %.3e  grad-norm %.3f  %.0f tokens/s  %.1f GFLOP/s",
+            (long long)s->step, (long long)s->total_steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->gflops);
+    if (s->mfu > 0) fprintf(to, " (MFU %.0f%% of sgemm)", 100.0 * s->mfu);
+    fprintf(to, "  ETA %s\n", eta);
+}
+
+double train_flops_per_token(const ModelConfig *c, int T) {
+    const MlaConfig *m = &c->mla;
+    double D = c->hidden_size, H = c->n_heads, qk = m->qk_nope_head_dim + m->qk_rope_head_dim;
+    double R = m->kv_lora_rank, dr = m->qk_rope_head_dim, Rq = m->q_lora_rank, dv = m->v_head_dim;
+    double macs = 0.0;
+    for (int l = 0; l < c->n_layers; l++) {
+        macs += Rq > 0 ? D * Rq + Rq * H * qk : D * H * qk;
+        macs += D * (R + dr) + R * H * (m->qk_nope_head_dim + dv) + H * dv * D;
+        macs += H * (qk + dv) * (T + 1) / 2.0; /* causal scores and weighted values, per token on average */
+        if (hf_config_layer_is_moe(c, l))
+            macs += D * c->n_experts + c->n_experts_per_tok * 3.0 * D * c->expert_intermediate_size;
+        else
+            macs += 3.0 * D * c->intermediate_size;
+    }
+    macs += D * c->vocab_size;
+    return 3.0 * 2.0 * macs;
+}
+
+double measure_sgemm_gflops(int n, double seconds) {
+    float *a = mallocCheck((size_t)n * n * sizeof(float)), *b = mallocCheck((size_t)n * n * sizeof(float));
+    float *cm = mallocCheck((size_t)n * n * sizeof(float));
+    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = (float)((i % 13) - 6) / 8.0f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, cm, n); /* warm-up */
+    int reps = 0;
+    double t0 = tm_now_s(), t;
+    do {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, cm, n);
+        reps++;
+    } while ((t = tm_now_s() - t0) < seconds);
+    free(a);
+    free(b);
+    free(cm);
+    return 2.0 * n * (double)n * n * reps / t / 1e9;
+}

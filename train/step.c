@@ -1,0 +1,195 @@
+#include "train/step.h"
+
+#include <math.h>
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checked.h"
+#include "io/error.h"
+#include "model/crossentropy.h"
+#include "model/rmsnorm.h"
+
+enum { TAG_ACT = 101, TAG_GRAD = 102 };
+
+/* Head chunk: like the evaluation's, about 16 Mi logits but at least 256 columns. */
+static int head_chunk(int N, int V) {
+    int cols = (int)((16 << 20) / N);
+    if (cols < 256) cols = 256;
+    return cols < V ? cols : V;
+}
+
+static void *step_alloc(TrainStep *s, size_t bytes) {
+    s->bytes += bytes;
+    return mallocCheck(bytes + 1);
+}
+
+void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *ps, Sampler *sampler, int B, int T,
+                     int K) {
+    memset(s, 0, sizeof *s);
+    const ModelConfig *c = &m->cfg;
+    s->topo = t;
+    s->m = m;
+    s->ps = ps;
+    s->sampler = sampler;
+    s->B = B;
+    s->T = T;
+    s->K = K;
+    s->n_local = m->part.end - m->part.first;
+    size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
+    rope_table_init(&s->rope, &c->rope_scaling, c->rope_theta, c->head_dim, T);
+    layer_acts_init(&s->acts, c, B, T);
+    s->bytes += s->acts.bytes;
+    int n_saved = K * (s->n_local + 1);
+    s->saved = callocCheck((size_t)n_saved, sizeof *s->saved);
+    for (int i = 0; i < n_saved; i++) s->saved[i] = step_alloc(s, N * D * sizeof(float));
+    s->x_tmp = step_alloc(s, N * D * sizeof(float));
+    s->dx = step_alloc(s, N * D * sizeof(float));
+    if (m->part.head) {
+        s->xn = step_alloc(s, N * D * sizeof(float));
+        s->dxn = step_alloc(s, N * D * sizeof(float));
+        s->rstd = step_alloc(s, N * sizeof(float));
+        s->chunk = head_chunk((int)N, c->vocab_size);
+        s->logits = step_alloc(s, N * (size_t)s->chunk * sizeof(float));
+    }
+    s->tokens = step_alloc(s, (size_t)K * N * sizeof(int32_t));
+    s->targets = step_alloc(s, (size_t)K * N * sizeof(int32_t));
+    s->pos = step_alloc(s, (size_t)K * N * sizeof(int32_t));
+    s->doc_start = step_alloc(s, (size_t)K * N * sizeof(int32_t));
+    s->row_idx = mallocCheck((size_t)B * sizeof *s->row_idx);
+}
+
+void train_step_free(TrainStep *s) {
+    rope_table_free(&s->rope);
+    layer_acts_free(&s->acts);
+    for (int i = 0; i < s->K * (s->n_local + 1); i++) free(s->saved[i]);
+    free(s->saved);
+    free(s->x_tmp);
+    free(s->dx);
+    free(s->xn);
+    free(s->dxn);
+    free(s->rstd);
+    free(s->logits);
+    free(s->tokens);
+    free(s->targets);
+    free(s->pos);
+    free(s->doc_start);
+    free(s->row_idx);
+    memset(s, 0, sizeof *s);
+}
+
+/* saved input of local layer li (li == n_local: the head's) of micro-batch k */
+static float *saved(const TrainStep *s, int k, int li) { return s->saved[k * (s->n_local + 1) + li]; }
+
+/* The allreduce of one gradient bucket across the stage's replicas, in
+ * pieces of at most 2^30 floats (MPI counts are int). */
+typedef struct {
+    MPI_Request req[64];
+    int n;
+} Reductions;
+
+static void reduce_bucket(const TrainStep *s, Reductions *r, int layer) {
+    const GradBucket *b = params_bucket(s->ps, layer);
+    if (!b || s->topo->replicas == 1) return;
+    for (int64_t off = b->first; off < b->end; off += 1 << 30) {
+        if (r->n == (int)(sizeof r->req / sizeof r->req[0])) {
+            MPI_Waitall(r->n, r->req, MPI_STATUSES_IGNORE);
+            r->n = 0;
+        }
+        int64_t count = b->end - off < (1 << 30) ? b->end - off : (1 << 30);
+        MPI_Iallreduce(MPI_IN_PLACE, s->ps->g + off, (int)count, MPI_FLOAT, MPI_SUM, s->topo->stage_comm,
+                       &r->req[r->n++]);
+    }
+}
+
+/* Let MPI move the reductions in flight along while the backward pass runs. */
+static void progress(Reductions *r) {
+    int done;
+    if (r->n) MPI_Testall(r->n, r->req, &done, MPI_STATUSES_IGNORE);
+}
+
+static void forward_micro(TrainStep *s, int k) {
+    const Model *m = s->m;
+    const Topology *t = s->topo;
+    int N = s->B * s->T, D = m->cfg.hidden_size;
+    int32_t *tok = s->tokens + (size_t)k * N;
+    if (m->part.embed) embedding_forward(saved(s, k, 0), tok, &m->w.embed, N);
+    else MPI_Recv(saved(s, k, 0), N * D, MPI_FLOAT, t->stage - 1, TAG_ACT, t->pipe_comm, MPI_STATUS_IGNORE);
+    for (int li = 0; li < s->n_local; li++) {
+        int l = m->part.first + li;
+        layer_forward_train(&m->cfg, &m->w.layers[l], l, saved(s, k, li), saved(s, k, li + 1),
+                            s->pos + (size_t)k * N, s->doc_start + (size_t)k * N, &s->rope, &s->acts);
+    }
+    if (!m->part.head) MPI_Send(saved(s, k, s->n_local), N * D, MPI_FLOAT, t->stage + 1, TAG_ACT, t->pipe_comm);
+}
+
+/* Final norm, LM head and loss of micro-batch k, forward and backward: s->dx
+ * gets the gradient at the head's input. Returns the NLL sum. */
+static double head_micro(TrainStep *s, int k, float weight) {
+    const Model *m = s->m;
+    const ModelConfig *c = &m->cfg;
+    int N = s->B * s->T, D = c->hidden_size;
+    const float *x = saved(s, k, s->n_local);
+    rmsnorm_forward_train(s->xn, s->rstd, x, m->w.final_norm, N, D, c->rms_norm_eps);
+    memset(s->dxn, 0, (size_t)N * D * sizeof(float));
+    int64_t counted;
+    double nll = head_loss_forward_backward(s->dxn, (float *)s->ps->grads.lm_head.data, s->xn, &m->w.lm_head,
+                                            s->targets + (size_t)k * N, N, weight, s->logits, s->chunk, &counted);
+    memset(s->dx, 0, (size_t)N * D * sizeof(float));
+    rmsnorm_backward(s->dx, s->ps->grads.final_norm, s->dxn, x, m->w.final_norm, s->rstd, N, D);
+    return nll;
+}
+
+static void backward_micro(TrainStep *s, int k, float weight, double *nll, Reductions *red) {
+    const Model *m = s->m;
+    const Topology *t = s->topo;
+    int N = s->B * s->T, D = m->cfg.hidden_size, last = k == s->K - 1;
+    if (m->part.head) {
+        *nll += head_micro(s, k, weight);
+        if (last) reduce_bucket(s, red, WEIGHT_PART_HEAD);
+    } else {
+        MPI_Recv(s->dx, N * D, MPI_FLOAT, t->stage + 1, TAG_GRAD, t->pipe_comm, MPI_STATUS_IGNORE);
+    }
+    const int32_t *pos = s->pos + (size_t)k * N, *doc = s->doc_start + (size_t)k * N;
+    for (int li = s->n_local - 1; li >= 0; li--) {
+        int l = m->part.first + li;
+        const LayerWeights *L = &m->w.layers[l];
+        layer_forward_train(&m->cfg, L, l, saved(s, k, li), s->x_tmp, pos, doc, &s->rope, &s->acts);
+        layer_backward(&m->cfg, L, &s->ps->grads.layers[l], l, saved(s, k, li), s->dx, s->dx, pos, doc, &s->rope,
+                       &s->acts);
+        if (last) reduce_bucket(s, red, l);
+        progress(red);
+    }
+    if (m->part.embed) {
+        if (s->ps->grads.embed.data)
+            embedding_backward((float *)s->ps->grads.embed.data, s->dx, s->tokens + (size_t)k * N, N, D);
+        if (last) reduce_bucket(s, red, WEIGHT_PART_EMBED);
+    } else {
+        MPI_Send(s->dx, N * D, MPI_FLOAT, t->stage - 1, TAG_GRAD, t->pipe_comm);
+    }
+}
+
+void train_step_grads(TrainStep *s, int64_t step, StepResult *out) {
+    const Topology *t = s->topo;
+    int N = s->B * s->T;
+    params_zero_grads(s->ps);
+    int64_t targets = sampler_step_targets(s->sampler, step);
+    float weight = targets > 0 ? (float)(1.0 / (double)targets) : 0.0f;
+    for (int k = 0; k < s->K; k++) {
+        sampler_rows(s->sampler, step, t->replica, k, s->row_idx);
+        train_rows_batch(s->sampler->rows, s->row_idx, s->B, s->tokens + (size_t)k * N, s->targets + (size_t)k * N,
+                         s->pos + (size_t)k * N, s->doc_start + (size_t)k * N);
+    }
+    for (int k = 0; k < s->K; k++) forward_micro(s, k);
+    double nll = 0.0;
+    Reductions red = {.n = 0};
+    for (int k = 0; k < s->K; k++) backward_micro(s, k, weight, &nll, &red);
+    if (red.n) MPI_Waitall(red.n, red.req, MPI_STATUSES_IGNORE);
+    /* the global norm: this stage's squares (equal on its replicas), summed over stages */
+    double sq = params_grad_sq(s->ps), sq_all, nll_all;
+    MPI_Allreduce(&sq, &sq_all, 1, MPI_DOUBLE, MPI_SUM, t->pipe_comm);
+    MPI_Allreduce(&nll, &nll_all, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    out->targets = targets;
+    out->loss = targets > 0 ? nll_all / (double)targets : 0.0;
+    out->grad_norm = sqrt(sq_all);
+}
