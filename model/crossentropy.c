@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "io/checked.h"
+#include "model/matmul.h"
 #include "model/simd.h"
 
 void crossentropy_init(CrossEntropy *ce, int n) {
@@ -60,4 +61,47 @@ double crossentropy_finish(const CrossEntropy *ce, int n, const int32_t *targets
     }
     *count = counted;
     return total;
+}
+
+/* Two passes over the vocabulary chunks: the first folds the log-sum-exp of
+ * each row, the second recomputes each chunk's logits and turns them into
+ * dlogits = weight (softmax - onehot(target)) in place, which the head's
+ * backward takes to dhidden and dlm_head. */
+double head_loss_forward_backward(float *dhidden, float *dlm_head, const float *hidden, const Tensor *lm_head,
+                                  const int32_t *targets, int N, float weight, float *logits, int chunk,
+                                  int64_t *n_counted) {
+    int V = (int)lm_head->rows, D = (int)lm_head->cols;
+    size_t esz = tm_dtype_size(lm_head->dtype);
+    CrossEntropy ce;
+    crossentropy_init(&ce, N);
+    for (int v0 = 0; v0 < V; v0 += chunk) {
+        int cols = V - v0 < chunk ? V - v0 : chunk;
+        matmul_forward_rows(logits, cols, hidden, lm_head, v0, v0 + cols, N, 0);
+        crossentropy_update(&ce, N, logits, cols, v0, targets);
+    }
+    double nll = crossentropy_finish(&ce, N, targets, n_counted);
+    float *lse = mallocCheck((size_t)N * sizeof(float));
+    for (int i = 0; i < N; i++) lse[i] = targets[i] < 0 ? 0.0f : (float)(log(ce.sum[i]) + ce.max[i]);
+    for (int v0 = 0; v0 < V; v0 += chunk) {
+        int cols = V - v0 < chunk ? V - v0 : chunk;
+        matmul_forward_rows(logits, cols, hidden, lm_head, v0, v0 + cols, N, 0);
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < N; i++) {
+            float *z = logits + (int64_t)i * cols;
+            if (targets[i] < 0) {
+                memset(z, 0, (size_t)cols * sizeof(float));
+                continue;
+            }
+            for (int j = 0; j < cols; j++) z[j] = weight * expf(z[j] - lse[i]);
+            if (targets[i] >= v0 && targets[i] < v0 + cols) z[targets[i] - v0] -= weight;
+        }
+        /* the chunk's rows of lm_head as a tensor of their own */
+        Tensor part = *lm_head;
+        part.data = (const char *)lm_head->data + (size_t)v0 * D * esz;
+        part.rows = cols;
+        matmul_backward(dhidden, dlm_head ? dlm_head + (int64_t)v0 * D : NULL, NULL, logits, hidden, &part, N);
+    }
+    free(lse);
+    crossentropy_free(&ce);
+    return nll;
 }

@@ -155,6 +155,21 @@ void embedding_forward(float *out, const int32_t *tokens, const Tensor *embed, i
     for (int i = 0; i < N; i++) tensor_to_f32(embed, (int64_t)tokens[i] * D, D, out + (int64_t)i * D);
 }
 
+/* Columns in blocks, each block's rows in token order: no two threads touch
+ * the same element, and every element sums in the same order. */
+void embedding_backward(float *dembed, const float *dout, const int32_t *tokens, int N, int D) {
+    const int blk = 64;
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < D; c0 += blk) {
+        int c1 = c0 + blk < D ? c0 + blk : D;
+        for (int i = 0; i < N; i++) {
+            float *dst = dembed + (int64_t)tokens[i] * D;
+            const float *src = dout + (int64_t)i * D;
+            for (int c = c0; c < c1; c++) dst[c] += src[c];
+        }
+    }
+}
+
 /* x += o_proj(attention(rope(q), rope(k), v)) of xn. */
 static void gqa_attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
     int B = ws->B, T = ws->T, N = B * T, d = c->head_dim;

@@ -42,3 +42,41 @@ void matmul_forward(float *out, const float *inp, const Tensor *W, const float *
     for (int i = 0; i < N; i++)
         for (int j = 0; j < n_out; j++) out[(int64_t)i * n_out + j] += bias[j];
 }
+
+/* dinp[N, n_in] += dout[:, rows p..p+n) W[p..p+n, :], one widened panel at a time. */
+static void matmul_backward_inp(float *dinp, const float *dout, const Tensor *W, int N) {
+    int n_out = (int)W->rows, n_in = (int)W->cols;
+    if (W->dtype == TM_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, n_in, n_out, 1.0f, dout, n_out,
+                    (const float *)W->data, n_in, 1.0f, dinp, n_in);
+        return;
+    }
+    int64_t panel_rows = PANEL_FLOATS / n_in;
+    if (panel_rows < 16) panel_rows = 16;
+    if (panel_rows > n_out) panel_rows = n_out;
+    float *panel = mallocCheck((size_t)(panel_rows * n_in) * sizeof(float));
+    for (int64_t p = 0; p < n_out; p += panel_rows) {
+        int64_t rows = n_out - p < panel_rows ? n_out - p : panel_rows;
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows; r++) tensor_to_f32(W, (p + r) * n_in, n_in, panel + r * n_in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, n_in, (int)rows, 1.0f, dout + p, n_out, panel, n_in,
+                    1.0f, dinp, n_in);
+    }
+    free(panel);
+}
+
+void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, const float *inp, const Tensor *W, int N) {
+    int n_out = (int)W->rows, n_in = (int)W->cols;
+    if (N <= 0) return;
+    if (dinp) matmul_backward_inp(dinp, dout, W, N);
+    if (dW) /* dW[n_out, n_in] += dout^T inp */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, N, 1.0f, dout, n_out, inp, n_in, 1.0f, dW,
+                    n_in);
+    if (!dbias) return;
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < n_out; j++) {
+        float s = 0.0f;
+        for (int i = 0; i < N; i++) s += dout[(int64_t)i * n_out + j];
+        dbias[j] += s;
+    }
+}

@@ -81,3 +81,69 @@ void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int
         }
     }
 }
+
+static float *grad_of(const Tensor *g) { return (float *)g->data; }
+
+/* out_i = sum_j w_ij y_e(ij)(x_i) with w = softmax over the k chosen logits.
+ * Per expert (in order, so dinp sums deterministically): recompute its
+ * activations on its rows, dy = w dout, back through down/swiglu/gate,up;
+ * dw_ij = dout_i . y_e. Then the router: dz_j = w_j (dw_j - sum_m w_m dw_m)
+ * on the chosen logits, 0 on the others. */
+void moe_backward(float *dinp, LayerWeights *G, const float *dout, const float *inp, const LayerWeights *L, int N,
+                  int D, int inter, int E, int k, MoeScratch *s) {
+    float *dw = callocCheck((size_t)N * k, sizeof(float));
+    float *act = mallocCheck((size_t)N * inter * sizeof(float));
+    float *dxe = mallocCheck((size_t)N * D * sizeof(float));
+    for (int e = 0; e < E; e++) {
+        int n = 0;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < k; j++)
+                if (s->expert_of[(size_t)i * k + j] == e) s->rows[n++] = i;
+        if (!n) continue;
+        for (int r = 0; r < n; r++) memcpy(s->xe + (size_t)r * D, inp + (size_t)s->rows[r] * D, (size_t)D * sizeof(float));
+        const ExpertWeights *X = &L->experts[e];
+        ExpertWeights *GX = G->experts ? &G->experts[e] : NULL;
+        matmul_forward(s->h1, s->xe, &X->gate, NULL, n, 0);
+        matmul_forward(s->h2, s->xe, &X->up, NULL, n, 0);
+        swiglu_forward_out(act, s->h1, s->h2, (int64_t)n * inter);
+        matmul_forward(s->ye, act, &X->down, NULL, n, 0);
+        /* ye becomes dy = w dout once dw has read it */
+        for (int r = 0; r < n; r++) {
+            int i = s->rows[r], jj = 0;
+            for (int j = 0; j < k; j++)
+                if (s->expert_of[(size_t)i * k + j] == e) jj = j;
+            float w = s->weight_of[(size_t)i * k + jj], d = 0.0f;
+            const float *o = dout + (size_t)i * D;
+            float *y = s->ye + (size_t)r * D;
+            for (int c = 0; c < D; c++) {
+                d += o[c] * y[c];
+                y[c] = w * o[c];
+            }
+            dw[(size_t)i * k + jj] = d;
+        }
+        matmul_backward(NULL, GX ? grad_of(&GX->down) : NULL, NULL, s->ye, act, &X->down, n);
+        memset(act, 0, (size_t)n * inter * sizeof(float)); /* now dL/d(down's input) */
+        matmul_backward(act, NULL, NULL, s->ye, NULL, &X->down, n);
+        swiglu_backward(s->h1, s->h2, act, s->h1, s->h2, (int64_t)n * inter);
+        memset(dxe, 0, (size_t)n * D * sizeof(float));
+        matmul_backward(dxe, GX ? grad_of(&GX->gate) : NULL, NULL, s->h1, s->xe, &X->gate, n);
+        matmul_backward(dxe, GX ? grad_of(&GX->up) : NULL, NULL, s->h2, s->xe, &X->up, n);
+        for (int r = 0; r < n; r++) {
+            float *di = dinp + (size_t)s->rows[r] * D;
+            const float *src = dxe + (size_t)r * D;
+            for (int c = 0; c < D; c++) di[c] += src[c];
+        }
+    }
+    float *dz = callocCheck((size_t)N * E, sizeof(float));
+    for (int i = 0; i < N; i++) {
+        const float *w = s->weight_of + (size_t)i * k, *g = dw + (size_t)i * k;
+        float mean = 0.0f;
+        for (int j = 0; j < k; j++) mean += w[j] * g[j];
+        for (int j = 0; j < k; j++) dz[(size_t)i * E + s->expert_of[(size_t)i * k + j]] = w[j] * (g[j] - mean);
+    }
+    matmul_backward(dinp, grad_of(&G->router), NULL, dz, inp, &L->router, N);
+    free(dz);
+    free(dw);
+    free(act);
+    free(dxe);
+}

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "io/checked.h"
+#include "io/error.h"
 
 #define TM_PI 3.14159265358979323846
 
@@ -52,22 +53,53 @@ void rope_table_free(RopeTable *rt) {
     rt->cos = rt->sin = NULL;
 }
 
-void rope_forward(float *x, int64_t row_stride, const RopeTable *rt, int B, int T, int pos0, const RopeLayout *lay) {
-    int half = rt->half;
+/* Rotate one row's spans by the angles of one position; inverse: by minus
+ * those angles (the transpose, for the backward pass). */
+static inline void rope_row(float *row, const float *c, const float *s, int half, const RopeLayout *lay, int inverse) {
     /* pair i: elements at lo + i*step_pair and that + step_mate */
     int step_pair = lay->interleave ? 2 : 1, step_mate = lay->interleave ? 1 : half;
-#pragma omp parallel for schedule(static)
-    for (int64_t row = 0; row < (int64_t)B * T; row++) {
-        int pos = pos0 + (int)(row % T);
-        const float *c = rt->cos + (int64_t)pos * half, *s = rt->sin + (int64_t)pos * half;
-        for (int h = 0; h < lay->n_heads; h++) {
-            float *v = x + row * row_stride + (int64_t)h * lay->head_stride + lay->offset;
-            for (int i = 0; i < half; i++) {
-                float *pa = v + i * step_pair, *pb = pa + step_mate;
-                float a = *pa, b = *pb;
+    for (int h = 0; h < lay->n_heads; h++) {
+        float *v = row + (int64_t)h * lay->head_stride + lay->offset;
+        for (int i = 0; i < half; i++) {
+            float *pa = v + i * step_pair, *pb = pa + step_mate;
+            float a = *pa, b = *pb;
+            if (!inverse) {
                 *pa = a * c[i] - b * s[i];
                 *pb = b * c[i] + a * s[i];
+            } else {
+                *pa = a * c[i] + b * s[i];
+                *pb = b * c[i] - a * s[i];
             }
         }
     }
+}
+
+void rope_forward(float *x, int64_t row_stride, const RopeTable *rt, int B, int T, int pos0, const RopeLayout *lay) {
+    int half = rt->half;
+#pragma omp parallel for schedule(static)
+    for (int64_t row = 0; row < (int64_t)B * T; row++) {
+        int pos = pos0 + (int)(row % T);
+        rope_row(x + row * row_stride, rt->cos + (int64_t)pos * half, rt->sin + (int64_t)pos * half, half, lay, 0);
+    }
+}
+
+static void rope_pos(float *x, int64_t row_stride, const RopeTable *rt, int64_t N, const int32_t *pos,
+                     const RopeLayout *lay, int inverse) {
+    int half = rt->half;
+#pragma omp parallel for schedule(static)
+    for (int64_t row = 0; row < N; row++) {
+        int64_t p = pos[row];
+        if (p < 0 || p >= rt->max_pos) tm_die("rope: position %lld outside the table [0, %d)", (long long)p, rt->max_pos);
+        rope_row(x + row * row_stride, rt->cos + p * half, rt->sin + p * half, half, lay, inverse);
+    }
+}
+
+void rope_forward_pos(float *x, int64_t row_stride, const RopeTable *rt, int64_t N, const int32_t *pos,
+                      const RopeLayout *lay) {
+    rope_pos(x, row_stride, rt, N, pos, lay, 0);
+}
+
+void rope_backward_pos(float *dx, int64_t row_stride, const RopeTable *rt, int64_t N, const int32_t *pos,
+                       const RopeLayout *lay) {
+    rope_pos(dx, row_stride, rt, N, pos, lay, 1);
 }

@@ -9,3 +9,21 @@ void swiglu_forward(float *gate, const float *up, int64_t n) {
         gate[i] = g / (1.0f + expf(-g)) * up[i];
     }
 }
+
+void swiglu_forward_out(float *out, const float *gate, const float *up, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+/* silu(g) = g s with s = sigmoid(g); silu'(g) = s (1 + g (1 - s)). */
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i], s = 1.0f / (1.0f + expf(-g));
+        dgate[i] = dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+        dup[i] = dout[i] * g * s;
+    }
+}
