@@ -20,6 +20,10 @@ typedef struct {
     int64_t n_truncated;    /* documents cut to T tokens */
     int64_t n_tokens;       /* tokens that are not padding */
     int64_t n_labels;       /* tokens flagged TM_TOK_LABEL */
+    int64_t n_skipped;      /* conversations left out: no assistant turn (chat_load_rows) */
+    /* private: tokens used in the last row (0: no row open), rows allocated */
+    int fill;
+    int64_t cap_rows;
 } TrainRows;
 
 /* A document being assembled: ids and, per id, whether it is a label. */
