@@ -26,6 +26,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <hdf5.h>
+
 #include "convert/output.h"
 #include "dist/topology.h"
 #include "io/checked.h"
@@ -325,6 +327,25 @@ static void load_errors_name_file_and_dataset(void **state) {
     p = (CkptParam){"model.layers.9.nope", 4, 0, buf, NULL, NULL};
     snprintf(want, sizeof want, "%s: no dataset /params/model.layers.9.nope", path);
     ok = ok && ckpt_load_params(path, &p, 1) == -1 && error_is(want);
+    /* a float64 tensor where float32 belongs (made with plain HDF5 by rank 0) */
+    in_dir(path, sizeof path, "float64.h5");
+    if (topo.rank == 0) {
+        double d[4] = {1, 2, 3, 4};
+        hsize_t dims[1] = {4};
+        hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t g = H5Gcreate2(f, "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t sp = H5Screate_simple(1, dims, NULL);
+        hid_t ds = H5Dcreate2(g, "x", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, d);
+        H5Dclose(ds);
+        H5Sclose(sp);
+        H5Gclose(g);
+        H5Fclose(f);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    p = (CkptParam){"x", 4, 0, buf, NULL, NULL};
+    snprintf(want, sizeof want, "%s: dataset /params/x is float64, expected float32", path);
+    ok = ok && ckpt_load_params(path, &p, 1) == -1 && error_is(want);
     in_dir(path, sizeof path, "checkpoint-99.h5");
     snprintf(want, sizeof want, "%s: not an HDF5 file (no HDF5 signature at byte 0)", path);
     ok = ok && ckpt_load_params(path, &p, 1) == -1 && error_is(want);
@@ -423,7 +444,8 @@ int main(int argc, char **argv) {
     if (argc > 1) {
         failed = run_mode(argc, argv);
     } else {
-        if (topo.rank != 0 && !freopen("/dev/null", "w", stdout)) tm_die("cannot redirect stdout of rank %d", topo.rank);
+        if (topo.rank != 0 && !freopen("/dev/null", "w", stdout))
+            tm_die("cannot redirect stdout of rank %d", topo.rank);
         if (topo.rank == 0) {
             snprintf(dir, sizeof dir, "/tmp/tm_checkpoint_XXXXXX");
             if (!mkdtemp(dir)) tm_die("mkdtemp: cannot make a temporary folder");

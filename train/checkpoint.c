@@ -135,7 +135,8 @@ static int make_dirs(const char *dir) {
         if (p[i] != '/' && p[i] != 0) continue;
         char c = p[i];
         p[i] = 0;
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) rc = tm_fail("%s: cannot create folder %s: %s", dir, p, strerror(errno));
+        if (mkdir(p, 0777) != 0 && errno != EEXIST)
+            rc = tm_fail("%s: cannot create folder %s: %s", dir, p, strerror(errno));
         p[i] = c;
     }
     free(p);
@@ -199,7 +200,7 @@ static int list_dir(const char *dir, int temps, Found **out, int *n_out) {
         if (!f[n - 1].name) tm_die("out of memory listing %s", dir);
     }
     closedir(d);
-    qsort(f, (size_t)n, sizeof *f, by_step_desc);
+    if (n > 1) qsort(f, (size_t)n, sizeof *f, by_step_desc);
     *out = f;
     *n_out = n;
     return 0;
@@ -292,7 +293,8 @@ static int gather_descs(const char *path, const CkptParam *params, int n_params,
         buf_put(&b, mv, 2);
     }
     if (b.n > INT32_MAX) tm_die("%s: too many parameter names on one rank", path);
-    int len = (int)b.n, *lens = mallocCheck((size_t)size * sizeof *lens), *offs = mallocCheck((size_t)size * sizeof *offs);
+    int len = (int)b.n;
+    int *lens = mallocCheck((size_t)size * sizeof *lens), *offs = mallocCheck((size_t)size * sizeof *offs);
     MPI_Allgather(&len, 1, MPI_INT, lens, 1, MPI_INT, comm);
     int64_t total = 0;
     for (int r = 0; r < size; r++) {
@@ -328,7 +330,7 @@ static int gather_descs(const char *path, const CkptParam *params, int n_params,
     free(all);
     free(lens);
     free(offs);
-    qsort(d, (size_t)n, sizeof *d, by_name);
+    if (n > 1) qsort(d, (size_t)n, sizeof *d, by_name);
     *out = d;
     *n_out = n;
     for (int i = 1; i < n; i++)
@@ -399,10 +401,11 @@ static int write_attrs(hid_t file, const char *path, int64_t step, const CkptAtt
     for (int i = 0; i < n; i++) {
         if (!a[i].name[0] || !strcmp(a[i].name, "format") || !strcmp(a[i].name, "step"))
             return tm_fail("%s: attribute name '%s' is reserved or empty", path, a[i].name);
-        int rc = a[i].kind == CKPT_I64   ? h5_write_i64_attr(file, path, a[i].name, a[i].i)
-                 : a[i].kind == CKPT_F64 ? h5_write_f64_attr(file, path, a[i].name, a[i].f)
-                 : a[i].kind == CKPT_STR ? h5_write_str_attr(file, path, a[i].name, a[i].s)
-                                         : tm_fail("%s: attribute '%s' has unknown kind %d", path, a[i].name, (int)a[i].kind);
+        const char *nm = a[i].name;
+        int rc = a[i].kind == CKPT_I64   ? h5_write_i64_attr(file, path, nm, a[i].i)
+                 : a[i].kind == CKPT_F64 ? h5_write_f64_attr(file, path, nm, a[i].f)
+                 : a[i].kind == CKPT_STR ? h5_write_str_attr(file, path, nm, a[i].s)
+                                         : tm_fail("%s: attribute '%s' has unknown kind %d", path, nm, (int)a[i].kind);
         if (rc) return -1;
     }
     return 0;
@@ -481,7 +484,8 @@ static int write_file(const char *path, const char *tmp, int64_t step, const Des
     if (!rc) rc = dist_agree(comm, werr);
 
     for (int i = 0; i < 3 * n; i++)
-        if (dsets[i] >= 0 && H5Dclose(dsets[i]) < 0 && !rc) rc = tm_fail("%s: closing a dataset: %s", path, h5_reason());
+        if (dsets[i] >= 0 && H5Dclose(dsets[i]) < 0 && !rc)
+            rc = tm_fail("%s: closing a dataset: %s", path, h5_reason());
     free(dsets);
     if (dcpl >= 0) H5Pclose(dcpl);
     if (dxpl >= 0) H5Pclose(dxpl);
@@ -580,8 +584,12 @@ static int read_dataset(hid_t file, const char *path, int g, const CkptParam *p,
     if (type < 0 || space < 0) {
         rc = tm_fail("%s: dataset %s: %s", path, name, h5_reason());
     } else if (H5Tget_class(type) != H5T_FLOAT || H5Tget_size(type) != 4) {
-        rc = tm_fail("%s: dataset %s is not float32 (%s of %zu bytes)", path, name,
-                     H5Tget_class(type) == H5T_FLOAT ? "float" : "not a float", H5Tget_size(type));
+        H5T_class_t cls = H5Tget_class(type);
+        if (cls == H5T_FLOAT || cls == H5T_INTEGER)
+            rc = tm_fail("%s: dataset %s is %s%zu, expected float32", path, name, cls == H5T_FLOAT ? "float" : "int",
+                         8 * H5Tget_size(type));
+        else
+            rc = tm_fail("%s: dataset %s is not numeric, expected float32", path, name);
     } else {
         hsize_t dims[H5S_MAX_RANK] = {0}, want[2] = {(hsize_t)p->rows, (hsize_t)p->cols};
         int nd = H5Sget_simple_extent_ndims(space), wnd = p->cols ? 2 : 1;
