@@ -59,6 +59,22 @@ hid_t h5_create_temp(const char *path, char **tmp) {
     return file;
 }
 
+hid_t h5_create_parallel(const char *path, const char *file, MPI_Comm comm) {
+#ifdef H5_HAVE_PARALLEL
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fid = -1;
+    if (fapl >= 0 && H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) >= 0 &&
+        H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST) >= 0)
+        fid = H5Fcreate(file, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
+    if (fid < 0) return tm_fail("%s: cannot create %s: %s", path, file, h5_reason());
+    return fid;
+#else
+    (void)file;
+    (void)comm;
+    return tm_fail("%s: this HDF5 has no parallel (MPI-IO) support; build against libhdf5-openmpi", path);
+#endif
+}
+
 int h5_close_rename(hid_t file, char *tmp, const char *path, int rc) {
     if (H5Fclose(file) < 0 && !rc) rc = tm_fail("%s: closing %s: %s", path, tmp, h5_reason());
     if (!rc && rename(tmp, path) != 0) rc = tm_fail("%s: cannot rename %s to it: %s", path, tmp, strerror(errno));

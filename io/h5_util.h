@@ -7,6 +7,7 @@
 #define TM_IO_H5_UTIL_H
 
 #include <hdf5.h>
+#include <mpi.h>
 #include <stdint.h>
 
 typedef struct {
@@ -26,6 +27,11 @@ int h5_is_hdf5(const char *path);
 hid_t h5_create_temp(const char *path, char **tmp);
 /* Close the file; when rc is 0 rename tmp onto path, else remove tmp. Frees tmp. */
 int h5_close_rename(hid_t file, char *tmp, const char *path, int rc);
+/* Create `file` afresh, collectively over comm, with the MPI-IO driver (parallel
+ * HDF5) and the same 1.10 format; `path` names it in errors. Every rank of
+ * comm must call this, and then make the same metadata calls (groups,
+ * datasets, attributes) in the same order until the collective H5Fclose. */
+hid_t h5_create_parallel(const char *path, const char *file, MPI_Comm comm);
 /* Open read-only after checking the signature; a strong close releases
  * whatever a failed call on a damaged file left open. */
 hid_t h5_open_read(const char *path);
