@@ -90,14 +90,14 @@ int main(int argc, char **argv) {
     }
     double secs = tm_now_s() - t0, tokens = (double)steps * B * T;
     double gflops = train_flops_per_token(&m.cfg, T) * tokens / secs / 1e9;
-    int D = m.cfg.hidden_size, I = m.cfg.intermediate_size;
-    double g_square = sgemm_at(1024, 1024, 1024, 0.5), g_model = sgemm_at(B * T, I, D, 0.5);
+    int D = m.cfg.hidden_size, inter = m.cfg.intermediate_size;
+    double g_square = sgemm_at(1024, 1024, 1024, 0.5), g_model = sgemm_at(B * T, inter, D, 0.5);
     printf("bench_train: %s  %d layers  hidden %d  train %s (%lld parameters)  %d x %d tokens per step\n", dir,
            m.cfg.n_layers, D, what_s, (long long)ps.total, B, T);
     printf("training:  %.0f tokens/s  %.1f GFLOP/s (model FLOPs)  loss %.4f  activations %.1f MiB\n",
            tokens / secs, gflops, res.loss, (double)st.bytes / (1 << 20));
     printf("sgemm:     %.1f GFLOP/s at 1024^3, %.1f GFLOP/s at [%d x %d] x [%d x %d]^T (the MLP's up projection)\n",
-           g_square, g_model, B * T, D, I, D);
+           g_square, g_model, B * T, D, inter, D);
     printf("ratio:     training / sgemm(model shape) = %.2f\n", gflops / g_model);
     train_step_free(&st);
     sampler_free(&sampler);

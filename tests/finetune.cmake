@@ -5,3 +5,6 @@ set_tests_properties(finetune_mpi PROPERTIES FIXTURES_REQUIRED golden LABELS mpi
 if(TRANSMLA_SANITIZE)
   set_tests_properties(finetune_mpi PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
 endif()
+add_test(NAME finetune_chat COMMAND bash ${SRC}/tests/finetune_chat.sh $<TARGET_FILE:transmla> ${TM_PYTHON}
+                                    ${FIXTURES} ${SRC}/../shared)
+set_tests_properties(finetune_chat PROPERTIES FIXTURES_REQUIRED golden TIMEOUT 600)

@@ -79,7 +79,7 @@ sig=(--max-steps 300 --batch-size 2 --gradient-accumulation-steps 4 --save-steps
 "$BIN" finetune "${common[@]}" "${sig[@]}" --save-path "$work/sig" 2>"$work/sig.log" &
 pid=$!
 for _ in $(seq 1 400); do
-    [ "$(wc -l <"$work/sig/metrics.jsonl" 2>/dev/null || echo 0)" -ge 5 ] && break
+    [ -f "$work/sig/metrics.jsonl" ] && [ "$(wc -l <"$work/sig/metrics.jsonl")" -ge 5 ] && break
     sleep 0.05
 done
 kill -USR1 "$pid"

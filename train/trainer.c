@@ -213,11 +213,11 @@ static int setup(Run *r) {
     int64_t trained = trained_elements(r);
     if (r->root && !cfg->quiet) {
         fprintf(stderr,
-                "finetune: %s (%s, %d layers) on %d ranks (%d stages x %d replicas); training %s: %lld parameters\n",
+                "finetune: %s (%s, %d layers) on %d rank(s): %d stage(s) x %d replica(s); training %s: %lld parameters\n",
                 cfg->model_path, r->m.cfg.model_type, r->m.cfg.n_layers, r->t.size, r->t.stages, r->t.replicas,
                 train_what_name(cfg->what), (long long)trained);
         fprintf(stderr,
-                "finetune: %lld steps of %lld rows x %d tokens (batch %d x accumulation %d x %d replicas), %lld "
+                "finetune: %lld steps of %lld rows x %d tokens (batch %d x accumulation %d x %d replica(s)), %lld "
                 "steps per epoch; lr %.3g (%s, warmup %lld), weight decay %.3g; rank 0 holds %.1f MiB of "
                 "activations\n",
                 (long long)r->total_steps, (long long)r->sampler.global_batch, cfg->seq_len, cfg->batch,
