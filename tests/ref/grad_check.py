@@ -85,11 +85,13 @@ class Checker:
             self.failed.append("%s %s" % (case, what))
 
 
-def run_c(binary, kind, d, tensors):
+def run_c(binary, kind, d, tensors, threads=None):
     tm_ref.write_safetensors(os.path.join(d, "in.safetensors"),
-                             {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()},
-                             dtype=lambda n: "BF16" if n.endswith(".bf16") else "F32")
-    r = subprocess.run([binary, kind, d], capture_output=True, text=True)
+                             {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()}, "F32")
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    r = subprocess.run([binary, kind, d], capture_output=True, text=True, env=env)
     if r.stderr.strip():
         print("  " + r.stderr.strip().replace("\n", "\n  "))
     if r.returncode:
@@ -466,6 +468,11 @@ def case_layer(binary, d, chk, rng, name, frozen_too=False):
     chk.close(name, "dx_in", o["dx"], g["x"])
     for n in grads:
         chk.close(name, n.replace("model.layers.0.", ""), o["grad." + n], g[n])
+    # the same results whatever the thread count
+    for th in (1, 3):
+        ot = run_c(binary, "layer", d, inputs, threads=th)
+        chk.require(name, "OMP_NUM_THREADS=%d: every output bit-identical" % th,
+                    set(ot) == set(o) and all(np.array_equal(ot[n], o[n]) for n in o))
     if not frozen_too:
         return
     # every other parameter frozen (NULL): their gradients absent, the rest and dx_in unchanged
