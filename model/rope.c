@@ -5,7 +5,6 @@
 #include <stdlib.h>
 
 #include "io/checked.h"
-#include "io/error.h"
 
 #define TM_PI 3.14159265358979323846
 

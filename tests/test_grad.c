@@ -106,6 +106,9 @@ static void case_linear(void) {
     float *y = buf(N * W.rows, NULL);
     matmul_forward(y, x, &W, b, N, 0);
     matmul_backward(dx, dW, b ? db : NULL, dy, x, &W, N);
+    float *esz = buf(1, NULL);
+    esz[0] = (float)tm_dtype_size(W.dtype); /* so the script knows which weight dtype ran */
+    put("W_elem_bytes", esz, 1, 1);
     put("y", y, N, W.rows);
     put("dx", dx, N, W.cols);
     put("dW", dW, W.rows, W.cols);

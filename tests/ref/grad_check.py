@@ -85,11 +85,13 @@ class Checker:
             self.failed.append("%s %s" % (case, what))
 
 
-def run_c(binary, kind, d, tensors):
+def run_c(binary, kind, d, tensors, threads=None, dtype="F32"):
     tm_ref.write_safetensors(os.path.join(d, "in.safetensors"),
-                             {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()},
-                             dtype=lambda n: "BF16" if n.endswith(".bf16") else "F32")
-    r = subprocess.run([binary, kind, d], capture_output=True, text=True)
+                             {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()}, dtype)
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    r = subprocess.run([binary, kind, d], capture_output=True, text=True, env=env)
     if r.stderr.strip():
         print("  " + r.stderr.strip().replace("\n", "\n  "))
     if r.returncode:
@@ -230,25 +232,17 @@ def case_rmsnorm(binary, d, chk, rng):
 
 def case_linear(binary, d, chk, rng, bf16):
     N, n_in, n_out = 5, 12, 7
-    wname = "W.bf16" if bf16 else "W"
     W = rnd(rng, n_out, n_in)
-    if bf16:
+    if bf16:  # stored BF16: the values C widens are these
         W = tm_ref.quantize(W, "BF16")
     P = {"x": rnd(rng, N, n_in), "W": W, "b": rnd(rng, n_out)}
     dout, dx0, dW0, db0 = rnd(rng, N, n_out), rnd(rng, N, n_in), rnd(rng, n_out, n_in), rnd(rng, n_out)
-    tens = {"x": P["x"], wname: W, "b": P["b"], "N": [N], "dout": dout, "dx0": dx0, "dW0": dW0, "db0": db0}
-    # the C side looks for "W"; a BF16 copy goes under that name
-    if bf16:
-        tens["W"] = tens.pop(wname)
-    tm_dtype = (lambda n: "BF16" if n == "W" else "F32") if bf16 else "F32"
-    tm_ref.write_safetensors(os.path.join(d, "in.safetensors"), tens, dtype=tm_dtype)
-    r = subprocess.run([binary, "linear", d], capture_output=True, text=True)
-    if r.returncode:
-        raise SystemExit("test_grad linear failed: " + r.stderr)
-    o = tm_ref.read_safetensors(os.path.join(d, "out.safetensors"))
+    o = run_c(binary, "linear", d, dict(P, N=[N], dout=dout, dx0=dx0, dW0=dW0, db0=db0),
+              dtype=(lambda n: "BF16" if n == "W" else "F32") if bf16 else "F32")
     fwd = lambda: P["x"] @ P["W"].T + P["b"]  # noqa: E731
     g = fd_grads(lambda: np.sum(fwd() * dout), P, ["x", "W", "b"])
     tag = " (BF16 W)" if bf16 else ""
+    chk.require("linear", "weight read as %s" % ("BF16" if bf16 else "F32"), o["W_elem_bytes"][0, 0] == (2 if bf16 else 4))
     chk.close("linear", "y" + tag, o["y"], fwd())
     chk.close("linear", "dx" + tag, o["dx"] - dx0, g["x"])
     chk.close("linear", "dW" + tag, o["dW"] - dW0, g["W"])
@@ -466,6 +460,11 @@ def case_layer(binary, d, chk, rng, name, frozen_too=False):
     chk.close(name, "dx_in", o["dx"], g["x"])
     for n in grads:
         chk.close(name, n.replace("model.layers.0.", ""), o["grad." + n], g[n])
+    # the same results whatever the thread count
+    for th in (1, 3):
+        ot = run_c(binary, "layer", d, inputs, threads=th)
+        chk.require(name, "OMP_NUM_THREADS=%d: every output bit-identical" % th,
+                    set(ot) == set(o) and all(np.array_equal(ot[n], o[n]) for n in o))
     if not frozen_too:
         return
     # every other parameter frozen (NULL): their gradients absent, the rest and dx_in unchanged
