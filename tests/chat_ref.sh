@@ -14,6 +14,8 @@ for T in 128 512; do
     [ "$T" = 512 ] && trunc=0
     for input in "$data" "$work/data.jsonl.gz"; do
         "$dump" "$tok" "$tmpl" "$T" "$input" "$work/dump.json"
-        "$py" "$here/ref/chat_expected.py" "$input" "$tok" "$expect" "$work/dump.json" --truncated "$trunc"
+        jinja=()
+        [ "$expect" != inst ] && jinja=(--jinja "$here/data/chat/jinja_render.json") # no Mistral template to render
+        "$py" "$here/ref/chat_expected.py" "$input" "$tok" "$expect" "$work/dump.json" --truncated "$trunc" "${jinja[@]}"
     done
 done

@@ -29,6 +29,25 @@
 
 enum { PAD = 99 };
 
+/* Each shared tokenizer is loaded once (loading is the slow part) and freed at the end. */
+static Tokenizer *tok_cache[3];
+static const char *const TOK_NAMES[3] = {"qwen3", "llama3", "mistral"};
+
+static Tokenizer *get_tok(const char *dir) {
+    for (int i = 0; i < 3; i++) {
+        if (!strstr(dir, TOK_NAMES[i])) continue;
+        if (!tok_cache[i] && tokenizer_load(&tok_cache[i], dir) < 0) fail_msg("%s", tm_error());
+        return tok_cache[i];
+    }
+    fail_msg("no tokenizer %s", dir);
+    return NULL;
+}
+
+static int teardown_all(void **state) {
+    for (int i = 0; i < 3; i++) tokenizer_free(tok_cache[i]);
+    return group_teardown(state);
+}
+
 /* A document of n tokens with ids base, base+1, ...; label from index lab0 on. */
 static void make_doc(TrainDoc *d, int n, int base, int lab0) {
     d->n = 0;
@@ -171,8 +190,7 @@ static void test_template_resolve(void **state) {
  * decoded label tokens joined with "|" between runs. */
 static void render(const char *dir, ChatTemplate t, const char *const *roles, const char *const *contents, int n,
                    char **text, char **labels) {
-    Tokenizer *tok;
-    assert_int_equal(tokenizer_load(&tok, dir), 0);
+    Tokenizer *tok = get_tok(dir);
     TrainDoc d = {0};
     if (chat_render(tok, t, roles, contents, n, &d) < 0) fail_msg("%s", tm_error());
     size_t len;
@@ -193,7 +211,6 @@ static void render(const char *dir, ChatTemplate t, const char *const *roles, co
         i = j;
     }
     train_doc_free(&d);
-    tokenizer_free(tok);
 }
 
 static const char *const ROLES[] = {"system", "user", "assistant", "user", "assistant"};
@@ -240,8 +257,7 @@ static void expect_load_error(const char *name, const char *text, const char *wa
     char path[256], prefix[300];
     tmp_path(path, sizeof path, name);
     write_file(path, text);
-    Tokenizer *tok;
-    assert_int_equal(tokenizer_load(&tok, TOKDIR "/qwen3"), 0);
+    Tokenizer *tok = get_tok(TOKDIR "/qwen3");
     TrainRows r;
     train_rows_init(&r, 64);
     tm_clear_error();
@@ -251,7 +267,6 @@ static void expect_load_error(const char *name, const char *text, const char *wa
     if (strncmp(e, prefix, strlen(prefix)) != 0 || !strstr(e, want) || strchr(e, '\n'))
         fail_msg("error line '%s' should start with '%s' and contain '%s'", e, prefix, want);
     train_rows_free(&r);
-    tokenizer_free(tok);
 }
 
 #define GOOD "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n"
@@ -270,8 +285,7 @@ static void test_load_errors(void **state) {
     expect_load_error("not_list.jsonl", "{\"messages\": {}}\n", ":1: field 'messages' is not a list");
     expect_load_error("not_object.jsonl", "[1, 2]\n", ":1: expected a JSON object");
     char path[256];
-    Tokenizer *tok;
-    assert_int_equal(tokenizer_load(&tok, TOKDIR "/mistral"), 0);
+    Tokenizer *tok = get_tok(TOKDIR "/mistral");
     TrainRows r;
     train_rows_init(&r, 64);
     tmp_path(path, sizeof path, "two_users.jsonl");
@@ -280,24 +294,20 @@ static void test_load_errors(void **state) {
     assert_int_equal(chat_load_rows(path, tok, TM_CHAT_INST, &r), -1);
     assert_non_null(strstr(tm_error(), ":1: field 'messages[1].role': 'user' where the inst template needs 'assistant'"));
     train_rows_free(&r);
-    tokenizer_free(tok);
-    assert_int_equal(tokenizer_load(&tok, TOKDIR "/qwen3"), 0);
+    tok = get_tok(TOKDIR "/qwen3");
     train_rows_init(&r, 64);
     tmp_path(path, sizeof path, "missing.jsonl");
     assert_int_equal(chat_load_rows(path, tok, TM_CHAT_CHATML, &r), -1);
     assert_non_null(strstr(tm_error(), "missing.jsonl: cannot open"));
     train_rows_free(&r);
-    tokenizer_free(tok);
 }
 
 /* ---------- gzip ---------- */
 
 static void load(const char *path, const char *dir, ChatTemplate t, TrainRows *r) {
-    Tokenizer *tok;
-    assert_int_equal(tokenizer_load(&tok, dir), 0);
+    Tokenizer *tok = get_tok(dir);
     train_rows_init(r, 128);
     if (chat_load_rows(path, tok, t, r) < 0) fail_msg("%s", tm_error());
-    tokenizer_free(tok);
 }
 
 static void test_gzip(void **state) {
@@ -334,13 +344,11 @@ static void test_gzip(void **state) {
     f = fopen(cutpath, "wb");
     fwrite(buf, 1, len / 2, f);
     fclose(f);
-    Tokenizer *tok;
-    assert_int_equal(tokenizer_load(&tok, TOKDIR "/qwen3"), 0);
+    Tokenizer *tok = get_tok(TOKDIR "/qwen3");
     train_rows_init(&a, 128);
     assert_int_equal(chat_load_rows(cutpath, tok, TM_CHAT_CHATML, &a), -1);
     assert_non_null(strstr(tm_error(), "cut.jsonl.gz"));
     train_rows_free(&a);
-    tokenizer_free(tok);
 }
 
 int main(void) {
@@ -350,5 +358,5 @@ int main(void) {
         cmocka_unit_test(test_render_exact),    cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_gzip),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, teardown_all);
 }

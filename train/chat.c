@@ -12,8 +12,8 @@
  *      helpful assistant." when the first message is not a system one; we do
  *      not, so a Qwen2.5 model is fine-tuned on what the data says.)
  *      Qwen3's template also puts an empty "<think>\n\n</think>\n\n" in front
- *      of the final assistant turn (the one after the last user message);
- *      that block is not rendered: SmolTalk has no reasoning, and the other
+ *      of the final assistant turn (the one after the last user message) and
+ *      strips that turn's leading "\n"s; neither is done here: SmolTalk has no reasoning, and the other
  *      turns of the same conversation never get it.
  *  llama3  (Llama-3's template)
  *      "<|begin_of_text|>", then each message:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent check of transmla's chat data (train/chat.c, train/rows.c).
 
-    chat_expected.py DATA.jsonl[.gz] TOKENIZER_DIR TEMPLATE DUMP.json --truncated N
+    chat_expected.py DATA.jsonl[.gz] TOKENIZER_DIR TEMPLATE DUMP.json --truncated N [--jinja RENDERS.json]
 
 DUMP.json is what tests/chat_dump.c wrote for the same data, tokenizer and
 template. This script parses the JSONL itself, renders each conversation with
@@ -21,7 +21,12 @@ the deliberate differences), and checks:
   * padding only at the end of rows, as its own document without labels;
   * train_rows_batch's targets, pos and doc_start follow the rules, recomputed
     here with numpy from the rows' tokens and flags;
-  * the counters n_docs, n_skipped, n_truncated, n_tokens, n_labels.
+  * the counters n_docs, n_skipped, n_truncated, n_tokens, n_labels;
+  * with --jinja: this script's own rendering equals the models' Jinja
+    chat_template as Hugging Face's Jinja engine rendered it
+    (tests/ref/chat_jinja.mjs), but for the two documented differences:
+    Qwen3's empty think block before the final assistant turn and Llama-3's
+    unconditional trailing generation prompt are not part of a document.
 
 Any mismatch prints what differs and exits 1.
 """
@@ -115,6 +120,42 @@ class Decoding:
         return s[1:] if s.startswith(" ") else s  # the decoder's Strip(start=1)
 
 
+def check_jinja(path, tok_name, template, convs):
+    with open(path, encoding="utf-8") as f:
+        renders = json.load(f)["renders"]
+    if tok_name not in renders:
+        fail(f"{path}: no renders for {tok_name}")
+    if len(renders[tok_name]) != len(convs):
+        fail(f"{path}: {len(renders[tok_name])} renders for {len(convs)} conversations")
+    for k, (want, msgs) in enumerate(zip(renders[tok_name], convs)):
+        if template == "chatml":  # Qwen3: "<think>\n\n</think>\n\n" before the final assistant turn
+            head = "<|im_start|>assistant\n"
+            cut = want.rfind(head) + len(head)
+            if want.rfind(head) >= 0 and want.startswith("<think>\n\n</think>\n\n", cut):
+                want = want[:cut] + want[cut + len("<think>\n\n</think>\n\n"):]
+        if template == "llama3":  # the template's unconditional generation prompt
+            gen = "<|start_header_id|>assistant<|end_header_id|>\n\n"
+            if not want.endswith(gen):
+                fail(f"{path}: conversation {k}: llama3 render lacks the trailing generation prompt")
+            want = want[:-len(gen)]
+        got = "".join(t for t, _ in render(template, msgs))
+        if template == "chatml":
+            # The think-block branch also does content.lstrip('\n') on the final assistant turn, and
+            # @huggingface/jinja 0.5.11 ignores lstrip's argument (strips all white space): the white
+            # space right after the final assistant header is not compared.
+            head = "<|im_start|>assistant\n"
+
+            def lstrip_final(x):
+                i = x.rfind(head)
+                return x if i < 0 else x[:i + len(head)] + x[i + len(head):].lstrip()
+
+            want, got = lstrip_final(want), lstrip_final(got)
+        if got != want:
+            fail(f"conversation {k}: this script's {template} rendering differs from the Jinja template's\n"
+                 f"  script {got!r}\n  jinja  {want!r}")
+    print(f"chat_expected: {template} rendering equals {tok_name}'s Jinja chat_template on {len(convs)} conversations")
+
+
 def prefix_ok(got, full):
     got = got.rstrip("\ufffd")  # a character cut by truncation
     return full.startswith(got)
@@ -122,8 +163,11 @@ def prefix_ok(got, full):
 
 def main():
     args = sys.argv[1:]
+    jinja = None
+    if len(args) == 8 and args[6] == "--jinja":
+        jinja, args = args[7], args[:6]
     if len(args) != 6 or args[4] != "--truncated":
-        fail("usage: chat_expected.py DATA TOKENIZER_DIR TEMPLATE DUMP.json --truncated N")
+        fail("usage: chat_expected.py DATA TOKENIZER_DIR TEMPLATE DUMP.json --truncated N [--jinja RENDERS.json]")
     data, tok_dir, template, dump_path, want_trunc = args[0], args[1], args[2], args[3], int(args[5])
     convs = read_jsonl(data)
     with open(dump_path, encoding="utf-8") as f:
@@ -133,6 +177,8 @@ def main():
     dec = Decoding(tok_dir)
     T, pad = dump["T"], dump["pad_id"]
     kept = [c for c in convs if any(m["role"] == "assistant" for m in c)]
+    if jinja:
+        check_jinja(jinja, tok_dir.rstrip("/").split("/")[-1], template, convs)
     skipped = len(convs) - len(kept)
 
     # documents in row order; the batch arrays recomputed independently
