@@ -70,6 +70,7 @@ int main(int argc, char **argv) {
     TmRng rng;
     rng_seed(&rng, 7);
     for (int64_t i = 0; i < n_rows * T; i++) ids[i] = (int32_t)(rng_next(&rng) % (uint64_t)m.cfg.vocab_size);
+    train_rows_init(&rows, T);
     train_rows_from_stream(&rows, ids, (size_t)(n_rows * T), T);
     Sampler sampler;
     if (sampler_init(&sampler, &rows, 1, B, 1, 1)) {

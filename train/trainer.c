@@ -61,7 +61,6 @@ static int load_rows(Run *r) {
     int32_t *ids;
     size_t n;
     if (token_source_stream(&cfg->tokens, cfg->model_path, r->m.cfg.vocab_size, &ids, &n)) return -1;
-    train_rows_free(&r->rows);
     train_rows_from_stream(&r->rows, ids, n, cfg->seq_len);
     free(ids);
     if (r->root && !cfg->quiet)
