@@ -15,8 +15,9 @@ static inline float dot(const float *a, const float *b, int n) {
     return s;
 }
 
-TM_MULTIVERSION void attend_row(float *o, const float *qi, const float *k, const float *v, int64_t ks,
-                                       int64_t vs, int lo, int i, int dqk, int dv, float scale, float *p) {
+/* attend_row, returning the log-sum-exp of the scaled scores (for the backward pass). */
+TM_MULTIVERSION static float attend_row_lse(float *o, const float *qi, const float *k, const float *v, int64_t ks, int64_t vs, int lo,
+                            int i, int dqk, int dv, float scale, float *p) {
     float mx = -INFINITY;
     for (int j = lo; j <= i; j++) {
         p[j] = dot(qi, k + j * ks, dqk) * scale;
@@ -35,6 +36,12 @@ TM_MULTIVERSION void attend_row(float *o, const float *qi, const float *k, const
 #pragma omp simd
         for (int c = 0; c < dv; c++) o[c] += w * vj[c];
     }
+    return mx + (float)log(sum);
+}
+
+TM_MULTIVERSION void attend_row(float *o, const float *qi, const float *k, const float *v, int64_t ks, int64_t vs, int lo,
+                                int i, int dqk, int dv, float scale, float *p) {
+    attend_row_lse(o, qi, k, v, ks, vs, lo, i, dqk, dv, scale, p);
 }
 
 void attention_forward(float *out, const float *q, const float *k, const float *v, int B, int T, int H, int G,
@@ -59,30 +66,6 @@ void attention_forward(float *out, const float *q, const float *k, const float *
             }
         free(p);
     }
-}
-
-/* As attend_row, returning the log-sum-exp of the scaled scores. */
-static float attend_row_lse(float *o, const float *qi, const float *k, const float *v, int64_t ks, int64_t vs, int lo,
-                            int i, int dqk, int dv, float scale, float *p) {
-    float mx = -INFINITY;
-    for (int j = lo; j <= i; j++) {
-        p[j] = dot(qi, k + j * ks, dqk) * scale;
-        if (p[j] > mx) mx = p[j];
-    }
-    double sum = 0.0;
-    for (int j = lo; j <= i; j++) {
-        p[j] = expf(p[j] - mx);
-        sum += p[j];
-    }
-    float inv = (float)(1.0 / sum);
-    memset(o, 0, (size_t)dv * sizeof(float));
-    for (int j = lo; j <= i; j++) {
-        const float *vj = v + j * vs;
-        float w = p[j] * inv;
-#pragma omp simd
-        for (int c = 0; c < dv; c++) o[c] += w * vj[c];
-    }
-    return mx + (float)log(sum);
 }
 
 /* First key row query row i of sequence b may see. */

@@ -53,18 +53,25 @@ static void moe_route(const float *logits, int E, int k, int *experts, float *we
     for (int j = 0; j < k; j++) weights[j] = (float)(weights[j] / picked);
 }
 
+/* s->rows = the token rows routed to expert e (in order), s->xe = their
+ * inputs; returns how many. */
+static int gather_expert_rows(MoeScratch *s, const float *inp, int N, int D, int k, int e) {
+    int n = 0;
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < k; j++)
+            if (s->expert_of[(size_t)i * k + j] == e) s->rows[n++] = i;
+    for (int r = 0; r < n; r++) memcpy(s->xe + (size_t)r * D, inp + (size_t)s->rows[r] * D, (size_t)D * sizeof(float));
+    return n;
+}
+
 void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int D, int inter, int E, int k,
                  MoeScratch *s) {
     matmul_forward(s->router_logits, inp, &L->router, NULL, N, 0);
     for (int i = 0; i < N; i++)
         moe_route(s->router_logits + (size_t)i * E, E, k, s->expert_of + (size_t)i * k, s->weight_of + (size_t)i * k);
     for (int e = 0; e < E; e++) {
-        int n = 0;
-        for (int i = 0; i < N; i++)
-            for (int j = 0; j < k; j++)
-                if (s->expert_of[(size_t)i * k + j] == e) s->rows[n++] = i;
+        int n = gather_expert_rows(s, inp, N, D, k, e);
         if (!n) continue;
-        for (int r = 0; r < n; r++) memcpy(s->xe + (size_t)r * D, inp + (size_t)s->rows[r] * D, (size_t)D * sizeof(float));
         const ExpertWeights *X = &L->experts[e];
         matmul_forward(s->h1, s->xe, &X->gate, NULL, n, 0);
         matmul_forward(s->h2, s->xe, &X->up, NULL, n, 0);
@@ -95,12 +102,8 @@ void moe_backward(float *dinp, LayerWeights *G, const float *dout, const float *
     float *act = mallocCheck((size_t)N * inter * sizeof(float));
     float *dxe = mallocCheck((size_t)N * D * sizeof(float));
     for (int e = 0; e < E; e++) {
-        int n = 0;
-        for (int i = 0; i < N; i++)
-            for (int j = 0; j < k; j++)
-                if (s->expert_of[(size_t)i * k + j] == e) s->rows[n++] = i;
+        int n = gather_expert_rows(s, inp, N, D, k, e);
         if (!n) continue;
-        for (int r = 0; r < n; r++) memcpy(s->xe + (size_t)r * D, inp + (size_t)s->rows[r] * D, (size_t)D * sizeof(float));
         const ExpertWeights *X = &L->experts[e];
         ExpertWeights *GX = G->experts ? &G->experts[e] : NULL;
         matmul_forward(s->h1, s->xe, &X->gate, NULL, n, 0);

@@ -1,21 +1,14 @@
 #include "model/rmsnorm.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 void rmsnorm_forward(float *out, const float *inp, const float *weight, int N, int C, double eps) {
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < N; i++) {
-        const float *x = inp + (int64_t)i * C;
-        float *y = out + (int64_t)i * C;
-        double ss = 0.0;
-        for (int j = 0; j < C; j++) ss += (double)x[j] * x[j];
-        float rstd = (float)(1.0 / sqrt(ss / C + eps));
-        for (int j = 0; j < C; j++) y[j] = x[j] * rstd * weight[j];
-    }
+    rmsnorm_forward_train(out, NULL, inp, weight, N, C, eps);
 }
 
-/* Same numerics as rmsnorm_forward (double mean square, fp32 rstd). */
+/* Mean square in double, rstd in fp32; rstd (NULL: not kept) saved for the backward pass. */
 void rmsnorm_forward_train(float *out, float *rstd, const float *inp, const float *weight, int N, int C, double eps) {
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < N; i++) {
@@ -24,7 +17,7 @@ void rmsnorm_forward_train(float *out, float *rstd, const float *inp, const floa
         double ss = 0.0;
         for (int j = 0; j < C; j++) ss += (double)x[j] * x[j];
         float r = (float)(1.0 / sqrt(ss / C + eps));
-        rstd[i] = r;
+        if (rstd) rstd[i] = r;
         for (int j = 0; j < C; j++) y[j] = x[j] * r * weight[j];
     }
 }
