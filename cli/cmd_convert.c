@@ -84,11 +84,11 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
     ConvertSettings s = {.model_path = TRANSMLA_DEFAULT_MODEL, .cal_seqlen = 256, .cal_nsamples = 128, .cal_batch = 8,
                          .ppl_seqlen = 2048, .eval_batch = 4, .qk_mqa_dim = 64, .kv_lora_rank = 512,
                          .balance_kv_ratio = 1.0, .rope_interleave = 1, .progress = 1, .stages = 1,
-                         .scalapack_min_n = 4096};
+                         .scalapack_min_n = 4096, .rorope_fit_steps = 60};
     const char *mem_per_rank = NULL, *text_field = NULL;
     TokenFlags cal = {.split = "train"}, eval = {.split = "test"};
     int seed = 42;
-    const char *kv_norm = "fit", *resume = "auto";
+    const char *kv_norm = "fit", *resume = "auto", *fit_lr = "0.02", *fit_schedule = "parallel";
     const char *freqfold = "auto", *collapse = "auto", *balance = "1", *dtype = NULL, *token_dtype = "u16";
     int quiet = 0, split_interleave = 0, shard_mb = 4096;
     const char *preset_path = preset_flag(argc, argv);
@@ -141,6 +141,14 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
         {"collapse", ARG_STR, &collapse, "N|auto", "frequency stride of the rope head (default auto = head_dim/r)", 0},
         {"freqfold", ARG_STR, &freqfold, "N|auto",
          "frequencies per RoRoPE bucket (default auto: best of c, 2c, 4c, ... by eval ppl)", 0},
+        {"rorope-fit-steps", ARG_INT, &s.rorope_fit_steps, "N",
+         "Adam steps fitting each layer's RoRoPE rotation to its attention output (default 60; 0: the published "
+         "PCA rotation; data-free runs never fit)", 0},
+        {"rorope-fit-lr", ARG_STR, &fit_lr, "X", "learning rate of that fit (default 0.02)", 0},
+        {"rorope-fit-nsamples", ARG_INT, &s.rorope_fit_nsamples, "K",
+         "calibration windows the fit uses (default 0: all); each replica holds its share of them", 0},
+        {"rorope-fit-schedule", ARG_STR, &fit_schedule, "parallel|sequential",
+         "layer inputs of the fit: the original model's (default), or the fitted prefix's", 0},
         {"kv-lora-rank", ARG_INT, &s.kv_lora_rank, "R", "latent width after BKV-PCA (default 512)", 0},
         {"balance-kv-ratio", ARG_STR, &balance, "X", "key/value norm balance before the joint PCA (default 1)", 0},
         {"q-lora-rank", ARG_INT, &s.q_lora_rank, "Rq", "query low rank by PCA (default 0: plain q_proj)", 0},
@@ -181,6 +189,13 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
         return tm_fail("--balance-kv-ratio '%s': expected a positive number", balance);
     if (shard_mb < 1)
         return tm_fail("--max-shard-mb must be positive");
+    s.rorope_fit_lr = strtod(fit_lr, &end);
+    if (*end || !(s.rorope_fit_lr > 0)) return tm_fail("--rorope-fit-lr '%s': expected a positive number", fit_lr);
+    if (s.rorope_fit_steps < 0 || s.rorope_fit_nsamples < 0)
+        return tm_fail("--rorope-fit-steps and --rorope-fit-nsamples must not be negative");
+    if (strcmp(fit_schedule, "parallel") && strcmp(fit_schedule, "sequential"))
+        return tm_fail("--rorope-fit-schedule '%s': expected parallel or sequential", fit_schedule);
+    s.rorope_fit_sequential = !strcmp(fit_schedule, "sequential");
     s.max_shard_bytes = (uint64_t)shard_mb << 20;
     s.rope_interleave = !split_interleave;
     if (strcmp(resume, "auto") && strcmp(resume, "never"))

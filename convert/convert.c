@@ -336,39 +336,44 @@ static int stage_kv_norm_fit(Run *r, const Model *exact) {
 
 /* The phases a previous run finished, in order; each one's layer files hold
  * everything the earlier ones produced. */
-static const char *const phases[] = {"rorope", "bkv-pca", "kv-norm"};
-#define N_PHASES 3
+static const char *const phases[] = {"rorope", "rorope-fit", "bkv-pca", "kv-norm"};
+#define N_PHASES 4
+#define PHASE_FIT 1
 
 /* freqfold and the RoRoPE perplexities from what the phase decided. */
 static void apply_rorope_choice(Run *r, json_t *done) {
     r->rs.freqfold = (int)json_integer_value(json_object_get(done, "freqfold"));
     json_t *best = json_object_get(done, "rorope"), *search = json_object_get(done, "rorope_by_freqfold");
-    if (best) json_object_set(r->ppl, "rorope", best);
+    if (best) json_object_set(r->ppl, "rorope_pca", best); /* the published rotation */
+    if (best) json_object_set(r->ppl, "rorope", best);     /* the model carried on, until a fit replaces it */
     if (search && !json_object_get(r->ppl, "rorope_by_freqfold")) json_object_set(r->ppl, "rorope_by_freqfold", search);
     json_object_set_new(r->settings, "freqfold", json_integer(r->rs.freqfold));
 }
 
 /* How many phases are done; their layers are loaded into r->layers. */
 static int continue_phases(Run *r) {
-    int done = 0;
+    int done = 0, last = -1;
     for (int i = 0; i < N_PHASES; i++) {
+        if (i == PHASE_FIT && !run_fit_enabled(r)) continue;
         json_t *info = resume_phase_done(&r->resume, phases[i]);
         if (!info) break;
         if (i == 0) apply_rorope_choice(r, info);
+        if (i == PHASE_FIT) run_apply_fit(r, info);
         json_decref(info);
         done = i + 1;
+        last = i;
     }
     if (!done) return 0;
     int n = r->cfg.n_layers, rc = 0;
     r->layers = r->step_layers = callocCheck((size_t)n, sizeof *r->layers);
     r->step_freqfold = r->rs.freqfold;
-    if (done == 1) snprintf(r->step_buf, sizeof r->step_buf, "rorope-f%d", r->rs.freqfold);
-    else snprintf(r->step_buf, sizeof r->step_buf, "%s", phases[done - 1]);
+    if (last == 0) snprintf(r->step_buf, sizeof r->step_buf, "rorope-f%d", r->rs.freqfold);
+    else snprintf(r->step_buf, sizeof r->step_buf, "%s", phases[last]);
     r->step_name = r->step_buf;
     run_say(r, "resume: %s done before: its calibration and per-layer steps are skipped; the layers come from "
-           "%s/%s.layer*.h5\n", phases[done - 1], r->resume.dir, r->step_name);
-    for (int l = r->first; l < r->end && !rc; l++)
-        rc = done == 1 ? step_rorope(r, l, NULL, 1, 0) : attn_result(r, l, 1, 0, 0);
+           "%s/%s.layer*.h5\n", phases[last], r->resume.dir, r->step_name);
+    for (int l = r->first; l < r->end && !rc; l++) /* RoRoPE's phases keep rotations, the later ones layers */
+        rc = last <= PHASE_FIT ? step_rorope(r, l, NULL, 1, 0) : attn_result(r, l, 1, 0, 0);
     if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
     return done;
 }
@@ -444,7 +449,8 @@ static int run_stages(Run *r) {
     int done = continue_phases(r);
     if (done < 0) return -1;
     if (done < 1 && !(rc = run_stop_requested())) rc = stage_rorope(r);
-    if (!rc && done < 2 && !(rc = run_stop_requested())) rc = stage_bkv_pca(r);
+    if (!rc && done < 2 && run_fit_enabled(r) && !(rc = run_stop_requested())) rc = stage_rorope_fit(r);
+    if (!rc && done < 3 && !(rc = run_stop_requested())) rc = stage_bkv_pca(r);
     if (rc) return rc;
 
     BuiltModel exact;
@@ -452,7 +458,7 @@ static int run_stages(Run *r) {
     rc = run_eval_into(r, &exact.model, "mla", "eval-mla", "mla");
     if (!rc) run_stage_done(r, "eval_mla");
     /* the fit only adds kv_b_native to r->layers; the exact model keeps its own fp32 copies */
-    if (!rc && done < 3 && r->s->kv_norm_fit && !run_data_free(r) && !(rc = run_stop_requested()))
+    if (!rc && done < 4 && r->s->kv_norm_fit && !run_data_free(r) && !(rc = run_stop_requested()))
         rc = stage_kv_norm_fit(r, &exact.model);
     built_model_free(&exact);
     if (!rc) rc = run_stop_requested();

@@ -24,6 +24,10 @@ typedef struct {
     double balance_kv_ratio;
     TmDType dtype;    /* TM_DTYPE_INVALID: follow the input */
     int rope_interleave;
+    int rorope_fit_steps;     /* Adam steps fitting each layer's RoRoPE rotation (0: the published PCA) */
+    double rorope_fit_lr;
+    int rorope_fit_nsamples;  /* calibration windows the fit uses (0: all) */
+    int rorope_fit_sequential; /* 1: layer inputs from the converted prefix; 0: from the original model */
     int kv_norm_fit;  /* 1: fit kv_b_proj to the exported kv_a_layernorm (one more calibration pass); 0: RMS weight */
     uint64_t max_shard_bytes;
     int progress;

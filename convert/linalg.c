@@ -10,6 +10,8 @@
 
 /* LAPACK's Fortran entry point (OpenBLAS ships it; Debian has no lapacke.h
  * for it). The trailing size_t is the hidden length of the string arguments. */
+extern void dgesv_(const int *n, const int *nrhs, double *a, const int *lda, int *ipiv, double *b, const int *ldb,
+                   int *info);
 extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w,
                     double *work, const int *lwork, int *iwork, const int *liwork, int *info, size_t, size_t);
 extern void dgesvd_(const char *jobu, const char *jobvt, const int *m, const int *n, double *a, const int *lda,
@@ -101,4 +103,20 @@ void rows_fix_sign(double *V, int k, int n) {
 void dgemm_rm(int trans_a, int trans_b, int m, int n, int k, const double *A, const double *B, double *C) {
     cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0,
                 A, trans_a ? m : k, B, trans_b ? k : n, 0.0, C, n);
+}
+
+int dsolve(int n, int nrhs, const double *A, double *B) {
+    double *a = mallocCheck((size_t)n * n * sizeof *a), *b = mallocCheck((size_t)n * nrhs * sizeof *b);
+    int *ipiv = mallocCheck((size_t)n * sizeof *ipiv), info;
+    for (int i = 0; i < n; i++) /* column-major copies */
+        for (int j = 0; j < n; j++) a[(int64_t)j * n + i] = A[(int64_t)i * n + j];
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < nrhs; j++) b[(int64_t)j * n + i] = B[(int64_t)i * nrhs + j];
+    dgesv_(&n, &nrhs, a, &n, ipiv, b, &n, &info);
+    for (int i = 0; i < n && !info; i++)
+        for (int j = 0; j < nrhs; j++) B[(int64_t)i * nrhs + j] = b[(int64_t)j * n + i];
+    free(a);
+    free(b);
+    free(ipiv);
+    return info ? tm_fail("dgesv: singular system (info %d)", info) : 0;
 }

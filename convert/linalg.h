@@ -30,6 +30,10 @@ int svd_left_descending(int m, int n, const double *F, double *U, double *s);
  * that can be compared entry by entry. */
 void rows_fix_sign(double *V, int k, int n);
 
+/* Solve A X = B for X (A[n, n], B[n, nrhs], row-major; X overwrites B).
+ * LAPACK dgesv. Returns 0, or -1 (tm_fail) when A is singular. */
+int dsolve(int n, int nrhs, const double *A, double *B);
+
 /* C[m, n] = A[m, k] B[k, n] (trans_a: A stored [k, m]; trans_b: B stored [n, k]). */
 void dgemm_rm(int trans_a, int trans_b, int m, int n, int k, const double *A, const double *B, double *C);
 

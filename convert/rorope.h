@@ -28,4 +28,19 @@ int rorope_check(const RoropeShape *s);
  * r .. L-1 carry no RoPE. */
 int rorope_rotation(const double *key_cov, const RoropeShape *s, double *P);
 
+/* The same in two halves. Each bucket's basis V_b [n, n] (n = G*f, row j =
+ * mix j of the bucket's planes, rows 0 .. f/c-1 join the rope head): V holds
+ * the d/(2f) buckets' bases one after another. rorope_bases fills it by PCA;
+ * rorope_assemble writes P from any orthogonal bases (RoRoPE's fit turns
+ * them); rorope_extract reads them back out of such a P. */
+int rorope_bases(const double *key_cov, const RoropeShape *s, double *V);
+void rorope_assemble(const double *V, const RoropeShape *s, double *P);
+void rorope_extract(const double *P, const RoropeShape *s, double *V);
+/* The adjoint of rorope_assemble: dV = d(objective)/dV from dP (both parts
+ * of each plane add). */
+void rorope_assemble_adjoint(const double *dP, const RoropeShape *s, double *dV);
+/* Buckets and their size n. */
+static inline int rorope_buckets(const RoropeShape *s) { return s->d / 2 / s->freqfold; }
+static inline int rorope_bucket_size(const RoropeShape *s) { return s->G * s->freqfold; }
+
 #endif

@@ -84,6 +84,16 @@ typedef int (*LayerStep)(Run *r, int l, const EigenSolver *e, int saved, int sav
 
 int run_each_stage_layer(Run *r, LayerStep step, int eigen_n, const char *label);
 
+/* ---- run_fit.c ---- */
+
+/* Fitting is on: steps > 0 and calibration data. */
+int run_fit_enabled(const Run *r);
+/* Fit every layer's rotation (r->layers rebuilt from it), evaluate, mark
+ * the phase "rorope-fit" done. */
+int stage_rorope_fit(Run *r);
+/* The fit's report and ppl.rorope from the phase's info. */
+void run_apply_fit(Run *r, json_t *done);
+
 /* ---- run_report.c ---- */
 
 json_t *run_settings_json(const Run *r);

@@ -27,6 +27,13 @@ json_t *run_settings_json(const Run *r) {
     json_object_set_new(o, "balance_kv_ratio", json_real(s->balance_kv_ratio));
     json_object_set_new(o, "rope_interleave", json_boolean(s->rope_interleave));
     json_object_set_new(o, "calibration", json_string(run_data_free(r) ? "none (weights only)" : "parallel"));
+    int fit = r->s->rorope_fit_steps > 0 && !run_data_free(r);
+    json_object_set_new(o, "rorope_fit_steps", json_integer(fit ? s->rorope_fit_steps : 0));
+    if (fit) {
+        json_object_set_new(o, "rorope_fit_lr", json_real(s->rorope_fit_lr));
+        json_object_set_new(o, "rorope_fit_nsamples", json_integer(s->rorope_fit_nsamples));
+        json_object_set_new(o, "rorope_fit_schedule", json_string(s->rorope_fit_sequential ? "sequential" : "parallel"));
+    }
     json_object_set_new(o, "kv_norm", json_string(s->kv_norm_fit && !run_data_free(r) ? "fit" : "rms"));
     json_object_set_new(o, "ranks", json_integer(r->t.size));
     json_object_set_new(o, "stages", json_integer(r->t.stages));
