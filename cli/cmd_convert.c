@@ -84,11 +84,11 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
     ConvertSettings s = {.model_path = TRANSMLA_DEFAULT_MODEL, .cal_seqlen = 256, .cal_nsamples = 128, .cal_batch = 8,
                          .ppl_seqlen = 2048, .eval_batch = 4, .qk_mqa_dim = 64, .kv_lora_rank = 512,
                          .balance_kv_ratio = 1.0, .rope_interleave = 1, .progress = 1, .stages = 1,
-                         .scalapack_min_n = 4096, .rorope_fit_steps = 60};
+                         .scalapack_min_n = 4096, .rorope_fit_steps = 60, .rorope_fit_nsamples = 16};
     const char *mem_per_rank = NULL, *text_field = NULL;
     TokenFlags cal = {.split = "train"}, eval = {.split = "test"};
     int seed = 42;
-    const char *kv_norm = "fit", *resume = "auto", *fit_lr = "0.02", *fit_schedule = "parallel";
+    const char *kv_norm = "fit", *resume = "auto", *fit_lr = "0.05", *fit_schedule = "parallel";
     const char *freqfold = "auto", *collapse = "auto", *balance = "1", *dtype = NULL, *token_dtype = "u16";
     int quiet = 0, split_interleave = 0, shard_mb = 4096;
     const char *preset_path = preset_flag(argc, argv);
@@ -144,9 +144,9 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
         {"rorope-fit-steps", ARG_INT, &s.rorope_fit_steps, "N",
          "Adam steps fitting each layer's RoRoPE rotation to its attention output (default 60; 0: the published "
          "PCA rotation; data-free runs never fit)", 0},
-        {"rorope-fit-lr", ARG_STR, &fit_lr, "X", "learning rate of that fit (default 0.02)", 0},
+        {"rorope-fit-lr", ARG_STR, &fit_lr, "X", "learning rate of that fit (default 0.05)", 0},
         {"rorope-fit-nsamples", ARG_INT, &s.rorope_fit_nsamples, "K",
-         "calibration windows the fit uses (default 0: all); each replica holds its share of them", 0},
+         "the first K calibration windows are the fit's data (default 16; 0: all); each replica holds its share", 0},
         {"rorope-fit-schedule", ARG_STR, &fit_schedule, "parallel|sequential",
          "layer inputs of the fit: the original model's (default), or the fitted prefix's", 0},
         {"kv-lora-rank", ARG_INT, &s.kv_lora_rank, "R", "latent width after BKV-PCA (default 512)", 0},

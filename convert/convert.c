@@ -315,6 +315,45 @@ static int stage_bkv_pca(Run *r) {
     return rc;
 }
 
+/* With the fit on: the MLA the published rotation gives (BKV-PCA on the
+ * PCA layers, as stage_bkv_pca), evaluated as ppl.mla_pca so the report
+ * compares both. Its passes and layers resume like the others'. */
+static int stage_published_mla(Run *r) {
+    const ModelConfig *c = &r->cfg;
+    int n = c->n_layers, qdim = r->s->q_lora_rank ? c->n_heads * (c->head_dim + r->s->qk_mqa_dim) : 0, rc = 0;
+    MlaAttn *layers = callocCheck((size_t)n, sizeof *layers);
+    r->step_layers = layers;
+    r->step_freqfold = r->rs.freqfold;
+    snprintf(r->step_buf, sizeof r->step_buf, "rorope-f%d", r->rs.freqfold);
+    r->step_name = r->step_buf;
+    for (int l = r->first; l < r->end && !rc; l++) rc = step_rorope(r, l, NULL, 1, 0);
+    CalibStats lat = {0};
+    BuiltModel bm;
+    if (dist_agree(MPI_COMM_WORLD, rc) || dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0))) {
+        rc = -1;
+    } else {
+        rc = run_gather_stats(r, &bm.model, &lat, CAL_LATENT, layers[r->first].R, qdim, "calibrate[latent, published]",
+                              "calib-latent-published");
+        built_model_free(&bm);
+    }
+    r->step_stats = &lat;
+    r->step_name = "bkv-pca-published";
+    int widest = layers[r->first].R > qdim ? layers[r->first].R : qdim;
+    if (!rc) rc = run_each_stage_layer(r, step_bkv_pca, widest, "bkv-pca[published]");
+    if (!rc && dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0))) rc = -1;
+    else if (!rc) {
+        rc = run_eval_into(r, &bm.model, "mla, published rotation", "eval-mla-published", "mla_pca");
+        built_model_free(&bm);
+    }
+    calib_stats_free(&lat);
+    run_note_max(&r->mem_attn, layers_bytes(r, layers) + layers_bytes(r, r->layers));
+    free_layers(layers, n);
+    r->step_layers = NULL;
+    r->step_stats = NULL;
+    if (!rc) run_stage_done(r, "mla_published");
+    return rc;
+}
+
 /* Step 4: fit the export's kv_b_proj to the kv_a_layernorm DeepSeek loaders
  * apply, on the latents of `exact` (the BUILD_EXACT model of r->layers). */
 static int stage_kv_norm_fit(Run *r, const Model *exact) {
@@ -449,6 +488,8 @@ static int run_stages(Run *r) {
     int done = continue_phases(r);
     if (done < 0) return -1;
     if (done < 1 && !(rc = run_stop_requested())) rc = stage_rorope(r);
+    if (!rc && done < 2 && run_fit_enabled(r) && r->eval_ids && !(rc = run_stop_requested()))
+        rc = stage_published_mla(r);
     if (!rc && done < 2 && run_fit_enabled(r) && !(rc = run_stop_requested())) rc = stage_rorope_fit(r);
     if (!rc && done < 3 && !(rc = run_stop_requested())) rc = stage_bkv_pca(r);
     if (rc) return rc;

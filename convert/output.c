@@ -62,13 +62,23 @@ void output_print_ppl(json_t *ppl, int freqfold) {
         json_object_foreach(search, key, v) printf("  %s: %.4f", key, json_number_value(v));
         printf("  -> %d\n", freqfold);
     }
-    static const char *rows[][2] = {{"original", "original GQA"},
-                                    {"rorope", "RoRoPE (partial RoPE)"},
-                                    {"mla", "MLA (exact, no kv norm)"},
-                                    {"mla_native", "MLA as exported (DeepSeek loader)"}};
-    printf("%-36s %s\n", "model", "perplexity");
+    /* with the rotation fit on: the published rotation's numbers beside the fitted ones */
+    static const char *rows[][3] = {{"original", "original", "original GQA"},
+                                    {"rorope_pca", "rorope", "RoRoPE (partial RoPE)"},
+                                    {"mla_pca", "mla", "MLA (exact, no kv norm)"},
+                                    {"", "mla_native", "MLA as exported (DeepSeek loader)"}};
+    int fitted = json_object_get(ppl, "mla_pca") != NULL;
+    if (fitted) printf("%-36s %-20s %s\n", "model", "published rotation", "fitted rotation");
+    else printf("%-36s %s\n", "model", "perplexity");
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        json_t *v = json_object_get(ppl, rows[i][0]);
-        if (v && json_is_number(v)) printf("%-36s %.6f\n", rows[i][1], json_number_value(v));
+        json_t *pub = json_object_get(ppl, rows[i][0]), *fit = json_object_get(ppl, rows[i][1]);
+        if (!fitted) {
+            if (json_is_number(fit)) printf("%-36s %.6f\n", rows[i][2], json_number_value(fit));
+            continue;
+        }
+        char a[32] = "", b[32] = "";
+        if (json_is_number(pub)) snprintf(a, sizeof a, "%.6f", json_number_value(pub));
+        if (json_is_number(fit) && i > 0) snprintf(b, sizeof b, "%.6f", json_number_value(fit));
+        printf("%-36s %-20s %s\n", rows[i][2], a, b);
     }
 }

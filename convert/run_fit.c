@@ -279,8 +279,9 @@ int stage_rorope_fit(Run *r) {
         json_decref(rep);
         return rc;
     }
-    json_t *done = json_pack("{sO}", "rorope_fit", rep);
+    json_t *done = json_pack("{sO}", "rorope_fit", rep), *mla_pca = json_object_get(r->ppl, "mla_pca");
     if (isfinite(p)) json_object_set_new(done, "rorope", json_real(p));
+    if (mla_pca) json_object_set(done, "mla_pca", mla_pca);
     rc = resume_mark_done(&r->resume, "rorope-fit", done);
     run_apply_fit(r, done);
     json_decref(done);
@@ -291,8 +292,10 @@ int stage_rorope_fit(Run *r) {
 
 void run_apply_fit(Run *r, json_t *done) {
     json_t *rep = json_object_get(done, "rorope_fit"), *p = json_object_get(done, "rorope");
+    json_t *mla_pca = json_object_get(done, "mla_pca");
     if (rep) json_object_set(r->report, "rorope_fit", rep);
     if (p) json_object_set(r->ppl, "rorope", p);
+    if (mla_pca) json_object_set(r->ppl, "mla_pca", mla_pca);
     if (!run_is_root(r) || !rep || !r->s->progress) return;
     double per = json_real_value(json_object_get(rep, "seconds_per_layer"));
     double cal = json_real_value(json_object_get(r->seconds, "calibrate_keys"));
