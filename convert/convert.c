@@ -310,7 +310,11 @@ static int stage_bkv_pca(Run *r) {
     if (!rc) rc = run_each_stage_layer(r, step_bkv_pca, R0 > qdim ? R0 : qdim, run_data_free(r) ? "bkv-svd" : "bkv-pca");
     calib_stats_free(&lat);
     if (rc) return rc;
-    rc = phase_done(r, "bkv-pca", "calib-latent.", "rorope-f");
+    char rotations[48]; /* RoRoPE's layer files (not the phases' .done markers) */
+    snprintf(rotations, sizeof rotations, "rorope-f%d.layer", r->rs.freqfold);
+    rc = phase_done(r, "bkv-pca", "calib-latent.", rotations);
+    resume_remove(&r->resume, "rorope-fit.layer");
+    resume_remove(&r->resume, "rorope-fit-info.layer");
     run_stage_done(r, "bkv_pca");
     return rc;
 }

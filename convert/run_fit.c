@@ -283,6 +283,9 @@ int stage_rorope_fit(Run *r) {
     if (isfinite(p)) json_object_set_new(done, "rorope", json_real(p));
     if (mla_pca) json_object_set(done, "mla_pca", mla_pca);
     rc = resume_mark_done(&r->resume, "rorope-fit", done);
+    /* what the published rotation's MLA left (its layers are as big as the real ones) */
+    resume_remove(&r->resume, "bkv-pca-published.");
+    resume_remove(&r->resume, "calib-latent-published.");
     run_apply_fit(r, done);
     json_decref(done);
     json_decref(rep);

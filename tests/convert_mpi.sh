@@ -7,6 +7,9 @@
 #    calibration windows, so the float64 covariance sums are added in another
 #    order (~1e-16 relative), and the fp32 forward runs other micro-batch
 #    shapes; both move eigenvectors by (rounding / eigen gap), measured ~1e-7.
+#    The RoRoPE rotation fit is on (the default), so this also holds for it:
+#    its replicas add every micro-batch's gradient in one order, and the
+#    fitted models, per-layer MSEs and perplexities agree as above;
 #  - the same topology twice gives bit-identical files (deterministic sums);
 #  - --scalapack-min-n 1 sends every BKV-PCA eigenproblem through ScaLAPACK
 #    (the report counts them) and still gives the LAPACK model within 1e-5;
@@ -57,6 +60,14 @@ for split in "2 1" "2 2" "4 1" "4 2" "4 4"; do
         bad "P=$1 S=$2 conversion"; tail -5 "$out.log"
     fi
 done
+"$py" - "$work/np4-s2" "$work/p1" <<'EOF' && ok "2 stages x 2 replicas: the fit's per-layer MSEs equal one process's (1e-5) and fall" || bad "the fit's MSEs under MPI"
+import json, sys
+a, b = (json.load(open(p + '/transmla_report.json'))['rorope_fit']['layers'] for p in sys.argv[1:3])
+for x, y in zip(a, b):
+    print('      layer %d: mse %.6g -> %.6g (4 ranks) vs %.6g -> %.6g (1 process)' % (x['layer'], x['mse_before'], x['mse_after'], y['mse_before'], y['mse_after']))
+    assert abs(x['mse_after'] - y['mse_after']) <= 1e-5 * y['mse_after'] and x['mse_after'] < x['mse_before']
+assert len(a) == len(b) == 5
+EOF
 
 # determinism: the same topology again, bit for bit
 mpi 4 "${args[@]}" --stages 2 --save-path "$work/again" >/dev/null 2>&1 || bad "P=4 S=2 rerun"

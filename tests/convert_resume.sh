@@ -8,6 +8,8 @@
 #    that moment: the files already there must be enough); each stop exits
 #    with status 75, the next run's log says what it skipped; the final model
 #    is bit-identical to the uninterrupted one and SAVE.work is gone;
+#  - a crash inside the RoRoPE fit (parallel and sequential schedules): the
+#    next run loads the fitted layers and ends bit-identical;
 #  - 4 ranks (2 stages x 2 replicas) under mpirun, SIGTERM to every rank as
 #    Slurm sends it, twice: bit-identical to the uninterrupted 4-rank run;
 #  - the state is HDF5 readable by h5dump; another conversion's state (other
@@ -28,9 +30,10 @@ show() { tail -n "${2:-8}" "$1" | sed 's/^/      | /'; }
 
 # 64 calibration windows, one per micro-batch, so every pass lasts long
 # enough to be caught part-way; evaluation on 8 windows, one per micro-batch.
+# The RoRoPE fit is kept short (4 windows, 10 steps): resuming is what is tested.
 args=(--model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 256 --cal-nsamples 0
       --cal-batch-size 1 --eval-tokens "$model/calib.u16" --eval-nsamples 8 --eval-batch-size 1 --ppl-seqlen 256
-      --qk-mqa-dim 4 --kv-lora-rank 16)
+      --qk-mqa-dim 4 --kv-lora-rank 16 --rorope-fit-nsamples 4 --rorope-fit-steps 10)
 one() { timeout 300 "$bin" convert "${args[@]}" "$@"; }
 mpi() { timeout 300 "$mpiexec" --oversubscribe --allow-run-as-root -np 4 "$bin" convert "${args[@]}" --stages 2 "$@"; }
 same() { # name a b
@@ -78,7 +81,7 @@ expect_line() { # log pattern what
     if grep -qE "$2" "$1"; then ok "$3: $(grep -E "$2" "$1" | head -n 1)"; else bad "$3: no line matching '$2'"; show "$1"; fi
 }
 expect_line "$work/one-2.log" "calibrate\[keys\]: resuming at batch [0-9]+/64" "run 2 resumes the key pass"
-expect_line "$work/one-3.log" "rorope-f4.layer" "run 3 skips RoRoPE's layers"
+expect_line "$work/one-3.log" "resume: rorope-fit done before.*rorope-fit.layer" "run 3 skips RoRoPE's fitted layers"
 expect_line "$work/one-3.log" "calibrate\[latent\]: resuming at batch" "run 3 resumes the latent pass"
 expect_line "$work/one-4.log" "eval\[mla\]: resuming at batch" "run 4 resumes eval[mla]"
 expect_line "$work/one-last.log" "resume: bkv-pca done before" "the last run skips BKV-PCA's layers"
@@ -103,6 +106,26 @@ assert a['ppl'] == b['ppl'], (a['ppl'], b['ppl'])
 assert b['resume']['continued'] is True and a['resume']['continued'] is False
 EOF
 
+# a crash in the RoRoPE fit (after layer 3's rotation is saved): the next run
+# loads fitted layers 1-3 and fits 4-5; for both schedules (sequential moves
+# its stream through the loaded layers' converted output)
+for sched in parallel sequential; do
+    ref_s=$ref
+    if [ "$sched" = sequential ]; then
+        ref_s=$work/ref-seq
+        one --save-path "$ref_s" --quiet --rorope-fit-schedule sequential >"$work/ref-seq.log" 2>&1 || { bad "uninterrupted sequential fit"; show "$work/ref-seq.log"; }
+    fi
+    save=$work/fit-$sched
+    TRANSMLA_INJECT_FAILURE=rorope-fit:layer2:0 one --save-path "$save" --rorope-fit-schedule "$sched" >"$work/fit-$sched-1.log" 2>&1
+    grep -q "injected failure at rorope-fit:layer2" "$work/fit-$sched-1.log" || { bad "$sched: the injected fit crash did not happen"; show "$work/fit-$sched-1.log"; }
+    one --save-path "$save" --rorope-fit-schedule "$sched" >"$work/fit-$sched-2.log" 2>&1 || { bad "$sched: the run after the fit crash failed"; show "$work/fit-$sched-2.log"; }
+    n=$(grep -cE "^rorope-fit: layer [1-3]/5 .*done before, loaded from the state" "$work/fit-$sched-2.log")
+    m=$(grep -cE "^rorope-fit: layer [45]/5 \(rank 0, 1 replicas\)$" "$work/fit-$sched-2.log")
+    if [ "$n" -eq 3 ] && [ "$m" -eq 2 ]; then ok "$sched fit, crash at layer 3: layers 1-3 loaded, 4-5 fitted"
+    else bad "$sched fit, crash at layer 3: $n layers loaded (want 3), $m fitted (want 2)"; show "$work/fit-$sched-2.log" 30; fi
+    same "1 process, crashed between the $sched fit's layers" "$ref_s" "$save"
+done
+
 # ---- 4 ranks: 2 stages x 2 replicas ----
 ref4=$work/ref4
 mpi --save-path "$ref4" --quiet >"$work/ref4.log" 2>&1 || { bad "uninterrupted 4-rank conversion"; show "$work/ref4.log"; }
@@ -115,7 +138,7 @@ n=$(find "$save.work" -name 'calib-keys.rank*.h5' | wc -l)
 run_stop "$work/mpi-2.log" "$save" mpi "calibrate\[latent\]: batch 10/" TERM
 mpi --save-path "$save" >"$work/mpi-3.log" 2>&1 || { bad "4 ranks: the resumed run failed"; show "$work/mpi-3.log"; }
 expect_line "$work/mpi-2.log" "calibrate\[keys\]: resuming at batch" "4 ranks: run 2 resumes the key pass"
-expect_line "$work/mpi-3.log" "resume: rorope done before" "4 ranks: run 3 skips RoRoPE"
+expect_line "$work/mpi-3.log" "resume: rorope-fit done before" "4 ranks: run 3 skips RoRoPE and its fit"
 same "4 ranks, stopped twice" "$ref4" "$save"
 
 # ---- the state file and refusals ----

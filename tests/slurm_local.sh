@@ -229,7 +229,7 @@ expect_log() { # log pattern what
 # replicas on 4 ranks. `slow` calibrates on all 64 windows one per
 # micro-batch, so a job can be caught part-way.
 args=(--model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 256 --eval-tokens "$model/calib.u16"
-      --cal-nsamples 8 --eval-nsamples 8 --ppl-seqlen 256 --qk-mqa-dim 4 --freqfold 2 --kv-lora-rank 16)
+      --cal-nsamples 8 --eval-nsamples 8 --ppl-seqlen 256 --qk-mqa-dim 4 --freqfold 2 --kv-lora-rank 16 --rorope-fit-nsamples 4 --rorope-fit-steps 10)
 slow=(--cal-nsamples 0 --cal-batch-size 1 --eval-batch-size 1)
 mpi4() { "$mpiexec" --oversubscribe --allow-run-as-root -np 4 "$bin" convert --quiet "${args[@]}" --stages 2 "$@" >/dev/null; }
 
@@ -279,7 +279,7 @@ if id=$(submit -n 4 "$job_script" "${args[@]}" "${slow[@]}" --stages 2 --save-pa
             s=$(wait_job "$id2" 300)
             log2=$(job_log "$id2")
             if [ "$s" = COMPLETED ]; then ok "resubmitted as job $id2: $s"; else bad "resubmitted job $id2: $s"; show_job_log "$log2"; fi
-            expect_log "$log2" "resume: rorope done before" "job $id2 skips what job $id finished"
+            expect_log "$log2" "resume: rorope-fit done before" "job $id2 skips what job $id finished"
             expect_log "$log2" "calibrate\[latent\]: resuming at batch" "job $id2 resumes the calibration pass"
             compare "cancelled + resubmitted: bit-identical to an uninterrupted 4-rank run" "$ref" "$save" --exact
         else bad "sbatch (resubmission) refused"; fi
