@@ -147,6 +147,9 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
         {"rorope-fit-lr", ARG_STR, &fit_lr, "X", "learning rate of that fit (default 0.05)", 0},
         {"rorope-fit-nsamples", ARG_INT, &s.rorope_fit_nsamples, "K",
          "the first K calibration windows are the fit's data (default 16; 0: all); each replica holds its share", 0},
+        {"skip-published-mla", ARG_FLAG, &s.skip_published_mla, "",
+         "with the fit on, do not also build and evaluate the published rotation's MLA (ppl.mla_pca): saves a "
+         "calibration pass, BKV-PCA and an evaluation", 0},
         {"rorope-fit-schedule", ARG_STR, &fit_schedule, "parallel|sequential",
          "layer inputs of the fit: the original model's (default), or the fitted prefix's", 0},
         {"kv-lora-rank", ARG_INT, &s.kv_lora_rank, "R", "latent width after BKV-PCA (default 512)", 0},

@@ -492,7 +492,7 @@ static int run_stages(Run *r) {
     int done = continue_phases(r);
     if (done < 0) return -1;
     if (done < 1 && !(rc = run_stop_requested())) rc = stage_rorope(r);
-    if (!rc && done < 2 && run_fit_enabled(r) && r->eval_ids && !(rc = run_stop_requested()))
+    if (!rc && done < 2 && run_fit_enabled(r) && r->eval_ids && !r->s->skip_published_mla && !(rc = run_stop_requested()))
         rc = stage_published_mla(r);
     if (!rc && done < 2 && run_fit_enabled(r) && !(rc = run_stop_requested())) rc = stage_rorope_fit(r);
     if (!rc && done < 3 && !(rc = run_stop_requested())) rc = stage_bkv_pca(r);

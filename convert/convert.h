@@ -28,6 +28,7 @@ typedef struct {
     double rorope_fit_lr;
     int rorope_fit_nsamples;  /* calibration windows the fit uses (0: all) */
     int rorope_fit_sequential; /* 1: layer inputs from the converted prefix; 0: from the original model */
+    int skip_published_mla;   /* 1: with the fit on, do not build the published rotation's MLA (ppl.mla_pca) */
     int kv_norm_fit;  /* 1: fit kv_b_proj to the exported kv_a_layernorm (one more calibration pass); 0: RMS weight */
     uint64_t max_shard_bytes;
     int progress;

@@ -33,6 +33,7 @@ json_t *run_settings_json(const Run *r) {
         json_object_set_new(o, "rorope_fit_lr", json_real(s->rorope_fit_lr));
         json_object_set_new(o, "rorope_fit_nsamples", json_integer(s->rorope_fit_nsamples));
         json_object_set_new(o, "rorope_fit_schedule", json_string(s->rorope_fit_sequential ? "sequential" : "parallel"));
+        json_object_set_new(o, "published_mla", json_boolean(!s->skip_published_mla));
     }
     json_object_set_new(o, "kv_norm", json_string(s->kv_norm_fit && !run_data_free(r) ? "fit" : "rms"));
     json_object_set_new(o, "ranks", json_integer(r->t.size));

@@ -30,10 +30,12 @@ show() { tail -n "${2:-8}" "$1" | sed 's/^/      | /'; }
 
 # 64 calibration windows, one per micro-batch, so every pass lasts long
 # enough to be caught part-way; evaluation on 8 windows, one per micro-batch.
-# The RoRoPE fit is kept short (4 windows, 10 steps): resuming is what is tested.
+# The RoRoPE fit is kept short (4 windows, 10 steps) and the published
+# rotation's MLA is not built: resuming is what is tested.
 args=(--model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 256 --cal-nsamples 0
       --cal-batch-size 1 --eval-tokens "$model/calib.u16" --eval-nsamples 8 --eval-batch-size 1 --ppl-seqlen 256
-      --qk-mqa-dim 4 --kv-lora-rank 16 --rorope-fit-nsamples 4 --rorope-fit-steps 10)
+      --qk-mqa-dim 4 --kv-lora-rank 16 --rorope-fit-nsamples 4 --rorope-fit-steps 10
+      --skip-published-mla)
 one() { timeout 300 "$bin" convert "${args[@]}" "$@"; }
 mpi() { timeout 300 "$mpiexec" --oversubscribe --allow-run-as-root -np 4 "$bin" convert "${args[@]}" --stages 2 "$@"; }
 same() { # name a b
