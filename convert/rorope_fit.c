@@ -253,6 +253,15 @@ double rorope_fit_objective(const FitProblem *p, const FitData *x, const double 
     return mse;
 }
 
+/* Entry i of the stacked S_b mixes two components that both lose RoPE.
+ * Such mixes change no score, so at S = 0 the objective does not depend on
+ * them; left free, Adam (scale-free) would turn their rounding-noise
+ * gradients into full-size steps. They stay at 0. */
+static int nope_pair(const RoropeShape *s, int64_t i) {
+    int n = rorope_bucket_size(s), keep = s->freqfold / s->collapse;
+    return (i % ((int64_t)n * n)) / n >= keep && i % n >= keep;
+}
+
 int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult *res, float *o_fit) {
     const RoropeShape *s = &p->s;
     double t0 = tm_now_s();
@@ -280,6 +289,7 @@ int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult
         /* Adam on the objective relative to its start */
         double b1 = 1 - pow(beta1, step + 1), b2 = 1 - pow(beta2, step + 1);
         for (int64_t i = 0; i < nn; i++) {
+            if (nope_pair(s, i)) continue;
             double gi = g[i] / first;
             m1[i] = beta1 * m1[i] + (1 - beta1) * gi;
             m2[i] = beta2 * m2[i] + (1 - beta2) * gi * gi;

@@ -10,6 +10,9 @@
  * P enter it: a key keeps k - P_rope^T P_rope k without RoPE and the rope
  * head P_rope k with it; queries get P_rope q on their group's slot.
  *
+ * Mixes among the components that lose RoPE change nothing, so that block
+ * of each S_b stays 0.
+ *
  * Gradients flow through the training attention kernels. Every micro-batch's
  * gradient is computed alone and all of them are summed in micro-batch order
  * on every rank of `comm`, so replicas that hold different micro-batches get

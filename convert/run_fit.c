@@ -44,13 +44,16 @@ typedef struct {
 
 int run_fit_enabled(const Run *r) { return r->s->rorope_fit_steps > 0 && !run_data_free(r); }
 
-/* Large float arrays between neighbouring stages, in chunks an int counts. */
-static void stream_send(float *x, int64_t n, int to, MPI_Comm comm, int recv) {
+/* A float array [N, width] (N may be 0). */
+static float *rows_alloc(int64_t N, int width) { return mallocCheck((size_t)(N ? N : 1) * width * sizeof(float)); }
+
+/* Large float arrays to or from a neighbouring stage, in chunks an int counts. */
+static void stream_transfer(float *x, int64_t n, int peer, MPI_Comm comm, int recv) {
     const int64_t chunk = 1 << 28;
     for (int64_t o = 0; o < n; o += chunk) {
         int len = (int)(n - o < chunk ? n - o : chunk);
-        if (recv) MPI_Recv(x + o, len, MPI_FLOAT, to, 91, comm, MPI_STATUS_IGNORE);
-        else MPI_Send(x + o, len, MPI_FLOAT, to, 91, comm);
+        if (recv) MPI_Recv(x + o, len, MPI_FLOAT, peer, 91, comm, MPI_STATUS_IGNORE);
+        else MPI_Send(x + o, len, MPI_FLOAT, peer, 91, comm);
     }
 }
 
@@ -118,13 +121,10 @@ static int fit_run_init(FitRun *f, Run *r) {
     if (f->nseq < 0) f->nseq = 0;
     f->N = (int64_t)f->nseq * f->T;
     int D = c->hidden_size, Hd = c->n_heads * c->head_dim, L = c->n_kv_heads * c->head_dim;
-    f->x = mallocCheck((size_t)(f->N ? f->N : 1) * D * sizeof(float));
-    f->fd = (FitData){.nseq = f->nseq, .T = f->T, .batch = f->batch};
-    f->fd.q = mallocCheck((size_t)(f->N ? f->N : 1) * Hd * sizeof(float));
-    f->fd.o = mallocCheck((size_t)(f->N ? f->N : 1) * Hd * sizeof(float));
-    f->fd.k = mallocCheck((size_t)(f->N ? f->N : 1) * L * sizeof(float));
-    f->fd.v = mallocCheck((size_t)(f->N ? f->N : 1) * L * sizeof(float));
-    if (s->rorope_fit_sequential) f->o_fit = mallocCheck((size_t)(f->N ? f->N : 1) * Hd * sizeof(float));
+    f->x = rows_alloc(f->N, D);
+    f->fd = (FitData){.nseq = f->nseq, .T = f->T, .batch = f->batch, .q = rows_alloc(f->N, Hd),
+                      .k = rows_alloc(f->N, L), .v = rows_alloc(f->N, L), .o = rows_alloc(f->N, Hd)};
+    if (s->rorope_fit_sequential) f->o_fit = rows_alloc(f->N, Hd);
     workspace_init(&f->ws, c, f->batch, f->T);
     f->info = callocCheck((size_t)c->n_layers * FIT_INFO, sizeof *f->info);
     /* the stream, q and o, k and v, the converted output or the parallel schedule's copy of the stream */
@@ -132,7 +132,7 @@ static int fit_run_init(FitRun *f, Run *r) {
     uint64_t held = (uint64_t)f->N * (D + 2 * Hd + 2 * L + extra) * sizeof(float);
     run_note_max(&r->mem_act, held + f->ws.bytes);
     if (t->stage == 0) embedding_forward(f->x, r->cal_ids + (int64_t)w0 * f->T, &r->orig.w.embed, (int)f->N);
-    else stream_send(f->x, f->N * D, t->stage - 1, t->pipe_comm, 1);
+    else stream_transfer(f->x, f->N * D, t->stage - 1, t->pipe_comm, 1);
     return total;
 }
 
@@ -152,13 +152,13 @@ static void fit_run_free(FitRun *f) {
 static void send_original_stream(FitRun *f, Run *r) {
     const ModelConfig *c = &r->cfg;
     int64_t n = f->N * c->hidden_size;
-    float *keep = mallocCheck((size_t)(n ? n : 1) * sizeof *keep);
+    float *keep = rows_alloc(f->N, c->hidden_size);
     memcpy(keep, f->x, (size_t)n * sizeof *keep);
     for (int l = r->first; l < r->end; l++) {
         fit_data(f, c, &r->orig.w.layers[l]);
         advance(f, c, &r->orig.w.layers[l], l, f->fd.o);
     }
-    stream_send(f->x, n, r->t.stage + 1, r->t.pipe_comm, 0);
+    stream_transfer(f->x, n, r->t.stage + 1, r->t.pipe_comm, 0);
     memcpy(f->x, keep, (size_t)n * sizeof *keep);
     free(keep);
 }
@@ -257,7 +257,7 @@ int stage_rorope_fit(Run *r) {
         if (!rc && (l + 1 < r->end || (r->s->rorope_fit_sequential && !last)))
             advance(&f, c, &r->orig.w.layers[l], l, f.o_fit ? f.o_fit : f.fd.o);
     }
-    if (!rc && r->s->rorope_fit_sequential && !last) stream_send(f.x, f.N * c->hidden_size, t->stage + 1, t->pipe_comm, 0);
+    if (!rc && r->s->rorope_fit_sequential && !last) stream_transfer(f.x, f.N * c->hidden_size, t->stage + 1, t->pipe_comm, 0);
     free(inv_freq);
     if (dist_agree(MPI_COMM_WORLD, rc)) {
         fit_run_free(&f);

@@ -67,11 +67,13 @@ fitq=()
 if [ -n "${TM_SANITIZED:-}" ]; then fitq=(--rorope-fit-nsamples 4 --rorope-fit-steps 8); fi
 conv=(convert "${fitq[@]}" --quiet --model-path "$blm" --cal-max-seqlen 256 --cal-nsamples 8 --cal-batch-size 4 --qk-mqa-dim 32
       --freqfold 4 --kv-lora-rank 64 --eval-dataset none --overwrite)
-"$bin" "${conv[@]}" --save-path "$work/from_text" --cal-dataset wikitext2 --cal-data-path "$wiki" --cal-split validation \
-    >/dev/null || fail "convert --cal-dataset wikitext2"
+# one thread, as each of the 2 ranks below: the comparison is about the topology
+OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$bin" "${conv[@]}" --save-path "$work/from_text" --cal-dataset wikitext2 \
+    --cal-data-path "$wiki" --cal-split validation >/dev/null || fail "convert --cal-dataset wikitext2"
 "$bin" tokenize --quiet --tokenizer "$blm" --dataset wikitext2 --data-path "$wiki" --split validation --samples 8 \
     --seqlen 256 --output "$work/cal.h5" || fail "tokenize --samples"
-"$bin" "${conv[@]}" --save-path "$work/from_set" --cal-tokens "$work/cal.h5" >/dev/null || fail "convert --cal-tokens SET.h5"
+OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$bin" "${conv[@]}" --save-path "$work/from_set" --cal-tokens "$work/cal.h5" \
+    >/dev/null || fail "convert --cal-tokens SET.h5"
 if "$py" "$here/ref/compare_models.py" "$work/from_text" "$work/from_set" --exact >/dev/null; then
     ok "convert: --cal-dataset wikitext2 == --cal-tokens of its sampled token set (bitwise)"
 else fail "convert from text and from its token set differ"; fi
