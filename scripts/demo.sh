@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 BIN=build/transmla M=data/models/bytelm-dev OUT=${1:-out}
 PROMPT="In the early 19th century , the"
 
-echo "== 1/4 convert (RoRoPE + BKV-PCA, freqfold searched by perplexity)"
+echo "== 1/4 convert (RoRoPE with fitted rotations + BKV-PCA, freqfold searched by perplexity)"
 "$BIN" convert --model-path "$M" --save-path "$OUT/bytelm-dev-mla" --overwrite --cal-tokens "$M/calib.u16" \
     --cal-nsamples 64 --eval-tokens "$M/eval.u16" --ppl-seqlen 512 --qk-mqa-dim 32 --kv-lora-rank 64
 
