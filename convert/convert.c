@@ -290,25 +290,35 @@ static int phase_done(Run *r, const char *phase, const char *pass_prefix, const 
     return rc;
 }
 
-/* Steps 2-3: latent (and query) statistics on the RoRoPE model, BKV-PCA. */
-static int stage_bkv_pca(Run *r) {
+/* Latent (and query) statistics on the exact model of `layers` (none when
+ * data-free) as pass `pass`, then BKV-PCA on each of them, saved as step
+ * `name`. calib_stage (or NULL) times the statistics apart. */
+static int bkv_pca_on(Run *r, MlaAttn *layers, const char *pass, const char *calib_label, const char *calib_stage,
+                      const char *name, const char *label) {
     const ModelConfig *c = &r->cfg;
-    const ConvertSettings *s = r->s;
-    int qdim = s->q_lora_rank ? c->n_heads * (c->head_dim + s->qk_mqa_dim) : 0;
-    int R0 = r->layers[r->first].R, rc = 0;
+    int qdim = r->s->q_lora_rank ? c->n_heads * (c->head_dim + r->s->qk_mqa_dim) : 0;
+    int R0 = layers[r->first].R, rc = 0;
     CalibStats lat = {0};
     if (!run_data_free(r)) {
         BuiltModel bm;
-        if (dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, r->layers, BUILD_EXACT, 0))) return -1;
-        rc = run_gather_stats(r, &bm.model, &lat, CAL_LATENT, R0, qdim, "calibrate[latent]", "calib-latent");
+        if (dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0))) return -1;
+        rc = run_gather_stats(r, &bm.model, &lat, CAL_LATENT, R0, qdim, calib_label, pass);
         built_model_free(&bm);
-        run_stage_done(r, "calibrate_latent");
+        if (calib_stage) run_stage_done(r, calib_stage);
     }
     r->step_stats = run_data_free(r) ? NULL : &lat;
-    r->step_layers = r->layers;
-    r->step_name = "bkv-pca";
-    if (!rc) rc = run_each_stage_layer(r, step_bkv_pca, R0 > qdim ? R0 : qdim, run_data_free(r) ? "bkv-svd" : "bkv-pca");
+    r->step_layers = layers;
+    r->step_name = name;
+    if (!rc) rc = run_each_stage_layer(r, step_bkv_pca, R0 > qdim ? R0 : qdim, label);
     calib_stats_free(&lat);
+    r->step_stats = NULL;
+    return rc;
+}
+
+/* Steps 2-3: latent (and query) statistics on the RoRoPE model, BKV-PCA. */
+static int stage_bkv_pca(Run *r) {
+    int rc = bkv_pca_on(r, r->layers, "calib-latent", "calibrate[latent]", "calibrate_latent", "bkv-pca",
+                        run_data_free(r) ? "bkv-svd" : "bkv-pca");
     if (rc) return rc;
     char rotations[48]; /* RoRoPE's layer files (not the phases' .done markers) */
     snprintf(rotations, sizeof rotations, "rorope-f%d.layer", r->rs.freqfold);
@@ -323,37 +333,25 @@ static int stage_bkv_pca(Run *r) {
  * PCA layers, as stage_bkv_pca), evaluated as ppl.mla_pca so the report
  * compares both. Its passes and layers resume like the others'. */
 static int stage_published_mla(Run *r) {
-    const ModelConfig *c = &r->cfg;
-    int n = c->n_layers, qdim = r->s->q_lora_rank ? c->n_heads * (c->head_dim + r->s->qk_mqa_dim) : 0, rc = 0;
+    int n = r->cfg.n_layers, rc = 0;
     MlaAttn *layers = callocCheck((size_t)n, sizeof *layers);
     r->step_layers = layers;
     r->step_freqfold = r->rs.freqfold;
     snprintf(r->step_buf, sizeof r->step_buf, "rorope-f%d", r->rs.freqfold);
     r->step_name = r->step_buf;
     for (int l = r->first; l < r->end && !rc; l++) rc = step_rorope(r, l, NULL, 1, 0);
-    CalibStats lat = {0};
+    if (dist_agree(MPI_COMM_WORLD, rc)) rc = -1;
+    else rc = bkv_pca_on(r, layers, "calib-latent-published", "calibrate[latent, published]", NULL,
+                         "bkv-pca-published", "bkv-pca[published]");
     BuiltModel bm;
-    if (dist_agree(MPI_COMM_WORLD, rc) || dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0))) {
-        rc = -1;
-    } else {
-        rc = run_gather_stats(r, &bm.model, &lat, CAL_LATENT, layers[r->first].R, qdim, "calibrate[latent, published]",
-                              "calib-latent-published");
-        built_model_free(&bm);
-    }
-    r->step_stats = &lat;
-    r->step_name = "bkv-pca-published";
-    int widest = layers[r->first].R > qdim ? layers[r->first].R : qdim;
-    if (!rc) rc = run_each_stage_layer(r, step_bkv_pca, widest, "bkv-pca[published]");
     if (!rc && dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0))) rc = -1;
     else if (!rc) {
         rc = run_eval_into(r, &bm.model, "mla, published rotation", "eval-mla-published", "mla_pca");
         built_model_free(&bm);
     }
-    calib_stats_free(&lat);
     run_note_max(&r->mem_attn, layers_bytes(r, layers) + layers_bytes(r, r->layers));
     free_layers(layers, n);
     r->step_layers = NULL;
-    r->step_stats = NULL;
     if (!rc) run_stage_done(r, "mla_published");
     return rc;
 }
