@@ -13,6 +13,7 @@
 #include "io/dataset_build.h"
 #include "io/error.h"
 #include "io/line_reader.h"
+#include "io/tok_buf.h"
 #include "io/utf8.h"
 
 static int is_dir(const char *path) {
@@ -218,25 +219,8 @@ int read_jsonl(const char *path, const char *field, DocBuilder *b) {
     return read_json_lines(path, field, b);
 }
 
-/* A growable byte buffer for the document being gathered. */
-typedef struct {
-    char *p;
-    size_t n, cap;
-} Bytes;
-
-static void bytes_append(Bytes *s, const char *src, size_t len) {
-    if (s->n + len + 1 > s->cap) {
-        while (s->n + len + 1 > s->cap) s->cap = s->cap ? 2 * s->cap : 4096;
-        char *grown = realloc(s->p, s->cap);
-        if (!grown) tm_die("out of memory");
-        s->p = grown;
-    }
-    memcpy(s->p + s->n, src, len);
-    s->n += len;
-}
-
 /* The gathered lines as one document, without the last line's end. */
-static void flush_paragraph(Bytes *s, DocBuilder *b) {
+static void flush_paragraph(StrBuf *s, DocBuilder *b) {
     while (s->n && (s->p[s->n - 1] == '\n' || s->p[s->n - 1] == '\r')) s->n--;
     if (s->n) builder_add(b, s->p, s->n, 0);
     s->n = 0;
@@ -247,14 +231,14 @@ int read_text(const char *path, DocBuilder *b) {
     LineReader *r;
     if (line_reader_open(&r, path)) return -1;
     builder_add_source(b, path);
-    Bytes doc = {0};
+    StrBuf doc = {0};
     const char *line;
     size_t len;
     int rc;
     while ((rc = line_reader_next(r, &line, &len)) == 1) {
         if ((rc = check_utf8(path, line_reader_lineno(r), line, len))) break;
         if (py_is_blank(line, len)) flush_paragraph(&doc, b);
-        else bytes_append(&doc, line, len);
+        else sb_add(&doc, line, len);
     }
     if (rc == 0) flush_paragraph(&doc, b);
     free(doc.p);

@@ -1,5 +1,7 @@
-/* Growable byte buffer and array helpers for the tokenizer. Growth that
- * fails leaves nothing sensible to do, so it dies like mallocCheck. */
+/* Growable byte buffer and array helpers, first written for the tokenizer and
+ * used wherever text or bytes are built up (chat rendering, checkpoint
+ * descriptors, the text dataset reader). Growth that fails leaves nothing
+ * sensible to do, so it dies like mallocCheck. */
 #ifndef TM_IO_TOK_BUF_H
 #define TM_IO_TOK_BUF_H
 
@@ -14,7 +16,7 @@ static inline void tok_grow(void **p, size_t *cap, size_t need, size_t elem) {
     size_t c = *cap ? *cap : 16;
     while (c < need) c *= 2;
     void *q = realloc(*p, c * elem);
-    if (!q) tm_die("out of memory growing a tokenizer buffer to %zu x %zu bytes", c, elem);
+    if (!q) tm_die("out of memory growing a buffer to %zu x %zu bytes", c, elem);
     *p = q;
     *cap = c;
 }
@@ -34,6 +36,7 @@ static inline void sb_add(StrBuf *b, const void *s, size_t len) {
 }
 
 static inline void sb_addc(StrBuf *b, char c) { sb_add(b, &c, 1); }
+static inline void sb_adds(StrBuf *b, const char *s) { sb_add(b, s, strlen(s)); }
 static inline void sb_free(StrBuf *b) {
     free(b->p);
     b->p = NULL;

@@ -49,6 +49,7 @@
 #include "io/checked.h"
 #include "io/error.h"
 #include "io/line_reader.h"
+#include "io/tok_buf.h"
 #include "io/utf8.h"
 
 /* ---------- template names ---------- */
@@ -117,27 +118,6 @@ int chat_template_resolve(const char *name, const char *model_dir, ChatTemplate 
 
 /* ---------- rendering ---------- */
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-} Text;
-
-static void text_put(Text *t, const char *s, size_t n) {
-    if (t->n + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap : 256;
-        while (cap < t->n + n + 1) cap *= 2;
-        char *g = realloc(t->s, cap);
-        if (!g) tm_die("out of memory rendering a conversation");
-        t->s = g;
-        t->cap = cap;
-    }
-    memcpy(t->s + t->n, s, n);
-    t->n += n;
-    t->s[t->n] = '\0';
-}
-
-static void text_str(Text *t, const char *s) { text_put(t, s, strlen(s)); }
-
 /* Python's str.isspace: Unicode White_Space plus the separators 0x1c..0x1f. */
 static int py_space(uint32_t cp) { return utf8_is_space(cp) || (cp >= 0x1c && cp <= 0x1f); }
 
@@ -162,10 +142,10 @@ static void py_strip(const char *s, size_t n, size_t *b, size_t *e) {
 }
 
 /* Tokenize the pending text as one piece with the given label flag. */
-static int flush(Tokenizer *tok, Text *t, int label, TokenIds *scratch, TrainDoc *d) {
+static int flush(Tokenizer *tok, StrBuf *t, int label, TokenIds *scratch, TrainDoc *d) {
     if (t->n == 0) return 0;
     scratch->n = 0;
-    if (tokenizer_encode(tok, t->s, t->n, 0, scratch) < 0) return -1;
+    if (tokenizer_encode(tok, t->p, t->n, 0, scratch) < 0) return -1;
     for (size_t i = 0; i < scratch->n; i++) train_doc_push(d, scratch->ids[i], label);
     t->n = 0;
     return 0;
@@ -182,13 +162,13 @@ static int role_of(const char *role, int i) {
 
 int chat_render(Tokenizer *tok, ChatTemplate t, const char *const *roles, const char *const *contents, int n_msgs,
                 TrainDoc *d) {
-    Text prompt = {0}, reply = {0};
+    StrBuf prompt = {0}, reply = {0};
     TokenIds scratch = {0};
     int rc = 0;
     int first = 0; /* inst: index after the optional system message */
-    if (t == TM_CHAT_LLAMA3) text_str(&prompt, "<|begin_of_text|>");
+    if (t == TM_CHAT_LLAMA3) sb_adds(&prompt, "<|begin_of_text|>");
     if (t == TM_CHAT_INST) {
-        text_str(&prompt, "<s>");
+        sb_adds(&prompt, "<s>");
         if (n_msgs > 0 && !strcmp(roles[0], "system")) first = 1;
     }
     for (int i = 0; i < n_msgs && rc == 0; i++) {
@@ -201,34 +181,34 @@ int chat_render(Tokenizer *tok, ChatTemplate t, const char *const *roles, const 
         size_t cn = strlen(c);
         switch (t) {
         case TM_CHAT_CHATML:
-            text_str(&prompt, "<|im_start|>");
-            text_str(&prompt, roles[i]);
-            text_str(&prompt, "\n");
+            sb_adds(&prompt, "<|im_start|>");
+            sb_adds(&prompt, roles[i]);
+            sb_adds(&prompt, "\n");
             if (role == ROLE_ASSISTANT) {
                 rc = flush(tok, &prompt, 0, &scratch, d);
-                text_put(&reply, c, cn);
-                text_str(&reply, "<|im_end|>");
+                sb_add(&reply, c, cn);
+                sb_adds(&reply, "<|im_end|>");
                 if (rc == 0) rc = flush(tok, &reply, 1, &scratch, d);
-                text_str(&prompt, "\n");
+                sb_adds(&prompt, "\n");
             } else {
-                text_put(&prompt, c, cn);
-                text_str(&prompt, "<|im_end|>\n");
+                sb_add(&prompt, c, cn);
+                sb_adds(&prompt, "<|im_end|>\n");
             }
             break;
         case TM_CHAT_LLAMA3: {
             size_t b, e;
             py_strip(c, cn, &b, &e);
-            text_str(&prompt, "<|start_header_id|>");
-            text_str(&prompt, roles[i]);
-            text_str(&prompt, "<|end_header_id|>\n\n");
+            sb_adds(&prompt, "<|start_header_id|>");
+            sb_adds(&prompt, roles[i]);
+            sb_adds(&prompt, "<|end_header_id|>\n\n");
             if (role == ROLE_ASSISTANT) {
                 rc = flush(tok, &prompt, 0, &scratch, d);
-                text_put(&reply, c + b, e - b);
-                text_str(&reply, "<|eot_id|>");
+                sb_add(&reply, c + b, e - b);
+                sb_adds(&reply, "<|eot_id|>");
                 if (rc == 0) rc = flush(tok, &reply, 1, &scratch, d);
             } else {
-                text_put(&prompt, c + b, e - b);
-                text_str(&prompt, "<|eot_id|>");
+                sb_add(&prompt, c + b, e - b);
+                sb_adds(&prompt, "<|eot_id|>");
             }
             break;
         }
@@ -242,17 +222,17 @@ int chat_render(Tokenizer *tok, ChatTemplate t, const char *const *roles, const 
                 break;
             }
             if (role == ROLE_USER) {
-                text_str(&prompt, "[INST] ");
+                sb_adds(&prompt, "[INST] ");
                 if (i == first && first) {
-                    text_str(&prompt, contents[0]);
-                    text_str(&prompt, "\n\n");
+                    sb_adds(&prompt, contents[0]);
+                    sb_adds(&prompt, "\n\n");
                 }
-                text_put(&prompt, c, cn);
-                text_str(&prompt, " [/INST]");
+                sb_add(&prompt, c, cn);
+                sb_adds(&prompt, " [/INST]");
             } else {
                 rc = flush(tok, &prompt, 0, &scratch, d);
-                text_put(&reply, c, cn);
-                text_str(&reply, "</s>");
+                sb_add(&reply, c, cn);
+                sb_adds(&reply, "</s>");
                 if (rc == 0) rc = flush(tok, &reply, 1, &scratch, d);
             }
             break;
@@ -260,8 +240,8 @@ int chat_render(Tokenizer *tok, ChatTemplate t, const char *const *roles, const 
         }
     }
     if (rc == 0) rc = flush(tok, &prompt, 0, &scratch, d);
-    free(prompt.s);
-    free(reply.s);
+    free(prompt.p);
+    free(reply.p);
     token_ids_free(&scratch);
     return rc;
 }

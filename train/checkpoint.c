@@ -44,6 +44,7 @@
 #include "io/checked.h"
 #include "io/error.h"
 #include "io/h5_util.h"
+#include "io/tok_buf.h"
 
 #define FORMAT_NAME "transmla-checkpoint"
 #define WRITE_BLOCK_BYTES ((int64_t)256 << 20) /* one H5Dwrite (MPI-IO request) at most */
@@ -58,30 +59,12 @@ static int64_t write_block_bytes(void) {
 
 static const char *const GROUPS[3] = {"/params", "/adam_m", "/adam_v"};
 
-/* ---- a byte buffer to pack descriptors and attributes into ---- */
+/* ---- descriptors and attributes packed into a byte buffer ---- */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} Buf;
-
-static void buf_put(Buf *b, const void *data, size_t n) {
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) tm_die("out of memory packing checkpoint descriptors");
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, data, n);
-    b->n += n;
-}
-
-static void buf_put_str(Buf *b, const char *s) {
+static void buf_put_str(StrBuf *b, const char *s) {
     uint64_t n = s ? strlen(s) : 0;
-    buf_put(b, &n, sizeof n);
-    buf_put(b, s ? s : "", n);
+    sb_add(b, &n, sizeof n);
+    sb_add(b, s ? s : "", n);
 }
 
 typedef struct {
@@ -282,15 +265,15 @@ static int gather_descs(const char *path, const CkptParam *params, int n_params,
                         Desc **out, int *n_out) {
     int size;
     MPI_Comm_size(comm, &size);
-    Buf b = {0};
+    StrBuf b = {0};
     int mine = writer ? n_params : 0;
-    buf_put(&b, &mine, sizeof mine);
+    sb_add(&b, &mine, sizeof mine);
     for (int i = 0; i < mine; i++) {
         buf_put_str(&b, params[i].name);
-        buf_put(&b, &params[i].rows, sizeof(int64_t));
-        buf_put(&b, &params[i].cols, sizeof(int64_t));
+        sb_add(&b, &params[i].rows, sizeof(int64_t));
+        sb_add(&b, &params[i].cols, sizeof(int64_t));
         uint8_t mv[2] = {params[i].m != NULL, params[i].v != NULL};
-        buf_put(&b, mv, 2);
+        sb_add(&b, mv, 2);
     }
     if (b.n > INT32_MAX) tm_die("%s: too many parameter names on one rank", path);
     int len = (int)b.n;
@@ -350,15 +333,15 @@ static void free_descs(Desc *d, int n) {
 static void bcast_attrs(const CkptAttr *attrs, int n_attrs, MPI_Comm comm, CkptAttr **out, int *n_out) {
     int me;
     MPI_Comm_rank(comm, &me);
-    Buf b = {0};
+    StrBuf b = {0};
     if (me == 0) {
-        buf_put(&b, &n_attrs, sizeof n_attrs);
+        sb_add(&b, &n_attrs, sizeof n_attrs);
         for (int i = 0; i < n_attrs; i++) {
             int kind = (int)attrs[i].kind;
             buf_put_str(&b, attrs[i].name);
-            buf_put(&b, &kind, sizeof kind);
-            buf_put(&b, &attrs[i].i, sizeof attrs[i].i);
-            buf_put(&b, &attrs[i].f, sizeof attrs[i].f);
+            sb_add(&b, &kind, sizeof kind);
+            sb_add(&b, &attrs[i].i, sizeof attrs[i].i);
+            sb_add(&b, &attrs[i].f, sizeof attrs[i].f);
             buf_put_str(&b, attrs[i].kind == CKPT_STR ? attrs[i].s : "");
         }
         if (b.n > INT32_MAX) tm_die("checkpoint attributes exceed 2 GiB");
