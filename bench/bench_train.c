@@ -8,7 +8,6 @@
  * GFLOP/s counts model FLOPs (3 x forward, as MFU does), not the recomputed
  * forward pass, so "of sgemm" is the fraction of the machine's GEMM speed
  * that ends up as useful training work. */
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,25 +20,6 @@
 #include "train/metrics.h"
 #include "train/optim.h"
 #include "train/step.h"
-
-/* sgemm GFLOP/s at out[M, N] = A[M, K] B[N, K]^T, as the engine calls it. */
-static double sgemm_at(int M, int N, int K, double seconds) {
-    float *a = mallocCheck((size_t)M * K * sizeof(float)), *b = mallocCheck((size_t)N * K * sizeof(float));
-    float *c = mallocCheck((size_t)M * N * sizeof(float));
-    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 7) * 0.1f;
-    for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)(i % 5) * 0.1f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
-    int reps = 0;
-    double t0 = tm_now_s(), t;
-    do {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
-        reps++;
-    } while ((t = tm_now_s() - t0) < seconds);
-    free(a);
-    free(b);
-    free(c);
-    return 2.0 * M * (double)N * K * reps / t / 1e9;
-}
 
 int main(int argc, char **argv) {
     dist_init(&argc, &argv);
@@ -92,7 +72,7 @@ int main(int argc, char **argv) {
     double secs = tm_now_s() - t0, tokens = (double)steps * B * T;
     double gflops = train_flops_per_token(&m.cfg, T) * tokens / secs / 1e9;
     int D = m.cfg.hidden_size, inter = m.cfg.intermediate_size;
-    double g_square = sgemm_at(1024, 1024, 1024, 0.5), g_model = sgemm_at(B * T, inter, D, 0.5);
+    double g_square = measure_sgemm_gflops(1024, 0.5), g_model = measure_sgemm_gflops_at(B * T, inter, D, 0.5);
     printf("bench_train: %s  %d layers  hidden %d  train %s (%lld parameters)  %d x %d tokens per step\n", dir,
            m.cfg.n_layers, D, what_s, (long long)ps.total, B, T);
     printf("training:  %.0f tokens/s  %.1f GFLOP/s (model FLOPs)  loss %.4f  activations %.1f MiB\n",

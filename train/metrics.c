@@ -91,19 +91,22 @@ double train_flops_per_token(const ModelConfig *c, int T) {
     return 3.0 * 2.0 * macs;
 }
 
-double measure_sgemm_gflops(int n, double seconds) {
-    float *a = mallocCheck((size_t)n * n * sizeof(float)), *b = mallocCheck((size_t)n * n * sizeof(float));
-    float *cm = mallocCheck((size_t)n * n * sizeof(float));
-    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = (float)((i % 13) - 6) / 8.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, cm, n); /* warm-up */
+double measure_sgemm_gflops_at(int M, int N, int K, double seconds) {
+    float *a = mallocCheck((size_t)M * K * sizeof(float)), *b = mallocCheck((size_t)N * K * sizeof(float));
+    float *c = mallocCheck((size_t)M * N * sizeof(float));
+    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)((i % 13) - 6) / 8.0f;
+    for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)((i % 13) - 6) / 8.0f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N); /* warm-up */
     int reps = 0;
     double t0 = tm_now_s(), t;
     do {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, cm, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
         reps++;
     } while ((t = tm_now_s() - t0) < seconds);
     free(a);
     free(b);
-    free(cm);
-    return 2.0 * n * (double)n * n * reps / t / 1e9;
+    free(c);
+    return 2.0 * M * (double)N * K * reps / t / 1e9;
 }
+
+double measure_sgemm_gflops(int n, double seconds) { return measure_sgemm_gflops_at(n, n, n, seconds); }

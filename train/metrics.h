@@ -32,7 +32,10 @@ void metrics_print(FILE *to, const StepLog *s);
  * recomputed forward is not counted, as MFU conventionally does not) at
  * sequence length T, for a deepseek_v3 model. */
 double train_flops_per_token(const ModelConfig *c, int T);
-/* This process's sgemm GFLOP/s at a square size (the MFU yardstick). */
+/* This process's sgemm GFLOP/s at out[M, N] = A[M, K] B[N, K]^T, as the engine
+ * calls it, timed for about `seconds` after one warm-up call. */
+double measure_sgemm_gflops_at(int M, int N, int K, double seconds);
+/* The same at a square size (the MFU yardstick). */
 double measure_sgemm_gflops(int n, double seconds);
 
 #endif
