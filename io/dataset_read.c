@@ -13,6 +13,7 @@
 #include "io/dataset_build.h"
 #include "io/error.h"
 #include "io/line_reader.h"
+#include "io/path.h"
 #include "io/tok_buf.h"
 #include "io/utf8.h"
 
@@ -24,13 +25,6 @@ static int is_dir(const char *path) {
 static int is_file(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static char *join_path(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = mallocCheck(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
 }
 
 static int check_utf8(const char *file, size_t lineno, const char *line, size_t len) {
@@ -70,7 +64,7 @@ static int read_line_docs(const char *file, int strip, DocBuilder *b) {
 /* The file of split in dir: the first of names[] that exists, else NULL. */
 static char *find_split_file(const char *dir, const char *const *names) {
     for (; *names; names++) {
-        char *p = join_path(dir, *names);
+        char *p = path_join(dir, *names);
         if (is_file(p)) return p;
         free(p);
     }
@@ -205,7 +199,7 @@ int read_c4(const char *path, const char *split, DocBuilder *b) {
                      strcmp(split, "test") ? "" : "; C4 has train and validation splits only: evaluate the validation split");
     if (n > 1) qsort(names, n, sizeof *names, cmp_names);
     for (size_t i = 0; i < n && !rc; i++) {
-        char *file = join_path(path, names[i]);
+        char *file = path_join(path, names[i]);
         rc = read_json_lines(file, "text", b);
         free(file);
     }

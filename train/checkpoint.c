@@ -35,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -44,6 +43,7 @@
 #include "io/checked.h"
 #include "io/error.h"
 #include "io/h5_util.h"
+#include "io/path.h"
 #include "io/tok_buf.h"
 
 #define FORMAT_NAME "transmla-checkpoint"
@@ -109,26 +109,6 @@ static int parse_name(const char *name, int64_t *step) {
 
 static int is_temporary(const char *name) { return strncmp(name, ".checkpoint-", 12) == 0 && strstr(name, ".tmp-"); }
 
-static int make_dirs(const char *dir) {
-    size_t n = strlen(dir);
-    char *p = mallocCheck(n + 1);
-    memcpy(p, dir, n + 1);
-    int rc = 0;
-    for (size_t i = 1; i <= n && !rc; i++) {
-        if (p[i] != '/' && p[i] != 0) continue;
-        char c = p[i];
-        p[i] = 0;
-        if (mkdir(p, 0777) != 0 && errno != EEXIST)
-            rc = tm_fail("%s: cannot create folder %s: %s", dir, p, strerror(errno));
-        p[i] = c;
-    }
-    free(p);
-    struct stat st;
-    if (!rc && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)))
-        rc = tm_fail("%s: not a folder (the checkpoint folder)", dir);
-    return rc;
-}
-
 /* fsync a file or folder; folders: best effort (not every file system can). */
 static int sync_path(const char *path, int is_dir) {
     int fd = open(path, is_dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
@@ -168,16 +148,13 @@ static int list_dir(const char *dir, int temps, Found **out, int *n_out) {
     DIR *d = opendir(dir);
     if (!d) return errno == ENOENT ? 0 : tm_fail("%s: cannot list the checkpoint folder: %s", dir, strerror(errno));
     Found *f = NULL;
-    int n = 0, cap = 0;
+    int n = 0;
+    size_t cap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
         int64_t step = 0;
         if (temps ? !is_temporary(e->d_name) : !parse_name(e->d_name, &step)) continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 16;
-            f = realloc(f, (size_t)cap * sizeof *f);
-            if (!f) tm_die("out of memory listing %s", dir);
-        }
+        TOK_GROW(f, cap, (size_t)n + 1);
         f[n].step = step;
         f[n++].name = strdup(e->d_name);
         if (!f[n - 1].name) tm_die("out of memory listing %s", dir);
@@ -194,13 +171,6 @@ static void free_found(Found *f, int n) {
     free(f);
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = mallocCheck(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 /* Rank 0, after checkpoint-<step>.h5 is in place: keep it and the keep - 1
  * newest other complete checkpoints; remove the other complete ones and every
  * temporary. Files named like a checkpoint that are not complete (damaged,
@@ -213,7 +183,7 @@ static void prune(const char *dir, int64_t step, int keep) {
         int kept = 1;
         for (int i = 0; i < n && keep > 0; i++) {
             if (f[i].step == step) continue;
-            char *p = join(dir, f[i].name);
+            char *p = path_join(dir, f[i].name);
             if (is_complete(p, f[i].step)) {
                 if (kept < keep) kept++;
                 else if (remove(p) != 0)
@@ -225,7 +195,7 @@ static void prune(const char *dir, int64_t step, int keep) {
     }
     if (list_dir(dir, 1, &f, &n) == 0) {
         for (int i = 0; i < n; i++) {
-            char *p = join(dir, f[i].name);
+            char *p = path_join(dir, f[i].name);
             if (remove(p) != 0 && errno != ENOENT)
                 fprintf(stderr, "transmla: warning: %s: cannot remove stale temporary: %s\n", p, strerror(errno));
             free(p);
@@ -491,7 +461,7 @@ int ckpt_save(const char *save_dir, int64_t step, const CkptParam *params, int n
     /* 1. the folder and the temporary name (rank 0's pid) */
     int rc = 0;
     if (!save_dir || !save_dir[0] || step < 0) rc = tm_fail("checkpoint: bad folder or step %" PRId64, step);
-    else if (me == 0) rc = make_dirs(save_dir);
+    else if (me == 0) rc = path_make_dirs(save_dir, "the checkpoint folder");
     rc = dist_agree(comm, rc ? -1 : check_local(path, params, n_params, writer));
     char tmp[4200];
     if (me == 0) snprintf(tmp, sizeof tmp, "%s/.checkpoint-%" PRId64 ".h5.tmp-%ld", save_dir, step, (long)getpid());
@@ -533,7 +503,7 @@ int ckpt_find_latest(const char *save_dir, char *path, size_t cap, int64_t *step
     if (list_dir(save_dir, 0, &f, &n)) return -1;
     int found = 0;
     for (int i = 0; i < n && !found; i++) {
-        char *p = join(save_dir, f[i].name);
+        char *p = path_join(save_dir, f[i].name);
         if (is_complete(p, f[i].step)) {
             if (strlen(p) >= cap) {
                 free(p);

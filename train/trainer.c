@@ -1,17 +1,16 @@
 #include "train/trainer.h"
 
-#include <errno.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "io/checked.h"
 #include "io/clock.h"
 #include "io/error.h"
 #include "io/interrupt.h"
+#include "io/path.h"
 #include "io/tokenizer.h"
 #include "train/chat.h"
 #include "train/checkpoint.h"
@@ -197,9 +196,8 @@ static int setup(Run *r) {
     r->opt = cfg->opt;
     r->opt.total_steps = r->total_steps;
     r->opt.warmup_steps = warmup_steps_of(cfg->warmup_ratio, r->total_steps);
-    if (mkdir(cfg->save_path, 0777) && errno != EEXIST)
-        return dist_agree(MPI_COMM_WORLD, tm_fail("%s: cannot create the --save-path folder", cfg->save_path));
-    MPI_Barrier(MPI_COMM_WORLD);
+    /* rank 0 makes it; the agreement is also the barrier before anyone uses it */
+    if (dist_agree(MPI_COMM_WORLD, r->root ? path_make_dirs(cfg->save_path, "the --save-path folder") : 0)) return -1;
     if (cfg->resume && resume(r)) return -1;
     train_step_init(&r->step, &r->t, &r->m, &r->ps, &r->sampler, cfg->batch, cfg->seq_len, cfg->grad_accum);
     if (r->root) {
