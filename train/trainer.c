@@ -68,12 +68,20 @@ static int load_rows(Run *r) {
     return 0;
 }
 
+/* Parameters trained, summed over the stages (collective). */
+static int64_t trained_elements(const Run *r) {
+    int64_t mine = r->t.replica == 0 ? r->ps.total : 0, all;
+    MPI_Allreduce(&mine, &all, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+    return all;
+}
+
 /* What must match for a checkpoint to continue this run. */
 typedef struct {
     const char *name;
     int64_t value;
 } RunField;
 
+/* Fills f; collective (trained_elements sums over the stages). */
 static int run_fields(const Run *r, RunField *f) {
     const TrainConfig *c = r->cfg;
     int n = 0;
@@ -84,20 +92,23 @@ static int run_fields(const Run *r, RunField *f) {
     f[n++] = (RunField){"seed", (int64_t)c->seed};
     f[n++] = (RunField){"train_rows", r->rows.n_rows};
     f[n++] = (RunField){"train_labels", r->rows.n_labels};
-    f[n++] = (RunField){"trained_elements", 0}; /* summed over stages below */
+    f[n++] = (RunField){"trained_elements", trained_elements(r)};
     return n;
 }
 
-static int64_t trained_elements(const Run *r) {
-    int64_t mine = r->t.replica == 0 ? r->ps.total : 0, all;
-    MPI_Allreduce(&mine, &all, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
-    return all;
+/* This rank's parameters as the checkpoint sees them (malloc'd, pointing into ps). */
+static CkptParam *ckpt_params_of(const ParamSet *ps) {
+    CkptParam *p = callocCheck((size_t)ps->n + 1, sizeof *p);
+    for (int i = 0; i < ps->n; i++) {
+        const Param *q = &ps->p[i];
+        p[i] = (CkptParam){q->name, q->rows, q->cols, q->w, q->m, q->v};
+    }
+    return p;
 }
 
 static int save_checkpoint(Run *r, int64_t step, double loss) {
     RunField f[16];
     int nf = run_fields(r, f);
-    f[nf - 1].value = trained_elements(r);
     CkptAttr a[32];
     int na = 0;
     for (int i = 0; i < nf; i++) a[na++] = (CkptAttr){.name = f[i].name, .kind = CKPT_I64, .i = f[i].value};
@@ -111,11 +122,7 @@ static int save_checkpoint(Run *r, int64_t step, double loss) {
     a[na++] = (CkptAttr){.name = "epoch", .kind = CKPT_I64, .i = step / r->sampler.steps_per_epoch};
     a[na++] = (CkptAttr){.name = "data_cursor", .kind = CKPT_I64, .i = step % r->sampler.steps_per_epoch};
     a[na++] = (CkptAttr){.name = "loss", .kind = CKPT_F64, .f = loss};
-    CkptParam *p = callocCheck((size_t)r->ps.n + 1, sizeof *p);
-    for (int i = 0; i < r->ps.n; i++) {
-        const Param *q = &r->ps.p[i];
-        p[i] = (CkptParam){q->name, q->rows, q->cols, q->w, q->m, q->v};
-    }
+    CkptParam *p = ckpt_params_of(&r->ps);
     double t0 = tm_now_s();
     int rc = ckpt_save(r->cfg->save_path, step, p, r->ps.n, r->t.replica == 0, a, na, r->cfg->save_total_limit,
                        MPI_COMM_WORLD);
@@ -143,7 +150,6 @@ static int resume(Run *r) {
     MPI_Bcast(&step, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
     RunField f[16];
     int nf = run_fields(r, f), rc = 0;
-    f[nf - 1].value = trained_elements(r);
     for (int i = 0; i < nf && !rc; i++) {
         int64_t have;
         rc = ckpt_read_i64(path, f[i].name, &have);
@@ -153,11 +159,7 @@ static int resume(Run *r) {
                          path, f[i].name, (long long)have, (long long)f[i].value);
     }
     if (!rc) {
-        CkptParam *p = callocCheck((size_t)r->ps.n + 1, sizeof *p);
-        for (int i = 0; i < r->ps.n; i++) {
-            const Param *q = &r->ps.p[i];
-            p[i] = (CkptParam){q->name, q->rows, q->cols, q->w, q->m, q->v};
-        }
+        CkptParam *p = ckpt_params_of(&r->ps);
         rc = ckpt_load_params(path, p, r->ps.n);
         free(p);
     }
