@@ -7,6 +7,7 @@
 #     resumed (--resume auto) gives losses at steps 11-20 bit-identical to an
 #     uninterrupted run; a run killed while writing a checkpoint leaves the
 #     previous one usable, and resuming from it is bit-identical too;
+#     a run with other settings refuses the checkpoint, naming the field;
 #  3. SIGUSR1 makes a run finish its step, checkpoint and exit 0; the rerun
 #     ends bit-identical to an uninterrupted one.
 # usage: finetune_mpi.sh TRANSMLA PYTHON MPIEXEC FIXTURES
@@ -72,6 +73,14 @@ mpi 2 "$BIN" finetune "${common[@]}" "${long[@]}" --save-path "$work/killed" 2>"
 grep -q "resuming from .*checkpoint-10.h5" "$work/resumed2.log" || fail "the rerun did not resume from checkpoint 10"
 curves "$work/full/metrics.jsonl" "$work/killed/metrics.jsonl" --steps 11-20 --exact
 "$PY" "$SRC/tests/ref/compare_models.py" "$work/full" "$work/killed" --exact
+
+echo "== 2c. another run's checkpoint is refused, naming the first field that differs"
+# --train attention changes only trained_elements, the one field summed over ranks
+rc=0
+mpi 2 "$BIN" finetune "${common[@]}" "${long[@]}" --train attention --save-path "$work/killed" 2>"$work/other.log" || rc=$?
+[ "$rc" -ne 0 ] || fail "a run training other parameters resumed another run's checkpoint"
+grep -q "checkpoint-20.h5: attribute trained_elements is [0-9]* but this run has [0-9]*: it belongs to another run" \
+    "$work/other.log" || { cat "$work/other.log"; fail "no one-line refusal naming trained_elements"; }
 
 echo "== 3. SIGUSR1: finish the step, checkpoint, exit 0; the rerun continues"
 sig=(--max-steps 300 --batch-size 2 --gradient-accumulation-steps 4 --save-steps 0)
