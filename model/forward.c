@@ -73,9 +73,7 @@ void model_free(Model *m) {
     st_set_close(&m->set);
 }
 
-/* Vocabulary columns per head chunk: about 64 MiB of logits at a time, but
- * at least 256 columns so each GEMM stays wide. */
-static int head_vocab_chunk(int N, int V) {
+int model_head_vocab_chunk(int N, int V) {
     int cols = (int)((16 << 20) / N);
     if (cols < 256) cols = 256;
     return cols < V ? cols : V;
@@ -123,7 +121,7 @@ void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
         ws->h1 = ws_alloc(ws, N * (size_t)c->intermediate_size * sizeof(float));
         ws->h2 = ws_alloc(ws, N * (size_t)c->intermediate_size * sizeof(float));
     }
-    ws->vocab_chunk = head_vocab_chunk((int)N, c->vocab_size);
+    ws->vocab_chunk = model_head_vocab_chunk((int)N, c->vocab_size);
     ws->logits = ws_alloc(ws, N * (size_t)ws->vocab_chunk * sizeof(float));
     crossentropy_init(&ws->ce, (int)N);
     ws->targets = ws_alloc(ws, N * sizeof(int32_t));

@@ -79,6 +79,10 @@ void model_final_norm(const Model *m, Workspace *ws);                  /* ws->xn
 /* NLL summed over the B*(T-1) predicted tokens, from ws->xn after
  * model_final_norm (part.head). */
 double model_head_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted);
+/* Vocabulary columns per head chunk for N rows: about 64 MiB of logits at a
+ * time, but at least 256 columns so each GEMM stays wide (evaluation and
+ * training both chunk the head so). */
+int model_head_vocab_chunk(int N, int V);
 /* logits[n, V] of n rows of final hidden states. */
 void model_logits(const Model *m, const float *hidden, int n, float *logits);
 /* Forward plus next-token NLL summed over the B*(T-1) predicted tokens

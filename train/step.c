@@ -12,13 +12,6 @@
 
 enum { TAG_ACT = 101, TAG_GRAD = 102 };
 
-/* Head chunk: like the evaluation's, about 16 Mi logits but at least 256 columns. */
-static int head_chunk(int N, int V) {
-    int cols = (int)((16 << 20) / N);
-    if (cols < 256) cols = 256;
-    return cols < V ? cols : V;
-}
-
 static void *step_alloc(TrainStep *s, size_t bytes) {
     s->bytes += bytes;
     return mallocCheck(bytes + 1);
@@ -49,7 +42,7 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
         s->xn = step_alloc(s, N * D * sizeof(float));
         s->dxn = step_alloc(s, N * D * sizeof(float));
         s->rstd = step_alloc(s, N * sizeof(float));
-        s->chunk = head_chunk((int)N, c->vocab_size);
+        s->chunk = model_head_vocab_chunk((int)N, c->vocab_size);
         s->logits = step_alloc(s, N * (size_t)s->chunk * sizeof(float));
     }
     s->tokens = step_alloc(s, (size_t)K * N * sizeof(int32_t));
