@@ -62,7 +62,7 @@ int params_init(ParamSet *ps, Model *m, TrainWhat what) {
     ps->buckets = callocCheck((size_t)n + 1, sizeof *ps->buckets);
     int64_t off = 0;
     for (int i = 0, k = 0; i < n; i++) {
-        if (k == ps->n || strcmp(ps->p[k].name, slots[i].name)) continue;
+        if (!trains(what, slots[i].name)) continue;
         Param *p = &ps->p[k++];
         p->w = ps->w + off;
         p->g = ps->g + off;

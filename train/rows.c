@@ -127,8 +127,7 @@ void train_rows_batch(const TrainRows *r, const int64_t *rows, int B, int32_t *t
             tokens[o + (size_t)i] = tk[i];
             pos[o + (size_t)i] = i - start;
             doc_start[o + (size_t)i] = start;
-            int next_label = i + 1 < T && !(fl[i + 1] & TM_TOK_DOC_START) && (fl[i + 1] & TM_TOK_LABEL);
-            targets[o + (size_t)i] = next_label ? tk[i + 1] : -1;
+            targets[o + (size_t)i] = i + 1 < T && tm_tok_is_target(fl[i + 1]) ? tk[i + 1] : -1;
         }
     }
 }

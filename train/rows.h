@@ -10,6 +10,9 @@
 #include <stdint.h>
 
 enum { TM_TOK_LABEL = 1, TM_TOK_DOC_START = 2 };
+/* A token with these flags is a training target (the previous token predicts
+ * it): labelled, and not the start of a document. */
+static inline int tm_tok_is_target(uint8_t flags) { return (flags & TM_TOK_LABEL) && !(flags & TM_TOK_DOC_START); }
 
 typedef struct {
     int T;

@@ -60,8 +60,7 @@ int64_t sampler_step_targets(Sampler *s, int64_t step) {
             sampler_rows(s, step, r, k, idx);
             for (int b = 0; b < s->B; b++) {
                 const uint8_t *f = s->rows->flags + idx[b] * T;
-                /* token i+1 is a target when it is a label and not a document start */
-                for (int i = 1; i < T; i++) count += (f[i] & TM_TOK_LABEL) && !(f[i] & TM_TOK_DOC_START);
+                for (int i = 1; i < T; i++) count += tm_tok_is_target(f[i]);
             }
         }
     free(idx);
