@@ -110,11 +110,8 @@ void export_tensors_init(ExportTensors *e, const BuiltModel *native, TmDType dty
             if (dtype == TM_F32) {
                 e->converted[e->n] = f;
             } else {
-                uint16_t *h = mallocCheck((size_t)numel * sizeof *h);
-                for (int64_t j = 0; j < numel; j++)
-                    h[j] = dtype == TM_BF16 ? tm_f32_to_bf16(f[j]) : tm_f32_to_f16(f[j]);
+                e->converted[e->n] = tensor_f32_to_16bit(f, numel, dtype);
                 free(f);
-                e->converted[e->n] = h;
             }
             w->data = e->converted[e->n];
         }

@@ -3,6 +3,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "io/checked.h"
+
 float tm_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
@@ -72,4 +74,11 @@ void tensor_to_f32(const Tensor *t, int64_t offset, int64_t n, float *out) {
     default:
         memset(out, 0, (size_t)n * sizeof(float)); /* weights.c admits only the float types */
     }
+}
+
+uint16_t *tensor_f32_to_16bit(const float *x, int64_t n, TmDType dtype) {
+    if (dtype != TM_BF16 && dtype != TM_F16) tm_die("tensor_f32_to_16bit: dtype %d is not bf16 or f16", (int)dtype);
+    uint16_t *out = mallocCheck((size_t)n * sizeof *out + 1);
+    for (int64_t i = 0; i < n; i++) out[i] = dtype == TM_BF16 ? tm_f32_to_bf16(x[i]) : tm_f32_to_f16(x[i]);
+    return out;
 }

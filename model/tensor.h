@@ -22,5 +22,8 @@ uint16_t tm_f32_to_f16(float f);  /* round to nearest even */
 
 /* out[0..n) = elements [offset, offset + n) of t, as fp32. */
 void tensor_to_f32(const Tensor *t, int64_t offset, int64_t n, float *out);
+/* x[0..n) rounded (to nearest even) to dtype TM_BF16 or TM_F16, in a new
+ * malloc'd buffer. */
+uint16_t *tensor_f32_to_16bit(const float *x, int64_t n, TmDType dtype);
 
 #endif

@@ -1,24 +1,11 @@
 #include "train/export.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #include "convert/export.h"
 #include "dist/export.h"
 #include "io/checked.h"
 #include "io/error.h"
-
-/* n fp32 values as dtype, in a new buffer. */
-static void *narrow(const float *x, int64_t n, TmDType dtype) {
-    if (dtype == TM_F32) {
-        float *out = mallocCheck((size_t)n * sizeof(float) + 1);
-        memcpy(out, x, (size_t)n * sizeof(float));
-        return out;
-    }
-    uint16_t *out = mallocCheck((size_t)n * sizeof(uint16_t) + 1);
-    for (int64_t i = 0; i < n; i++) out[i] = dtype == TM_BF16 ? tm_f32_to_bf16(x[i]) : tm_f32_to_f16(x[i]);
-    return out;
-}
 
 int train_export(const Topology *t, Model *m, const char *dir, const char *src_dir) {
     WeightSlot *slots;
@@ -38,9 +25,10 @@ int train_export(const Topology *t, Model *m, const char *dir, const char *src_d
         if (s->mat && s->mat->dtype != TM_F32) { /* frozen and not widened: as stored */
             w->dtype = s->mat->dtype;
             w->data = s->mat->data;
-        } else {
+        } else { /* fp32 (a trained master, or a frozen fp32 weight): written as is or rounded */
+            const float *f32 = s->mat ? (const float *)s->mat->data : *s->vec;
             w->dtype = dtype;
-            w->data = owned[i] = narrow(s->mat ? (const float *)s->mat->data : *s->vec, numel, dtype);
+            w->data = dtype == TM_F32 ? (const void *)f32 : (owned[i] = tensor_f32_to_16bit(f32, numel, dtype));
         }
     }
     int rc = dist_write_tensors(t, dir, ts, writer ? n : 0, writer, 4ull << 30);
