@@ -9,7 +9,9 @@
 #     previous one usable, and resuming from it is bit-identical too;
 #     a run with other settings refuses the checkpoint, naming the field;
 #  3. SIGUSR1 makes a run finish its step, checkpoint and exit 0; the rerun
-#     ends bit-identical to an uninterrupted one.
+#     ends bit-identical to an uninterrupted one;
+#  4. the exported model keeps the stored dtype (bf16, f16; 2 replicas and
+#     2 stages): an lr 1e-30 step writes the weights back bit for bit.
 # usage: finetune_mpi.sh TRANSMLA PYTHON MPIEXEC FIXTURES
 set -euo pipefail
 BIN=$1 PY=$2 MPIEXEC=$3 FIX=$4
@@ -100,4 +102,17 @@ ls "$work"/sig/checkpoint-*.h5 >/dev/null || fail "no checkpoint after SIGUSR1"
 [ ! -e "$work/sig/config.json" ] || fail "a stopped run exported a model"
 "$BIN" finetune "${common[@]}" --quiet "${sig[@]}" --save-path "$work/sig"
 curves "$work/sig_full/metrics.jsonl" "$work/sig/metrics.jsonl" --exact
+echo "== 4. the export keeps the stored dtype: a step of lr 1e-30 writes bf16/f16 weights back bit for bit"
+# widening bf16/f16 to the fp32 masters and rounding back is exact, so any
+# other rounding, dtype or lost tensor shows; frozen tensors (--train
+# attention) are written as stored
+"$PY" -c "import numpy as np; np.random.default_rng(1).integers(0, 88, 32 * 16).astype('<u2').tofile('$work/rt.u16')"
+rt=(--tokens "$work/rt.u16" --seq-len 32 --max-steps 1 --learning-rate 1e-30 --weight-decay 0 --quiet)
+for what in all attention; do
+    mpi 2 "$BIN" finetune "${rt[@]}" --model-path "$FIX/dsv3_tied_bf16" --train "$what" --save-path "$work/rt_bf16_$what"
+    "$PY" "$SRC/tests/ref/compare_models.py" "$FIX/dsv3_tied_bf16" "$work/rt_bf16_$what" --exact
+    mpi 2 "$BIN" finetune "${rt[@]}" --model-path "$FIX/dsv3_qlora_bias_llama3_f16" --stages 2 --train "$what" \
+        --save-path "$work/rt_f16_$what"
+    "$PY" "$SRC/tests/ref/compare_models.py" "$FIX/dsv3_qlora_bias_llama3_f16" "$work/rt_f16_$what" --exact
+done
 echo "finetune_mpi: ok"
