@@ -62,3 +62,12 @@ int args_parse(int argc, char **argv, const ArgSpec *specs, int n, const char *u
         if (specs[i].required && !seen[i]) return tm_fail("missing required option --%s (see --help)", specs[i].name);
     return 0;
 }
+
+int args_number(const char *name, const char *text, int allow_zero, double *out) {
+    char *end;
+    double v = strtod(text, &end);
+    if (!*text || *end || !(allow_zero ? v >= 0 : v > 0))
+        return tm_fail("--%s '%s': expected a %s number", name, text, allow_zero ? "non-negative" : "positive");
+    *out = v;
+    return 0;
+}

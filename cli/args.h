@@ -17,4 +17,8 @@ typedef struct {
  * --help; on bad input records an error and returns -1. */
 int args_parse(int argc, char **argv, const ArgSpec *specs, int n, const char *usage);
 
+/* *out = the number text of flag --name: positive, or with allow_zero
+ * non-negative; else one error line naming the flag, and -1. */
+int args_number(const char *name, const char *text, int allow_zero, double *out);
+
 #endif

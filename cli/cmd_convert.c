@@ -186,14 +186,11 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
         parse_auto("collapse", collapse, &s.collapse) || parse_dtype(dtype, &s.dtype) ||
         token_dtype_parse(token_dtype, &dtype_raw))
         return -1;
-    char *end;
-    s.balance_kv_ratio = strtod(balance, &end);
-    if (*end || !(s.balance_kv_ratio > 0))
-        return tm_fail("--balance-kv-ratio '%s': expected a positive number", balance);
+    if (args_number("balance-kv-ratio", balance, 0, &s.balance_kv_ratio) ||
+        args_number("rorope-fit-lr", fit_lr, 0, &s.rorope_fit_lr))
+        return -1;
     if (shard_mb < 1)
         return tm_fail("--max-shard-mb must be positive");
-    s.rorope_fit_lr = strtod(fit_lr, &end);
-    if (*end || !(s.rorope_fit_lr > 0)) return tm_fail("--rorope-fit-lr '%s': expected a positive number", fit_lr);
     if (s.rorope_fit_steps < 0 || s.rorope_fit_nsamples < 0)
         return tm_fail("--rorope-fit-steps and --rorope-fit-nsamples must not be negative");
     if (strcmp(fit_schedule, "parallel") && strcmp(fit_schedule, "sequential"))

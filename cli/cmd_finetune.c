@@ -13,16 +13,6 @@
 #include "io/interrupt.h"
 #include "train/trainer.h"
 
-/* A positive (or, with allow_zero, non-negative) number from flag `name`. */
-static int number(const char *name, const char *text, int allow_zero, double *out) {
-    char *end;
-    double v = strtod(text, &end);
-    if (!*text || *end || !(allow_zero ? v >= 0 : v > 0))
-        return tm_fail("--%s '%s': expected a %s number", name, text, allow_zero ? "non-negative" : "positive");
-    *out = v;
-    return 0;
-}
-
 static int finetune_args(int argc, char **argv, TrainConfig *c) {
     const char *token_dtype = "u16", *text_field = NULL, *lr = "2e-5", *wd = "0.01", *warmup = "0.03";
     const char *schedule = "cosine", *epochs = "1", *clip = "1.0", *resume = "auto", *train = "all";
@@ -85,10 +75,11 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
         c->save_total_limit < 0 || c->log_every < 1)
         return tm_fail("--seq-len must be at least 2; --batch-size, --gradient-accumulation-steps, --stages and "
                        "--logging-steps at least 1; --max-steps, --save-steps and --save-total-limit not negative");
-    if (number("learning-rate", lr, 0, &c->opt.lr) || number("weight-decay", wd, 1, &c->opt.weight_decay) ||
-        number("warmup-ratio", warmup, 1, &c->warmup_ratio) || number("num-train-epochs", epochs, 0, &c->epochs) ||
-        number("max-grad-norm", clip, 1, &c->opt.max_grad_norm) || lr_schedule_parse(schedule, &c->opt.schedule) ||
-        train_what_parse(train, &c->what))
+    if (args_number("learning-rate", lr, 0, &c->opt.lr) || args_number("weight-decay", wd, 1, &c->opt.weight_decay) ||
+        args_number("warmup-ratio", warmup, 1, &c->warmup_ratio) ||
+        args_number("num-train-epochs", epochs, 0, &c->epochs) ||
+        args_number("max-grad-norm", clip, 1, &c->opt.max_grad_norm) ||
+        lr_schedule_parse(schedule, &c->opt.schedule) || train_what_parse(train, &c->what))
         return -1;
     if (c->warmup_ratio >= 1) return tm_fail("--warmup-ratio %s: expected a fraction below 1", warmup);
     if (strcmp(resume, "auto") && strcmp(resume, "never")) return tm_fail("--resume '%s': expected auto or never", resume);
