@@ -28,6 +28,13 @@ int cayley(int n, const double *S, double *Q) {
     return rc;
 }
 
+int fit_data_mb_count(const FitData *x) { return (x->nseq + x->batch - 1) / x->batch; }
+
+int fit_data_mb(const FitData *x, int m, int64_t *row0) {
+    *row0 = (int64_t)m * x->batch * x->T;
+    return x->nseq - m * x->batch < x->batch ? x->nseq - m * x->batch : x->batch;
+}
+
 /* One micro-batch's buffers (N rows at most) and the rope head's table. */
 typedef struct {
     int N, H, G, d, r, L, D;
@@ -103,7 +110,8 @@ static double mb_forward(Scratch *w, const FitProblem *p, const FitData *x, int6
         }
     for (int h = 0; h < H; h++) {
         int g = h / (H / G);
-        for (int64_t i = 0; i < n; i++) memcpy(w->qb + (i * H + h) * qk, q + i * H * d + h * d, (size_t)d * sizeof(float));
+        for (int64_t i = 0; i < n; i++)
+            memcpy(w->qb + (i * H + h) * qk, q + i * H * d + h * d, (size_t)d * sizeof(float));
         /* the rope part: P_rope restricted to the group's slot, applied to q_h */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r, d, 1, q + h * d, H * d, w->pr + g * d, L, 0,
                     w->qb + h * qk + d, H * qk);
@@ -185,8 +193,9 @@ static int turned_bases(const RoropeShape *s, const double *V, const double *S, 
     return rc;
 }
 
-double rorope_fit_objective(const FitProblem *p, const FitData *x, const double *V, const double *S, double *dS,
-                            float *o_fit) {
+/* rorope_fit_objective with the caller's scratch (made once per layer fit). */
+static double objective(Scratch *w, const FitProblem *p, const FitData *x, const double *V, const double *S,
+                        double *dS, float *o_fit) {
     const RoropeShape *s = &p->s;
     int nb = rorope_buckets(s), n = rorope_bucket_size(s), L = s->G * s->d, r = s->r;
     int64_t nn = (int64_t)nb * n * n;
@@ -194,22 +203,20 @@ double rorope_fit_objective(const FitProblem *p, const FitData *x, const double 
     double *P = mallocCheck((size_t)L * L * sizeof *P);
     if (turned_bases(s, V, S, Vt, Qs)) tm_die("rorope fit: %s", tm_error()); /* I - S with S skew is never singular */
     rorope_assemble(Vt, s, P);
-    Scratch w;
-    scratch_init(&w, p, x);
-    for (int64_t i = 0; i < (int64_t)r * L; i++) w.pr[i] = (float)P[i];
+    for (int64_t i = 0; i < (int64_t)r * L; i++) w->pr[i] = (float)P[i];
 
     /* each micro-batch alone: [error sum, dP_rope (r*L)] */
-    int n_mb = (x->nseq + x->batch - 1) / x->batch, width = 1 + (dS ? r * L : 0);
+    int n_mb = fit_data_mb_count(x), width = 1 + (dS ? r * L : 0);
     double *mine = callocCheck((size_t)(n_mb ? n_mb : 1) * width, sizeof *mine);
     for (int m = 0; m < n_mb; m++) {
-        int B = x->nseq - m * x->batch < x->batch ? x->nseq - m * x->batch : x->batch;
-        int64_t row0 = (int64_t)m * x->batch * x->T;
+        int64_t row0;
+        int B = fit_data_mb(x, m, &row0);
         double *part = mine + (int64_t)m * width;
-        part[0] = mb_forward(&w, p, x, row0, B);
-        if (o_fit) memcpy(o_fit + row0 * p->H * s->d, w.out, (size_t)B * x->T * p->H * s->d * sizeof(float));
+        part[0] = mb_forward(w, p, x, row0, B);
+        if (o_fit) memcpy(o_fit + row0 * p->H * s->d, w->out, (size_t)B * x->T * p->H * s->d * sizeof(float));
         if (!dS) continue;
-        mb_backward(&w, p, x, row0, B);
-        for (int64_t i = 0; i < (int64_t)r * L; i++) part[1 + i] = w.dpr[i];
+        mb_backward(w, p, x, row0, B);
+        for (int64_t i = 0; i < (int64_t)r * L; i++) part[1 + i] = w->dpr[i];
     }
     double *all = mallocCheck((size_t)p->mb_total * width * sizeof *all);
     gather_parts(p, mine, n_mb, width, all);
@@ -218,7 +225,7 @@ double rorope_fit_objective(const FitProblem *p, const FitData *x, const double 
         for (int i = 0; i < width; i++) sum[i] += all[(int64_t)m * width + i];
     long long tokens = 0, mine_tokens = (long long)x->nseq * x->T;
     MPI_Allreduce(&mine_tokens, &tokens, 1, MPI_LONG_LONG, MPI_SUM, p->comm);
-    double norm = 1.0 / ((double)tokens * w.D), mse = sum[0] * norm;
+    double norm = 1.0 / ((double)tokens * w->D), mse = sum[0] * norm;
 
     if (dS) { /* dP -> dV' -> dQ_b = dV'_b V_b^T -> dS_b = (I + S_b)^-1 dQ_b (Q_b + I)^T, made skew */
         memset(P, 0, (size_t)L * L * sizeof *P);
@@ -246,10 +253,18 @@ double rorope_fit_objective(const FitProblem *p, const FitData *x, const double 
     free(sum);
     free(all);
     free(mine);
-    scratch_free(&w);
     free(P);
     free(Vt);
     free(Qs);
+    return mse;
+}
+
+double rorope_fit_objective(const FitProblem *p, const FitData *x, const double *V, const double *S, double *dS,
+                            float *o_fit) {
+    Scratch w;
+    scratch_init(&w, p, x);
+    double mse = objective(&w, p, x, V, S, dS, o_fit);
+    scratch_free(&w);
     return mse;
 }
 
@@ -276,11 +291,13 @@ int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult
      * shapes, 1.26x at Qwen2.5-72B's, 1.45x slower at bytelm-dev's 384 x 384) */
     int blas_threads = openblas_get_num_threads(), tiny = p->o_proj->rows * p->o_proj->cols < (1 << 20);
     if (tiny) openblas_set_num_threads(1);
+    Scratch w;
+    scratch_init(&w, p, x);
     const double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
     double first = 0, lowest = INFINITY;
     int best_step = 0;
     for (int step = 0; step <= p->steps; step++) {
-        double mse = rorope_fit_objective(p, x, V, S, step < p->steps ? g : NULL, NULL);
+        double mse = objective(&w, p, x, V, S, step < p->steps ? g : NULL, NULL);
         if (step == 0) first = mse;
         if (mse < lowest) {
             lowest = mse;
@@ -301,7 +318,8 @@ int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult
     double *Vt = mallocCheck((size_t)nn * sizeof *Vt);
     int rc = turned_bases(s, V, best, Vt, NULL);
     if (!rc) rorope_assemble(Vt, s, P);
-    if (!rc && o_fit) rorope_fit_objective(p, x, V, best, NULL, o_fit);
+    if (!rc && o_fit) objective(&w, p, x, V, best, NULL, o_fit);
+    scratch_free(&w);
     if (tiny) openblas_set_num_threads(blas_threads);
     *res = (FitResult){.mse_before = first, .mse_after = lowest, .best_step = best_step, .seconds = tm_now_s() - t0};
     free(V);

@@ -35,6 +35,10 @@ typedef struct {
     float *q, *k, *v, *o; /* [nseq*T, H*d], [.., G*d], [.., G*d], [.., H*d] */
 } FitData;
 
+/* x's micro-batches: how many, and micro-batch m's first row and window count. */
+int fit_data_mb_count(const FitData *x);
+int fit_data_mb(const FitData *x, int m, int64_t *row0);
+
 typedef struct {
     RoropeShape s;
     int H;                   /* query heads */

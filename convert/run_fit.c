@@ -32,11 +32,10 @@
 #define FIT_INFO 4 /* per layer in the state and the report: mse before, after, best step, seconds */
 
 typedef struct {
-    int T, batch, nseq;    /* this replica's windows, in micro-batches of batch windows */
     int mb_first, mb_total;
     int64_t N;             /* tokens held */
     float *x;              /* [N, D] residual stream at the current layer */
-    FitData fd;            /* the current layer's */
+    FitData fd;            /* the current layer's; its nseq windows of T tokens in micro-batches are this replica's */
     float *o_fit;          /* [N, H*d] converted attention output (sequential) */
     Workspace ws;
     double *info;          /* [n_layers * FIT_INFO] */
@@ -57,21 +56,13 @@ static void stream_transfer(float *x, int64_t n, int peer, MPI_Comm comm, int re
     }
 }
 
-/* Micro-batch m of the held windows: its first row and window count. */
-static int mb_rows(const FitRun *f, int m, int64_t *row0) {
-    *row0 = (int64_t)m * f->batch * f->T;
-    return f->nseq - m * f->batch < f->batch ? f->nseq - m * f->batch : f->batch;
-}
-
-static int n_local_mb(const FitRun *f) { return (f->nseq + f->batch - 1) / f->batch; }
-
 /* x of micro-batch rows through layer l after its attention output o:
  * x += o_proj(o); x += MLP(post_norm(x)). */
 static void advance(FitRun *f, const ModelConfig *c, const LayerWeights *L, int l, const float *o) {
     int D = c->hidden_size, Hd = c->n_heads * c->head_dim;
-    for (int m = 0; m < n_local_mb(f); m++) {
+    for (int m = 0; m < fit_data_mb_count(&f->fd); m++) {
         int64_t row0;
-        int B = mb_rows(f, m, &row0), n = B * f->T;
+        int B = fit_data_mb(&f->fd, m, &row0), n = B * f->fd.T;
         f->ws.B = B;
         memcpy(f->ws.x, f->x + row0 * D, (size_t)n * D * sizeof(float));
         matmul_forward(f->ws.x, o + row0 * Hd, &L->o, L->o_bias, n, 1);
@@ -79,7 +70,7 @@ static void advance(FitRun *f, const ModelConfig *c, const LayerWeights *L, int 
         mlp_block(c, L, l, &f->ws);
         memcpy(f->x + row0 * D, f->ws.x, (size_t)n * D * sizeof(float));
     }
-    f->ws.B = f->batch;
+    f->ws.B = f->fd.batch;
 }
 
 /* Layer l's fit data from the held stream: projections and the original
@@ -87,9 +78,9 @@ static void advance(FitRun *f, const ModelConfig *c, const LayerWeights *L, int 
 static void fit_data(FitRun *f, const ModelConfig *c, const LayerWeights *L) {
     int D = c->hidden_size, H = c->n_heads, G = c->n_kv_heads, d = c->head_dim;
     FitData *fd = &f->fd;
-    for (int m = 0; m < n_local_mb(f); m++) {
+    for (int m = 0; m < fit_data_mb_count(&f->fd); m++) {
         int64_t row0;
-        int B = mb_rows(f, m, &row0), n = B * f->T;
+        int B = fit_data_mb(&f->fd, m, &row0), n = B * f->fd.T;
         float *q = fd->q + row0 * H * d, *k = fd->k + row0 * G * d, *v = fd->v + row0 * G * d;
         rmsnorm_forward(f->ws.xn, f->x + row0 * D, L->input_norm, n, D, c->rms_norm_eps);
         matmul_forward(q, f->ws.xn, &L->q, L->q_bias, n, 0);
@@ -98,9 +89,9 @@ static void fit_data(FitRun *f, const ModelConfig *c, const LayerWeights *L) {
         memcpy(f->ws.q, q, (size_t)n * H * d * sizeof(float));
         memcpy(f->ws.k, k, (size_t)n * G * d * sizeof(float));
         RopeLayout ql = {.n_heads = H, .head_stride = d}, kl = {.n_heads = G, .head_stride = d};
-        rope_forward(f->ws.q, (int64_t)H * d, &f->ws.rope, B, f->T, 0, &ql);
-        rope_forward(f->ws.k, (int64_t)G * d, &f->ws.rope, B, f->T, 0, &kl);
-        attention_forward(fd->o + row0 * H * d, f->ws.q, f->ws.k, v, B, f->T, H, G, d, d, c->sliding_window,
+        rope_forward(f->ws.q, (int64_t)H * d, &f->ws.rope, B, f->fd.T, 0, &ql);
+        rope_forward(f->ws.k, (int64_t)G * d, &f->ws.rope, B, f->fd.T, 0, &kl);
+        attention_forward(fd->o + row0 * H * d, f->ws.q, f->ws.k, v, B, f->fd.T, H, G, d, d, c->sliding_window,
                           (float)(1.0 / sqrt((double)d)));
     }
 }
@@ -111,27 +102,25 @@ static int fit_run_init(FitRun *f, Run *r) {
     const Topology *t = &r->t;
     memset(f, 0, sizeof *f);
     int total = s->rorope_fit_nsamples && s->rorope_fit_nsamples < r->cal_nseq ? s->rorope_fit_nsamples : r->cal_nseq;
-    f->T = s->cal_seqlen;
-    f->batch = s->cal_batch < 1 ? 1 : s->cal_batch;
-    f->mb_total = (total + f->batch - 1) / f->batch;
-    int count;
+    int T = s->cal_seqlen, batch = s->cal_batch < 1 ? 1 : s->cal_batch, count;
+    f->mb_total = (total + batch - 1) / batch;
     pipeline_slice(f->mb_total, t->replica, t->replicas, &f->mb_first, &count);
-    int w0 = f->mb_first * f->batch, w1 = (f->mb_first + count) * f->batch;
-    f->nseq = (w1 < total ? w1 : total) - w0;
-    if (f->nseq < 0) f->nseq = 0;
-    f->N = (int64_t)f->nseq * f->T;
+    int w0 = f->mb_first * batch, w1 = (f->mb_first + count) * batch;
+    int nseq = (w1 < total ? w1 : total) - w0;
+    if (nseq < 0) nseq = 0;
+    f->N = (int64_t)nseq * T;
     int D = c->hidden_size, Hd = c->n_heads * c->head_dim, L = c->n_kv_heads * c->head_dim;
     f->x = rows_alloc(f->N, D);
-    f->fd = (FitData){.nseq = f->nseq, .T = f->T, .batch = f->batch, .q = rows_alloc(f->N, Hd),
-                      .k = rows_alloc(f->N, L), .v = rows_alloc(f->N, L), .o = rows_alloc(f->N, Hd)};
+    f->fd = (FitData){.nseq = nseq, .T = T, .batch = batch, .q = rows_alloc(f->N, Hd), .k = rows_alloc(f->N, L),
+                      .v = rows_alloc(f->N, L), .o = rows_alloc(f->N, Hd)};
     if (s->rorope_fit_sequential) f->o_fit = rows_alloc(f->N, Hd);
-    workspace_init(&f->ws, c, f->batch, f->T);
+    workspace_init(&f->ws, c, batch, T);
     f->info = callocCheck((size_t)c->n_layers * FIT_INFO, sizeof *f->info);
     /* the stream, q and o, k and v, the converted output or the parallel schedule's copy of the stream */
     int extra = s->rorope_fit_sequential ? Hd : t->stage < t->stages - 1 ? D : 0;
     uint64_t held = (uint64_t)f->N * (D + 2 * Hd + 2 * L + extra) * sizeof(float);
     run_note_max(&r->mem_act, held + f->ws.bytes);
-    if (t->stage == 0) embedding_forward(f->x, r->cal_ids + (int64_t)w0 * f->T, &r->orig.w.embed, (int)f->N);
+    if (t->stage == 0) embedding_forward(f->x, r->cal_ids + (int64_t)w0 * T, &r->orig.w.embed, (int)f->N);
     else stream_transfer(f->x, f->N * D, t->stage - 1, t->pipe_comm, 1);
     return total;
 }
@@ -245,7 +234,7 @@ int stage_rorope_fit(Run *r) {
     const Topology *t = &r->t;
     FitRun f;
     int windows = fit_run_init(&f, r), rc = 0;
-    run_say(r, "rorope-fit: %d windows of %d tokens, %d Adam steps per layer (lr %g), %s schedule\n", windows, f.T,
+    run_say(r, "rorope-fit: %d windows of %d tokens, %d Adam steps per layer (lr %g), %s schedule\n", windows, f.fd.T,
             r->s->rorope_fit_steps, r->s->rorope_fit_lr, r->s->rorope_fit_sequential ? "sequential" : "parallel");
     double *inv_freq = mallocCheck((size_t)(c->head_dim / 2) * sizeof *inv_freq);
     rope_inv_freq(&c->rope_scaling, c->rope_theta, c->head_dim, inv_freq);
@@ -257,7 +246,8 @@ int stage_rorope_fit(Run *r) {
         if (!rc && (l + 1 < r->end || (r->s->rorope_fit_sequential && !last)))
             advance(&f, c, &r->orig.w.layers[l], l, f.o_fit ? f.o_fit : f.fd.o);
     }
-    if (!rc && r->s->rorope_fit_sequential && !last) stream_transfer(f.x, f.N * c->hidden_size, t->stage + 1, t->pipe_comm, 0);
+    if (!rc && r->s->rorope_fit_sequential && !last)
+        stream_transfer(f.x, f.N * c->hidden_size, t->stage + 1, t->pipe_comm, 0);
     free(inv_freq);
     if (dist_agree(MPI_COMM_WORLD, rc)) {
         fit_run_free(&f);
