@@ -240,6 +240,12 @@ int hf_config_load(ModelConfig *cfg, const char *path) {
 
 int hf_config_layer_is_moe(const ModelConfig *c, int l) { return c->n_experts > 0 && l >= c->first_moe_layer; }
 
+int hf_config_has_dense_layer(const ModelConfig *c) {
+    for (int l = 0; l < c->n_layers; l++)
+        if (!hf_config_layer_is_moe(c, l)) return 1;
+    return 0;
+}
+
 int hf_config_qk_head_dim(const ModelConfig *c) {
     return c->arch == TM_ARCH_DEEPSEEK_V3 ? c->mla.qk_nope_head_dim + c->mla.qk_rope_head_dim : c->head_dim;
 }

@@ -48,6 +48,8 @@ int hf_config_load(ModelConfig *cfg, const char *config_path);
 const char *tm_arch_name(TmArch a);
 /* Whether layer l runs the MoE rather than the dense MLP. */
 int hf_config_layer_is_moe(const ModelConfig *c, int l);
+/* 1 when some layer has the dense MLP (it needs the dense scratch). */
+int hf_config_has_dense_layer(const ModelConfig *c);
 /* Width of one query head's q/k (q_proj rows per head) and of its value. */
 int hf_config_qk_head_dim(const ModelConfig *c);
 int hf_config_v_head_dim(const ModelConfig *c);

@@ -79,12 +79,6 @@ int model_head_vocab_chunk(int N, int V) {
     return cols < V ? cols : V;
 }
 
-static int any_dense_layer(const ModelConfig *c) {
-    for (int l = 0; l < c->n_layers; l++)
-        if (!hf_config_layer_is_moe(c, l)) return 1;
-    return 0;
-}
-
 /* Allocate for the workspace and count it in ws->bytes. */
 static void *ws_alloc(Workspace *ws, size_t bytes) {
     ws->bytes += bytes;
@@ -117,7 +111,7 @@ void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
     }
     if (c->n_experts)
         moe_scratch_init(&ws->moe, (int)N, (int)D, c->expert_intermediate_size, c->n_experts, c->n_experts_per_tok);
-    if (any_dense_layer(c)) {
+    if (hf_config_has_dense_layer(c)) {
         ws->h1 = ws_alloc(ws, N * (size_t)c->intermediate_size * sizeof(float));
         ws->h2 = ws_alloc(ws, N * (size_t)c->intermediate_size * sizeof(float));
     }

@@ -57,8 +57,6 @@ void mla_acts_free(MlaActs *a) {
     memset(a, 0, sizeof *a);
 }
 
-static float *grad(const Tensor *g) { return (float *)g->data; }
-
 void mla_forward_train(const ModelConfig *c, const LayerWeights *L, const float *xn, float *x, int B, int T,
                        const int32_t *pos, const int32_t *doc_start, const RopeTable *rope, MlaActs *a) {
     const MlaConfig *m = &c->mla;
@@ -104,7 +102,7 @@ void mla_backward(const ModelConfig *c, const LayerWeights *L, LayerWeights *G, 
     int N = B * T, H = c->n_heads, dn = m->qk_nope_head_dim, dr = m->qk_rope_head_dim, dv = m->v_head_dim;
     int R = m->kv_lora_rank, Rq = m->q_lora_rank, qk = dn + dr, lw = R + dr;
     memset(a->datt, 0, (size_t)N * H * dv * sizeof(float));
-    matmul_backward(a->datt, grad(&G->o), G->o_bias, dout, a->att, &L->o, N);
+    matmul_backward(a->datt, tensor_grad_data(&G->o), G->o_bias, dout, a->att, &L->o, N);
     attention_backward(a->dq, a->dk, a->dv, a->datt, a->att, a->lse, a->q, a->k, a->v, B, T, H, H, qk, dv, doc_start,
                        (float)(1.0 / sqrt((double)qk)));
     /* per-head key/value gradients back to kv_b's output and the shared k_pe */
@@ -128,26 +126,26 @@ void mla_backward(const ModelConfig *c, const LayerWeights *L, LayerWeights *G, 
     /* latent: dc = d(cn) through kv_b, then through kv_a_layernorm into dlat's first R columns */
     float *dcn = a->dc;
     memset(dcn, 0, (size_t)N * R * sizeof(float));
-    matmul_backward(dcn, grad(&G->kv_b), NULL, a->dkvb, a->cn, &L->kv_b, N);
+    matmul_backward(dcn, tensor_grad_data(&G->kv_b), NULL, a->dkvb, a->cn, &L->kv_b, N);
     if (m->latent_norms) {
         memset(a->dcr, 0, (size_t)N * R * sizeof(float));
         rmsnorm_backward(a->dcr, G->kv_a_norm, dcn, a->craw, L->kv_a_norm, a->rstd_c, N, R);
         dcn = a->dcr;
     }
     for (int i = 0; i < N; i++) memcpy(a->dlat + (size_t)i * lw, dcn + (size_t)i * R, (size_t)R * sizeof(float));
-    matmul_backward(dxn, grad(&G->kv_a), G->kv_a_bias, a->dlat, xn, &L->kv_a, N);
+    matmul_backward(dxn, tensor_grad_data(&G->kv_a), G->kv_a_bias, a->dlat, xn, &L->kv_a, N);
 
     if (!Rq) {
-        matmul_backward(dxn, grad(&G->q), G->q_bias, a->dq, xn, &L->q, N);
+        matmul_backward(dxn, tensor_grad_data(&G->q), G->q_bias, a->dq, xn, &L->q, N);
         return;
     }
     float *dq_lat = a->dqan;
     memset(dq_lat, 0, (size_t)N * Rq * sizeof(float));
-    matmul_backward(dq_lat, grad(&G->q_b), NULL, a->dq, a->qan, &L->q_b, N);
+    matmul_backward(dq_lat, tensor_grad_data(&G->q_b), NULL, a->dq, a->qan, &L->q_b, N);
     if (m->latent_norms) {
         memset(a->dqa, 0, (size_t)N * Rq * sizeof(float));
         rmsnorm_backward(a->dqa, G->q_a_norm, dq_lat, a->qa, L->q_a_norm, a->rstd_q, N, Rq);
         dq_lat = a->dqa;
     }
-    matmul_backward(dxn, grad(&G->q_a), G->q_a_bias, dq_lat, xn, &L->q_a, N);
+    matmul_backward(dxn, tensor_grad_data(&G->q_a), G->q_a_bias, dq_lat, xn, &L->q_a, N);
 }

@@ -89,8 +89,6 @@ void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int
     }
 }
 
-static float *grad_of(const Tensor *g) { return (float *)g->data; }
-
 /* out_i = sum_j w_ij y_e(ij)(x_i) with w = softmax over the k chosen logits.
  * Per expert (in order, so dinp sums deterministically): recompute its
  * activations on its rows, dy = w dout, back through down/swiglu/gate,up;
@@ -124,13 +122,13 @@ void moe_backward(float *dinp, LayerWeights *G, const float *dout, const float *
             }
             dw[(size_t)i * k + jj] = d;
         }
-        matmul_backward(NULL, GX ? grad_of(&GX->down) : NULL, NULL, s->ye, act, &X->down, n);
+        matmul_backward(NULL, GX ? tensor_grad_data(&GX->down) : NULL, NULL, s->ye, act, &X->down, n);
         memset(act, 0, (size_t)n * inter * sizeof(float)); /* now dL/d(down's input) */
         matmul_backward(act, NULL, NULL, s->ye, NULL, &X->down, n);
         swiglu_backward(s->h1, s->h2, act, s->h1, s->h2, (int64_t)n * inter);
         memset(dxe, 0, (size_t)n * D * sizeof(float));
-        matmul_backward(dxe, GX ? grad_of(&GX->gate) : NULL, NULL, s->h1, s->xe, &X->gate, n);
-        matmul_backward(dxe, GX ? grad_of(&GX->up) : NULL, NULL, s->h2, s->xe, &X->up, n);
+        matmul_backward(dxe, GX ? tensor_grad_data(&GX->gate) : NULL, NULL, s->h1, s->xe, &X->gate, n);
+        matmul_backward(dxe, GX ? tensor_grad_data(&GX->up) : NULL, NULL, s->h2, s->xe, &X->up, n);
         for (int r = 0; r < n; r++) {
             float *di = dinp + (size_t)s->rows[r] * D;
             const float *src = dxe + (size_t)r * D;
@@ -144,7 +142,7 @@ void moe_backward(float *dinp, LayerWeights *G, const float *dout, const float *
         for (int j = 0; j < k; j++) mean += w[j] * g[j];
         for (int j = 0; j < k; j++) dz[(size_t)i * E + s->expert_of[(size_t)i * k + j]] = w[j] * (g[j] - mean);
     }
-    matmul_backward(dinp, grad_of(&G->router), NULL, dz, inp, &L->router, N);
+    matmul_backward(dinp, tensor_grad_data(&G->router), NULL, dz, inp, &L->router, N);
     free(dz);
     free(dw);
     free(act);

@@ -20,6 +20,10 @@ uint16_t tm_f32_to_bf16(float f); /* round to nearest even */
 float tm_f16_to_f32(uint16_t h);
 uint16_t tm_f32_to_f16(float f);  /* round to nearest even */
 
+/* A gradient tensor's fp32 data, to accumulate into (gradients share the
+ * Tensor type, whose data pointer is const for weights). */
+static inline float *tensor_grad_data(const Tensor *g) { return (float *)g->data; }
+
 /* out[0..n) = elements [offset, offset + n) of t, as fp32. */
 void tensor_to_f32(const Tensor *t, int64_t offset, int64_t n, float *out);
 /* x[0..n) rounded (to nearest even) to dtype TM_BF16 or TM_F16, in a new

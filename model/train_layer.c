@@ -41,9 +41,7 @@ void layer_acts_init(LayerActs *a, const ModelConfig *c, int B, int T) {
     p->rstd2 = alloc_f(a, N);
     p->dx_mid = alloc_f(a, N * D);
     p->dxn = alloc_f(a, N * D);
-    int dense = 0;
-    for (int l = 0; l < c->n_layers; l++) dense |= !hf_config_layer_is_moe(c, l);
-    if (dense) {
+    if (hf_config_has_dense_layer(c)) {
         p->h1 = alloc_f(a, N * I);
         p->h2 = alloc_f(a, N * I);
         p->act = alloc_f(a, N * I);
@@ -68,8 +66,6 @@ void layer_acts_free(LayerActs *a) {
     free(p);
     memset(a, 0, sizeof *a);
 }
-
-static float *grad(const Tensor *g) { return (float *)g->data; }
 
 void layer_forward_train(const ModelConfig *c, const LayerWeights *L, int layer, const float *x_in, float *x_out,
                          const int32_t *pos, const int32_t *doc_start, const RopeTable *rope, LayerActs *a) {
@@ -106,10 +102,10 @@ void layer_backward(const ModelConfig *c, const LayerWeights *L, LayerWeights *G
     } else {
         int64_t NI = (int64_t)N * c->intermediate_size;
         memset(p->dact, 0, (size_t)NI * sizeof(float));
-        matmul_backward(p->dact, grad(&G->down), G->down_bias, dx_out, p->act, &L->down, N);
+        matmul_backward(p->dact, tensor_grad_data(&G->down), G->down_bias, dx_out, p->act, &L->down, N);
         swiglu_backward(p->dh1, p->dh2, p->dact, p->h1, p->h2, NI);
-        matmul_backward(p->dxn, grad(&G->gate), G->gate_bias, p->dh1, p->xn2, &L->gate, N);
-        matmul_backward(p->dxn, grad(&G->up), G->up_bias, p->dh2, p->xn2, &L->up, N);
+        matmul_backward(p->dxn, tensor_grad_data(&G->gate), G->gate_bias, p->dh1, p->xn2, &L->gate, N);
+        matmul_backward(p->dxn, tensor_grad_data(&G->up), G->up_bias, p->dh2, p->xn2, &L->up, N);
     }
     memcpy(p->dx_mid, dx_out, ND * sizeof(float));
     rmsnorm_backward(p->dx_mid, G->post_norm, p->dxn, p->x_mid, L->post_norm, p->rstd2, N, D);
