@@ -13,6 +13,20 @@ static void sgemm_nt(float *out, int ld_out, const float *inp, const float *w, i
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, n_out, n_in, 1.0f, inp, n_in, w, n_in, beta, out, ld_out);
 }
 
+/* Rows of W (n_in columns) per widened panel, for a span of `rows` rows. */
+static int64_t panel_rows_of(int64_t n_in, int64_t rows) {
+    int64_t n = PANEL_FLOATS / n_in;
+    if (n < 16) n = 16;
+    return n > rows ? rows : n;
+}
+
+/* panel[rows, n_in] = W's rows [p, p + rows) as fp32. */
+static void widen_rows(float *panel, const Tensor *W, int64_t p, int64_t rows) {
+    int64_t n_in = W->cols;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) tensor_to_f32(W, (p + r) * n_in, n_in, panel + r * n_in);
+}
+
 void matmul_forward_rows(float *out, int ld_out, const float *inp, const Tensor *W, int64_t r0, int64_t r1, int N,
                          int accumulate) {
     int n_in = (int)W->cols;
@@ -21,14 +35,11 @@ void matmul_forward_rows(float *out, int ld_out, const float *inp, const Tensor 
         sgemm_nt(out, ld_out, inp, (const float *)W->data + r0 * n_in, N, (int)(r1 - r0), n_in, beta);
         return;
     }
-    int64_t panel_rows = PANEL_FLOATS / n_in;
-    if (panel_rows < 16) panel_rows = 16;
-    if (panel_rows > r1 - r0) panel_rows = r1 - r0;
+    int64_t panel_rows = panel_rows_of(n_in, r1 - r0);
     float *panel = mallocCheck((size_t)(panel_rows * n_in) * sizeof(float));
     for (int64_t p = r0; p < r1; p += panel_rows) {
         int64_t rows = r1 - p < panel_rows ? r1 - p : panel_rows;
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < rows; r++) tensor_to_f32(W, (p + r) * n_in, n_in, panel + r * n_in);
+        widen_rows(panel, W, p, rows);
         sgemm_nt(out + (p - r0), ld_out, inp, panel, N, (int)rows, n_in, beta);
     }
     free(panel);
@@ -51,14 +62,11 @@ static void matmul_backward_inp(float *dinp, const float *dout, const Tensor *W,
                     (const float *)W->data, n_in, 1.0f, dinp, n_in);
         return;
     }
-    int64_t panel_rows = PANEL_FLOATS / n_in;
-    if (panel_rows < 16) panel_rows = 16;
-    if (panel_rows > n_out) panel_rows = n_out;
+    int64_t panel_rows = panel_rows_of(n_in, n_out);
     float *panel = mallocCheck((size_t)(panel_rows * n_in) * sizeof(float));
     for (int64_t p = 0; p < n_out; p += panel_rows) {
         int64_t rows = n_out - p < panel_rows ? n_out - p : panel_rows;
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < rows; r++) tensor_to_f32(W, (p + r) * n_in, n_in, panel + r * n_in);
+        widen_rows(panel, W, p, rows);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, n_in, (int)rows, 1.0f, dout + p, n_out, panel, n_in,
                     1.0f, dinp, n_in);
     }
