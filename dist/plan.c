@@ -1,5 +1,6 @@
 #include "dist/plan.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,11 +79,7 @@ static void layer_convert_bytes(const ModelConfig *c, const PlanInputs *in, uint
 
 static uint64_t activation_bytes(const ModelConfig *c, int B, int T) {
     if (B < 1 || T < 1) return 0;
-    Workspace ws; /* malloc sizes only: pages are never touched */
-    workspace_init(&ws, c, B, T);
-    uint64_t b = ws.bytes;
-    workspace_free(&ws);
-    return b + 4ull * 4 * B * T * c->hidden_size; /* two receive and two send buffers */
+    return workspace_bytes(c, B, T) + 4ull * 4 * B * T * c->hidden_size; /* two receive and two send buffers */
 }
 
 int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
@@ -90,6 +87,10 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
     int n = c->n_layers, S = in->stages;
     if (S < 1 || S > n)
         return tm_fail("--stages %d: the model has %d layers (num_hidden_layers); a stage needs at least one", S, n);
+    /* a micro-batch's token count is an int everywhere downstream */
+    if ((int64_t)in->cal_batch * in->cal_seqlen > INT_MAX || (int64_t)in->eval_batch * in->ppl_seqlen > INT_MAX)
+        return tm_fail("--cal-batch-size x --cal-max-seqlen and --eval-batch-size x --ppl-seqlen must stay below 2^31 "
+                       "tokens");
     TmDType dt = in->dtype != TM_DTYPE_INVALID ? in->dtype : TM_BF16;
     uint64_t *lb = callocCheck((size_t)n, sizeof *lb), eb, hb;
     part_bytes(c, dt, lb, &eb, &hb);

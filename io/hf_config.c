@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "io/error.h"
+#include "io/hf_config_limits.h"
 #include "io/json_util.h"
 
 const char *tm_arch_name(TmArch a) {
@@ -226,7 +227,7 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
     if (c->head_dim % 2) return tm_fail("%s: field 'head_dim' is %d; RoPE needs an even head_dim", file, c->head_dim);
     if (c->rms_norm_eps <= 0) return tm_fail("%s: field 'rms_norm_eps' must be positive", file);
     if (c->rope_theta <= 1) return tm_fail("%s: field 'rope_theta' must be greater than 1", file);
-    return 0;
+    return hf_config_check_limits(file, c);
 }
 
 int hf_config_load(ModelConfig *cfg, const char *path) {

@@ -42,12 +42,14 @@ int tm_json_int_or(const char *file, const json_t *obj, const char *key, long lo
         *out = json_integer_value(v);
         return 0;
     }
-    /* configs sometimes write 8.0 for 8 */
-    if (json_is_real(v) && json_real_value(v) == (double)(long long)json_real_value(v)) {
-        *out = (long long)json_real_value(v);
-        return 0;
-    }
-    return tm_fail("%s: field '%s' is not an integer", file, key);
+    if (!json_is_real(v)) return tm_fail("%s: field '%s' is not an integer", file, key);
+    /* configs sometimes write 8.0 for 8; a real beyond long long (3e84) has
+     * no integer value, and casting it would be undefined behaviour */
+    double r = json_real_value(v);
+    if (!(r >= -0x1p63 && r < 0x1p63)) return tm_fail("%s: field '%s' is %g: out of range", file, key, r);
+    if (r != (double)(long long)r) return tm_fail("%s: field '%s' is not an integer", file, key);
+    *out = (long long)r;
+    return 0;
 }
 
 int tm_json_int(const char *file, const json_t *obj, const char *key, long long *out) {

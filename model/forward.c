@@ -79,6 +79,44 @@ int model_head_vocab_chunk(int N, int V) {
     return cols < V ? cols : V;
 }
 
+/* Elements of each activation buffer of a workspace (0: not needed): one
+ * computation for workspace_init and for workspace_bytes, which only counts. */
+typedef struct {
+    size_t x, q, k, v, att, lat, cn, kvb, h, logits, targets;
+    int vocab_chunk;
+} WsSizes;
+
+static WsSizes workspace_sizes(const ModelConfig *c, int B, int T) {
+    WsSizes s = {0};
+    size_t N = (size_t)B * T, D = (size_t)c->hidden_size, H = (size_t)c->n_heads;
+    s.x = N * D;
+    s.q = N * H * hf_config_qk_head_dim(c);
+    s.k = N * c->n_kv_heads * hf_config_qk_head_dim(c);
+    s.v = N * c->n_kv_heads * hf_config_v_head_dim(c);
+    s.att = N * H * hf_config_v_head_dim(c);
+    if (c->arch == TM_ARCH_DEEPSEEK_V3) {
+        const MlaConfig *m = &c->mla;
+        size_t lw = (size_t)m->kv_lora_rank + m->qk_rope_head_dim;
+        size_t cw = (size_t)m->kv_lora_rank;
+        if ((size_t)m->q_lora_rank > lw) lw = (size_t)m->q_lora_rank;
+        if ((size_t)m->q_lora_rank > cw) cw = (size_t)m->q_lora_rank;
+        s.lat = N * lw;
+        s.cn = N * cw;
+        s.kvb = N * H * (m->qk_nope_head_dim + m->v_head_dim);
+    }
+    if (hf_config_has_dense_layer(c)) s.h = N * (size_t)c->intermediate_size;
+    s.vocab_chunk = model_head_vocab_chunk((int)N, c->vocab_size);
+    s.logits = N * (size_t)s.vocab_chunk;
+    s.targets = N;
+    return s;
+}
+
+uint64_t workspace_bytes(const ModelConfig *c, int B, int T) {
+    WsSizes s = workspace_sizes(c, B, T);
+    return (2 * s.x + s.q + s.k + s.v + s.att + s.lat + s.cn + s.kvb + 2 * s.h + s.logits) * sizeof(float) +
+           s.targets * sizeof(int32_t);
+}
+
 /* Allocate for the workspace and count it in ws->bytes. */
 static void *ws_alloc(Workspace *ws, size_t bytes) {
     ws->bytes += bytes;
@@ -89,36 +127,31 @@ void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
     memset(ws, 0, sizeof *ws);
     ws->B = B;
     ws->T = T;
-    size_t N = (size_t)B * T, D = (size_t)c->hidden_size, H = (size_t)c->n_heads;
-    size_t qd = H * hf_config_qk_head_dim(c), vd = H * hf_config_v_head_dim(c);
-    size_t kd = (size_t)c->n_kv_heads * hf_config_qk_head_dim(c), vkd = (size_t)c->n_kv_heads * hf_config_v_head_dim(c);
+    WsSizes s = workspace_sizes(c, B, T);
+    size_t N = (size_t)B * T;
     rope_table_init(&ws->rope, &c->rope_scaling, c->rope_theta, c->head_dim, T);
-    ws->x = ws_alloc(ws, N * D * sizeof(float));
-    ws->xn = ws_alloc(ws, N * D * sizeof(float));
-    ws->q = ws_alloc(ws, N * qd * sizeof(float));
-    ws->k = ws_alloc(ws, N * kd * sizeof(float));
-    ws->v = ws_alloc(ws, N * vkd * sizeof(float));
-    ws->att = ws_alloc(ws, N * vd * sizeof(float));
+    ws->x = ws_alloc(ws, s.x * sizeof(float));
+    ws->xn = ws_alloc(ws, s.x * sizeof(float));
+    ws->q = ws_alloc(ws, s.q * sizeof(float));
+    ws->k = ws_alloc(ws, s.k * sizeof(float));
+    ws->v = ws_alloc(ws, s.v * sizeof(float));
+    ws->att = ws_alloc(ws, s.att * sizeof(float));
     if (c->arch == TM_ARCH_DEEPSEEK_V3) {
-        const MlaConfig *m = &c->mla;
-        size_t lw = (size_t)m->kv_lora_rank + m->qk_rope_head_dim;
-        size_t cw = (size_t)m->kv_lora_rank;
-        if ((size_t)m->q_lora_rank > lw) lw = (size_t)m->q_lora_rank;
-        if ((size_t)m->q_lora_rank > cw) cw = (size_t)m->q_lora_rank;
-        ws->lat = ws_alloc(ws, N * lw * sizeof(float));
-        ws->cn = ws_alloc(ws, N * cw * sizeof(float));
-        ws->kvb = ws_alloc(ws, N * H * (m->qk_nope_head_dim + m->v_head_dim) * sizeof(float));
+        ws->lat = ws_alloc(ws, s.lat * sizeof(float));
+        ws->cn = ws_alloc(ws, s.cn * sizeof(float));
+        ws->kvb = ws_alloc(ws, s.kvb * sizeof(float));
     }
     if (c->n_experts)
-        moe_scratch_init(&ws->moe, (int)N, (int)D, c->expert_intermediate_size, c->n_experts, c->n_experts_per_tok);
-    if (hf_config_has_dense_layer(c)) {
-        ws->h1 = ws_alloc(ws, N * (size_t)c->intermediate_size * sizeof(float));
-        ws->h2 = ws_alloc(ws, N * (size_t)c->intermediate_size * sizeof(float));
+        moe_scratch_init(&ws->moe, (int)N, c->hidden_size, c->expert_intermediate_size, c->n_experts,
+                         c->n_experts_per_tok);
+    if (s.h) {
+        ws->h1 = ws_alloc(ws, s.h * sizeof(float));
+        ws->h2 = ws_alloc(ws, s.h * sizeof(float));
     }
-    ws->vocab_chunk = model_head_vocab_chunk((int)N, c->vocab_size);
-    ws->logits = ws_alloc(ws, N * (size_t)ws->vocab_chunk * sizeof(float));
+    ws->vocab_chunk = s.vocab_chunk;
+    ws->logits = ws_alloc(ws, s.logits * sizeof(float));
     crossentropy_init(&ws->ce, (int)N);
-    ws->targets = ws_alloc(ws, N * sizeof(int32_t));
+    ws->targets = ws_alloc(ws, s.targets * sizeof(int32_t));
 }
 
 void workspace_free(Workspace *ws) {

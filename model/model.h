@@ -66,6 +66,8 @@ struct Workspace {
 };
 
 void workspace_init(Workspace *ws, const ModelConfig *cfg, int B, int T);
+/* The bytes workspace_init would count in ws->bytes, allocating nothing. */
+uint64_t workspace_bytes(const ModelConfig *cfg, int B, int T);
 void workspace_free(Workspace *ws);
 
 /* tokens: [B*T]. Leaves the final-normed hidden states in ws->xn. Runs

@@ -79,5 +79,24 @@ expect_error missing_required "--tokens" \
 expect_error bad_token_dtype "--token-dtype 'u8'" \
     "$bin" eval --model-path "$model" --tokens "$toks" --token-dtype u8
 
+# Config sizes: a real beyond the integer range is an error (casting it was
+# undefined behaviour), and absurd sizes are refused before anything is
+# allocated. The address space is capped so an attempt fails fast instead of
+# swapping (not under ASan, whose shadow memory needs terabytes of it).
+small_mem() { (if [ -z "${TM_SANITIZED:-}" ]; then ulimit -v 4000000; fi; exec timeout 60 "$@"); }
+mkdir -p "$b/cfg_real" "$b/cfg_2e30" "$b/cfg_params"
+echo '{"model_type":"llama","hidden_size":3e84,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":8,"vocab_size":16}' \
+    >"$b/cfg_real/config.json"
+echo '{"model_type":"llama","hidden_size":1073741824,"num_hidden_layers":1073741824,"num_attention_heads":8,"intermediate_size":1073741824,"vocab_size":1073741824}' \
+    >"$b/cfg_2e30/config.json"
+echo '{"model_type":"llama","hidden_size":1048576,"num_hidden_layers":2,"num_attention_heads":8,"intermediate_size":4194304,"vocab_size":67108864}' \
+    >"$b/cfg_params/config.json"
+expect_error config_real_out_of_range "$b/cfg_real/config.json|'hidden_size'|3e+84|out of range" \
+    "$bin" plan --model-path "$b/cfg_real"
+expect_error plan_fields_near_2e30 "$b/cfg_2e30/config.json|'hidden_size'|1073741824|above the limit" \
+    small_mem "$bin" plan --model-path "$b/cfg_2e30"
+expect_error plan_too_many_params "$b/cfg_params/config.json|'vocab_size'|parameters|above the limit" \
+    small_mem "$bin" plan --model-path "$b/cfg_params"
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
