@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: release build, the same suite again under
 # AddressSanitizer + UndefinedBehaviorSanitizer, and a libFuzzer smoke run of
-# the safetensors header parser.
+# every parser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -20,8 +20,12 @@ cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$PWD/../tests/lsan.supp \
     ctest --output-on-failure -j"$jobs" -E "fuzz|slurm_local" -LE slow)
 
-echo "== libFuzzer smoke run (${TM_FUZZ_SECONDS:-60} s)"
+# Every parser's libFuzzer target (tests/fuzz.cmake) for TM_FUZZ_SECONDS
+# each, one after the other: 8 targets x 20 s keep the pass near 3 minutes.
+echo "== libFuzzer smoke runs (${TM_FUZZ_SECONDS:-20} s per target)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRANSMLA_FUZZ=ON -DTRANSMLA_CUDA=OFF \
-    -DTM_FUZZ_SECONDS="${TM_FUZZ_SECONDS:-60}"
-cmake --build build-fuzz -j"$jobs" --target fuzz_safetensors
+    -DTM_FUZZ_SECONDS="${TM_FUZZ_SECONDS:-20}"
+fuzz_targets=(fuzz_safetensors fuzz_config fuzz_preset fuzz_tokenizer_load fuzz_tokenizer_roundtrip fuzz_chat
+              fuzz_token_set fuzz_checkpoint)
+cmake --build build-fuzz -j"$jobs" --target "${fuzz_targets[@]}"
 (cd build-fuzz && ctest --output-on-failure -R fuzz)
