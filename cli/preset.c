@@ -1,6 +1,7 @@
 #include "cli/preset.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,8 +31,9 @@ static int read_ints(const char *file, const char *section, const json_t *obj, c
         int known = 0;
         for (int i = 0; i < n && !known; i++)
             if (!strcmp(k, keys[i].key)) {
-                if (!json_is_integer(v) || json_integer_value(v) < 1)
-                    return tm_fail("%s: %s.%s must be a positive integer", file, section, k);
+                /* above INT_MAX the int would wrap: 4294967297 must not read as 1 */
+                if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT_MAX)
+                    return tm_fail("%s: %s.%s must be a positive integer of at most %d", file, section, k, INT_MAX);
                 *keys[i].dest = (int)json_integer_value(v);
                 known = 1;
             }

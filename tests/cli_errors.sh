@@ -98,5 +98,10 @@ expect_error plan_fields_near_2e30 "$b/cfg_2e30/config.json|'hidden_size'|107374
 expect_error plan_too_many_params "$b/cfg_params/config.json|'vocab_size'|parameters|above the limit" \
     small_mem "$bin" plan --model-path "$b/cfg_params"
 
+# A preset number beyond int wrapped (4294967297 read as 1 node).
+echo '{"layout": {"nodes": 4294967297}}' >"$b/wrap_preset.json"
+expect_error preset_int_wraps "$b/wrap_preset.json|layout.nodes|at most 2147483647" \
+    "$bin" plan --preset "$b/wrap_preset.json"
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
