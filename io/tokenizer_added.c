@@ -61,8 +61,9 @@ int added_parse(AddedTokens *a, const json_t *list, const char *file) {
         const json_t *id = json_object_get(e, "id");
         if (!json_is_string(c) || !json_string_length(c))
             return tm_fail("%s: %s.content: missing, empty or not a string", file, field);
-        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= (1 << 30))
-            return tm_fail("%s: %s.id: missing or not a non-negative integer", file, field);
+        /* the id table is allocated up to the largest id: the same bound as model.vocab's */
+        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= (1 << 26))
+            return tm_fail("%s: %s.id: missing or not an integer id in [0, %d)", file, field, 1 << 26);
         AddedToken *t = &a->tok[a->n++];
         t->len = json_string_length(c);
         t->content = mallocCheck(t->len + 1);

@@ -103,5 +103,13 @@ echo '{"layout": {"nodes": 4294967297}}' >"$b/wrap_preset.json"
 expect_error preset_int_wraps "$b/wrap_preset.json|layout.nodes|at most 2147483647" \
     "$bin" plan --preset "$b/wrap_preset.json"
 
+# An added token's id sized the id table: 2^30 - 1 allocated 10 GiB.
+mkdir -p "$b/tok_big_id"
+echo '{"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"added_tokens":[{"id":1073741823,"content":"<x>"}]}' \
+    >"$b/tok_big_id/tokenizer.json"
+echo a >"$b/a.txt"
+expect_error tokenizer_added_id_huge "$b/tok_big_id/tokenizer.json|added_tokens|not an integer id" \
+    small_mem "$bin" tokenize --tokenizer "$b/tok_big_id" --input "$b/a.txt" --ids
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
