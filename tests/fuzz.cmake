@@ -49,7 +49,8 @@ function(tm_fuzz_target name lib max_len)
   add_test(NAME fuzz_${name}_smoke
            COMMAND fuzz_${name} -max_total_time=${TM_FUZZ_SECONDS} -max_len=${max_len} -timeout=20 ${dict}
                    ${work} ${SRC}/tests/fuzz_corpus/${name})
-  set_tests_properties(fuzz_${name}_smoke PROPERTIES LABELS fuzz TIMEOUT 300)
+  set_tests_properties(fuzz_${name}_smoke PROPERTIES LABELS fuzz TIMEOUT 300
+                       ENVIRONMENT "LSAN_OPTIONS=suppressions=${SRC}/tests/fuzz_lsan.supp")
 endfunction()
 
 tm_fuzz_target(safetensors fuzz_json_lib 4096)

@@ -4,11 +4,14 @@
  * the learning rate as float64, the model type as a string) and whose /params, /adam_m and
  * /adam_v datasets are loaded for two fixed parameters. Every read either
  * fails with a message naming the file or fills exactly its destination
- * (ASan checks the bounds; the guard words after each buffer stay intact). */
+ * (ASan checks the bounds; the guard words after each buffer stay intact),
+ * and no HDF5 object stays open. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <hdf5.h>
 
 #include "fuzz_file.h"
 #include "io/error.h"
@@ -43,6 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int i = 0; i < 2; i++) w[i][12] = m[i][12] = v[i][12] = (float)GUARD;
     tm_clear_error();
     if (ckpt_load_params(path, p, 2)) failed_with_path();
+    CHECK(H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_ALL) == 0); /* nothing left open */
     for (int i = 0; i < 2; i++) CHECK(w[i][12] == (float)GUARD && m[i][12] == (float)GUARD && v[i][12] == (float)GUARD);
     return 0;
 }

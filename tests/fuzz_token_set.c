@@ -1,12 +1,14 @@
 /* libFuzzer target for HDF5 token sets (io/token_set.c): the input is
  * written to a file and read as a token set (HDF5's own error printing
- * stays off, as token_set_read keeps it). Any input either fails with a
- * message naming the file, or gives a set whose document offsets run from
- * 0 to n without going back, whose samples all have seqlen ids, and whose
- * ids are below vocab_size. */
+ * stays off, as token_set_read keeps it). Any input leaves no HDF5 object
+ * open, and either fails with a message naming the file, or gives a set
+ * whose document offsets run from 0 to n without going back, whose samples
+ * all have seqlen ids, and whose ids are below vocab_size. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include <hdf5.h>
 
 #include "fuzz_file.h"
 #include "io/error.h"
@@ -16,7 +18,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_write("set.h5", data, size);
     TokenSet ts;
     tm_clear_error();
-    if (token_set_read(path, &ts) != 0) {
+    int rc = token_set_read(path, &ts);
+    CHECK(H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_ALL) == 0); /* nothing left open */
+    if (rc != 0) {
         CHECK(strstr(tm_error(), "set.h5") != NULL);
         CHECK(ts.ids == NULL && ts.doc_offsets == NULL);
         return 0;
