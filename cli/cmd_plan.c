@@ -91,8 +91,6 @@ static int plan_run(PlanArgs *a) {
     if (!a->qk_mqa_dim) a->qk_mqa_dim = pre.qk_mqa_dim ? pre.qk_mqa_dim : 64;
     if (!a->mem_per_node && pre.mem_per_node[0]) a->mem_per_node = pre.mem_per_node;
     if (a->nodes < 1 || a->ranks_per_node < 1) return tm_fail("--nodes and --ranks-per-node must be positive");
-    if ((long long)a->nodes * a->ranks_per_node > (1 << 24))
-        return tm_fail("--nodes %d x --ranks-per-node %d: more than 2^24 ranks", a->nodes, a->ranks_per_node);
     int stages = 0;
     if (a->stages && strcmp(a->stages, "auto")) {
         char *end;

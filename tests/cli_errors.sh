@@ -62,22 +62,6 @@ expect_error no_weights "$b/no_weights|no model.safetensors" \
     "$bin" inspect --model-path "$b/no_weights"
 expect_error no_model_dir "$b/absent/config.json|cannot open|config.json" \
     "$bin" inspect --model-path "$b/absent"
-expect_error token_out_of_vocab "$b/oov.u16|token 2 has id 600|vocab_size 512" \
-    "$bin" eval --model-path "$model" --tokens "$b/oov.u16" --seqlen 2
-expect_error token_odd_size "$b/odd.u16|not a multiple of 2" \
-    "$bin" eval --model-path "$model" --tokens "$b/odd.u16" --seqlen 2
-expect_error tokens_missing "$b/none.u16|cannot open" \
-    "$bin" eval --model-path "$model" --tokens "$b/none.u16"
-expect_error too_many_windows "--nseq 17|8192" \
-    "$bin" eval --model-path "$model" --tokens "$toks" --seqlen 512 --nseq 17
-expect_error unknown_flag "unknown option '--seqlne'" \
-    "$bin" eval --model-path "$model" --tokens "$toks" --seqlne 5
-expect_error bad_integer "--seqlen 'abc'" \
-    "$bin" eval --model-path "$model" --tokens "$toks" --seqlen abc
-expect_error missing_required "--tokens" \
-    "$bin" eval --model-path "$model"
-expect_error bad_token_dtype "--token-dtype 'u8'" \
-    "$bin" eval --model-path "$model" --tokens "$toks" --token-dtype u8
 
 # Config sizes: a real beyond the integer range is an error (casting it was
 # undefined behaviour), and absurd sizes are refused before anything is
@@ -110,6 +94,23 @@ echo '{"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"added_tokens":[{"id":
 echo a >"$b/a.txt"
 expect_error tokenizer_added_id_huge "$b/tok_big_id/tokenizer.json|added_tokens|not an integer id" \
     small_mem "$bin" tokenize --tokenizer "$b/tok_big_id" --input "$b/a.txt" --ids
+
+expect_error token_out_of_vocab "$b/oov.u16|token 2 has id 600|vocab_size 512" \
+    "$bin" eval --model-path "$model" --tokens "$b/oov.u16" --seqlen 2
+expect_error token_odd_size "$b/odd.u16|not a multiple of 2" \
+    "$bin" eval --model-path "$model" --tokens "$b/odd.u16" --seqlen 2
+expect_error tokens_missing "$b/none.u16|cannot open" \
+    "$bin" eval --model-path "$model" --tokens "$b/none.u16"
+expect_error too_many_windows "--nseq 17|8192" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --seqlen 512 --nseq 17
+expect_error unknown_flag "unknown option '--seqlne'" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --seqlne 5
+expect_error bad_integer "--seqlen 'abc'" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --seqlen abc
+expect_error missing_required "--tokens" \
+    "$bin" eval --model-path "$model"
+expect_error bad_token_dtype "--token-dtype 'u8'" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --token-dtype u8
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
