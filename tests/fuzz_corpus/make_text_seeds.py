@@ -70,6 +70,8 @@ for name in ("llama3", "qwen3", "mistral"):
 hostile = open(os.path.join(repo, "tests/data/tokenizer/hostile.txt"), "rb").read().split(b"\n")
 for i, line in enumerate(hostile[:30]):
     put("tokenizer_roundtrip", "hostile_%02d" % i, bytes([i % 3]) + line)
+    # the top bit: made valid UTF-8 first; a stray byte shows the repair
+    put("tokenizer_roundtrip", "repaired_%02d" % i, bytes([0x80 | (i + 1) % 3]) + line[:20] + b"\xff" + line[20:])
 put("tokenizer_roundtrip", "specials", b"\x00<|begin_of_text|>a<|eot_id|> \x01<|im_start|>\x02<s>[INST]")
 chat = open(os.path.join(repo, "tests/data/chat/smoltalk_tiny.jsonl"), "rb").read().split(b"\n")
 for i, line in enumerate(chat[:12]):
