@@ -177,6 +177,7 @@ static void cached(Bpe *m, const char *s, size_t len, int byte_level, TokenIds *
     int32_t k = strmap_get(&m->cache, s, len);
     if (k >= 0) {
         const BpeCached *c = &m->cached[k];
+        if (!c->n) return; /* a word without ids; its id arrays may still be NULL */
         TOK_GROW(out->ids, out->cap, out->n + c->n);
         memcpy(out->ids + out->n, m->cache_ids + c->off, c->n * sizeof *out->ids);
         out->n += c->n;
@@ -190,8 +191,10 @@ static void cached(Bpe *m, const char *s, size_t len, int byte_level, TokenIds *
         m->ncached = m->ncache_ids = 0;
     }
     TOK_GROW(m->cached, m->cached_cap, m->ncached + 1);
-    TOK_GROW(m->cache_ids, m->cache_ids_cap, m->ncache_ids + n);
-    memcpy(m->cache_ids + m->ncache_ids, out->ids + first, n * sizeof *out->ids);
+    if (n) { /* a word whose symbols are all unknown (no unk, no byte fallback) has none */
+        TOK_GROW(m->cache_ids, m->cache_ids_cap, m->ncache_ids + n);
+        memcpy(m->cache_ids + m->ncache_ids, out->ids + first, n * sizeof *out->ids);
+    }
     m->cached[m->ncached] = (BpeCached){(uint32_t)m->ncache_ids, (uint32_t)n};
     strmap_put(&m->cache, s, len, (int32_t)m->ncached);
     m->ncached++;
