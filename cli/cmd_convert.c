@@ -11,6 +11,7 @@
 #include "dist/topology.h"
 #include "io/error.h"
 #include "io/interrupt.h"
+#include "io/output_path.h"
 
 /* "auto" -> 0, else a positive int. */
 static int parse_auto(const char *flag, const char *v, int *out) {
@@ -210,6 +211,9 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
     if (resolve_sources(&cal, &eval, text_field, dtype_raw, &s)) return -1;
     s.seed = (uint64_t)(unsigned)seed;
     if (mem_per_rank && plan_parse_bytes(mem_per_rank, &s.mem_per_rank)) return tm_fail_context("--mem-per-rank");
+    static char save_path[4096]; /* without trailing slashes, so SAVE.work and SAVE.tmp-PID sit beside it */
+    if (output_path_normalize("--save-path", s.save_path, save_path, sizeof save_path)) return -1;
+    s.save_path = save_path;
     *out = s;
     return 0;
 }

@@ -17,6 +17,7 @@
 #include "io/clock.h"
 #include "io/error.h"
 #include "io/interrupt.h"
+#include "io/output_path.h"
 #include "io/sha256.h"
 #include "model/ppl.h"
 
@@ -67,13 +68,21 @@ static int check_settings(Run *r) {
     return 0;
 }
 
-/* Rank 0 looks at the output location (a shared file system is assumed). */
+/* Rank 0 looks at the output location (a shared file system is assumed)
+ * before any work: never the input, never a device or a mount point; an
+ * existing output needs --overwrite, unless its work folder says an earlier
+ * run of this conversion may have put it there (decided in prepare_output). */
 static int check_output(const Run *r) {
     if (!run_is_root(r)) return 0;
+    const ConvertSettings *s = r->s;
+    const char *inputs[] = {s->model_path, s->cal.tokens, s->cal.data_path, s->eval.tokens, s->eval.data_path};
+    if (output_path_check("--save-path", s->save_path, OUT_FOLDER_RENAMED, inputs, 5)) return -1;
+    char state[4200];
+    snprintf(state, sizeof state, "%s.work/state.h5", s->save_path);
     struct stat st;
-    if (stat(r->s->save_path, &st) == 0 && !r->s->overwrite)
-        return tm_fail("%s: output folder exists; pass --overwrite to replace it", r->s->save_path);
-    return output_make_parents(r->s->save_path);
+    if (stat(s->save_path, &st) == 0 && !s->overwrite && stat(state, &st) != 0)
+        return tm_fail("%s: output folder exists; pass --overwrite to replace it", s->save_path);
+    return output_make_parents(s->save_path);
 }
 
 /* Ids from a source, then whole windows of seqlen (nseq 0: all that fit). */
@@ -368,7 +377,7 @@ static int stage_kv_norm_fit(Run *r, const Model *exact) {
     if (!rc) rc = run_each_stage_layer(r, step_kv_norm_fit, 0, "kv-norm-fit");
     calib_stats_free(&st);
     if (rc) return rc;
-    rc = phase_done(r, "kv-norm", "calib-kv-norm.", "bkv-pca.");
+    rc = phase_done(r, "kv-norm", "calib-kv-norm.", "bkv-pca.layer"); /* not bkv-pca.done: the marker stays */
     run_stage_done(r, "kv_norm_fit");
     return rc;
 }
@@ -421,19 +430,49 @@ static int continue_phases(Run *r) {
 
 /* ---- output ---- */
 
-/* Rank 0 names the temporary folder (its pid) and creates it. */
-static int make_temp_dir(Run *r) {
-    if (run_is_root(r)) snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s.tmp-%ld", r->s->save_path, (long)getpid());
-    MPI_Bcast(r->tmp_dir, sizeof r->tmp_dir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    return dist_agree(MPI_COMM_WORLD, run_is_root(r) ? output_make_temp(r->tmp_dir) : 0);
+/* A phase boundary: where tests inject a crash or a stop
+ * (TRANSMLA_INJECT_FAILURE=boundary:NAME:RANK, dist/topology.h). */
+static void boundary(const char *name) {
+    char where[64];
+    snprintf(where, sizeof where, "boundary:%s", name);
+    dist_inject_failure(where);
 }
 
-/* Steps 5-6: export to the temp folder, read it back as a DeepSeek loader
- * would, report, rename into place. */
-static int stage_export(Run *r) {
+static int is_folder(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The export is written into SAVE.work/export and renamed to SAVE when
+ * complete (same folder, so the rename cannot cross file systems). It is
+ * made now, so a location that cannot take it fails in the first second; an
+ * export an earlier run of this conversion finished is kept, a partial one
+ * is started afresh. Collective. */
+static int prepare_output(Run *r) {
+    snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s/export", r->resume.dir);
+    json_t *exported = resume_phase_done(&r->resume, "export"), *finished = resume_phase_done(&r->resume, "finished");
+    int state[2] = {0, 0}, rc = 0; /* the export folder exists, the output exists */
+    if (run_is_root(r)) {
+        state[0] = is_folder(r->tmp_dir);
+        state[1] = is_folder(r->s->save_path);
+    }
+    MPI_Bcast(state, 2, MPI_INT, 0, MPI_COMM_WORLD);
+    r->exported = exported && state[0];
+    r->complete = finished && !state[0] && state[1]; /* renamed into place, stopped before the cleanup */
+    json_decref(exported);
+    json_decref(finished);
+    if (run_is_root(r) && !r->complete && state[1] && !r->s->overwrite)
+        rc = tm_fail("%s: output folder exists; pass --overwrite to replace it", r->s->save_path);
+    else if (run_is_root(r) && !r->exported && !r->complete)
+        rc = output_make_temp(r->tmp_dir);
+    if (!rc && r->exported) run_say(r, "resume: the export was written before: %s is kept\n", r->tmp_dir);
+    return dist_agree(MPI_COMM_WORLD, rc);
+}
+
+/* Step 5: write the DeepSeek-V3 folder into r->tmp_dir (once). */
+static int write_export(Run *r, TmDType dtype) {
     const ConvertSettings *s = r->s;
-    TmDType dtype = s->dtype != TM_DTYPE_INVALID ? s->dtype : r->orig.w.dtype;
-    if (make_temp_dir(r)) return -1;
+    if (r->exported) return 0;
     BuiltModel native;
     if (dist_agree(MPI_COMM_WORLD, built_model_init(&native, &r->orig, r->layers, BUILD_NATIVE, s->rope_interleave)))
         return -1;
@@ -442,7 +481,19 @@ static int stage_export(Run *r) {
     int rc = dist_export(&r->t, r->tmp_dir, &native, s->model_path, dtype, s->max_shard_bytes);
     built_model_free(&native);
     if (rc) return -1;
+    json_t *info = json_object();
+    rc = resume_mark_done(&r->resume, "export", info);
+    json_decref(info);
+    if (rc) return -1;
+    r->exported = 1;
     run_stage_done(r, "export");
+    return 0;
+}
+
+/* Step 6: the export read back as a DeepSeek loader would, evaluated. */
+static int evaluate_export(Run *r) {
+    const ConvertSettings *s = r->s;
+    int rc;
     if (build_drops_q_bias(&r->layers[r->first]) && r->eval_ids) {
         BuiltModel with_bias;
         if (dist_agree(MPI_COMM_WORLD,
@@ -460,50 +511,83 @@ static int stage_export(Run *r) {
         if (rc) return rc;
         run_stage_done(r, "eval_mla_native");
     }
+    boundary("eval-mla-native");
+    return run_stop_requested();
+}
+
+/* The report into the export, which is then renamed into place. A stop
+ * from here on is not taken: what is left takes a moment. */
+static int finish_output(Run *r, TmDType dtype) {
     run_report_tail(r, dtype);
     run_memory_report(r);
-    rc = 0;
+    int rc = 0;
     if (run_is_root(r)) {
-        char path[4200];
+        char path[4300];
         snprintf(path, sizeof path, "%s/transmla_report.json", r->tmp_dir);
         if (json_dump_file(r->report, path, JSON_INDENT(2))) rc = tm_fail("%s: cannot write", path);
-        if (!rc) rc = output_finish(r->tmp_dir, s->save_path);
     }
     if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
-    r->tmp_dir[0] = 0;
+    json_t *info = json_object();
+    rc = resume_mark_done(&r->resume, "finished", info); /* from here a rerun only renames or cleans up */
+    json_decref(info);
+    if (rc) return -1;
+    boundary("finished");
+    if (dist_agree(MPI_COMM_WORLD, run_is_root(r) ? output_finish(r->tmp_dir, r->s->save_path) : 0)) return -1;
+    boundary("renamed");
     if (run_is_root(r)) {
         output_print_ppl(r->ppl, r->rs.freqfold);
         json_t *kv = json_object_get(r->report, "kv_bytes_per_token");
         double before = json_integer_value(json_object_get(kv, "before")), after = json_integer_value(json_object_get(kv, "after"));
         printf("KV cache: %.0f -> %.0f bytes per token (%.2fx smaller)\n", before, after, before / after);
         run_print_memory(r);
-        printf("wrote %s\n", s->save_path);
+        printf("wrote %s\n", r->s->save_path);
     }
     return 0;
 }
 
+/* Steps 5-6: export, read it back, report, rename into place. */
+static int stage_export(Run *r) {
+    TmDType dtype = r->s->dtype != TM_DTYPE_INVALID ? r->s->dtype : r->orig.w.dtype;
+    int rc = write_export(r, dtype);
+    if (!rc) boundary("export");
+    if (!rc) rc = evaluate_export(r);
+    return rc ? rc : finish_output(r, dtype);
+}
+
 static int run_stages(Run *r) {
+    if (r->complete) {
+        run_say(r, "resume: %s is complete (an earlier run put it in place and stopped before removing %s)\n",
+                r->s->save_path, r->resume.dir);
+        return 0;
+    }
     int rc = run_eval_into(r, &r->orig, "original", "eval-original", "original");
     if (rc) return rc;
     run_stage_done(r, "eval_original");
     dist_inject_failure("calibrate");
+    boundary("eval-original");
     int done = continue_phases(r);
     if (done < 0) return -1;
     if (done < 1 && !(rc = run_stop_requested())) rc = stage_rorope(r);
+    if (!rc) boundary("rorope");
     if (!rc && done < 2 && run_fit_enabled(r) && r->eval_ids && !r->s->skip_published_mla && !(rc = run_stop_requested()))
         rc = stage_published_mla(r);
     if (!rc && done < 2 && run_fit_enabled(r) && !(rc = run_stop_requested())) rc = stage_rorope_fit(r);
+    if (!rc) boundary("rorope-fit");
     if (!rc && done < 3 && !(rc = run_stop_requested())) rc = stage_bkv_pca(r);
+    if (!rc) boundary("bkv-pca");
+    if (!rc) rc = run_stop_requested();
     if (rc) return rc;
 
     BuiltModel exact;
     if (dist_agree(MPI_COMM_WORLD, built_model_init(&exact, &r->orig, r->layers, BUILD_EXACT, 0))) return -1;
     rc = run_eval_into(r, &exact.model, "mla", "eval-mla", "mla");
     if (!rc) run_stage_done(r, "eval_mla");
+    if (!rc) boundary("eval-mla");
     /* the fit only adds kv_b_native to r->layers; the exact model keeps its own fp32 copies */
     if (!rc && done < 4 && r->s->kv_norm_fit && !run_data_free(r) && !(rc = run_stop_requested()))
         rc = stage_kv_norm_fit(r, &exact.model);
     built_model_free(&exact);
+    if (!rc) boundary("kv-norm");
     if (!rc) rc = run_stop_requested();
     return rc ? rc : stage_export(r);
 }
@@ -555,7 +639,7 @@ static int prepare(Run *r) {
     json_object_set(r->report, "settings", r->settings);
     json_object_set(r->report, "ppl", r->ppl);
     json_object_set(r->report, "seconds", r->seconds);
-    if (open_state(r)) return -1;
+    if (open_state(r) || prepare_output(r)) return -1;
     dist_inject_failure("load");
     if (load_part(r)) return -1;
     r->kv_ratio = callocCheck((size_t)r->cfg.n_layers, sizeof *r->kv_ratio);
@@ -580,7 +664,8 @@ int convert_run(const ConvertSettings *s) {
     r.t_stage = tm_now_s();
     int rc = prepare(&r);
     if (!rc) rc = run_stages(&r);
-    if (rc && r.tmp_dir[0] && run_is_root(&r)) output_remove_tree(r.tmp_dir); /* never leave a half-written folder */
+    if (rc == -1 && !r.exported && r.tmp_dir[0] && run_is_root(&r)) /* a partial export is not kept */
+        output_remove_tree(r.tmp_dir);
     if (!rc) resume_finish(&r.resume);                                       /* the output is in place */
     if (rc == RUN_STOPPED) {
         if (run_is_root(&r))

@@ -9,6 +9,7 @@
 #include "io/checked.h"
 #include "io/clock.h"
 #include "io/error.h"
+#include "io/interrupt.h"
 #include "model/attention.h"
 #include "model/matmul.h"
 #include "model/rope.h"
@@ -277,6 +278,14 @@ static int nope_pair(const RoropeShape *s, int64_t i) {
     return (i % ((int64_t)n * n)) / n >= keep && i % n >= keep;
 }
 
+/* A stop (SIGTERM/SIGUSR1) requested on any rank of comm: a layer's fit
+ * takes minutes at scale, so every Adam step asks. */
+static int stop_requested(MPI_Comm comm) {
+    int stop = tm_interrupt_signal() != 0;
+    MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, comm);
+    return stop;
+}
+
 int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult *res, float *o_fit) {
     const RoropeShape *s = &p->s;
     double t0 = tm_now_s();
@@ -295,7 +304,7 @@ int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult
     scratch_init(&w, p, x);
     const double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
     double first = 0, lowest = INFINITY;
-    int best_step = 0;
+    int best_step = 0, stopped = 0;
     for (int step = 0; step <= p->steps; step++) {
         double mse = objective(&w, p, x, V, S, step < p->steps ? g : NULL, NULL);
         if (step == 0) first = mse;
@@ -305,6 +314,7 @@ int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult
             memcpy(best, S, (size_t)nn * sizeof *S);
         }
         if (step == p->steps || first == 0) break; /* nothing to fit in an exact layer */
+        if ((stopped = stop_requested(p->comm))) break;
         /* Adam on the objective relative to its start */
         double b1 = 1 - pow(beta1, step + 1), b2 = 1 - pow(beta2, step + 1);
         for (int64_t i = 0; i < nn; i++) {
@@ -316,7 +326,7 @@ int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult
         }
     }
     double *Vt = mallocCheck((size_t)nn * sizeof *Vt);
-    int rc = turned_bases(s, V, best, Vt, NULL);
+    int rc = stopped ? FIT_STOPPED : turned_bases(s, V, best, Vt, NULL);
     if (!rc) rorope_assemble(Vt, s, P);
     if (!rc && o_fit) objective(&w, p, x, V, best, NULL, o_fit);
     scratch_free(&w);

@@ -68,10 +68,15 @@ int cayley(int n, const double *S, double *Q);
 double rorope_fit_objective(const FitProblem *p, const FitData *x, const double *V, const double *S, double *dS,
                             float *o_fit);
 
+/* rorope_fit_layer's result when a stop was requested during the fit. */
+#define FIT_STOPPED 1
+
 /* Adam on the S_b from 0 for p->steps steps; the rotation with the lowest
  * objective seen (the PCA one included) is kept. P [L, L]: in, the PCA
  * rotation; out, the fitted one. o_fit (optional): the kept rotation's
- * attention output. Collective over comm. Returns 0 or -1. */
+ * attention output. Collective over comm. Returns 0, -1, or FIT_STOPPED
+ * (on every rank of comm; P unchanged) when a stop request reached a rank
+ * of comm between two steps. */
 int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult *res, float *o_fit);
 
 #endif

@@ -46,7 +46,9 @@ typedef struct {
     const char *step_name;  /* its state files' prefix */
     char step_buf[32];
     Resume resume;
-    char tmp_dir[4096];
+    char tmp_dir[4200];     /* SAVE.work/export: the output until it is renamed into place */
+    int exported;           /* tmp_dir holds the whole export (this run's or an earlier one's) */
+    int complete;           /* an earlier run put the output in place; only the work folder is left */
     json_t *report, *ppl, *seconds, *settings;
     double t_stage;
     uint64_t mem_stats, mem_act, mem_attn; /* largest statistics, activations, converted attention held */

@@ -24,6 +24,8 @@
 #include "dist/pipeline.h"
 #include "io/checked.h"
 #include "io/clock.h"
+#include "io/error.h"
+#include "io/interrupt.h"
 #include "model/attention.h"
 #include "model/matmul.h"
 #include "model/rmsnorm.h"
@@ -39,6 +41,7 @@ typedef struct {
     float *o_fit;          /* [N, H*d] converted attention output (sequential) */
     Workspace ws;
     double *info;          /* [n_layers * FIT_INFO] */
+    int upstream;          /* the stage before's status: 0, RUN_STOPPED or -1 */
 } FitRun;
 
 int run_fit_enabled(const Run *r) { return r->s->rorope_fit_steps > 0 && !run_data_free(r); }
@@ -54,6 +57,29 @@ static void stream_transfer(float *x, int64_t n, int peer, MPI_Comm comm, int re
         if (recv) MPI_Recv(x + o, len, MPI_FLOAT, peer, 91, comm, MPI_STATUS_IGNORE);
         else MPI_Send(x + o, len, MPI_FLOAT, peer, 91, comm);
     }
+}
+
+/* The stream goes to the next stage behind the sender's status (0,
+ * RUN_STOPPED or -1), and only with status 0: a stage that stops or fails
+ * still tells the next one, which would otherwise wait in its receive. */
+static void stream_send(float *x, int64_t n, int status, const Topology *t) {
+    MPI_Send(&status, 1, MPI_INT, t->stage + 1, 90, t->pipe_comm);
+    if (!status) stream_transfer(x, n, t->stage + 1, t->pipe_comm, 0);
+}
+
+static int stream_recv(float *x, int64_t n, const Topology *t) {
+    int status;
+    MPI_Recv(&status, 1, MPI_INT, t->stage - 1, 90, t->pipe_comm, MPI_STATUS_IGNORE);
+    if (!status) stream_transfer(x, n, t->stage - 1, t->pipe_comm, 1);
+    if (status < 0) tm_fail("the stage before this one failed in the RoRoPE fit");
+    return status;
+}
+
+/* Errors win over stops: the status every rank of comm acts on. */
+static int agree_status(int rc, MPI_Comm comm) {
+    int v[2] = {rc < 0, rc == RUN_STOPPED};
+    MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MAX, comm);
+    return v[0] ? -1 : v[1] ? RUN_STOPPED : 0;
 }
 
 /* x of micro-batch rows through layer l after its attention output o:
@@ -121,7 +147,7 @@ static int fit_run_init(FitRun *f, Run *r) {
     uint64_t held = (uint64_t)f->N * (D + 2 * Hd + 2 * L + extra) * sizeof(float);
     run_note_max(&r->mem_act, held + f->ws.bytes);
     if (t->stage == 0) embedding_forward(f->x, r->cal_ids + (int64_t)w0 * T, &r->orig.w.embed, (int)f->N);
-    else stream_transfer(f->x, f->N * D, t->stage - 1, t->pipe_comm, 1);
+    else f->upstream = stream_recv(f->x, f->N * D, t);
     return total;
 }
 
@@ -147,7 +173,7 @@ static void send_original_stream(FitRun *f, Run *r) {
         fit_data(f, c, &r->orig.w.layers[l]);
         advance(f, c, &r->orig.w.layers[l], l, f->fd.o);
     }
-    stream_transfer(f->x, n, r->t.stage + 1, r->t.pipe_comm, 0);
+    stream_send(f->x, n, 0, &r->t);
     memcpy(f->x, keep, (size_t)n * sizeof *keep);
     free(keep);
 }
@@ -182,6 +208,10 @@ static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
         rc = resume_load_rotation(&r->resume, pca_step, l, P, (int64_t)L * L);
         FitResult res;
         if (!rc) rc = rorope_fit_layer(&prob, &f->fd, P, &res, f->o_fit);
+        if (rc == FIT_STOPPED) { /* a layer's fit does not resume part-way: it is done again */
+            free(P);
+            return RUN_STOPPED;
+        }
         if (!rc) {
             double row[FIT_INFO] = {res.mse_before, res.mse_after, res.best_step, res.seconds};
             memcpy(info, row, sizeof row);
@@ -238,20 +268,32 @@ int stage_rorope_fit(Run *r) {
             r->s->rorope_fit_steps, r->s->rorope_fit_lr, r->s->rorope_fit_sequential ? "sequential" : "parallel");
     double *inv_freq = mallocCheck((size_t)(c->head_dim / 2) * sizeof *inv_freq);
     rope_inv_freq(&c->rope_scaling, c->rope_theta, c->head_dim, inv_freq);
-    int last = t->stage == t->stages - 1;
-    if (!r->s->rorope_fit_sequential && !last) send_original_stream(&f, r);
+    int last = t->stage == t->stages - 1, sequential = r->s->rorope_fit_sequential;
+    rc = f.upstream;
+    if (!sequential && !last) {
+        if (!rc) send_original_stream(&f, r);
+        else stream_send(NULL, 0, rc, t);
+    }
     for (int l = r->first; l < r->end && !rc; l++) {
+        rc = agree_status(tm_interrupt_signal() ? RUN_STOPPED : 0, t->stage_comm);
+        if (rc) break;
         fit_data(&f, c, &r->orig.w.layers[l]);
-        rc = fit_layer(&f, r, l, inv_freq);
-        if (!rc && (l + 1 < r->end || (r->s->rorope_fit_sequential && !last)))
+        rc = agree_status(fit_layer(&f, r, l, inv_freq), t->stage_comm);
+        if (!rc && (l + 1 < r->end || (sequential && !last)))
             advance(&f, c, &r->orig.w.layers[l], l, f.o_fit ? f.o_fit : f.fd.o);
     }
-    if (!rc && r->s->rorope_fit_sequential && !last)
-        stream_transfer(f.x, f.N * c->hidden_size, t->stage + 1, t->pipe_comm, 0);
+    if (sequential && !last) stream_send(f.x, f.N * c->hidden_size, rc, t);
     free(inv_freq);
-    if (dist_agree(MPI_COMM_WORLD, rc)) {
+    int stopped = rc == RUN_STOPPED;
+    if (dist_agree(MPI_COMM_WORLD, rc < 0 ? -1 : 0)) {
         fit_run_free(&f);
         return -1;
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &stopped, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (stopped) {
+        run_say(r, "rorope-fit: stopped; the layers fitted so far are saved\n");
+        fit_run_free(&f);
+        return RUN_STOPPED;
     }
     run_stage_done(r, "rorope_fit");
     json_t *rep = fit_report(r, &f, windows);

@@ -64,6 +64,7 @@ int dist_write_tensors(const Topology *t, const char *dir, const StWriteTensor *
     }
     free(counts);
     int rc = writer ? st_write_shards(dir, e.t, e.n, shard, first, total) : 0;
+    dist_inject_failure("boundary:export-shards"); /* tests: the shards written, no index yet */
     uint64_t all_bytes;
     MPI_Allreduce(&bytes, &all_bytes, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
     char *names;

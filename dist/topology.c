@@ -91,5 +91,9 @@ void dist_inject_failure(const char *where) {
     if (!colon || (size_t)(colon - spec) != strlen(where) || strncmp(spec, where, strlen(where))) return;
     if (atoi(colon + 1) != world_rank()) return;
     if (getenv("TRANSMLA_INJECT_SIGKILL")) raise(SIGKILL); /* as the OOM killer or a node failure would */
+    if (getenv("TRANSMLA_INJECT_SIGTERM")) { /* as scancel would: the run goes on to its next stop check */
+        raise(SIGTERM);
+        return;
+    }
     tm_die("injected failure at %s (TRANSMLA_INJECT_FAILURE=%s)", where, spec);
 }

@@ -30,7 +30,8 @@ int dist_agree(MPI_Comm comm, int rc);
 
 /* Test hook: TRANSMLA_INJECT_FAILURE=WHERE:RANK makes world rank RANK die at
  * the named point (e.g. calibrate:1), as a crash there would; with
- * TRANSMLA_INJECT_SIGKILL set it kills itself with SIGKILL instead. */
+ * TRANSMLA_INJECT_SIGKILL set it kills itself with SIGKILL instead, with
+ * TRANSMLA_INJECT_SIGTERM it sends itself SIGTERM and goes on. */
 void dist_inject_failure(const char *where);
 
 #endif
