@@ -11,6 +11,7 @@
 #include "dist/topology.h"
 #include "io/error.h"
 #include "io/interrupt.h"
+#include "io/output_path.h"
 #include "train/trainer.h"
 
 static int finetune_args(int argc, char **argv, TrainConfig *c) {
@@ -69,6 +70,12 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
         token_flags_resolve("", &flags, text_field, dt, &c->tokens, &present))
         return -1;
     c->has_tokens = present;
+    static char save_path[4096]; /* checked before any work: never the model or the data it reads */
+    const char *inputs[] = {c->model_path, c->data, flags.tokens, flags.data_path};
+    if (output_path_normalize("--save-path", c->save_path, save_path, sizeof save_path) ||
+        output_path_check("--save-path", save_path, OUT_FOLDER, inputs, 4))
+        return -1;
+    c->save_path = save_path;
     if (!!c->data + present != 1)
         return tm_fail("give exactly one of --data FILE.jsonl (chat) and --tokens/--dataset (continued pretraining)");
     if (c->seq_len < 2 || c->batch < 1 || c->grad_accum < 1 || c->stages < 1 || max_steps < 0 || save_steps < 0 ||

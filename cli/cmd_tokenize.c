@@ -12,6 +12,7 @@
 #include "io/clock.h"
 #include "io/dataset.h"
 #include "io/error.h"
+#include "io/output_path.h"
 #include "io/token_set.h"
 #include "io/whole_file.h"
 #include "io/tokenizer.h"
@@ -107,15 +108,24 @@ static void print_ids(const Tokenized *tk, int nested) {
 }
 
 static int write_set(const Tokenizer *t, const TokenizeArgs *a, const Tokenized *tk) {
-    struct stat st;
-    if (stat(a->output, &st) == 0 && !a->overwrite)
-        return tm_fail("%s: exists; pass --overwrite to replace it", a->output);
     TokenSet ts = {.ids = tk->ids.ids, .n = tk->ids.n, .doc_offsets = tk->offsets, .n_docs = tk->n_docs,
                    .vocab_size = tokenizer_vocab_size(t), .tokenizer = (char *)tokenizer_path(t),
                    .sources = tk->sources, .kind = (char *)tk->kind, .seqlen = a->samples > 0 ? a->seqlen : 0,
                    .add_special_tokens = tk->add_special, .seed = (uint64_t)(unsigned)a->seed};
     snprintf(ts.tokenizer_sha256, sizeof ts.tokenizer_sha256, "%s", tokenizer_sha256(t));
     return token_set_write(a->output, &ts);
+}
+
+/* Before any tokenising: never over an input, a device or a folder. */
+static int check_output(const TokenizeArgs *a) {
+    char tokenizer_json[4200];
+    snprintf(tokenizer_json, sizeof tokenizer_json, "%s/tokenizer.json", a->tokenizer_dir ? a->tokenizer_dir : ".");
+    const char *inputs[] = {a->input, a->data_path, a->tokenizer_dir, tokenizer_json};
+    if (output_path_check("--output", a->output, OUT_FILE, inputs, 4)) return -1;
+    struct stat st;
+    if (stat(a->output, &st) == 0 && !a->overwrite)
+        return tm_fail("%s: exists; pass --overwrite to replace it", a->output);
+    return 0;
 }
 
 static int check_args(const TokenizeArgs *a) {
@@ -126,7 +136,7 @@ static int check_args(const TokenizeArgs *a) {
     if (a->input && (a->samples || a->documents))
         return tm_fail("--samples and --documents work on a --dataset; --input is one document");
     if (a->samples && a->documents) return tm_fail("--samples and --documents exclude each other");
-    return 0;
+    return a->output ? check_output(a) : 0;
 }
 
 static int tokenize_run(const TokenizeArgs *a) {
@@ -177,6 +187,10 @@ int cmd_tokenize(int argc, char **argv) {
         "--documents/--samples a dataset split is joined with \"\\n\\n\" and tokenised once (the perplexity\n"
         "protocol). An HDF5 token set records the tokenizer's SHA-256; commands refuse a set made by\n"
         "another tokenizer than their model's.";
-    if (args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], usage) || tokenize_run(&a)) return cli_fail();
+    static char output[4096];
+    if (args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], usage)) return cli_fail();
+    if (a.output && output_path_normalize("--output", a.output, output, sizeof output)) return cli_fail();
+    if (a.output) a.output = output;
+    if (tokenize_run(&a)) return cli_fail();
     return 0;
 }

@@ -22,7 +22,7 @@ int output_path_normalize(const char *flag, const char *path, char *out, size_t 
     base = base ? base + 1 : out;
     if (!strcmp(out, "/") || !strcmp(base, ".") || !strcmp(base, ".."))
         return tm_fail("%s '%s' names no output of its own (the output is written beside it and renamed into place); "
-                       "name a new folder, e.g. '%s/out'", flag, path, out);
+                       "name a new folder, e.g. '%s%sout'", flag, path, out, strcmp(out, "/") ? "/" : "");
     return 0;
 }
 
