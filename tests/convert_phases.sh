@@ -6,7 +6,7 @@
 # last evaluation, before and after the final rename — is run again each
 # time, and the chain ends with the model an uninterrupted run makes, bit for
 # bit, with SAVE.work gone and nothing else left beside the output. On one
-# process and on 2 stages x 2 replicas.
+# process (with and without the RoRoPE fit) and on 2 stages x 2 replicas.
 # Before the fix every rerun after the kv-norm phase failed with
 # "SAVE.work/rorope-fit.layer00000.h5: cannot open" (the kv-norm phase
 # deleted BKV-PCA's marker with its layer files).
@@ -77,6 +77,10 @@ chain one-term one TERM 0 "$work/ref1"
 chain one-kill one KILL 0 "$work/ref1"
 grep -q "resume: the export was written before" "$work"/one-kill-*.log && ok "a rerun after the export keeps it" ||
     bad "no rerun kept the finished export"
+# the published rotation (no fit): its rotations are the layers the phases after RoRoPE start from
+nofit() { one --rorope-fit-steps 0 "$@"; }
+nofit --save-path "$work/ref0" >"$work/ref0.log" 2>&1 || { bad "uninterrupted conversion without the fit"; show "$work/ref0.log"; }
+chain nofit-kill nofit KILL 0 "$work/ref0"
 
 mpi --save-path "$work/ref4" >"$work/ref4.log" 2>&1 || { bad "uninterrupted 4-rank conversion"; show "$work/ref4.log"; }
 chain mpi-term mpi TERM 3 "$work/ref4"
