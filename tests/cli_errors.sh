@@ -79,5 +79,44 @@ expect_error missing_required "--tokens" \
 expect_error bad_token_dtype "--token-dtype 'u8'" \
     "$bin" eval --model-path "$model" --tokens "$toks" --token-dtype u8
 
+
+# Numbers: every numeric flag finite and in range, refused before any work.
+# Commands that start MPI run without LSan's leak check (tests/CMakeLists.txt
+# says why); address checking stays on.
+mpi="env ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+cal=(--cal-tokens "$model/calib.u16")
+expect_error balance_inf "--balance-kv-ratio '1e400'|finite positive" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/out" "${cal[@]}" --balance-kv-ratio 1e400
+expect_error cal_batch_zero "--cal-batch-size 0 must be at least 1" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/out" "${cal[@]}" --cal-batch-size 0
+expect_error fit_lr_inf "--rorope-fit-lr 'inf'|finite positive" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/out" "${cal[@]}" --rorope-fit-lr inf
+expect_error ppl_seqlen_negative "--ppl-seqlen -1 must be at least 2" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/out" "${cal[@]}" --ppl-seqlen -1
+expect_error cal_nsamples_negative "--cal-nsamples -5 must not be negative" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/out" "${cal[@]}" --cal-nsamples -5
+expect_error mem_per_rank_inf "--mem-per-rank|'inf'" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/out" "${cal[@]}" --mem-per-rank inf
+expect_error learning_rate_nan "--learning-rate 'nan'|finite positive" \
+    $mpi "$bin" finetune --model-path "$model" --save-path "$b/ft" --tokens "$toks" --learning-rate nan
+expect_error warmup_inf "--warmup-ratio 'inf'|finite non-negative" \
+    $mpi "$bin" finetune --model-path "$model" --save-path "$b/ft" --tokens "$toks" --warmup-ratio inf
+expect_error grad_accum_zero "--gradient-accumulation-steps 0 must be at least 1" \
+    $mpi "$bin" finetune --model-path "$model" --save-path "$b/ft" --tokens "$toks" --gradient-accumulation-steps 0
+expect_error eval_seqlen_one "--seqlen 1 must be at least 2" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --seqlen 1
+expect_error eval_batch_zero "--batch-size 0 must be at least 1" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --batch-size 0
+expect_error int_overflow "--nseq '4294967297'|expected an integer" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --nseq 4294967297
+expect_error generate_negative "--max-new-tokens -1 must not be negative" \
+    "$bin" generate --model-path "$model" --prompt-ids 1,2 --max-new-tokens -1
+expect_error plan_nodes_zero "--nodes 0 must be at least 1" \
+    "$bin" plan --model-path "$model" --nodes 0
+expect_error plan_stages_wraps "--stages '4294967297'" \
+    "$bin" plan --model-path "$model" --stages 4294967297
+expect_error tokenize_seqlen_one "--seqlen 1 must be at least 2" \
+    "$bin" tokenize --tokenizer "$model" --input "$toks" --ids --seqlen 1
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
