@@ -118,5 +118,10 @@ expect_error plan_stages_wraps "--stages '4294967297'" \
 expect_error tokenize_seqlen_one "--seqlen 1 must be at least 2" \
     "$bin" tokenize --tokenizer "$model" --input "$toks" --ids --seqlen 1
 
+# NaN/Inf in weights, statistics, results, exports and perplexities: an
+# error naming what, and no output folder (complete or temporary) left.
+expect_error nan_weight "$b/nan_weight/model.safetensors|model.layers.1.self_attn.q_proj.weight|NaN/Inf" \
+    "$bin" eval --model-path "$b/nan_weight" --tokens "$toks" --seqlen 64
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
