@@ -122,6 +122,8 @@ expect_error tokenize_seqlen_one "--seqlen 1 must be at least 2" \
 # error naming what, and no output folder (complete or temporary) left.
 expect_error nan_weight "$b/nan_weight/model.safetensors|model.layers.1.self_attn.q_proj.weight|NaN/Inf" \
     "$bin" eval --model-path "$b/nan_weight" --tokens "$toks" --seqlen 64
+expect_error ppl_nan "$b/huge_key_weight|perplexity is NaN" \
+    "$bin" eval --model-path "$b/huge_key_weight" --tokens "$toks" --seqlen 64 --quiet
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

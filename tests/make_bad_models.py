@@ -100,6 +100,8 @@ def with_value(name, tensor, value):
     write_raw(os.path.join(d, "model.safetensors"), hdr, bytes(patched))
 
 with_value("nan_weight", "model.layers.1.self_attn.q_proj.weight", float("nan"))
+# keys of 3e38 * x overflow float32: NaN scores, perplexity and key statistics
+with_value("huge_key_weight", "model.layers.0.self_attn.k_proj.weight", 3e38)
 
 open(os.path.join(out, "oov.u16"), "wb").write(struct.pack("<4H", 1, 5, 600, 7))
 open(os.path.join(out, "odd.u16"), "wb").write(b"\x01\x00\x05")
