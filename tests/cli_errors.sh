@@ -124,6 +124,33 @@ expect_error nan_weight "$b/nan_weight/model.safetensors|model.layers.1.self_att
     "$bin" eval --model-path "$b/nan_weight" --tokens "$toks" --seqlen 64
 expect_error ppl_nan "$b/huge_key_weight|perplexity is NaN" \
     "$bin" eval --model-path "$b/huge_key_weight" --tokens "$toks" --seqlen 64 --quiet
+# no output of any kind at SAVE: neither the folder nor SAVE.tmp-PID
+expect_no_output() {
+    local save=$1 left
+    left=$(ls -d "$save" "$save".tmp-* 2>/dev/null)
+    if [ -z "$left" ]; then
+        passes=$((passes + 1))
+        echo "ok    $(basename "$save"): no output folder left"
+    else
+        fails=$((fails + 1))
+        echo "FAIL  $(basename "$save"): left $left"
+    fi
+}
+small=(--cal-tokens "$model/calib.u16" --cal-nsamples 4 --cal-max-seqlen 64 --qk-mqa-dim 4 --freqfold 2
+       --kv-lora-rank 16 --rorope-fit-steps 0 --quiet)
+expect_error convert_ppl_nan "eval[original]|perplexity is NaN" \
+    $mpi "$bin" convert --model-path "$b/huge_key_weight" --save-path "$b/c_ppl" "${small[@]}" \
+    --eval-tokens "$toks" --ppl-seqlen 64 --eval-nsamples 4
+expect_no_output "$b/c_ppl"
+expect_error convert_stats_nan "calibrate[keys]|layer 0|key covariance|NaN/Inf" \
+    $mpi "$bin" convert --model-path "$b/huge_key_weight" --save-path "$b/c_stats" "${small[@]}"
+expect_no_output "$b/c_stats"
+expect_error convert_bkv_overflow "bkv-pca|layer 0|overflows|--balance-kv-ratio 1e+300" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/c_bkv" "${small[@]}" --balance-kv-ratio 1e300
+expect_no_output "$b/c_bkv"
+expect_error export_f16_overflow "export|model.layers.0.mlp.up_proj.weight|NaN/Inf as F16" \
+    $mpi "$bin" convert --model-path "$b/f16_overflow" --save-path "$b/c_f16" "${small[@]}" --dtype float16
+expect_no_output "$b/c_f16"
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
