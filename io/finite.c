@@ -70,5 +70,4 @@ int tm_all_finite(const void *data, TmDType dt, size_t n) {
     return 1;
 }
 
-int tm_all_finite_f32(const float *x, size_t n) { return scan_f32(x, n); }
 int tm_all_finite_f64(const double *x, size_t n) { return scan_f64(x, n); }

@@ -12,7 +12,6 @@
 /* 1 when the n elements of dtype dt at data (any alignment) are all finite;
  * also 1 for dtypes without NaN/Inf (integers). */
 int tm_all_finite(const void *data, TmDType dt, size_t n);
-int tm_all_finite_f32(const float *x, size_t n);
 int tm_all_finite_f64(const double *x, size_t n);
 
 #endif
