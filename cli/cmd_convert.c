@@ -122,11 +122,11 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
          "calibration token ids: an HDF5 token set (transmla tokenize) or raw little-endian ids", 0},
         {"seed", ARG_INT, &seed, "N", "seed of the calibration sampler (default 42)", 0},
         {"text-field", ARG_STR, &text_field, "NAME", "field holding the text in jsonl datasets (default text)", 0},
-        {"cal-max-seqlen", ARG_INT, &s.cal_seqlen, "N", "calibration window length (default 256)", 0},
+        {"cal-max-seqlen", ARG_SEQLEN, &s.cal_seqlen, "N", "calibration window length (default 256)", 0},
         {"cal-nsamples", ARG_INT, &s.cal_nsamples, "K",
          "calibration samples (default 128): drawn from a text dataset, or consecutive windows of a token file "
          "(0 = all)", 0},
-        {"cal-batch-size", ARG_INT, &s.cal_batch, "B", "calibration windows per micro-batch (default 8)", 0},
+        {"cal-batch-size", ARG_POS_INT, &s.cal_batch, "B", "calibration windows per micro-batch (default 8)", 0},
         {"eval-dataset", ARG_STR, &eval.dataset, "NAME",
          "evaluation text (default: the --cal-dataset's test split when it is a text dataset; none: skip)", 0},
         {"eval-data-path", ARG_STR, &eval.data_path, "PATH", "folder or file of the --eval-dataset (default: "
@@ -134,11 +134,11 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
         {"eval-split", ARG_STR, &eval.split, "S", "split evaluated (default test)", 0},
         {"eval-tokens", ARG_STR, &eval.tokens, "FILE",
          "evaluation token ids (HDF5 token set or raw); without any evaluation source no perplexities", 0},
-        {"ppl-seqlen", ARG_INT, &s.ppl_seqlen, "N", "evaluation window length (default 2048)", 0},
+        {"ppl-seqlen", ARG_SEQLEN, &s.ppl_seqlen, "N", "evaluation window length (default 2048)", 0},
         {"eval-nsamples", ARG_INT, &s.eval_nsamples, "K", "evaluation windows (default: all complete ones)", 0},
-        {"eval-batch-size", ARG_INT, &s.eval_batch, "B", "evaluation windows per micro-batch (default 4)", 0},
+        {"eval-batch-size", ARG_POS_INT, &s.eval_batch, "B", "evaluation windows per micro-batch (default 4)", 0},
         {"token-dtype", ARG_STR, &token_dtype, "u16|u32", "width of the ids in raw token files (default u16)", 0},
-        {"qk-mqa-dim", ARG_INT, &s.qk_mqa_dim, "r", "rope head width kept by RoRoPE (default 64)", 0},
+        {"qk-mqa-dim", ARG_POS_INT, &s.qk_mqa_dim, "r", "rope head width kept by RoRoPE (default 64)", 0},
         {"collapse", ARG_STR, &collapse, "N|auto", "frequency stride of the rope head (default auto = head_dim/r)", 0},
         {"freqfold", ARG_STR, &freqfold, "N|auto",
          "frequencies per RoRoPE bucket (default auto: best of c, 2c, 4c, ... by eval ppl)", 0},
@@ -153,7 +153,7 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
          "calibration pass, BKV-PCA and an evaluation", 0},
         {"rorope-fit-schedule", ARG_STR, &fit_schedule, "parallel|sequential",
          "layer inputs of the fit: the original model's (default), or the fitted prefix's", 0},
-        {"kv-lora-rank", ARG_INT, &s.kv_lora_rank, "R", "latent width after BKV-PCA (default 512)", 0},
+        {"kv-lora-rank", ARG_POS_INT, &s.kv_lora_rank, "R", "latent width after BKV-PCA (default 512)", 0},
         {"balance-kv-ratio", ARG_STR, &balance, "X", "key/value norm balance before the joint PCA (default 1)", 0},
         {"q-lora-rank", ARG_INT, &s.q_lora_rank, "Rq", "query low rank by PCA (default 0: plain q_proj)", 0},
         {"dtype", ARG_STR, &dtype, "T", "output dtype float32|bfloat16|float16 (default: as the input)", 0},
@@ -161,12 +161,12 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
          "export rope dims in rotate-half order (rope_interleave false); default interleaved as DeepSeek", 0},
         {"kv-norm", ARG_STR, &kv_norm, "fit|rms",
          "export's kv_a_layernorm: fit kv_b_proj to it by least squares (default), or weight = latent RMS", 0},
-        {"max-shard-mb", ARG_INT, &shard_mb, "MB", "largest output safetensors shard (default 4096)", 0},
-        {"stages", ARG_INT, &s.stages, "S",
+        {"max-shard-mb", ARG_POS_INT, &shard_mb, "MB", "largest output safetensors shard (default 4096)", 0},
+        {"stages", ARG_POS_INT, &s.stages, "S",
          "pipeline stages under MPI: the layers split over S stages, ranks/S data-parallel replicas (default 1)", 0},
         {"mem-per-rank", ARG_STR, &mem_per_rank, "SIZE", "refuse a plan whose estimated peak per rank exceeds SIZE "
          "(e.g. 64G)", 0},
-        {"scalapack-min-n", ARG_INT, &s.scalapack_min_n, "N",
+        {"scalapack-min-n", ARG_POS_INT, &s.scalapack_min_n, "N",
          "eigenproblems and SVDs of N rows or more run on ScaLAPACK over the stage's ranks (default 4096; 1 forces it)",
          0},
         {"resume", ARG_STR, &resume, "auto|never",
@@ -190,10 +190,6 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
     if (args_number("balance-kv-ratio", balance, 0, &s.balance_kv_ratio) ||
         args_number("rorope-fit-lr", fit_lr, 0, &s.rorope_fit_lr))
         return -1;
-    if (shard_mb < 1)
-        return tm_fail("--max-shard-mb must be positive");
-    if (s.rorope_fit_steps < 0 || s.rorope_fit_nsamples < 0)
-        return tm_fail("--rorope-fit-steps and --rorope-fit-nsamples must not be negative");
     if (strcmp(fit_schedule, "parallel") && strcmp(fit_schedule, "sequential"))
         return tm_fail("--rorope-fit-schedule '%s': expected parallel or sequential", fit_schedule);
     s.rorope_fit_sequential = !strcmp(fit_schedule, "sequential");
@@ -206,8 +202,6 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
         return tm_fail("--kv-norm '%s': expected fit or rms", kv_norm);
     s.kv_norm_fit = !strcmp(kv_norm, "fit");
     s.progress = !quiet;
-    if (s.cal_nsamples < 0 || s.eval_nsamples < 0)
-        return tm_fail("--cal-nsamples and --eval-nsamples must not be negative");
     if (resolve_sources(&cal, &eval, text_field, dtype_raw, &s)) return -1;
     s.seed = (uint64_t)(unsigned)seed;
     if (mem_per_rank && plan_parse_bytes(mem_per_rank, &s.mem_per_rank)) return tm_fail_context("--mem-per-rank");

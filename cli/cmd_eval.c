@@ -22,10 +22,10 @@ int cmd_eval(int argc, char **argv) {
         {"data-path", ARG_STR, &flags.data_path, "PATH", "folder or file of the --dataset", 0},
         {"split", ARG_STR, &flags.split, "S", "split evaluated: train|validation|test (default test)", 0},
         {"text-field", ARG_STR, &text_field, "NAME", "field holding the text in jsonl datasets (default text)", 0},
-        {"seqlen", ARG_INT, &seqlen, "N", "window length in tokens (default 2048)", 0},
-        {"ppl-seqlen", ARG_INT, &seqlen, "N", "same as --seqlen", 0},
+        {"seqlen", ARG_SEQLEN, &seqlen, "N", "window length in tokens (default 2048)", 0},
+        {"ppl-seqlen", ARG_SEQLEN, &seqlen, "N", "same as --seqlen", 0},
         {"nseq", ARG_INT, &nseq, "K", "evaluate the first K windows (default: all complete windows)", 0},
-        {"batch-size", ARG_INT, &batch, "B", "windows per forward micro-batch (default 4)", 0},
+        {"batch-size", ARG_POS_INT, &batch, "B", "windows per forward micro-batch (default 4)", 0},
         {"json", ARG_FLAG, &json, "", "print one JSON object on stdout instead of text", 0},
         {"quiet", ARG_FLAG, &quiet, "", "no progress lines on stderr", 0},
     };
@@ -62,7 +62,10 @@ int cmd_eval(int argc, char **argv) {
     int rc = ppl_eval(&m, ids, n_ids, seqlen, nseq, batch, !json && !quiet, &r);
     free(ids);
     model_free(&m);
-    if (rc) return cli_fail();
+    if (rc) {
+        tm_fail_context("%s", model_path);
+        return cli_fail();
+    }
     if (json)
         printf("{\"ppl\": %.9g, \"nll\": %.9g, \"tokens\": %lld, \"predicted\": %lld, \"seconds\": %.3f, "
                "\"tokens_per_s\": %.1f}\n",

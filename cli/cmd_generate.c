@@ -104,10 +104,6 @@ int cmd_generate(int argc, char **argv) {
         tm_fail("give exactly one of --prompt and --prompt-ids");
         return cli_fail();
     }
-    if (max_new < 0) {
-        tm_fail("--max-new-tokens must not be negative");
-        return cli_fail();
-    }
     Model m;
     if (model_load(&m, model_path)) return cli_fail();
     Tokenizer *tok = NULL;

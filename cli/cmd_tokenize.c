@@ -131,7 +131,6 @@ static int check_output(const TokenizeArgs *a) {
 static int check_args(const TokenizeArgs *a) {
     if (!a->input == !a->dataset) return tm_fail("give --input FILE or --dataset NAME --data-path PATH (one of them)");
     if (!a->ids == !a->output) return tm_fail("give --ids (print) or --output SET.h5 (HDF5 token set), one of them");
-    if (a->samples < 0) return tm_fail("--samples must not be negative");
     if (a->samples > 0 && a->seqlen < 2) return tm_fail("--samples needs --seqlen of at least 2 tokens");
     if (a->input && (a->samples || a->documents))
         return tm_fail("--samples and --documents work on a --dataset; --input is one document");
@@ -176,7 +175,7 @@ int cmd_tokenize(int argc, char **argv) {
          "evaluation and calibration do)", 0},
         {"documents", ARG_FLAG, &a.documents, "", "tokenise each document of the split on its own (for training)", 0},
         {"samples", ARG_INT, &a.samples, "N", "draw N calibration samples as convert does (with --seqlen, --seed)", 0},
-        {"seqlen", ARG_INT, &a.seqlen, "L", "tokens per calibration sample", 0},
+        {"seqlen", ARG_SEQLEN, &a.seqlen, "L", "tokens per calibration sample", 0},
         {"seed", ARG_INT, &a.seed, "S", "seed of the calibration sampler (default 42)", 0},
         {"quiet", ARG_FLAG, &a.quiet, "", "no progress lines on stderr", 0},
     };

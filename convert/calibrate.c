@@ -6,6 +6,8 @@
 
 #include "convert/linalg.h"
 #include "io/checked.h"
+#include "io/error.h"
+#include "io/finite.h"
 #include "model/mla.h"
 
 void calib_stats_init(CalibStats *s, CalTarget target, int n_layers, int first, int end, int dim, int qdim) {
@@ -103,4 +105,14 @@ void calib_finish(CalibStats *s) {
         sym_fill_lower(s->sum[l], s->dim);
         if (s->want_q) sym_fill_lower(s->qsum[l], s->qdim);
     }
+}
+
+int calib_check_finite(const CalibStats *s, const char *label) {
+    for (int l = s->first; l < s->end; l++) {
+        int q = s->want_q && !tm_all_finite_f64(s->qsum[l], (size_t)s->qdim * s->qdim);
+        if (q || !tm_all_finite_f64(s->sum[l], (size_t)s->dim * s->dim))
+            return tm_fail("%s: layer %d: the %s covariance sum holds NaN/Inf: the model's activations overflow "
+                           "float32 on the calibration data", label, l, q ? "query" : s->target == CAL_KEYS ? "key" : "latent");
+    }
+    return 0;
 }

@@ -46,5 +46,8 @@ void calib_gather_free(CalibGather *g);
 void calib_gather_hook(void *g, int layer, const Workspace *ws);
 /* Copy the upper triangles into the lower ones once every row is in. */
 void calib_finish(CalibStats *s);
+/* Every sum held is finite; else one error naming `label` (the pass), the
+ * layer and the statistic, so that no step fits anything to NaN/Inf. */
+int calib_check_finite(const CalibStats *s, const char *label);
 
 #endif

@@ -9,6 +9,7 @@
 #include "convert/linalg.h"
 #include "io/checked.h"
 #include "io/error.h"
+#include "io/finite.h"
 
 static double *to_f64(const Tensor *t) {
     int64_t n = t->rows * t->cols;
@@ -183,7 +184,10 @@ int mla_bkv_pca(MlaAttn *a, const double *Z, int64_t count, int R, double balanc
     double *U = mallocCheck((size_t)R0 * R0 * sizeof *U), *w = mallocCheck((size_t)R0 * sizeof *w);
     for (int i = 0; i < R0; i++)
         for (int j = 0; j < R0; j++) U[(int64_t)i * R0 + j] = Z[(int64_t)i * R0 + j] / (s[i] * s[j]);
-    int rc = e->eigh(e, R0, U, w);
+    int rc = tm_all_finite_f64(U, (size_t)R0 * R0)
+                 ? e->eigh(e, R0, U, w)
+                 : tm_fail("BKV-PCA: the balanced latent covariance overflows (key scale %g; --balance-kv-ratio %g)",
+                           *ratio_out, balance);
     if (!rc) bkv_apply(a, U, w, s, R, count);
     free(s);
     free(diag);
@@ -224,7 +228,10 @@ int mla_bkv_pca_weights(MlaAttn *a, const float *input_norm, int R, double balan
     for (int i = 0; i < R0; i++)
         for (int j = 0; j <= D; j++) F[(int64_t)i * (D + 1) + j] /= s[i];
     double *U = mallocCheck((size_t)k * R0 * sizeof *U), *w = mallocCheck((size_t)k * sizeof *w);
-    int rc = e->svd_left(e, R0, D + 1, F, U, w);
+    int rc = tm_all_finite_f64(F, (size_t)R0 * (D + 1))
+                 ? e->svd_left(e, R0, D + 1, F, U, w)
+                 : tm_fail("data-free BKV-PCA: the balanced K/V projections overflow (key scale %g; "
+                           "--balance-kv-ratio %g)", *ratio_out, balance);
     if (!rc) {
         for (int i = 0; i < k; i++) w[i] *= w[i]; /* singular values -> second-moment eigenvalues */
         bkv_apply(a, U, w, s, R, 1);
@@ -357,4 +364,15 @@ uint64_t mla_attn_bytes(const MlaAttn *a) {
     n += a->Rq ? (uint64_t)a->Rq * a->D + qk * a->Rq : qk * a->D;
     n += (uint64_t)(a->R + a->dr) * a->D + (uint64_t)a->H * (a->dn + a->dv) * a->R;
     return 8 * n;
+}
+
+int mla_attn_check_finite(MlaAttn *a, int layer, const char *step) {
+    MlaField f[MLA_MAX_FIELDS];
+    int n = mla_attn_fields(a, f);
+    for (int i = 0; i < n; i++)
+        if (*f[i].p && !tm_all_finite_f64(*f[i].p, (size_t)f[i].n))
+            return tm_fail("%s: layer %d: the result's %s holds NaN/Inf", step, layer, f[i].name);
+    if (!isfinite(a->kv_norm) || !isfinite(a->q_norm))
+        return tm_fail("%s: layer %d: the result's %s norm is not finite", step, layer, isfinite(a->kv_norm) ? "q" : "kv");
+    return 0;
 }

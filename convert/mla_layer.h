@@ -74,6 +74,9 @@ typedef struct {
     int64_t n;
 } MlaField;
 int mla_attn_fields(MlaAttn *a, MlaField *f);
+/* Every array and norm of a layer's result is finite; else one error naming
+ * the step, the layer and the array (before the result is kept or saved). */
+int mla_attn_check_finite(MlaAttn *a, int layer, const char *step);
 /* Bytes its float64 matrices take. */
 uint64_t mla_attn_bytes(const MlaAttn *a);
 

@@ -229,6 +229,7 @@ static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
         mla_attn_free(&r->layers[l]);
         mla_from_rorope(&r->layers[l], &g, P, r->rs.r);
         gqa_attn_free(&g);
+        rc = mla_attn_check_finite(&r->layers[l], l, "rorope-fit");
     }
     free(P);
     char where[64];

@@ -11,6 +11,7 @@
 #include "io/clock.h"
 #include "io/error.h"
 #include "io/interrupt.h"
+#include "model/ppl.h"
 
 int run_is_root(const Run *r) { return r->t.rank == 0; }
 
@@ -80,6 +81,7 @@ int run_eval_ppl(Run *r, const Model *m, const char *label, const char *pass, do
     int rc = resumable_pass(r, m, &job, pass, NULL, &res);
     if (rc) return rc;
     run_note_max(&r->mem_act, res.activation_bytes);
+    if (ppl_check_finite(res.ppl, res.nll, res.predicted)) return tm_fail_context("%s", tag); /* same on every rank */
     run_say(r, "%s: ppl %.6f (%.0f tokens/s)\n", tag, res.ppl, res.tokens_per_s);
     *ppl = res.ppl;
     return 0;
@@ -110,6 +112,7 @@ int run_gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget target, i
     if (rc) return rc;
     dist_sum_stats(st, r->t.stage_comm);
     calib_finish(st);
+    if (dist_agree(MPI_COMM_WORLD, calib_check_finite(st, label))) return -1;
     run_note_max(&r->mem_stats, calib_stats_bytes(st));
     return 0;
 }
@@ -138,6 +141,8 @@ int run_each_stage_layer(Run *r, LayerStep step, int eigen_n, const char *label)
             fprintf(stderr, "%s: layer %d/%d (rank %d%s)%s\n", label, l + 1, r->cfg.n_layers, t->rank,
                     together ? ", ScaLAPACK over the stage" : "", saved ? ": done before, loaded from the state" : "");
         rc = step(r, l, together ? &r->stage : &r->local, saved, !saved && speaker);
+        if (rc) tm_fail_context("%s: layer %d", label, l);
+        else rc = mla_attn_check_finite(&r->step_layers[l], l, label); /* nothing NaN goes on to the next step */
         char where[64];
         snprintf(where, sizeof where, "%s:layer%d", r->step_name, l);
         dist_inject_failure(where);

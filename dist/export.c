@@ -6,6 +6,7 @@
 #include "convert/export.h"
 #include "io/checked.h"
 #include "io/error.h"
+#include "io/finite.h"
 
 /* Names and shard numbers of every writer's tensors, on world rank 0:
  * "name\0" strings and shard indices, concatenated in world-rank order. */
@@ -48,8 +49,22 @@ static void gather_names(const ExportTensors *e, const int *shard, int first_sha
     *n_out = ctot;
 }
 
+/* Every tensor as it will be stored is finite (a float16 export overflows
+ * where float32 did not): checked before anything is written. */
+static int check_finite(const StWriteTensor *ts, int n) {
+    for (int i = 0; i < n; i++) {
+        int64_t numel = 1;
+        for (int d = 0; d < ts[i].ndim; d++) numel *= ts[i].shape[d];
+        if (!tm_all_finite(ts[i].data, ts[i].dtype, (size_t)numel))
+            return tm_fail("export: tensor '%s' holds NaN/Inf as %s (a NaN, or a value beyond the dtype's range); "
+                           "nothing was written", ts[i].name, tm_dtype_name(ts[i].dtype));
+    }
+    return 0;
+}
+
 int dist_write_tensors(const Topology *t, const char *dir, const StWriteTensor *ts, int n, int writer,
                        uint64_t max_shard_bytes) {
+    if (dist_agree(MPI_COMM_WORLD, writer ? check_finite(ts, n) : 0)) return -1;
     ExportTensors e = {.t = (StWriteTensor *)ts, .n = writer ? n : 0};
     int *shard = mallocCheck((size_t)e.n * sizeof *shard + 1);
     uint64_t bytes = 0;

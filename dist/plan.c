@@ -188,7 +188,7 @@ int plan_parse_bytes(const char *s, uint64_t *out) {
     }
     if (*end == 'i') end++;
     if (*end == 'B' || *end == 'b') end++;
-    if (end == s || *end || !(v > 0)) {
+    if (end == s || *end || !(v > 0) || !(v * unit < 18446744073709551616.0)) { /* inf, nan and 2^64 bytes fail */
         *out = 0;
         return tm_fail("'%s': expected a size such as 64G, 512M or 1.5T", s);
     }

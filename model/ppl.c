@@ -48,5 +48,14 @@ int ppl_eval(const Model *m, const int32_t *ids, size_t n_ids, int seqlen, int n
     out->nll = total / (double)predicted;
     out->ppl = exp(out->nll);
     out->tokens_per_s = tokens / out->seconds;
-    return 0;
+    return ppl_check_finite(out->ppl, out->nll, predicted);
+}
+
+int ppl_check_finite(double ppl, double nll, int64_t predicted) {
+    if (isfinite(ppl)) return 0;
+    if (isnan(nll))
+        return tm_fail("perplexity is NaN (the NLL over %lld predicted tokens is NaN): the model's outputs overflow "
+                       "float32 or hold NaN", (long long)predicted);
+    return tm_fail("perplexity is Inf (mean NLL %g over %lld predicted tokens): the model puts no probability on "
+                   "the text", nll, (long long)predicted);
 }

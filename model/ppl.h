@@ -24,5 +24,8 @@ int ppl_check_windows(size_t n_ids, int seqlen, int *nseq);
  * progress: print batch i/n, tokens/s and ETA to stderr. */
 int ppl_eval(const Model *m, const int32_t *ids, size_t n_ids, int seqlen, int nseq, int batch, int progress,
              PplResult *out);
+/* A perplexity that is NaN or Inf is an error (one line with the NLL behind
+ * it), never a result to print; every evaluation ends with this check. */
+int ppl_check_finite(double ppl, double nll, int64_t predicted);
 
 #endif
