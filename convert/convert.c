@@ -368,7 +368,7 @@ static int stage_kv_norm_fit(Run *r, const Model *exact) {
     if (!rc) rc = run_each_stage_layer(r, step_kv_norm_fit, 0, "kv-norm-fit");
     calib_stats_free(&st);
     if (rc) return rc;
-    rc = phase_done(r, "kv-norm", "calib-kv-norm.", "bkv-pca.");
+    rc = phase_done(r, "kv-norm", "calib-kv-norm.", "bkv-pca.layer"); /* not bkv-pca.done: resuming needs it */
     run_stage_done(r, "kv_norm_fit");
     return rc;
 }
