@@ -84,7 +84,8 @@ int h5_create_reserved(const char *path, const char *file, int64_t bytes) {
         return -1;
     }
     int fd = open(file, O_RDWR), err = 0;
-    if (fd < 0 || (fallocate(fd, 0, 0, (off_t)bytes) != 0 && errno != EOPNOTSUPP && errno != ENOSYS)) err = errno;
+    if (fd < 0 || (bytes > 0 && fallocate(fd, 0, 0, (off_t)bytes) != 0 && errno != EOPNOTSUPP && errno != ENOSYS))
+        err = errno;
     if (fd >= 0) close(fd);
     if (!err) return 0;
     remove(file);

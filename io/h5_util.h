@@ -33,7 +33,8 @@ void h5_close_objects(hid_t file);
  * that a full disk or quota is reported here, before HDF5 has written
  * anything; a failed write inside parallel HDF5 can leave ranks waiting for
  * one another, and a file whose close fails cannot be released cleanly.
- * File systems without fallocate get no reservation. `path` names it in errors. */
+ * File systems without fallocate, and bytes 0, get no reservation. `path`
+ * names it in errors. */
 int h5_create_reserved(const char *path, const char *file, int64_t bytes);
 /* Open that file for writing, collectively over comm, with the MPI-IO driver
  * (parallel HDF5). Every rank of comm must call this, and then make the same
