@@ -59,54 +59,12 @@ hid_t h5_create_temp(const char *path, char **tmp) {
         file = H5Fcreate(*tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (file < 0) {
         tm_fail("%s: cannot create %s: %s", path, *tmp, h5_reason());
-        remove(*tmp); /* made before a write into it failed */
+        remove(*tmp); /* H5Fcreate may have made it before failing */
         free(*tmp);
         *tmp = NULL;
     }
     if (fapl >= 0) H5Pclose(fapl);
     return file;
-}
-
-int h5_create_reserved(const char *path, const char *file, int64_t bytes) {
-    h5_quiet();
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fid = -1;
-    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST) >= 0)
-        fid = H5Fcreate(file, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    if (fid < 0) tm_fail("%s: cannot create %s: %s", path, file, h5_reason());
-    if (fapl >= 0) H5Pclose(fapl);
-    if (fid < 0) {
-        remove(file);
-        return -1;
-    }
-    if (H5Fclose(fid) < 0) { /* not one object in it: nothing is left open */
-        tm_fail("%s: cannot create %s: %s", path, file, h5_reason());
-        remove(file);
-        return -1;
-    }
-    int fd = open(file, O_RDWR), err = 0;
-    if (fd < 0 || (bytes > 0 && fallocate(fd, 0, 0, (off_t)bytes) != 0 && errno != EOPNOTSUPP && errno != ENOSYS))
-        err = errno;
-    if (fd >= 0) close(fd);
-    if (!err) return 0;
-    remove(file);
-    return tm_fail("%s: cannot reserve %.1f MiB for %s: %s", path, bytes / 1048576.0, file, strerror(err));
-}
-
-hid_t h5_open_parallel(const char *path, const char *file, MPI_Comm comm) {
-    h5_quiet();
-#ifdef H5_HAVE_PARALLEL
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fid = -1;
-    if (fapl >= 0 && H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) >= 0 &&
-        H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST) >= 0)
-        fid = H5Fopen(file, H5F_ACC_RDWR, fapl);
-    if (fid < 0) tm_fail("%s: cannot open %s for writing: %s", path, file, h5_reason());
-    if (fapl >= 0) H5Pclose(fapl);
-    return fid < 0 ? -1 : fid;
-#else
-    (void)file;
-    (void)comm;
-    return tm_fail("%s: this HDF5 has no parallel (MPI-IO) support; build against libhdf5-openmpi", path);
-#endif
 }
 
 void h5_close_objects(hid_t file) {
@@ -138,15 +96,62 @@ static void discard_writes(hid_t file) {
     close(mem);
 }
 
-int h5_close_rename(hid_t file, char *tmp, const char *path, int rc) {
-    /* flushed before the close: a failed flush leaves a file that can still
-     * be given up cleanly, a failed close does not (discard_writes) */
-    if (!rc && H5Fflush(file, H5F_SCOPE_LOCAL) < 0) rc = tm_fail("%s: writing %s: %s", path, tmp, h5_reason());
+/* Close a file written serially: flushed first, because a failed flush still
+ * lets the file be given up cleanly (discard_writes) and a failed close does
+ * not. rc != 0: it is given up anyway. -1 when rc was set or anything failed. */
+static int close_written(hid_t file, const char *path, const char *name, int rc) {
+    if (!rc && H5Fflush(file, H5F_SCOPE_LOCAL) < 0) rc = tm_fail("%s: writing %s: %s", path, name, h5_reason());
     if (rc) {
         h5_close_objects(file);
         discard_writes(file);
     }
-    if (H5Fclose(file) < 0 && !rc) rc = tm_fail("%s: closing %s: %s", path, tmp, h5_reason());
+    if (H5Fclose(file) < 0 && !rc) rc = tm_fail("%s: closing %s: %s", path, name, h5_reason());
+    return rc ? -1 : 0;
+}
+
+int h5_create_reserved(const char *path, const char *file, int64_t bytes) {
+    h5_quiet();
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fid = -1;
+    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST) >= 0)
+        fid = H5Fcreate(file, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fid < 0) tm_fail("%s: cannot create %s: %s", path, file, h5_reason());
+    if (fapl >= 0) H5Pclose(fapl);
+    if (fid < 0) {
+        remove(file);
+        return -1;
+    }
+    if (close_written(fid, path, file, 0)) {
+        remove(file);
+        return -1;
+    }
+    int fd = open(file, O_RDWR), err = 0;
+    if (fd < 0 || (bytes > 0 && fallocate(fd, 0, 0, (off_t)bytes) != 0 && errno != EOPNOTSUPP && errno != ENOSYS))
+        err = errno;
+    if (fd >= 0) close(fd);
+    if (!err) return 0;
+    remove(file);
+    return tm_fail("%s: cannot reserve %.1f MiB for %s: %s", path, bytes / 1048576.0, file, strerror(err));
+}
+
+hid_t h5_open_parallel(const char *path, const char *file, MPI_Comm comm) {
+    h5_quiet();
+#ifdef H5_HAVE_PARALLEL
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fid = -1;
+    if (fapl >= 0 && H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) >= 0 &&
+        H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST) >= 0)
+        fid = H5Fopen(file, H5F_ACC_RDWR, fapl);
+    if (fid < 0) tm_fail("%s: cannot open %s for writing: %s", path, file, h5_reason());
+    if (fapl >= 0) H5Pclose(fapl);
+    return fid < 0 ? -1 : fid;
+#else
+    (void)file;
+    (void)comm;
+    return tm_fail("%s: this HDF5 has no parallel (MPI-IO) support; build against libhdf5-openmpi", path);
+#endif
+}
+
+int h5_close_rename(hid_t file, char *tmp, const char *path, int rc) {
+    rc = close_written(file, path, tmp, rc);
     if (!rc && rename(tmp, path) != 0) rc = tm_fail("%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
     if (rc) remove(tmp);
     free(tmp);
