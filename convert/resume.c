@@ -30,29 +30,21 @@ static int exists(const char *path) {
 typedef struct {
     hid_t file;
     char *tmp;
-    H5Quiet quiet;
 } Writer;
 
 static int writer_open(Writer *w, const char *path, const char *kind) {
-    h5_quiet_begin(&w->quiet);
     w->file = h5_create_temp(path, &w->tmp);
-    if (w->file < 0 || h5_write_str_attr(w->file, path, "format", FORMAT_NAME) ||
-        h5_write_str_attr(w->file, path, "kind", kind)) {
-        if (w->file >= 0) h5_close_rename(w->file, w->tmp, path, -1);
-        h5_quiet_end(&w->quiet);
+    if (w->file < 0) return -1;
+    if (h5_write_str_attr(w->file, path, "format", FORMAT_NAME) || h5_write_str_attr(w->file, path, "kind", kind)) {
+        h5_close_rename(w->file, w->tmp, path, -1);
         return -1;
     }
     return 0;
 }
 
-static int writer_close(Writer *w, const char *path, int rc) {
-    rc = h5_close_rename(w->file, w->tmp, path, rc);
-    h5_quiet_end(&w->quiet);
-    return rc;
-}
+static int writer_close(Writer *w, const char *path, int rc) { return h5_close_rename(w->file, w->tmp, path, rc); }
 
-static hid_t reader_open(const char *path, const char *kind, H5Quiet *q) {
-    h5_quiet_begin(q);
+static hid_t reader_open(const char *path, const char *kind) {
     hid_t file = h5_open_read(path);
     char *format = NULL, *k = NULL;
     int rc = file < 0 || h5_read_str_attr(file, path, "format", &format) || h5_read_str_attr(file, path, "kind", &k);
@@ -62,13 +54,11 @@ static hid_t reader_open(const char *path, const char *kind, H5Quiet *q) {
     free(format);
     free(k);
     if (rc && file >= 0) H5Fclose(file);
-    if (rc) h5_quiet_end(q);
     return rc ? -1 : file;
 }
 
-static int reader_close(hid_t file, H5Quiet *q, int rc) {
+static int reader_close(hid_t file, int rc) {
     H5Fclose(file);
-    h5_quiet_end(q);
     return rc ? -1 : 0;
 }
 
@@ -109,12 +99,11 @@ static void first_difference(json_t *old, json_t *now, char *out, size_t size) {
 }
 
 static int check_fingerprint(const char *path, json_t *fingerprint) {
-    H5Quiet q;
-    hid_t f = reader_open(path, "fingerprint", &q);
+    hid_t f = reader_open(path, "fingerprint");
     if (f < 0) return tm_fail_context("resume");
     char *saved = NULL;
     int rc = h5_read_str_attr(f, path, "fingerprint", &saved);
-    reader_close(f, &q, rc);
+    reader_close(f, rc);
     if (rc) return -1;
     json_error_t err;
     json_t *old = json_loads(saved, 0, &err);
@@ -230,8 +219,7 @@ int resume_load_pass(const Resume *rs, const char *pass, PassCursor *c, CalibSta
     char path[4200];
     file_path(rs, path, sizeof path, pass, "rank", rs->rank);
     if (!exists(path)) return 0;
-    H5Quiet q;
-    hid_t f = reader_open(path, "pass", &q);
+    hid_t f = reader_open(path, "pass");
     if (f < 0) return -1;
     int64_t has_stats, predicted;
     int rc = read_int_attr(f, path, "n_mb", 0, INT32_MAX, &c->n_mb) ||
@@ -246,7 +234,7 @@ int resume_load_pass(const Resume *rs, const char *pass, PassCursor *c, CalibSta
         else if (st)
             rc = load_stats(f, path, st);
     }
-    return reader_close(f, &q, rc) ? -1 : 1;
+    return reader_close(f, rc) ? -1 : 1;
 }
 
 /* ---- per-layer results ---- */
@@ -269,10 +257,9 @@ int resume_save_rotation(const Resume *rs, const char *step, int layer, const do
 int resume_load_rotation(const Resume *rs, const char *step, int layer, double *P, int64_t n) {
     char path[4200];
     file_path(rs, path, sizeof path, step, "layer", layer);
-    H5Quiet q;
-    hid_t f = reader_open(path, "rotation", &q);
+    hid_t f = reader_open(path, "rotation");
     if (f < 0) return -1;
-    return reader_close(f, &q, h5_read_f64(f, path, "rotation", P, n));
+    return reader_close(f, h5_read_f64(f, path, "rotation", P, n));
 }
 
 #define N_SHAPE 8
@@ -304,8 +291,7 @@ int resume_save_attn(const Resume *rs, const char *step, int layer, MlaAttn *a, 
 int resume_load_attn(const Resume *rs, const char *step, int layer, MlaAttn *a, double *kv_ratio) {
     char path[4200];
     file_path(rs, path, sizeof path, step, "layer", layer);
-    H5Quiet q;
-    hid_t f = reader_open(path, "attention", &q);
+    hid_t f = reader_open(path, "attention");
     if (f < 0) return -1;
     mla_attn_free(a);
     int *shape[N_SHAPE];
@@ -323,7 +309,7 @@ int resume_load_attn(const Resume *rs, const char *step, int layer, MlaAttn *a, 
     if (!rc && (!a->kv_a || !a->kv_b || (!a->q) == (!a->q_a)))
         rc = tm_fail("%s: an incomplete attention layer (kv_a, kv_b and one of q or q_a are needed)", path);
     if (rc) mla_attn_free(a);
-    return reader_close(f, &q, rc);
+    return reader_close(f, rc);
 }
 
 /* ---- phases ---- */
@@ -347,9 +333,8 @@ json_t *resume_phase_done(const Resume *rs, const char *phase) {
     if (rs->rank == 0) {
         char path[4200];
         file_path(rs, path, sizeof path, phase, "done", -1);
-        H5Quiet q;
-        hid_t f = exists(path) ? reader_open(path, "phase", &q) : -1;
-        if (f >= 0) reader_close(f, &q, h5_read_str_attr(f, path, "info", &text));
+        hid_t f = exists(path) ? reader_open(path, "phase") : -1;
+        if (f >= 0) reader_close(f, h5_read_str_attr(f, path, "info", &text));
         len = text ? (int)strlen(text) + 1 : 0; /* an unreadable marker: the phase runs again */
     }
     MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
