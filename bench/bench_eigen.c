@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "convert/linalg.h"
+#include "dist/linalg.h"
 #include "dist/eigen.h"
 #include "io/checked.h"
 #include "io/error.h"

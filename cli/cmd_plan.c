@@ -10,7 +10,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/preset.h"
-#include "dist/plan.h"
+#include "pipeline/plan.h"
 #include "io/error.h"
 #include "io/hf_config.h"
 

@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "convert/linalg.h"
+#include "dist/chunked.h"
+#include "dist/linalg.h"
 #include "io/checked.h"
 #include "io/error.h"
 
@@ -117,15 +118,6 @@ static void block_fill(Block *b, const Grid *g, const double *full, Layout at) {
     }
 }
 
-/* Sum x over comm in place, in pieces that MPI's int count can hold. */
-static void sum_over_ranks(MPI_Comm comm, double *x, int64_t count) {
-    const int64_t piece = (int64_t)1 << 28;
-    for (int64_t o = 0; o < count; o += piece) {
-        int c = (int)(count - o < piece ? count - o : piece);
-        MPI_Allreduce(MPI_IN_PLACE, x + o, c, MPI_DOUBLE, MPI_SUM, comm);
-    }
-}
-
 /* The full matrix (count entries, laid out as `at` says) on every rank. */
 static void block_gather(const Block *b, const Grid *g, MPI_Comm comm, double *full, int64_t count, Layout at) {
     memset(full, 0, (size_t)count * sizeof *full);
@@ -136,14 +128,14 @@ static void block_gather(const Block *b, const Grid *g, MPI_Comm comm, double *f
             full[at.base + i * at.rs + j * at.cs] = b->a[(int64_t)lj * b->lld + li];
         }
     }
-    sum_over_ranks(comm, full, count);
+    chunked_sum_f64(full, count, comm);
 }
 
 /* Eigen- or singular values as grid process (0, 0) has them: the one copy
  * that is right in every case (see grid_is_origin), the same bits for all. */
 static void values_from_origin(const Grid *g, MPI_Comm comm, double *x, int count) {
     if (!grid_is_origin(g)) memset(x, 0, (size_t)count * sizeof *x);
-    sum_over_ranks(comm, x, count);
+    chunked_sum_f64(x, count, comm);
 }
 
 /* One info for all ranks, so that all return the same: a failure anywhere

@@ -2,7 +2,7 @@
  * communicator with ScaLAPACK, for problems too big for one rank's LAPACK.
  * Input and output are replicated: every rank passes the full matrix and gets
  * the full result, so callers never see the block-cyclic distribution. The
- * results follow the conventions of convert/linalg.h (order, sign rule), so
+ * results follow the conventions of dist/linalg.h (order, sign rule), so
  * either solver can stand in for the other. */
 #ifndef TM_DIST_EIGEN_H
 #define TM_DIST_EIGEN_H

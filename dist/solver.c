@@ -1,6 +1,6 @@
 #include "dist/solver.h"
 
-#include "convert/linalg.h"
+#include "dist/linalg.h"
 #include "dist/eigen.h"
 
 static int stage_eigh(const EigenSolver *e, int n, double *A, double *w) {

@@ -1,4 +1,4 @@
-/* The EigenSolver (convert/solver.h) of a pipeline stage: problems of at
+/* The EigenSolver (dist/eigen_solver.h) of a pipeline stage: problems of at
  * least min_n rows go to ScaLAPACK over comm (every rank of comm must make
  * the same call), smaller ones to LAPACK in the calling rank. */
 #ifndef TM_DIST_SOLVER_H
@@ -6,7 +6,7 @@
 
 #include <mpi.h>
 
-#include "convert/solver.h"
+#include "dist/eigen_solver.h"
 
 typedef struct {
     MPI_Comm comm;

@@ -28,7 +28,7 @@
 
 #include <hdf5.h>
 
-#include "convert/output.h"
+#include "pipeline/output.h"
 #include "dist/topology.h"
 #include "io/checked.h"
 #include "io/error.h"

@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "convert/output.h"
+#include "pipeline/output.h"
 #include "io/dataset.h"
 #include "io/error.h"
 #include "io/rng.h"

@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "convert/linalg.h"
-#include "convert/rorope_fit.h"
+#include "dist/linalg.h"
+#include "pipeline/rorope_fit.h"
 #include "io/checked.h"
 #include "io/error.h"
 #include "io/rng.h"

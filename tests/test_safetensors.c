@@ -17,7 +17,7 @@
 
 #include "io/error.h"
 #include "io/safetensors.h"
-#include "convert/output.h"
+#include "pipeline/output.h"
 #include "io/safetensors_set.h"
 #include "io/safetensors_write.h"
 

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "convert/output.h"
+#include "pipeline/output.h"
 #include "io/error.h"
 #include "io/token_set.h"
 

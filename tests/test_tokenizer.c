@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "convert/output.h"
+#include "pipeline/output.h"
 #include "io/error.h"
 #include "io/sha256.h"
 #include "io/tokenizer.h"

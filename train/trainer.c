@@ -6,12 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/partition.h"
 #include "io/checked.h"
 #include "io/clock.h"
 #include "io/error.h"
 #include "io/interrupt.h"
 #include "io/path.h"
 #include "io/tokenizer.h"
+#include "model/cost.h"
 #include "train/chat.h"
 #include "train/checkpoint.h"
 #include "train/export.h"
@@ -34,10 +36,16 @@ typedef struct {
     int root;
 } Run;
 
-/* Layers [first, end) of stage s of S: as even as the count allows. */
+/* Layers [first, end) of stage s of S: the split convert and plan make
+ * (model/cost.h), so a converted model's stages line up with fine-tuning's. */
 static ModelPart stage_part(const ModelConfig *c, int s, int S) {
-    int n = c->n_layers;
-    ModelPart p = {.first = n * s / S, .end = n * (s + 1) / S, .embed = s == 0, .head = s == S - 1};
+    int n = c->n_layers, *cut = mallocCheck((size_t)(S + 1) * sizeof *cut);
+    double *cost = mallocCheck((size_t)n * sizeof *cost);
+    model_layer_costs(c, cost);
+    partition_min_max(cost, n, S, cut);
+    ModelPart p = {.first = cut[s], .end = cut[s + 1], .embed = s == 0, .head = s == S - 1};
+    free(cost);
+    free(cut);
     return p;
 }
 
