@@ -19,8 +19,8 @@
 
 #include "dist/linalg.h"
 #include "dist/eigen.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static double urand(void) { /* xorshift64*, uniform in [-1, 1) */

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 static void print_help(const ArgSpec *specs, int n, const char *usage) {
     printf("%s\n\noptions:\n", usage);

@@ -9,9 +9,9 @@
 #include "pipeline/convert.h"
 #include "pipeline/plan.h"
 #include "dist/topology.h"
-#include "io/error.h"
-#include "io/interrupt.h"
-#include "io/output_path.h"
+#include "io/base/error.h"
+#include "io/base/interrupt.h"
+#include "io/base/output_path.h"
 
 /* "auto" -> 0, else a positive int. */
 static int parse_auto(const char *flag, const char *v, int *out) {

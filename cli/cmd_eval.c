@@ -4,7 +4,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/token_flags.h"
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/token_source.h"
 #include "model/model.h"
 #include "model/ppl.h"

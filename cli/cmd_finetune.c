@@ -9,9 +9,9 @@
 #include "cli/commands.h"
 #include "cli/token_flags.h"
 #include "dist/topology.h"
-#include "io/error.h"
-#include "io/interrupt.h"
-#include "io/output_path.h"
+#include "io/base/error.h"
+#include "io/base/interrupt.h"
+#include "io/base/output_path.h"
 #include "train/trainer.h"
 
 static int finetune_args(int argc, char **argv, TrainConfig *c) {

@@ -5,10 +5,10 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "io/checked.h"
-#include "io/clock.h"
-#include "io/error.h"
-#include "io/tokenizer.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
+#include "io/tokenizer/tokenizer.h"
 #include "model/decode.h"
 
 /* "1,2,3" -> ids; every id below vocab. */

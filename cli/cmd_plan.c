@@ -11,7 +11,7 @@
 #include "cli/commands.h"
 #include "cli/preset.h"
 #include "pipeline/plan.h"
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/hf_config.h"
 
 typedef struct {

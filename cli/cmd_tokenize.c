@@ -8,14 +8,14 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "io/checked.h"
-#include "io/clock.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
 #include "io/dataset.h"
-#include "io/error.h"
-#include "io/output_path.h"
+#include "io/base/error.h"
+#include "io/base/output_path.h"
 #include "io/token_set.h"
-#include "io/whole_file.h"
-#include "io/tokenizer.h"
+#include "io/base/whole_file.h"
+#include "io/tokenizer/tokenizer.h"
 
 typedef struct {
     const char *tokenizer_dir, *input, *dataset, *data_path, *split, *text_field, *output;

@@ -13,8 +13,8 @@
 
 #include "dist/chunked.h"
 #include "dist/linalg.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 /* BLACS's C interface and ScaLAPACK's Fortran entry points: Debian's
  * libscalapack-openmpi ships no header for them. The trailing size_t are the

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 /* LAPACK's Fortran entry point (OpenBLAS ships it; Debian has no lapacke.h
  * for it). The trailing size_t is the hidden length of the string arguments. */

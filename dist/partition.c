@@ -3,7 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 
 void partition_min_max(const double *cost, int n, int k, int *cut) {
     double *prefix = mallocCheck((size_t)(n + 1) * sizeof *prefix);

@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
-#include "io/finite.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/base/finite.h"
 
 /* Names and shard numbers of every writer's tensors, on world rank 0:
  * "name\0" strings and shard indices, concatenated in world-rank order. */

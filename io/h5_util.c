@@ -10,8 +10,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 static const char hdf5_signature[8] = "\211HDF\r\n\032\n";
 

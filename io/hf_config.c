@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/json_util.h"
 
 const char *tm_arch_name(TmArch a) {

@@ -2,7 +2,7 @@
 
 #include <stdio.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 
 static int copy_file(const char *from, const char *to) {
     FILE *in = fopen(from, "rb");

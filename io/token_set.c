@@ -11,8 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 #include "io/h5_util.h"
 
 #define FORMAT_NAME "transmla-token-set"

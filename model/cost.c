@@ -2,7 +2,7 @@
 
 #include <stdlib.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 #include "model/model.h"
 #include "model/weights.h"
 

@@ -3,8 +3,8 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "io/clock.h"
-#include "io/error.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
 
 int ppl_check_windows(size_t n_ids, int seqlen, int *nseq) {
     if (seqlen < 2) return tm_fail("--seqlen %d: a window needs at least 2 tokens", seqlen);

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
-#include "io/finite.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/base/finite.h"
 
 /* What the config says one tensor must be. */
 typedef struct {

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 void mla_config_from(ModelConfig *out, const ModelConfig *orig, const MlaAttn *a, BuildKind kind, int rope_interleave) {
     *out = *orig;

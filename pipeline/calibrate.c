@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "dist/linalg.h"
-#include "io/checked.h"
-#include "io/error.h"
-#include "io/finite.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/base/finite.h"
 #include "model/mla.h"
 
 void calib_stats_init(CalibStats *s, CalTarget target, int n_layers, int first, int end, int dim, int qdim) {

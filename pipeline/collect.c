@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "dist/chunked.h"
-#include "io/checked.h"
+#include "io/base/checked.h"
 
 void dist_sum_stats(CalibStats *s, MPI_Comm comm) {
     int size;

@@ -13,12 +13,12 @@
 #include "pipeline/output.h"
 #include "pipeline/run.h"
 #include "pipeline/collect.h"
-#include "io/checked.h"
-#include "io/clock.h"
-#include "io/error.h"
-#include "io/interrupt.h"
-#include "io/output_path.h"
-#include "io/sha256.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
+#include "io/base/interrupt.h"
+#include "io/base/output_path.h"
+#include "io/base/sha256.h"
 #include "model/ppl.h"
 
 static uint64_t layers_bytes(const Run *r, const MlaAttn *layers) {

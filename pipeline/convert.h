@@ -39,7 +39,7 @@ typedef struct {
 } ConvertSettings;
 
 /* convert_run's result when a stop was requested (SIGTERM/SIGUSR1, see
- * io/interrupt.h) and the progress is saved in save_path.work. */
+ * io/base/interrupt.h) and the progress is saved in save_path.work. */
 #define CONVERT_STOPPED 2
 
 /* Collective over MPI_COMM_WORLD (MPI initialised by the caller). Returns 0,

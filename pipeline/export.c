@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "dist/write_tensors.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 #include "io/hf_folder.h"
 #include "io/json_util.h"
 #include "io/safetensors_write.h"

@@ -7,9 +7,9 @@
 #include <cblas.h>
 
 #include "dist/linalg.h"
-#include "io/checked.h"
-#include "io/error.h"
-#include "io/finite.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/base/finite.h"
 
 static double *to_f64(const Tensor *t) {
     int64_t n = t->rows * t->cols;

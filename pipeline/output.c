@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 
 int output_make_parents(const char *path) {
     char buf[4096];

@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "dist/partition.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 #include "model/cost.h"
 #include "model/model.h"
 

@@ -9,8 +9,8 @@
 
 #include "pipeline/output.h"
 #include "dist/topology.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 #include "io/h5_util.h"
 
 #define FORMAT_NAME "transmla-convert-state"

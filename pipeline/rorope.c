@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "dist/linalg.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 int rorope_check(const RoropeShape *s) {
     int d = s->d;

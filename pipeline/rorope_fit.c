@@ -6,10 +6,10 @@
 #include <string.h>
 
 #include "dist/linalg.h"
-#include "io/checked.h"
-#include "io/clock.h"
-#include "io/error.h"
-#include "io/interrupt.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
+#include "io/base/interrupt.h"
 #include "model/attention.h"
 #include "model/matmul.h"
 #include "model/rope.h"

@@ -17,7 +17,7 @@
 #include "dist/solver.h"
 #include "dist/topology.h"
 #include "io/dtype.h"
-#include "io/error.h"
+#include "io/base/error.h"
 #include "model/model.h"
 
 /* Everything one rank holds, so that cleanup is one function. A rank holds

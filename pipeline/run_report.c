@@ -6,7 +6,7 @@
 #include "pipeline/build.h"
 #include "pipeline/output.h"
 #include "pipeline/run.h"
-#include "io/checked.h"
+#include "io/base/checked.h"
 
 json_t *run_settings_json(const Run *r) {
     const ConvertSettings *s = r->s;

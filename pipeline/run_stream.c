@@ -8,9 +8,9 @@
 #include "pipeline/run.h"
 #include "pipeline/collect.h"
 #include "pipeline/stream.h"
-#include "io/clock.h"
-#include "io/error.h"
-#include "io/interrupt.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
+#include "io/base/interrupt.h"
 #include "model/ppl.h"
 
 int run_is_root(const Run *r) { return r->t.rank == 0; }

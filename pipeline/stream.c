@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/clock.h"
-#include "io/error.h"
-#include "io/interrupt.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
+#include "io/base/interrupt.h"
 
 void pipeline_slice(int nseq, int replica, int replicas, int *first, int *count) {
     int64_t a = (int64_t)nseq * replica / replicas, b = (int64_t)nseq * (replica + 1) / replicas;

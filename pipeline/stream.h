@@ -37,7 +37,7 @@ typedef struct {
     int next_mb, n_mb;
     double nll_local;
     int64_t predicted_local;
-    int stopped;         /* some replica stopped early (a stop request, io/interrupt.h): the pass is incomplete */
+    int stopped;         /* some replica stopped early (a stop request, io/base/interrupt.h): the pass is incomplete */
 } PipeResult;
 
 /* Collective over the world. m holds this stage's part (embedding on stage

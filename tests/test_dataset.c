@@ -19,9 +19,9 @@
 
 #include "pipeline/output.h"
 #include "io/dataset.h"
-#include "io/error.h"
-#include "io/rng.h"
-#include "io/tokenizer.h"
+#include "io/base/error.h"
+#include "io/base/rng.h"
+#include "io/tokenizer/tokenizer.h"
 
 #define TMPDIR_TAG "test_ds"
 #include "tests/tmpdir.h"

@@ -28,8 +28,8 @@
 
 #include "dist/linalg.h"
 #include "dist/eigen.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 enum {
     DIST_VALUES_TRUTH,

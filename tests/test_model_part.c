@@ -34,7 +34,7 @@
 
 #include "pipeline/build.h"
 #include "pipeline/mla_layer.h"
-#include "io/error.h"
+#include "io/base/error.h"
 #include "pipeline/output.h"
 #include "io/safetensors_set.h"
 #include "io/safetensors_write.h"

@@ -16,9 +16,9 @@
 
 #include "dist/linalg.h"
 #include "pipeline/rorope_fit.h"
-#include "io/checked.h"
-#include "io/error.h"
-#include "io/rng.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/base/rng.h"
 #include "io/safetensors.h"
 
 static StFile in;

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/safetensors.h"
 #include "pipeline/output.h"
 #include "io/safetensors_set.h"

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "pipeline/output.h"
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/token_set.h"
 
 #define TMPDIR_TAG "test_ts"

@@ -17,10 +17,10 @@
 #include <zlib.h>
 
 #include "pipeline/output.h"
-#include "io/error.h"
-#include "io/sha256.h"
-#include "io/tokenizer.h"
-#include "io/whole_file.h"
+#include "io/base/error.h"
+#include "io/base/sha256.h"
+#include "io/tokenizer/tokenizer.h"
+#include "io/base/whole_file.h"
 
 #define TMPDIR_TAG "test_tok"
 #include "tests/tmpdir.h"

@@ -46,10 +46,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
-#include "io/line_reader.h"
-#include "io/tok_buf.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/base/line_reader.h"
+#include "io/base/str_buf.h"
 #include "io/utf8.h"
 
 /* ---------- template names ---------- */

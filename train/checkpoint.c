@@ -44,20 +44,21 @@
 #include <hdf5.h>
 
 #include "dist/topology.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 #include "io/h5_util.h"
-#include "io/path.h"
-#include "io/tok_buf.h"
+#include "io/base/path.h"
+#include "io/base/test_hooks.h"
+#include "io/base/str_buf.h"
 
 #define FORMAT_NAME "transmla-checkpoint"
 #define WRITE_BLOCK_BYTES ((int64_t)256 << 20) /* one H5Dwrite (MPI-IO request) at most */
 
-/* Test hooks: TRANSMLA_CKPT_BLOCK_BYTES=N makes the blocks small enough that
+/* Test hooks (io/base/test_hooks.h): TRANSMLA_CKPT_BLOCK_BYTES=N makes the blocks small enough that
  * a test's small tensors take several; TRANSMLA_CKPT_NO_RESERVE=1 saves as
  * on a file system without fallocate (no disk space reserved). */
 static int64_t write_block_bytes(void) {
-    const char *e = getenv("TRANSMLA_CKPT_BLOCK_BYTES");
+    const char *e = tm_test_hook("TRANSMLA_CKPT_BLOCK_BYTES");
     long long v = e ? atoll(e) : 0;
     return v > 0 ? (int64_t)v : WRITE_BLOCK_BYTES;
 }
@@ -415,7 +416,7 @@ static int write_file(const char *path, const char *tmp, int64_t step, const Des
     int me;
     MPI_Comm_rank(comm, &me);
     /* the space first: HDF5 then writes only where the disk has room */
-    int64_t reserve = getenv("TRANSMLA_CKPT_NO_RESERVE") ? 0 : file_bytes(d, n, attrs, n_attrs);
+    int64_t reserve = tm_test_hook("TRANSMLA_CKPT_NO_RESERVE") ? 0 : file_bytes(d, n, attrs, n_attrs);
     if (dist_agree(comm, me == 0 ? h5_create_reserved(path, tmp, reserve) : 0)) return -1;
     hid_t file = h5_open_parallel(path, tmp, comm);
     if (dist_agree(comm, file < 0 ? -1 : 0)) return -1;

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 
 #include "dist/write_tensors.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 #include "io/hf_folder.h"
 
 int train_export(const Topology *t, Model *m, const char *dir, const char *src_dir) {

@@ -7,12 +7,12 @@
 #include <string.h>
 
 #include "dist/partition.h"
-#include "io/checked.h"
-#include "io/clock.h"
-#include "io/error.h"
-#include "io/interrupt.h"
-#include "io/path.h"
-#include "io/tokenizer.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
+#include "io/base/interrupt.h"
+#include "io/base/path.h"
+#include "io/tokenizer/tokenizer.h"
 #include "model/cost.h"
 #include "train/chat.h"
 #include "train/checkpoint.h"

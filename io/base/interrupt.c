@@ -1,4 +1,4 @@
-#include "io/interrupt.h"
+#include "io/base/interrupt.h"
 
 #include <signal.h>
 #include <string.h>

@@ -1,11 +1,11 @@
-#include "io/tokenizer_norm.h"
+#include "io/tokenizer/tokenizer_norm.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
 
-#include "io/error.h"
-#include "io/tokenizer_regex.h"
+#include "io/base/error.h"
+#include "io/tokenizer/tokenizer_regex.h"
 #include "io/utf8.h"
 
 enum { N_UNICODE, N_PREPEND, N_REPLACE, N_LOWERCASE, N_STRIP };

@@ -1,4 +1,4 @@
-#include "io/tokenizer_bpe.h"
+#include "io/tokenizer/tokenizer_bpe.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -6,9 +6,9 @@
 
 #include <stdint.h>
 
-#include "io/tok_bytelevel.h"
-#include "io/tok_hash.h"
-#include "io/tokenizer.h"
+#include "io/tokenizer/tok_bytelevel.h"
+#include "io/tokenizer/tok_hash.h"
+#include "io/tokenizer/tokenizer.h"
 
 typedef struct {
     uint32_t off, n; /* ids in cache_ids */

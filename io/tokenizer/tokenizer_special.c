@@ -5,9 +5,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/json_util.h"
-#include "io/tokenizer_internal.h"
+#include "io/tokenizer/tokenizer_internal.h"
 
 /* An added token first, then the vocabulary; -1 when neither has it. */
 static int32_t token_id(const Tokenizer *t, const char *s) {

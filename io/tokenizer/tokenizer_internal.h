@@ -4,12 +4,12 @@
 
 #include <jansson.h>
 
-#include "io/tok_buf.h"
-#include "io/tokenizer.h"
-#include "io/tokenizer_added.h"
-#include "io/tokenizer_bpe.h"
-#include "io/tokenizer_norm.h"
-#include "io/tokenizer_pretok.h"
+#include "io/base/str_buf.h"
+#include "io/tokenizer/tokenizer.h"
+#include "io/tokenizer/tokenizer_added.h"
+#include "io/tokenizer/tokenizer_bpe.h"
+#include "io/tokenizer/tokenizer_norm.h"
+#include "io/tokenizer/tokenizer_pretok.h"
 
 typedef struct DecStep DecStep;
 

@@ -1,4 +1,4 @@
-#include "io/clock.h"
+#include "io/base/clock.h"
 
 #include <time.h>
 

@@ -1,4 +1,4 @@
-#include "io/path.h"
+#include "io/base/path.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -6,8 +6,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 char *path_join(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;

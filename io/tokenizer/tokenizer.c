@@ -1,11 +1,11 @@
 /* Encoding: added tokens are cut out of the raw text first; each segment
  * between them is normalized, pre-tokenized and BPE'd, piece by piece. */
-#include "io/tokenizer.h"
+#include "io/tokenizer/tokenizer.h"
 
 #include <string.h>
 
-#include "io/error.h"
-#include "io/tokenizer_internal.h"
+#include "io/base/error.h"
+#include "io/tokenizer/tokenizer_internal.h"
 #include "io/utf8.h"
 
 void token_ids_push(TokenIds *l, int32_t id) {

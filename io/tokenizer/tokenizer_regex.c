@@ -1,11 +1,11 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "io/tokenizer_regex.h"
+#include "io/tokenizer/tokenizer_regex.h"
 
 #include <pcre2.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 #include "io/utf8.h"
 
 struct TokRegex {

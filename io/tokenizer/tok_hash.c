@@ -1,8 +1,8 @@
-#include "io/tok_hash.h"
+#include "io/tokenizer/tok_hash.h"
 
 #include <string.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 
 static uint64_t mix(uint64_t h) {
     h ^= h >> 33;

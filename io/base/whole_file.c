@@ -1,12 +1,12 @@
-#include "io/whole_file.h"
+#include "io/base/whole_file.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 /* Grows a buffer as it reads, so pipes and /proc files work too. */
 int read_whole_file(const char *path, char **data, size_t *len) {

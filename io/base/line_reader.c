@@ -1,12 +1,12 @@
-#include "io/line_reader.h"
+#include "io/base/line_reader.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 struct LineReader {
     gzFile gz;

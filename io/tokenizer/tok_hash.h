@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "io/tok_buf.h"
+#include "io/base/str_buf.h"
 
 uint64_t tok_hash_bytes(const void *s, size_t len);
 

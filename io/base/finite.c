@@ -1,4 +1,4 @@
-#include "io/finite.h"
+#include "io/base/finite.h"
 
 #include <float.h>
 #include <math.h>

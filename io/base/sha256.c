@@ -1,11 +1,11 @@
-#include "io/sha256.h"
+#include "io/base/sha256.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 
 static void to_hex(const unsigned char *md, char hex[65]) {
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);

@@ -6,7 +6,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "io/tok_buf.h"
+#include "io/base/str_buf.h"
 
 typedef struct TokRegex TokRegex;
 

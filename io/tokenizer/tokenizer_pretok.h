@@ -8,7 +8,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "io/tok_buf.h"
+#include "io/base/str_buf.h"
 
 typedef struct {
     size_t off, len; /* bytes in Pieces.text */

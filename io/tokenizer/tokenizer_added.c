@@ -1,12 +1,12 @@
-#include "io/tokenizer_added.h"
+#include "io/tokenizer/tokenizer_added.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
 
-#include "io/checked.h"
-#include "io/error.h"
-#include "io/tok_buf.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/base/str_buf.h"
 #include "io/utf8.h"
 
 static void trie_init(Trie *t) {

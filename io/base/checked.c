@@ -1,4 +1,4 @@
-#include "io/checked.h"
+#include "io/base/checked.h"
 
 #include <stdarg.h>
 #include <stdlib.h>

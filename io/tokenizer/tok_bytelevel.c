@@ -1,4 +1,4 @@
-#include "io/tok_bytelevel.h"
+#include "io/tokenizer/tok_bytelevel.h"
 
 /* Printable Latin-1 bytes stand for themselves; the other 68 bytes, in
  * order, take U+0100 onwards. */

@@ -1,4 +1,4 @@
-#include "io/error.h"
+#include "io/base/error.h"
 
 #include <stdarg.h>
 #include <stdio.h>

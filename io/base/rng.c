@@ -1,4 +1,4 @@
-#include "io/rng.h"
+#include "io/base/rng.h"
 
 void rng_seed(TmRng *r, uint64_t seed) { r->state = seed; }
 

@@ -2,13 +2,13 @@
  * used wherever text or bytes are built up (chat rendering, checkpoint
  * descriptors, the text dataset reader). Growth that fails leaves nothing
  * sensible to do, so it dies like mallocCheck. */
-#ifndef TM_IO_TOK_BUF_H
-#define TM_IO_TOK_BUF_H
+#ifndef TM_IO_STR_BUF_H
+#define TM_IO_STR_BUF_H
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 
 /* Grow *p (an array of elem-byte items with capacity *cap) to hold need items. */
 static inline void tok_grow(void **p, size_t *cap, size_t need, size_t elem) {

@@ -1,9 +1,9 @@
-#include "io/tokenizer_pretok.h"
+#include "io/tokenizer/tokenizer_pretok.h"
 
 #include <string.h>
 
-#include "io/error.h"
-#include "io/tokenizer_regex.h"
+#include "io/base/error.h"
+#include "io/tokenizer/tokenizer_regex.h"
 
 enum { PT_SPLIT, PT_BYTELEVEL, PT_METASPACE };
 enum { B_REMOVED, B_ISOLATED, B_MERGED_PREV, B_MERGED_NEXT, B_CONTIGUOUS };

@@ -6,11 +6,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 #include "io/json_util.h"
-#include "io/sha256.h"
-#include "io/tokenizer_internal.h"
+#include "io/base/sha256.h"
+#include "io/tokenizer/tokenizer_internal.h"
 
 enum { MAX_ID = 1 << 26 };
 #define META "\xE2\x96\x81" /* U+2581 */

@@ -3,11 +3,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/json_util.h"
-#include "io/tok_bytelevel.h"
-#include "io/tokenizer_internal.h"
-#include "io/tokenizer_regex.h"
+#include "io/tokenizer/tok_bytelevel.h"
+#include "io/tokenizer/tokenizer_internal.h"
+#include "io/tokenizer/tokenizer_regex.h"
 #include "io/utf8.h"
 
 enum { D_BYTELEVEL, D_REPLACE, D_BYTEFALLBACK, D_FUSE, D_STRIP, D_METASPACE };
