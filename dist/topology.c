@@ -7,6 +7,7 @@
 
 #include "io/base/checked.h"
 #include "io/base/error.h"
+#include "io/base/interrupt.h"
 #include "io/base/test_hooks.h"
 
 static int world_rank(void) {
@@ -83,6 +84,12 @@ int dist_agree(MPI_Comm comm, int rc) {
     /* name the rank only when it is not everyone's problem */
     if (n_failed < n) return tm_fail("rank %d: %s", first, msg);
     return tm_fail("%s", msg);
+}
+
+int dist_stop_signal(MPI_Comm comm) {
+    int sig = tm_interrupt_signal();
+    MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, comm);
+    return sig;
 }
 
 void dist_inject_failure(const char *where) {

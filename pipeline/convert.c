@@ -137,61 +137,61 @@ static int load_part(Run *r) {
 }
 
 /* A layer's MLA attention after a step: from the state, or computed and saved. */
-static int attn_result(Run *r, int l, int saved, int save, int computed_rc) {
-    if (saved) return resume_load_attn(&r->resume, r->step_name, l, &r->step_layers[l], &r->kv_ratio[l]);
+static int attn_result(Run *r, const StepArgs *a, int l, int saved, int save, int computed_rc) {
+    if (saved) return resume_load_attn(&r->resume, a->name, l, &a->layers[l], &r->kv_ratio[l]);
     if (computed_rc || !save) return computed_rc;
-    return resume_save_attn(&r->resume, r->step_name, l, &r->step_layers[l], r->kv_ratio[l]);
+    return resume_save_attn(&r->resume, a->name, l, &a->layers[l], r->kv_ratio[l]);
 }
 
 /* The state keeps RoRoPE's rotation P (small); the layer is rebuilt from it. */
-static int step_rorope(Run *r, int l, const EigenSolver *e, int saved, int save) {
+static int step_rorope(Run *r, const StepArgs *a, int l, const EigenSolver *e, int saved, int save) {
     (void)e; /* RoRoPE's problems are per frequency bucket: always small */
     const ModelConfig *c = &r->cfg;
     RoropeShape rs = r->rs;
-    rs.freqfold = r->step_freqfold;
+    rs.freqfold = a->freqfold;
     int L = c->n_kv_heads * c->head_dim, rc;
     GqaAttn g;
     gqa_attn_load(&g, c, &r->orig.w.layers[l]);
     double *P = mallocCheck((size_t)L * L * sizeof *P), *K = NULL;
     if (saved) {
-        rc = resume_load_rotation(&r->resume, r->step_name, l, P, (int64_t)L * L);
+        rc = resume_load_rotation(&r->resume, a->name, l, P, (int64_t)L * L);
     } else {
-        const double *keys = r->step_stats ? r->step_stats->sum[l] : NULL;
+        const double *keys = a->stats ? a->stats->sum[l] : NULL;
         if (!keys) { /* data-free: the keys' second moment from the weights */
             K = mallocCheck((size_t)L * L * sizeof *K);
             gqa_key_moment(&g, r->orig.w.layers[l].input_norm, K);
             keys = K;
         }
         rc = rorope_rotation(keys, &rs, P);
-        if (!rc && save) rc = resume_save_rotation(&r->resume, r->step_name, l, P, (int64_t)L * L);
+        if (!rc && save) rc = resume_save_rotation(&r->resume, a->name, l, P, (int64_t)L * L);
     }
-    if (!rc) mla_from_rorope(&r->step_layers[l], &g, P, rs.r);
+    if (!rc) mla_from_rorope(&a->layers[l], &g, P, rs.r);
     gqa_attn_free(&g);
     free(P);
     free(K);
     return rc;
 }
 
-static int step_bkv_pca(Run *r, int l, const EigenSolver *e, int saved, int save) {
-    if (saved) return attn_result(r, l, 1, 0, 0);
+static int step_bkv_pca(Run *r, const StepArgs *a, int l, const EigenSolver *e, int saved, int save) {
+    if (saved) return attn_result(r, a, l, 1, 0, 0);
     const ConvertSettings *s = r->s;
-    MlaAttn *a = &r->step_layers[l];
+    const CalibStats *st = a->stats;
+    MlaAttn *m = &a->layers[l];
     const float *g = r->orig.w.layers[l].input_norm;
     int rc;
-    if (r->step_stats) {
-        rc = mla_bkv_pca(a, r->step_stats->sum[l], r->step_stats->count, s->kv_lora_rank, s->balance_kv_ratio, e,
-                         &r->kv_ratio[l]);
-        if (!rc && s->q_lora_rank) rc = mla_q_pca(a, r->step_stats->qsum[l], r->step_stats->count, s->q_lora_rank, e);
+    if (st) {
+        rc = mla_bkv_pca(m, st->sum[l], st->count, s->kv_lora_rank, s->balance_kv_ratio, e, &r->kv_ratio[l]);
+        if (!rc && s->q_lora_rank) rc = mla_q_pca(m, st->qsum[l], st->count, s->q_lora_rank, e);
     } else {
-        rc = mla_bkv_pca_weights(a, g, s->kv_lora_rank, s->balance_kv_ratio, e, &r->kv_ratio[l]);
-        if (!rc && s->q_lora_rank) rc = mla_q_pca_weights(a, g, s->q_lora_rank, e);
+        rc = mla_bkv_pca_weights(m, g, s->kv_lora_rank, s->balance_kv_ratio, e, &r->kv_ratio[l]);
+        if (!rc && s->q_lora_rank) rc = mla_q_pca_weights(m, g, s->q_lora_rank, e);
     }
-    return attn_result(r, l, 0, save, rc);
+    return attn_result(r, a, l, 0, save, rc);
 }
 
-static int step_kv_norm_fit(Run *r, int l, const EigenSolver *e, int saved, int save) {
+static int step_kv_norm_fit(Run *r, const StepArgs *a, int l, const EigenSolver *e, int saved, int save) {
     (void)e;
-    return attn_result(r, l, saved, save, saved ? 0 : mla_fit_kv_norm(&r->step_layers[l], r->step_stats->sum[l]));
+    return attn_result(r, a, l, saved, save, saved ? 0 : mla_fit_kv_norm(&a->layers[l], a->stats->sum[l]));
 }
 
 /* ---- conversion steps ---- */
@@ -223,19 +223,16 @@ static int stage_rorope(Run *r) {
         }
         run_stage_done(r, "calibrate_keys");
     }
-    r->step_stats = run_data_free(r) ? NULL : &keys;
     int cands[32], nc = freqfold_candidates(&r->rs, r->s->freqfold, cands);
     double best = INFINITY;
     json_t *search = json_object();
     for (int i = 0; i < nc && !rc; i++) {
         char label[64], pass[64];
         snprintf(label, sizeof label, "rorope[freqfold %d]", cands[i]);
-        snprintf(r->step_buf, sizeof r->step_buf, "rorope-f%d", cands[i]);
-        r->step_name = r->step_buf;
-        r->step_layers = callocCheck((size_t)n, sizeof *r->step_layers);
-        r->step_freqfold = cands[i];
-        MlaAttn *layers = r->step_layers;
-        if ((rc = run_each_stage_layer(r, step_rorope, 0, label))) {
+        StepArgs a = {.stats = run_data_free(r) ? NULL : &keys, .freqfold = cands[i]};
+        snprintf(a.name, sizeof a.name, "rorope-f%d", cands[i]);
+        MlaAttn *layers = a.layers = callocCheck((size_t)n, sizeof *a.layers);
+        if ((rc = run_each_stage_layer(r, step_rorope, &a, 0, label))) {
             free_layers(layers, n);
             break;
         }
@@ -266,7 +263,6 @@ static int stage_rorope(Run *r) {
             free_layers(layers, n);
         }
     }
-    r->step_layers = NULL;
     if (!run_data_free(r)) calib_stats_free(&keys);
     if (rc) {
         json_decref(search);
@@ -315,12 +311,10 @@ static int bkv_pca_on(Run *r, MlaAttn *layers, const char *pass, const char *cal
         built_model_free(&bm);
         if (calib_stage) run_stage_done(r, calib_stage);
     }
-    r->step_stats = run_data_free(r) ? NULL : &lat;
-    r->step_layers = layers;
-    r->step_name = name;
-    if (!rc) rc = run_each_stage_layer(r, step_bkv_pca, R0 > qdim ? R0 : qdim, label);
+    StepArgs a = {.stats = run_data_free(r) ? NULL : &lat, .layers = layers};
+    snprintf(a.name, sizeof a.name, "%s", name);
+    if (!rc) rc = run_each_stage_layer(r, step_bkv_pca, &a, R0 > qdim ? R0 : qdim, label);
     calib_stats_free(&lat);
-    r->step_stats = NULL;
     return rc;
 }
 
@@ -344,11 +338,9 @@ static int stage_bkv_pca(Run *r) {
 static int stage_published_mla(Run *r) {
     int n = r->cfg.n_layers, rc = 0;
     MlaAttn *layers = callocCheck((size_t)n, sizeof *layers);
-    r->step_layers = layers;
-    r->step_freqfold = r->rs.freqfold;
-    snprintf(r->step_buf, sizeof r->step_buf, "rorope-f%d", r->rs.freqfold);
-    r->step_name = r->step_buf;
-    for (int l = r->first; l < r->end && !rc; l++) rc = step_rorope(r, l, NULL, 1, 0);
+    StepArgs a = {.layers = layers, .freqfold = r->rs.freqfold};
+    snprintf(a.name, sizeof a.name, "rorope-f%d", r->rs.freqfold);
+    for (int l = r->first; l < r->end && !rc; l++) rc = step_rorope(r, &a, l, NULL, 1, 0);
     if (dist_agree(MPI_COMM_WORLD, rc)) rc = -1;
     else rc = bkv_pca_on(r, layers, "calib-latent-published", "calibrate[latent, published]", NULL,
                          "bkv-pca-published", "bkv-pca[published]");
@@ -360,7 +352,6 @@ static int stage_published_mla(Run *r) {
     }
     run_note_max(&r->mem_attn, layers_bytes(r, layers) + layers_bytes(r, r->layers));
     free_layers(layers, n);
-    r->step_layers = NULL;
     if (!rc) run_stage_done(r, "mla_published");
     return rc;
 }
@@ -371,10 +362,8 @@ static int stage_kv_norm_fit(Run *r, const Model *exact) {
     CalibStats st;
     int rc = run_gather_stats(r, exact, &st, CAL_LATENT_NORMED, 2 * r->s->kv_lora_rank, 0, "calibrate[kv-norm]",
                               "calib-kv-norm");
-    r->step_stats = &st;
-    r->step_layers = r->layers;
-    r->step_name = "kv-norm";
-    if (!rc) rc = run_each_stage_layer(r, step_kv_norm_fit, 0, "kv-norm-fit");
+    StepArgs a = {.stats = &st, .layers = r->layers, .name = "kv-norm"};
+    if (!rc) rc = run_each_stage_layer(r, step_kv_norm_fit, &a, 0, "kv-norm-fit");
     calib_stats_free(&st);
     if (rc) return rc;
     rc = phase_done(r, "kv-norm", "calib-kv-norm.", "bkv-pca.layer"); /* not bkv-pca.done: the marker stays */
@@ -415,15 +404,14 @@ static int continue_phases(Run *r) {
     }
     if (!done) return 0;
     int n = r->cfg.n_layers, rc = 0;
-    r->layers = r->step_layers = callocCheck((size_t)n, sizeof *r->layers);
-    r->step_freqfold = r->rs.freqfold;
-    if (last == 0) snprintf(r->step_buf, sizeof r->step_buf, "rorope-f%d", r->rs.freqfold);
-    else snprintf(r->step_buf, sizeof r->step_buf, "%s", phases[last]);
-    r->step_name = r->step_buf;
+    r->layers = callocCheck((size_t)n, sizeof *r->layers);
+    StepArgs a = {.layers = r->layers, .freqfold = r->rs.freqfold};
+    if (last == 0) snprintf(a.name, sizeof a.name, "rorope-f%d", r->rs.freqfold);
+    else snprintf(a.name, sizeof a.name, "%s", phases[last]);
     run_say(r, "resume: %s done before: its calibration and per-layer steps are skipped; the layers come from "
-           "%s/%s.layer*.h5\n", phases[last], r->resume.dir, r->step_name);
+           "%s/%s.layer*.h5\n", phases[last], r->resume.dir, a.name);
     for (int l = r->first; l < r->end && !rc; l++) /* RoRoPE's phases keep rotations, the later ones layers */
-        rc = last <= PHASE_FIT ? step_rorope(r, l, NULL, 1, 0) : attn_result(r, l, 1, 0, 0);
+        rc = last <= PHASE_FIT ? step_rorope(r, &a, l, NULL, 1, 0) : attn_result(r, &a, l, 1, 0, 0);
     if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
     return done;
 }

@@ -6,10 +6,10 @@
 #include <string.h>
 
 #include "dist/linalg.h"
+#include "dist/topology.h"
 #include "io/base/checked.h"
 #include "io/base/clock.h"
 #include "io/base/error.h"
-#include "io/base/interrupt.h"
 #include "model/attention.h"
 #include "model/matmul.h"
 #include "model/rope.h"
@@ -278,14 +278,6 @@ static int nope_pair(const RoropeShape *s, int64_t i) {
     return (i % ((int64_t)n * n)) / n >= keep && i % n >= keep;
 }
 
-/* A stop (SIGTERM/SIGUSR1) requested on any rank of comm: a layer's fit
- * takes minutes at scale, so every Adam step asks. */
-static int stop_requested(MPI_Comm comm) {
-    int stop = tm_interrupt_signal() != 0;
-    MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, comm);
-    return stop;
-}
-
 int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult *res, float *o_fit) {
     const RoropeShape *s = &p->s;
     double t0 = tm_now_s();
@@ -314,7 +306,7 @@ int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult
             memcpy(best, S, (size_t)nn * sizeof *S);
         }
         if (step == p->steps || first == 0) break; /* nothing to fit in an exact layer */
-        if ((stopped = stop_requested(p->comm))) break;
+        if ((stopped = dist_stop_signal(p->comm) != 0)) break; /* at scale a layer takes minutes */
         /* Adam on the objective relative to its start */
         double b1 = 1 - pow(beta1, step + 1), b2 = 1 - pow(beta2, step + 1);
         for (int64_t i = 0; i < nn; i++) {

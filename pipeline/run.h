@@ -39,12 +39,6 @@ typedef struct {
     EigenSolver local, stage; /* LAPACK/ScaLAPACK alone, or ScaLAPACK over the stage's ranks */
     DistSolverCtx local_ctx, stage_ctx;
     int scalapack_calls, lapack_calls;
-    /* what the current per-layer step reads and writes */
-    const CalibStats *step_stats;
-    MlaAttn *step_layers;
-    int step_freqfold;
-    const char *step_name;  /* its state files' prefix */
-    char step_buf[32];
     Resume resume;
     char tmp_dir[4200];     /* SAVE.work/export: the output until it is renamed into place */
     int exported;           /* tmp_dir holds the whole export (this run's or an earlier one's) */
@@ -80,11 +74,19 @@ int run_eval_into(Run *r, const Model *m, const char *label, const char *pass, c
  * resumable pass `pass`. */
 int run_gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget target, int dim, int qdim, const char *label,
                      const char *pass);
+/* What one per-layer step reads and writes, handed to each layer's call. */
+typedef struct {
+    const CalibStats *stats; /* its statistics (NULL: data-free) */
+    MlaAttn *layers;         /* the layers it makes, indexed by layer */
+    int freqfold;            /* RoRoPE's */
+    char name[32];           /* its state files' prefix */
+} StepArgs;
+
 /* One layer's step; saved: its result is in the state (load it, do not
  * compute it), else compute it and save it when `save` is set. */
-typedef int (*LayerStep)(Run *r, int l, const EigenSolver *e, int saved, int save);
+typedef int (*LayerStep)(Run *r, const StepArgs *a, int l, const EigenSolver *e, int saved, int save);
 
-int run_each_stage_layer(Run *r, LayerStep step, int eigen_n, const char *label);
+int run_each_stage_layer(Run *r, LayerStep step, const StepArgs *a, int eigen_n, const char *label);
 
 /* ---- run_fit.c ---- */
 

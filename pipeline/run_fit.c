@@ -26,7 +26,6 @@
 #include "io/base/checked.h"
 #include "io/base/clock.h"
 #include "io/base/error.h"
-#include "io/base/interrupt.h"
 #include "model/attention.h"
 #include "model/matmul.h"
 #include "model/rmsnorm.h"
@@ -267,7 +266,7 @@ int stage_rorope_fit(Run *r) {
         else stream_send(NULL, 0, rc, t);
     }
     for (int l = r->first; l < r->end && !rc; l++) {
-        rc = agree_status(tm_interrupt_signal() ? RUN_STOPPED : 0, t->stage_comm);
+        rc = dist_stop_signal(t->stage_comm) ? RUN_STOPPED : 0;
         if (rc) break;
         fit_data(&f, c, &r->orig.w.layers[l]);
         rc = agree_status(fit_layer(&f, r, l, inv_freq), t->stage_comm);

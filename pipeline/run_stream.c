@@ -36,12 +36,7 @@ void run_note_max(uint64_t *slot, uint64_t v) {
 
 /* ---- streaming through the pipeline ---- */
 
-/* A stop requested on any rank, seen by all. */
-int run_stop_requested(void) {
-    int mine = tm_interrupt_signal() != 0, any;
-    MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    return any ? RUN_STOPPED : 0;
-}
+int run_stop_requested(void) { return dist_stop_signal(MPI_COMM_WORLD) ? RUN_STOPPED : 0; }
 
 /* Run job as resumable pass `pass`: continue from this rank's saved cursor
  * (and sums, when st is given), save where it got to. */
@@ -125,7 +120,7 @@ int run_gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget target, i
  * reaches --scalapack-min-n and the stage has several ranks, all of them
  * run each layer together on ScaLAPACK instead. Finished layers are saved
  * as they finish; a stop request ends the loop before the next layer. */
-int run_each_stage_layer(Run *r, LayerStep step, int eigen_n, const char *label) {
+int run_each_stage_layer(Run *r, LayerStep step, const StepArgs *a, int eigen_n, const char *label) {
     const Topology *t = &r->t;
     int together = t->replicas > 1 && eigen_n >= r->s->scalapack_min_n, rc = 0, stopped = 0;
     int sc0 = r->stage_ctx.scalapack_calls + r->local_ctx.scalapack_calls;
@@ -133,18 +128,17 @@ int run_each_stage_layer(Run *r, LayerStep step, int eigen_n, const char *label)
     for (int l = r->first; l < r->end && !rc; l++) {
         int owner = (l - r->first) % t->replicas;
         if (!together && owner != t->replica) continue;
-        stopped = tm_interrupt_signal() != 0;
-        if (together) MPI_Allreduce(MPI_IN_PLACE, &stopped, 1, MPI_INT, MPI_MAX, t->stage_comm);
+        stopped = together ? dist_stop_signal(t->stage_comm) != 0 : tm_interrupt_signal() != 0;
         if (stopped) break;
-        int saved = resume_has_layer(&r->resume, r->step_name, l), speaker = t->replica == 0 || !together;
+        int saved = resume_has_layer(&r->resume, a->name, l), speaker = t->replica == 0 || !together;
         if (r->s->progress && speaker)
             fprintf(stderr, "%s: layer %d/%d (rank %d%s)%s\n", label, l + 1, r->cfg.n_layers, t->rank,
                     together ? ", ScaLAPACK over the stage" : "", saved ? ": done before, loaded from the state" : "");
-        rc = step(r, l, together ? &r->stage : &r->local, saved, !saved && speaker);
+        rc = step(r, a, l, together ? &r->stage : &r->local, saved, !saved && speaker);
         if (rc) tm_fail_context("%s: layer %d", label, l);
-        else rc = mla_attn_check_finite(&r->step_layers[l], l, label); /* nothing NaN goes on to the next step */
+        else rc = mla_attn_check_finite(&a->layers[l], l, label); /* nothing NaN goes on to the next step */
         char where[64];
-        snprintf(where, sizeof where, "%s:layer%d", r->step_name, l);
+        snprintf(where, sizeof where, "%s:layer%d", a->name, l);
         dist_inject_failure(where);
     }
     /* count each problem once: a shared one on replica 0 only */
@@ -161,7 +155,7 @@ int run_each_stage_layer(Run *r, LayerStep step, int eigen_n, const char *label)
     if (!together)
         for (int l = r->first; l < r->end; l++) {
             int owner = (l - r->first) % t->replicas;
-            mla_attn_bcast(&r->step_layers[l], owner, t->stage_comm);
+            mla_attn_bcast(&a->layers[l], owner, t->stage_comm);
             MPI_Bcast(&r->kv_ratio[l], 1, MPI_DOUBLE, owner, t->stage_comm);
         }
     return 0;
