@@ -671,6 +671,8 @@ int convert_run(const ConvertSettings *s) {
     json_decref(r.report);
     if (r.orig.w.layers) model_free(&r.orig);
     plan_free(&r.plan);
+    dist_solver_free(&r.local_ctx);
+    dist_solver_free(&r.stage_ctx);
     topology_free(&r.t);
     return rc;
 }
