@@ -212,6 +212,7 @@ static void apply_rorope_choice(Run *r, json_t *done);
 /* Step 1: key statistics on the original model (or the weights' moments),
  * RoRoPE at each candidate freqfold, keep the best by evaluation perplexity. */
 static int stage_rorope(Run *r) {
+    if (r->done >= 1) return 0;
     const ModelConfig *c = &r->cfg;
     int n = c->n_layers, rc = 0;
     CalibStats keys = {0};
@@ -320,6 +321,7 @@ static int bkv_pca_on(Run *r, MlaAttn *layers, const char *pass, const char *cal
 
 /* Steps 2-3: latent (and query) statistics on the RoRoPE model, BKV-PCA. */
 static int stage_bkv_pca(Run *r) {
+    if (r->done >= 3) return 0;
     int rc = bkv_pca_on(r, r->layers, "calib-latent", "calibrate[latent]", "calibrate_latent", "bkv-pca",
                         run_data_free(r) ? "bkv-svd" : "bkv-pca");
     if (rc) return rc;
@@ -336,6 +338,7 @@ static int stage_bkv_pca(Run *r) {
  * PCA layers, as stage_bkv_pca), evaluated as ppl.mla_pca so the report
  * compares both. Its passes and layers resume like the others'. */
 static int stage_published_mla(Run *r) {
+    if (r->done >= 2 || !run_fit_enabled(r) || !r->eval_ids || r->s->skip_published_mla) return 0;
     int n = r->cfg.n_layers, rc = 0;
     MlaAttn *layers = callocCheck((size_t)n, sizeof *layers);
     StepArgs a = {.layers = layers, .freqfold = r->rs.freqfold};
@@ -357,11 +360,16 @@ static int stage_published_mla(Run *r) {
 }
 
 /* Step 4: fit the export's kv_b_proj to the kv_a_layernorm DeepSeek loaders
- * apply, on the latents of `exact` (the BUILD_EXACT model of r->layers). */
-static int stage_kv_norm_fit(Run *r, const Model *exact) {
+ * apply, on the latents of the exact model of r->layers (which the fit only
+ * adds kv_b_native to). */
+static int stage_kv_norm_fit(Run *r) {
+    if (r->done >= 4 || !r->s->kv_norm_fit || run_data_free(r)) return 0;
+    BuiltModel exact;
+    if (dist_agree(MPI_COMM_WORLD, built_model_init(&exact, &r->orig, r->layers, BUILD_EXACT, 0))) return -1;
     CalibStats st;
-    int rc = run_gather_stats(r, exact, &st, CAL_LATENT_NORMED, 2 * r->s->kv_lora_rank, 0, "calibrate[kv-norm]",
-                              "calib-kv-norm");
+    int rc = run_gather_stats(r, &exact.model, &st, CAL_LATENT_NORMED, 2 * r->s->kv_lora_rank, 0,
+                              "calibrate[kv-norm]", "calib-kv-norm");
+    built_model_free(&exact);
     StepArgs a = {.stats = &st, .layers = r->layers, .name = "kv-norm"};
     if (!rc) rc = run_each_stage_layer(r, step_kv_norm_fit, &a, 0, "kv-norm-fit");
     calib_stats_free(&st);
@@ -458,8 +466,13 @@ static int prepare_output(Run *r) {
 }
 
 /* Step 5: write the DeepSeek-V3 folder into r->tmp_dir (once). */
-static int write_export(Run *r, TmDType dtype) {
+static TmDType export_dtype(const Run *r) {
+    return r->s->dtype != TM_DTYPE_INVALID ? r->s->dtype : r->orig.w.dtype;
+}
+
+static int write_export(Run *r) {
     const ConvertSettings *s = r->s;
+    TmDType dtype = export_dtype(r);
     if (r->exported) return 0;
     BuiltModel native;
     if (dist_agree(MPI_COMM_WORLD, built_model_init(&native, &r->orig, r->layers, BUILD_NATIVE, s->rope_interleave)))
@@ -499,14 +512,13 @@ static int evaluate_export(Run *r) {
         if (rc) return rc;
         run_stage_done(r, "eval_mla_native");
     }
-    boundary("eval-mla-native");
-    return run_stop_requested();
+    return 0;
 }
 
 /* The report into the export, which is then renamed into place. A stop
  * from here on is not taken: what is left takes a moment. */
-static int finish_output(Run *r, TmDType dtype) {
-    run_report_tail(r, dtype);
+static int finish_output(Run *r) {
+    run_report_tail(r, export_dtype(r));
     run_memory_report(r);
     int rc = 0;
     if (run_is_root(r)) {
@@ -533,14 +545,45 @@ static int finish_output(Run *r, TmDType dtype) {
     return 0;
 }
 
-/* Steps 5-6: export, read it back, report, rename into place. */
-static int stage_export(Run *r) {
-    TmDType dtype = r->s->dtype != TM_DTYPE_INVALID ? r->s->dtype : r->orig.w.dtype;
-    int rc = write_export(r, dtype);
-    if (!rc) boundary("export");
-    if (!rc) rc = evaluate_export(r);
-    return rc ? rc : finish_output(r, dtype);
+/* ---- the conversion, in order ---- */
+
+static int stage_eval_original(Run *r) {
+    int rc = run_eval_into(r, &r->orig, "original", "eval-original", "original");
+    if (!rc) run_stage_done(r, "eval_original");
+    dist_inject_failure("calibrate");
+    return rc;
 }
+
+static int stage_eval_mla(Run *r) {
+    BuiltModel exact;
+    if (dist_agree(MPI_COMM_WORLD, built_model_init(&exact, &r->orig, r->layers, BUILD_EXACT, 0))) return -1;
+    int rc = run_eval_into(r, &exact.model, "mla", "eval-mla", "mla");
+    built_model_free(&exact);
+    if (!rc) run_stage_done(r, "eval_mla");
+    return rc;
+}
+
+/* Each phase, in the order it runs: a stop request is taken before it, and
+ * it ends at a boundary of its name (where tests crash or stop a run). A
+ * phase that leaves a marker in the state (continue_phases) skips itself
+ * when an earlier run finished it. */
+typedef struct {
+    const char *name;
+    int (*run)(Run *r);
+} Phase;
+
+static const Phase conversion[] = {
+    {"eval-original", stage_eval_original},  /* the original model's perplexity */
+    {"rorope", stage_rorope},                /* key statistics, RoRoPE per freqfold (marker rorope) */
+    {"published-mla", stage_published_mla},  /* with the fit: the published rotation's MLA, for the table */
+    {"rorope-fit", stage_rorope_fit},        /* the rotation fitted per layer (marker rorope-fit) */
+    {"bkv-pca", stage_bkv_pca},              /* latent statistics, BKV-PCA (marker bkv-pca) */
+    {"eval-mla", stage_eval_mla},            /* the exact MLA's perplexity */
+    {"kv-norm", stage_kv_norm_fit},          /* kv_b_proj fitted to the exported norm (marker kv-norm) */
+    {"export", write_export},                /* the DeepSeek-V3 folder in SAVE.work/export (marker export) */
+    {"eval-mla-native", evaluate_export},    /* read back as a loader would (marker finished, then renamed) */
+    {"finish", finish_output},               /* report, rename into place */
+};
 
 static int run_stages(Run *r) {
     if (r->complete) {
@@ -548,36 +591,14 @@ static int run_stages(Run *r) {
                 r->s->save_path, r->resume.dir);
         return 0;
     }
-    int rc = run_eval_into(r, &r->orig, "original", "eval-original", "original");
-    if (rc) return rc;
-    run_stage_done(r, "eval_original");
-    dist_inject_failure("calibrate");
-    boundary("eval-original");
-    int done = continue_phases(r);
-    if (done < 0) return -1;
-    if (done < 1 && !(rc = run_stop_requested())) rc = stage_rorope(r);
-    if (!rc) boundary("rorope");
-    if (!rc && done < 2 && run_fit_enabled(r) && r->eval_ids && !r->s->skip_published_mla && !(rc = run_stop_requested()))
-        rc = stage_published_mla(r);
-    if (!rc && done < 2 && run_fit_enabled(r) && !(rc = run_stop_requested())) rc = stage_rorope_fit(r);
-    if (!rc) boundary("rorope-fit");
-    if (!rc && done < 3 && !(rc = run_stop_requested())) rc = stage_bkv_pca(r);
-    if (!rc) boundary("bkv-pca");
-    if (!rc) rc = run_stop_requested();
-    if (rc) return rc;
-
-    BuiltModel exact;
-    if (dist_agree(MPI_COMM_WORLD, built_model_init(&exact, &r->orig, r->layers, BUILD_EXACT, 0))) return -1;
-    rc = run_eval_into(r, &exact.model, "mla", "eval-mla", "mla");
-    if (!rc) run_stage_done(r, "eval_mla");
-    if (!rc) boundary("eval-mla");
-    /* the fit only adds kv_b_native to r->layers; the exact model keeps its own fp32 copies */
-    if (!rc && done < 4 && r->s->kv_norm_fit && !run_data_free(r) && !(rc = run_stop_requested()))
-        rc = stage_kv_norm_fit(r, &exact.model);
-    built_model_free(&exact);
-    if (!rc) boundary("kv-norm");
-    if (!rc) rc = run_stop_requested();
-    return rc ? rc : stage_export(r);
+    if ((r->done = continue_phases(r)) < 0) return -1;
+    for (size_t i = 0; i < sizeof conversion / sizeof conversion[0]; i++) {
+        int rc = run_stop_requested();
+        if (!rc) rc = conversion[i].run(r);
+        if (rc) return rc;
+        boundary(conversion[i].name);
+    }
+    return 0;
 }
 
 /* The work folder: continue from it when it holds this conversion's state. */

@@ -41,6 +41,7 @@ typedef struct {
     int scalapack_calls, lapack_calls;
     Resume resume;
     char tmp_dir[4200];     /* SAVE.work/export: the output until it is renamed into place */
+    int done;               /* resume phases an earlier run finished (continue_phases) */
     int exported;           /* tmp_dir holds the whole export (this run's or an earlier one's) */
     int complete;           /* an earlier run put the output in place; only the work folder is left */
     json_t *report, *ppl, *seconds, *settings;
@@ -93,7 +94,7 @@ int run_each_stage_layer(Run *r, LayerStep step, const StepArgs *a, int eigen_n,
 /* Fitting is on: steps > 0 and calibration data. */
 int run_fit_enabled(const Run *r);
 /* Fit every layer's rotation (r->layers rebuilt from it), evaluate, mark
- * the phase "rorope-fit" done. */
+ * the phase "rorope-fit" done; nothing when the fit is off or was done. */
 int stage_rorope_fit(Run *r);
 /* The fit's report and ppl.rorope from the phase's info. */
 void run_apply_fit(Run *r, json_t *done);
