@@ -130,7 +130,7 @@ static int load_part(Run *r) {
             run_say(r, "load: rank %d (stage %d) maps %.1f MiB of weights\n", i, i % r->t.stages, all[i] / 1048576.0);
             json_array_append_new(per, json_integer((json_int_t)all[i]));
         }
-        json_object_set_new(r->report, "weight_bytes_read_per_rank", per);
+        json_object_set_new(r->rep.report, "weight_bytes_read_per_rank", per);
     }
     free(all);
     return 0;
@@ -237,7 +237,7 @@ static int stage_rorope(Run *r) {
             free_layers(layers, n);
             break;
         }
-        run_note_max(&r->mem_attn, layers_bytes(r, layers) * (r->layers ? 2 : 1)); /* best so far + this one */
+        run_note_max(&r->rep.mem_attn, layers_bytes(r, layers) * (r->layers ? 2 : 1)); /* best so far + this one */
         BuiltModel bm;
         if ((rc = dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0)))) {
             free_layers(layers, n);
@@ -271,7 +271,7 @@ static int stage_rorope(Run *r) {
     }
     json_t *done = json_pack("{sisO}", "freqfold", r->rs.freqfold, "rorope_by_freqfold", search);
     if (isfinite(best)) json_object_set_new(done, "rorope", json_real(best));
-    json_object_set_new(r->ppl, "rorope_by_freqfold", search);
+    json_object_set_new(r->rep.ppl, "rorope_by_freqfold", search);
     rc = resume_mark_done(&r->resume, "rorope", done);
     apply_rorope_choice(r, done);
     json_decref(done);
@@ -353,7 +353,7 @@ static int stage_published_mla(Run *r) {
         rc = run_eval_into(r, &bm.model, "mla, published rotation", "eval-mla-published", "mla_pca");
         built_model_free(&bm);
     }
-    run_note_max(&r->mem_attn, layers_bytes(r, layers) + layers_bytes(r, r->layers));
+    run_note_max(&r->rep.mem_attn, layers_bytes(r, layers) + layers_bytes(r, r->layers));
     free_layers(layers, n);
     if (!rc) run_stage_done(r, "mla_published");
     return rc;
@@ -391,10 +391,10 @@ static const char *const phases[] = {"rorope", "rorope-fit", "bkv-pca", "kv-norm
 static void apply_rorope_choice(Run *r, json_t *done) {
     r->rs.freqfold = (int)json_integer_value(json_object_get(done, "freqfold"));
     json_t *best = json_object_get(done, "rorope"), *search = json_object_get(done, "rorope_by_freqfold");
-    if (best) json_object_set(r->ppl, "rorope_pca", best); /* the published rotation */
-    if (best) json_object_set(r->ppl, "rorope", best);     /* the model carried on, until a fit replaces it */
-    if (search && !json_object_get(r->ppl, "rorope_by_freqfold")) json_object_set(r->ppl, "rorope_by_freqfold", search);
-    json_object_set_new(r->settings, "freqfold", json_integer(r->rs.freqfold));
+    if (best) json_object_set(r->rep.ppl, "rorope_pca", best); /* the published rotation */
+    if (best) json_object_set(r->rep.ppl, "rorope", best);     /* the model carried on, until a fit replaces it */
+    if (search && !json_object_get(r->rep.ppl, "rorope_by_freqfold")) json_object_set(r->rep.ppl, "rorope_by_freqfold", search);
+    json_object_set_new(r->rep.settings, "freqfold", json_integer(r->rs.freqfold));
 }
 
 /* How many phases are done; their layers are loaded into r->layers. */
@@ -524,7 +524,7 @@ static int finish_output(Run *r) {
     if (run_is_root(r)) {
         char path[4300];
         snprintf(path, sizeof path, "%s/transmla_report.json", r->tmp_dir);
-        if (json_dump_file(r->report, path, JSON_INDENT(2))) rc = tm_fail("%s: cannot write", path);
+        if (json_dump_file(r->rep.report, path, JSON_INDENT(2))) rc = tm_fail("%s: cannot write", path);
     }
     if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
     json_t *info = json_object();
@@ -535,8 +535,8 @@ static int finish_output(Run *r) {
     if (dist_agree(MPI_COMM_WORLD, run_is_root(r) ? output_finish(r->tmp_dir, r->s->save_path) : 0)) return -1;
     boundary("renamed");
     if (run_is_root(r)) {
-        output_print_ppl(r->ppl, r->rs.freqfold);
-        json_t *kv = json_object_get(r->report, "kv_bytes_per_token");
+        output_print_ppl(r->rep.ppl, r->rs.freqfold);
+        json_t *kv = json_object_get(r->rep.report, "kv_bytes_per_token");
         double before = json_integer_value(json_object_get(kv, "before")), after = json_integer_value(json_object_get(kv, "after"));
         printf("KV cache: %.0f -> %.0f bytes per token (%.2fx smaller)\n", before, after, before / after);
         run_print_memory(r);
@@ -604,7 +604,7 @@ static int run_stages(Run *r) {
 /* The work folder: continue from it when it holds this conversion's state. */
 static int open_state(Run *r) {
     const ConvertSettings *s = r->s;
-    json_t *fp = json_deep_copy(r->settings);
+    json_t *fp = json_deep_copy(r->rep.settings);
     char path[4200], hex[65] = "";
     snprintf(path, sizeof path, "%s/config.json", s->model_path);
     int rc = sha256_file(path, hex);
@@ -617,7 +617,7 @@ static int open_state(Run *r) {
         rc = resume_open(&r->resume, s->save_path, fp, s->resume_never ? RESUME_NEVER : RESUME_AUTO, r->t.rank);
     json_decref(fp);
     if (rc) return -1;
-    json_object_set_new(r->report, "resume", json_pack("{sssb}", "work_dir", r->resume.dir, "continued",
+    json_object_set_new(r->rep.report, "resume", json_pack("{sssb}", "work_dir", r->resume.dir, "continued",
                                                        r->resume.continued));
     run_say(r, "state: %s (%s)\n", r->resume.dir,
         r->resume.continued ? "continuing from the saved progress of this same conversion" : "new");
@@ -641,13 +641,13 @@ static int prepare(Run *r) {
     if (!run_data_free(r)) rc = read_windows(r, &s->cal, 1, s->cal_seqlen, &r->cal_nseq, &r->cal_ids, &r->n_cal);
     if (!rc && run_has_eval(s)) rc = read_windows(r, &s->eval, 0, s->ppl_seqlen, &r->eval_nseq, &r->eval_ids, &r->n_eval);
     if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
-    r->report = json_object();
-    r->settings = run_settings_json(r);
-    r->ppl = json_object();
-    r->seconds = json_object();
-    json_object_set(r->report, "settings", r->settings);
-    json_object_set(r->report, "ppl", r->ppl);
-    json_object_set(r->report, "seconds", r->seconds);
+    r->rep.report = json_object();
+    r->rep.settings = run_settings_json(r);
+    r->rep.ppl = json_object();
+    r->rep.seconds = json_object();
+    json_object_set(r->rep.report, "settings", r->rep.settings);
+    json_object_set(r->rep.report, "ppl", r->rep.ppl);
+    json_object_set(r->rep.report, "seconds", r->rep.seconds);
     if (open_state(r) || prepare_output(r)) return -1;
     dist_inject_failure("load");
     if (load_part(r)) return -1;
@@ -670,7 +670,7 @@ int convert_run(const ConvertSettings *s) {
     Run r;
     memset(&r, 0, sizeof r);
     r.s = s;
-    r.t_stage = tm_now_s();
+    r.rep.t_stage = tm_now_s();
     int rc = prepare(&r);
     if (!rc) rc = run_stages(&r);
     if (rc == -1 && !r.exported && r.tmp_dir[0] && run_is_root(&r)) /* a partial export is not kept */
@@ -686,10 +686,10 @@ int convert_run(const ConvertSettings *s) {
     free(r.kv_ratio);
     free(r.cal_ids);
     free(r.eval_ids);
-    json_decref(r.settings);
-    json_decref(r.ppl);
-    json_decref(r.seconds);
-    json_decref(r.report);
+    json_decref(r.rep.settings);
+    json_decref(r.rep.ppl);
+    json_decref(r.rep.seconds);
+    json_decref(r.rep.report);
     if (r.orig.w.layers) model_free(&r.orig);
     plan_free(&r.plan);
     dist_solver_free(&r.local_ctx);

@@ -20,10 +20,22 @@
 #include "io/base/error.h"
 #include "model/model.h"
 
-/* Everything one rank holds, so that cleanup is one function. A rank holds
+/* What the run reports, apart from what it computes with: the report's
+ * JSON, stage timers, the largest memory held, the solvers' counts. */
+typedef struct {
+    json_t *report, *ppl, *seconds, *settings;
+    double t_stage;
+    uint64_t mem_stats, mem_act, mem_attn; /* largest statistics, activations, converted attention held */
+    int scalapack_calls, lapack_calls;
+} RunReport;
+
+/* Everything one rank holds, so that cleanup is one function: the context
+ * (settings, topology, plan, model, tokens, solvers; set up by prepare and
+ * not changed after), the conversion's state, and the report. A rank holds
  * its stage's layers [first, end) only; arrays indexed by layer are sized
  * for the whole model and empty elsewhere. */
 typedef struct {
+    /* context */
     const ConvertSettings *s;
     Topology t;
     Plan plan;
@@ -33,20 +45,18 @@ typedef struct {
     int32_t *cal_ids, *eval_ids;
     size_t n_cal, n_eval;
     int cal_nseq, eval_nseq;
-    RoropeShape rs;
-    MlaAttn *layers;        /* the chosen conversion */
-    double *kv_ratio;       /* BKV-PCA balance per layer */
     EigenSolver local, stage; /* LAPACK/ScaLAPACK alone, or ScaLAPACK over the stage's ranks */
     DistSolverCtx local_ctx, stage_ctx;
-    int scalapack_calls, lapack_calls;
+    /* state */
+    RoropeShape rs;         /* freqfold: as chosen */
+    MlaAttn *layers;        /* the chosen conversion */
+    double *kv_ratio;       /* BKV-PCA balance per layer */
     Resume resume;
     char tmp_dir[4200];     /* SAVE.work/export: the output until it is renamed into place */
     int done;               /* resume phases an earlier run finished (continue_phases) */
     int exported;           /* tmp_dir holds the whole export (this run's or an earlier one's) */
     int complete;           /* an earlier run put the output in place; only the work folder is left */
-    json_t *report, *ppl, *seconds, *settings;
-    double t_stage;
-    uint64_t mem_stats, mem_act, mem_attn; /* largest statistics, activations, converted attention held */
+    RunReport rep;
 } Run;
 
 /* Step results: 0 done, -1 failed (on every rank), RUN_STOPPED: a stop was

@@ -135,7 +135,7 @@ static int fit_run_init(FitRun *f, Run *r) {
     /* the stream, q and o, k and v, the converted output or the parallel schedule's copy of the stream */
     int extra = s->rorope_fit_sequential ? Hd : t->stage < t->stages - 1 ? D : 0;
     uint64_t held = (uint64_t)f->N * (D + 2 * Hd + 2 * L + extra) * sizeof(float);
-    run_note_max(&r->mem_act, held + f->ws.bytes);
+    run_note_max(&r->rep.mem_act, held + f->ws.bytes);
     if (t->stage == 0) embedding_forward(f->x, r->cal_ids + (int64_t)w0 * T, &r->orig.w.embed, (int)f->N);
     else f->upstream = stream_recv(f->x, f->N * D, t);
     return total;
@@ -303,7 +303,7 @@ int stage_rorope_fit(Run *r) {
         json_decref(rep);
         return rc;
     }
-    json_t *done = json_pack("{sO}", "rorope_fit", rep), *mla_pca = json_object_get(r->ppl, "mla_pca");
+    json_t *done = json_pack("{sO}", "rorope_fit", rep), *mla_pca = json_object_get(r->rep.ppl, "mla_pca");
     if (isfinite(p)) json_object_set_new(done, "rorope", json_real(p));
     if (mla_pca) json_object_set(done, "mla_pca", mla_pca);
     rc = resume_mark_done(&r->resume, "rorope-fit", done);
@@ -320,11 +320,11 @@ int stage_rorope_fit(Run *r) {
 void run_apply_fit(Run *r, json_t *done) {
     json_t *rep = json_object_get(done, "rorope_fit"), *p = json_object_get(done, "rorope");
     json_t *mla_pca = json_object_get(done, "mla_pca");
-    if (rep) json_object_set(r->report, "rorope_fit", rep);
-    if (p) json_object_set(r->ppl, "rorope", p);
-    if (mla_pca) json_object_set(r->ppl, "mla_pca", mla_pca);
+    if (rep) json_object_set(r->rep.report, "rorope_fit", rep);
+    if (p) json_object_set(r->rep.ppl, "rorope", p);
+    if (mla_pca) json_object_set(r->rep.ppl, "mla_pca", mla_pca);
     if (!run_is_root(r) || !rep || !r->s->progress) return;
     double per = json_real_value(json_object_get(rep, "seconds_per_layer"));
-    double cal = json_real_value(json_object_get(r->seconds, "calibrate_keys"));
+    double cal = json_real_value(json_object_get(r->rep.seconds, "calibrate_keys"));
     fprintf(stderr, "rorope-fit: %.2f s per layer (the key calibration took %.2f s in all)\n", per, cal);
 }

@@ -46,7 +46,7 @@ json_t *run_settings_json(const Run *r) {
 /* Per-rank memory, summed pieces on rank 0: peak RSS, weights, statistics,
  * activations, converted attention. */
 void run_memory_report(Run *r) {
-    uint64_t mine[5] = {output_peak_rss(), r->orig.w.n_bytes, r->mem_stats, r->mem_act, r->mem_attn};
+    uint64_t mine[5] = {output_peak_rss(), r->orig.w.n_bytes, r->rep.mem_stats, r->rep.mem_act, r->rep.mem_attn};
     uint64_t *all = mallocCheck((size_t)r->t.size * 5 * sizeof *all);
     MPI_Gather(mine, 5, MPI_UINT64_T, all, 5, MPI_UINT64_T, 0, MPI_COMM_WORLD);
     if (run_is_root(r)) {
@@ -63,13 +63,13 @@ void run_memory_report(Run *r) {
                                 (json_int_t)all[1], "statistics_bytes", (json_int_t)all[2], "activation_bytes",
                                 (json_int_t)all[3], "converted_attention_bytes", (json_int_t)all[4]);
         json_object_set_new(mem, "per_rank", per);
-        json_object_set_new(r->report, "memory", mem);
+        json_object_set_new(r->rep.report, "memory", mem);
     }
     free(all);
 }
 
 void run_print_memory(const Run *r) {
-    json_t *per = json_object_get(json_object_get(r->report, "memory"), "per_rank");
+    json_t *per = json_object_get(json_object_get(r->rep.report, "memory"), "per_rank");
     size_t i;
     json_t *m;
     printf("%-6s %-6s %12s %12s %12s %12s %12s\n", "rank", "stage", "peak MiB", "weights", "converted", "statistics",
@@ -90,18 +90,18 @@ void run_report_tail(Run *r, TmDType dtype) {
     if (r->t.replica == 0)
         for (int l = r->first; l < r->end; l++) ratios[l] = r->kv_ratio[l];
     MPI_Reduce(ratios, sum, c->n_layers, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
-    int calls[2] = {r->scalapack_calls, r->lapack_calls}, total[2];
+    int calls[2] = {r->rep.scalapack_calls, r->rep.lapack_calls}, total[2];
     MPI_Reduce(calls, total, 2, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD);
     if (run_is_root(r)) {
         json_t *a = json_array();
         for (int l = 0; l < c->n_layers; l++) json_array_append_new(a, json_real(sum[l]));
-        json_object_set_new(r->report, "kv_balance_ratio", a);
-        json_object_set_new(r->report, "eigen_solver",
+        json_object_set_new(r->rep.report, "kv_balance_ratio", a);
+        json_object_set_new(r->rep.report, "eigen_solver",
                             json_pack("{sisi}", "scalapack_problems", total[0], "lapack_problems", total[1]));
         int L = c->n_kv_heads * c->head_dim;
         uint64_t before = 2ull * L * c->n_layers * tm_dtype_size(r->orig.w.dtype);
         uint64_t after = (uint64_t)(s->kv_lora_rank + s->qk_mqa_dim) * c->n_layers * tm_dtype_size(dtype);
-        json_object_set_new(r->report, "kv_bytes_per_token",
+        json_object_set_new(r->rep.report, "kv_bytes_per_token",
                             json_pack("{sIsI}", "before", (json_int_t)before, "after", (json_int_t)after));
         json_t *notes = json_array();
         if (build_drops_q_bias(&r->layers[r->first]))
@@ -116,7 +116,7 @@ void run_report_tail(Run *r, TmDType dtype) {
             json_array_append_new(notes, json_string("--cal-dataset none: principal directions from the weights alone "
                                                      "(inputs taken as the input norm's weight times white noise); "
                                                      "kv_a_layernorm weight = the latent RMS under that assumption"));
-        json_object_set_new(r->report, "notes", notes);
+        json_object_set_new(r->rep.report, "notes", notes);
     }
     free(ratios);
     free(sum);

@@ -26,8 +26,8 @@ void run_say(const Run *r, const char *fmt, ...) {
 
 void run_stage_done(Run *r, const char *stage) {
     double t = tm_now_s();
-    if (run_is_root(r)) json_object_set_new(r->seconds, stage, json_real(t - r->t_stage));
-    r->t_stage = t;
+    if (run_is_root(r)) json_object_set_new(r->rep.seconds, stage, json_real(t - r->rep.t_stage));
+    r->rep.t_stage = t;
 }
 
 void run_note_max(uint64_t *slot, uint64_t v) {
@@ -75,7 +75,7 @@ int run_eval_ppl(Run *r, const Model *m, const char *label, const char *pass, do
     PipeResult res;
     int rc = resumable_pass(r, m, &job, pass, NULL, &res);
     if (rc) return rc;
-    run_note_max(&r->mem_act, res.activation_bytes);
+    run_note_max(&r->rep.mem_act, res.activation_bytes);
     if (ppl_check_finite(res.ppl, res.nll, res.predicted)) return tm_fail_context("%s", tag); /* same on every rank */
     run_say(r, "%s: ppl %.6f (%.0f tokens/s)\n", tag, res.ppl, res.tokens_per_s);
     *ppl = res.ppl;
@@ -86,7 +86,7 @@ int run_eval_ppl(Run *r, const Model *m, const char *label, const char *pass, do
 int run_eval_into(Run *r, const Model *m, const char *label, const char *pass, const char *key) {
     double p;
     int rc = run_eval_ppl(r, m, label, pass, &p);
-    if (!rc) json_object_set_new(r->ppl, key, json_real(p));
+    if (!rc) json_object_set_new(r->rep.ppl, key, json_real(p));
     return rc;
 }
 
@@ -102,13 +102,13 @@ int run_gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget target, i
                    .hook = calib_gather_hook, .hook_ctx = &g, .label = s->progress ? label : NULL};
     PipeResult res;
     int rc = resumable_pass(r, m, &job, pass, st, &res);
-    run_note_max(&r->mem_act, res.activation_bytes + g.bytes);
+    run_note_max(&r->rep.mem_act, res.activation_bytes + g.bytes);
     calib_gather_free(&g);
     if (rc) return rc;
     dist_sum_stats(st, r->t.stage_comm);
     calib_finish(st);
     if (dist_agree(MPI_COMM_WORLD, calib_check_finite(st, label))) return -1;
-    run_note_max(&r->mem_stats, calib_stats_bytes(st));
+    run_note_max(&r->rep.mem_stats, calib_stats_bytes(st));
     return 0;
 }
 
@@ -143,8 +143,8 @@ int run_each_stage_layer(Run *r, LayerStep step, const StepArgs *a, int eigen_n,
     }
     /* count each problem once: a shared one on replica 0 only */
     if (!together || t->replica == 0) {
-        r->scalapack_calls += r->stage_ctx.scalapack_calls + r->local_ctx.scalapack_calls - sc0;
-        r->lapack_calls += r->stage_ctx.lapack_calls + r->local_ctx.lapack_calls - la0;
+        r->rep.scalapack_calls += r->stage_ctx.scalapack_calls + r->local_ctx.scalapack_calls - sc0;
+        r->rep.lapack_calls += r->stage_ctx.lapack_calls + r->local_ctx.lapack_calls - la0;
     }
     if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
     MPI_Allreduce(MPI_IN_PLACE, &stopped, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
