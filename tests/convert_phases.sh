@@ -18,10 +18,7 @@ model=$here/../data/models/stories260K
 work=$(mktemp -d)
 trap 'pkill -KILL -f "^$bin convert .*$work" 2>/dev/null; rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
-show() { tail -n "${2:-6}" "$1" | sed 's/^/      | /'; }
+. "$here/lib.sh"
 
 # small and fast: every phase runs (freqfold search, fit, kv-norm fit)
 args=(--model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 128 --cal-nsamples 8

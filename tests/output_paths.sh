@@ -16,9 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'umount "$work/mnt" 2>/dev/null; rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+. "$here/lib.sh"
 
 cd "$work" || exit 1
 mkdir m && cp "$here"/../data/models/stories260K/* m/

@@ -14,9 +14,7 @@ model=$here/../data/models/bytelm-dev
 work=$(mktemp -d)
 trap 'pkill -KILL -f "^$bin convert .*$work" 2>/dev/null; rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+. "$here/lib.sh"
 
 args=(--model-path "$model" --cal-tokens "$model/calib.u16" --cal-nsamples 8 --cal-max-seqlen 128 --cal-batch-size 4
       --eval-tokens "$model/eval.u16" --eval-nsamples 2 --ppl-seqlen 128 --qk-mqa-dim 32 --kv-lora-rank 64

@@ -32,10 +32,7 @@ if ! mount -t tmpfs -o size=64m tmpfs "$disk" 2>/dev/null; then
 fi
 trap 'umount "$disk" 2>/dev/null; rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
-show() { tail -n "${2:-6}" "$1" | sed 's/^/      | /'; }
+. "$here/lib.sh"
 
 # an empty disk of SIZE, or the same disk grown (or shrunk) to SIZE
 fresh() { umount "$disk" && mount -t tmpfs -o "size=$1" tmpfs "$disk"; }
