@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/clock.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
 #include "model/model.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;

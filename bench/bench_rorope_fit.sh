@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Published RoRoPE (PCA rotation per frequency bucket) against the fitted
-# rotation (convert/rorope_fit.h) on bytelm-dev, side by side: qk_mqa_dim 32,
+# rotation (pipeline/rorope_fit.h) on bytelm-dev, side by side: qk_mqa_dim 32,
 # freqfold 4, kv_lora_rank 64, calibration calib.u16 as 64 x 256, evaluation
 # eval.u16 as 16 x 512. Three conversions: --rorope-fit-steps 0 (published),
 # the defaults (fit on the first 16 calibration windows), and the fit on all

@@ -9,10 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "io/clock.h"
-#include "io/error.h"
-#include "io/tokenizer.h"
-#include "io/whole_file.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
+#include "io/tokenizer/tokenizer.h"
+#include "io/base/whole_file.h"
 
 static char *read_file(const char *path, size_t *len) {
     char *data;

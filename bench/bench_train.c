@@ -13,10 +13,10 @@
 #include <string.h>
 
 #include "dist/topology.h"
-#include "io/checked.h"
-#include "io/clock.h"
-#include "io/error.h"
-#include "io/rng.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
+#include "io/base/rng.h"
 #include "train/metrics.h"
 #include "train/optim.h"
 #include "train/step.h"

@@ -1,12 +1,13 @@
 #include "cli/args.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 static void print_help(const ArgSpec *specs, int n, const char *usage) {
     printf("%s\n\noptions:\n", usage);
@@ -29,6 +30,10 @@ static int set_value(const ArgSpec *s, const char *val) {
     long v = strtol(val, &end, 10);
     if (errno || *end || end == val || v < -2147483647L || v > 2147483647L)
         return tm_fail("--%s '%s': expected an integer", s->name, val);
+    int least = s->type == ARG_SEQLEN ? 2 : s->type == ARG_POS_INT ? 1 : 0;
+    if (v < least)
+        return least ? tm_fail("--%s %ld must be at least %d", s->name, v, least)
+                     : tm_fail("--%s %ld must not be negative", s->name, v);
     *(int *)s->dest = (int)v;
     return 0;
 }
@@ -65,9 +70,9 @@ int args_parse(int argc, char **argv, const ArgSpec *specs, int n, const char *u
 
 int args_number(const char *name, const char *text, int allow_zero, double *out) {
     char *end;
-    double v = strtod(text, &end);
-    if (!*text || *end || !(allow_zero ? v >= 0 : v > 0))
-        return tm_fail("--%s '%s': expected a %s number", name, text, allow_zero ? "non-negative" : "positive");
+    double v = strtod(text, &end); /* "inf", "nan" and 1e400 (HUGE_VAL) parse: isfinite refuses them */
+    if (!*text || *end || !isfinite(v) || !(allow_zero ? v >= 0 : v > 0))
+        return tm_fail("--%s '%s': expected a finite %s number", name, text, allow_zero ? "non-negative" : "positive");
     *out = v;
     return 0;
 }

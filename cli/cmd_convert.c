@@ -1,3 +1,4 @@
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,11 +7,12 @@
 #include "cli/commands.h"
 #include "cli/preset.h"
 #include "cli/token_flags.h"
-#include "convert/convert.h"
-#include "dist/plan.h"
+#include "pipeline/convert.h"
+#include "pipeline/plan.h"
 #include "dist/topology.h"
-#include "io/error.h"
-#include "io/interrupt.h"
+#include "io/base/error.h"
+#include "io/base/interrupt.h"
+#include "io/base/output_path.h"
 
 /* "auto" -> 0, else a positive int. */
 static int parse_auto(const char *flag, const char *v, int *out) {
@@ -80,101 +82,92 @@ int cmd_convert(int argc, char **argv) {
     return rc == CONVERT_STOPPED ? EXIT_STOPPED : rc ? 1 : 0;
 }
 
-static int convert_args(int argc, char **argv, ConvertSettings *out) {
-    ConvertSettings s = {.model_path = TRANSMLA_DEFAULT_MODEL, .cal_seqlen = 256, .cal_nsamples = 128, .cal_batch = 8,
-                         .ppl_seqlen = 2048, .eval_batch = 4, .qk_mqa_dim = 64, .kv_lora_rank = 512,
-                         .balance_kv_ratio = 1.0, .rope_interleave = 1, .progress = 1, .stages = 1,
-                         .scalapack_min_n = 4096, .rorope_fit_steps = 60, .rorope_fit_nsamples = 16};
-    const char *mem_per_rank = NULL, *text_field = NULL;
-    TokenFlags cal = {.split = "train"}, eval = {.split = "test"};
-    int seed = 42;
-    const char *kv_norm = "fit", *resume = "auto", *fit_lr = "0.05", *fit_schedule = "parallel";
-    const char *freqfold = "auto", *collapse = "auto", *balance = "1", *dtype = NULL, *token_dtype = "u16";
-    int quiet = 0, split_interleave = 0, shard_mb = 4096;
-    const char *preset_path = preset_flag(argc, argv);
+/* The raw flags; ConvertSettings is made from them once all are parsed. */
+typedef struct {
+    ConvertSettings s;
+    TokenFlags cal, eval;
+    const char *preset_path, *mem_per_rank, *text_field, *kv_norm, *resume, *fit_lr, *fit_schedule;
+    const char *freqfold, *collapse, *balance, *dtype, *token_dtype;
+    int seed, quiet, split_interleave, shard_mb;
     char preset_freqfold[16];
-    if (preset_path) { /* the preset's settings first, so the flags below override them */
-        Preset pre;
-        if (preset_load(preset_path, &pre)) return -1;
-        if (pre.qk_mqa_dim) s.qk_mqa_dim = pre.qk_mqa_dim;
-        if (pre.kv_lora_rank) s.kv_lora_rank = pre.kv_lora_rank;
-        if (pre.freqfold) {
-            snprintf(preset_freqfold, sizeof preset_freqfold, "%d", pre.freqfold);
-            freqfold = preset_freqfold;
-        }
-    }
-    TmTokenDType dtype_raw;
-    const ArgSpec specs[] = {
-        {"model-path", ARG_STR, &s.model_path, "DIR", "GQA model folder (default: the bundled bytelm-dev)", 0},
-        {"preset", ARG_STR, &preset_path, "FILE",
+} ConvertFlags;
+
+/* Every flag: the spec's dest is an offset into ConvertFlags. */
+#define F(field) (void *)offsetof(ConvertFlags, field)
+static const ArgSpec convert_specs[] = {
+        {"model-path", ARG_STR, F(s.model_path), "DIR", "GQA model folder (default: the bundled bytelm-dev)", 0},
+        {"preset", ARG_STR, F(preset_path), "FILE",
          "configs/presets/NAME.json: the published qk_mqa_dim, kv_lora_rank and freqfold; flags override it", 0},
-        {"save-path", ARG_STR, &s.save_path, "DIR", "output folder for the DeepSeek-V3 model", 1},
-        {"overwrite", ARG_FLAG, &s.overwrite, "", "replace --save-path if it exists", 0},
-        {"cal-dataset", ARG_STR, &cal.dataset, "NAME",
+        {"save-path", ARG_STR, F(s.save_path), "DIR", "output folder for the DeepSeek-V3 model", 1},
+        {"overwrite", ARG_FLAG, F(s.overwrite), "", "replace --save-path if it exists", 0},
+        {"cal-dataset", ARG_STR, F(cal.dataset), "NAME",
          "calibration text: wikitext2|ptb|c4|alpaca|text|jsonl (with --cal-data-path, the model's tokenizer), "
          "tokens (--cal-tokens), or none: data-free, from the weights alone", 0},
-        {"cal-data-path", ARG_STR, &cal.data_path, "PATH", "folder or file of the --cal-dataset (see README: Datasets)",
+        {"cal-data-path", ARG_STR, F(cal.data_path), "PATH", "folder or file of the --cal-dataset (see README: Datasets)",
          0},
-        {"cal-split", ARG_STR, &cal.split, "S", "split sampled for calibration: train|validation|test (default train)",
+        {"cal-split", ARG_STR, F(cal.split), "S", "split sampled for calibration: train|validation|test (default train)",
          0},
-        {"cal-tokens", ARG_STR, &cal.tokens, "FILE",
+        {"cal-tokens", ARG_STR, F(cal.tokens), "FILE",
          "calibration token ids: an HDF5 token set (transmla tokenize) or raw little-endian ids", 0},
-        {"seed", ARG_INT, &seed, "N", "seed of the calibration sampler (default 42)", 0},
-        {"text-field", ARG_STR, &text_field, "NAME", "field holding the text in jsonl datasets (default text)", 0},
-        {"cal-max-seqlen", ARG_INT, &s.cal_seqlen, "N", "calibration window length (default 256)", 0},
-        {"cal-nsamples", ARG_INT, &s.cal_nsamples, "K",
+        {"seed", ARG_INT, F(seed), "N", "seed of the calibration sampler (default 42)", 0},
+        {"text-field", ARG_STR, F(text_field), "NAME", "field holding the text in jsonl datasets (default text)", 0},
+        {"cal-max-seqlen", ARG_SEQLEN, F(s.cal_seqlen), "N", "calibration window length (default 256)", 0},
+        {"cal-nsamples", ARG_INT, F(s.cal_nsamples), "K",
          "calibration samples (default 128): drawn from a text dataset, or consecutive windows of a token file "
          "(0 = all)", 0},
-        {"cal-batch-size", ARG_INT, &s.cal_batch, "B", "calibration windows per micro-batch (default 8)", 0},
-        {"eval-dataset", ARG_STR, &eval.dataset, "NAME",
+        {"cal-batch-size", ARG_POS_INT, F(s.cal_batch), "B", "calibration windows per micro-batch (default 8)", 0},
+        {"eval-dataset", ARG_STR, F(eval.dataset), "NAME",
          "evaluation text (default: the --cal-dataset's test split when it is a text dataset; none: skip)", 0},
-        {"eval-data-path", ARG_STR, &eval.data_path, "PATH", "folder or file of the --eval-dataset (default: "
+        {"eval-data-path", ARG_STR, F(eval.data_path), "PATH", "folder or file of the --eval-dataset (default: "
          "--cal-data-path)", 0},
-        {"eval-split", ARG_STR, &eval.split, "S", "split evaluated (default test)", 0},
-        {"eval-tokens", ARG_STR, &eval.tokens, "FILE",
+        {"eval-split", ARG_STR, F(eval.split), "S", "split evaluated (default test)", 0},
+        {"eval-tokens", ARG_STR, F(eval.tokens), "FILE",
          "evaluation token ids (HDF5 token set or raw); without any evaluation source no perplexities", 0},
-        {"ppl-seqlen", ARG_INT, &s.ppl_seqlen, "N", "evaluation window length (default 2048)", 0},
-        {"eval-nsamples", ARG_INT, &s.eval_nsamples, "K", "evaluation windows (default: all complete ones)", 0},
-        {"eval-batch-size", ARG_INT, &s.eval_batch, "B", "evaluation windows per micro-batch (default 4)", 0},
-        {"token-dtype", ARG_STR, &token_dtype, "u16|u32", "width of the ids in raw token files (default u16)", 0},
-        {"qk-mqa-dim", ARG_INT, &s.qk_mqa_dim, "r", "rope head width kept by RoRoPE (default 64)", 0},
-        {"collapse", ARG_STR, &collapse, "N|auto", "frequency stride of the rope head (default auto = head_dim/r)", 0},
-        {"freqfold", ARG_STR, &freqfold, "N|auto",
+        {"ppl-seqlen", ARG_SEQLEN, F(s.ppl_seqlen), "N", "evaluation window length (default 2048)", 0},
+        {"eval-nsamples", ARG_INT, F(s.eval_nsamples), "K", "evaluation windows (default: all complete ones)", 0},
+        {"eval-batch-size", ARG_POS_INT, F(s.eval_batch), "B", "evaluation windows per micro-batch (default 4)", 0},
+        {"token-dtype", ARG_STR, F(token_dtype), "u16|u32", "width of the ids in raw token files (default u16)", 0},
+        {"qk-mqa-dim", ARG_POS_INT, F(s.qk_mqa_dim), "r", "rope head width kept by RoRoPE (default 64)", 0},
+        {"collapse", ARG_STR, F(collapse), "N|auto", "frequency stride of the rope head (default auto = head_dim/r)", 0},
+        {"freqfold", ARG_STR, F(freqfold), "N|auto",
          "frequencies per RoRoPE bucket (default auto: best of c, 2c, 4c, ... by eval ppl)", 0},
-        {"rorope-fit-steps", ARG_INT, &s.rorope_fit_steps, "N",
+        {"rorope-fit-steps", ARG_INT, F(s.rorope_fit_steps), "N",
          "Adam steps fitting each layer's RoRoPE rotation to its attention output (default 60; 0: the published "
          "PCA rotation; data-free runs never fit)", 0},
-        {"rorope-fit-lr", ARG_STR, &fit_lr, "X", "learning rate of that fit (default 0.05)", 0},
-        {"rorope-fit-nsamples", ARG_INT, &s.rorope_fit_nsamples, "K",
+        {"rorope-fit-lr", ARG_STR, F(fit_lr), "X", "learning rate of that fit (default 0.05)", 0},
+        {"rorope-fit-nsamples", ARG_INT, F(s.rorope_fit_nsamples), "K",
          "the first K calibration windows are the fit's data (default 16; 0: all); each replica holds its share", 0},
-        {"skip-published-mla", ARG_FLAG, &s.skip_published_mla, "",
+        {"skip-published-mla", ARG_FLAG, F(s.skip_published_mla), "",
          "with the fit on, do not also build and evaluate the published rotation's MLA (ppl.mla_pca): saves a "
          "calibration pass, BKV-PCA and an evaluation", 0},
-        {"rorope-fit-schedule", ARG_STR, &fit_schedule, "parallel|sequential",
+        {"rorope-fit-schedule", ARG_STR, F(fit_schedule), "parallel|sequential",
          "layer inputs of the fit: the original model's (default), or the fitted prefix's", 0},
-        {"kv-lora-rank", ARG_INT, &s.kv_lora_rank, "R", "latent width after BKV-PCA (default 512)", 0},
-        {"balance-kv-ratio", ARG_STR, &balance, "X", "key/value norm balance before the joint PCA (default 1)", 0},
-        {"q-lora-rank", ARG_INT, &s.q_lora_rank, "Rq", "query low rank by PCA (default 0: plain q_proj)", 0},
-        {"dtype", ARG_STR, &dtype, "T", "output dtype float32|bfloat16|float16 (default: as the input)", 0},
-        {"rope-half-split", ARG_FLAG, &split_interleave, "",
+        {"kv-lora-rank", ARG_POS_INT, F(s.kv_lora_rank), "R", "latent width after BKV-PCA (default 512)", 0},
+        {"balance-kv-ratio", ARG_STR, F(balance), "X", "key/value norm balance before the joint PCA (default 1)", 0},
+        {"q-lora-rank", ARG_INT, F(s.q_lora_rank), "Rq", "query low rank by PCA (default 0: plain q_proj)", 0},
+        {"dtype", ARG_STR, F(dtype), "T", "output dtype float32|bfloat16|float16 (default: as the input)", 0},
+        {"rope-half-split", ARG_FLAG, F(split_interleave), "",
          "export rope dims in rotate-half order (rope_interleave false); default interleaved as DeepSeek", 0},
-        {"kv-norm", ARG_STR, &kv_norm, "fit|rms",
+        {"kv-norm", ARG_STR, F(kv_norm), "fit|rms",
          "export's kv_a_layernorm: fit kv_b_proj to it by least squares (default), or weight = latent RMS", 0},
-        {"max-shard-mb", ARG_INT, &shard_mb, "MB", "largest output safetensors shard (default 4096)", 0},
-        {"stages", ARG_INT, &s.stages, "S",
+        {"max-shard-mb", ARG_POS_INT, F(shard_mb), "MB", "largest output safetensors shard (default 4096)", 0},
+        {"stages", ARG_POS_INT, F(s.stages), "S",
          "pipeline stages under MPI: the layers split over S stages, ranks/S data-parallel replicas (default 1)", 0},
-        {"mem-per-rank", ARG_STR, &mem_per_rank, "SIZE", "refuse a plan whose estimated peak per rank exceeds SIZE "
+        {"mem-per-rank", ARG_STR, F(mem_per_rank), "SIZE", "refuse a plan whose estimated peak per rank exceeds SIZE "
          "(e.g. 64G)", 0},
-        {"scalapack-min-n", ARG_INT, &s.scalapack_min_n, "N",
+        {"scalapack-min-n", ARG_POS_INT, F(s.scalapack_min_n), "N",
          "eigenproblems and SVDs of N rows or more run on ScaLAPACK over the stage's ranks (default 4096; 1 forces it)",
          0},
-        {"resume", ARG_STR, &resume, "auto|never",
+        {"resume", ARG_STR, F(resume), "auto|never",
          "auto (default): continue from the progress saved in SAVE_PATH.work by an earlier run of the same "
          "conversion (killed, requeued, or stopped by SIGTERM/SIGUSR1, which save and exit with status 75); "
          "never: discard it and start afresh", 0},
-        {"quiet", ARG_FLAG, &quiet, "", "no progress lines on stderr", 0},
-    };
-    const char *usage =
+        {"quiet", ARG_FLAG, F(quiet), "", "no progress lines on stderr", 0},
+};
+#undef F
+#define N_SPECS (sizeof convert_specs / sizeof convert_specs[0])
+
+static const char *convert_usage =
         "usage: [mpirun -np P] transmla convert --save-path DIR [--model-path DIR] [--stages S] [options]\n"
         "         (--cal-dataset NAME --cal-data-path PATH | --cal-tokens FILE | --cal-dataset none)\n"
         "         [--eval-dataset NAME --eval-data-path PATH | --eval-tokens FILE]\n\n"
@@ -182,34 +175,81 @@ static int convert_args(int argc, char **argv, ConvertSettings *out) {
         "RoRoPE (partial RoPE by rotation), BKV-PCA (joint low-rank K/V), absorb, export. Prints the\n"
         "perplexity of each step and writes DIR/transmla_report.json. Under mpirun/srun the P ranks form S\n"
         "pipeline stages x P/S replicas and produce the same model as one process.";
-    if (args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], usage) || parse_auto("freqfold", freqfold, &s.freqfold) ||
-        parse_auto("collapse", collapse, &s.collapse) || parse_dtype(dtype, &s.dtype) ||
-        token_dtype_parse(token_dtype, &dtype_raw))
-        return -1;
-    if (args_number("balance-kv-ratio", balance, 0, &s.balance_kv_ratio) ||
-        args_number("rorope-fit-lr", fit_lr, 0, &s.rorope_fit_lr))
-        return -1;
-    if (shard_mb < 1)
-        return tm_fail("--max-shard-mb must be positive");
-    if (s.rorope_fit_steps < 0 || s.rorope_fit_nsamples < 0)
-        return tm_fail("--rorope-fit-steps and --rorope-fit-nsamples must not be negative");
-    if (strcmp(fit_schedule, "parallel") && strcmp(fit_schedule, "sequential"))
-        return tm_fail("--rorope-fit-schedule '%s': expected parallel or sequential", fit_schedule);
-    s.rorope_fit_sequential = !strcmp(fit_schedule, "sequential");
-    s.max_shard_bytes = (uint64_t)shard_mb << 20;
-    s.rope_interleave = !split_interleave;
-    if (strcmp(resume, "auto") && strcmp(resume, "never"))
-        return tm_fail("--resume '%s': expected auto or never", resume);
-    s.resume_never = !strcmp(resume, "never");
-    if (strcmp(kv_norm, "fit") && strcmp(kv_norm, "rms"))
-        return tm_fail("--kv-norm '%s': expected fit or rms", kv_norm);
-    s.kv_norm_fit = !strcmp(kv_norm, "fit");
-    s.progress = !quiet;
-    if (s.cal_nsamples < 0 || s.eval_nsamples < 0)
-        return tm_fail("--cal-nsamples and --eval-nsamples must not be negative");
-    if (resolve_sources(&cal, &eval, text_field, dtype_raw, &s)) return -1;
-    s.seed = (uint64_t)(unsigned)seed;
-    if (mem_per_rank && plan_parse_bytes(mem_per_rank, &s.mem_per_rank)) return tm_fail_context("--mem-per-rank");
-    *out = s;
+
+static void flags_defaults(ConvertFlags *f) {
+    memset(f, 0, sizeof *f);
+    f->s = (ConvertSettings){.model_path = TRANSMLA_DEFAULT_MODEL, .cal_seqlen = 256, .cal_nsamples = 128,
+                             .cal_batch = 8, .ppl_seqlen = 2048, .eval_batch = 4, .qk_mqa_dim = 64,
+                             .kv_lora_rank = 512, .balance_kv_ratio = 1.0, .rope_interleave = 1, .progress = 1,
+                             .stages = 1, .scalapack_min_n = 4096, .rorope_fit_steps = 60,
+                             .rorope_fit_nsamples = 16};
+    f->cal.split = "train";
+    f->eval.split = "test";
+    f->seed = 42;
+    f->kv_norm = "fit", f->resume = "auto", f->fit_lr = "0.05", f->fit_schedule = "parallel";
+    f->freqfold = "auto", f->collapse = "auto", f->balance = "1", f->token_dtype = "u16";
+    f->shard_mb = 4096;
+}
+
+/* The preset's settings first, so the flags parsed after override them. */
+static int apply_preset(ConvertFlags *f, int argc, char **argv) {
+    f->preset_path = preset_flag(argc, argv);
+    if (!f->preset_path) return 0;
+    Preset pre;
+    if (preset_load(f->preset_path, &pre)) return -1;
+    if (pre.qk_mqa_dim) f->s.qk_mqa_dim = pre.qk_mqa_dim;
+    if (pre.kv_lora_rank) f->s.kv_lora_rank = pre.kv_lora_rank;
+    if (pre.freqfold) {
+        snprintf(f->preset_freqfold, sizeof f->preset_freqfold, "%d", pre.freqfold);
+        f->freqfold = f->preset_freqfold;
+    }
     return 0;
+}
+
+static int parse_flags(ConvertFlags *f, int argc, char **argv) {
+    ArgSpec specs[N_SPECS];
+    for (size_t i = 0; i < N_SPECS; i++) {
+        specs[i] = convert_specs[i];
+        specs[i].dest = (char *)f + (size_t)convert_specs[i].dest;
+    }
+    return args_parse(argc, argv, specs, (int)N_SPECS, convert_usage);
+}
+
+/* v is a or b, else one error line naming the flag */
+static int one_of(const char *flag, const char *v, const char *a, const char *b) {
+    if (strcmp(v, a) && strcmp(v, b)) return tm_fail("--%s '%s': expected %s or %s", flag, v, a, b);
+    return 0;
+}
+
+static int settings_from_flags(ConvertFlags *f, ConvertSettings *out) {
+    ConvertSettings *s = &f->s;
+    TmTokenDType dtype_raw;
+    if (parse_auto("freqfold", f->freqfold, &s->freqfold) || parse_auto("collapse", f->collapse, &s->collapse) ||
+        parse_dtype(f->dtype, &s->dtype) || token_dtype_parse(f->token_dtype, &dtype_raw) ||
+        args_number("balance-kv-ratio", f->balance, 0, &s->balance_kv_ratio) ||
+        args_number("rorope-fit-lr", f->fit_lr, 0, &s->rorope_fit_lr) ||
+        one_of("rorope-fit-schedule", f->fit_schedule, "parallel", "sequential") ||
+        one_of("resume", f->resume, "auto", "never") || one_of("kv-norm", f->kv_norm, "fit", "rms"))
+        return -1;
+    s->rorope_fit_sequential = !strcmp(f->fit_schedule, "sequential");
+    s->max_shard_bytes = (uint64_t)f->shard_mb << 20;
+    s->rope_interleave = !f->split_interleave;
+    s->resume_never = !strcmp(f->resume, "never");
+    s->kv_norm_fit = !strcmp(f->kv_norm, "fit");
+    s->progress = !f->quiet;
+    if (resolve_sources(&f->cal, &f->eval, f->text_field, dtype_raw, s)) return -1;
+    s->seed = (uint64_t)(unsigned)f->seed;
+    if (f->mem_per_rank && plan_parse_bytes(f->mem_per_rank, &s->mem_per_rank)) return tm_fail_context("--mem-per-rank");
+    static char save_path[4096]; /* without trailing slashes, so SAVE.work sits beside it */
+    if (output_path_normalize("--save-path", s->save_path, save_path, sizeof save_path)) return -1;
+    s->save_path = save_path;
+    *out = *s;
+    return 0;
+}
+
+static int convert_args(int argc, char **argv, ConvertSettings *out) {
+    static ConvertFlags f; /* the settings point into it (preset_freqfold) */
+    flags_defaults(&f);
+    if (apply_preset(&f, argc, argv) || parse_flags(&f, argc, argv)) return -1;
+    return settings_from_flags(&f, out);
 }

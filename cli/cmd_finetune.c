@@ -9,8 +9,9 @@
 #include "cli/commands.h"
 #include "cli/token_flags.h"
 #include "dist/topology.h"
-#include "io/error.h"
-#include "io/interrupt.h"
+#include "io/base/error.h"
+#include "io/base/interrupt.h"
+#include "io/base/output_path.h"
 #include "train/trainer.h"
 
 static int finetune_args(int argc, char **argv, TrainConfig *c) {
@@ -38,9 +39,9 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
         {"data-path", ARG_STR, &flags.data_path, "PATH", "folder or file of the --dataset", 0},
         {"split", ARG_STR, &flags.split, "S", "split of the --dataset (default train)", 0},
         {"text-field", ARG_STR, &text_field, "NAME", "field holding the text in jsonl datasets (default text)", 0},
-        {"seq-len", ARG_INT, &c->seq_len, "L", "tokens per training row (default 2048)", 0},
-        {"batch-size", ARG_INT, &c->batch, "B", "rows per micro-batch per replica (default 1)", 0},
-        {"gradient-accumulation-steps", ARG_INT, &c->grad_accum, "K", "micro-batches per step per replica (default 1)", 0},
+        {"seq-len", ARG_SEQLEN, &c->seq_len, "L", "tokens per training row (default 2048)", 0},
+        {"batch-size", ARG_POS_INT, &c->batch, "B", "rows per micro-batch per replica (default 1)", 0},
+        {"gradient-accumulation-steps", ARG_POS_INT, &c->grad_accum, "K", "micro-batches per step per replica (default 1)", 0},
         {"max-steps", ARG_INT, &max_steps, "N", "optimizer steps (default: --num-train-epochs)", 0},
         {"num-train-epochs", ARG_STR, &epochs, "E", "epochs when --max-steps is not given (default 1)", 0},
         {"learning-rate", ARG_STR, &lr, "LR", "peak learning rate (default 2e-5)", 0},
@@ -54,8 +55,8 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
         {"train", ARG_STR, &train, "WHAT",
          "all|attention|attention+norms: what is trained; the rest is frozen and has no optimizer state (default all)", 0},
         {"seed", ARG_INT, &seed, "S", "data shuffling seed (default 42)", 0},
-        {"stages", ARG_INT, &c->stages, "S", "pipeline stages; MPI ranks / S data-parallel replicas (default 1)", 0},
-        {"logging-steps", ARG_INT, &c->log_every, "N", "print a progress line every N steps (default 1)", 0},
+        {"stages", ARG_POS_INT, &c->stages, "S", "pipeline stages; MPI ranks / S data-parallel replicas (default 1)", 0},
+        {"logging-steps", ARG_POS_INT, &c->log_every, "N", "print a progress line every N steps (default 1)", 0},
         {"quiet", ARG_FLAG, &c->quiet, "", "no progress lines", 0},
     };
     const char *usage =
@@ -69,12 +70,14 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
         token_flags_resolve("", &flags, text_field, dt, &c->tokens, &present))
         return -1;
     c->has_tokens = present;
+    static char save_path[4096]; /* checked before any work: never the model or the data it reads */
+    const char *inputs[] = {c->model_path, c->data, flags.tokens, flags.data_path};
+    if (output_path_normalize("--save-path", c->save_path, save_path, sizeof save_path) ||
+        output_path_check("--save-path", save_path, OUT_FOLDER, inputs, 4))
+        return -1;
+    c->save_path = save_path;
     if (!!c->data + present != 1)
         return tm_fail("give exactly one of --data FILE.jsonl (chat) and --tokens/--dataset (continued pretraining)");
-    if (c->seq_len < 2 || c->batch < 1 || c->grad_accum < 1 || c->stages < 1 || max_steps < 0 || save_steps < 0 ||
-        c->save_total_limit < 0 || c->log_every < 1)
-        return tm_fail("--seq-len must be at least 2; --batch-size, --gradient-accumulation-steps, --stages and "
-                       "--logging-steps at least 1; --max-steps, --save-steps and --save-total-limit not negative");
     if (args_number("learning-rate", lr, 0, &c->opt.lr) || args_number("weight-decay", wd, 1, &c->opt.weight_decay) ||
         args_number("warmup-ratio", warmup, 1, &c->warmup_ratio) ||
         args_number("num-train-epochs", epochs, 0, &c->epochs) ||

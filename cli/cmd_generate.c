@@ -5,10 +5,10 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "io/checked.h"
-#include "io/clock.h"
-#include "io/error.h"
-#include "io/tokenizer.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
+#include "io/tokenizer/tokenizer.h"
 #include "model/decode.h"
 
 /* "1,2,3" -> ids; every id below vocab. */
@@ -102,10 +102,6 @@ int cmd_generate(int argc, char **argv) {
         return cli_fail();
     if (!prompt == !prompt_ids) {
         tm_fail("give exactly one of --prompt and --prompt-ids");
-        return cli_fail();
-    }
-    if (max_new < 0) {
-        tm_fail("--max-new-tokens must not be negative");
         return cli_fail();
     }
     Model m;

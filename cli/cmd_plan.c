@@ -10,8 +10,8 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/preset.h"
-#include "dist/plan.h"
-#include "io/error.h"
+#include "pipeline/plan.h"
+#include "io/base/error.h"
 #include "io/hf_config.h"
 
 typedef struct {
@@ -91,11 +91,15 @@ static int plan_run(PlanArgs *a) {
     if (!a->qk_mqa_dim) a->qk_mqa_dim = pre.qk_mqa_dim ? pre.qk_mqa_dim : 64;
     if (!a->mem_per_node && pre.mem_per_node[0]) a->mem_per_node = pre.mem_per_node;
     if (a->nodes < 1 || a->ranks_per_node < 1) return tm_fail("--nodes and --ranks-per-node must be positive");
+    if ((long long)a->nodes * a->ranks_per_node > 1 << 24)
+        return tm_fail("--nodes %d x --ranks-per-node %d: more than %d ranks", a->nodes, a->ranks_per_node, 1 << 24);
     int stages = 0;
     if (a->stages && strcmp(a->stages, "auto")) {
         char *end;
-        stages = (int)strtol(a->stages, &end, 10);
-        if (*end || stages < 1) return tm_fail("--stages '%s': expected a positive integer or auto", a->stages);
+        long v = strtol(a->stages, &end, 10);
+        if (*end || end == a->stages || v < 1 || v > 1 << 20)
+            return tm_fail("--stages '%s': expected a positive integer or auto", a->stages);
+        stages = (int)v;
     } else if (!a->stages && from_preset) {
         stages = pre.stages;
     }
@@ -139,20 +143,20 @@ int cmd_plan(int argc, char **argv) {
     const ArgSpec specs[] = {
         {"model-path", ARG_STR, &a.model_path, "DIR", "model folder or its config.json (weights not needed)", 0},
         {"preset", ARG_STR, &a.preset_path, "FILE", "configs/presets/*.json: its config, settings and layout", 0},
-        {"nodes", ARG_INT, &a.nodes, "N", "nodes (default: the preset's, else 1)", 0},
-        {"ranks-per-node", ARG_INT, &a.ranks_per_node, "K", "MPI ranks per node (default: the preset's, else 1)", 0},
+        {"nodes", ARG_POS_INT, &a.nodes, "N", "nodes (default: the preset's, else 1)", 0},
+        {"ranks-per-node", ARG_POS_INT, &a.ranks_per_node, "K", "MPI ranks per node (default: the preset's, else 1)", 0},
         {"mem-per-node", ARG_STR, &a.mem_per_node, "SIZE", "memory per node for the ranks, e.g. 256G; layouts "
          "that do not fit are refused", 0},
         {"stages", ARG_STR, &a.stages, "S|auto", "pipeline stages (default auto: the fewest that fit; a preset's own "
          "layout keeps its stages)", 0},
-        {"qk-mqa-dim", ARG_INT, &a.qk_mqa_dim, "r", "rope head width (default: the preset's, else 64)", 0},
+        {"qk-mqa-dim", ARG_POS_INT, &a.qk_mqa_dim, "r", "rope head width (default: the preset's, else 64)", 0},
         {"q-lora-rank", ARG_INT, &a.q_lora_rank, "Rq", "query low rank (default 0)", 0},
         {"dtype", ARG_STR, &a.dtype, "T", "stored weight dtype F32|BF16|F16 (default: config.json's torch_dtype)", 0},
-        {"cal-max-seqlen", ARG_INT, &a.cal_seqlen, "N", "calibration sample length (default 256)", 0},
-        {"cal-batch-size", ARG_INT, &a.cal_batch, "B", "calibration micro-batch (default 8)", 0},
+        {"cal-max-seqlen", ARG_SEQLEN, &a.cal_seqlen, "N", "calibration sample length (default 256)", 0},
+        {"cal-batch-size", ARG_POS_INT, &a.cal_batch, "B", "calibration micro-batch (default 8)", 0},
         {"cal-nsamples", ARG_INT, &a.cal_nsamples, "K", "calibration samples (default 128)", 0},
-        {"ppl-seqlen", ARG_INT, &a.ppl_seqlen, "N", "evaluation window (default 2048)", 0},
-        {"eval-batch-size", ARG_INT, &a.eval_batch, "B", "evaluation micro-batch (default 4)", 0},
+        {"ppl-seqlen", ARG_SEQLEN, &a.ppl_seqlen, "N", "evaluation window (default 2048)", 0},
+        {"eval-batch-size", ARG_POS_INT, &a.eval_batch, "B", "evaluation micro-batch (default 4)", 0},
     };
     const char *usage =
         "usage: transmla plan (--model-path DIR | --preset FILE) [--nodes N] [--ranks-per-node K] [--mem-per-node SIZE]\n"

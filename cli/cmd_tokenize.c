@@ -8,13 +8,14 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "io/checked.h"
-#include "io/clock.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
 #include "io/dataset.h"
-#include "io/error.h"
+#include "io/base/error.h"
+#include "io/base/output_path.h"
 #include "io/token_set.h"
-#include "io/whole_file.h"
-#include "io/tokenizer.h"
+#include "io/base/whole_file.h"
+#include "io/tokenizer/tokenizer.h"
 
 typedef struct {
     const char *tokenizer_dir, *input, *dataset, *data_path, *split, *text_field, *output;
@@ -107,9 +108,6 @@ static void print_ids(const Tokenized *tk, int nested) {
 }
 
 static int write_set(const Tokenizer *t, const TokenizeArgs *a, const Tokenized *tk) {
-    struct stat st;
-    if (stat(a->output, &st) == 0 && !a->overwrite)
-        return tm_fail("%s: exists; pass --overwrite to replace it", a->output);
     TokenSet ts = {.ids = tk->ids.ids, .n = tk->ids.n, .doc_offsets = tk->offsets, .n_docs = tk->n_docs,
                    .vocab_size = tokenizer_vocab_size(t), .tokenizer = (char *)tokenizer_path(t),
                    .sources = tk->sources, .kind = (char *)tk->kind, .seqlen = a->samples > 0 ? a->seqlen : 0,
@@ -118,15 +116,26 @@ static int write_set(const Tokenizer *t, const TokenizeArgs *a, const Tokenized 
     return token_set_write(a->output, &ts);
 }
 
+/* Before any tokenising: never over an input, a device or a folder. */
+static int check_output(const TokenizeArgs *a) {
+    char tokenizer_json[4200];
+    snprintf(tokenizer_json, sizeof tokenizer_json, "%s/tokenizer.json", a->tokenizer_dir ? a->tokenizer_dir : ".");
+    const char *inputs[] = {a->input, a->data_path, a->tokenizer_dir, tokenizer_json};
+    if (output_path_check("--output", a->output, OUT_FILE, inputs, 4)) return -1;
+    struct stat st;
+    if (stat(a->output, &st) == 0 && !a->overwrite)
+        return tm_fail("%s: exists; pass --overwrite to replace it", a->output);
+    return 0;
+}
+
 static int check_args(const TokenizeArgs *a) {
     if (!a->input == !a->dataset) return tm_fail("give --input FILE or --dataset NAME --data-path PATH (one of them)");
     if (!a->ids == !a->output) return tm_fail("give --ids (print) or --output SET.h5 (HDF5 token set), one of them");
-    if (a->samples < 0) return tm_fail("--samples must not be negative");
     if (a->samples > 0 && a->seqlen < 2) return tm_fail("--samples needs --seqlen of at least 2 tokens");
     if (a->input && (a->samples || a->documents))
         return tm_fail("--samples and --documents work on a --dataset; --input is one document");
     if (a->samples && a->documents) return tm_fail("--samples and --documents exclude each other");
-    return 0;
+    return a->output ? check_output(a) : 0;
 }
 
 static int tokenize_run(const TokenizeArgs *a) {
@@ -166,7 +175,7 @@ int cmd_tokenize(int argc, char **argv) {
          "evaluation and calibration do)", 0},
         {"documents", ARG_FLAG, &a.documents, "", "tokenise each document of the split on its own (for training)", 0},
         {"samples", ARG_INT, &a.samples, "N", "draw N calibration samples as convert does (with --seqlen, --seed)", 0},
-        {"seqlen", ARG_INT, &a.seqlen, "L", "tokens per calibration sample", 0},
+        {"seqlen", ARG_SEQLEN, &a.seqlen, "L", "tokens per calibration sample", 0},
         {"seed", ARG_INT, &a.seed, "S", "seed of the calibration sampler (default 42)", 0},
         {"quiet", ARG_FLAG, &a.quiet, "", "no progress lines on stderr", 0},
     };
@@ -177,6 +186,10 @@ int cmd_tokenize(int argc, char **argv) {
         "--documents/--samples a dataset split is joined with \"\\n\\n\" and tokenised once (the perplexity\n"
         "protocol). An HDF5 token set records the tokenizer's SHA-256; commands refuse a set made by\n"
         "another tokenizer than their model's.";
-    if (args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], usage) || tokenize_run(&a)) return cli_fail();
+    static char output[4096];
+    if (args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], usage)) return cli_fail();
+    if (a.output && output_path_normalize("--output", a.output, output, sizeof output)) return cli_fail();
+    if (a.output) a.output = output;
+    if (tokenize_run(&a)) return cli_fail();
     return 0;
 }

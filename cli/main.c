@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
-#include "io/error.h"
+#include "io/base/error.h"
 
 static const struct {
     const char *name;

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/json_util.h"
 
 const char *preset_flag(int argc, char **argv) {

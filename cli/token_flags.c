@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 
 /* "--cal-tokens" from ("cal", "tokens"); "--tokens" from ("", "tokens"). */
 static const char *flag_name(char *buf, size_t len, const char *prefix, const char *what) {

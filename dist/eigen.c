@@ -1,6 +1,8 @@
 /* ScaLAPACK pdsyevd / pdgesvd behind replicated input and output.
  *
- * Each call builds a BLACS grid over the communicator, has every rank copy its
+ * A BLACS grid is made once per communicator (dist_grid_open) and kept with
+ * the descriptors and local blocks of the last problem shape solved on it.
+ * Each call has every rank copy its
  * block-cyclic piece straight out of the replicated full matrix (no scatter),
  * runs the solver, then writes each rank's piece of the result into a zeroed
  * full matrix and sums those over the ranks. Every entry comes from exactly one
@@ -11,9 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "convert/linalg.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "dist/chunked.h"
+#include "dist/linalg.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 /* BLACS's C interface and ScaLAPACK's Fortran entry points: Debian's
  * libscalapack-openmpi ships no header for them. The trailing size_t are the
@@ -48,6 +51,16 @@ typedef struct {
     int desc[9];
     double *a;
 } Block;
+
+/* The grid and what the last problem on it used: its two distributed
+ * matrices (input, vectors), kept while the shape repeats (every layer of
+ * a model poses the same problem). */
+struct DistGrid {
+    MPI_Comm comm;
+    Grid g;
+    int kind, m, n; /* the shape the blocks are for (kind 0: none yet) */
+    Block in, vec;
+};
 
 /* Where global element (i, j) of a distributed matrix lives in a full,
  * replicated array: at base + i * rs + j * cs. One fill loop and one collect
@@ -103,6 +116,38 @@ static void block_init(Block *b, const Grid *g, int rows, int cols, int nb) {
     b->a = mallocCheck((size_t)b->lld * (size_t)(b->lcols > 1 ? b->lcols : 1) * sizeof *b->a);
 }
 
+static void block_free(Block *b) {
+    free(b->a);
+    b->a = NULL;
+}
+
+/* The grid's two blocks for a problem: input rows x cols, vectors rows x
+ * vcols, block size from k; made again only when the shape changes. */
+static void grid_blocks(DistGrid *d, int kind, int rows, int cols, int vcols, int k) {
+    if (d->kind == kind && d->m == rows && d->n == cols) return;
+    block_free(&d->in);
+    block_free(&d->vec);
+    int nb = block_size(k, &d->g);
+    block_init(&d->in, &d->g, rows, cols, nb);
+    block_init(&d->vec, &d->g, rows, vcols, nb);
+    d->kind = kind, d->m = rows, d->n = cols;
+}
+
+DistGrid *dist_grid_open(MPI_Comm comm) {
+    DistGrid *d = callocCheck(1, sizeof *d);
+    d->comm = comm;
+    grid_open(&d->g, comm);
+    return d;
+}
+
+void dist_grid_close(DistGrid *d) {
+    if (!d) return;
+    block_free(&d->in);
+    block_free(&d->vec);
+    grid_close(&d->g);
+    free(d);
+}
+
 /* Global index of local index l along one dimension: blocks of nb dealt
  * round-robin to np processes, this one at coordinate p. */
 static int64_t global_index(int l, int nb, int p, int np) { return ((int64_t)(l / nb) * np + p) * nb + l % nb; }
@@ -117,15 +162,6 @@ static void block_fill(Block *b, const Grid *g, const double *full, Layout at) {
     }
 }
 
-/* Sum x over comm in place, in pieces that MPI's int count can hold. */
-static void sum_over_ranks(MPI_Comm comm, double *x, int64_t count) {
-    const int64_t piece = (int64_t)1 << 28;
-    for (int64_t o = 0; o < count; o += piece) {
-        int c = (int)(count - o < piece ? count - o : piece);
-        MPI_Allreduce(MPI_IN_PLACE, x + o, c, MPI_DOUBLE, MPI_SUM, comm);
-    }
-}
-
 /* The full matrix (count entries, laid out as `at` says) on every rank. */
 static void block_gather(const Block *b, const Grid *g, MPI_Comm comm, double *full, int64_t count, Layout at) {
     memset(full, 0, (size_t)count * sizeof *full);
@@ -136,14 +172,14 @@ static void block_gather(const Block *b, const Grid *g, MPI_Comm comm, double *f
             full[at.base + i * at.rs + j * at.cs] = b->a[(int64_t)lj * b->lld + li];
         }
     }
-    sum_over_ranks(comm, full, count);
+    chunked_sum_f64(full, count, comm);
 }
 
 /* Eigen- or singular values as grid process (0, 0) has them: the one copy
  * that is right in every case (see grid_is_origin), the same bits for all. */
 static void values_from_origin(const Grid *g, MPI_Comm comm, double *x, int count) {
     if (!grid_is_origin(g)) memset(x, 0, (size_t)count * sizeof *x);
-    sum_over_ranks(comm, x, count);
+    chunked_sum_f64(x, count, comm);
 }
 
 /* One info for all ranks, so that all return the same: a failure anywhere
@@ -191,35 +227,26 @@ static int run_pdsyevd(const Grid *g, MPI_Comm comm, Block *a, Block *z, double 
     return agree_info(comm, info);
 }
 
-int dist_eigh_descending(MPI_Comm comm, int n, double *A, double *w) {
+int dist_eigh_descending(DistGrid *d, int n, double *A, double *w) {
     if (n == 0) return 0;
-    Grid g;
-    grid_open(&g, comm);
-    int nb = block_size(n, &g);
-    Block a, z;
-    block_init(&a, &g, n, n, nb);
-    block_init(&z, &g, n, n, nb);
+    const Grid *g = &d->g;
+    MPI_Comm comm = d->comm;
+    grid_blocks(d, 1, n, n, n, n);
     /* row-major symmetric A reads the same as column-major A */
-    block_fill(&a, &g, A, (Layout){0, 1, n});
-    int info = run_pdsyevd(&g, comm, &a, &z, w);
-    if (!info) {
-        /* column j of Z (ascending order) becomes row n-1-j of A: descending */
-        block_gather(&z, &g, comm, A, (int64_t)n * n, (Layout){(int64_t)(n - 1) * n, 1, -(int64_t)n});
-        values_from_origin(&g, comm, w, n);
-        for (int i = 0, j = n - 1; i < j; i++, j--) {
-            double t = w[i];
-            w[i] = w[j];
-            w[j] = t;
-        }
-        rows_fix_sign(A, n, n);
-    }
-    free(a.a);
-    free(z.a);
-    int nprow = g.nprow, npcol = g.npcol;
-    grid_close(&g);
+    block_fill(&d->in, g, A, (Layout){0, 1, n});
+    int info = run_pdsyevd(g, comm, &d->in, &d->vec, w);
     if (info)
         return tm_fail("eigendecomposition of a %d x %d matrix on a %d x %d process grid failed "
-                       "(ScaLAPACK pdsyevd info %d)", n, n, nprow, npcol, info);
+                       "(ScaLAPACK pdsyevd info %d)", n, n, g->nprow, g->npcol, info);
+    /* column j of Z (ascending order) becomes row n-1-j of A: descending */
+    block_gather(&d->vec, g, comm, A, (int64_t)n * n, (Layout){(int64_t)(n - 1) * n, 1, -(int64_t)n});
+    values_from_origin(g, comm, w, n);
+    for (int i = 0, j = n - 1; i < j; i++, j--) {
+        double t = w[i];
+        w[i] = w[j];
+        w[j] = t;
+    }
+    rows_fix_sign(A, n, n);
     return 0;
 }
 
@@ -241,31 +268,22 @@ static int run_pdgesvd(MPI_Comm comm, Block *a, Block *u, double *s) {
     return agree_info(comm, info);
 }
 
-int dist_svd_left(MPI_Comm comm, int m, int n, const double *F, double *U, double *s) {
+int dist_svd_left(DistGrid *d, int m, int n, const double *F, double *U, double *s) {
     int k = m < n ? m : n;
     if (k == 0) return 0;
-    Grid g;
-    grid_open(&g, comm);
-    int nb = block_size(k, &g);
-    Block a, u;
-    block_init(&a, &g, m, n, nb);
-    block_init(&u, &g, m, k, nb);
+    const Grid *g = &d->g;
+    MPI_Comm comm = d->comm;
+    grid_blocks(d, 2, m, n, k, k);
     /* F is row-major: the fill transposes it into ScaLAPACK's column-major,
      * so pdgesvd's U (columns = left vectors) is what we want, no SVD of F^T */
-    block_fill(&a, &g, F, (Layout){0, n, 1});
-    int info = run_pdgesvd(comm, &a, &u, s);
-    if (!info) {
-        /* column j of U[m, k] becomes row j of U[k, m] */
-        block_gather(&u, &g, comm, U, (int64_t)k * m, (Layout){0, 1, m});
-        values_from_origin(&g, comm, s, k);
-        rows_fix_sign(U, k, m);
-    }
-    free(a.a);
-    free(u.a);
-    int nprow = g.nprow, npcol = g.npcol;
-    grid_close(&g);
+    block_fill(&d->in, g, F, (Layout){0, n, 1});
+    int info = run_pdgesvd(comm, &d->in, &d->vec, s);
     if (info)
         return tm_fail("SVD of a %d x %d matrix on a %d x %d process grid failed (ScaLAPACK pdgesvd info %d)", m, n,
-                       nprow, npcol, info);
+                       g->nprow, g->npcol, info);
+    /* column j of U[m, k] becomes row j of U[k, m] */
+    block_gather(&d->vec, g, comm, U, (int64_t)k * m, (Layout){0, 1, m});
+    values_from_origin(g, comm, s, k);
+    rows_fix_sign(U, k, m);
     return 0;
 }

@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/base/interrupt.h"
+#include "io/base/test_hooks.h"
 
 static int world_rank(void) {
     int r = 0, up = 0;
@@ -84,12 +86,22 @@ int dist_agree(MPI_Comm comm, int rc) {
     return tm_fail("%s", msg);
 }
 
+int dist_stop_signal(MPI_Comm comm) {
+    int sig = tm_interrupt_signal();
+    MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, comm);
+    return sig;
+}
+
 void dist_inject_failure(const char *where) {
-    const char *spec = getenv("TRANSMLA_INJECT_FAILURE");
+    const char *spec = tm_test_hook("TRANSMLA_INJECT_FAILURE");
     if (!spec) return;
     const char *colon = strrchr(spec, ':');
     if (!colon || (size_t)(colon - spec) != strlen(where) || strncmp(spec, where, strlen(where))) return;
     if (atoi(colon + 1) != world_rank()) return;
-    if (getenv("TRANSMLA_INJECT_SIGKILL")) raise(SIGKILL); /* as the OOM killer or a node failure would */
+    if (tm_test_hook("TRANSMLA_INJECT_SIGKILL")) raise(SIGKILL); /* as the OOM killer or a node failure would */
+    if (tm_test_hook("TRANSMLA_INJECT_SIGTERM")) { /* as scancel would: the run goes on to its next stop check */
+        raise(SIGTERM);
+        return;
+    }
     tm_die("injected failure at %s (TRANSMLA_INJECT_FAILURE=%s)", where, spec);
 }

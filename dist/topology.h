@@ -28,9 +28,15 @@ void topology_free(Topology *t);
  * world rank. Call it after each step that can fail on one rank only. */
 int dist_agree(MPI_Comm comm, int rc);
 
+/* Collective over comm: the stop signal (SIGTERM/SIGUSR1, io/base/interrupt.h)
+ * any rank of comm has received, or 0 — every rank acts on the same answer.
+ * The one stop check of convert and finetune. */
+int dist_stop_signal(MPI_Comm comm);
+
 /* Test hook: TRANSMLA_INJECT_FAILURE=WHERE:RANK makes world rank RANK die at
  * the named point (e.g. calibrate:1), as a crash there would; with
- * TRANSMLA_INJECT_SIGKILL set it kills itself with SIGKILL instead. */
+ * TRANSMLA_INJECT_SIGKILL set it kills itself with SIGKILL instead, with
+ * TRANSMLA_INJECT_SIGTERM it sends itself SIGTERM and goes on. */
 void dist_inject_failure(const char *where);
 
 #endif

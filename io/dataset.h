@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "io/tokenizer.h"
+#include "io/tokenizer/tokenizer.h"
 
 typedef enum { DS_WIKITEXT2, DS_PTB, DS_C4, DS_ALPACA, DS_TEXT, DS_JSONL } DatasetKind;
 

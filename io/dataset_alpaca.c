@@ -7,10 +7,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 #include "io/dataset_build.h"
-#include "io/error.h"
-#include "io/rng.h"
+#include "io/base/error.h"
+#include "io/base/rng.h"
 #include "io/utf8.h"
 
 #define ALPACA_SPLIT_SEED 42

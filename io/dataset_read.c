@@ -9,12 +9,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 #include "io/dataset_build.h"
-#include "io/error.h"
-#include "io/line_reader.h"
-#include "io/path.h"
-#include "io/tok_buf.h"
+#include "io/base/error.h"
+#include "io/base/line_reader.h"
+#include "io/base/path.h"
+#include "io/base/str_buf.h"
 #include "io/utf8.h"
 
 static int is_dir(const char *path) {

@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 #include "io/dataset.h"
-#include "io/error.h"
-#include "io/rng.h"
+#include "io/base/error.h"
+#include "io/base/rng.h"
 
 /* "FILE" (the first source) for messages; static buffer. */
 static const char *first_source(const Documents *d) {

@@ -1,33 +1,39 @@
+#define _GNU_SOURCE /* memfd_create, fallocate */
 #include "io/h5_util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 static const char hdf5_signature[8] = "\211HDF\r\n\032\n";
 
-void h5_quiet_begin(H5Quiet *q) {
-    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-void h5_quiet_end(const H5Quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->func, q->data); }
+void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
 static herr_t innermost(unsigned n, const H5E_error2_t *e, void *buf) {
-    if (n == 0 && e->desc) snprintf(buf, 256, "%s", e->desc);
+    if (n == 0 && e->desc) snprintf(buf, 1024, "%s", e->desc);
     return 0;
 }
 
 const char *h5_reason(void) {
-    static _Thread_local char buf[256];
+    static _Thread_local char buf[1024];
     snprintf(buf, sizeof buf, "HDF5 error");
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost, buf);
+    /* a failed read or write (sec2 driver) carries the system's message
+     * among the file name, offsets and sizes: that part says it all */
+    static const char tag[] = "error message = '";
+    char *m = strstr(buf, tag), *end = m ? strchr(m + sizeof tag - 1, '\'') : NULL;
+    if (end) {
+        *end = 0;
+        memmove(buf, m + sizeof tag - 1, strlen(m + sizeof tag - 1) + 1);
+    }
     return buf;
 }
 
@@ -41,6 +47,7 @@ int h5_is_hdf5(const char *path) {
 }
 
 hid_t h5_create_temp(const char *path, char **tmp) {
+    h5_quiet();
     size_t n = strlen(path) + 32;
     *tmp = mallocCheck(n);
     snprintf(*tmp, n, "%s.tmp-%ld", path, (long)getpid());
@@ -50,24 +57,92 @@ hid_t h5_create_temp(const char *path, char **tmp) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), file = -1;
     if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST) >= 0)
         file = H5Fcreate(*tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    if (fapl >= 0) H5Pclose(fapl);
     if (file < 0) {
         tm_fail("%s: cannot create %s: %s", path, *tmp, h5_reason());
+        remove(*tmp); /* H5Fcreate may have made it before failing */
         free(*tmp);
         *tmp = NULL;
     }
+    if (fapl >= 0) H5Pclose(fapl);
     return file;
 }
 
-hid_t h5_create_parallel(const char *path, const char *file, MPI_Comm comm) {
+void h5_close_objects(hid_t file) {
+    unsigned types = H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE | H5F_OBJ_ATTR;
+    ssize_t n = H5Fget_obj_count(file, types);
+    if (n <= 0) return;
+    hid_t *ids = mallocCheck((size_t)n * sizeof *ids);
+    n = H5Fget_obj_ids(file, types, (size_t)n, ids);
+    for (ssize_t i = 0; i < n; i++) {
+        if (H5Iget_type(ids[i]) == H5I_ATTR) H5Aclose(ids[i]);
+        else H5Oclose(ids[i]);
+    }
+    free(ids);
+}
+
+/* A file given up after a failed write still has dirty metadata, which its
+ * close writes; on a full disk that write fails too, and HDF5 1.10 then
+ * keeps the half-freed file in its table of open objects, where closing the
+ * library (at MPI_Finalize) crashes on it. Pointing the file's descriptor at
+ * anonymous memory lets that close succeed; the file is removed anyway. */
+static void discard_writes(hid_t file) {
+    hid_t fapl = H5Fget_access_plist(file);
+    int sec2 = fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2, *fd = NULL;
+    if (fapl >= 0) H5Pclose(fapl);
+    if (!sec2 || H5Fget_vfd_handle(file, H5P_DEFAULT, (void **)&fd) < 0 || !fd) return;
+    int mem = memfd_create("transmla-discarded", MFD_CLOEXEC);
+    if (mem < 0) return;
+    dup2(mem, *fd);
+    close(mem);
+}
+
+/* Close a file written serially: flushed first, because a failed flush still
+ * lets the file be given up cleanly (discard_writes) and a failed close does
+ * not. rc != 0: it is given up anyway. -1 when rc was set or anything failed. */
+static int close_written(hid_t file, const char *path, const char *name, int rc) {
+    if (!rc && H5Fflush(file, H5F_SCOPE_LOCAL) < 0) rc = tm_fail("%s: writing %s: %s", path, name, h5_reason());
+    if (rc) {
+        h5_close_objects(file);
+        discard_writes(file);
+    }
+    if (H5Fclose(file) < 0 && !rc) rc = tm_fail("%s: closing %s: %s", path, name, h5_reason());
+    return rc ? -1 : 0;
+}
+
+int h5_create_reserved(const char *path, const char *file, int64_t bytes) {
+    h5_quiet();
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fid = -1;
+    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST) >= 0)
+        fid = H5Fcreate(file, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fid < 0) tm_fail("%s: cannot create %s: %s", path, file, h5_reason());
+    if (fapl >= 0) H5Pclose(fapl);
+    if (fid < 0) {
+        remove(file);
+        return -1;
+    }
+    if (close_written(fid, path, file, 0)) {
+        remove(file);
+        return -1;
+    }
+    int fd = open(file, O_RDWR), err = 0;
+    if (fd < 0 || (bytes > 0 && fallocate(fd, 0, 0, (off_t)bytes) != 0 && errno != EOPNOTSUPP && errno != ENOSYS))
+        err = errno;
+    if (fd >= 0) close(fd);
+    if (!err) return 0;
+    remove(file);
+    return tm_fail("%s: cannot reserve %.1f MiB for %s: %s", path, bytes / 1048576.0, file, strerror(err));
+}
+
+hid_t h5_open_parallel(const char *path, const char *file, MPI_Comm comm) {
+    h5_quiet();
 #ifdef H5_HAVE_PARALLEL
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fid = -1;
     if (fapl >= 0 && H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) >= 0 &&
         H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST) >= 0)
-        fid = H5Fcreate(file, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+        fid = H5Fopen(file, H5F_ACC_RDWR, fapl);
+    if (fid < 0) tm_fail("%s: cannot open %s for writing: %s", path, file, h5_reason());
     if (fapl >= 0) H5Pclose(fapl);
-    if (fid < 0) return tm_fail("%s: cannot create %s: %s", path, file, h5_reason());
-    return fid;
+    return fid < 0 ? -1 : fid;
 #else
     (void)file;
     (void)comm;
@@ -76,7 +151,7 @@ hid_t h5_create_parallel(const char *path, const char *file, MPI_Comm comm) {
 }
 
 int h5_close_rename(hid_t file, char *tmp, const char *path, int rc) {
-    if (H5Fclose(file) < 0 && !rc) rc = tm_fail("%s: closing %s: %s", path, tmp, h5_reason());
+    rc = close_written(file, path, tmp, rc);
     if (!rc && rename(tmp, path) != 0) rc = tm_fail("%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
     if (rc) remove(tmp);
     free(tmp);
@@ -84,15 +159,16 @@ int h5_close_rename(hid_t file, char *tmp, const char *path, int rc) {
 }
 
 hid_t h5_open_read(const char *path) {
+    h5_quiet();
     FILE *fp = fopen(path, "rb");
     if (!fp) return tm_fail("%s: cannot open: %s", path, strerror(errno));
     fclose(fp);
     if (!h5_is_hdf5(path)) return tm_fail("%s: not an HDF5 file (no HDF5 signature at byte 0)", path);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), file = -1;
     if (fapl >= 0 && H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0) file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (file < 0) tm_fail("%s: cannot open as HDF5 (truncated or corrupt?): %s", path, h5_reason());
     if (fapl >= 0) H5Pclose(fapl);
-    if (file < 0) return tm_fail("%s: cannot open as HDF5 (truncated or corrupt?): %s", path, h5_reason());
-    return file;
+    return file < 0 ? -1 : file;
 }
 
 /* ---- attributes ---- */
@@ -101,9 +177,10 @@ int h5_write_attr(hid_t obj, const char *path, const char *name, hid_t type, hid
     hid_t space = H5Screate(H5S_SCALAR), attr = -1;
     int rc = space < 0 || (attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
              H5Awrite(attr, mem_type, value) < 0;
-    if (attr >= 0 && H5Aclose(attr) < 0) rc = 1;
+    if (rc) tm_fail("%s: writing attribute '%s': %s", path, name, h5_reason());
+    if (attr >= 0 && H5Aclose(attr) < 0 && !rc) rc = tm_fail("%s: writing attribute '%s': %s", path, name, h5_reason());
     if (space >= 0) H5Sclose(space);
-    return rc ? tm_fail("%s: writing attribute '%s': %s", path, name, h5_reason()) : 0;
+    return rc ? -1 : 0;
 }
 
 /* Fixed-length UTF-8 strings: stored inside the (checksummed) object header,
@@ -212,9 +289,10 @@ int h5_write_f64(hid_t file, const char *path, const char *name, const double *d
     int rc = space < 0 ||
              (dset = H5Dcreate2(file, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
              (n > 0 && H5Dwrite(dset, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0);
-    if (dset >= 0 && H5Dclose(dset) < 0) rc = 1;
+    if (rc) tm_fail("%s: writing %s: %s", path, name, h5_reason());
+    if (dset >= 0 && H5Dclose(dset) < 0 && !rc) rc = tm_fail("%s: writing %s: %s", path, name, h5_reason());
     if (space >= 0) H5Sclose(space);
-    return rc ? tm_fail("%s: writing %s: %s", path, name, h5_reason()) : 0;
+    return rc ? -1 : 0;
 }
 
 int h5_read_f64(hid_t file, const char *path, const char *name, double *data, int64_t n) {

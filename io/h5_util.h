@@ -10,15 +10,13 @@
 #include <mpi.h>
 #include <stdint.h>
 
-typedef struct {
-    H5E_auto2_t func;
-    void *data;
-} H5Quiet;
-
-/* HDF5 prints its error stack by default; between these it does not. */
-void h5_quiet_begin(H5Quiet *q);
-void h5_quiet_end(const H5Quiet *q);
-/* The most specific message on HDF5's error stack, e.g. "truncated file: ...". */
+/* HDF5 prints its error stack by default, and again when the library closes
+ * with objects it could not close; transmla reports one line instead. Every
+ * HDF5 user calls this first: printing goes off for the whole process. */
+void h5_quiet(void);
+/* The most specific message on HDF5's error stack, e.g. "truncated file: ..."
+ * or, for a failed read or write, the system's "No space left on device".
+ * Call it right after the failing call: the next HDF5 call clears the stack. */
 const char *h5_reason(void);
 /* 1: the file starts with the HDF5 signature. */
 int h5_is_hdf5(const char *path);
@@ -27,11 +25,22 @@ int h5_is_hdf5(const char *path);
 hid_t h5_create_temp(const char *path, char **tmp);
 /* Close the file; when rc is 0 rename tmp onto path, else remove tmp. Frees tmp. */
 int h5_close_rename(hid_t file, char *tmp, const char *path, int rc);
-/* Create `file` afresh, collectively over comm, with the MPI-IO driver (parallel
- * HDF5) and the same 1.10 format; `path` names it in errors. Every rank of
- * comm must call this, and then make the same metadata calls (groups,
- * datasets, attributes) in the same order until the collective H5Fclose. */
-hid_t h5_create_parallel(const char *path, const char *file, MPI_Comm comm);
+/* Close every object still open in the file (datasets, groups, attributes,
+ * types) but not the file itself: before a close on a failure path. */
+void h5_close_objects(hid_t file);
+/* Rank 0, before a parallel write: create `file` as an empty HDF5 file (the
+ * 1.10 format) with `bytes` of disk space reserved for it (fallocate), so
+ * that a full disk or quota is reported here, before HDF5 has written
+ * anything; a failed write inside parallel HDF5 can leave ranks waiting for
+ * one another, and a file whose close fails cannot be released cleanly.
+ * File systems without fallocate, and bytes 0, get no reservation. `path`
+ * names it in errors. */
+int h5_create_reserved(const char *path, const char *file, int64_t bytes);
+/* Open that file for writing, collectively over comm, with the MPI-IO driver
+ * (parallel HDF5). Every rank of comm must call this, and then make the same
+ * metadata calls (groups, datasets, attributes) in the same order until the
+ * collective H5Fclose. */
+hid_t h5_open_parallel(const char *path, const char *file, MPI_Comm comm);
 /* Open read-only after checking the signature; a strong close releases
  * whatever a failed call on a damaged file left open. */
 hid_t h5_open_read(const char *path);

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/hf_config_limits.h"
 #include "io/json_util.h"
 

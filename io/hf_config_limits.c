@@ -1,6 +1,6 @@
 #include "io/hf_config_limits.h"
 
-#include "io/error.h"
+#include "io/base/error.h"
 
 /* Far above any published model, far below what breaks int arithmetic. */
 enum {

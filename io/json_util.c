@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 
 json_t *tm_json_load_object(const char *path) {
     FILE *probe = fopen(path, "rb");

@@ -6,8 +6,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 static int by_name_ptr(const void *a, const void *b) {
     return strcmp((*(const StTensor *const *)a)->name, (*(const StTensor *const *)b)->name);

@@ -7,8 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 static uint64_t tensor_bytes(const StWriteTensor *t) {
     uint64_t n = tm_dtype_size(t->dtype);

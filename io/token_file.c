@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 int token_dtype_parse(const char *s, TmTokenDType *out) {
     if (strcmp(s, "u16") == 0 || strcmp(s, "uint16") == 0) *out = TM_TOKENS_U16;

@@ -11,8 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 #include "io/h5_util.h"
 
 #define FORMAT_NAME "transmla-token-set"
@@ -88,13 +88,9 @@ static int write_contents(hid_t file, const char *path, const TokenSet *ts) {
 
 int token_set_write(const char *path, const TokenSet *ts) {
     if (check_before_write(path, ts)) return -1;
-    H5Quiet q;
-    h5_quiet_begin(&q);
     char *tmp;
     hid_t file = h5_create_temp(path, &tmp);
-    int rc = file < 0 ? -1 : h5_close_rename(file, tmp, path, write_contents(file, path, ts));
-    h5_quiet_end(&q);
-    return rc;
+    return file < 0 ? -1 : h5_close_rename(file, tmp, path, write_contents(file, path, ts));
 }
 
 /* ---- reading ---- */
@@ -137,8 +133,9 @@ static void *alloc_entries(const char *path, const char *name, uint64_t n, size_
 
 static int read_1d(hid_t dset, const char *path, const char *name, hid_t mem_type, void *buf, uint64_t n) {
     int rc = n > 0 && H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0;
+    if (rc) tm_fail("%s: %s: cannot read (truncated or corrupt file?): %s", path, name, h5_reason());
     H5Dclose(dset);
-    return rc ? tm_fail("%s: %s: cannot read (truncated or corrupt file?): %s", path, name, h5_reason()) : 0;
+    return rc ? -1 : 0;
 }
 
 static int read_attributes(hid_t file, const char *path, TokenSet *out, int64_t *n_tokens, int64_t *n_docs,
@@ -241,12 +238,9 @@ static int read_contents(hid_t file, const char *path, TokenSet *out) {
 
 int token_set_read(const char *path, TokenSet *out) {
     memset(out, 0, sizeof *out);
-    H5Quiet q;
-    h5_quiet_begin(&q);
     hid_t file = h5_open_read(path);
     int rc = file < 0 ? -1 : read_contents(file, path, out);
     if (file >= 0) H5Fclose(file);
-    h5_quiet_end(&q);
     if (rc) token_set_free(out);
     return rc ? -1 : 0;
 }

@@ -5,12 +5,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 #include "io/dataset.h"
-#include "io/error.h"
-#include "io/sha256.h"
+#include "io/base/error.h"
+#include "io/base/sha256.h"
 #include "io/token_set.h"
-#include "io/tokenizer.h"
+#include "io/tokenizer/tokenizer.h"
 
 int token_source_is_dataset(const char *name) {
     DatasetKind k;

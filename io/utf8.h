@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "io/tok_buf.h"
+#include "io/base/str_buf.h"
 
 /* Length of the valid sequence starting at s (1..4), or 0 when invalid. */
 size_t utf8_seq_len(const uint8_t *s, size_t avail);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 #include "model/simd.h"
 
 static inline float dot(const float *a, const float *b, int n) {

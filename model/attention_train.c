@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 #include "model/attention.h"
 
 #define QBLOCK 64

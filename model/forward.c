@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 #include "model/attention.h"
 #include "model/crossentropy.h"
 #include "model/matmul.h"
@@ -46,6 +46,14 @@ static int part_keeps(const char *name, void *ctx) {
     return model_part_wants(f->part, f->cfg, name);
 }
 
+/* Weights read from files are scanned for NaN/Inf once, here; a built
+ * (converted) model is made of checked weights and checked results. */
+static int check_loaded(Model *m) {
+    if (!weights_check_finite(&m->set, &m->cfg, &m->part)) return 0;
+    model_free(m);
+    return -1;
+}
+
 int model_load_part(Model *m, const char *dir, const ModelPart *part) {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -54,7 +62,7 @@ int model_load_part(Model *m, const char *dir, const ModelPart *part) {
     if (hf_config_load(&cfg, path)) return -1;
     PartFilter f = {part, &cfg};
     if (st_set_open_filtered(&set, dir, part_keeps, &f)) return -1;
-    return model_init_part(m, &cfg, &set, path, part);
+    return model_init_part(m, &cfg, &set, path, part) ? -1 : check_loaded(m);
 }
 
 int model_load(Model *m, const char *dir) {
@@ -65,7 +73,7 @@ int model_load(Model *m, const char *dir) {
     ModelPart all = model_part_all(&cfg);
     StSet set;
     if (st_set_open(&set, dir)) return -1;
-    return model_init_part(m, &cfg, &set, path, &all);
+    return model_init_part(m, &cfg, &set, path, &all) ? -1 : check_loaded(m);
 }
 
 void model_free(Model *m) {

@@ -3,7 +3,7 @@
 #include <cblas.h>
 #include <stdlib.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 
 /* Widened panel size in floats (8 MiB): large enough that sgemm runs at full
  * speed, small beside any real weight. */

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 #include "model/attention.h"
 #include "model/matmul.h"
 #include "model/mla.h"

@@ -24,7 +24,8 @@ typedef struct {
 /* The whole model. */
 ModelPart model_part_all(const ModelConfig *c);
 
-/* Read DIR/config.json and DIR's safetensors, and bind and check the weights. */
+/* Read DIR/config.json and DIR's safetensors, and bind and check the weights
+ * (shapes, dtypes, and no NaN/Inf: weights_check_finite). */
 int model_load(Model *m, const char *dir);
 /* Bind weights from a set the caller built (takes ownership of `set`). */
 int model_init(Model *m, const ModelConfig *cfg, StSet *set, const char *config_name);

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 #include "model/matmul.h"
 #include "model/swiglu.h"
 

@@ -1,6 +1,8 @@
 /* Perplexity over consecutive windows of a token stream: window k is tokens
  * [k*seqlen, (k+1)*seqlen), ppl = exp(mean NLL over all predicted tokens).
- * Shared by eval, convert and finetune. */
+ * The windows and the checks; the one evaluation loop, which eval and
+ * convert share, is pipeline/stream.h's (micro-batches through the stages,
+ * NLL from model_head_nll). */
 #ifndef TM_MODEL_PPL_H
 #define TM_MODEL_PPL_H
 
@@ -9,20 +11,11 @@
 
 #include "model/model.h"
 
-typedef struct {
-    double nll;          /* mean NLL per predicted token */
-    double ppl;
-    int64_t predicted;   /* tokens predicted: nseq * (seqlen - 1) */
-    int64_t tokens;      /* tokens run through the model */
-    double seconds, tokens_per_s;
-} PplResult;
-
 /* Check that n_ids tokens hold nseq windows of seqlen (nseq <= 0: all complete
  * windows, resolved in place). */
 int ppl_check_windows(size_t n_ids, int seqlen, int *nseq);
-/* nseq <= 0: every complete window. batch: windows per forward micro-batch.
- * progress: print batch i/n, tokens/s and ETA to stderr. */
-int ppl_eval(const Model *m, const int32_t *ids, size_t n_ids, int seqlen, int nseq, int batch, int progress,
-             PplResult *out);
+/* A perplexity that is NaN or Inf is an error (one line with the NLL behind
+ * it), never a result to print; every evaluation ends with this check. */
+int ppl_check_finite(double ppl, double nll, int64_t predicted);
 
 #endif

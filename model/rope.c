@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 
 #define TM_PI 3.14159265358979323846
 

@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 
 float tm_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 #include "model/matmul.h"
 #include "model/mla_train.h"
 #include "model/rmsnorm.h"

@@ -5,8 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/base/finite.h"
 
 /* What the config says one tensor must be. */
 typedef struct {
@@ -288,6 +289,16 @@ int weights_bind(ModelWeights *w, const ModelConfig *c, const StSet *set, const 
     w->dtype = part->first < part->end ? w->layers[part->first].o.dtype
                : w->embed.data         ? w->embed.dtype
                                        : w->lm_head.dtype;
+    return 0;
+}
+
+int weights_check_finite(const StSet *set, const ModelConfig *c, const ModelPart *part) {
+    for (int i = 0; i < set->n; i++) {
+        const StTensor *t = set->sorted[i];
+        if (!tm_dtype_is_weight_float(t->dtype) || !model_part_wants(part, c, t->name)) continue;
+        if (!tm_all_finite(t->data, t->dtype, (size_t)st_numel(t)))
+            return tm_fail("%s: tensor '%s' holds NaN/Inf", t->file, t->name);
+    }
     return 0;
 }
 

@@ -70,6 +70,10 @@ int model_part_wants(const ModelPart *p, const ModelConfig *c, const char *name)
 int weights_bind(ModelWeights *w, const ModelConfig *cfg, const StSet *set, const char *config_path,
                  const ModelPart *part);
 void weights_free(ModelWeights *w, const ModelConfig *cfg);
+/* Every float tensor of `set` that `part` needs is finite; else one error
+ * naming the file and the tensor. A scan over the bytes, run once on weights
+ * read from files (model_load*), before the first forward uses them. */
+int weights_check_finite(const StSet *set, const ModelConfig *cfg, const ModelPart *part);
 
 /* Names and shapes of every tensor the config implies (cols == 0: a vector),
  * for tools that make weights: benchmarks, fixtures. Free with free(). */

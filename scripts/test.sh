@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
 echo "== release build and tests"
-bash scripts/build.sh
+bash scripts/build.sh -DTRANSMLA_TEST_HOOKS=ON
 (cd build && ctest --output-on-failure -j"$jobs")
 
 # slurm_local runs in the release pass only: under the sanitizers it would
@@ -15,7 +15,7 @@ bash scripts/build.sh
 # labelled slow (finetune_bytelm: 20 training steps of a real model) too: the
 # sanitizers see the same training code in finetune_mpi and finetune_chat.
 echo "== ASan + UBSan build and tests"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTRANSMLA_SANITIZE=ON -DTRANSMLA_CUDA=OFF
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTRANSMLA_SANITIZE=ON -DTRANSMLA_CUDA=OFF -DTRANSMLA_TEST_HOOKS=ON
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$PWD/../tests/lsan.supp \
     ctest --output-on-failure -j"$jobs" -E "fuzz|slurm_local" -LE slow)

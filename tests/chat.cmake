@@ -14,4 +14,5 @@ foreach(triple "qwen3;auto;chatml" "llama3;auto;llama3" "mistral;mistral;inst")
   add_test(NAME chat_ref_${tok}
            COMMAND bash ${SRC}/tests/chat_ref.sh $<TARGET_FILE:chat_dump> ${TM_PYTHON} ${SRC}/../shared/tokenizers/${tok}
                    ${tmpl} ${expect} ${SRC}/tests/data/chat/smoltalk_tiny.jsonl ${CMAKE_CURRENT_BINARY_DIR}/chat_ref_${tok})
+  set_tests_properties(chat_ref_${tok} PROPERTIES LABELS unit)
 endforeach()

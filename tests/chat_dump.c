@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/error.h"
-#include "io/tokenizer.h"
+#include "io/base/error.h"
+#include "io/tokenizer/tokenizer.h"
 #include "io/utf8.h"
 #include "train/chat.h"
 

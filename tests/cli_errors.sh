@@ -112,5 +112,78 @@ expect_error missing_required "--tokens" \
 expect_error bad_token_dtype "--token-dtype 'u8'" \
     "$bin" eval --model-path "$model" --tokens "$toks" --token-dtype u8
 
+
+# Numbers: every numeric flag finite and in range, refused before any work.
+# Commands that start MPI run without LSan's leak check (tests/CMakeLists.txt
+# says why); address checking stays on.
+mpi="env ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+cal=(--cal-tokens "$model/calib.u16")
+expect_error balance_inf "--balance-kv-ratio '1e400'|finite positive" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/out" "${cal[@]}" --balance-kv-ratio 1e400
+expect_error cal_batch_zero "--cal-batch-size 0 must be at least 1" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/out" "${cal[@]}" --cal-batch-size 0
+expect_error fit_lr_inf "--rorope-fit-lr 'inf'|finite positive" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/out" "${cal[@]}" --rorope-fit-lr inf
+expect_error ppl_seqlen_negative "--ppl-seqlen -1 must be at least 2" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/out" "${cal[@]}" --ppl-seqlen -1
+expect_error cal_nsamples_negative "--cal-nsamples -5 must not be negative" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/out" "${cal[@]}" --cal-nsamples -5
+expect_error mem_per_rank_inf "--mem-per-rank|'inf'" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/out" "${cal[@]}" --mem-per-rank inf
+expect_error learning_rate_nan "--learning-rate 'nan'|finite positive" \
+    $mpi "$bin" finetune --model-path "$model" --save-path "$b/ft" --tokens "$toks" --learning-rate nan
+expect_error warmup_inf "--warmup-ratio 'inf'|finite non-negative" \
+    $mpi "$bin" finetune --model-path "$model" --save-path "$b/ft" --tokens "$toks" --warmup-ratio inf
+expect_error grad_accum_zero "--gradient-accumulation-steps 0 must be at least 1" \
+    $mpi "$bin" finetune --model-path "$model" --save-path "$b/ft" --tokens "$toks" --gradient-accumulation-steps 0
+expect_error eval_seqlen_one "--seqlen 1 must be at least 2" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --seqlen 1
+expect_error eval_batch_zero "--batch-size 0 must be at least 1" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --batch-size 0
+expect_error int_overflow "--nseq '4294967297'|expected an integer" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --nseq 4294967297
+expect_error generate_negative "--max-new-tokens -1 must not be negative" \
+    "$bin" generate --model-path "$model" --prompt-ids 1,2 --max-new-tokens -1
+expect_error plan_nodes_zero "--nodes 0 must be at least 1" \
+    "$bin" plan --model-path "$model" --nodes 0
+expect_error plan_stages_wraps "--stages '4294967297'" \
+    "$bin" plan --model-path "$model" --stages 4294967297
+expect_error tokenize_seqlen_one "--seqlen 1 must be at least 2" \
+    "$bin" tokenize --tokenizer "$model" --input "$toks" --ids --seqlen 1
+
+# NaN/Inf in weights, statistics, results, exports and perplexities: an
+# error naming what, and no output folder (complete or temporary) left.
+expect_error nan_weight "$b/nan_weight/model.safetensors|model.layers.1.self_attn.q_proj.weight|NaN/Inf" \
+    "$bin" eval --model-path "$b/nan_weight" --tokens "$toks" --seqlen 64
+expect_error ppl_nan "$b/huge_key_weight|perplexity is NaN" \
+    "$bin" eval --model-path "$b/huge_key_weight" --tokens "$toks" --seqlen 64 --quiet
+# no output of any kind at SAVE: neither the folder nor SAVE.tmp-PID
+expect_no_output() {
+    local save=$1 left
+    left=$(ls -d "$save" "$save".tmp-* 2>/dev/null)
+    if [ -z "$left" ]; then
+        passes=$((passes + 1))
+        echo "ok    $(basename "$save"): no output folder left"
+    else
+        fails=$((fails + 1))
+        echo "FAIL  $(basename "$save"): left $left"
+    fi
+}
+small=(--cal-tokens "$model/calib.u16" --cal-nsamples 4 --cal-max-seqlen 64 --qk-mqa-dim 4 --freqfold 2
+       --kv-lora-rank 16 --rorope-fit-steps 0 --quiet)
+expect_error convert_ppl_nan "eval[original]|perplexity is NaN" \
+    $mpi "$bin" convert --model-path "$b/huge_key_weight" --save-path "$b/c_ppl" "${small[@]}" \
+    --eval-tokens "$toks" --ppl-seqlen 64 --eval-nsamples 4
+expect_no_output "$b/c_ppl"
+expect_error convert_stats_nan "calibrate[keys]|layer 0|key covariance|NaN/Inf" \
+    $mpi "$bin" convert --model-path "$b/huge_key_weight" --save-path "$b/c_stats" "${small[@]}"
+expect_no_output "$b/c_stats"
+expect_error convert_bkv_overflow "bkv-pca|layer 0|overflows|--balance-kv-ratio 1e+300" \
+    $mpi "$bin" convert --model-path "$model" --save-path "$b/c_bkv" "${small[@]}" --balance-kv-ratio 1e300
+expect_no_output "$b/c_bkv"
+expect_error export_f16_overflow "export|model.layers.0.mlp.up_proj.weight|NaN/Inf as F16" \
+    $mpi "$bin" convert --model-path "$b/f16_overflow" --save-path "$b/c_f16" "${small[@]}" --dtype float16
+expect_no_output "$b/c_f16"
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

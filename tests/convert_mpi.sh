@@ -27,9 +27,7 @@ model=$here/../data/models/stories260K
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+. "$here/lib.sh"
 mpi() { local np=$1; shift; timeout 300 "$mpiexec" --oversubscribe --allow-run-as-root -np "$np" "$bin" "$@"; }
 jget() { "$py" -c "import json, sys; d = json.load(open(sys.argv[1]))
 for k in sys.argv[2].split('.'): d = d[int(k) if k.isdigit() else k]

@@ -23,10 +23,7 @@ model=$here/../data/models/stories260K
 work=$(mktemp -d)
 trap 'pkill -KILL -f "^$bin convert .*$work" 2>/dev/null; rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
-show() { tail -n "${2:-8}" "$1" | sed 's/^/      | /'; }
+. "$here/lib.sh"
 
 # 64 calibration windows, one per micro-batch, so every pass lasts long
 # enough to be caught part-way; evaluation on 8 windows, one per micro-batch.

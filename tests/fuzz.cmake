@@ -13,22 +13,22 @@ function(tm_fuzz_lib name)
 endfunction()
 
 # JSON and safetensors: config.json, presets, safetensors headers.
-tm_fuzz_lib(fuzz_json_lib ${SRC}/io/error.c ${SRC}/io/dtype.c ${SRC}/io/checked.c ${SRC}/io/json_util.c
+tm_fuzz_lib(fuzz_json_lib ${SRC}/io/base/error.c ${SRC}/io/dtype.c ${SRC}/io/base/checked.c ${SRC}/io/json_util.c
             ${SRC}/io/safetensors.c ${SRC}/io/hf_config.c ${SRC}/io/hf_config_limits.c ${SRC}/cli/preset.c)
 target_link_libraries(fuzz_json_lib PUBLIC PkgConfig::JANSSON)
 
 # Text: tokenizer.json, encode/decode, chat JSONL.
 tm_fuzz_lib(fuzz_text_lib
-  ${SRC}/io/utf8.c ${SRC}/io/tok_hash.c ${SRC}/io/tok_bytelevel.c ${SRC}/io/sha256.c ${SRC}/io/tokenizer_regex.c
-  ${SRC}/io/tokenizer_norm.c ${SRC}/io/tokenizer_pretok.c ${SRC}/io/tokenizer_added.c ${SRC}/io/tokenizer_bpe.c
-  ${SRC}/io/tokenizer_decode.c ${SRC}/io/tokenizer_special.c ${SRC}/io/tokenizer_load.c ${SRC}/io/tokenizer.c
-  ${SRC}/io/line_reader.c ${SRC}/train/rows.c ${SRC}/train/chat.c)
+  ${SRC}/io/utf8.c ${SRC}/io/tokenizer/tok_hash.c ${SRC}/io/tokenizer/tok_bytelevel.c ${SRC}/io/base/sha256.c ${SRC}/io/tokenizer/tokenizer_regex.c
+  ${SRC}/io/tokenizer/tokenizer_norm.c ${SRC}/io/tokenizer/tokenizer_pretok.c ${SRC}/io/tokenizer/tokenizer_added.c ${SRC}/io/tokenizer/tokenizer_bpe.c
+  ${SRC}/io/tokenizer/tokenizer_decode.c ${SRC}/io/tokenizer/tokenizer_special.c ${SRC}/io/tokenizer/tokenizer_load.c ${SRC}/io/tokenizer/tokenizer.c
+  ${SRC}/io/base/line_reader.c ${SRC}/train/rows.c ${SRC}/train/chat.c)
 target_link_libraries(fuzz_text_lib PUBLIC fuzz_json_lib PkgConfig::PCRE2 PkgConfig::UTF8PROC PkgConfig::ZLIB
                       PkgConfig::CRYPTO)
 
 # HDF5: token sets and checkpoints (checkpoint.c writes with MPI-IO, so MPI links too).
-tm_fuzz_lib(fuzz_h5_lib ${SRC}/io/h5_util.c ${SRC}/io/token_set.c ${SRC}/io/path.c ${SRC}/dist/topology.c
-            ${SRC}/train/checkpoint.c)
+tm_fuzz_lib(fuzz_h5_lib ${SRC}/io/h5_util.c ${SRC}/io/token_set.c ${SRC}/io/base/path.c ${SRC}/io/base/interrupt.c
+            ${SRC}/dist/topology.c ${SRC}/train/checkpoint.c)
 target_link_libraries(fuzz_h5_lib PUBLIC fuzz_json_lib PkgConfig::HDF5 MPI::MPI_C)
 
 # tm_fuzz_target(NAME LIB MAX_LEN): fuzz_NAME.c, seeds in fuzz_corpus/NAME,

@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "fuzz_file.h"
-#include "io/error.h"
-#include "io/tokenizer.h"
+#include "io/base/error.h"
+#include "io/tokenizer/tokenizer.h"
 #include "train/chat.h"
 #include "train/rows.h"
 

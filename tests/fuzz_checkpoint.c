@@ -14,7 +14,7 @@
 #include <hdf5.h>
 
 #include "fuzz_file.h"
-#include "io/error.h"
+#include "io/base/error.h"
 #include "train/checkpoint.h"
 
 static const char *const i64_names[] = {"seq_len",    "global_batch", "total_steps",     "warmup_steps",

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "fuzz_file.h"
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/hf_config.h"
 #include "io/hf_config_limits.h"
 

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/token_set.h"
 #include "train/checkpoint.h"
 

@@ -7,7 +7,7 @@
 
 #include "cli/preset.h"
 #include "fuzz_file.h"
-#include "io/error.h"
+#include "io/base/error.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_write("preset.json", data, size);

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "io/dtype.h"
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/safetensors.h"
 
 #define CHECK(cond)                    \

@@ -11,7 +11,7 @@
 #include <hdf5.h>
 
 #include "fuzz_file.h"
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/token_set.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "fuzz_file.h"
-#include "io/error.h"
-#include "io/tokenizer.h"
+#include "io/base/error.h"
+#include "io/tokenizer/tokenizer.h"
 
 static const char sample[] = "Hello, world! 123 4567 "
                              "\xc3\xbc" "n" "\xc3\xaf" "c" "\xc3\xb6" "d" "\xc3\xa9" /* unicode, in Latin-1 letters */

@@ -25,9 +25,9 @@
 #include <utf8proc.h>
 
 #include "fuzz_file.h"
-#include "io/error.h"
-#include "io/tok_buf.h"
-#include "io/tokenizer.h"
+#include "io/base/error.h"
+#include "io/base/str_buf.h"
+#include "io/tokenizer/tokenizer.h"
 #include "io/utf8.h"
 
 enum { LLAMA3, QWEN3, MISTRAL, N_TOK };

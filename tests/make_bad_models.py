@@ -89,5 +89,21 @@ shutil.copy(os.path.join(src, "model.safetensors"), d)
 
 d = case("no_weights")
 
+
+def with_value(name, tensor, value):
+    """A copy whose tensor's first element is `value` (float32): NaN, or a
+    huge but finite number that overflows later."""
+    d = case(name)
+    a = hdr[tensor]["data_offsets"][0]
+    patched = bytearray(data)
+    patched[a : a + 4] = struct.pack("<f", value)
+    write_raw(os.path.join(d, "model.safetensors"), hdr, bytes(patched))
+
+with_value("nan_weight", "model.layers.1.self_attn.q_proj.weight", float("nan"))
+# keys of 3e38 * x overflow float32: NaN scores, perplexity and key statistics
+with_value("huge_key_weight", "model.layers.0.self_attn.k_proj.weight", 3e38)
+# fine in float32, beyond float16's 65504: a float16 export overflows
+with_value("f16_overflow", "model.layers.0.mlp.up_proj.weight", 1e5)
+
 open(os.path.join(out, "oov.u16"), "wb").write(struct.pack("<4H", 1, 5, 600, 7))
 open(os.path.join(out, "odd.u16"), "wb").write(b"\x01\x00\x05")

@@ -32,9 +32,8 @@ job_script=$repo/slurm/convert.sbatch
 export PATH=$PATH:/usr/sbin:/sbin
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 started=$SECONDS
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+# shellcheck source=tests/lib.sh
+. "$here/lib.sh"
 
 # ---- 1. packages ----
 apt_s=0

@@ -16,8 +16,8 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "io/error.h"
-#include "io/tokenizer.h"
+#include "io/base/error.h"
+#include "io/tokenizer/tokenizer.h"
 #include "train/chat.h"
 #include "train/rows.h"
 

@@ -28,10 +28,10 @@
 
 #include <hdf5.h>
 
-#include "convert/output.h"
+#include "pipeline/output.h"
 #include "dist/topology.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 #include "train/checkpoint.h"
 
 typedef struct {

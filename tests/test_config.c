@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/hf_config.h"
 
 static void qwen25_72b(void **state) {

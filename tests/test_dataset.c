@@ -17,11 +17,11 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "convert/output.h"
+#include "pipeline/output.h"
 #include "io/dataset.h"
-#include "io/error.h"
-#include "io/rng.h"
-#include "io/tokenizer.h"
+#include "io/base/error.h"
+#include "io/base/rng.h"
+#include "io/tokenizer/tokenizer.h"
 
 #define TMPDIR_TAG "test_ds"
 #include "tests/tmpdir.h"
@@ -209,7 +209,7 @@ static void test_wikitext_errors(void **state) {
 
 /* The real test split: a document per non-blank line, counted here byte-wise. */
 static void test_wikitext_real(void **state) {
-    if (!have_dir(WIKITEXT_DIR)) skip();
+    if (!have_dir(WIKITEXT_DIR)) fail_msg("%s not found: ../shared must sit beside the checkout", WIKITEXT_DIR);
     char path[512];
     snprintf(path, sizeof path, "%s/test.txt", WIKITEXT_DIR);
     size_t len;
@@ -487,7 +487,7 @@ static void check_case(Tokenizer *t, const char *split, const char *name, int ns
 }
 
 static void test_sample_reference(void **state) {
-    if (!have_dir(WIKITEXT_DIR)) skip();
+    if (!have_dir(WIKITEXT_DIR)) fail_msg("%s not found: ../shared must sit beside the checkout", WIKITEXT_DIR);
     Tokenizer *t = byte_tokenizer();
     check_case(t, "test", "wiki_test_16x256_s42", 16, 256, 42);
     check_case(t, "test", "wiki_test_128x64_s123", 128, 64, 123);
@@ -496,7 +496,7 @@ static void test_sample_reference(void **state) {
 }
 
 static void test_encode_joined_reference(void **state) {
-    if (!have_dir(WIKITEXT_DIR)) skip();
+    if (!have_dir(WIKITEXT_DIR)) fail_msg("%s not found: ../shared must sit beside the checkout", WIKITEXT_DIR);
     Tokenizer *t = byte_tokenizer();
     char path[512];
     snprintf(path, sizeof path, "%s/wiki_test_joined.bin", TM_SAMPLE_REF_DIR);

@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/token_file.h"
 #include "model/decode.h"
 #include "model/model.h"

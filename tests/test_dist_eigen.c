@@ -26,10 +26,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "convert/linalg.h"
+#include "dist/linalg.h"
 #include "dist/eigen.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 enum {
     DIST_VALUES_TRUTH,
@@ -140,7 +140,7 @@ static void compare(double *err, int k, int len, const double *v_true, const dou
 }
 
 /* A = Q diag(w) Q^T solved by both solvers; the solver comm is `comm`. */
-static void eigh_case(MPI_Comm comm, int n, double *err) {
+static void eigh_case(DistGrid *grid, MPI_Comm comm, int n, double *err) {
     rng_seed(1000 + n);
     double *Q = random_orthogonal(n);
     double *w = mallocCheck((size_t)n * sizeof *w), *B = mallocCheck((size_t)n * n * sizeof *B);
@@ -159,7 +159,7 @@ static void eigh_case(MPI_Comm comm, int n, double *err) {
     double *V_true = columns_as_rows(Q, n, n);
 
     int rc_lapack = eigh_descending(n, A, w_lapack);
-    int rc_dist = dist_eigh_descending(comm, n, A_dist, w_dist);
+    int rc_dist = dist_eigh_descending(grid, n, A_dist, w_dist);
     if (rc_dist) fprintf(stderr, "dist_eigh_descending n=%d: %s\n", n, tm_error());
     compare(err, n, n, w, V_true, w_lapack, A, w_dist, A_dist);
     err[RANKS_DIFFER] = differs_from_rank0(comm, A_dist, n * n) | differs_from_rank0(comm, w_dist, n);
@@ -175,7 +175,7 @@ static void eigh_case(MPI_Comm comm, int n, double *err) {
 }
 
 /* F = U diag(s) V^T (U, V: the first k columns of random orthogonal ones). */
-static void svd_case(MPI_Comm comm, int m, int n, double *err) {
+static void svd_case(DistGrid *grid, MPI_Comm comm, int m, int n, double *err) {
     rng_seed(2000 + 1000 * m + n);
     int k = m < n ? m : n;
     double *Um = random_orthogonal(m), *Vn = random_orthogonal(n);
@@ -194,7 +194,7 @@ static void svd_case(MPI_Comm comm, int m, int n, double *err) {
     double *s_lapack = mallocCheck((size_t)k * sizeof *s), *s_dist = mallocCheck((size_t)k * sizeof *s);
 
     int rc_lapack = svd_left_descending(m, n, F, U_lapack, s_lapack);
-    int rc_dist = dist_svd_left(comm, m, n, F, U_dist, s_dist);
+    int rc_dist = dist_svd_left(grid, m, n, F, U_dist, s_dist);
     if (rc_dist) fprintf(stderr, "dist_svd_left %d x %d: %s\n", m, n, tm_error());
     compare(err, k, m, s, U_true, s_lapack, U_lapack, s_dist, U_dist);
     err[RANKS_DIFFER] = differs_from_rank0(comm, U_dist, k * m) | differs_from_rank0(comm, s_dist, k);
@@ -227,25 +227,30 @@ static void check_all(const char *what, double *err) {
 }
 
 static void eigh_matches_truth_and_lapack(void **state) {
-    int sizes[] = {1, 7, 64, 130, 257};
+    /* one grid for all of them, as a stage keeps it; 64 twice reuses its blocks */
+    int sizes[] = {1, 7, 64, 64, 130, 257};
+    DistGrid *g = dist_grid_open(MPI_COMM_WORLD);
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         char what[64];
         double err[N_CHECKS];
         snprintf(what, sizeof what, "dist_eigh_descending n=%d", sizes[i]);
-        eigh_case(MPI_COMM_WORLD, sizes[i], err);
+        eigh_case(g, MPI_COMM_WORLD, sizes[i], err);
         check_all(what, err);
     }
+    dist_grid_close(g);
 }
 
 static void svd_left_matches_truth_and_lapack(void **state) {
-    int shapes[][2] = {{50, 120}, {120, 50}, {257, 300}};
+    int shapes[][2] = {{50, 120}, {120, 50}, {120, 50}, {257, 300}};
+    DistGrid *g = dist_grid_open(MPI_COMM_WORLD);
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         char what[64];
         double err[N_CHECKS];
         snprintf(what, sizeof what, "dist_svd_left %d x %d", shapes[i][0], shapes[i][1]);
-        svd_case(MPI_COMM_WORLD, shapes[i][0], shapes[i][1], err);
+        svd_case(g, MPI_COMM_WORLD, shapes[i][0], shapes[i][1], err);
         check_all(what, err);
     }
+    dist_grid_close(g);
 }
 
 /* The grid is built over the comm passed in, not the world: two halves of
@@ -256,8 +261,10 @@ static void sub_communicators(void **state) {
     MPI_Comm half;
     MPI_Comm_split(MPI_COMM_WORLD, rank % 2, rank, &half);
     double e1[N_CHECKS], e2[N_CHECKS];
-    eigh_case(half, 130, e1);
-    svd_case(half, 120, 50, e2);
+    DistGrid *g = dist_grid_open(half);
+    eigh_case(g, half, 130, e1);
+    svd_case(g, half, 120, 50, e2); /* another problem kind on the same grid */
+    dist_grid_close(g);
     MPI_Comm_free(&half);
     check_all("dist_eigh_descending n=130 on half the ranks", e1);
     check_all("dist_svd_left 120 x 50 on half the ranks", e2);

@@ -32,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/token_file.h"
 #include "model/model.h"
 #include "tests/fixture_list.h"

@@ -6,7 +6,7 @@
  *     gives the whole model's model_nll and final hidden states bit for bit
  *     (the same operations in the same order), with the attention hook called
  *     with global layer numbers; the same for converted (MLA) models built
- *     from each part (convert/build.c);
+ *     from each part (pipeline/build.c);
  *  2. hold exactly its own tensors: w.n_bytes is the byte size of exactly
  *     those, its lookup table lists only them, layers outside it stay zeroed,
  *     and with a sharded model only the shards holding them are opened (a
@@ -32,10 +32,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "convert/build.h"
-#include "convert/mla_layer.h"
-#include "io/error.h"
-#include "convert/output.h"
+#include "pipeline/build.h"
+#include "pipeline/mla_layer.h"
+#include "io/base/error.h"
+#include "pipeline/output.h"
 #include "io/safetensors_set.h"
 #include "io/safetensors_write.h"
 #include "io/token_file.h"

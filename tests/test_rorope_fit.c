@@ -14,11 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "convert/linalg.h"
-#include "convert/rorope_fit.h"
-#include "io/checked.h"
-#include "io/error.h"
-#include "io/rng.h"
+#include "dist/linalg.h"
+#include "pipeline/rorope_fit.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/base/rng.h"
 #include "io/safetensors.h"
 
 static StFile in;

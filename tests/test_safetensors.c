@@ -15,9 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 #include "io/safetensors.h"
-#include "convert/output.h"
+#include "pipeline/output.h"
 #include "io/safetensors_set.h"
 #include "io/safetensors_write.h"
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "convert/output.h"
+#include "pipeline/output.h"
 
 #ifndef TMPDIR_TAG
 #define TMPDIR_TAG "test"

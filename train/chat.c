@@ -46,10 +46,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
-#include "io/line_reader.h"
-#include "io/tok_buf.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/base/line_reader.h"
+#include "io/base/str_buf.h"
 #include "io/utf8.h"
 
 /* ---------- template names ---------- */
@@ -160,6 +160,16 @@ static int role_of(const char *role, int i) {
     return tm_fail("field 'messages[%d].role': unknown role '%.40s' (system, user, assistant)", i, role);
 }
 
+/* An assistant turn: the prompt so far goes in unlabelled, then the reply
+ * with its end-of-turn marker, labelled. */
+static int assistant_turn(Tokenizer *tok, StrBuf *prompt, StrBuf *reply, const char *c, size_t n, const char *end,
+                          TokenIds *scratch, TrainDoc *d) {
+    int rc = flush(tok, prompt, 0, scratch, d);
+    sb_add(reply, c, n);
+    sb_adds(reply, end);
+    return rc ? rc : flush(tok, reply, 1, scratch, d);
+}
+
 int chat_render(Tokenizer *tok, ChatTemplate t, const char *const *roles, const char *const *contents, int n_msgs,
                 TrainDoc *d) {
     StrBuf prompt = {0}, reply = {0};
@@ -185,10 +195,7 @@ int chat_render(Tokenizer *tok, ChatTemplate t, const char *const *roles, const 
             sb_adds(&prompt, roles[i]);
             sb_adds(&prompt, "\n");
             if (role == ROLE_ASSISTANT) {
-                rc = flush(tok, &prompt, 0, &scratch, d);
-                sb_add(&reply, c, cn);
-                sb_adds(&reply, "<|im_end|>");
-                if (rc == 0) rc = flush(tok, &reply, 1, &scratch, d);
+                rc = assistant_turn(tok, &prompt, &reply, c, cn, "<|im_end|>", &scratch, d);
                 sb_adds(&prompt, "\n");
             } else {
                 sb_add(&prompt, c, cn);
@@ -202,10 +209,7 @@ int chat_render(Tokenizer *tok, ChatTemplate t, const char *const *roles, const 
             sb_adds(&prompt, roles[i]);
             sb_adds(&prompt, "<|end_header_id|>\n\n");
             if (role == ROLE_ASSISTANT) {
-                rc = flush(tok, &prompt, 0, &scratch, d);
-                sb_add(&reply, c + b, e - b);
-                sb_adds(&reply, "<|eot_id|>");
-                if (rc == 0) rc = flush(tok, &reply, 1, &scratch, d);
+                rc = assistant_turn(tok, &prompt, &reply, c + b, e - b, "<|eot_id|>", &scratch, d);
             } else {
                 sb_add(&prompt, c + b, e - b);
                 sb_adds(&prompt, "<|eot_id|>");
@@ -230,10 +234,7 @@ int chat_render(Tokenizer *tok, ChatTemplate t, const char *const *roles, const 
                 sb_add(&prompt, c, cn);
                 sb_adds(&prompt, " [/INST]");
             } else {
-                rc = flush(tok, &prompt, 0, &scratch, d);
-                sb_add(&reply, c, cn);
-                sb_adds(&reply, "</s>");
-                if (rc == 0) rc = flush(tok, &reply, 1, &scratch, d);
+                rc = assistant_turn(tok, &prompt, &reply, c, cn, "</s>", &scratch, d);
             }
             break;
         }

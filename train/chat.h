@@ -5,7 +5,7 @@
 #ifndef TM_TRAIN_CHAT_H
 #define TM_TRAIN_CHAT_H
 
-#include "io/tokenizer.h"
+#include "io/tokenizer/tokenizer.h"
 #include "train/rows.h"
 
 typedef enum {

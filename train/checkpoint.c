@@ -4,9 +4,13 @@
  *   1. rank 0 makes save_dir and picks the temporary name
  *      save_dir/.checkpoint-STEP.h5.tmp-PID; everyone learns it;
  *   2. every rank's parameter descriptors (name, shape, which moments) are
- *      gathered to every rank and sorted by name, so every rank makes the same
- *      metadata calls in the same order: the groups, every dataset, the
- *      attributes (rank 0's, broadcast);
+ *      gathered to every rank and sorted by name; rank 0 creates the file
+ *      with the disk space it will need reserved, so that a full disk or
+ *      quota stops the save there, before HDF5 writes (a write failing
+ *      inside parallel HDF5 leaves ranks waiting for each other, and a file
+ *      whose close failed crashes MPI_Finalize); every rank opens it and
+ *      makes the same metadata calls in the same order: the groups, every
+ *      dataset, the attributes (rank 0's, broadcast);
  *   3. each parameter's one writer writes its own buffers (independent MPI-IO
  *      transfers, in blocks of at most 256 MiB), straight from the caller's
  *      arrays: no parameter data moves between ranks;
@@ -40,19 +44,21 @@
 #include <hdf5.h>
 
 #include "dist/topology.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 #include "io/h5_util.h"
-#include "io/path.h"
-#include "io/tok_buf.h"
+#include "io/base/path.h"
+#include "io/base/test_hooks.h"
+#include "io/base/str_buf.h"
 
 #define FORMAT_NAME "transmla-checkpoint"
 #define WRITE_BLOCK_BYTES ((int64_t)256 << 20) /* one H5Dwrite (MPI-IO request) at most */
 
-/* Test hook: TRANSMLA_CKPT_BLOCK_BYTES=N makes the blocks small enough that
- * a test's small tensors take several. */
+/* Test hooks (io/base/test_hooks.h): TRANSMLA_CKPT_BLOCK_BYTES=N makes the blocks small enough that
+ * a test's small tensors take several; TRANSMLA_CKPT_NO_RESERVE=1 saves as
+ * on a file system without fallocate (no disk space reserved). */
 static int64_t write_block_bytes(void) {
-    const char *e = getenv("TRANSMLA_CKPT_BLOCK_BYTES");
+    const char *e = tm_test_hook("TRANSMLA_CKPT_BLOCK_BYTES");
     long long v = e ? atoll(e) : 0;
     return v > 0 ? (int64_t)v : WRITE_BLOCK_BYTES;
 }
@@ -120,13 +126,10 @@ static int sync_path(const char *path, int is_dir) {
 
 /* 1: path opens as HDF5 and its "step" attribute is step. Quiet. */
 static int is_complete(const char *path, int64_t step) {
-    H5Quiet q;
-    h5_quiet_begin(&q);
     hid_t f = h5_open_read(path);
     int64_t got = -1;
     int ok = f >= 0 && h5_read_int_attr(f, path, "step", 0, &got) == 0 && got == step;
     if (f >= 0) H5Fclose(f);
-    h5_quiet_end(&q);
     return ok;
 }
 
@@ -370,8 +373,8 @@ static hid_t create_dataset(hid_t file, const char *path, int g, const Desc *d, 
     hsize_t dims[2] = {(hsize_t)d->rows, (hsize_t)d->cols};
     hid_t space = H5Screate_simple(d->cols ? 2 : 1, dims, NULL), dset = -1;
     if (space >= 0) dset = H5Dcreate2(file, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (space >= 0) H5Sclose(space);
     if (dset < 0) tm_fail("%s: creating dataset %s: %s", path, name, h5_reason());
+    if (space >= 0) H5Sclose(space);
     return dset;
 }
 
@@ -381,7 +384,7 @@ static int write_dataset(hid_t dset, const char *path, int g, const Desc *d, con
     int64_t width = d->cols ? d->cols : 1, block = write_block_bytes() / (4 * width);
     if (block < 1) block = 1;
     hid_t fspace = H5Dget_space(dset);
-    int rc = fspace < 0;
+    int rc = fspace < 0 ? tm_fail("%s: dataset %s/%s: %s", path, GROUPS[g], d->name, h5_reason()) : 0;
     for (int64_t r0 = 0; !rc && r0 < d->rows; r0 += block) {
         int64_t nr = d->rows - r0 < block ? d->rows - r0 : block;
         hsize_t start[2] = {(hsize_t)r0, 0}, count[2] = {(hsize_t)nr, (hsize_t)d->cols}, n = (hsize_t)(nr * width);
@@ -389,10 +392,22 @@ static int write_dataset(hid_t dset, const char *path, int g, const Desc *d, con
         hid_t mspace = H5Screate_simple(1, &n, NULL);
         rc = mspace < 0 || H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
              H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, data + r0 * width) < 0;
+        if (rc) tm_fail("%s: writing dataset %s/%s: %s", path, GROUPS[g], d->name, h5_reason());
         if (mspace >= 0) H5Sclose(mspace);
     }
     if (fspace >= 0) H5Sclose(fspace);
-    return rc ? tm_fail("%s: writing dataset %s/%s: %s", path, GROUPS[g], d->name, h5_reason()) : 0;
+    return rc ? -1 : 0;
+}
+
+/* Disk space the file will take, generously: the data, and per dataset its
+ * object header and link (a few hundred bytes each, allocated in 2 KiB
+ * blocks), the attributes twice over, and 1 MiB for the rest. */
+static int64_t file_bytes(const Desc *d, int n, const CkptAttr *a, int n_attrs) {
+    int64_t bytes = 1 << 20;
+    for (int i = 0; i < n; i++)
+        bytes += (1 + d[i].has_m + d[i].has_v) * (4 * d[i].rows * (d[i].cols ? d[i].cols : 1) + 4096);
+    for (int i = 0; i < n_attrs; i++) bytes += 2 * (int64_t)(strlen(a[i].name) + strlen(a[i].s) + 64);
+    return bytes;
 }
 
 /* Steps 2-4 of the file itself (every rank): 0 or -1, agreed over comm. */
@@ -400,7 +415,10 @@ static int write_file(const char *path, const char *tmp, int64_t step, const Des
                       const CkptAttr *attrs, int n_attrs, MPI_Comm comm) {
     int me;
     MPI_Comm_rank(comm, &me);
-    hid_t file = h5_create_parallel(path, tmp, comm);
+    /* the space first: HDF5 then writes only where the disk has room */
+    int64_t reserve = tm_test_hook("TRANSMLA_CKPT_NO_RESERVE") ? 0 : file_bytes(d, n, attrs, n_attrs);
+    if (dist_agree(comm, me == 0 ? h5_create_reserved(path, tmp, reserve) : 0)) return -1;
+    hid_t file = h5_open_parallel(path, tmp, comm);
     if (dist_agree(comm, file < 0 ? -1 : 0)) return -1;
 
     hid_t *dsets = mallocCheck((size_t)(3 * n + 1) * sizeof *dsets);
@@ -442,6 +460,11 @@ static int write_file(const char *path, const char *tmp, int64_t step, const Des
     free(dsets);
     if (dcpl >= 0) H5Pclose(dcpl);
     if (dxpl >= 0) H5Pclose(dxpl);
+    /* without the reservation (no fallocate) a write can still fail, and the
+     * close still writes the metadata: rank 0 frees the data's space first,
+     * giving it room on a full disk (a close that fails leaves ranks waiting
+     * for each other); the file is removed next anyway */
+    if (rc && me == 0 && truncate(tmp, 0) != 0) rc = -1;
     /* MPI_File_sync on every rank: on a parallel file system, what each
      * writer wrote reaches the servers before rank 0 renames the file */
     if (!rc && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) rc = tm_fail("%s: flushing %s: %s", path, tmp, h5_reason());
@@ -455,8 +478,7 @@ int ckpt_save(const char *save_dir, int64_t step, const CkptParam *params, int n
     MPI_Comm_rank(comm, &me);
     char path[4096];
     snprintf(path, sizeof path, "%s/checkpoint-%" PRId64 ".h5", save_dir ? save_dir : "", step);
-    H5Quiet q;
-    h5_quiet_begin(&q);
+    h5_quiet();
 
     /* 1. the folder and the temporary name (rank 0's pid) */
     int rc = 0;
@@ -466,10 +488,7 @@ int ckpt_save(const char *save_dir, int64_t step, const CkptParam *params, int n
     char tmp[4200];
     if (me == 0) snprintf(tmp, sizeof tmp, "%s/.checkpoint-%" PRId64 ".h5.tmp-%ld", save_dir, step, (long)getpid());
     MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, comm);
-    if (rc) {
-        h5_quiet_end(&q);
-        return -1;
-    }
+    if (rc) return -1;
 
     /* 2-4. what goes in, then the file */
     Desc *d = NULL;
@@ -491,7 +510,6 @@ int ckpt_save(const char *save_dir, int64_t step, const CkptParam *params, int n
     }
     rc = dist_agree(comm, rc);
     if (me == 0 && !rc) prune(save_dir, step, keep);
-    h5_quiet_end(&q);
     return rc;
 }
 
@@ -564,8 +582,6 @@ static int read_dataset(hid_t file, const char *path, int g, const CkptParam *p,
 }
 
 int ckpt_load_params(const char *path, const CkptParam *params, int n_params) {
-    H5Quiet q;
-    h5_quiet_begin(&q);
     hid_t file = h5_open_read(path);
     int rc = file < 0 ? -1 : 0;
     for (int i = 0; i < n_params && !rc; i++) {
@@ -579,20 +595,16 @@ int ckpt_load_params(const char *path, const CkptParam *params, int n_params) {
             if (dst[g]) rc = read_dataset(file, path, g, p, dst[g]);
     }
     if (file >= 0) H5Fclose(file);
-    h5_quiet_end(&q);
     return rc;
 }
 
 static int read_attr(const char *path, const char *name, int kind, void *out) {
-    H5Quiet q;
-    h5_quiet_begin(&q);
     hid_t file = h5_open_read(path);
     int rc = file < 0 ? -1
              : kind == 0 ? h5_read_int_attr(file, path, name, 0, out)
              : kind == 1 ? h5_read_f64_attr(file, path, name, out)
                          : h5_read_str_attr(file, path, name, out);
     if (file >= 0) H5Fclose(file);
-    h5_quiet_end(&q);
     return rc ? -1 : 0;
 }
 

@@ -2,10 +2,10 @@
 
 #include <stdlib.h>
 
-#include "convert/export.h"
-#include "dist/export.h"
-#include "io/checked.h"
-#include "io/error.h"
+#include "dist/write_tensors.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/hf_folder.h"
 
 int train_export(const Topology *t, Model *m, const char *dir, const char *src_dir) {
     WeightSlot *slots;
@@ -32,7 +32,7 @@ int train_export(const Topology *t, Model *m, const char *dir, const char *src_d
         }
     }
     int rc = dist_write_tensors(t, dir, ts, writer ? n : 0, writer, 4ull << 30);
-    if (!rc && t->rank == 0) rc = export_copy_tokenizer_files(dir, src_dir, 1);
+    if (!rc && t->rank == 0) rc = hf_copy_tokenizer_files(dir, src_dir, 1);
     for (int i = 0; i < n; i++) free(owned[i]);
     free(owned);
     free(ts);

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/clock.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
 
 int metrics_open(Metrics *m, const char *path, int64_t resume_step) {
     memset(m, 0, sizeof *m);

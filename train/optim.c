@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "io/error.h"
+#include "io/base/error.h"
 
 int lr_schedule_parse(const char *s, LrSchedule *out) {
     if (!strcmp(s, "cosine")) *out = LR_COSINE;

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
 
 int train_what_parse(const char *s, TrainWhat *out) {
     if (!strcmp(s, "all")) *out = TRAIN_ALL;

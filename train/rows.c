@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
+#include "io/base/checked.h"
 
 void train_doc_push(TrainDoc *d, int32_t id, int is_label) {
     if (d->n == d->cap) {

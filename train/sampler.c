@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/error.h"
-#include "io/rng.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "io/base/rng.h"
 
 int sampler_init(Sampler *s, const TrainRows *rows, uint64_t seed, int B, int K, int replicas) {
     memset(s, 0, sizeof *s);

@@ -6,12 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checked.h"
-#include "io/clock.h"
-#include "io/error.h"
-#include "io/interrupt.h"
-#include "io/path.h"
-#include "io/tokenizer.h"
+#include "dist/partition.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
+#include "io/base/path.h"
+#include "io/tokenizer/tokenizer.h"
+#include "model/cost.h"
 #include "train/chat.h"
 #include "train/checkpoint.h"
 #include "train/export.h"
@@ -32,16 +33,22 @@ typedef struct {
     Metrics metrics;
     double sgemm_gflops;
     int root;
-} Run;
+} Trainer;
 
-/* Layers [first, end) of stage s of S: as even as the count allows. */
+/* Layers [first, end) of stage s of S: the split convert and plan make
+ * (model/cost.h), so a converted model's stages line up with fine-tuning's. */
 static ModelPart stage_part(const ModelConfig *c, int s, int S) {
-    int n = c->n_layers;
-    ModelPart p = {.first = n * s / S, .end = n * (s + 1) / S, .embed = s == 0, .head = s == S - 1};
+    int n = c->n_layers, *cut = mallocCheck((size_t)(S + 1) * sizeof *cut);
+    double *cost = mallocCheck((size_t)n * sizeof *cost);
+    model_layer_costs(c, cost);
+    partition_min_max(cost, n, S, cut);
+    ModelPart p = {.first = cut[s], .end = cut[s + 1], .embed = s == 0, .head = s == S - 1};
+    free(cost);
+    free(cut);
     return p;
 }
 
-static int load_rows(Run *r) {
+static int load_rows(Trainer *r) {
     const TrainConfig *cfg = r->cfg;
     train_rows_init(&r->rows, cfg->seq_len);
     if (cfg->data) {
@@ -69,7 +76,7 @@ static int load_rows(Run *r) {
 }
 
 /* Parameters trained, summed over the stages (collective). */
-static int64_t trained_elements(const Run *r) {
+static int64_t trained_elements(const Trainer *r) {
     int64_t mine = r->t.replica == 0 ? r->ps.total : 0, all;
     MPI_Allreduce(&mine, &all, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
     return all;
@@ -82,7 +89,7 @@ typedef struct {
 } RunField;
 
 /* Fills f; collective (trained_elements sums over the stages). */
-static int run_fields(const Run *r, RunField *f) {
+static int run_fields(const Trainer *r, RunField *f) {
     const TrainConfig *c = r->cfg;
     int n = 0;
     f[n++] = (RunField){"seq_len", c->seq_len};
@@ -106,7 +113,7 @@ static CkptParam *ckpt_params_of(const ParamSet *ps) {
     return p;
 }
 
-static int save_checkpoint(Run *r, int64_t step, double loss) {
+static int save_checkpoint(Trainer *r, int64_t step, double loss) {
     RunField f[16];
     int nf = run_fields(r, f);
     CkptAttr a[32];
@@ -138,7 +145,7 @@ static int save_checkpoint(Run *r, int64_t step, double loss) {
 
 /* Continue from the newest checkpoint: refuse one of another run (naming
  * the first field that differs), then load this rank's parameters. */
-static int resume(Run *r) {
+static int resume(Trainer *r) {
     char path[4096] = "";
     int64_t step = 0;
     int found = 0;
@@ -171,7 +178,7 @@ static int resume(Run *r) {
     return 0;
 }
 
-static int setup(Run *r) {
+static int setup(Trainer *r) {
     const TrainConfig *cfg = r->cfg;
     if (dist_agree(MPI_COMM_WORLD, topology_init(&r->t, cfg->stages))) return -1;
     r->root = r->t.rank == 0;
@@ -227,7 +234,7 @@ static int setup(Run *r) {
     return 0;
 }
 
-static void teardown(Run *r) {
+static void teardown(Trainer *r) {
     train_step_free(&r->step);
     sampler_free(&r->sampler);
     train_rows_free(&r->rows);
@@ -237,15 +244,7 @@ static void teardown(Run *r) {
     topology_free(&r->t);
 }
 
-/* Did any rank get SIGTERM/SIGUSR1? Asked once per step so that all ranks
- * stop after the same step. */
-static int stop_requested(void) {
-    int mine = tm_interrupt_signal(), any;
-    MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    return any;
-}
-
-static void log_step(Run *r, int64_t step, const StepResult *res, double lr, double step_s, double t_start,
+static void log_step(Trainer *r, int64_t step, const StepResult *res, double lr, double step_s, double t_start,
                      int64_t steps_done) {
     const TrainConfig *cfg = r->cfg;
     StepLog s = {.step = step + 1, .total_steps = r->total_steps, .loss = res->loss, .lr = lr,
@@ -263,7 +262,7 @@ static void log_step(Run *r, int64_t step, const StepResult *res, double lr, dou
 }
 
 int trainer_run(const TrainConfig *cfg) {
-    Run r;
+    Trainer r;
     memset(&r, 0, sizeof r);
     r.cfg = cfg;
     int rc = setup(&r);
@@ -284,7 +283,7 @@ int trainer_run(const TrainConfig *cfg) {
             rc = save_checkpoint(&r, done, loss);
             saved_at = done;
         }
-        if (!rc && done < r.total_steps && (stopped = stop_requested())) {
+        if (!rc && done < r.total_steps && (stopped = dist_stop_signal(MPI_COMM_WORLD))) {
             step++;
             break;
         }

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""rorope_fit_check: convert/rorope_fit.c against an independent float64 numpy
+"""rorope_fit_check: pipeline/rorope_fit.c against an independent float64 numpy
 oracle.
 
     /usr/bin/python3 tests/ref/rorope_fit_check.py TEST_ROROPE_FIT_BINARY WORKDIR
@@ -21,7 +21,7 @@ full RoPE, a random o_proj, bases V and a skew S per frequency bucket, runs
     re-evaluating the returned rotation here gives the MSE C reports (1e-5).
 
 The numpy side is written from the algorithm's description (rotate-half RoPE
-as Hugging Face Llama, the RoRoPE layout documented in convert/rorope.h), not
+as Hugging Face Llama, the RoRoPE layout documented in pipeline/rorope.h), not
 from the C code.
 """
 import json

@@ -1,0 +1,136 @@
+#include "pipeline/plan.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist/partition.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "model/cost.h"
+#include "model/model.h"
+
+/* Float64 bytes of one layer's largest statistics and its converted attention. */
+static void layer_convert_bytes(const ModelConfig *c, const PlanInputs *in, uint64_t *stats, uint64_t *attn) {
+    uint64_t d = c->head_dim, H = c->n_heads, L = (uint64_t)c->n_kv_heads * d, D = c->hidden_size;
+    uint64_t r = in->qk_mqa_dim, R0 = 2 * L - r, qw = H * (d + r);
+    uint64_t keys = L * L, latent = R0 * R0 + (in->q_lora_rank ? qw * qw : 0);
+    *stats = 8 * (keys > latent ? keys : latent);
+    /* q [qw, D], kv_a [2L, D], kv_b [2Hd, R0]; the built fp32 copy adds half again */
+    *attn = 8 * (qw * D + 2 * L * D + 2 * H * d * R0) * 3 / 2;
+}
+
+static uint64_t activation_bytes(const ModelConfig *c, int B, int T) {
+    if (B < 1 || T < 1) return 0;
+    return workspace_bytes(c, B, T) + 4ull * 4 * B * T * c->hidden_size; /* two receive and two send buffers */
+}
+
+int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
+    memset(p, 0, sizeof *p);
+    int n = c->n_layers, S = in->stages;
+    if (S < 1 || S > n)
+        return tm_fail("--stages %d: the model has %d layers (num_hidden_layers); a stage needs at least one", S, n);
+    /* a micro-batch's token count is an int everywhere downstream */
+    if ((int64_t)in->cal_batch * in->cal_seqlen > INT_MAX || (int64_t)in->eval_batch * in->ppl_seqlen > INT_MAX)
+        return tm_fail("--cal-batch-size x --cal-max-seqlen and --eval-batch-size x --ppl-seqlen must stay below 2^31 "
+                       "tokens");
+    TmDType dt = in->dtype != TM_DTYPE_INVALID ? in->dtype : TM_BF16;
+    uint64_t *lb = callocCheck((size_t)n, sizeof *lb), eb, hb;
+    model_part_bytes(c, dt, lb, &eb, &hb);
+    double lf = model_layer_flops_per_token(c, in->cal_seqlen > 0 ? in->cal_seqlen : 256);
+    double hf = 2.0 * c->hidden_size * c->vocab_size;
+    double *cost = mallocCheck((size_t)n * sizeof *cost);
+    model_layer_costs(c, cost);
+    int *cut = mallocCheck((size_t)(S + 1) * sizeof *cut);
+    partition_min_max(cost, n, S, cut);
+
+    p->in = *in;
+    p->n_stages = S;
+    p->stage = callocCheck((size_t)S, sizeof *p->stage);
+    uint64_t stats1, attn1;
+    layer_convert_bytes(c, in, &stats1, &attn1);
+    uint64_t act = activation_bytes(c, in->cal_batch, in->cal_seqlen), act_e = activation_bytes(c, in->eval_batch, in->ppl_seqlen);
+    if (act_e > act) act = act_e;
+    for (int s = 0; s < S; s++) {
+        StagePlan *sp = &p->stage[s];
+        sp->first = cut[s];
+        sp->end = cut[s + 1];
+        int nl = sp->end - sp->first;
+        for (int l = sp->first; l < sp->end; l++) sp->weight_bytes += lb[l];
+        sp->flops_per_token = nl * lf;
+        if (s == 0) sp->weight_bytes += eb;
+        if (s == S - 1) {
+            sp->weight_bytes += hb;
+            sp->flops_per_token += hf;
+        }
+        sp->stats_bytes = nl * stats1;
+        sp->convert_bytes = 2 * nl * attn1;
+        sp->activation_bytes = act;
+        sp->peak_bytes = sp->weight_bytes + sp->stats_bytes + sp->convert_bytes + sp->activation_bytes;
+    }
+    free(lb);
+    free(cost);
+    free(cut);
+    if (in->mem_per_rank)
+        for (int s = 0; s < S; s++)
+            if (p->stage[s].peak_bytes > in->mem_per_rank) {
+                int rc = tm_fail("stage %d (layers %d-%d) needs an estimated %.2f GiB per rank, more than --mem-per-rank "
+                                 "%.2f GiB; use more stages", s, p->stage[s].first, p->stage[s].end - 1,
+                                 p->stage[s].peak_bytes / 1073741824.0, in->mem_per_rank / 1073741824.0);
+                plan_free(p);
+                return rc;
+            }
+    return 0;
+}
+
+void plan_free(Plan *p) {
+    free(p->stage);
+    memset(p, 0, sizeof *p);
+}
+
+static double gib(uint64_t b) { return b / 1073741824.0; }
+
+void plan_print(const Plan *p, const ModelConfig *c, FILE *to) {
+    int S = p->n_stages, Dp = p->in.replicas;
+    fprintf(to, "plan: %d ranks = %d stage%s x %d replica%s; %d layers; estimated GiB per rank:\n", S * Dp, S,
+            S == 1 ? "" : "s", Dp, Dp == 1 ? "" : "s", c->n_layers);
+    fprintf(to, "  %-5s %-14s %-9s %9s %9s %9s %9s %9s %10s\n", "stage", "ranks", "layers", "weights", "stats",
+            "convert", "activ.", "peak", "GFLOP/tok");
+    for (int s = 0; s < S; s++) {
+        const StagePlan *sp = &p->stage[s];
+        char ranks[64] = "", layers[32];
+        if (Dp <= 3) {
+            int len = 0;
+            for (int r = 0; r < Dp; r++) len += snprintf(ranks + len, sizeof ranks - len, "%s%d", r ? "," : "", r * S + s);
+        } else {
+            snprintf(ranks, sizeof ranks, "%d,%d,..,%d", s, S + s, (Dp - 1) * S + s);
+        }
+        snprintf(layers, sizeof layers, "%d-%d%s%s", sp->first, sp->end - 1, s == 0 ? "+E" : "", s == S - 1 ? "+H" : "");
+        fprintf(to, "  %-5d %-14s %-9s %9.3f %9.3f %9.3f %9.3f %9.3f %10.3f\n", s, ranks, layers, gib(sp->weight_bytes),
+                gib(sp->stats_bytes), gib(sp->convert_bytes), gib(sp->activation_bytes), gib(sp->peak_bytes),
+                sp->flops_per_token / 1e9);
+    }
+    fprintf(to, "  (+E: embedding, +H: final norm and head; rank = replica * %d + stage)\n", S);
+}
+
+int plan_parse_bytes(const char *s, uint64_t *out) {
+    char *end;
+    double v = strtod(s, &end);
+    double unit = 1;
+    switch (*end) {
+    case 'T': case 't': unit = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    case 'G': case 'g': unit = 1024.0 * 1024 * 1024; end++; break;
+    case 'M': case 'm': unit = 1024.0 * 1024; end++; break;
+    case 'K': case 'k': unit = 1024.0; end++; break;
+    default: break;
+    }
+    if (*end == 'i') end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (end == s || *end || !(v > 0) || !(v * unit < 18446744073709551616.0)) { /* inf, nan and 2^64 bytes fail */
+        *out = 0;
+        return tm_fail("'%s': expected a size such as 64G, 512M or 1.5T", s);
+    }
+    *out = (uint64_t)(v * unit);
+    return 0;
+}

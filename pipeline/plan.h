@@ -1,0 +1,49 @@
+/* The sharding plan: which contiguous layers each pipeline stage owns, and
+ * what one of its ranks is expected to hold. Made from config.json alone, so
+ * a layout can be checked before any weight is read. */
+#ifndef TM_PIPELINE_PLAN_H
+#define TM_PIPELINE_PLAN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "io/hf_config.h"
+
+/* What the memory estimate depends on besides the architecture. */
+typedef struct {
+    int stages, replicas;
+    TmDType dtype;                 /* stored weight dtype */
+    int cal_batch, cal_seqlen;     /* one calibration micro-batch */
+    int eval_batch, ppl_seqlen;    /* one evaluation micro-batch (0: no evaluation) */
+    int qk_mqa_dim, q_lora_rank;
+    uint64_t mem_per_rank;         /* 0: no limit */
+} PlanInputs;
+
+typedef struct {
+    int first, end;                /* layers [first, end) */
+    uint64_t weight_bytes;         /* its tensors (embedding on stage 0, norm and head on the last) */
+    double flops_per_token;        /* forward, head included on the last stage */
+    uint64_t stats_bytes;          /* float64 covariance sums of its layers, largest calibration step */
+    uint64_t convert_bytes;        /* float64 converted attention of its layers, two copies (freqfold search) */
+    uint64_t activation_bytes;     /* one micro-batch, plus the pipeline's send/receive buffers */
+    uint64_t peak_bytes;           /* the sum: the estimated peak of one rank */
+} StagePlan;
+
+typedef struct {
+    PlanInputs in;
+    int n_stages;
+    StagePlan *stage;              /* [n_stages] */
+} Plan;
+
+/* Split the layers into in->stages contiguous blocks minimising the largest
+ * stage cost (its share of the bytes plus its share of the FLOPs). Refuses
+ * more stages than layers and, with in->mem_per_rank, a stage whose estimate
+ * does not fit. */
+int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in);
+void plan_free(Plan *p);
+void plan_print(const Plan *p, const ModelConfig *c, FILE *to);
+
+/* "512G", "300M", "1.5T", "4096" (bytes) -> bytes; 0 with tm_fail on junk. */
+int plan_parse_bytes(const char *s, uint64_t *out);
+
+#endif

@@ -1,0 +1,121 @@
+/* Private to pipeline/: what one rank of `transmla convert` holds (Run), and
+ * the pieces convert.c is built from: progress lines, streaming passes that
+ * resume from saved state (run_stream.c), per-layer steps spread over a
+ * stage's replicas (run_stream.c), and the report (run_report.c). */
+#ifndef TM_PIPELINE_RUN_H
+#define TM_PIPELINE_RUN_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "pipeline/calibrate.h"
+#include "pipeline/convert.h"
+#include "pipeline/mla_layer.h"
+#include "pipeline/resume.h"
+#include "pipeline/rorope.h"
+#include "pipeline/plan.h"
+#include "dist/solver.h"
+#include "dist/topology.h"
+#include "io/dtype.h"
+#include "io/base/error.h"
+#include "model/model.h"
+
+/* What the run reports, apart from what it computes with: the report's
+ * JSON, stage timers, the largest memory held, the solvers' counts. */
+typedef struct {
+    json_t *report, *ppl, *seconds, *settings;
+    double t_stage;
+    uint64_t mem_stats, mem_act, mem_attn; /* largest statistics, activations, converted attention held */
+    int scalapack_calls, lapack_calls;
+} RunReport;
+
+/* Everything one rank holds, so that cleanup is one function: the context
+ * (settings, topology, plan, model, tokens, solvers; set up by prepare and
+ * not changed after), the conversion's state, and the report. A rank holds
+ * its stage's layers [first, end) only; arrays indexed by layer are sized
+ * for the whole model and empty elsewhere. */
+typedef struct {
+    /* context */
+    const ConvertSettings *s;
+    Topology t;
+    Plan plan;
+    int first, end;
+    ModelConfig cfg;
+    Model orig;
+    int32_t *cal_ids, *eval_ids;
+    size_t n_cal, n_eval;
+    int cal_nseq, eval_nseq;
+    EigenSolver local, stage; /* LAPACK/ScaLAPACK alone, or ScaLAPACK over the stage's ranks */
+    DistSolverCtx local_ctx, stage_ctx;
+    /* state */
+    RoropeShape rs;         /* freqfold: as chosen */
+    MlaAttn *layers;        /* the chosen conversion */
+    double *kv_ratio;       /* BKV-PCA balance per layer */
+    Resume resume;
+    char tmp_dir[4200];     /* SAVE.work/export: the output until it is renamed into place */
+    int done;               /* resume phases an earlier run finished (continue_phases) */
+    int exported;           /* tmp_dir holds the whole export (this run's or an earlier one's) */
+    int complete;           /* an earlier run put the output in place; only the work folder is left */
+    RunReport rep;
+} Run;
+
+/* Step results: 0 done, -1 failed (on every rank), RUN_STOPPED: a stop was
+ * requested and the progress is saved. */
+#define RUN_STOPPED 1
+
+int run_is_root(const Run *r);
+/* A progress line from rank 0 (stage lines are the same on every rank). */
+void run_say(const Run *r, const char *fmt, ...) TM_PRINTF(2, 3);
+/* Seconds since the last stage ended, as report.seconds[stage]. */
+void run_stage_done(Run *r, const char *stage);
+void run_note_max(uint64_t *slot, uint64_t v);
+static inline int run_data_free(const Run *r) { return r->s->data_free; }
+static inline int run_has_eval(const ConvertSettings *s) { return s->eval.tokens || s->eval.dataset; }
+
+/* ---- run_stream.c ---- */
+
+/* A stop requested on any rank, seen by all: RUN_STOPPED or 0. */
+int run_stop_requested(void);
+/* Perplexity of m on the evaluation windows (NAN without them), as the
+ * resumable pass `pass`. */
+int run_eval_ppl(Run *r, const Model *m, const char *label, const char *pass, double *ppl);
+/* The same into r->ppl[key]. */
+int run_eval_into(Run *r, const Model *m, const char *label, const char *pass, const char *key);
+/* The statistics of `target` on m, summed over the stage's replicas, as the
+ * resumable pass `pass`. */
+int run_gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget target, int dim, int qdim, const char *label,
+                     const char *pass);
+/* What one per-layer step reads and writes, handed to each layer's call. */
+typedef struct {
+    const CalibStats *stats; /* its statistics (NULL: data-free) */
+    MlaAttn *layers;         /* the layers it makes, indexed by layer */
+    int freqfold;            /* RoRoPE's */
+    char name[32];           /* its state files' prefix */
+} StepArgs;
+
+/* One layer's step; saved: its result is in the state (load it, do not
+ * compute it), else compute it and save it when `save` is set. */
+typedef int (*LayerStep)(Run *r, const StepArgs *a, int l, const EigenSolver *e, int saved, int save);
+
+int run_each_stage_layer(Run *r, LayerStep step, const StepArgs *a, int eigen_n, const char *label);
+
+/* ---- run_fit.c ---- */
+
+/* Fitting is on: steps > 0 and calibration data. */
+int run_fit_enabled(const Run *r);
+/* Fit every layer's rotation (r->layers rebuilt from it), evaluate, mark
+ * the phase "rorope-fit" done; nothing when the fit is off or was done. */
+int stage_rorope_fit(Run *r);
+/* The fit's report and ppl.rorope from the phase's info. */
+void run_apply_fit(Run *r, json_t *done);
+
+/* ---- run_report.c ---- */
+
+json_t *run_settings_json(const Run *r);
+/* Per-rank memory into the report (collective). */
+void run_memory_report(Run *r);
+void run_print_memory(const Run *r);
+/* kv balance ratios, eigen solver counts, KV bytes, notes (collective). */
+void run_report_tail(Run *r, TmDType dtype);
+
+#endif

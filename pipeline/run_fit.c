@@ -1,0 +1,330 @@
+/* Step 1b of `transmla convert` (run.h): fit every layer's RoRoPE rotation
+ * to its attention output (pipeline/rorope_fit.h).
+ *
+ * Each replica holds the residual stream of its calibration windows at the
+ * current layer (tokens x hidden floats) and one layer's fit data (q, k, v
+ * and the original attention output); that is the whole memory cost. Layer
+ * by layer, every replica of the stage computes the fit data of its windows,
+ * the replicas fit the rotation together (rorope_fit_layer sums their
+ * micro-batches' gradients), and the stream moves on through the original
+ * layer ("parallel": every layer sees the original model's inputs) or the
+ * converted one ("sequential": the inputs the converted prefix gives). The
+ * next stage receives the stream at its first layer: at once for parallel,
+ * after this stage's last fit for sequential. Each fitted rotation is saved
+ * in the state as it is made. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline/build.h"
+#include "pipeline/rorope_fit.h"
+#include "pipeline/run.h"
+#include "dist/chunked.h"
+#include "pipeline/collect.h"
+#include "pipeline/stream.h"
+#include "io/base/checked.h"
+#include "io/base/clock.h"
+#include "io/base/error.h"
+#include "model/attention.h"
+#include "model/matmul.h"
+#include "model/rmsnorm.h"
+#include "model/rope.h"
+
+#define FIT_INFO 4 /* per layer in the state and the report: mse before, after, best step, seconds */
+
+typedef struct {
+    int mb_first, mb_total;
+    int64_t N;             /* tokens held */
+    float *x;              /* [N, D] residual stream at the current layer */
+    FitData fd;            /* the current layer's; its nseq windows of T tokens in micro-batches are this replica's */
+    float *o_fit;          /* [N, H*d] converted attention output (sequential) */
+    Workspace ws;
+    double *info;          /* [n_layers * FIT_INFO] */
+    int upstream;          /* the stage before's status: 0, RUN_STOPPED or -1 */
+} FitRun;
+
+int run_fit_enabled(const Run *r) { return r->s->rorope_fit_steps > 0 && !run_data_free(r); }
+
+/* A float array [N, width] (N may be 0). */
+static float *rows_alloc(int64_t N, int width) { return mallocCheck((size_t)(N ? N : 1) * width * sizeof(float)); }
+
+/* The stream goes to the next stage behind the sender's status (0,
+ * RUN_STOPPED or -1), and only with status 0: a stage that stops or fails
+ * still tells the next one, which would otherwise wait in its receive. */
+static void stream_send(float *x, int64_t n, int status, const Topology *t) {
+    MPI_Send(&status, 1, MPI_INT, t->stage + 1, 90, t->pipe_comm);
+    if (!status) chunked_send_f32(x, n, t->stage + 1, 91, t->pipe_comm);
+}
+
+static int stream_recv(float *x, int64_t n, const Topology *t) {
+    int status;
+    MPI_Recv(&status, 1, MPI_INT, t->stage - 1, 90, t->pipe_comm, MPI_STATUS_IGNORE);
+    if (!status) chunked_recv_f32(x, n, t->stage - 1, 91, t->pipe_comm);
+    if (status < 0) tm_fail("the stage before this one failed in the RoRoPE fit");
+    return status;
+}
+
+/* Errors win over stops: the status every rank of comm acts on. */
+static int agree_status(int rc, MPI_Comm comm) {
+    int v[2] = {rc < 0, rc == RUN_STOPPED};
+    MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MAX, comm);
+    return v[0] ? -1 : v[1] ? RUN_STOPPED : 0;
+}
+
+/* x of micro-batch rows through layer l after its attention output o:
+ * x += o_proj(o); x += MLP(post_norm(x)). */
+static void advance(FitRun *f, const ModelConfig *c, const LayerWeights *L, int l, const float *o) {
+    int D = c->hidden_size, Hd = c->n_heads * c->head_dim;
+    for (int m = 0; m < fit_data_mb_count(&f->fd); m++) {
+        int64_t row0;
+        int B = fit_data_mb(&f->fd, m, &row0), n = B * f->fd.T;
+        f->ws.B = B;
+        memcpy(f->ws.x, f->x + row0 * D, (size_t)n * D * sizeof(float));
+        matmul_forward(f->ws.x, o + row0 * Hd, &L->o, L->o_bias, n, 1);
+        rmsnorm_forward(f->ws.xn, f->ws.x, L->post_norm, n, D, c->rms_norm_eps);
+        mlp_block(c, L, l, &f->ws);
+        memcpy(f->x + row0 * D, f->ws.x, (size_t)n * D * sizeof(float));
+    }
+    f->ws.B = f->fd.batch;
+}
+
+/* Layer l's fit data from the held stream: projections and the original
+ * attention (full RoPE) output. */
+static void fit_data(FitRun *f, const ModelConfig *c, const LayerWeights *L) {
+    int D = c->hidden_size, H = c->n_heads, G = c->n_kv_heads, d = c->head_dim;
+    FitData *fd = &f->fd;
+    for (int m = 0; m < fit_data_mb_count(&f->fd); m++) {
+        int64_t row0;
+        int B = fit_data_mb(&f->fd, m, &row0), n = B * f->fd.T;
+        float *q = fd->q + row0 * H * d, *k = fd->k + row0 * G * d, *v = fd->v + row0 * G * d;
+        rmsnorm_forward(f->ws.xn, f->x + row0 * D, L->input_norm, n, D, c->rms_norm_eps);
+        matmul_forward(q, f->ws.xn, &L->q, L->q_bias, n, 0);
+        matmul_forward(k, f->ws.xn, &L->k, L->k_bias, n, 0);
+        matmul_forward(v, f->ws.xn, &L->v, L->v_bias, n, 0);
+        memcpy(f->ws.q, q, (size_t)n * H * d * sizeof(float));
+        memcpy(f->ws.k, k, (size_t)n * G * d * sizeof(float));
+        RopeLayout ql = {.n_heads = H, .head_stride = d}, kl = {.n_heads = G, .head_stride = d};
+        rope_forward(f->ws.q, (int64_t)H * d, &f->ws.rope, B, f->fd.T, 0, &ql);
+        rope_forward(f->ws.k, (int64_t)G * d, &f->ws.rope, B, f->fd.T, 0, &kl);
+        attention_forward(fd->o + row0 * H * d, f->ws.q, f->ws.k, v, B, f->fd.T, H, G, d, d, c->sliding_window,
+                          (float)(1.0 / sqrt((double)d)));
+    }
+}
+
+static int fit_run_init(FitRun *f, Run *r) {
+    const ConvertSettings *s = r->s;
+    const ModelConfig *c = &r->cfg;
+    const Topology *t = &r->t;
+    memset(f, 0, sizeof *f);
+    int total = s->rorope_fit_nsamples && s->rorope_fit_nsamples < r->cal_nseq ? s->rorope_fit_nsamples : r->cal_nseq;
+    int T = s->cal_seqlen, batch = s->cal_batch < 1 ? 1 : s->cal_batch, count;
+    f->mb_total = (total + batch - 1) / batch;
+    pipeline_slice(f->mb_total, t->replica, t->replicas, &f->mb_first, &count);
+    int w0 = f->mb_first * batch, w1 = (f->mb_first + count) * batch;
+    int nseq = (w1 < total ? w1 : total) - w0;
+    if (nseq < 0) nseq = 0;
+    f->N = (int64_t)nseq * T;
+    int D = c->hidden_size, Hd = c->n_heads * c->head_dim, L = c->n_kv_heads * c->head_dim;
+    f->x = rows_alloc(f->N, D);
+    f->fd = (FitData){.nseq = nseq, .T = T, .batch = batch, .q = rows_alloc(f->N, Hd), .k = rows_alloc(f->N, L),
+                      .v = rows_alloc(f->N, L), .o = rows_alloc(f->N, Hd)};
+    if (s->rorope_fit_sequential) f->o_fit = rows_alloc(f->N, Hd);
+    workspace_init(&f->ws, c, batch, T);
+    f->info = callocCheck((size_t)c->n_layers * FIT_INFO, sizeof *f->info);
+    /* the stream, q and o, k and v, the converted output or the parallel schedule's copy of the stream */
+    int extra = s->rorope_fit_sequential ? Hd : t->stage < t->stages - 1 ? D : 0;
+    uint64_t held = (uint64_t)f->N * (D + 2 * Hd + 2 * L + extra) * sizeof(float);
+    run_note_max(&r->rep.mem_act, held + f->ws.bytes);
+    if (t->stage == 0) embedding_forward(f->x, r->cal_ids + (int64_t)w0 * T, &r->orig.w.embed, (int)f->N);
+    else f->upstream = stream_recv(f->x, f->N * D, t);
+    return total;
+}
+
+static void fit_run_free(FitRun *f) {
+    free(f->x);
+    free(f->fd.q);
+    free(f->fd.k);
+    free(f->fd.v);
+    free(f->fd.o);
+    free(f->o_fit);
+    workspace_free(&f->ws);
+    free(f->info);
+}
+
+/* Parallel schedule: the next stage's input is the original model's, so it
+ * gets it before this stage fits anything. */
+static void send_original_stream(FitRun *f, Run *r) {
+    const ModelConfig *c = &r->cfg;
+    int64_t n = f->N * c->hidden_size;
+    float *keep = rows_alloc(f->N, c->hidden_size);
+    memcpy(keep, f->x, (size_t)n * sizeof *keep);
+    for (int l = r->first; l < r->end; l++) {
+        fit_data(f, c, &r->orig.w.layers[l]);
+        advance(f, c, &r->orig.w.layers[l], l, f->fd.o);
+    }
+    stream_send(f->x, n, 0, &r->t);
+    memcpy(f->x, keep, (size_t)n * sizeof *keep);
+    free(keep);
+}
+
+/* Layer l: fit (or load) its rotation, rebuild r->layers[l] from it. */
+static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
+    const ModelConfig *c = &r->cfg;
+    const ConvertSettings *s = r->s;
+    int L = c->n_kv_heads * c->head_dim, rc;
+    double *P = mallocCheck((size_t)L * L * sizeof *P), *info = f->info + (int64_t)l * FIT_INFO;
+    char pca_step[32];
+    snprintf(pca_step, sizeof pca_step, "rorope-f%d", r->rs.freqfold);
+    int saved = resume_has_layer(&r->resume, "rorope-fit", l) && resume_has_layer(&r->resume, "rorope-fit-info", l);
+    if (s->progress && r->t.replica == 0)
+        fprintf(stderr, "rorope-fit: layer %d/%d (rank %d, %d replicas)%s\n", l + 1, c->n_layers, r->t.rank,
+                r->t.replicas, saved ? ": done before, loaded from the state" : "");
+    FitProblem prob = {.s = r->rs, .H = c->n_heads, .inv_freq = inv_freq, .window = c->sliding_window,
+                       .o_proj = &r->orig.w.layers[l].o, .steps = s->rorope_fit_steps, .lr = s->rorope_fit_lr,
+                       .comm = r->t.stage_comm, .mb_first = f->mb_first, .mb_total = f->mb_total};
+    if (saved) {
+        rc = resume_load_rotation(&r->resume, "rorope-fit", l, P, (int64_t)L * L);
+        if (!rc) rc = resume_load_rotation(&r->resume, "rorope-fit-info", l, info, FIT_INFO);
+        if (!rc && f->o_fit) { /* the converted output moves the stream on */
+            int nn = rorope_buckets(&r->rs) * rorope_bucket_size(&r->rs) * rorope_bucket_size(&r->rs);
+            double *V = mallocCheck((size_t)nn * sizeof *V), *S = callocCheck((size_t)nn, sizeof *S);
+            rorope_extract(P, &r->rs, V);
+            rorope_fit_objective(&prob, &f->fd, V, S, NULL, f->o_fit);
+            free(V);
+            free(S);
+        }
+    } else {
+        rc = resume_load_rotation(&r->resume, pca_step, l, P, (int64_t)L * L);
+        FitResult res;
+        if (!rc) rc = rorope_fit_layer(&prob, &f->fd, P, &res, f->o_fit);
+        if (rc == FIT_STOPPED) { /* a layer's fit does not resume part-way: it is done again */
+            free(P);
+            return RUN_STOPPED;
+        }
+        if (!rc) {
+            double row[FIT_INFO] = {res.mse_before, res.mse_after, res.best_step, res.seconds};
+            memcpy(info, row, sizeof row);
+        }
+        if (!rc && r->t.replica == 0) rc = resume_save_rotation(&r->resume, "rorope-fit", l, P, (int64_t)L * L);
+        if (!rc && r->t.replica == 0) rc = resume_save_rotation(&r->resume, "rorope-fit-info", l, info, FIT_INFO);
+    }
+    if (!rc && s->progress && r->t.replica == 0)
+        fprintf(stderr, "rorope-fit: layer %d/%d: attention-output mse %.4g -> %.4g (%.1f%% lower, step %d of %d), "
+                        "%.1f s\n", l + 1, c->n_layers, info[0], info[1],
+                info[0] > 0 ? 100 * (1 - info[1] / info[0]) : 0.0, (int)info[2], s->rorope_fit_steps, info[3]);
+    if (!rc) {
+        GqaAttn g;
+        gqa_attn_load(&g, c, &r->orig.w.layers[l]);
+        mla_attn_free(&r->layers[l]);
+        mla_from_rorope(&r->layers[l], &g, P, r->rs.r);
+        gqa_attn_free(&g);
+        rc = mla_attn_check_finite(&r->layers[l], l, "rorope-fit");
+    }
+    free(P);
+    char where[64];
+    snprintf(where, sizeof where, "rorope-fit:layer%d", l);
+    dist_inject_failure(where);
+    return rc;
+}
+
+/* The report's rorope_fit: settings and every layer's row (rank 0 gathers
+ * each stage's rows from its replica 0). */
+static json_t *fit_report(Run *r, const FitRun *f, int windows) {
+    int n = r->cfg.n_layers;
+    double *all = callocCheck((size_t)n * FIT_INFO, sizeof *all);
+    if (r->t.replica != 0) memset(f->info, 0, (size_t)n * FIT_INFO * sizeof *f->info);
+    MPI_Reduce(f->info, all, n * FIT_INFO, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    const ConvertSettings *s = r->s;
+    json_t *layers = json_array();
+    double seconds = 0;
+    for (int l = 0; l < n; l++) {
+        const double *row = all + (int64_t)l * FIT_INFO;
+        json_array_append_new(layers, json_pack("{sisfsfsisf}", "layer", l, "mse_before", row[0], "mse_after", row[1],
+                                                "best_step", (int)row[2], "seconds", row[3]));
+        seconds += row[3];
+    }
+    free(all);
+    return json_pack("{sisfsssisisfso}", "steps", s->rorope_fit_steps, "lr", s->rorope_fit_lr, "schedule",
+                     s->rorope_fit_sequential ? "sequential" : "parallel", "windows", windows, "seqlen", s->cal_seqlen,
+                     "seconds_per_layer", seconds / n, "layers", layers);
+}
+
+int stage_rorope_fit(Run *r) {
+    if (r->done >= 2 || !run_fit_enabled(r)) return 0;
+    const ModelConfig *c = &r->cfg;
+    const Topology *t = &r->t;
+    FitRun f;
+    int windows = fit_run_init(&f, r), rc = 0;
+    run_say(r, "rorope-fit: %d windows of %d tokens, %d Adam steps per layer (lr %g), %s schedule\n", windows, f.fd.T,
+            r->s->rorope_fit_steps, r->s->rorope_fit_lr, r->s->rorope_fit_sequential ? "sequential" : "parallel");
+    double *inv_freq = mallocCheck((size_t)(c->head_dim / 2) * sizeof *inv_freq);
+    rope_inv_freq(&c->rope_scaling, c->rope_theta, c->head_dim, inv_freq);
+    int last = t->stage == t->stages - 1, sequential = r->s->rorope_fit_sequential;
+    rc = f.upstream;
+    if (!sequential && !last) {
+        if (!rc) send_original_stream(&f, r);
+        else stream_send(NULL, 0, rc, t);
+    }
+    for (int l = r->first; l < r->end && !rc; l++) {
+        rc = dist_stop_signal(t->stage_comm) ? RUN_STOPPED : 0;
+        if (rc) break;
+        fit_data(&f, c, &r->orig.w.layers[l]);
+        rc = agree_status(fit_layer(&f, r, l, inv_freq), t->stage_comm);
+        if (!rc && (l + 1 < r->end || (sequential && !last)))
+            advance(&f, c, &r->orig.w.layers[l], l, f.o_fit ? f.o_fit : f.fd.o);
+    }
+    if (sequential && !last) stream_send(f.x, f.N * c->hidden_size, rc, t);
+    free(inv_freq);
+    int stopped = rc == RUN_STOPPED;
+    if (dist_agree(MPI_COMM_WORLD, rc < 0 ? -1 : 0)) {
+        fit_run_free(&f);
+        return -1;
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &stopped, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (stopped) {
+        run_say(r, "rorope-fit: stopped; the layers fitted so far are saved\n");
+        fit_run_free(&f);
+        return RUN_STOPPED;
+    }
+    run_stage_done(r, "rorope_fit");
+    json_t *rep = fit_report(r, &f, windows);
+    fit_run_free(&f);
+
+    BuiltModel bm;
+    if (dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, r->layers, BUILD_EXACT, 0))) {
+        json_decref(rep);
+        return -1;
+    }
+    double p;
+    rc = run_eval_ppl(r, &bm.model, "rorope fitted", "eval-rorope-fit", &p);
+    built_model_free(&bm);
+    if (rc) {
+        json_decref(rep);
+        return rc;
+    }
+    json_t *done = json_pack("{sO}", "rorope_fit", rep), *mla_pca = json_object_get(r->rep.ppl, "mla_pca");
+    if (isfinite(p)) json_object_set_new(done, "rorope", json_real(p));
+    if (mla_pca) json_object_set(done, "mla_pca", mla_pca);
+    rc = resume_mark_done(&r->resume, "rorope-fit", done);
+    /* what the published rotation's MLA left (its layers are as big as the real ones) */
+    resume_remove(&r->resume, "bkv-pca-published.");
+    resume_remove(&r->resume, "calib-latent-published.");
+    run_apply_fit(r, done);
+    json_decref(done);
+    json_decref(rep);
+    run_stage_done(r, "eval_rorope_fit");
+    return rc;
+}
+
+void run_apply_fit(Run *r, json_t *done) {
+    json_t *rep = json_object_get(done, "rorope_fit"), *p = json_object_get(done, "rorope");
+    json_t *mla_pca = json_object_get(done, "mla_pca");
+    if (rep) json_object_set(r->rep.report, "rorope_fit", rep);
+    if (p) json_object_set(r->rep.ppl, "rorope", p);
+    if (mla_pca) json_object_set(r->rep.ppl, "mla_pca", mla_pca);
+    if (!run_is_root(r) || !rep || !r->s->progress) return;
+    double per = json_real_value(json_object_get(rep, "seconds_per_layer"));
+    double cal = json_real_value(json_object_get(r->rep.seconds, "calibrate_keys"));
+    fprintf(stderr, "rorope-fit: %.2f s per layer (the key calibration took %.2f s in all)\n", per, cal);
+}

@@ -1,0 +1,10 @@
+# Shared by the shell tests (sourced after `here` is set): one result line
+# per check and the count of failures.
+#   ok WHAT        a check that passed
+#   bad WHAT       a check that failed (counted)
+#   show LOG [N]   the last N (6) lines of LOG, indented under the result
+# A test ends with: echo "NAME: $fails failure(s)"; [ "$fails" -eq 0 ]
+fails=0
+ok() { echo "ok    $*"; }
+bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+show() { tail -n "${2:-6}" "$1" | sed 's/^/      | /'; }
