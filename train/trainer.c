@@ -15,7 +15,7 @@
 #include "model/cost.h"
 #include "train/chat.h"
 #include "train/checkpoint.h"
-#include "train/export.h"
+#include "train/save_model.h"
 #include "train/metrics.h"
 #include "train/sampler.h"
 #include "train/step.h"

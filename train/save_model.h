@@ -2,8 +2,8 @@
  * its source dtype (trained ones rounded from the fp32 masters), the source's
  * config.json and tokenizer files. Replica 0 of each stage writes its
  * stage's shards; world rank 0 the index and the files, config.json last. */
-#ifndef TM_TRAIN_EXPORT_H
-#define TM_TRAIN_EXPORT_H
+#ifndef TM_TRAIN_SAVE_MODEL_H
+#define TM_TRAIN_SAVE_MODEL_H
 
 #include "dist/topology.h"
 #include "model/model.h"

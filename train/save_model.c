@@ -1,4 +1,4 @@
-#include "train/export.h"
+#include "train/save_model.h"
 
 #include <stdlib.h>
 
