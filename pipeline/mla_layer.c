@@ -341,6 +341,9 @@ void mla_attn_free(MlaAttn *a) {
     free(a->kv_a);
     free(a->kv_a_bias);
     free(a->kv_b);
+    free(a->kv_norm_w);
+    free(a->q_norm_w);
+    free(a->o);
     memset(a, 0, sizeof *a);
 }
 
@@ -356,6 +359,9 @@ int mla_attn_fields(MlaAttn *a, MlaField *f) {
     f[k++] = (MlaField){"kv_a_bias", &a->kv_a_bias, a->R + a->dr};
     f[k++] = (MlaField){"kv_b", &a->kv_b, kvb * a->R};
     f[k++] = (MlaField){"kv_b_native", &a->kv_b_native, kvb * a->R};
+    f[k++] = (MlaField){"kv_norm_w", &a->kv_norm_w, a->R};
+    f[k++] = (MlaField){"q_norm_w", &a->q_norm_w, a->Rq};
+    f[k++] = (MlaField){"o", &a->o, (int64_t)a->D * a->H * a->dv};
     return k;
 }
 

@@ -27,6 +27,10 @@ typedef struct {
     double *kv_b;          /* [H*(dn+dv), R] */
     double kv_norm, q_norm; /* calibration RMS of the latents: the exported layernorm weights */
     double *kv_b_native;   /* NULL, or kv_b_proj fitted to follow a unit-weight kv_a_layernorm */
+    /* set by the whole-attention fit (pipeline/attn_fit.h), else NULL */
+    double *kv_norm_w;     /* kv_a_layernorm's weight [R] */
+    double *q_norm_w;      /* q_a_layernorm's weight [Rq] */
+    double *o;             /* o_proj [D, H*dv] (NULL: the original's) */
 } MlaAttn;
 
 /* Read layer L's q/k/v (and biases) as float64. */
@@ -67,7 +71,7 @@ void mla_attn_free(MlaAttn *a);
 
 /* Every array of an MlaAttn (NULL or allocated) with the length its shape
  * gives, in one fixed order: for sending and saving it whole. */
-#define MLA_MAX_FIELDS 9
+#define MLA_MAX_FIELDS 12
 typedef struct {
     const char *name;
     double **p;
