@@ -219,6 +219,11 @@ static void gqa_attention_block(const ModelConfig *c, const LayerWeights *L, int
     matmul_forward(ws->x, ws->att, &L->o, L->o_bias, N, 1);
 }
 
+void attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
+    if (c->arch == TM_ARCH_DEEPSEEK_V3) mla_attention_block(c, L, layer, ws);
+    else gqa_attention_block(c, L, layer, ws);
+}
+
 /* x += down(silu(gate(xn)) * up(xn)), or the MoE of it. */
 void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
     int N = ws->B * ws->T;
@@ -247,8 +252,7 @@ void model_layers(const Model *m, Workspace *ws, int first, int end) {
     for (int l = first; l < end; l++) {
         const LayerWeights *L = &m->w.layers[l];
         rmsnorm_forward(ws->xn, ws->x, L->input_norm, N, D, c->rms_norm_eps);
-        if (c->arch == TM_ARCH_DEEPSEEK_V3) mla_attention_block(c, L, l, ws);
-        else gqa_attention_block(c, L, l, ws);
+        attention_block(c, L, l, ws);
         rmsnorm_forward(ws->xn, ws->x, L->post_norm, N, D, c->rms_norm_eps);
         mlp_block(c, L, l, ws);
     }

@@ -92,9 +92,12 @@ void model_logits(const Model *m, const float *hidden, int n, float *logits);
  * (model_forward + model_head_nll). */
 double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted);
 
-/* Blocks the decoder reuses: out[N, D] = embedding rows of tokens; and
- * ws->x += MLP/MoE(ws->xn) of layer `layer` over ws->B * ws->T rows. */
+/* Blocks the decoder and the converter reuse: out[N, D] = embedding rows of
+ * tokens; ws->x += the attention block (GQA or MLA, o_proj included) of
+ * ws->xn; ws->x += MLP/MoE(ws->xn); each of layer `layer` over ws->B * ws->T
+ * rows. */
 void embedding_forward(float *out, const int32_t *tokens, const Tensor *embed, int N);
+void attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws);
 void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws);
 /* Training: dembed[V, D] (fp32) += the rows of dout [N, D] at tokens
  * (deterministic: the same order whatever the thread count). */

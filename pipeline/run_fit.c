@@ -17,12 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipeline/build.h"
-#include "pipeline/rorope_fit.h"
-#include "pipeline/run.h"
-#include "dist/chunked.h"
-#include "pipeline/collect.h"
-#include "pipeline/stream.h"
 #include "io/base/checked.h"
 #include "io/base/clock.h"
 #include "io/base/error.h"
@@ -30,84 +24,56 @@
 #include "model/matmul.h"
 #include "model/rmsnorm.h"
 #include "model/rope.h"
+#include "pipeline/build.h"
+#include "pipeline/fit_stream.h"
+#include "pipeline/rorope_fit.h"
+#include "pipeline/run.h"
 
 #define FIT_INFO 4 /* per layer in the state and the report: mse before, after, best step, seconds */
 
 typedef struct {
-    int mb_first, mb_total;
-    int64_t N;             /* tokens held */
-    float *x;              /* [N, D] residual stream at the current layer */
-    FitData fd;            /* the current layer's; its nseq windows of T tokens in micro-batches are this replica's */
+    FitStream st;          /* the stream at the current layer */
+    FitData fd;            /* the current layer's, for the stream's windows */
     float *o_fit;          /* [N, H*d] converted attention output (sequential) */
-    Workspace ws;
     double *info;          /* [n_layers * FIT_INFO] */
     int upstream;          /* the stage before's status: 0, RUN_STOPPED or -1 */
 } FitRun;
 
 int run_fit_enabled(const Run *r) { return r->s->rorope_fit_steps > 0 && !run_data_free(r); }
 
-/* A float array [N, width] (N may be 0). */
-static float *rows_alloc(int64_t N, int width) { return mallocCheck((size_t)(N ? N : 1) * width * sizeof(float)); }
-
-/* The stream goes to the next stage behind the sender's status (0,
- * RUN_STOPPED or -1), and only with status 0: a stage that stops or fails
- * still tells the next one, which would otherwise wait in its receive. */
-static void stream_send(float *x, int64_t n, int status, const Topology *t) {
-    MPI_Send(&status, 1, MPI_INT, t->stage + 1, 90, t->pipe_comm);
-    if (!status) chunked_send_f32(x, n, t->stage + 1, 91, t->pipe_comm);
-}
-
-static int stream_recv(float *x, int64_t n, const Topology *t) {
-    int status;
-    MPI_Recv(&status, 1, MPI_INT, t->stage - 1, 90, t->pipe_comm, MPI_STATUS_IGNORE);
-    if (!status) chunked_recv_f32(x, n, t->stage - 1, 91, t->pipe_comm);
-    if (status < 0) tm_fail("the stage before this one failed in the RoRoPE fit");
-    return status;
-}
-
-/* Errors win over stops: the status every rank of comm acts on. */
-static int agree_status(int rc, MPI_Comm comm) {
-    int v[2] = {rc < 0, rc == RUN_STOPPED};
-    MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MAX, comm);
-    return v[0] ? -1 : v[1] ? RUN_STOPPED : 0;
-}
-
 /* x of micro-batch rows through layer l after its attention output o:
  * x += o_proj(o); x += MLP(post_norm(x)). */
 static void advance(FitRun *f, const ModelConfig *c, const LayerWeights *L, int l, const float *o) {
-    int D = c->hidden_size, Hd = c->n_heads * c->head_dim;
-    for (int m = 0; m < fit_data_mb_count(&f->fd); m++) {
+    FitStream *st = &f->st;
+    int Hd = c->n_heads * c->head_dim;
+    for (int m = 0; m < fit_stream_mb_count(st); m++) {
         int64_t row0;
-        int B = fit_data_mb(&f->fd, m, &row0), n = B * f->fd.T;
-        f->ws.B = B;
-        memcpy(f->ws.x, f->x + row0 * D, (size_t)n * D * sizeof(float));
-        matmul_forward(f->ws.x, o + row0 * Hd, &L->o, L->o_bias, n, 1);
-        rmsnorm_forward(f->ws.xn, f->ws.x, L->post_norm, n, D, c->rms_norm_eps);
-        mlp_block(c, L, l, &f->ws);
-        memcpy(f->x + row0 * D, f->ws.x, (size_t)n * D * sizeof(float));
+        int n = fit_stream_mb(st, m, &row0) * st->T;
+        matmul_forward(st->x + row0 * st->D, o + row0 * Hd, &L->o, L->o_bias, n, 1);
     }
-    f->ws.B = f->fd.batch;
+    fit_stream_mlp(st, st->x, c, L, l);
 }
 
 /* Layer l's fit data from the held stream: projections and the original
  * attention (full RoPE) output. */
 static void fit_data(FitRun *f, const ModelConfig *c, const LayerWeights *L) {
     int D = c->hidden_size, H = c->n_heads, G = c->n_kv_heads, d = c->head_dim;
+    FitStream *st = &f->st;
     FitData *fd = &f->fd;
-    for (int m = 0; m < fit_data_mb_count(&f->fd); m++) {
+    for (int m = 0; m < fit_stream_mb_count(st); m++) {
         int64_t row0;
-        int B = fit_data_mb(&f->fd, m, &row0), n = B * f->fd.T;
+        int B = fit_stream_mb(st, m, &row0), n = B * st->T;
         float *q = fd->q + row0 * H * d, *k = fd->k + row0 * G * d, *v = fd->v + row0 * G * d;
-        rmsnorm_forward(f->ws.xn, f->x + row0 * D, L->input_norm, n, D, c->rms_norm_eps);
-        matmul_forward(q, f->ws.xn, &L->q, L->q_bias, n, 0);
-        matmul_forward(k, f->ws.xn, &L->k, L->k_bias, n, 0);
-        matmul_forward(v, f->ws.xn, &L->v, L->v_bias, n, 0);
-        memcpy(f->ws.q, q, (size_t)n * H * d * sizeof(float));
-        memcpy(f->ws.k, k, (size_t)n * G * d * sizeof(float));
+        rmsnorm_forward(st->ws.xn, st->x + row0 * D, L->input_norm, n, D, c->rms_norm_eps);
+        matmul_forward(q, st->ws.xn, &L->q, L->q_bias, n, 0);
+        matmul_forward(k, st->ws.xn, &L->k, L->k_bias, n, 0);
+        matmul_forward(v, st->ws.xn, &L->v, L->v_bias, n, 0);
+        memcpy(st->ws.q, q, (size_t)n * H * d * sizeof(float));
+        memcpy(st->ws.k, k, (size_t)n * G * d * sizeof(float));
         RopeLayout ql = {.n_heads = H, .head_stride = d}, kl = {.n_heads = G, .head_stride = d};
-        rope_forward(f->ws.q, (int64_t)H * d, &f->ws.rope, B, f->fd.T, 0, &ql);
-        rope_forward(f->ws.k, (int64_t)G * d, &f->ws.rope, B, f->fd.T, 0, &kl);
-        attention_forward(fd->o + row0 * H * d, f->ws.q, f->ws.k, v, B, f->fd.T, H, G, d, d, c->sliding_window,
+        rope_forward(st->ws.q, (int64_t)H * d, &st->ws.rope, B, st->T, 0, &ql);
+        rope_forward(st->ws.k, (int64_t)G * d, &st->ws.rope, B, st->T, 0, &kl);
+        attention_forward(fd->o + row0 * H * d, st->ws.q, st->ws.k, v, B, st->T, H, G, d, d, c->sliding_window,
                           (float)(1.0 / sqrt((double)d)));
     }
 }
@@ -118,37 +84,28 @@ static int fit_run_init(FitRun *f, Run *r) {
     const Topology *t = &r->t;
     memset(f, 0, sizeof *f);
     int total = s->rorope_fit_nsamples && s->rorope_fit_nsamples < r->cal_nseq ? s->rorope_fit_nsamples : r->cal_nseq;
-    int T = s->cal_seqlen, batch = s->cal_batch < 1 ? 1 : s->cal_batch, count;
-    f->mb_total = (total + batch - 1) / batch;
-    pipeline_slice(f->mb_total, t->replica, t->replicas, &f->mb_first, &count);
-    int w0 = f->mb_first * batch, w1 = (f->mb_first + count) * batch;
-    int nseq = (w1 < total ? w1 : total) - w0;
-    if (nseq < 0) nseq = 0;
-    f->N = (int64_t)nseq * T;
+    FitStream *st = &f->st;
+    fit_stream_init(st, c, t, total, s->cal_seqlen, s->cal_batch);
     int D = c->hidden_size, Hd = c->n_heads * c->head_dim, L = c->n_kv_heads * c->head_dim;
-    f->x = rows_alloc(f->N, D);
-    f->fd = (FitData){.nseq = nseq, .T = T, .batch = batch, .q = rows_alloc(f->N, Hd), .k = rows_alloc(f->N, L),
-                      .v = rows_alloc(f->N, L), .o = rows_alloc(f->N, Hd)};
-    if (s->rorope_fit_sequential) f->o_fit = rows_alloc(f->N, Hd);
-    workspace_init(&f->ws, c, batch, T);
+    f->fd = (FitData){.nseq = st->nseq, .T = st->T, .batch = st->batch, .q = fit_rows_alloc(st->N, Hd),
+                      .k = fit_rows_alloc(st->N, L), .v = fit_rows_alloc(st->N, L), .o = fit_rows_alloc(st->N, Hd)};
+    if (s->rorope_fit_sequential) f->o_fit = fit_rows_alloc(st->N, Hd);
     f->info = callocCheck((size_t)c->n_layers * FIT_INFO, sizeof *f->info);
     /* the stream, q and o, k and v, the converted output or the parallel schedule's copy of the stream */
     int extra = s->rorope_fit_sequential ? Hd : t->stage < t->stages - 1 ? D : 0;
-    uint64_t held = (uint64_t)f->N * (D + 2 * Hd + 2 * L + extra) * sizeof(float);
-    run_note_max(&r->rep.mem_act, held + f->ws.bytes);
-    if (t->stage == 0) embedding_forward(f->x, r->cal_ids + (int64_t)w0 * T, &r->orig.w.embed, (int)f->N);
-    else f->upstream = stream_recv(f->x, f->N * D, t);
+    uint64_t held = (uint64_t)st->N * (D + 2 * Hd + 2 * L + extra) * sizeof(float);
+    run_note_max(&r->rep.mem_act, held + st->ws.bytes);
+    f->upstream = fit_stream_start(st, st->x, t, r->cal_ids, &r->orig.w.embed);
     return total;
 }
 
 static void fit_run_free(FitRun *f) {
-    free(f->x);
+    fit_stream_free(&f->st);
     free(f->fd.q);
     free(f->fd.k);
     free(f->fd.v);
     free(f->fd.o);
     free(f->o_fit);
-    workspace_free(&f->ws);
     free(f->info);
 }
 
@@ -156,15 +113,15 @@ static void fit_run_free(FitRun *f) {
  * gets it before this stage fits anything. */
 static void send_original_stream(FitRun *f, Run *r) {
     const ModelConfig *c = &r->cfg;
-    int64_t n = f->N * c->hidden_size;
-    float *keep = rows_alloc(f->N, c->hidden_size);
-    memcpy(keep, f->x, (size_t)n * sizeof *keep);
+    int64_t n = f->st.N * c->hidden_size;
+    float *keep = fit_rows_alloc(f->st.N, c->hidden_size);
+    memcpy(keep, f->st.x, (size_t)n * sizeof *keep);
     for (int l = r->first; l < r->end; l++) {
         fit_data(f, c, &r->orig.w.layers[l]);
         advance(f, c, &r->orig.w.layers[l], l, f->fd.o);
     }
-    stream_send(f->x, n, 0, &r->t);
-    memcpy(f->x, keep, (size_t)n * sizeof *keep);
+    fit_stream_send(f->st.x, n, 0, &r->t);
+    memcpy(f->st.x, keep, (size_t)n * sizeof *keep);
     free(keep);
 }
 
@@ -182,7 +139,7 @@ static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
                 r->t.replicas, saved ? ": done before, loaded from the state" : "");
     FitProblem prob = {.s = r->rs, .H = c->n_heads, .inv_freq = inv_freq, .window = c->sliding_window,
                        .o_proj = &r->orig.w.layers[l].o, .steps = s->rorope_fit_steps, .lr = s->rorope_fit_lr,
-                       .comm = r->t.stage_comm, .mb_first = f->mb_first, .mb_total = f->mb_total};
+                       .comm = r->t.stage_comm, .mb_first = f->st.mb_first, .mb_total = f->st.mb_total};
     if (saved) {
         rc = resume_load_rotation(&r->resume, "rorope-fit", l, P, (int64_t)L * L);
         if (!rc) rc = resume_load_rotation(&r->resume, "rorope-fit-info", l, info, FIT_INFO);
@@ -264,17 +221,17 @@ int stage_rorope_fit(Run *r) {
     rc = f.upstream;
     if (!sequential && !last) {
         if (!rc) send_original_stream(&f, r);
-        else stream_send(NULL, 0, rc, t);
+        else fit_stream_send(NULL, 0, rc, t);
     }
     for (int l = r->first; l < r->end && !rc; l++) {
         rc = dist_stop_signal(t->stage_comm) ? RUN_STOPPED : 0;
         if (rc) break;
         fit_data(&f, c, &r->orig.w.layers[l]);
-        rc = agree_status(fit_layer(&f, r, l, inv_freq), t->stage_comm);
+        rc = fit_agree_status(fit_layer(&f, r, l, inv_freq), t->stage_comm);
         if (!rc && (l + 1 < r->end || (sequential && !last)))
             advance(&f, c, &r->orig.w.layers[l], l, f.o_fit ? f.o_fit : f.fd.o);
     }
-    if (sequential && !last) stream_send(f.x, f.N * c->hidden_size, rc, t);
+    if (sequential && !last) fit_stream_send(f.st.x, f.st.N * c->hidden_size, rc, t);
     free(inv_freq);
     int stopped = rc == RUN_STOPPED;
     if (dist_agree(MPI_COMM_WORLD, rc < 0 ? -1 : 0)) {

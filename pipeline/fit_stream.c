@@ -1,0 +1,82 @@
+#include "pipeline/fit_stream.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist/chunked.h"
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "model/rmsnorm.h"
+#include "pipeline/stream.h"
+
+#define TAG_STATUS 90
+#define TAG_ROWS 91
+
+float *fit_rows_alloc(int64_t N, int width) { return mallocCheck((size_t)(N ? N : 1) * width * sizeof(float)); }
+
+void fit_stream_init(FitStream *f, const ModelConfig *c, const Topology *t, int total, int T, int batch) {
+    memset(f, 0, sizeof *f);
+    int count;
+    f->T = T;
+    f->batch = batch < 1 ? 1 : batch;
+    f->mb_total = (total + f->batch - 1) / f->batch;
+    pipeline_slice(f->mb_total, t->replica, t->replicas, &f->mb_first, &count);
+    int w0 = f->mb_first * f->batch, w1 = (f->mb_first + count) * f->batch;
+    f->nseq = (w1 < total ? w1 : total) - w0;
+    if (f->nseq < 0) f->nseq = 0;
+    f->N = (int64_t)f->nseq * T;
+    f->D = c->hidden_size;
+    f->x = fit_rows_alloc(f->N, f->D);
+    workspace_init(&f->ws, c, f->batch, T);
+}
+
+void fit_stream_free(FitStream *f) {
+    free(f->x);
+    workspace_free(&f->ws);
+    memset(f, 0, sizeof *f);
+}
+
+int fit_stream_start(FitStream *f, float *x, const Topology *t, const int32_t *cal_ids, const Tensor *embed) {
+    if (t->stage > 0) return fit_stream_recv(x, f->N * f->D, t);
+    embedding_forward(x, cal_ids + (int64_t)f->mb_first * f->batch * f->T, embed, (int)f->N);
+    return 0;
+}
+
+int fit_stream_mb_count(const FitStream *f) { return (f->nseq + f->batch - 1) / f->batch; }
+
+int fit_stream_mb(const FitStream *f, int m, int64_t *row0) {
+    *row0 = (int64_t)m * f->batch * f->T;
+    return f->nseq - m * f->batch < f->batch ? f->nseq - m * f->batch : f->batch;
+}
+
+void fit_stream_mlp(FitStream *f, float *x, const ModelConfig *c, const LayerWeights *L, int l) {
+    for (int m = 0; m < fit_stream_mb_count(f); m++) {
+        int64_t row0;
+        int B = fit_stream_mb(f, m, &row0), n = B * f->T;
+        f->ws.B = B;
+        memcpy(f->ws.x, x + row0 * f->D, (size_t)n * f->D * sizeof(float));
+        rmsnorm_forward(f->ws.xn, f->ws.x, L->post_norm, n, f->D, c->rms_norm_eps);
+        mlp_block(c, L, l, &f->ws);
+        memcpy(x + row0 * f->D, f->ws.x, (size_t)n * f->D * sizeof(float));
+    }
+    f->ws.B = f->batch;
+}
+
+void fit_stream_send(const float *x, int64_t n, int status, const Topology *t) {
+    MPI_Send(&status, 1, MPI_INT, t->stage + 1, TAG_STATUS, t->pipe_comm);
+    if (!status) chunked_send_f32(x, n, t->stage + 1, TAG_ROWS, t->pipe_comm);
+}
+
+int fit_stream_recv(float *x, int64_t n, const Topology *t) {
+    int status;
+    MPI_Recv(&status, 1, MPI_INT, t->stage - 1, TAG_STATUS, t->pipe_comm, MPI_STATUS_IGNORE);
+    if (!status) chunked_recv_f32(x, n, t->stage - 1, TAG_ROWS, t->pipe_comm);
+    if (status < 0) tm_fail("the stage before this one failed in a per-layer fit");
+    return status;
+}
+
+int fit_agree_status(int rc, MPI_Comm comm) {
+    int v[2] = {rc < 0, rc > 0};
+    MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MAX, comm);
+    return v[0] ? -1 : v[1] ? 1 : 0;
+}
