@@ -21,10 +21,12 @@
 #include "train/chat.h"
 #include "train/rows.h"
 
+#include "tests/fixture.h"
+
 #define TMPDIR_TAG "test_chat"
 #include "tests/tmpdir.h"
 
-#define TOKDIR TM_SOURCE_DIR "/../shared/tokenizers"
+#define TOKDIR TM_SHARED_DIR "/tokenizers"
 #define FIXTURE TM_SOURCE_DIR "/tests/data/chat/smoltalk_tiny.jsonl"
 
 enum { PAD = 99 };
@@ -36,6 +38,7 @@ static const char *const TOK_NAMES[3] = {"qwen3", "llama3", "mistral"};
 static Tokenizer *get_tok(const char *dir) {
     for (int i = 0; i < 3; i++) {
         if (!strstr(dir, TOK_NAMES[i])) continue;
+        require_shared(dir);
         if (!tok_cache[i] && tokenizer_load(&tok_cache[i], dir) < 0) fail_msg("%s", tm_error());
         return tok_cache[i];
     }
@@ -168,6 +171,7 @@ static void test_rows_stream(void **state) {
 
 static void test_template_resolve(void **state) {
     (void)state;
+    require_shared(TOKDIR);
     ChatTemplate t;
     assert_int_equal(chat_template_resolve("auto", TOKDIR "/qwen3", &t), 0);
     assert_int_equal(t, TM_CHAT_CHATML);
@@ -312,16 +316,15 @@ static void load(const char *path, const char *dir, ChatTemplate t, TrainRows *r
 
 static void test_gzip(void **state) {
     (void)state;
-    FILE *in = fopen(FIXTURE, "rb");
-    assert_non_null(in);
+    size_t n;
+    char *text = read_file_or_fail(FIXTURE, &n, NULL);
     char gzpath[256], cutpath[256], buf[4096];
     tmp_path(gzpath, sizeof gzpath, "tiny.jsonl.gz");
     gzFile gz = gzopen(gzpath, "wb");
     assert_non_null(gz);
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0) assert_int_equal(gzwrite(gz, buf, (unsigned)n), (int)n);
-    fclose(in);
-    gzclose(gz);
+    assert_int_equal(gzwrite(gz, text, (unsigned)n), (int)n);
+    assert_int_equal(gzclose(gz), Z_OK);
+    free(text);
 
     TrainRows a, b;
     load(FIXTURE, TOKDIR "/qwen3", TM_CHAT_CHATML, &a);

@@ -23,13 +23,16 @@
 #include "io/base/rng.h"
 #include "io/tokenizer/tokenizer.h"
 
+#include "tests/fixture.h"
+
 #define TMPDIR_TAG "test_ds"
 #include "tests/tmpdir.h"
 
 #ifndef TM_SAMPLE_REF_DIR
 #define TM_SAMPLE_REF_DIR "sample_ref"
 #endif
-#define WIKITEXT_DIR TM_SOURCE_DIR "/../shared/data/wikitext-2"
+#define WIKITEXT_DIR TM_SHARED_DIR "/data/wikitext-2"
+#define MADE_BY_SAMPLE_REF "run the make_sample_reference test first"
 #define BYTE_TOKENIZER TM_SOURCE_DIR "/data/models/bytelm-dev"
 
 
@@ -65,21 +68,6 @@ static void write_gz(const char *dir, const char *name, const char *text) {
     assert_int_equal(gzclose(gz), Z_OK);
 }
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    rewind(fp);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    buf[n] = '\0';
-    *len = (size_t)n;
-    return buf;
-}
-
 static void assert_docs(const Documents *d, const char *const *want, size_t n) {
     assert_int_equal(d->n, n);
     for (size_t i = 0; i < n; i++) {
@@ -99,11 +87,6 @@ static void expect_fail(DatasetKind kind, const char *path, const char *split, c
         fail_msg("error '%s' lacks '%s'%s%s", msg, part1, part2 ? " or " : "", part2 ? part2 : "");
     assert_int_equal(d.n, 0);
     assert_null(d.text);
-}
-
-static int have_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* ---------- kinds, join, RNG ---------- */
@@ -209,12 +192,11 @@ static void test_wikitext_errors(void **state) {
 
 /* The real test split: a document per non-blank line, counted here byte-wise. */
 static void test_wikitext_real(void **state) {
-    if (!have_dir(WIKITEXT_DIR)) fail_msg("%s not found: ../shared must sit beside the checkout", WIKITEXT_DIR);
+    require_shared(WIKITEXT_DIR);
     char path[512];
     snprintf(path, sizeof path, "%s/test.txt", WIKITEXT_DIR);
     size_t len;
-    char *raw = read_all(path, &len);
-    assert_non_null(raw);
+    char *raw = read_file_or_fail(path, &len, NULL);
     size_t lines = 0, first_len = 0;
     const char *first = NULL;
     for (size_t i = 0; i < len;) {
@@ -448,8 +430,7 @@ static void test_jsonl(void **state) {
     /* a .gz cut short: zlib's "unexpected end of file", not silent truncation */
     size_t len;
     snprintf(file, sizeof file, "%s/docs.jsonl.gz", dir);
-    char *gz = read_all(file, &len);
-    assert_non_null(gz);
+    char *gz = read_file_or_fail(file, &len, NULL);
     write_bytes(dir, "cut.jsonl.gz", gz, len - 12);
     free(gz);
     snprintf(file, sizeof file, "%s/cut.jsonl.gz", dir);
@@ -469,8 +450,7 @@ static void check_case(Tokenizer *t, const char *split, const char *name, int ns
     char path[512];
     snprintf(path, sizeof path, "%s/%s.bin", TM_SAMPLE_REF_DIR, name);
     size_t len;
-    char *want = read_all(path, &len);
-    if (!want) fail_msg("%s: missing (run the make_sample_reference test first)", path);
+    char *want = read_file_or_fail(path, &len, MADE_BY_SAMPLE_REF);
     Documents d;
     assert_int_equal(dataset_load(DS_WIKITEXT2, WIKITEXT_DIR, split, NULL, &d), 0);
     int32_t *ids = NULL;
@@ -487,7 +467,7 @@ static void check_case(Tokenizer *t, const char *split, const char *name, int ns
 }
 
 static void test_sample_reference(void **state) {
-    if (!have_dir(WIKITEXT_DIR)) fail_msg("%s not found: ../shared must sit beside the checkout", WIKITEXT_DIR);
+    require_shared(WIKITEXT_DIR);
     Tokenizer *t = byte_tokenizer();
     check_case(t, "test", "wiki_test_16x256_s42", 16, 256, 42);
     check_case(t, "test", "wiki_test_128x64_s123", 128, 64, 123);
@@ -496,13 +476,12 @@ static void test_sample_reference(void **state) {
 }
 
 static void test_encode_joined_reference(void **state) {
-    if (!have_dir(WIKITEXT_DIR)) fail_msg("%s not found: ../shared must sit beside the checkout", WIKITEXT_DIR);
+    require_shared(WIKITEXT_DIR);
     Tokenizer *t = byte_tokenizer();
     char path[512];
     snprintf(path, sizeof path, "%s/wiki_test_joined.bin", TM_SAMPLE_REF_DIR);
     size_t len;
-    char *want = read_all(path, &len);
-    if (!want) fail_msg("%s: missing (run the make_sample_reference test first)", path);
+    char *want = read_file_or_fail(path, &len, MADE_BY_SAMPLE_REF);
     Documents d;
     assert_int_equal(dataset_load(DS_WIKITEXT2, WIKITEXT_DIR, "test", NULL, &d), 0);
     TokenIds ids = {0};

@@ -31,10 +31,9 @@
 #include <string.h>
 
 #include "io/base/error.h"
-#include "io/token_file.h"
 #include "model/decode.h"
 #include "model/model.h"
-#include "tests/fixture_list.h"
+#include "tests/fixture.h"
 
 #define ATOL 1e-4
 #define RTOL 1e-4
@@ -45,9 +44,9 @@ static long long cfg_int(const json_t *c, const char *key, long long dflt) {
 }
 
 /* Cache bytes per token the config implies, from config.json itself. */
-static uint64_t expected_cache_bytes(const char *dir, int *is_mla) {
+static uint64_t expected_cache_bytes(const char *name, int *is_mla) {
     char path[1100];
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    fixture_path(path, sizeof path, name, "config.json");
     json_error_t je;
     json_t *c = json_load_file(path, 0, &je);
     if (!c) fail_msg("%s: %s", path, je.text);
@@ -69,29 +68,15 @@ static uint64_t expected_cache_bytes(const char *dir, int *is_mla) {
 }
 
 static void check_fixture(const char *name) {
-    char dir[1024], path[1100];
-    snprintf(dir, sizeof dir, "%s/%s", TM_FIXTURES_DIR, name);
-    snprintf(path, sizeof path, "%s/meta.json", dir);
-    json_error_t je;
-    json_t *meta = json_load_file(path, 0, &je);
-    if (!meta) fail_msg("%s: %s", path, je.text);
-    int B = (int)json_integer_value(json_object_get(meta, "batch"));
-    int T = (int)json_integer_value(json_object_get(meta, "seqlen"));
-    int V = (int)json_integer_value(json_object_get(meta, "vocab"));
-    json_decref(meta);
-    assert_true(B >= 1 && T >= 2 && V >= 2);
-
+    FixtureMeta meta = fixture_meta(name);
+    int B = meta.batch, T = meta.seqlen, V = meta.vocab;
     Model m;
-    if (model_load(&m, dir)) fail_msg("%s: %s", name, tm_error());
+    fixture_model(&m, name);
     assert_int_equal(m.cfg.vocab_size, V);
     int is_mla;
-    uint64_t want_bytes = expected_cache_bytes(dir, &is_mla);
+    uint64_t want_bytes = expected_cache_bytes(name, &is_mla);
     assert_int_equal(is_mla, m.cfg.arch == TM_ARCH_DEEPSEEK_V3);
-    int32_t *ids;
-    size_t n;
-    snprintf(path, sizeof path, "%s/tokens.u32", dir);
-    assert_int_equal(token_file_read(path, TM_TOKENS_U32, V, &ids, &n), 0);
-    assert_int_equal(n, (size_t)B * T);
+    int32_t *ids = fixture_tokens(name, &meta);
 
     Workspace ws;
     workspace_init(&ws, &m.cfg, 1, T);
@@ -148,9 +133,8 @@ static void all_fixtures(void **state) {
     int n_mla = 0, n_window = 0;
     json_array_foreach(list, i, v) {
         const char *name = json_string_value(v);
-        assert_non_null(name);
         check_fixture(name);
-        n_mla += strncmp(name, "dsv3_", 5) == 0;
+        n_mla += fixture_is_mla(name);
         n_window += strcmp(name, "mistral_window") == 0;
     }
     /* the decoder's two paths and its sliding window were all exercised */
@@ -165,10 +149,8 @@ static void all_fixtures(void **state) {
 static void step_past_capacity(void **state) {
     const char *names[] = {"llama_gqa2_bf16", "dsv3_qlora_bias_llama3_f16"};
     for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
-        char dir[1024];
-        snprintf(dir, sizeof dir, "%s/%s", TM_FIXTURES_DIR, names[k]);
         Model m;
-        if (model_load(&m, dir)) fail_msg("%s: %s", names[k], tm_error());
+        fixture_model(&m, names[k]);
         float *logits = malloc((size_t)m.cfg.vocab_size * sizeof *logits);
         DecodeState st;
         assert_int_equal(decode_init(&st, &m, 2), 0);

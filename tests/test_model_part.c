@@ -40,7 +40,7 @@
 #include "io/safetensors_write.h"
 #include "io/token_file.h"
 #include "model/model.h"
-#include "tests/fixture_list.h"
+#include "tests/fixture.h"
 
 #define TMPDIR_TAG "test_part"
 #include "tests/tmpdir.h"
@@ -261,7 +261,7 @@ static int partitions(int n, ModelPart parts[][MAX_PARTS], int *n_parts) {
 /* Checks 1 and 2 on one model folder with tokens [B, T]. */
 static void check_model(const char *dir, const int32_t *ids, int B, int T, const char *label) {
     Model whole;
-    if (model_load(&whole, dir)) fail_msg("%s: %s", label, tm_error());
+    model_load_or_fail(&whole, dir);
     const ModelConfig *c = &whole.cfg;
     int n = c->n_layers, N = B * T, D = c->hidden_size;
     assert_true(n <= MAX_LAYERS);
@@ -336,7 +336,7 @@ static void free_layers(MlaAttn *a, int n) {
 
 static void check_built(const char *dir, const int32_t *ids, int B, int T, const char *label) {
     Model whole;
-    if (model_load(&whole, dir)) fail_msg("%s: %s", label, tm_error());
+    model_load_or_fail(&whole, dir);
     int n = whole.cfg.n_layers;
     MlaAttn *layers = exact_layers(&whole);
     BuiltModel bw;
@@ -400,27 +400,14 @@ static void check_built(const char *dir, const int32_t *ids, int B, int T, const
 /* ---------- the models ---------- */
 
 static void fixture_case(const char *name, int built) {
-    char dir[1024], path[1100];
-    snprintf(dir, sizeof dir, "%s/%s", TM_FIXTURES_DIR, name);
-    snprintf(path, sizeof path, "%s/meta.json", dir);
-    json_error_t je;
-    json_t *meta = json_load_file(path, 0, &je);
-    assert_non_null(meta);
-    int B = (int)json_integer_value(json_object_get(meta, "batch"));
-    int T = (int)json_integer_value(json_object_get(meta, "seqlen"));
-    int V = (int)json_integer_value(json_object_get(meta, "vocab"));
-    json_decref(meta);
-    int32_t *ids;
-    size_t n;
-    snprintf(path, sizeof path, "%s/tokens.u32", dir);
-    assert_int_equal(token_file_read(path, TM_TOKENS_U32, V, &ids, &n), 0);
-    assert_int_equal(n, (size_t)B * T);
-    if (built) check_built(dir, ids, B, T, name);
-    else check_model(dir, ids, B, T, name);
+    char dir[1024];
+    fixture_path(dir, sizeof dir, name, NULL);
+    FixtureMeta meta = fixture_meta(name);
+    int32_t *ids = fixture_tokens(name, &meta);
+    if (built) check_built(dir, ids, meta.batch, meta.seqlen, name);
+    else check_model(dir, ids, meta.batch, meta.seqlen, name);
     free(ids);
 }
-
-static int fixture_is_gqa(const char *name) { return strncmp(name, "dsv3", 4) != 0; }
 
 static void all_fixtures(void **state) {
     json_t *list = fixture_list();
@@ -429,8 +416,7 @@ static void all_fixtures(void **state) {
     int sharded = 0;
     json_array_foreach(list, i, v) {
         char dir[1024];
-        snprintf(dir, sizeof dir, "%s/%s", TM_FIXTURES_DIR, json_string_value(v));
-        sharded += has_index(dir);
+        sharded += has_index(fixture_path(dir, sizeof dir, json_string_value(v), NULL));
         fixture_case(json_string_value(v), 0);
     }
     assert_true(sharded >= 1); /* the sharded path must have been walked */
@@ -441,7 +427,7 @@ static void converted_fixtures(void **state) {
     json_t *list = fixture_list();
     size_t i;
     json_t *v;
-    json_array_foreach(list, i, v) if (fixture_is_gqa(json_string_value(v))) fixture_case(json_string_value(v), 1);
+    json_array_foreach(list, i, v) if (!fixture_is_mla(json_string_value(v))) fixture_case(json_string_value(v), 1);
     json_decref(list);
 }
 

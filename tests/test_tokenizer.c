@@ -20,25 +20,19 @@
 #include "io/base/error.h"
 #include "io/base/sha256.h"
 #include "io/tokenizer/tokenizer.h"
-#include "io/base/whole_file.h"
+
+#include "tests/fixture.h"
 
 #define TMPDIR_TAG "test_tok"
 #include "tests/tmpdir.h"
 
-#define SHARED TM_SOURCE_DIR "/../shared"
 #define EXPECTED TM_SOURCE_DIR "/tests/data/tokenizer/expected"
 #define HOSTILE TM_SOURCE_DIR "/tests/data/tokenizer/hostile.txt"
-#define WIKITEXT SHARED "/data/wikitext-2/test.txt"
+#define WIKITEXT TM_SHARED_DIR "/data/wikitext-2/test.txt"
 
 
 
 /* ---------- helpers ---------- */
-
-static char *read_file(const char *path, size_t *len) {
-    char *data;
-    assert_int_equal(read_whole_file(path, &data, len), 0);
-    return data;
-}
 
 static json_t *read_gz_json(const char *path) {
     gzFile gz = gzopen(path, "rb");
@@ -57,11 +51,6 @@ static json_t *read_gz_json(const char *path) {
     free(buf);
     if (!j) fail_msg("%s: %s", path, e.text);
     return j;
-}
-
-static int exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
 }
 
 /* On a mismatch: the first differing position and the ids around it. */
@@ -106,7 +95,7 @@ static void check_input(Tokenizer *t, const char *name, const char *input_name, 
     snprintf(path, sizeof path, "%s/%s-%s.json.gz", EXPECTED, name, input_name);
     json_t *exp = read_gz_json(path);
     size_t len;
-    char *text = read_file(input, &len);
+    char *text = read_file_or_fail(input, &len, NULL);
     assert_non_null(text);
     assert_int_equal(len, json_integer_value(json_object_get(exp, "input_bytes")));
 
@@ -134,9 +123,9 @@ static void check_input(Tokenizer *t, const char *name, const char *input_name, 
 
 static void check_real(const char *name, int bos, int eos, int vocab) {
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/tokenizers/%s", SHARED, name);
-    if (!exists(dir) || !exists(WIKITEXT))
-        fail_msg("%s: %s or %s not found: ../shared must sit beside the checkout", name, dir, WIKITEXT);
+    snprintf(dir, sizeof dir, "%s/tokenizers/%s", TM_SHARED_DIR, name);
+    require_shared(dir);
+    require_shared(WIKITEXT);
     Tokenizer *t = load_ok(dir);
     assert_int_equal(tokenizer_bos_id(t), bos);
     assert_int_equal(tokenizer_eos_id(t), eos);
@@ -157,8 +146,9 @@ static void mistral_matches_hf(void **state) { check_real("mistral", 1, 2, 32000
  * the whole 1.2 MB word and must still give Hugging Face's ids, quickly. */
 static void mistral_long_word_matches_hf(void **state) {
     char src[512], dir[256], path[300];
-    snprintf(src, sizeof src, "%s/tokenizers/mistral/tokenizer.json", SHARED);
-    if (!exists(src) || !exists(WIKITEXT)) fail_msg("%s or %s not found: ../shared must sit beside the checkout", src, WIKITEXT);
+    snprintf(src, sizeof src, "%s/tokenizers/mistral/tokenizer.json", TM_SHARED_DIR);
+    require_shared(src);
+    require_shared(WIKITEXT);
     json_t *root = json_load_file(src, 0, NULL);
     assert_non_null(root);
     json_t *model = json_object_get(root, "model");
@@ -182,7 +172,7 @@ static void bytelm_ids_are_bytes(void **state) {
     assert_int_equal(tokenizer_bos_id(t), -1);
     assert_int_equal(tokenizer_eos_id(t), -1);
     size_t len;
-    char *text = read_file(HOSTILE, &len);
+    char *text = read_file_or_fail(HOSTILE, &len, NULL);
     TokenIds ids = {0};
     assert_int_equal(tokenizer_encode(t, text, len, 1, &ids), 0);
     assert_int_equal(ids.n, len);

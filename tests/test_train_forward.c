@@ -19,12 +19,10 @@
 #include <cmocka.h>
 
 #include "io/base/checked.h"
-#include "io/base/error.h"
-#include "io/token_file.h"
 #include "model/model.h"
 #include "model/rope.h"
 #include "model/train_layer.h"
-#include "tests/fixture_list.h"
+#include "tests/fixture.h"
 
 /* Largest |a - b| over n, and largest |b| in *max_ref. */
 static float max_abs_diff(const float *a, const float *b, int64_t n, float *max_ref) {
@@ -39,20 +37,14 @@ static float max_abs_diff(const float *a, const float *b, int64_t n, float *max_
 
 /* 1 when the fixture is an MLA model (the layers fine-tuning trains). */
 static int check_fixture(const char *name) {
-    char dir[1024], path[1100];
-    snprintf(dir, sizeof dir, "%s/%s", TM_FIXTURES_DIR, name);
+    if (!fixture_is_mla(name)) return 0;
+    FixtureMeta meta = fixture_meta(name);
     Model m;
-    if (model_load(&m, dir)) fail_msg("%s: %s", name, tm_error());
+    fixture_model(&m, name);
     const ModelConfig *c = &m.cfg;
-    if (c->arch != TM_ARCH_DEEPSEEK_V3) {
-        model_free(&m);
-        return 0;
-    }
-    int32_t *ids;
-    size_t n;
-    snprintf(path, sizeof path, "%s/tokens.u32", dir);
-    assert_int_equal(token_file_read(path, TM_TOKENS_U32, c->vocab_size, &ids, &n), 0);
-    int T = 8, B = (int)(n / T), N = B * T, D = c->hidden_size;
+    assert_int_equal(c->arch, TM_ARCH_DEEPSEEK_V3);
+    int32_t *ids = fixture_tokens(name, &meta);
+    int T = 8, B = meta.batch * meta.seqlen / T, N = B * T, D = c->hidden_size;
     assert_true(B >= 1);
     Workspace ws;
     workspace_init(&ws, c, B, T);
