@@ -87,6 +87,7 @@ typedef struct {
     ConvertSettings s;
     TokenFlags cal, eval;
     const char *preset_path, *mem_per_rank, *text_field, *kv_norm, *resume, *fit_lr, *fit_schedule;
+    const char *fit, *attn_fit_lr, *attn_fit_schedule, *attn_fit_o;
     const char *freqfold, *collapse, *balance, *dtype, *token_dtype;
     int seed, quiet, split_interleave, shard_mb;
     char preset_freqfold[16];
@@ -142,6 +143,20 @@ static const ArgSpec convert_specs[] = {
          "calibration pass, BKV-PCA and an evaluation", 0},
         {"rorope-fit-schedule", ARG_STR, F(fit_schedule), "parallel|sequential",
          "layer inputs of the fit: the original model's (default), or the fitted prefix's", 0},
+        {"fit", ARG_STR, F(fit), "none|rotation|attention",
+         "what is fitted to each layer's original attention output: nothing (the published method), the RoRoPE "
+         "rotation, or the rotation and then every MLA attention weight as exported (default attention)", 0},
+        {"attn-fit-steps", ARG_INT, F(s.attn_fit_steps), "N", "Adam steps of the attention fit per layer (default 150)",
+         0},
+        {"attn-fit-lr", ARG_STR, F(attn_fit_lr), "X", "learning rate of the attention fit (default 0.002)", 0},
+        {"attn-fit-nsamples", ARG_INT, F(s.attn_fit_nsamples), "K",
+         "the first K calibration windows are the attention fit's data, an eighth of them held back to pick the "
+         "step kept (default 0: all)", 0},
+        {"attn-fit-windows-per-step", ARG_POS_INT, F(s.attn_fit_windows_per_step), "W",
+         "calibration windows each Adam step of the attention fit trains on (default 16)", 0},
+        {"attn-fit-o-proj", ARG_STR, F(attn_fit_o), "yes|no", "fit o_proj with the attention (default yes)", 0},
+        {"attn-fit-schedule", ARG_STR, F(attn_fit_schedule), "parallel|sequential",
+         "layer inputs of the attention fit: the original model's, or the fitted prefix's (default sequential)", 0},
         {"kv-lora-rank", ARG_POS_INT, F(s.kv_lora_rank), "R", "latent width after BKV-PCA (default 512)", 0},
         {"balance-kv-ratio", ARG_STR, F(balance), "X", "key/value norm balance before the joint PCA (default 1)", 0},
         {"q-lora-rank", ARG_INT, F(s.q_lora_rank), "Rq", "query low rank by PCA (default 0: plain q_proj)", 0},
@@ -182,11 +197,13 @@ static void flags_defaults(ConvertFlags *f) {
                              .cal_batch = 8, .ppl_seqlen = 2048, .eval_batch = 4, .qk_mqa_dim = 64,
                              .kv_lora_rank = 512, .balance_kv_ratio = 1.0, .rope_interleave = 1, .progress = 1,
                              .stages = 1, .scalapack_min_n = 4096, .rorope_fit_steps = 60,
-                             .rorope_fit_nsamples = 16};
+                             .rorope_fit_nsamples = 16, .attn_fit_steps = 150,
+                             .attn_fit_windows_per_step = 16};
     f->cal.split = "train";
     f->eval.split = "test";
     f->seed = 42;
     f->kv_norm = "fit", f->resume = "auto", f->fit_lr = "0.05", f->fit_schedule = "parallel";
+    f->fit = "attention", f->attn_fit_lr = "0.002", f->attn_fit_schedule = "sequential", f->attn_fit_o = "yes";
     f->freqfold = "auto", f->collapse = "auto", f->balance = "1", f->token_dtype = "u16";
     f->shard_mb = 4096;
 }
@@ -221,6 +238,17 @@ static int one_of(const char *flag, const char *v, const char *a, const char *b)
     return 0;
 }
 
+/* --fit: none turns both fits off, rotation the attention fit. */
+static int fit_choice(const char *v, ConvertSettings *s) {
+    if (!strcmp(v, "none")) s->rorope_fit_steps = 0;
+    else if (strcmp(v, "rotation") && strcmp(v, "attention"))
+        return tm_fail("--fit '%s': expected none, rotation or attention", v);
+    if (strcmp(v, "attention")) s->attn_fit_steps = 0;
+    if (s->attn_fit_steps < 0 || s->rorope_fit_steps < 0)
+        return tm_fail("--%s-fit-steps must be 0 or more", s->attn_fit_steps < 0 ? "attn" : "rorope");
+    return 0;
+}
+
 static int settings_from_flags(ConvertFlags *f, ConvertSettings *out) {
     ConvertSettings *s = &f->s;
     TmTokenDType dtype_raw;
@@ -229,8 +257,13 @@ static int settings_from_flags(ConvertFlags *f, ConvertSettings *out) {
         args_number("balance-kv-ratio", f->balance, 0, &s->balance_kv_ratio) ||
         args_number("rorope-fit-lr", f->fit_lr, 0, &s->rorope_fit_lr) ||
         one_of("rorope-fit-schedule", f->fit_schedule, "parallel", "sequential") ||
-        one_of("resume", f->resume, "auto", "never") || one_of("kv-norm", f->kv_norm, "fit", "rms"))
+        one_of("resume", f->resume, "auto", "never") || one_of("kv-norm", f->kv_norm, "fit", "rms") ||
+        args_number("attn-fit-lr", f->attn_fit_lr, 0, &s->attn_fit_lr) ||
+        one_of("attn-fit-schedule", f->attn_fit_schedule, "parallel", "sequential") ||
+        one_of("attn-fit-o-proj", f->attn_fit_o, "yes", "no") || fit_choice(f->fit, s))
         return -1;
+    s->attn_fit_sequential = !strcmp(f->attn_fit_schedule, "sequential");
+    s->attn_fit_o = !strcmp(f->attn_fit_o, "yes");
     s->rorope_fit_sequential = !strcmp(f->fit_schedule, "sequential");
     s->max_shard_bytes = (uint64_t)f->shard_mb << 20;
     s->rope_interleave = !f->split_interleave;

@@ -77,12 +77,15 @@ static void add_f32(BuiltModel *b, const char *name, const double *src, int64_t 
     t->data = data;
 }
 
-static void add_const(BuiltModel *b, const char *name, int64_t n, double value) {
+/* A vector: `values` when set (a fitted norm weight), else `value` throughout. */
+static void add_vector(BuiltModel *b, const char *name, int64_t n, const double *values, double value) {
     double *v = mallocCheck((size_t)n * sizeof *v);
-    for (int64_t i = 0; i < n; i++) v[i] = value;
+    for (int64_t i = 0; i < n; i++) v[i] = values ? values[i] : value;
     add_f32(b, name, v, n, 0, 0, 0, 0, 0);
     free(v);
 }
+
+static void add_const(BuiltModel *b, const char *name, int64_t n, double value) { add_vector(b, name, n, NULL, value); }
 
 /* The deepseek_v3 name of a tensor carried over unchanged; 0 when the
  * conversion replaces or drops it. */
@@ -110,6 +113,14 @@ static int carried_name(const char *name, const ModelConfig *orig, char *out, si
     return 1;
 }
 
+/* The original o_proj of a layer whose attention fit made a new one. */
+static int refitted_o_proj(const char *name, const MlaAttn *layers, const ModelPart *part) {
+    int layer, len = 0;
+    if (sscanf(name, "model.layers.%d.%n", &layer, &len) != 1 || !len) return 0;
+    if (layer < part->first || layer >= part->end) return 0;
+    return !strcmp(name + len, "self_attn.o_proj.weight") && layers[layer].o;
+}
+
 static void add_layer(BuiltModel *b, const MlaAttn *a, int l, const ModelConfig *c, int has_o_bias) {
     /* the native export takes the kv_b_proj fitted to its layernorm, when there is one */
     int fitted = c->mla.latent_norms && a->kv_b_native;
@@ -119,7 +130,7 @@ static void add_layer(BuiltModel *b, const MlaAttn *a, int l, const ModelConfig 
     if (a->Rq) {
         add_f32(b, NAME("q_a_proj.weight"), a->q_a, a->Rq, D, 0, 0, 0, 0);
         if (c->qkv_bias) add_f32(b, NAME("q_a_proj.bias"), a->q_a_bias, a->Rq, 0, 0, 0, 0, 0);
-        add_const(b, NAME("q_a_layernorm.weight"), a->Rq, a->q_norm);
+        add_vector(b, NAME("q_a_layernorm.weight"), a->Rq, a->q_norm_w, a->q_norm);
         add_f32(b, NAME("q_b_proj.weight"), a->q_b, (int64_t)H * qk, a->Rq, qk, a->dn, dr, il);
     } else {
         add_f32(b, NAME("q_proj.weight"), a->q, (int64_t)H * qk, D, qk, a->dn, dr, il);
@@ -127,9 +138,10 @@ static void add_layer(BuiltModel *b, const MlaAttn *a, int l, const ModelConfig 
     }
     add_f32(b, NAME("kv_a_proj_with_mqa.weight"), a->kv_a, a->R + dr, D, a->R + dr, a->R, dr, il);
     if (c->qkv_bias) add_f32(b, NAME("kv_a_proj_with_mqa.bias"), a->kv_a_bias, a->R + dr, 0, a->R + dr, a->R, dr, il);
-    add_const(b, NAME("kv_a_layernorm.weight"), a->R, fitted ? 1.0 : a->kv_norm);
+    add_vector(b, NAME("kv_a_layernorm.weight"), a->R, a->kv_norm_w, fitted ? 1.0 : a->kv_norm);
     add_f32(b, NAME("kv_b_proj.weight"), fitted ? a->kv_b_native : a->kv_b, (int64_t)H * (a->dn + a->dv), a->R, 0, 0,
             0, 0);
+    if (a->o) add_f32(b, NAME("o_proj.weight"), a->o, D, (int64_t)H * a->dv, 0, 0, 0, 0);
     if (c->o_bias && !has_o_bias) add_const(b, NAME("o_proj.bias"), D, 0.0);
 #undef NAME
 }
@@ -145,7 +157,7 @@ int built_model_init(BuiltModel *b, const Model *orig, const MlaAttn *layers, Bu
     for (int i = 0; i < orig->set.n; i++) {
         const StTensor *src = orig->set.sorted[i];
         if (!model_part_wants(part, &orig->cfg, src->name)) continue; /* another part's */
-        if (!carried_name(src->name, &orig->cfg, name, sizeof name)) continue;
+        if (!carried_name(src->name, &orig->cfg, name, sizeof name) || refitted_o_proj(src->name, layers, part)) continue;
         StTensor *t = push(b, name);
         char *keep = t->name;
         *t = *src;

@@ -212,7 +212,7 @@ static void apply_rorope_choice(Run *r, json_t *done);
 /* Step 1: key statistics on the original model (or the weights' moments),
  * RoRoPE at each candidate freqfold, keep the best by evaluation perplexity. */
 static int stage_rorope(Run *r) {
-    if (r->done >= 1) return 0;
+    if (r->done > PHASE_ROROPE) return 0;
     const ModelConfig *c = &r->cfg;
     int n = c->n_layers, rc = 0;
     CalibStats keys = {0};
@@ -321,7 +321,7 @@ static int bkv_pca_on(Run *r, MlaAttn *layers, const char *pass, const char *cal
 
 /* Steps 2-3: latent (and query) statistics on the RoRoPE model, BKV-PCA. */
 static int stage_bkv_pca(Run *r) {
-    if (r->done >= 3) return 0;
+    if (r->done > PHASE_BKV_PCA) return 0;
     int rc = bkv_pca_on(r, r->layers, "calib-latent", "calibrate[latent]", "calibrate_latent", "bkv-pca",
                         run_data_free(r) ? "bkv-svd" : "bkv-pca");
     if (rc) return rc;
@@ -338,7 +338,7 @@ static int stage_bkv_pca(Run *r) {
  * PCA layers, as stage_bkv_pca), evaluated as ppl.mla_pca so the report
  * compares both. Its passes and layers resume like the others'. */
 static int stage_published_mla(Run *r) {
-    if (r->done >= 2 || !run_fit_enabled(r) || !r->eval_ids || r->s->skip_published_mla) return 0;
+    if (r->done > PHASE_ROROPE_FIT || !run_fit_enabled(r) || !r->eval_ids || r->s->skip_published_mla) return 0;
     int n = r->cfg.n_layers, rc = 0;
     MlaAttn *layers = callocCheck((size_t)n, sizeof *layers);
     StepArgs a = {.layers = layers, .freqfold = r->rs.freqfold};
@@ -359,11 +359,13 @@ static int stage_published_mla(Run *r) {
     return rc;
 }
 
+static int kv_norm_enabled(const Run *r) { return r->s->kv_norm_fit && !run_data_free(r); }
+
 /* Step 4: fit the export's kv_b_proj to the kv_a_layernorm DeepSeek loaders
  * apply, on the latents of the exact model of r->layers (which the fit only
  * adds kv_b_native to). */
 static int stage_kv_norm_fit(Run *r) {
-    if (r->done >= 4 || !r->s->kv_norm_fit || run_data_free(r)) return 0;
+    if (r->done > PHASE_KV_NORM || !kv_norm_enabled(r)) return 0;
     BuiltModel exact;
     if (dist_agree(MPI_COMM_WORLD, built_model_init(&exact, &r->orig, r->layers, BUILD_EXACT, 0))) return -1;
     CalibStats st;
@@ -383,9 +385,16 @@ static int stage_kv_norm_fit(Run *r) {
 
 /* The phases a previous run finished, in order; each one's layer files hold
  * everything the earlier ones produced. */
-static const char *const phases[] = {"rorope", "rorope-fit", "bkv-pca", "kv-norm"};
-#define N_PHASES 4
-#define PHASE_FIT 1
+static const char *const phases[N_PHASES] = {"rorope", "rorope-fit", "bkv-pca", "kv-norm", "attn-fit"};
+
+/* Whether phase i runs at all with these settings (one that does not is
+ * never marked, and the phases after it still count). */
+static int phase_runs(const Run *r, int i) {
+    if (i == PHASE_ROROPE_FIT) return run_fit_enabled(r);
+    if (i == PHASE_KV_NORM) return kv_norm_enabled(r);
+    if (i == PHASE_ATTN_FIT) return run_attn_fit_enabled(r);
+    return 1;
+}
 
 /* freqfold and the RoRoPE perplexities from what the phase decided. */
 static void apply_rorope_choice(Run *r, json_t *done) {
@@ -401,11 +410,12 @@ static void apply_rorope_choice(Run *r, json_t *done) {
 static int continue_phases(Run *r) {
     int done = 0, last = -1;
     for (int i = 0; i < N_PHASES; i++) {
-        if (i == PHASE_FIT && !run_fit_enabled(r)) continue;
+        if (!phase_runs(r, i)) continue;
         json_t *info = resume_phase_done(&r->resume, phases[i]);
         if (!info) break;
-        if (i == 0) apply_rorope_choice(r, info);
-        if (i == PHASE_FIT) run_apply_fit(r, info);
+        if (i == PHASE_ROROPE) apply_rorope_choice(r, info);
+        if (i == PHASE_ROROPE_FIT) run_apply_fit(r, info);
+        if (i == PHASE_ATTN_FIT) run_apply_attn_fit(r, info);
         json_decref(info);
         done = i + 1;
         last = i;
@@ -414,12 +424,12 @@ static int continue_phases(Run *r) {
     int n = r->cfg.n_layers, rc = 0;
     r->layers = callocCheck((size_t)n, sizeof *r->layers);
     StepArgs a = {.layers = r->layers, .freqfold = r->rs.freqfold};
-    if (last == 0) snprintf(a.name, sizeof a.name, "rorope-f%d", r->rs.freqfold);
+    if (last == PHASE_ROROPE) snprintf(a.name, sizeof a.name, "rorope-f%d", r->rs.freqfold);
     else snprintf(a.name, sizeof a.name, "%s", phases[last]);
     run_say(r, "resume: %s done before: its calibration and per-layer steps are skipped; the layers come from "
            "%s/%s.layer*.h5\n", phases[last], r->resume.dir, a.name);
     for (int l = r->first; l < r->end && !rc; l++) /* RoRoPE's phases keep rotations, the later ones layers */
-        rc = last <= PHASE_FIT ? step_rorope(r, &a, l, NULL, 1, 0) : attn_result(r, &a, l, 1, 0, 0);
+        rc = last <= PHASE_ROROPE_FIT ? step_rorope(r, &a, l, NULL, 1, 0) : attn_result(r, &a, l, 1, 0, 0);
     if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
     return done;
 }
@@ -580,6 +590,7 @@ static const Phase conversion[] = {
     {"bkv-pca", stage_bkv_pca},              /* latent statistics, BKV-PCA (marker bkv-pca) */
     {"eval-mla", stage_eval_mla},            /* the exact MLA's perplexity */
     {"kv-norm", stage_kv_norm_fit},          /* kv_b_proj fitted to the exported norm (marker kv-norm) */
+    {"attn-fit", stage_attn_fit},            /* every layer's attention fitted as exported (marker attn-fit) */
     {"export", write_export},                /* the DeepSeek-V3 folder in SAVE.work/export (marker export) */
     {"eval-mla-native", evaluate_export},    /* read back as a loader would (marker finished, then renamed) */
     {"finish", finish_output},               /* report, rename into place */

@@ -30,6 +30,12 @@ typedef struct {
     int rorope_fit_sequential; /* 1: layer inputs from the converted prefix; 0: from the original model */
     int skip_published_mla;   /* 1: with the fit on, do not build the published rotation's MLA (ppl.mla_pca) */
     int kv_norm_fit;  /* 1: fit kv_b_proj to the exported kv_a_layernorm (one more calibration pass); 0: RMS weight */
+    int attn_fit_steps;       /* Adam steps fitting each layer's whole MLA attention (0: no such fit) */
+    double attn_fit_lr;
+    int attn_fit_nsamples;    /* calibration windows that fit uses, held-back ones included (0: all) */
+    int attn_fit_windows_per_step; /* windows each Adam step trains on */
+    int attn_fit_o;           /* 1: o_proj is fitted too */
+    int attn_fit_sequential;  /* 1: layer inputs from the fitted prefix; 0: from the original model */
     uint64_t max_shard_bytes;
     int progress;
     int stages;              /* pipeline stages; replicas = ranks / stages */

@@ -62,23 +62,29 @@ void output_print_ppl(json_t *ppl, int freqfold) {
         json_object_foreach(search, key, v) printf("  %s: %.4f", key, json_number_value(v));
         printf("  -> %d\n", freqfold);
     }
-    /* with the rotation fit on: the published rotation's numbers beside the fitted ones */
-    static const char *rows[][3] = {{"original", "original", "original GQA"},
-                                    {"rorope_pca", "rorope", "RoRoPE (partial RoPE)"},
-                                    {"mla_pca", "mla", "MLA (exact, no kv norm)"},
-                                    {"", "mla_native", "MLA as exported (DeepSeek loader)"}};
-    int fitted = json_object_get(ppl, "mla_pca") != NULL;
-    if (fitted) printf("%-36s %-20s %s\n", "model", "published rotation", "fitted rotation");
+    /* with the fits on: the published rotation's numbers beside the fitted rotation's and the fitted
+     * attention's; with the attention fit, as exported is the attention-fitted model */
+    int attn = json_object_get(ppl, "mla_native_rotation_fit") != NULL;
+    static const char *rows[][4] = {{"original", "original", "", "original GQA"},
+                                    {"rorope_pca", "rorope", "", "RoRoPE (partial RoPE)"},
+                                    {"mla_pca", "mla", "", "MLA (exact, no kv norm)"},
+                                    {"", "mla_native", "", "MLA as exported (DeepSeek loader)"}};
+    int fitted = json_object_get(ppl, "mla_pca") != NULL || attn;
+    if (fitted) printf("%-36s %-20s %-20s %s\n", "model", "published rotation", "fitted rotation",
+                       attn ? "fitted attention" : "");
     else printf("%-36s %s\n", "model", "perplexity");
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        json_t *pub = json_object_get(ppl, rows[i][0]), *fit = json_object_get(ppl, rows[i][1]);
+        const char *rot_key = attn && i == 3 ? "mla_native_rotation_fit" : rows[i][1];
+        json_t *pub = json_object_get(ppl, rows[i][0]), *fit = json_object_get(ppl, rot_key);
+        json_t *whole = attn && i == 3 ? json_object_get(ppl, "mla_native") : NULL;
         if (!fitted) {
-            if (json_is_number(fit)) printf("%-36s %.6f\n", rows[i][2], json_number_value(fit));
+            if (json_is_number(fit)) printf("%-36s %.6f\n", rows[i][3], json_number_value(fit));
             continue;
         }
-        char a[32] = "", b[32] = "";
+        char a[32] = "", b[32] = "", c[32] = "";
         if (json_is_number(pub)) snprintf(a, sizeof a, "%.6f", json_number_value(pub));
         if (json_is_number(fit) && i > 0) snprintf(b, sizeof b, "%.6f", json_number_value(fit));
-        printf("%-36s %-20s %s\n", rows[i][2], a, b);
+        if (json_is_number(whole)) snprintf(c, sizeof c, "%.6f", json_number_value(whole));
+        printf("%-36s %-20s %-20s %s\n", rows[i][3], a, b, c);
     }
 }

@@ -59,6 +59,10 @@ typedef struct {
     RunReport rep;
 } Run;
 
+/* The phases that leave a marker in the state, in the order they run;
+ * r->done counts those an earlier run finished (convert.c: continue_phases). */
+enum { PHASE_ROROPE, PHASE_ROROPE_FIT, PHASE_BKV_PCA, PHASE_KV_NORM, PHASE_ATTN_FIT, N_PHASES };
+
 /* Step results: 0 done, -1 failed (on every rank), RUN_STOPPED: a stop was
  * requested and the progress is saved. */
 #define RUN_STOPPED 1
@@ -108,6 +112,16 @@ int run_fit_enabled(const Run *r);
 int stage_rorope_fit(Run *r);
 /* The fit's report and ppl.rorope from the phase's info. */
 void run_apply_fit(Run *r, json_t *done);
+
+/* ---- run_attn_fit.c ---- */
+
+/* The whole-attention fit is on: steps > 0 and calibration data. */
+int run_attn_fit_enabled(const Run *r);
+/* Fit every layer's MLA attention as exported (r->layers updated), mark the
+ * phase "attn-fit" done; nothing when the fit is off or was done. */
+int stage_attn_fit(Run *r);
+/* The fit's report and ppl.mla_native_rotation_fit from the phase's info. */
+void run_apply_attn_fit(Run *r, json_t *done);
 
 /* ---- run_report.c ---- */
 

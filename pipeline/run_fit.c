@@ -208,7 +208,7 @@ static json_t *fit_report(Run *r, const FitRun *f, int windows) {
 }
 
 int stage_rorope_fit(Run *r) {
-    if (r->done >= 2 || !run_fit_enabled(r)) return 0;
+    if (r->done > PHASE_ROROPE_FIT || !run_fit_enabled(r)) return 0;
     const ModelConfig *c = &r->cfg;
     const Topology *t = &r->t;
     FitRun f;

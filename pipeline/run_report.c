@@ -36,6 +36,15 @@ json_t *run_settings_json(const Run *r) {
         json_object_set_new(o, "published_mla", json_boolean(!s->skip_published_mla));
     }
     json_object_set_new(o, "kv_norm", json_string(s->kv_norm_fit && !run_data_free(r) ? "fit" : "rms"));
+    int attn = run_attn_fit_enabled(r);
+    json_object_set_new(o, "attn_fit_steps", json_integer(attn ? s->attn_fit_steps : 0));
+    if (attn) {
+        json_object_set_new(o, "attn_fit_lr", json_real(s->attn_fit_lr));
+        json_object_set_new(o, "attn_fit_nsamples", json_integer(s->attn_fit_nsamples));
+        json_object_set_new(o, "attn_fit_windows_per_step", json_integer(s->attn_fit_windows_per_step));
+        json_object_set_new(o, "attn_fit_o_proj", json_boolean(s->attn_fit_o));
+        json_object_set_new(o, "attn_fit_schedule", json_string(s->attn_fit_sequential ? "sequential" : "parallel"));
+    }
     json_object_set_new(o, "ranks", json_integer(r->t.size));
     json_object_set_new(o, "stages", json_integer(r->t.stages));
     json_object_set_new(o, "replicas", json_integer(r->t.replicas));

@@ -1,0 +1,291 @@
+/* Step 4b of `transmla convert` (run.h): fit every layer's whole MLA
+ * attention, as the export computes it, to the original layer's attention
+ * output (pipeline/attn_fit.h).
+ *
+ * Each replica holds the residual stream of its calibration windows through
+ * the original model (pipeline/fit_stream.h), and one layer's fit data: the
+ * layer's normed input and the original attention block's output. With the
+ * "sequential" schedule it also holds the stream through the fitted prefix,
+ * which then gives the layer's input, while the target stays the original
+ * model's: later layers learn to undo what earlier ones got wrong. Layer by
+ * layer the replicas of a stage fit together (attn_fit_layer sums their
+ * gradients) and the streams move on; the next stage receives them at its
+ * first layer (the original stream at once for "parallel", both after this
+ * stage's last fit for "sequential"). Each fitted layer is saved in the
+ * state as it is made, so a stopped or killed run resumes at the next layer. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "model/rmsnorm.h"
+#include "pipeline/attn_fit.h"
+#include "pipeline/build.h"
+#include "pipeline/fit_stream.h"
+#include "pipeline/run.h"
+
+/* per layer in the state and the report */
+enum { INFO_TRAIN_BEFORE, INFO_TRAIN_AFTER, INFO_HELD_BEFORE, INFO_HELD_AFTER, INFO_BEST_STEP, INFO_SECONDS, N_INFO };
+
+typedef struct {
+    FitStream st;      /* the original model's stream */
+    float *xc;         /* [N, D] the fitted prefix's stream (sequential), else NULL */
+    AttnFitData fd;    /* the current layer's input and target */
+    float *y_fit;      /* [N, D] the fitted block's output (sequential) */
+    ModelConfig mla;   /* the converted layers' config, as a loader sees it */
+    double *info;      /* [n_layers * N_INFO] */
+    int upstream;      /* the stage before's status */
+} AttnRun;
+
+int run_attn_fit_enabled(const Run *r) { return r->s->attn_fit_steps > 0 && !run_data_free(r); }
+
+static int attn_run_init(AttnRun *a, Run *r) {
+    const ConvertSettings *s = r->s;
+    const ModelConfig *c = &r->cfg;
+    const Topology *t = &r->t;
+    memset(a, 0, sizeof *a);
+    int total = s->attn_fit_nsamples && s->attn_fit_nsamples < r->cal_nseq ? s->attn_fit_nsamples : r->cal_nseq;
+    FitStream *st = &a->st;
+    fit_stream_init(st, c, t, total, s->cal_seqlen, s->cal_batch);
+    int D = c->hidden_size;
+    a->fd = (AttnFitData){.nseq = st->nseq, .T = st->T, .batch = st->batch, .xn = fit_rows_alloc(st->N, D),
+                          .y = fit_rows_alloc(st->N, D)};
+    if (s->attn_fit_sequential) {
+        a->xc = fit_rows_alloc(st->N, D);
+        a->y_fit = fit_rows_alloc(st->N, D);
+    }
+    mla_config_from(&a->mla, c, &r->layers[r->first], BUILD_NATIVE, 0);
+    a->info = callocCheck((size_t)c->n_layers * N_INFO, sizeof *a->info);
+    /* the streams, the layer's input and target, the fitted output or the parallel schedule's copy */
+    int extra = s->attn_fit_sequential ? 2 * D : t->stage < t->stages - 1 ? D : 0;
+    run_note_max(&r->rep.mem_act, (uint64_t)st->N * (3 * D + extra) * sizeof(float) + st->ws.bytes);
+    a->upstream = fit_stream_start(st, st->x, t, r->cal_ids, &r->orig.w.embed);
+    if (!a->upstream && a->xc) {
+        if (t->stage == 0) memcpy(a->xc, st->x, (size_t)st->N * D * sizeof(float));
+        else a->upstream = fit_stream_recv(a->xc, st->N * D, t);
+    }
+    return total;
+}
+
+static void attn_run_free(AttnRun *a) {
+    fit_stream_free(&a->st);
+    free(a->xc);
+    free(a->fd.xn);
+    free(a->fd.y);
+    free(a->y_fit);
+    free(a->info);
+}
+
+/* Layer l's data: its input (normed; from the fitted prefix's stream when
+ * there is one) and the original attention block's output on the original
+ * stream. */
+static void layer_data(AttnRun *a, const ModelConfig *c, const LayerWeights *L, int l) {
+    FitStream *st = &a->st;
+    int D = c->hidden_size;
+    for (int m = 0; m < fit_stream_mb_count(st); m++) {
+        int64_t row0;
+        int B = fit_stream_mb(st, m, &row0), n = B * st->T;
+        st->ws.B = B;
+        rmsnorm_forward(st->ws.xn, st->x + row0 * D, L->input_norm, n, D, c->rms_norm_eps);
+        if (a->xc) rmsnorm_forward(a->fd.xn + row0 * D, a->xc + row0 * D, L->input_norm, n, D, c->rms_norm_eps);
+        else memcpy(a->fd.xn + row0 * D, st->ws.xn, (size_t)n * D * sizeof(float));
+        memset(st->ws.x, 0, (size_t)n * D * sizeof(float));
+        attention_block(c, L, l, &st->ws);
+        memcpy(a->fd.y + row0 * D, st->ws.x, (size_t)n * D * sizeof(float));
+    }
+    st->ws.B = st->batch;
+}
+
+/* x += the attention block's output y, then the layer's MLP. */
+static void advance(AttnRun *a, float *x, const float *y, const ModelConfig *c, const LayerWeights *L, int l) {
+    int64_t n = a->st.N * c->hidden_size;
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+    fit_stream_mlp(&a->st, x, c, L, l);
+}
+
+/* Parallel schedule: the next stage's input is the original model's, so it
+ * gets it before this stage fits anything. */
+static void send_original_stream(AttnRun *a, Run *r) {
+    const ModelConfig *c = &r->cfg;
+    int64_t n = a->st.N * c->hidden_size;
+    float *keep = fit_rows_alloc(a->st.N, c->hidden_size);
+    memcpy(keep, a->st.x, (size_t)n * sizeof *keep);
+    for (int l = r->first; l < r->end; l++) {
+        layer_data(a, c, &r->orig.w.layers[l], l);
+        advance(a, a->st.x, a->fd.y, c, &r->orig.w.layers[l], l);
+    }
+    fit_stream_send(a->st.x, n, 0, &r->t);
+    memcpy(a->st.x, keep, (size_t)n * sizeof *keep);
+    free(keep);
+}
+
+static AttnFitProblem problem(const AttnRun *a, const Run *r) {
+    const ConvertSettings *s = r->s;
+    int held = a->st.mb_total / 8; /* an eighth of the windows, in whole micro-batches */
+    int per_step = (s->attn_fit_windows_per_step + a->st.batch - 1) / a->st.batch;
+    return (AttnFitProblem){.c = &a->mla, .window = r->cfg.sliding_window, .steps = s->attn_fit_steps,
+                            .lr = s->attn_fit_lr, .fit_o = s->attn_fit_o, .per_step = per_step,
+                            .held = held > 0 ? held : 1, .comm = r->t.stage_comm, .mb_first = a->st.mb_first,
+                            .mb_total = a->st.mb_total};
+}
+
+/* A layer done by an earlier run: its weights and row from the state, and
+ * with the sequential schedule its output on the fitted prefix's stream. */
+static int load_layer(AttnRun *a, Run *r, int l, const AttnFitProblem *p) {
+    double *info = a->info + (int64_t)l * N_INFO;
+    int rc = resume_load_attn(&r->resume, "attn-fit", l, &r->layers[l], &r->kv_ratio[l]);
+    if (!rc) rc = resume_load_rotation(&r->resume, "attn-fit-info", l, info, N_INFO);
+    if (!rc && a->y_fit) {
+        const LayerWeights *L = &r->orig.w.layers[l];
+        AttnParams P;
+        attn_params_init(&P, p, &r->layers[l], &L->o, L->o_bias);
+        attn_fit_local(p, &a->fd, &P, 0, p->mb_total, 1.0, 0, a->y_fit);
+        attn_params_free(&P);
+    }
+    return rc;
+}
+
+/* Layer l: fit (or load) its attention into r->layers[l]. */
+static int fit_layer(AttnRun *a, Run *r, int l) {
+    const ModelConfig *c = &r->cfg;
+    const ConvertSettings *s = r->s;
+    const LayerWeights *L = &r->orig.w.layers[l];
+    double *info = a->info + (int64_t)l * N_INFO;
+    AttnFitProblem p = problem(a, r);
+    int saved = resume_has_layer(&r->resume, "attn-fit", l) && resume_has_layer(&r->resume, "attn-fit-info", l), rc;
+    if (s->progress && r->t.replica == 0)
+        fprintf(stderr, "attn-fit: layer %d/%d (rank %d, %d replicas)%s\n", l + 1, c->n_layers, r->t.rank,
+                r->t.replicas, saved ? ": done before, loaded from the state" : "");
+    if (saved) {
+        rc = load_layer(a, r, l, &p);
+    } else {
+        AttnFitResult res;
+        rc = attn_fit_layer(&p, &a->fd, &r->layers[l], &L->o, L->o_bias, &res, a->y_fit);
+        if (rc == ATTN_FIT_STOPPED) return RUN_STOPPED; /* a layer's fit does not resume part-way */
+        double row[N_INFO] = {res.train_before, res.train_after, res.held_before, res.held_after, res.best_step,
+                              res.seconds};
+        memcpy(info, row, sizeof row);
+        if (!rc) rc = mla_attn_check_finite(&r->layers[l], l, "attn-fit");
+        if (!rc && r->t.replica == 0) rc = resume_save_attn(&r->resume, "attn-fit", l, &r->layers[l], r->kv_ratio[l]);
+        if (!rc && r->t.replica == 0) rc = resume_save_rotation(&r->resume, "attn-fit-info", l, info, N_INFO);
+    }
+    if (!rc && s->progress && r->t.replica == 0)
+        fprintf(stderr, "attn-fit: layer %d/%d: attention-output mse train %.4g -> %.4g, held back %.4g -> %.4g "
+                        "(step %d of %d), %.1f s\n", l + 1, c->n_layers, info[INFO_TRAIN_BEFORE],
+                info[INFO_TRAIN_AFTER], info[INFO_HELD_BEFORE], info[INFO_HELD_AFTER], (int)info[INFO_BEST_STEP],
+                s->attn_fit_steps, info[INFO_SECONDS]);
+    char where[64];
+    snprintf(where, sizeof where, "attn-fit:layer%d", l);
+    dist_inject_failure(where);
+    return rc;
+}
+
+/* The report's attn_fit: settings and every layer's row (rank 0 gathers each
+ * stage's rows from its replica 0). */
+static json_t *fit_report(Run *r, const AttnRun *a, int windows) {
+    int n = r->cfg.n_layers;
+    double *all = callocCheck((size_t)n * N_INFO, sizeof *all);
+    if (r->t.replica != 0) memset(a->info, 0, (size_t)n * N_INFO * sizeof *a->info);
+    MPI_Reduce(a->info, all, n * N_INFO, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    const ConvertSettings *s = r->s;
+    json_t *layers = json_array();
+    double seconds = 0;
+    for (int l = 0; l < n; l++) {
+        const double *v = all + (int64_t)l * N_INFO;
+        json_array_append_new(layers, json_pack("{sisfsfsfsfsisf}", "layer", l, "train_mse_before",
+                                                v[INFO_TRAIN_BEFORE], "train_mse_after", v[INFO_TRAIN_AFTER],
+                                                "held_mse_before", v[INFO_HELD_BEFORE], "held_mse_after",
+                                                v[INFO_HELD_AFTER], "best_step", (int)v[INFO_BEST_STEP], "seconds",
+                                                v[INFO_SECONDS]));
+        seconds += v[INFO_SECONDS];
+    }
+    free(all);
+    AttnFitProblem p = problem(a, r);
+    return json_pack("{sisfsbsssisisisisfso}", "steps", s->attn_fit_steps, "lr", s->attn_fit_lr, "o_proj",
+                     s->attn_fit_o, "schedule", s->attn_fit_sequential ? "sequential" : "parallel", "windows",
+                     windows, "held_back_windows", p.held * a->st.batch, "windows_per_step", p.per_step * a->st.batch,
+                     "seqlen", s->cal_seqlen, "seconds_per_layer", seconds / n, "layers", layers);
+}
+
+/* Fit the stage's layers in order; the streams move on after each. */
+static int fit_stage_layers(AttnRun *a, Run *r) {
+    const ModelConfig *c = &r->cfg;
+    const Topology *t = &r->t;
+    int last = t->stage == t->stages - 1, sequential = a->xc != NULL, rc = a->upstream;
+    if (!sequential && !last) {
+        if (!rc) send_original_stream(a, r);
+        else fit_stream_send(NULL, 0, rc, t);
+    }
+    for (int l = r->first; l < r->end && !rc; l++) {
+        if ((rc = dist_stop_signal(t->stage_comm) ? RUN_STOPPED : 0)) break;
+        const LayerWeights *L = &r->orig.w.layers[l];
+        layer_data(a, c, L, l);
+        rc = fit_agree_status(fit_layer(a, r, l), t->stage_comm);
+        if (rc || (l + 1 == r->end && !(sequential && !last))) continue;
+        advance(a, a->st.x, a->fd.y, c, L, l);
+        if (sequential) advance(a, a->xc, a->y_fit, c, L, l);
+    }
+    if (sequential && !last) { /* both streams, the original first */
+        fit_stream_send(a->st.x, a->st.N * c->hidden_size, rc, t);
+        if (!rc) fit_stream_send(a->xc, a->st.N * c->hidden_size, 0, t);
+    }
+    return rc;
+}
+
+/* As exported before the attention fit, for the table (with evaluation data). */
+static int eval_before(Run *r, double *ppl) {
+    *ppl = NAN;
+    if (!r->eval_ids) return 0;
+    BuiltModel bm;
+    if (dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, r->layers, BUILD_NATIVE, 0))) return -1;
+    int rc = run_eval_ppl(r, &bm.model, "mla as exported, rotation fit only", "eval-mla-native-rotation-fit", ppl);
+    built_model_free(&bm);
+    return rc;
+}
+
+int stage_attn_fit(Run *r) {
+    if (r->done > PHASE_ATTN_FIT || !run_attn_fit_enabled(r)) return 0;
+    double before;
+    int rc = eval_before(r, &before);
+    if (rc) return rc;
+    AttnRun a;
+    int windows = attn_run_init(&a, r);
+    AttnFitProblem p = problem(&a, r);
+    run_say(r, "attn-fit: %d windows of %d tokens (%d held back), %d Adam steps per layer on %d windows each "
+               "(lr %g), o_proj %s, %s schedule\n", windows, a.st.T, p.held * a.st.batch, r->s->attn_fit_steps,
+            p.per_step * a.st.batch, r->s->attn_fit_lr, r->s->attn_fit_o ? "fitted" : "kept",
+            a.xc ? "sequential" : "parallel");
+    rc = fit_stage_layers(&a, r);
+    int stopped = rc == RUN_STOPPED;
+    if (dist_agree(MPI_COMM_WORLD, rc < 0 ? -1 : 0)) {
+        attn_run_free(&a);
+        return -1;
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &stopped, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (stopped) {
+        run_say(r, "attn-fit: stopped; the layers fitted so far are saved\n");
+        attn_run_free(&a);
+        return RUN_STOPPED;
+    }
+    json_t *done = json_pack("{so}", "attn_fit", fit_report(r, &a, windows));
+    attn_run_free(&a);
+    if (isfinite(before)) json_object_set_new(done, "mla_native_rotation_fit", json_real(before));
+    rc = resume_mark_done(&r->resume, "attn-fit", done);
+    resume_remove(&r->resume, "kv-norm.layer"); /* superseded by attn-fit.layer* (the markers stay) */
+    resume_remove(&r->resume, "bkv-pca.layer");
+    run_apply_attn_fit(r, done);
+    json_decref(done);
+    run_stage_done(r, "attn_fit");
+    return rc;
+}
+
+void run_apply_attn_fit(Run *r, json_t *done) {
+    json_t *rep = json_object_get(done, "attn_fit"), *p = json_object_get(done, "mla_native_rotation_fit");
+    if (rep) json_object_set(r->rep.report, "attn_fit", rep);
+    if (p) json_object_set(r->rep.ppl, "mla_native_rotation_fit", p);
+    if (!run_is_root(r) || !rep || !r->s->progress) return;
+    double per = json_real_value(json_object_get(rep, "seconds_per_layer"));
+    fprintf(stderr, "attn-fit: %.2f s per layer\n", per);
+}
