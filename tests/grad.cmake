@@ -17,6 +17,18 @@ if(TRANSMLA_SANITIZE)
   set_tests_properties(rorope_fit_check PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
 endif()
 
+# The whole-attention fit (pipeline/attn_fit.c): objective and gradient of
+# every fitted weight against an independent float64 numpy MLA, and the fit
+# never worse on held-back data.
+add_executable(test_attn_fit test_attn_fit.c)
+target_link_libraries(test_attn_fit PRIVATE transmla_core)
+add_test(NAME attn_fit_check
+         COMMAND ${TM_PYTHON} ${SRC}/tests/ref/attn_fit_check.py $<TARGET_FILE:test_attn_fit>
+                 ${CMAKE_CURRENT_BINARY_DIR}/attn_fit_check)
+if(TRANSMLA_SANITIZE)
+  set_tests_properties(attn_fit_check PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
+endif()
+
 # The issue's bar on bytelm-dev: the fitted rotation's partial-RoPE ppl <= 9.0
 # and MLA ppl <= 9.5 (published: 14.10 and 14.08), printed beside the
 # published numbers by the benchmark itself. Release only (label slow).
