@@ -18,7 +18,7 @@ M=$here/data/models/bytelm-dev
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 args=(convert --quiet --model-path "$M" --cal-tokens "$M/calib.u16" --cal-max-seqlen 256 --cal-nsamples 64
-      --eval-tokens "$M/eval.u16" --ppl-seqlen 512 --eval-nsamples 16 --qk-mqa-dim 32 --freqfold 4 --kv-lora-rank 64)
+      --eval-tokens "$M/eval.u16" --ppl-seqlen 512 --eval-nsamples 16 --qk-mqa-dim 32 --freqfold 4 --kv-lora-rank 64 --fit rotation)
 "$bin" "${args[@]}" --save-path "$work/published" --rorope-fit-steps 0 >/dev/null
 "$bin" "${args[@]}" --save-path "$work/fit16" >/dev/null
 "$bin" "${args[@]}" --save-path "$work/fit64" --rorope-fit-nsamples 0 >/dev/null

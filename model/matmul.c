@@ -88,3 +88,11 @@ void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, co
         dbias[j] += s;
     }
 }
+
+int matmul_threads_for(int64_t largest_weight) {
+    int threads = openblas_get_num_threads();
+    if (largest_weight < (1 << 20)) openblas_set_num_threads(1);
+    return threads;
+}
+
+void matmul_threads_restore(int threads) { openblas_set_num_threads(threads); }

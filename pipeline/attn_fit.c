@@ -7,6 +7,7 @@
 #include "dist/topology.h"
 #include "io/base/checked.h"
 #include "io/base/clock.h"
+#include "model/matmul.h"
 #include "model/mla.h"
 #include "model/mla_train.h"
 
@@ -218,24 +219,52 @@ static void zero_grads(AttnParams *P) {
     for (int i = 0; i < P->n; i++) memset(P->p[i].g, 0, (size_t)P->p[i].n * sizeof(float));
 }
 
-static void sum_grads(AttnParams *P, MPI_Comm comm) {
-    int size;
+/* Every rank's slots to all: each slot is filled on exactly one rank and
+ * zero elsewhere, so the sum is exact whatever the reduction order. */
+static void share_slots(void *buf, int64_t n, MPI_Datatype type, MPI_Comm comm) {
+    int size, elem;
     MPI_Comm_size(comm, &size);
-    if (size == 1) return;
-    for (int i = 0; i < P->n; i++) /* one layer's tensors: far below 2^31 elements each */
-        MPI_Allreduce(MPI_IN_PLACE, P->p[i].g, (int)P->p[i].n, MPI_FLOAT, MPI_SUM, comm);
+    MPI_Type_size(type, &elem);
+    for (int64_t i = 0; size > 1 && i < n; i += 1 << 28) {
+        int count = n - i < (1 << 28) ? (int)(n - i) : 1 << 28;
+        MPI_Allreduce(MPI_IN_PLACE, (char *)buf + i * elem, count, type, MPI_SUM, comm);
+    }
 }
 
 /* The error over micro-batches m0, m0+stride, ... < m1 of all of comm (NAN
- * when there are none); with grad, its gradient summed into P's g. */
+ * when there are none); with grad, its gradient in P's g. Each micro-batch's
+ * error and gradient is computed alone and they are added in micro-batch
+ * order on every rank, so any layout of replicas gives the one-process
+ * result bit for bit. */
 static double pass(Scratch *w, const AttnFitProblem *p, const AttnFitData *x, AttnParams *P, int64_t windows, int m0,
                    int m1, int stride, int grad, float *y_fit) {
     double norm = elements(p, x, windows, m0, m1, stride);
     if (norm == 0) return NAN;
-    if (grad) zero_grads(P);
-    double v = local_pass(w, p, x, P, m0, m1, stride, norm, grad, y_fit);
-    MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_SUM, p->comm);
-    if (grad) sum_grads(P, p->comm);
+    int K = (m1 - m0 + stride - 1) / stride;
+    double *loss = callocCheck((size_t)K, sizeof *loss);
+    float *slots = grad ? callocCheck((size_t)(K * P->total), sizeof *slots) : NULL;
+    for (int k = 0; k < K; k++) {
+        int m = m0 + k * stride, lm = m - p->mb_first;
+        if (lm < 0 || lm >= local_mbs(x)) continue;
+        if (grad) zero_grads(P);
+        loss[k] = local_pass(w, p, x, P, m, m + 1, 1, norm, grad, y_fit);
+        float *slot = grad ? slots + (int64_t)k * P->total : NULL;
+        for (int i = 0; slot && i < P->n; slot += P->p[i].n, i++)
+            memcpy(slot, P->p[i].g, (size_t)P->p[i].n * sizeof(float));
+    }
+    share_slots(loss, K, MPI_DOUBLE, p->comm);
+    if (grad) share_slots(slots, (int64_t)K * P->total, MPI_FLOAT, p->comm);
+    double v = 0;
+    for (int k = 0; k < K; k++) v += loss[k];
+    int64_t off = 0;
+    for (int i = 0; grad && i < P->n; off += P->p[i].n, i++) {
+        float *g = P->p[i].g;
+        for (int64_t j = 0; j < P->p[i].n; j++) g[j] = slots[off + j];
+        for (int k = 1; k < K; k++)
+            for (int64_t j = 0; j < P->p[i].n; j++) g[j] += slots[(int64_t)k * P->total + off + j];
+    }
+    free(loss);
+    free(slots);
     return v;
 }
 
@@ -287,6 +316,7 @@ int attn_fit_layer(const AttnFitProblem *p, const AttnFitData *x, MlaAttn *a, co
     double t0 = tm_now_s();
     AttnParams P;
     attn_params_init(&P, p, a, o_orig, o_bias);
+    int blas_threads = matmul_threads_for(P.L.o.rows * P.L.o.cols);
     AdamState s = {callocCheck((size_t)P.total, sizeof(float)), callocCheck((size_t)P.total, sizeof(float)),
                    mallocCheck((size_t)P.total * sizeof(float))};
     Scratch w;
@@ -322,6 +352,7 @@ int attn_fit_layer(const AttnFitProblem *p, const AttnFitData *x, MlaAttn *a, co
         attn_params_store(&P, a);
     }
     res->seconds = tm_now_s() - t0;
+    matmul_threads_restore(blas_threads);
     scratch_free(&w);
     attn_params_free(&P);
     free(s.m1);

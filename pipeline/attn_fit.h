@@ -14,9 +14,9 @@
  * weights, included), so a layer never leaves the fit worse on held-back data
  * than it came. Training steps walk the other micro-batches in a fixed
  * stride (step s trains those m with m % k == s % k), the same whichever
- * ranks hold them; gradients are summed over `comm` (MPI_Allreduce), so a
- * layout with replicas differs from one process only by the summation's
- * rounding. The forward and backward are the fine-tuning MLA kernels
+ * ranks hold them; each micro-batch's error and gradient is computed alone
+ * and all of them are added in micro-batch order on every rank of `comm`,
+ * so any layout of replicas gives the one-process result bit for bit. The forward and backward are the fine-tuning MLA kernels
  * (model/mla_train.h), so what is fitted is what the export computes. */
 #ifndef TM_PIPELINE_ATTN_FIT_H
 #define TM_PIPELINE_ATTN_FIT_H

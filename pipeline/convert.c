@@ -60,8 +60,9 @@ static int check_settings(Run *r) {
         return tm_fail("--q-lora-rank %d must be in [0, %d] (num_attention_heads * (head_dim + qk_mqa_dim))",
                        s->q_lora_rank, qwidth);
     if (!(s->balance_kv_ratio > 0)) return tm_fail("--balance-kv-ratio must be positive");
-    if (!s->freqfold && !run_has_eval(s))
-        return tm_fail("--freqfold auto picks by evaluation perplexity and needs --eval-tokens or --eval-dataset");
+    if (!s->freqfold && !run_has_eval(s) && !run_fit_enabled(r))
+        return tm_fail("--freqfold auto without the RoRoPE fit picks by evaluation perplexity and needs --eval-tokens "
+                       "or --eval-dataset");
     if (s->dtype != TM_DTYPE_INVALID && !tm_dtype_is_weight_float(s->dtype))
         return tm_fail("--dtype must be float32, bfloat16 or float16");
     if (s->scalapack_min_n < 1) return tm_fail("--scalapack-min-n %d must be at least 1", s->scalapack_min_n);
@@ -196,7 +197,7 @@ static int step_kv_norm_fit(Run *r, const StepArgs *a, int l, const EigenSolver 
 
 /* ---- conversion steps ---- */
 
-static int freqfold_candidates(const RoropeShape *rs, int fixed, int *out) {
+int run_freqfold_candidates(const RoropeShape *rs, int fixed, int *out) {
     if (fixed) {
         out[0] = fixed;
         return 1;
@@ -210,7 +211,11 @@ static int freqfold_candidates(const RoropeShape *rs, int fixed, int *out) {
 static void apply_rorope_choice(Run *r, json_t *done);
 
 /* Step 1: key statistics on the original model (or the weights' moments),
- * RoRoPE at each candidate freqfold, keep the best by evaluation perplexity. */
+ * RoRoPE at each candidate freqfold, keep the best by evaluation perplexity:
+ * the published method. With the fit choosing freqfold per layer
+ * (run_fit.c), every candidate's rotations stay in the state for it, and
+ * the evaluations only report (they pick the published column's freqfold),
+ * so they run only when that column is wanted. */
 static int stage_rorope(Run *r) {
     if (r->done > PHASE_ROROPE) return 0;
     const ModelConfig *c = &r->cfg;
@@ -224,7 +229,8 @@ static int stage_rorope(Run *r) {
         }
         run_stage_done(r, "calibrate_keys");
     }
-    int cands[32], nc = freqfold_candidates(&r->rs, r->s->freqfold, cands);
+    int cands[32], nc = run_freqfold_candidates(&r->rs, r->s->freqfold, cands);
+    int judge = !run_choosing_freqfold(r) || (r->eval_ids && !r->s->skip_published_mla);
     double best = INFINITY;
     json_t *search = json_object();
     for (int i = 0; i < nc && !rc; i++) {
@@ -238,6 +244,11 @@ static int stage_rorope(Run *r) {
             break;
         }
         run_note_max(&r->rep.mem_attn, layers_bytes(r, layers) * (r->layers ? 2 : 1)); /* best so far + this one */
+        if (!judge) { /* the first candidate's layers stand in until the fit rebuilds them */
+            if (!r->layers) r->layers = layers, r->rs.freqfold = cands[i];
+            else free_layers(layers, n);
+            continue;
+        }
         BuiltModel bm;
         if ((rc = dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0)))) {
             free_layers(layers, n);
@@ -276,7 +287,7 @@ static int stage_rorope(Run *r) {
     apply_rorope_choice(r, done);
     json_decref(done);
     resume_remove(&r->resume, "calib-keys.");
-    for (int i = 0; i < nc; i++) {
+    for (int i = 0; i < nc && !run_choosing_freqfold(r); i++) {
         char prefix[32];
         snprintf(prefix, sizeof prefix, "rorope-f%d.", cands[i]);
         if (cands[i] != r->rs.freqfold) resume_remove(&r->resume, prefix);
@@ -292,7 +303,7 @@ static int phase_done(Run *r, const char *phase, const char *pass_prefix, const 
     int rc = resume_mark_done(&r->resume, phase, info);
     json_decref(info);
     resume_remove(&r->resume, pass_prefix);
-    resume_remove(&r->resume, superseded_prefix);
+    if (superseded_prefix) resume_remove(&r->resume, superseded_prefix);
     return rc;
 }
 
@@ -325,9 +336,13 @@ static int stage_bkv_pca(Run *r) {
     int rc = bkv_pca_on(r, r->layers, "calib-latent", "calibrate[latent]", "calibrate_latent", "bkv-pca",
                         run_data_free(r) ? "bkv-svd" : "bkv-pca");
     if (rc) return rc;
-    char rotations[48]; /* RoRoPE's layer files (not the phases' .done markers) */
-    snprintf(rotations, sizeof rotations, "rorope-f%d.layer", r->rs.freqfold);
-    rc = phase_done(r, "bkv-pca", "calib-latent.", rotations);
+    rc = phase_done(r, "bkv-pca", "calib-latent.", NULL);
+    int cands[32], nc = run_freqfold_candidates(&r->rs, r->s->freqfold, cands);
+    for (int i = 0; i < nc; i++) { /* RoRoPE's layer files (not the phases' .done markers) */
+        char rotations[48];
+        snprintf(rotations, sizeof rotations, "rorope-f%d.layer", cands[i]);
+        resume_remove(&r->resume, rotations);
+    }
     resume_remove(&r->resume, "rorope-fit.layer");
     resume_remove(&r->resume, "rorope-fit-info.layer");
     run_stage_done(r, "bkv_pca");

@@ -347,6 +347,7 @@ json_t *resume_phase_done(const Resume *rs, const char *phase) {
 }
 
 void resume_remove(const Resume *rs, const char *prefix) {
+    if (!prefix[0]) tm_die("resume_remove: an empty prefix would remove the whole state"); /* a bug, not input */
     if (rs->rank == 0) {
         DIR *d = opendir(rs->dir);
         struct dirent *e;

@@ -286,12 +286,7 @@ int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult
     double *best = callocCheck((size_t)nn, sizeof *best), *g = mallocCheck((size_t)nn * sizeof *g);
     double *m1 = callocCheck((size_t)nn, sizeof *m1), *m2 = callocCheck((size_t)nn, sizeof *m2);
     rorope_extract(P, s, V);
-    /* OpenBLAS's threads pay for the o_proj GEMMs of real models, but on tiny
-     * ones they only contend with the OpenMP threads of the attention
-     * (measured on 2 cores: multithreaded 1.46x faster at Llama-3.2-1B
-     * shapes, 1.26x at Qwen2.5-72B's, 1.45x slower at bytelm-dev's 384 x 384) */
-    int blas_threads = openblas_get_num_threads(), tiny = p->o_proj->rows * p->o_proj->cols < (1 << 20);
-    if (tiny) openblas_set_num_threads(1);
+    int blas_threads = matmul_threads_for(p->o_proj->rows * p->o_proj->cols);
     Scratch w;
     scratch_init(&w, p, x);
     const double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
@@ -322,7 +317,7 @@ int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult
     if (!rc) rorope_assemble(Vt, s, P);
     if (!rc && o_fit) objective(&w, p, x, V, best, NULL, o_fit);
     scratch_free(&w);
-    if (tiny) openblas_set_num_threads(blas_threads);
+    matmul_threads_restore(blas_threads);
     *res = (FitResult){.mse_before = first, .mse_after = lowest, .best_step = best_step, .seconds = tm_now_s() - t0};
     free(V);
     free(S);

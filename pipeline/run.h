@@ -107,6 +107,12 @@ int run_each_stage_layer(Run *r, LayerStep step, const StepArgs *a, int eigen_n,
 
 /* Fitting is on: steps > 0 and calibration data. */
 int run_fit_enabled(const Run *r);
+/* freqfold auto with the fit on: each layer's freqfold is the candidate
+ * whose short fit leaves the lowest error on held-back windows. */
+int run_choosing_freqfold(const Run *r);
+/* The freqfolds auto tries (c, 2c, 4c, ... dividing head_dim / 2), or
+ * `fixed` alone; returns how many. (convert.c) */
+int run_freqfold_candidates(const RoropeShape *rs, int fixed, int *out);
 /* Fit every layer's rotation (r->layers rebuilt from it), evaluate, mark
  * the phase "rorope-fit" done; nothing when the fit is off or was done. */
 int stage_rorope_fit(Run *r);

@@ -125,7 +125,8 @@ static AttnFitProblem problem(const AttnRun *a, const Run *r) {
     const ConvertSettings *s = r->s;
     int held = a->st.mb_total / 8; /* an eighth of the windows, in whole micro-batches */
     int per_step = (s->attn_fit_windows_per_step + a->st.batch - 1) / a->st.batch;
-    return (AttnFitProblem){.c = &a->mla, .window = r->cfg.sliding_window, .steps = s->attn_fit_steps,
+    /* the window is the export's (none: DeepSeek attention has no window), the target the original's */
+    return (AttnFitProblem){.c = &a->mla, .window = a->mla.sliding_window, .steps = s->attn_fit_steps,
                             .lr = s->attn_fit_lr, .fit_o = s->attn_fit_o, .per_step = per_step,
                             .held = held > 0 ? held : 1, .comm = r->t.stage_comm, .mb_first = a->st.mb_first,
                             .mb_total = a->st.mb_total};

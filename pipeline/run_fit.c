@@ -29,17 +29,21 @@
 #include "pipeline/rorope_fit.h"
 #include "pipeline/run.h"
 
-#define FIT_INFO 4 /* per layer in the state and the report: mse before, after, best step, seconds */
+/* per layer in the state and the report */
+enum { INFO_MSE_BEFORE, INFO_MSE_AFTER, INFO_BEST_STEP, INFO_SECONDS, INFO_FREQFOLD, INFO_HELD, FIT_INFO };
 
 typedef struct {
     FitStream st;          /* the stream at the current layer */
     FitData fd;            /* the current layer's, for the stream's windows */
+    int train_mbs;         /* micro-batches the fit trains on; those after them are held back */
     float *o_fit;          /* [N, H*d] converted attention output (sequential) */
     double *info;          /* [n_layers * FIT_INFO] */
     int upstream;          /* the stage before's status: 0, RUN_STOPPED or -1 */
 } FitRun;
 
 int run_fit_enabled(const Run *r) { return r->s->rorope_fit_steps > 0 && !run_data_free(r); }
+
+int run_choosing_freqfold(const Run *r) { return !r->s->freqfold && run_fit_enabled(r); }
 
 /* x of micro-batch rows through layer l after its attention output o:
  * x += o_proj(o); x += MLP(post_norm(x)). */
@@ -84,8 +88,12 @@ static int fit_run_init(FitRun *f, Run *r) {
     const Topology *t = &r->t;
     memset(f, 0, sizeof *f);
     int total = s->rorope_fit_nsamples && s->rorope_fit_nsamples < r->cal_nseq ? s->rorope_fit_nsamples : r->cal_nseq;
+    int batch = s->cal_batch < 1 ? 1 : s->cal_batch;
+    f->train_mbs = (total + batch - 1) / batch;
+    if (run_choosing_freqfold(r)) /* one more micro-batch of windows, held back to choose freqfold by */
+        total = (f->train_mbs + 1) * batch < r->cal_nseq ? (f->train_mbs + 1) * batch : r->cal_nseq;
     FitStream *st = &f->st;
-    fit_stream_init(st, c, t, total, s->cal_seqlen, s->cal_batch);
+    fit_stream_init(st, c, t, total, s->cal_seqlen, batch);
     int D = c->hidden_size, Hd = c->n_heads * c->head_dim, L = c->n_kv_heads * c->head_dim;
     f->fd = (FitData){.nseq = st->nseq, .T = st->T, .batch = st->batch, .q = fit_rows_alloc(st->N, Hd),
                       .k = fit_rows_alloc(st->N, L), .v = fit_rows_alloc(st->N, L), .o = fit_rows_alloc(st->N, Hd)};
@@ -125,14 +133,121 @@ static void send_original_stream(FitRun *f, Run *r) {
     free(keep);
 }
 
+/* The rows of this rank's micro-batches [m0, m1) (global indices) as a
+ * FitData, and the FitProblem over them: the training or held-back view. */
+static void view(const FitRun *f, int m0, int m1, FitData *v, FitProblem *p) {
+    const FitStream *st = &f->st;
+    int lo = st->mb_first > m0 ? st->mb_first : m0, hi = st->mb_first + fit_stream_mb_count(st);
+    if (hi > m1) hi = m1;
+    int64_t row0 = 0;
+    int nseq = 0;
+    for (int m = lo; m < hi; m++) {
+        int64_t r0;
+        int B = fit_stream_mb(st, m - st->mb_first, &r0);
+        if (m == lo) row0 = r0;
+        nseq += B;
+    }
+    int H = p->H, d = p->s.d, L = p->s.G * d;
+    *v = (FitData){.nseq = nseq, .T = st->T, .batch = st->batch, .q = f->fd.q + row0 * H * d,
+                   .k = f->fd.k + row0 * L, .v = f->fd.v + row0 * L, .o = f->fd.o + row0 * H * d};
+    p->mb_first = lo < hi ? lo - m0 : 0;
+    p->mb_total = m1 - m0;
+}
+
+/* The objective of rotation P (its freqfold in p) on data x; o_fit
+ * (optional): its attention output there. Collective over p->comm. */
+static double rotation_error(const FitProblem *p, const FitData *x, const double *P, float *o_fit) {
+    int nn = rorope_buckets(&p->s) * rorope_bucket_size(&p->s) * rorope_bucket_size(&p->s);
+    double *V = mallocCheck((size_t)nn * sizeof *V), *S = callocCheck((size_t)nn, sizeof *S);
+    rorope_extract(P, &p->s, V);
+    double e = rorope_fit_objective(p, x, V, S, NULL, o_fit);
+    free(V);
+    free(S);
+    return e;
+}
+
+/* freqfold auto: each candidate's PCA rotation fitted for a quarter of the
+ * steps, judged on the held-back windows; the winner's rotation (so far)
+ * in P, its freqfold returned (0: stopped, -1: failed). */
+static int choose_freqfold(FitRun *f, Run *r, int l, const FitProblem *base, double *P, double *held_err) {
+    int cands[32], nc = run_freqfold_candidates(&r->rs, 0, cands), L = r->cfg.n_kv_heads * r->cfg.head_dim;
+    int best = -1, rc = 0;
+    double *Pc = mallocCheck((size_t)L * L * sizeof *Pc);
+    *held_err = INFINITY;
+    for (int i = 0; i < nc && !rc; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "rorope-f%d", cands[i]);
+        FitProblem p = *base, ph = *base;
+        p.s.freqfold = ph.s.freqfold = cands[i];
+        p.steps = base->steps / 4;
+        FitData train, held;
+        view(f, 0, f->train_mbs, &train, &p);
+        view(f, f->train_mbs, f->st.mb_total, &held, &ph);
+        FitResult res;
+        rc = resume_load_rotation(&r->resume, name, l, Pc, (int64_t)L * L);
+        if (!rc) rc = rorope_fit_layer(&p, &train, Pc, &res, NULL);
+        if (rc) break;
+        double e = ph.mb_total > 0 ? rotation_error(&ph, &held, Pc, NULL) : res.mse_after;
+        if (r->s->progress && r->t.replica == 0)
+            fprintf(stderr, "rorope-fit: layer %d: freqfold %d: %s mse %.4g after %d steps\n", l + 1, cands[i],
+                    ph.mb_total > 0 ? "held-back" : "training", e, p.steps);
+        if (e < *held_err) {
+            *held_err = e;
+            best = cands[i];
+            memcpy(P, Pc, (size_t)L * L * sizeof *P);
+        }
+    }
+    free(Pc);
+    return rc == FIT_STOPPED ? 0 : rc ? -1 : best;
+}
+
+/* Layer l done by an earlier run: its rotation and row from the state, and
+ * with the sequential schedule its output on the stream. */
+static int load_layer(FitRun *f, Run *r, int l, FitProblem *prob, double *P) {
+    int L = r->cfg.n_kv_heads * r->cfg.head_dim;
+    double *info = f->info + (int64_t)l * FIT_INFO;
+    int rc = resume_load_rotation(&r->resume, "rorope-fit", l, P, (int64_t)L * L);
+    if (!rc) rc = resume_load_rotation(&r->resume, "rorope-fit-info", l, info, FIT_INFO);
+    prob->s.freqfold = (int)info[INFO_FREQFOLD];
+    if (!rc && f->o_fit) rotation_error(prob, &f->fd, P, f->o_fit); /* the converted output moves the stream on */
+    return rc;
+}
+
+/* Layer l: choose its freqfold (auto), fit the rotation; P in/out. */
+static int fit_new_layer(FitRun *f, Run *r, int l, FitProblem *prob, double *P) {
+    int L = r->cfg.n_kv_heads * r->cfg.head_dim, rc = 0, freqfold = r->rs.freqfold, steps = prob->steps;
+    double held_err = NAN;
+    if (run_choosing_freqfold(r)) {
+        if ((freqfold = choose_freqfold(f, r, l, prob, P, &held_err)) <= 0) return freqfold ? -1 : RUN_STOPPED;
+        prob->steps -= steps / 4; /* the winner carries on from its short fit */
+    } else {
+        char pca_step[32];
+        snprintf(pca_step, sizeof pca_step, "rorope-f%d", freqfold);
+        rc = resume_load_rotation(&r->resume, pca_step, l, P, (int64_t)L * L);
+    }
+    prob->s.freqfold = freqfold;
+    FitData train;
+    FitProblem pt = *prob;
+    view(f, 0, f->train_mbs, &train, &pt);
+    FitResult res;
+    if (!rc) rc = rorope_fit_layer(&pt, &train, P, &res, NULL);
+    prob->steps = steps;
+    if (rc == FIT_STOPPED) return RUN_STOPPED; /* a layer's fit does not resume part-way: it is done again */
+    if (rc) return -1;
+    if (f->o_fit) rotation_error(prob, &f->fd, P, f->o_fit); /* every row of the stream, held-back ones too */
+    double row[FIT_INFO] = {res.mse_before, res.mse_after, res.best_step, res.seconds, freqfold, held_err};
+    memcpy(f->info + (int64_t)l * FIT_INFO, row, sizeof row);
+    if (r->t.replica == 0) rc = resume_save_rotation(&r->resume, "rorope-fit", l, P, (int64_t)L * L);
+    if (!rc && r->t.replica == 0) rc = resume_save_rotation(&r->resume, "rorope-fit-info", l, row, FIT_INFO);
+    return rc;
+}
+
 /* Layer l: fit (or load) its rotation, rebuild r->layers[l] from it. */
 static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
     const ModelConfig *c = &r->cfg;
     const ConvertSettings *s = r->s;
     int L = c->n_kv_heads * c->head_dim, rc;
     double *P = mallocCheck((size_t)L * L * sizeof *P), *info = f->info + (int64_t)l * FIT_INFO;
-    char pca_step[32];
-    snprintf(pca_step, sizeof pca_step, "rorope-f%d", r->rs.freqfold);
     int saved = resume_has_layer(&r->resume, "rorope-fit", l) && resume_has_layer(&r->resume, "rorope-fit-info", l);
     if (s->progress && r->t.replica == 0)
         fprintf(stderr, "rorope-fit: layer %d/%d (rank %d, %d replicas)%s\n", l + 1, c->n_layers, r->t.rank,
@@ -140,44 +255,23 @@ static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
     FitProblem prob = {.s = r->rs, .H = c->n_heads, .inv_freq = inv_freq, .window = c->sliding_window,
                        .o_proj = &r->orig.w.layers[l].o, .steps = s->rorope_fit_steps, .lr = s->rorope_fit_lr,
                        .comm = r->t.stage_comm, .mb_first = f->st.mb_first, .mb_total = f->st.mb_total};
-    if (saved) {
-        rc = resume_load_rotation(&r->resume, "rorope-fit", l, P, (int64_t)L * L);
-        if (!rc) rc = resume_load_rotation(&r->resume, "rorope-fit-info", l, info, FIT_INFO);
-        if (!rc && f->o_fit) { /* the converted output moves the stream on */
-            int nn = rorope_buckets(&r->rs) * rorope_bucket_size(&r->rs) * rorope_bucket_size(&r->rs);
-            double *V = mallocCheck((size_t)nn * sizeof *V), *S = callocCheck((size_t)nn, sizeof *S);
-            rorope_extract(P, &r->rs, V);
-            rorope_fit_objective(&prob, &f->fd, V, S, NULL, f->o_fit);
-            free(V);
-            free(S);
-        }
-    } else {
-        rc = resume_load_rotation(&r->resume, pca_step, l, P, (int64_t)L * L);
-        FitResult res;
-        if (!rc) rc = rorope_fit_layer(&prob, &f->fd, P, &res, f->o_fit);
-        if (rc == FIT_STOPPED) { /* a layer's fit does not resume part-way: it is done again */
-            free(P);
-            return RUN_STOPPED;
-        }
-        if (!rc) {
-            double row[FIT_INFO] = {res.mse_before, res.mse_after, res.best_step, res.seconds};
-            memcpy(info, row, sizeof row);
-        }
-        if (!rc && r->t.replica == 0) rc = resume_save_rotation(&r->resume, "rorope-fit", l, P, (int64_t)L * L);
-        if (!rc && r->t.replica == 0) rc = resume_save_rotation(&r->resume, "rorope-fit-info", l, info, FIT_INFO);
+    rc = saved ? load_layer(f, r, l, &prob, P) : fit_new_layer(f, r, l, &prob, P);
+    if (rc) {
+        free(P);
+        return rc;
     }
-    if (!rc && s->progress && r->t.replica == 0)
-        fprintf(stderr, "rorope-fit: layer %d/%d: attention-output mse %.4g -> %.4g (%.1f%% lower, step %d of %d), "
-                        "%.1f s\n", l + 1, c->n_layers, info[0], info[1],
-                info[0] > 0 ? 100 * (1 - info[1] / info[0]) : 0.0, (int)info[2], s->rorope_fit_steps, info[3]);
-    if (!rc) {
-        GqaAttn g;
-        gqa_attn_load(&g, c, &r->orig.w.layers[l]);
-        mla_attn_free(&r->layers[l]);
-        mla_from_rorope(&r->layers[l], &g, P, r->rs.r);
-        gqa_attn_free(&g);
-        rc = mla_attn_check_finite(&r->layers[l], l, "rorope-fit");
-    }
+    if (s->progress && r->t.replica == 0)
+        fprintf(stderr, "rorope-fit: layer %d/%d: freqfold %d, attention-output mse %.4g -> %.4g (%.1f%% lower, "
+                        "step %d of %d), %.1f s\n", l + 1, c->n_layers, (int)info[INFO_FREQFOLD],
+                info[INFO_MSE_BEFORE], info[INFO_MSE_AFTER],
+                info[INFO_MSE_BEFORE] > 0 ? 100 * (1 - info[INFO_MSE_AFTER] / info[INFO_MSE_BEFORE]) : 0.0,
+                (int)info[INFO_BEST_STEP], s->rorope_fit_steps, info[INFO_SECONDS]);
+    GqaAttn g;
+    gqa_attn_load(&g, c, &r->orig.w.layers[l]);
+    mla_attn_free(&r->layers[l]);
+    mla_from_rorope(&r->layers[l], &g, P, r->rs.r);
+    gqa_attn_free(&g);
+    rc = mla_attn_check_finite(&r->layers[l], l, "rorope-fit");
     free(P);
     char where[64];
     snprintf(where, sizeof where, "rorope-fit:layer%d", l);
@@ -197,9 +291,12 @@ static json_t *fit_report(Run *r, const FitRun *f, int windows) {
     double seconds = 0;
     for (int l = 0; l < n; l++) {
         const double *row = all + (int64_t)l * FIT_INFO;
-        json_array_append_new(layers, json_pack("{sisfsfsisf}", "layer", l, "mse_before", row[0], "mse_after", row[1],
-                                                "best_step", (int)row[2], "seconds", row[3]));
-        seconds += row[3];
+        json_t *one = json_pack("{sisfsfsisfsi}", "layer", l, "mse_before", row[INFO_MSE_BEFORE], "mse_after",
+                                row[INFO_MSE_AFTER], "best_step", (int)row[INFO_BEST_STEP], "seconds", row[INFO_SECONDS],
+                                "freqfold", (int)row[INFO_FREQFOLD]);
+        if (isfinite(row[INFO_HELD])) json_object_set_new(one, "held_mse_chosen", json_real(row[INFO_HELD]));
+        json_array_append_new(layers, one);
+        seconds += row[INFO_SECONDS];
     }
     free(all);
     return json_pack("{sisfsssisisfso}", "steps", s->rorope_fit_steps, "lr", s->rorope_fit_lr, "schedule",
@@ -283,5 +380,11 @@ void run_apply_fit(Run *r, json_t *done) {
     if (!run_is_root(r) || !rep || !r->s->progress) return;
     double per = json_real_value(json_object_get(rep, "seconds_per_layer"));
     double cal = json_real_value(json_object_get(r->rep.seconds, "calibrate_keys"));
-    fprintf(stderr, "rorope-fit: %.2f s per layer (the key calibration took %.2f s in all)\n", per, cal);
+    fprintf(stderr, "rorope-fit: %.2f s per layer (the key calibration took %.2f s in all); freqfold per layer:", per,
+            cal);
+    size_t i;
+    json_t *layer;
+    json_array_foreach(json_object_get(rep, "layers"), i, layer)
+        fprintf(stderr, " %d", (int)json_integer_value(json_object_get(layer, "freqfold")));
+    fprintf(stderr, "%s\n", run_choosing_freqfold(r) ? " (auto: by held-back error)" : "");
 }

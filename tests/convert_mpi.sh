@@ -43,8 +43,8 @@ sys.exit(0 if worst <= 1e-6 else 1)" "$1" "$2"
 }
 # Under the sanitizers (TM_SANITIZED) the RoRoPE fit runs short: the same
 # code in a fraction of the time; the release pass checks what it achieves.
-fitq=()
-if [ -n "${TM_SANITIZED:-}" ]; then fitq=(--rorope-fit-nsamples 4 --rorope-fit-steps 8); fi
+fitq=(--attn-fit-steps 10 --attn-fit-windows-per-step 4)
+if [ -n "${TM_SANITIZED:-}" ]; then fitq=(--rorope-fit-nsamples 4 --rorope-fit-steps 8 --attn-fit-steps 3); fi
 args=(convert "${fitq[@]}" --quiet --model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 128 --cal-nsamples 12
       --cal-batch-size 2 --eval-tokens "$model/eval.u16" --ppl-seqlen 256 --eval-nsamples 6 --eval-batch-size 2
       --qk-mqa-dim 4 --freqfold 2 --kv-lora-rank 16 --max-shard-mb 1)
@@ -69,6 +69,14 @@ for x, y in zip(a, b):
     print('      layer %d: mse %.6g -> %.6g (4 ranks) vs %.6g -> %.6g (1 process)' % (x['layer'], x['mse_before'], x['mse_after'], y['mse_before'], y['mse_after']))
     assert abs(x['mse_after'] - y['mse_after']) <= 1e-5 * y['mse_after'] and x['mse_after'] < x['mse_before']
 assert len(a) == len(b) == 5
+EOF
+"$py" - "$work/np4-s2" "$work/p1" <<'EOF' && ok "2 stages x 2 replicas: the attention fit's per-layer errors and kept steps equal one process's" || bad "the attention fit's errors under MPI"
+import json, sys
+a, b = (json.load(open(p + '/transmla_report.json'))['attn_fit']['layers'] for p in sys.argv[1:3])
+for x, y in zip(a, b):
+    print('      layer %d: held-back mse %.6g -> %.6g, step %d (4 ranks) vs %.6g -> %.6g, step %d (1 process)' % (
+        x['layer'], x['held_mse_before'], x['held_mse_after'], x['best_step'], y['held_mse_before'], y['held_mse_after'], y['best_step']))
+    assert x['best_step'] == y['best_step'] and abs(x['held_mse_after'] - y['held_mse_after']) <= 1e-5 * y['held_mse_after']
 EOF
 
 # determinism: the same topology again, bit for bit

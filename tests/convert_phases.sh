@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Resume from every phase boundary (issue 18): a conversion stopped (SIGTERM)
 # or killed (SIGKILL) at each boundary in turn — after the original's
-# evaluation, RoRoPE, the fit, BKV-PCA, eval[mla], the kv-norm fit, half-way
+# evaluation, RoRoPE, the fit, BKV-PCA, eval[mla], the kv-norm fit, the
+# attention fit, half-way
 # through the export (shards written, no index), after the export, after the
 # last evaluation, before and after the final rename — is run again each
 # time, and the chain ends with the model an uninterrupted run makes, bit for
 # bit, with SAVE.work gone and nothing else left beside the output. On one
-# process (with and without the RoRoPE fit) and on 2 stages x 2 replicas.
+# process (with and without the fits) and on 2 stages x 2 replicas.
 # Before the fix every rerun after the kv-norm phase failed with
 # "SAVE.work/rorope-fit.layer00000.h5: cannot open" (the kv-norm phase
 # deleted BKV-PCA's marker with its layer files).
@@ -23,10 +24,12 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 # small and fast: every phase runs (freqfold search, fit, kv-norm fit)
 args=(--model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 128 --cal-nsamples 8
       --cal-batch-size 4 --eval-tokens "$model/eval.u16" --eval-nsamples 4 --eval-batch-size 2 --ppl-seqlen 128
-      --qk-mqa-dim 4 --kv-lora-rank 16 --rorope-fit-nsamples 4 --rorope-fit-steps 5 --skip-published-mla)
+      --qk-mqa-dim 4 --kv-lora-rank 16 --rorope-fit-nsamples 4 --rorope-fit-steps 5 --skip-published-mla
+      --attn-fit-steps 4 --attn-fit-windows-per-step 4)
 one() { timeout 120 "$bin" convert "${args[@]}" "$@"; }
 mpi() { timeout 120 "$mpiexec" --oversubscribe --allow-run-as-root -np 4 "$bin" convert "${args[@]}" --stages 2 "$@"; }
-boundaries=(eval-original rorope rorope-fit bkv-pca eval-mla kv-norm export-shards export eval-mla-native finished renamed)
+boundaries=(eval-original rorope rorope-fit bkv-pca eval-mla kv-norm attn-fit export-shards export eval-mla-native finished
+            renamed)
 
 same() { # name a b
     local out
@@ -74,8 +77,8 @@ chain one-term one TERM 0 "$work/ref1"
 chain one-kill one KILL 0 "$work/ref1"
 grep -q "resume: the export was written before" "$work"/one-kill-*.log && ok "a rerun after the export keeps it" ||
     bad "no rerun kept the finished export"
-# the published rotation (no fit): its rotations are the layers the phases after RoRoPE start from
-nofit() { one --rorope-fit-steps 0 "$@"; }
+# the published method (no fit): its rotations are the layers the phases after RoRoPE start from
+nofit() { one --fit none "$@"; }
 nofit --save-path "$work/ref0" >"$work/ref0.log" 2>&1 || { bad "uninterrupted conversion without the fit"; show "$work/ref0.log"; }
 chain nofit-kill nofit KILL 0 "$work/ref0"
 

@@ -27,12 +27,13 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 # 64 calibration windows, one per micro-batch, so every pass lasts long
 # enough to be caught part-way; evaluation on 8 windows, one per micro-batch.
-# The RoRoPE fit is kept short (4 windows, 10 steps) and the published
-# rotation's MLA is not built: resuming is what is tested.
+# The RoRoPE fit is kept short (4 windows, 10 steps), so is the attention
+# fit (8 windows, 6 steps), and the published rotation's MLA is not built:
+# resuming is what is tested.
 args=(--model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 256 --cal-nsamples 0
       --cal-batch-size 1 --eval-tokens "$model/calib.u16" --eval-nsamples 8 --eval-batch-size 1 --ppl-seqlen 256
       --qk-mqa-dim 4 --kv-lora-rank 16 --rorope-fit-nsamples 4 --rorope-fit-steps 10
-      --skip-published-mla)
+      --skip-published-mla --attn-fit-nsamples 8 --attn-fit-steps 6 --attn-fit-windows-per-step 2)
 one() { timeout 300 "$bin" convert "${args[@]}" "$@"; }
 mpi() { timeout 300 "$mpiexec" --oversubscribe --allow-run-as-root -np 4 "$bin" convert "${args[@]}" --stages 2 "$@"; }
 same() { # name a b
@@ -124,6 +125,18 @@ for sched in parallel sequential; do
     else bad "$sched fit, crash at layer 3: $n layers loaded (want 3), $m fitted (want 2)"; show "$work/fit-$sched-2.log" 30; fi
     same "1 process, crashed between the $sched fit's layers" "$ref_s" "$save"
 done
+
+# a crash in the attention fit (after layer 3 is saved): the next run loads
+# fitted layers 1-3, moves the sequential stream through them, fits 4-5
+save=$work/attn-fit
+TRANSMLA_INJECT_FAILURE=attn-fit:layer2:0 one --save-path "$save" >"$work/attn-fit-1.log" 2>&1
+grep -q "injected failure at attn-fit:layer2" "$work/attn-fit-1.log" || { bad "the injected attention-fit crash did not happen"; show "$work/attn-fit-1.log"; }
+one --save-path "$save" >"$work/attn-fit-2.log" 2>&1 || { bad "the run after the attention-fit crash failed"; show "$work/attn-fit-2.log"; }
+n=$(grep -cE "^attn-fit: layer [1-3]/5 .*done before, loaded from the state" "$work/attn-fit-2.log")
+m=$(grep -cE "^attn-fit: layer [45]/5 \(rank 0, 1 replicas\)$" "$work/attn-fit-2.log")
+if [ "$n" -eq 3 ] && [ "$m" -eq 2 ]; then ok "attention fit, crash at layer 3: layers 1-3 loaded, 4-5 fitted"
+else bad "attention fit, crash at layer 3: $n layers loaded (want 3), $m fitted (want 2)"; show "$work/attn-fit-2.log" 30; fi
+same "1 process, crashed between the attention fit's layers" "$ref" "$save"
 
 # ---- 4 ranks: 2 stages x 2 replicas ----
 ref4=$work/ref4

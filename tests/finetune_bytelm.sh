@@ -4,7 +4,7 @@
 # model for 20 steps on WikiText-2 valid.txt bytes (the bundled train.txt),
 # and require the perplexity on eval.u16 (16 x 512) to fall well below the
 # converted model's (to < 0.75x; measured 14.3 -> ~7). The conversion uses
-# the published rotation (--rorope-fit-steps 0): this test measures what
+# the published method (--fit none): this test measures what
 # fine-tuning recovers; the fit's own gain is rorope_fit_bytelm's.
 # usage: finetune_bytelm.sh TRANSMLA PYTHON
 set -euo pipefail
@@ -14,7 +14,7 @@ M=$SRC/data/models/bytelm-dev
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$BIN" convert --model-path "$M" --save-path "$work/mla" --cal-tokens "$M/calib.u16" --cal-nsamples 32 \
-    --eval-nsamples 0 --qk-mqa-dim 32 --kv-lora-rank 64 --freqfold 4 --rorope-fit-steps 0 --quiet
+    --eval-nsamples 0 --qk-mqa-dim 32 --kv-lora-rank 64 --freqfold 4 --fit none --quiet
 "$BIN" finetune --model-path "$work/mla" --save-path "$work/ft" --dataset text --data-path "$M/train.txt" \
     --seq-len 256 --batch-size 4 --max-steps 20 --learning-rate 5e-4 --logging-steps 5
 ppl() { "$BIN" eval --model-path "$1" --tokens "$M/eval.u16" --seqlen 512 --json; }

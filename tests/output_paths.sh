@@ -38,7 +38,7 @@ refused() {
     else bad "$name: exit $rc, $lines line(s), wanted 1 matching '$pat'"; printf '%s\n' "$out" | tail -n 3 | sed 's/^/      | /'; fi
 }
 conv=(convert --model-path m --cal-tokens m/calib.u16 --cal-nsamples 4 --cal-max-seqlen 64 --eval-tokens m/eval.u16
-      --ppl-seqlen 64 --eval-nsamples 2 --qk-mqa-dim 4 --kv-lora-rank 16 --rorope-fit-steps 2 --overwrite)
+      --ppl-seqlen 64 --eval-nsamples 2 --qk-mqa-dim 4 --kv-lora-rank 16 --rorope-fit-steps 2 --attn-fit-steps 2 --overwrite)
 refused "convert into the model folder" "is the input m" "$bin" "${conv[@]}" --save-path m
 refused "convert into the model folder/" "is the input m" "$bin" "${conv[@]}" --save-path m/
 refused "convert into a symlink to the model" "is the input m" "$bin" "${conv[@]}" --save-path link

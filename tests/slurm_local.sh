@@ -228,7 +228,7 @@ expect_log() { # log pattern what
 # replicas on 4 ranks. `slow` calibrates on all 64 windows one per
 # micro-batch, so a job can be caught part-way.
 args=(--model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 256 --eval-tokens "$model/calib.u16"
-      --cal-nsamples 8 --eval-nsamples 8 --ppl-seqlen 256 --qk-mqa-dim 4 --freqfold 2 --kv-lora-rank 16 --rorope-fit-nsamples 4 --rorope-fit-steps 10
+      --cal-nsamples 8 --eval-nsamples 8 --ppl-seqlen 256 --qk-mqa-dim 4 --freqfold 2 --kv-lora-rank 16 --rorope-fit-nsamples 4 --rorope-fit-steps 10 --attn-fit-steps 4 --attn-fit-nsamples 4
       --skip-published-mla)
 slow=(--cal-nsamples 0 --cal-batch-size 1 --eval-batch-size 1)
 mpi4() { "$mpiexec" --oversubscribe --allow-run-as-root -np 4 "$bin" convert --quiet "${args[@]}" --stages 2 "$@" >/dev/null; }

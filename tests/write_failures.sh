@@ -98,7 +98,8 @@ EOF
 # 10-step RoRoPE fit; about 3 s on one core
 conv=(convert --model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 256 --cal-nsamples 8
       --cal-batch-size 1 --eval-tokens "$model/calib.u16" --eval-nsamples 2 --eval-batch-size 1 --ppl-seqlen 256
-      --qk-mqa-dim 4 --kv-lora-rank 16 --rorope-fit-nsamples 4 --rorope-fit-steps 10 --skip-published-mla --quiet)
+      --qk-mqa-dim 4 --kv-lora-rank 16 --rorope-fit-nsamples 4 --rorope-fit-steps 10 --skip-published-mla
+      --attn-fit-steps 4 --quiet)
 
 for np in 1 2; do
     ref=$work/ref$np
