@@ -7,12 +7,12 @@
 #include "cli/commands.h"
 #include "cli/preset.h"
 #include "cli/token_flags.h"
-#include "pipeline/convert.h"
-#include "pipeline/plan.h"
 #include "dist/topology.h"
 #include "io/base/error.h"
 #include "io/base/interrupt.h"
 #include "io/base/output_path.h"
+#include "pipeline/convert.h"
+#include "pipeline/plan.h"
 
 /* "auto" -> 0, else a positive int. */
 static int parse_auto(const char *flag, const char *v, int *out) {

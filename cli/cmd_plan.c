@@ -10,9 +10,9 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/preset.h"
-#include "pipeline/plan.h"
 #include "io/base/error.h"
 #include "io/hf_config.h"
+#include "pipeline/plan.h"
 
 typedef struct {
     const char *model_path, *preset_path, *mem_per_node, *stages, *dtype;

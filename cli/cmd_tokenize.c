@@ -10,11 +10,11 @@
 #include "cli/commands.h"
 #include "io/base/checked.h"
 #include "io/base/clock.h"
-#include "io/dataset.h"
 #include "io/base/error.h"
 #include "io/base/output_path.h"
-#include "io/token_set.h"
 #include "io/base/whole_file.h"
+#include "io/dataset.h"
+#include "io/token_set.h"
 #include "io/tokenizer/tokenizer.h"
 
 typedef struct {

@@ -1,7 +1,7 @@
 #include "dist/solver.h"
 
-#include "dist/linalg.h"
 #include "dist/eigen.h"
+#include "dist/linalg.h"
 
 /* The stage's BLACS grid, made at its first ScaLAPACK problem (a call every
  * rank of comm makes together) and kept until dist_solver_free. */

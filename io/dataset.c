@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 
 #include "io/base/checked.h"
-#include "io/dataset_build.h"
 #include "io/base/error.h"
+#include "io/dataset_build.h"
 
 static const char *const kind_names[] = {"wikitext2", "ptb", "c4", "alpaca", "text", "jsonl"};
 #define N_KINDS (sizeof kind_names / sizeof kind_names[0])

@@ -8,9 +8,9 @@
 #include <sys/stat.h>
 
 #include "io/base/checked.h"
-#include "io/dataset_build.h"
 #include "io/base/error.h"
 #include "io/base/rng.h"
+#include "io/dataset_build.h"
 #include "io/utf8.h"
 
 #define ALPACA_SPLIT_SEED 42

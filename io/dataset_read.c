@@ -10,11 +10,11 @@
 #include <sys/stat.h>
 
 #include "io/base/checked.h"
-#include "io/dataset_build.h"
 #include "io/base/error.h"
 #include "io/base/line_reader.h"
 #include "io/base/path.h"
 #include "io/base/str_buf.h"
+#include "io/dataset_build.h"
 #include "io/utf8.h"
 
 static int is_dir(const char *path) {

@@ -6,9 +6,9 @@
 #include <string.h>
 
 #include "io/base/checked.h"
-#include "io/dataset.h"
 #include "io/base/error.h"
 #include "io/base/rng.h"
+#include "io/dataset.h"
 
 /* "FILE" (the first source) for messages; static buffer. */
 static const char *first_source(const Documents *d) {

@@ -6,9 +6,9 @@
 #include <sys/stat.h>
 
 #include "io/base/checked.h"
-#include "io/dataset.h"
 #include "io/base/error.h"
 #include "io/base/sha256.h"
+#include "io/dataset.h"
 #include "io/token_set.h"
 #include "io/tokenizer/tokenizer.h"
 

@@ -5,8 +5,8 @@
 #ifndef TM_PIPELINE_BUILD_H
 #define TM_PIPELINE_BUILD_H
 
-#include "pipeline/mla_layer.h"
 #include "model/model.h"
+#include "pipeline/mla_layer.h"
 
 typedef enum {
     BUILD_EXACT,  /* the converted function: no latent norms, q_proj bias kept */

@@ -8,11 +8,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "pipeline/build.h"
-#include "pipeline/export.h"
-#include "pipeline/output.h"
-#include "pipeline/run.h"
-#include "pipeline/collect.h"
 #include "io/base/checked.h"
 #include "io/base/clock.h"
 #include "io/base/error.h"
@@ -20,6 +15,11 @@
 #include "io/base/output_path.h"
 #include "io/base/sha256.h"
 #include "model/ppl.h"
+#include "pipeline/build.h"
+#include "pipeline/collect.h"
+#include "pipeline/export.h"
+#include "pipeline/output.h"
+#include "pipeline/run.h"
 
 static uint64_t layers_bytes(const Run *r, const MlaAttn *layers) {
     uint64_t b = 0;
@@ -296,12 +296,18 @@ static int stage_rorope(Run *r) {
     return rc;
 }
 
+/* Phase `name` is finished, with nothing to record beyond that. */
+static int mark_phase(Run *r, const char *name) {
+    json_t *info = json_object();
+    int rc = resume_mark_done(&r->resume, name, info);
+    json_decref(info);
+    return rc;
+}
+
 /* A phase is finished: mark it, and drop the files it made redundant (its
  * pass's sums, the previous step's layers). */
 static int phase_done(Run *r, const char *phase, const char *pass_prefix, const char *superseded_prefix) {
-    json_t *info = json_object();
-    int rc = resume_mark_done(&r->resume, phase, info);
-    json_decref(info);
+    int rc = mark_phase(r, phase);
     resume_remove(&r->resume, pass_prefix);
     if (superseded_prefix) resume_remove(&r->resume, superseded_prefix);
     return rc;
@@ -418,7 +424,12 @@ static void apply_rorope_choice(Run *r, json_t *done) {
     if (best) json_object_set(r->rep.ppl, "rorope_pca", best); /* the published rotation */
     if (best) json_object_set(r->rep.ppl, "rorope", best);     /* the model carried on, until a fit replaces it */
     if (search && !json_object_get(r->rep.ppl, "rorope_by_freqfold")) json_object_set(r->rep.ppl, "rorope_by_freqfold", search);
-    json_object_set_new(r->rep.settings, "freqfold", json_integer(r->rs.freqfold));
+    if (!run_choosing_freqfold(r)) {
+        json_object_set_new(r->rep.settings, "freqfold", json_integer(r->rs.freqfold));
+        return;
+    }
+    json_object_set_new(r->rep.settings, "freqfold", json_string("per layer: rorope_fit.layers[].freqfold"));
+    if (json_object_size(search)) json_object_set_new(r->rep.settings, "freqfold_published", json_integer(r->rs.freqfold));
 }
 
 /* How many phases are done; their layers are loaded into r->layers. */
@@ -507,10 +518,7 @@ static int write_export(Run *r) {
     int rc = export_model(&r->t, r->tmp_dir, &native, s->model_path, dtype, s->max_shard_bytes);
     built_model_free(&native);
     if (rc) return -1;
-    json_t *info = json_object();
-    rc = resume_mark_done(&r->resume, "export", info);
-    json_decref(info);
-    if (rc) return -1;
+    if (mark_phase(r, "export")) return -1;
     r->exported = 1;
     run_stage_done(r, "export");
     return 0;
@@ -552,10 +560,7 @@ static int finish_output(Run *r) {
         if (json_dump_file(r->rep.report, path, JSON_INDENT(2))) rc = tm_fail("%s: cannot write", path);
     }
     if (dist_agree(MPI_COMM_WORLD, rc)) return -1;
-    json_t *info = json_object();
-    rc = resume_mark_done(&r->resume, "finished", info); /* from here a rerun only renames or cleans up */
-    json_decref(info);
-    if (rc) return -1;
+    if (mark_phase(r, "finished")) return -1; /* from here a rerun only renames or cleans up */
     boundary("finished");
     if (dist_agree(MPI_COMM_WORLD, run_is_root(r) ? output_finish(r->tmp_dir, r->s->save_path) : 0)) return -1;
     boundary("renamed");

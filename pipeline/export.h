@@ -8,9 +8,9 @@
 
 #include <jansson.h>
 
-#include "pipeline/build.h"
 #include "dist/topology.h"
 #include "io/safetensors_write.h"
+#include "pipeline/build.h"
 
 /* The tensors of `native` (a BUILD_NATIVE model, or one stage's part of it)
  * as they will be stored: `dtype`, with converted copies owned here. The

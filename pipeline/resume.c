@@ -7,11 +7,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "pipeline/output.h"
 #include "dist/topology.h"
 #include "io/base/checked.h"
 #include "io/base/error.h"
 #include "io/h5_util.h"
+#include "pipeline/output.h"
 
 #define FORMAT_NAME "transmla-convert-state"
 

@@ -23,8 +23,8 @@
 #include <mpi.h>
 #include <stdint.h>
 
-#include "pipeline/rorope.h"
 #include "model/tensor.h"
+#include "pipeline/rorope.h"
 
 /* One layer's calibration data on this rank: nseq windows of T tokens, in
  * micro-batches of `batch` windows (the last may be shorter). Per token the

@@ -8,17 +8,17 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "dist/solver.h"
+#include "dist/topology.h"
+#include "io/base/error.h"
+#include "io/dtype.h"
+#include "model/model.h"
 #include "pipeline/calibrate.h"
 #include "pipeline/convert.h"
 #include "pipeline/mla_layer.h"
+#include "pipeline/plan.h"
 #include "pipeline/resume.h"
 #include "pipeline/rorope.h"
-#include "pipeline/plan.h"
-#include "dist/solver.h"
-#include "dist/topology.h"
-#include "io/dtype.h"
-#include "io/base/error.h"
-#include "model/model.h"
 
 /* What the run reports, apart from what it computes with: the report's
  * JSON, stage timers, the largest memory held, the solvers' counts. */

@@ -3,10 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "io/base/checked.h"
 #include "pipeline/build.h"
 #include "pipeline/output.h"
 #include "pipeline/run.h"
-#include "io/base/checked.h"
 
 json_t *run_settings_json(const Run *r) {
     const ConvertSettings *s = r->s;

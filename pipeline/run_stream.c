@@ -5,13 +5,13 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "pipeline/run.h"
-#include "pipeline/collect.h"
-#include "pipeline/stream.h"
 #include "io/base/clock.h"
 #include "io/base/error.h"
 #include "io/base/interrupt.h"
 #include "model/ppl.h"
+#include "pipeline/collect.h"
+#include "pipeline/run.h"
+#include "pipeline/stream.h"
 
 int run_is_root(const Run *r) { return r->t.rank == 0; }
 

@@ -201,7 +201,8 @@ bad() { # name expected-substring args...
 bad "rank too large" "kv-lora-rank 100 must be in" --save-path "$work/b1" --qk-mqa-dim 8 --kv-lora-rank 100
 bad "r not dividing d" "qk-mqa-dim 6" --save-path "$work/b2" --qk-mqa-dim 6 --kv-lora-rank 8
 bad "freqfold vs collapse" "freqfold 1 must be a multiple of collapse 2" --save-path "$work/b3" --qk-mqa-dim 8 --freqfold 1 --kv-lora-rank 8
-bad "auto freqfold without eval" "needs --eval-tokens" --save-path "$work/b4" --qk-mqa-dim 8 --kv-lora-rank 8 --eval-tokens ""
+bad "auto freqfold without eval" "needs --eval-tokens" --save-path "$work/b4" --qk-mqa-dim 8 --kv-lora-rank 8 --eval-tokens "" \
+    --fit none
 mkdir -p "$work/exists"
 bad "output exists" "exists; pass --overwrite" --save-path "$work/exists" --qk-mqa-dim 8 --kv-lora-rank 8
 bad "q rank too large" "q-lora-rank 999" --save-path "$work/b5" --qk-mqa-dim 8 --kv-lora-rank 8 --q-lora-rank 999

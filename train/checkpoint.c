@@ -46,10 +46,10 @@
 #include "dist/topology.h"
 #include "io/base/checked.h"
 #include "io/base/error.h"
-#include "io/h5_util.h"
 #include "io/base/path.h"
-#include "io/base/test_hooks.h"
 #include "io/base/str_buf.h"
+#include "io/base/test_hooks.h"
+#include "io/h5_util.h"
 
 #define FORMAT_NAME "transmla-checkpoint"
 #define WRITE_BLOCK_BYTES ((int64_t)256 << 20) /* one H5Dwrite (MPI-IO request) at most */

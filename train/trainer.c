@@ -15,9 +15,9 @@
 #include "model/cost.h"
 #include "train/chat.h"
 #include "train/checkpoint.h"
-#include "train/save_model.h"
 #include "train/metrics.h"
 #include "train/sampler.h"
+#include "train/save_model.h"
 #include "train/step.h"
 
 typedef struct {

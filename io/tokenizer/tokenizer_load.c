@@ -8,8 +8,8 @@
 
 #include "io/base/checked.h"
 #include "io/base/error.h"
-#include "io/json_util.h"
 #include "io/base/sha256.h"
+#include "io/json_util.h"
 #include "io/tokenizer/tokenizer_internal.h"
 
 enum { MAX_ID = 1 << 26 };
