@@ -90,9 +90,7 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
     c->max_steps = max_steps;
     c->save_steps = save_steps;
     c->seed = (uint64_t)(unsigned)seed;
-    c->opt.beta1 = 0.9;
-    c->opt.beta2 = 0.999;
-    c->opt.eps = 1e-8;
+    c->opt.beta1 = 0.9, c->opt.beta2 = 0.999, c->opt.eps = 1e-8;
     c->tokens.warn = 1;
     return 0;
 }

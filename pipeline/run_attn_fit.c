@@ -123,12 +123,13 @@ static void send_original_stream(AttnRun *a, Run *r) {
 
 static AttnFitProblem problem(const AttnRun *a, const Run *r) {
     const ConvertSettings *s = r->s;
-    int held = a->st.mb_total / 8; /* an eighth of the windows, in whole micro-batches */
+    /* an eighth of the windows, in whole micro-batches, at least one unless that is all of them */
+    int held = a->st.mb_total < 2 ? 0 : a->st.mb_total / 8 > 0 ? a->st.mb_total / 8 : 1;
     int per_step = (s->attn_fit_windows_per_step + a->st.batch - 1) / a->st.batch;
     /* the window is the export's (none: DeepSeek attention has no window), the target the original's */
     return (AttnFitProblem){.c = &a->mla, .window = a->mla.sliding_window, .steps = s->attn_fit_steps,
                             .lr = s->attn_fit_lr, .fit_o = s->attn_fit_o, .per_step = per_step,
-                            .held = held > 0 ? held : 1, .comm = r->t.stage_comm, .mb_first = a->st.mb_first,
+                            .held = held, .comm = r->t.stage_comm, .mb_first = a->st.mb_first,
                             .mb_total = a->st.mb_total};
 }
 
@@ -195,11 +196,14 @@ static json_t *fit_report(Run *r, const AttnRun *a, int windows) {
     double seconds = 0;
     for (int l = 0; l < n; l++) {
         const double *v = all + (int64_t)l * N_INFO;
-        json_array_append_new(layers, json_pack("{sisfsfsfsfsisf}", "layer", l, "train_mse_before",
-                                                v[INFO_TRAIN_BEFORE], "train_mse_after", v[INFO_TRAIN_AFTER],
-                                                "held_mse_before", v[INFO_HELD_BEFORE], "held_mse_after",
-                                                v[INFO_HELD_AFTER], "best_step", (int)v[INFO_BEST_STEP], "seconds",
-                                                v[INFO_SECONDS]));
+        json_t *row = json_pack("{sisfsfsisf}", "layer", l, "train_mse_before", v[INFO_TRAIN_BEFORE],
+                                "train_mse_after", v[INFO_TRAIN_AFTER], "best_step", (int)v[INFO_BEST_STEP], "seconds",
+                                v[INFO_SECONDS]);
+        if (isfinite(v[INFO_HELD_BEFORE])) { /* none when the fit's windows are one micro-batch */
+            json_object_set_new(row, "held_mse_before", json_real(v[INFO_HELD_BEFORE]));
+            json_object_set_new(row, "held_mse_after", json_real(v[INFO_HELD_AFTER]));
+        }
+        json_array_append_new(layers, row);
         seconds += v[INFO_SECONDS];
     }
     free(all);

@@ -166,9 +166,17 @@ static double rotation_error(const FitProblem *p, const FitData *x, const double
     return e;
 }
 
-/* freqfold auto: each candidate's PCA rotation fitted for a quarter of the
- * steps, judged on the held-back windows; the winner's rotation (so far)
- * in P, its freqfold returned (0: stopped, -1: failed). */
+/* Steps of each candidate's short fit when choosing freqfold. With the
+ * attention fit after it, none: the candidates' PCA rotations are judged as
+ * they are, because a short-fitted rotation's error ranks them for the
+ * rotation fit alone (bytelm-dev: 16 wins, partial RoPE 8.37 -> 6.69) but
+ * not for what the attention fit then reaches (16: 5.92 against 4: 5.53);
+ * README, "Choosing freqfold per layer". */
+static int short_fit_steps(const Run *r) { return run_attn_fit_enabled(r) ? 0 : r->s->rorope_fit_steps / 4; }
+
+/* freqfold auto: each candidate's PCA rotation fitted for short_fit_steps,
+ * judged on the held-back windows; the winner's rotation (so far) in P, its
+ * freqfold returned (0: stopped, -1: failed). */
 static int choose_freqfold(FitRun *f, Run *r, int l, const FitProblem *base, double *P, double *held_err) {
     int cands[32], nc = run_freqfold_candidates(&r->rs, 0, cands), L = r->cfg.n_kv_heads * r->cfg.head_dim;
     int best = -1, rc = 0;
@@ -179,14 +187,15 @@ static int choose_freqfold(FitRun *f, Run *r, int l, const FitProblem *base, dou
         snprintf(name, sizeof name, "rorope-f%d", cands[i]);
         FitProblem p = *base, ph = *base;
         p.s.freqfold = ph.s.freqfold = cands[i];
-        p.steps = base->steps / 4;
+        p.steps = short_fit_steps(r);
         FitData train, held;
         view(f, 0, f->train_mbs, &train, &p);
         view(f, f->train_mbs, f->st.mb_total, &held, &ph);
         FitResult res;
         rc = resume_load_rotation(&r->resume, name, l, Pc, (int64_t)L * L);
-        if (!rc) rc = rorope_fit_layer(&p, &train, Pc, &res, NULL);
+        if (!rc && p.steps) rc = rorope_fit_layer(&p, &train, Pc, &res, NULL);
         if (rc) break;
+        if (!p.steps) res.mse_after = rotation_error(&p, &train, Pc, NULL);
         double e = ph.mb_total > 0 ? rotation_error(&ph, &held, Pc, NULL) : res.mse_after;
         if (r->s->progress && r->t.replica == 0)
             fprintf(stderr, "rorope-fit: layer %d: freqfold %d: %s mse %.4g after %d steps\n", l + 1, cands[i],
@@ -219,7 +228,7 @@ static int fit_new_layer(FitRun *f, Run *r, int l, FitProblem *prob, double *P) 
     double held_err = NAN;
     if (run_choosing_freqfold(r)) {
         if ((freqfold = choose_freqfold(f, r, l, prob, P, &held_err)) <= 0) return freqfold ? -1 : RUN_STOPPED;
-        prob->steps -= steps / 4; /* the winner carries on from its short fit */
+        prob->steps -= short_fit_steps(r); /* the winner carries on from its short fit */
     } else {
         char pca_step[32];
         snprintf(pca_step, sizeof pca_step, "rorope-f%d", freqfold);
