@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Speed of the attention fit (--fit attention, pipeline/attn_fit.h) at real
+# layer shapes: one-layer models of random bf16 weights from
+# bench/make_random_model.py with Llama-3.2-1B and Qwen2.5-72B layer shapes
+# (vocabulary cut to 1024), converted with few attention-fit steps. Per shape
+# it prints the seconds of one Adam step per layer, the step's FLOPs, the
+# achieved GFLOP/s, the GFLOP/s of a plain OpenBLAS sgemm at the step's
+# largest GEMM measured in the same run (the machine is shared, so only a
+# same-run baseline means anything), their ratio, and the projected fit time
+# per layer at the defaults (128 windows of 256, 16 held back, 150 steps of
+# 16 windows).
+# usage: bench/bench_attn_fit.sh [BUILD_DIR] [PYTHON]   (about 8 minutes and 8 GiB peak on 2 cores)
+#
+# Settings, and why:
+#  - Llama-3.2-1B shapes: qk_mqa_dim 64, kv_lora_rank 256, 24 windows of 256
+#    in micro-batches of 8 (the default): 8 windows held back (an eighth,
+#    rounded to whole micro-batches, at least one), 16 trained, 16 per step
+#    (the default), 4 steps.
+#  - Qwen2.5-72B shapes: qk_mqa_dim 64, kv_lora_rank 512, 8 windows in
+#    micro-batches of 4: 4 held back, 4 trained, 4 per step, 2 steps. Every
+#    calibration pass at these shapes costs ~80 s on 2 cores (the MLP), which
+#    is what bounds the window count.
+#  - --rorope-fit-steps 1, --kv-norm rms, --skip-published-mla, --freqfold 4,
+#    --eval-dataset none: the phases before the attention fit only have to
+#    produce a converted layer; none of them changes the fit's cost.
+#
+# How a step is counted (attn_fit_layer): each Adam step runs the forward and
+# backward of the MLA block (model/mla_train.h) on the step's W trained
+# windows and the forward on the Hd held-back windows (which judge the
+# step's weights). Around the steps: one forward over the trained windows
+# (error before) and one over all windows (error after), plus the step-0
+# judgement on the held-back ones. So, with F(w) the forward FLOPs of w
+# windows and TR(w) the forward + backward FLOPs,
+#     layer = 2 F(Wtrain) + 2 F(Hd) + steps x [TR(W) + F(Hd)]
+# Only one conversion per shape fits in the time, so seconds per step come
+# from that identity: achieved GFLOP/s = layer FLOPs / attn_fit seconds per
+# layer (Adam, zeroing, gradient slots included as overhead), and seconds per
+# step = step FLOPs / that rate. This assumes forward and backward run at the
+# same rate.
+#
+# Forward FLOPs of the converted (native, no q_lora) block, per token, with
+# D hidden, H heads, dn/dr/dv qk_nope/qk_rope/v head dims, R kv_lora_rank:
+#     q_proj 2 D H (dn+dr), kv_a_proj_with_mqa 2 D (R+dr),
+#     kv_b_proj 2 R H (dn+dv) (the training kernels expand per-head K and V),
+#     o_proj 2 H dv D;
+# per window of T tokens, causal attention: QK^T 2 H (dn+dr) T(T+1)/2 and
+# PV 2 H dv T(T+1)/2. Backward counts 2x forward (gradients of inputs and
+# weights) for kv_b_proj, o_proj and the attention, but 1x for q_proj and
+# kv_a_proj: the fit needs no gradient of the layer input (dxn is NULL), so
+# only their weight gradients are computed. Recomputation inside the
+# attention backward is not counted (model FLOPs, as MFU counts them).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+B=${1:-$here/build}
+py=${2:-/usr/bin/python3}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The same-run baseline: OpenBLAS sgemm (its default threads, as the fit
+# uses at these shapes: o_proj is over 1M elements) at M x N x K, best of
+# repeats for about 2 s.
+cat >"$work/sgemm.c" <<'C'
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+int main(int argc, char **argv) {
+    int M = atoi(argv[1]), N = atoi(argv[2]), K = atoi(argv[3]);
+    float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * N * K), *c = malloc(sizeof(float) * M * N);
+    for (long i = 0; i < (long)M * K; i++) a[i] = (float)(i % 7) * 0.1f;
+    for (long i = 0; i < (long)N * K; i++) b[i] = (float)(i % 5) * 0.1f;
+    double best = 1e30, t0 = now();
+    for (int r = 0; r < 50 && (r < 3 || now() - t0 < 2.0); r++) {
+        double t = now(); /* C[M,N] = A[M,K] B[N,K]^T, the y = x W^T of a linear layer */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+        t = now() - t;
+        if (t < best) best = t;
+    }
+    printf("%.3f\n", 2.0 * M * N * K / best / 1e9);
+    return 0;
+}
+C
+cc -O2 -o "$work/sgemm" "$work/sgemm.c" -I/usr/include/x86_64-linux-gnu -lopenblas
+
+# convert NAME PRESET RANK NSAMPLES BATCH STEPS WPS: model, conversion, peak RSS.
+convert() {
+    local name=$1 preset=$2 rank=$3 ns=$4 batch=$5 steps=$6 wps=$7
+    "$py" "$here/bench/make_random_model.py" "$work/$name" --layers 1 --preset "$preset" --vocab 1024
+    local cmd=("$B/transmla" convert --quiet --model-path "$work/$name" --save-path "$work/$name-mla"
+               --cal-tokens "$work/$name/calib.u16" --cal-max-seqlen 256 --cal-nsamples "$ns" --cal-batch-size "$batch"
+               --eval-dataset none --qk-mqa-dim 64 --kv-lora-rank "$rank" --freqfold 4
+               --rorope-fit-steps 1 --rorope-fit-nsamples 4 --skip-published-mla --kv-norm rms
+               --fit attention --attn-fit-steps "$steps" --attn-fit-windows-per-step "$wps")
+    echo "+ ${cmd[*]}" | sed "s|$work|WORK|g"
+    /usr/bin/time -v -o "$work/$name.time" "${cmd[@]}" >"$work/$name.log" 2>&1 || { cat "$work/$name.log"; exit 1; }
+    rm -f "$work/$name/model.safetensors" "$work/$name-mla"/*.safetensors # 1.8 GB each at 72B shapes
+}
+convert l1b llama-3.2-1b 256 24 8 4 16
+convert q72 qwen2.5-72b 512 8 4 2 4
+
+"$py" - "$work" <<'PY'
+import json, re, subprocess, sys
+work = sys.argv[1]
+
+def flops(cfg, T, w, train):
+    """Model FLOPs of the block's forward (train: + backward) over w windows of T tokens."""
+    D, H, R = cfg["hidden_size"], cfg["num_attention_heads"], cfg["kv_lora_rank"]
+    dn, dr, dv = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
+    fq, fkva, fkvb, fo = 2 * D * H * (dn + dr), 2 * D * (R + dr), 2 * R * H * (dn + dv), 2 * H * dv * D
+    fatt = 2 * H * (dn + dr + dv) * T * (T + 1) / 2
+    n = w * T
+    if not train:
+        return n * (fq + fkva + fkvb + fo) + w * fatt
+    return n * (2 * fq + 2 * fkva + 3 * fkvb + 3 * fo) + 3 * w * fatt
+
+def layer_flops(cfg, T, wtrain, held, steps, wps):
+    step = flops(cfg, T, wps, True) + flops(cfg, T, held, False)
+    return 2 * flops(cfg, T, wtrain, False) + 2 * flops(cfg, T, held, False) + steps * step, step
+
+rows = []
+for name, label in (("l1b", "Llama-3.2-1B"), ("q72", "Qwen2.5-72B")):
+    rep = json.load(open("%s/%s-mla/transmla_report.json" % (work, name)))
+    cfg = json.load(open("%s/%s-mla/config.json" % (work, name)))
+    a = rep["attn_fit"]
+    T, held, wps, steps = a["seqlen"], a["held_back_windows"], a["windows_per_step"], a["steps"]
+    wtrain = a["windows"] - held
+    total, step = layer_flops(cfg, T, wtrain, held, steps, wps)
+    secs = a["seconds_per_layer"]
+    rate = total / secs
+    # the step's largest GEMM: q_proj over one micro-batch, [batch T, D] x [H (dn+dr), D]^T
+    mb = (8 if name == "l1b" else 4) * T
+    N, K = cfg["num_attention_heads"] * (cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]), cfg["hidden_size"]
+    g = float(subprocess.check_output(["%s/sgemm" % work, str(mb), str(N), str(K)]))
+    # the defaults: 128 windows, 16 held back, 112 trained, 150 steps of 16
+    dtotal, _ = layer_flops(cfg, T, 112, 16, 150, 16)
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", open("%s/%s.time" % (work, name)).read()).group(1))
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", open("%s/%s.time" % (work, name)).read()).group(1)
+    rows.append((label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, rep["seconds"]))
+
+print("attention fit, one-layer random bf16 models, %s" % subprocess.check_output(["nproc"]).decode().strip() + " cores\n")
+print("| shapes | fit data (trained + held, per step) | steps | fit s/layer | s/step | GFLOP/step | GFLOP/s | sgemm GFLOP/s at [M x K] x [N x K]^T | ratio | projected s/layer at defaults |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, sec in rows:
+    held = a["held_back_windows"]
+    print("| %s (kv_lora_rank %d) | %d + %d windows of %d, %d per step | %d | %.1f | %.2f | %.1f | %.1f | %.1f at [%d x %d] x [%d x %d]^T | %.2f | %.0f (%.1f h for %s layers) |"
+          % (label, cfg["kv_lora_rank"], a["windows"] - held, held, a["seqlen"], a["windows_per_step"], a["steps"],
+             secs, step / rate, step / 1e9, rate / 1e9, g, mb, K, N, K, rate / 1e9 / g, dtotal / rate,
+             dtotal / rate * (16 if label.startswith("Llama") else 80) / 3600, 16 if label.startswith("Llama") else 80))
+print()
+for label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, sec in rows:
+    print("%s: conversion %s wall, peak RSS %.2f GiB; phases (s): %s" % (label, wall, rss / 2**20,
+          ", ".join("%s %.1f" % (k, v) for k, v in sec.items())))
+    print("  attn_fit layer: train mse %.4g -> %.4g, held back %.4g -> %.4g, best step %d"
+          % tuple(a["layers"][0][k] for k in ("train_mse_before", "train_mse_after", "held_mse_before", "held_mse_after", "best_step")))
+print("\nprojection: the defaults' layer FLOPs (2 F(112) + 2 F(16) + 150 [TR(16) + F(16)]) at the rate measured here;"
+      "\n1B shapes ran in micro-batches of 8 (the default), 72B shapes in micro-batches of 4")
+PY
