@@ -330,9 +330,12 @@ int attn_fit_layer(const AttnFitProblem *p, const AttnFitData *x, MlaAttn *a, co
     double lowest = INFINITY, first = 0;
     int stopped = 0;
     for (int step = 0; step <= p->steps; step++) {
-        /* the step's weights judged on held-back data (without any: on the training data) */
-        double judged = held ? pass(&w, p, x, &P, windows, train, p->mb_total, 1, 0, NULL)
-                             : step ? pass(&w, p, x, &P, windows, 0, train, 1, 0, NULL) : res->train_before;
+        /* the weights judged on held-back data (without any: on the training data) every
+         * ATTN_JUDGE_EVERY steps and after the last: judging each step cost 30% of the fit */
+        int judge = step % ATTN_JUDGE_EVERY == 0 || step == p->steps;
+        double judged = !judge ? INFINITY
+                        : held ? pass(&w, p, x, &P, windows, train, p->mb_total, 1, 0, NULL)
+                        : step ? pass(&w, p, x, &P, windows, 0, train, 1, 0, NULL) : res->train_before;
         if (step == 0) res->held_before = held ? judged : NAN;
         if (judged < lowest) {
             lowest = judged;

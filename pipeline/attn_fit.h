@@ -10,9 +10,10 @@
  * the layout holds are fitted too, o_proj's bias is not).
  *
  * No overfitting by construction: the last `held` micro-batches never train;
- * their error picks the step whose weights are kept (step 0, the starting
- * weights, included), so a layer never leaves the fit worse on held-back data
- * than it came. Training steps walk the other micro-batches in a fixed
+ * their error, measured every ATTN_JUDGE_EVERY steps and after the last,
+ * picks the step whose weights are kept (step 0, the starting weights,
+ * included), so a layer never leaves the fit worse on held-back data than it
+ * came. Training steps walk the other micro-batches in a fixed
  * stride (step s trains those m with m % k == s % k), the same whichever
  * ranks hold them; each micro-batch's error and gradient is computed alone
  * and all of them are added in micro-batch order on every rank of `comm`,
@@ -26,6 +27,8 @@
 
 #include "model/model.h"
 #include "pipeline/mla_layer.h"
+
+#define ATTN_JUDGE_EVERY 5
 
 /* One layer's data on this rank: nseq windows of T tokens (positions 0..T-1
  * each) in micro-batches of `batch` windows (the last may be shorter). */
