@@ -148,7 +148,7 @@ static const ArgSpec convert_specs[] = {
          "rotation, or the rotation and then every MLA attention weight as exported (default attention)", 0},
         {"attn-fit-steps", ARG_INT, F(s.attn_fit_steps), "N", "Adam steps of the attention fit per layer (default 150)",
          0},
-        {"attn-fit-lr", ARG_STR, F(attn_fit_lr), "X", "learning rate of the attention fit (default 0.002)", 0},
+        {"attn-fit-lr", ARG_STR, F(attn_fit_lr), "X", "learning rate of the attention fit (default 0.004)", 0},
         {"attn-fit-nsamples", ARG_INT, F(s.attn_fit_nsamples), "K",
          "the first K calibration windows are the attention fit's data, an eighth of them held back to pick the "
          "step kept (default 0: all)", 0},
@@ -203,7 +203,7 @@ static void flags_defaults(ConvertFlags *f) {
     f->eval.split = "test";
     f->seed = 42;
     f->kv_norm = "fit", f->resume = "auto", f->fit_lr = "0.05", f->fit_schedule = "parallel";
-    f->fit = "attention", f->attn_fit_lr = "0.002", f->attn_fit_schedule = "sequential", f->attn_fit_o = "yes";
+    f->fit = "attention", f->attn_fit_lr = "0.004", f->attn_fit_schedule = "sequential", f->attn_fit_o = "yes";
     f->freqfold = "auto", f->collapse = "auto", f->balance = "1", f->token_dtype = "u16";
     f->shard_mb = 4096;
 }

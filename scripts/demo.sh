@@ -3,13 +3,13 @@
 # convert it to DeepSeek-V3 MLA (qk_mqa_dim 32, kv_lora_rank 64), evaluate,
 # fine-tune the converted model on WikiText-2 bytes, evaluate again, and
 # print a greedy continuation of one prompt from the original, converted and
-# fine-tuned models. About 2-3 minutes on 2 cores. Writes OUT (default out/).
+# fine-tuned models. About 5 minutes on 2 cores. Writes OUT (default out/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=build/transmla M=data/models/bytelm-dev OUT=${1:-out}
 PROMPT="In the early 19th century , the"
 
-echo "== 1/4 convert (RoRoPE with fitted rotations + BKV-PCA, freqfold searched by perplexity)"
+echo "== 1/4 convert (RoRoPE + BKV-PCA; freqfold chosen per layer, rotation and whole attention fitted)"
 "$BIN" convert --model-path "$M" --save-path "$OUT/bytelm-dev-mla" --overwrite --cal-tokens "$M/calib.u16" \
     --cal-nsamples 64 --eval-tokens "$M/eval.u16" --ppl-seqlen 512 --qk-mqa-dim 32 --kv-lora-rank 64
 
