@@ -103,6 +103,14 @@ typedef int (*LayerStep)(Run *r, const StepArgs *a, int l, const EigenSolver *e,
 
 int run_each_stage_layer(Run *r, LayerStep step, const StepArgs *a, int eigen_n, const char *label);
 
+/* After a per-layer fit over the stages: -1 when a rank failed, RUN_STOPPED
+ * (with a line naming `phase`) when one stopped, else 0. Collective. */
+int run_fit_outcome(Run *r, int rc, const char *phase);
+/* Every layer's row of `width` numbers, each from its stage's replica 0
+ * (mine: [n_layers * width], zero outside this stage's layers; cleared on
+ * other replicas). The result is rank 0's to read and everyone's to free. */
+double *run_layer_rows(Run *r, double *mine, int width);
+
 /* ---- run_fit.c ---- */
 
 /* Fitting is on: steps > 0 and calibration data. */

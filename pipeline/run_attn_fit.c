@@ -188,9 +188,7 @@ static int fit_layer(AttnRun *a, Run *r, int l) {
  * stage's rows from its replica 0). */
 static json_t *fit_report(Run *r, const AttnRun *a, int windows) {
     int n = r->cfg.n_layers;
-    double *all = callocCheck((size_t)n * N_INFO, sizeof *all);
-    if (r->t.replica != 0) memset(a->info, 0, (size_t)n * N_INFO * sizeof *a->info);
-    MPI_Reduce(a->info, all, n * N_INFO, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    double *all = run_layer_rows(r, a->info, N_INFO);
     const ConvertSettings *s = r->s;
     json_t *layers = json_array();
     double seconds = 0;
@@ -263,16 +261,9 @@ int stage_attn_fit(Run *r) {
             p.per_step * a.st.batch, r->s->attn_fit_lr, r->s->attn_fit_o ? "fitted" : "kept",
             a.xc ? "sequential" : "parallel");
     rc = fit_stage_layers(&a, r);
-    int stopped = rc == RUN_STOPPED;
-    if (dist_agree(MPI_COMM_WORLD, rc < 0 ? -1 : 0)) {
+    if ((rc = run_fit_outcome(r, rc, "attn-fit"))) {
         attn_run_free(&a);
-        return -1;
-    }
-    MPI_Allreduce(MPI_IN_PLACE, &stopped, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    if (stopped) {
-        run_say(r, "attn-fit: stopped; the layers fitted so far are saved\n");
-        attn_run_free(&a);
-        return RUN_STOPPED;
+        return rc;
     }
     json_t *done = json_pack("{so}", "attn_fit", fit_report(r, &a, windows));
     attn_run_free(&a);

@@ -303,9 +303,7 @@ static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
  * each stage's rows from its replica 0). */
 static json_t *fit_report(Run *r, const FitRun *f, int windows) {
     int n = r->cfg.n_layers;
-    double *all = callocCheck((size_t)n * FIT_INFO, sizeof *all);
-    if (r->t.replica != 0) memset(f->info, 0, (size_t)n * FIT_INFO * sizeof *f->info);
-    MPI_Reduce(f->info, all, n * FIT_INFO, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    double *all = run_layer_rows(r, f->info, FIT_INFO);
     const ConvertSettings *s = r->s;
     json_t *layers = json_array();
     double seconds = 0;
@@ -350,16 +348,9 @@ int stage_rorope_fit(Run *r) {
     }
     if (sequential && !last) fit_stream_send(f.st.x, f.st.N * c->hidden_size, rc, t);
     free(inv_freq);
-    int stopped = rc == RUN_STOPPED;
-    if (dist_agree(MPI_COMM_WORLD, rc < 0 ? -1 : 0)) {
+    if ((rc = run_fit_outcome(r, rc, "rorope-fit"))) {
         fit_run_free(&f);
-        return -1;
-    }
-    MPI_Allreduce(MPI_IN_PLACE, &stopped, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    if (stopped) {
-        run_say(r, "rorope-fit: stopped; the layers fitted so far are saved\n");
-        fit_run_free(&f);
-        return RUN_STOPPED;
+        return rc;
     }
     run_stage_done(r, "rorope_fit");
     json_t *rep = fit_report(r, &f, windows);

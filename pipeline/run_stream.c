@@ -4,7 +4,9 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
+#include "io/base/checked.h"
 #include "io/base/clock.h"
 #include "io/base/error.h"
 #include "io/base/interrupt.h"
@@ -159,4 +161,21 @@ int run_each_stage_layer(Run *r, LayerStep step, const StepArgs *a, int eigen_n,
             MPI_Bcast(&r->kv_ratio[l], 1, MPI_DOUBLE, owner, t->stage_comm);
         }
     return 0;
+}
+
+int run_fit_outcome(Run *r, int rc, const char *phase) {
+    if (dist_agree(MPI_COMM_WORLD, rc < 0 ? -1 : 0)) return -1;
+    int stopped = rc == RUN_STOPPED;
+    MPI_Allreduce(MPI_IN_PLACE, &stopped, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (!stopped) return 0;
+    run_say(r, "%s: stopped; the layers fitted so far are saved\n", phase);
+    return RUN_STOPPED;
+}
+
+double *run_layer_rows(Run *r, double *mine, int width) {
+    int n = r->cfg.n_layers;
+    double *all = callocCheck((size_t)n * width, sizeof *all);
+    if (r->t.replica != 0) memset(mine, 0, (size_t)n * width * sizeof *mine);
+    MPI_Reduce(mine, all, n * width, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    return all;
 }
