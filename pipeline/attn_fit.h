@@ -17,7 +17,8 @@
  * stride (step s trains those m with m % k == s % k), the same whichever
  * ranks hold them; each micro-batch's error and gradient is computed alone
  * and all of them are added in micro-batch order on every rank of `comm`,
- * so any layout of replicas gives the one-process result bit for bit. The forward and backward are the fine-tuning MLA kernels
+ * so from the same inputs any layout of replicas gives the one-process
+ * result bit for bit. The forward and backward are the fine-tuning MLA kernels
  * (model/mla_train.h), so what is fitted is what the export computes. */
 #ifndef TM_PIPELINE_ATTN_FIT_H
 #define TM_PIPELINE_ATTN_FIT_H

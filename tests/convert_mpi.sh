@@ -10,6 +10,14 @@
 #    The RoRoPE rotation fit is on (the default), so this also holds for it:
 #    its replicas add every micro-batch's gradient in one order, and the
 #    fitted models, per-layer MSEs and perplexities agree as above;
+#  - with the attention fit (--fit attention), 2 stages x 2 replicas give
+#    the one-process model within 1e-3 scale-relative, the same perplexities
+#    within 1e-6, and the same per-layer errors (1e-5) and kept steps. Its
+#    replicas also add every micro-batch's gradient in one order (2 stages x
+#    1 replica are bit-identical), but Adam's normalised steps turn the
+#    ~1e-7 differences it starts from (above) into up to 4e-4 in the few
+#    weights whose gradients are near zero (measured in the last layer's
+#    q_proj: 3e-5 with 2 replicas, 4e-4 with 4);
 #  - the same topology twice gives bit-identical files (deterministic sums);
 #  - --scalapack-min-n 1 sends every BKV-PCA eigenproblem through ScaLAPACK
 #    (the report counts them) and still gives the LAPACK model within 1e-5;
@@ -43,9 +51,13 @@ sys.exit(0 if worst <= 1e-6 else 1)" "$1" "$2"
 }
 # Under the sanitizers (TM_SANITIZED) the RoRoPE fit runs short: the same
 # code in a fraction of the time; the release pass checks what it achieves.
-fitq=(--attn-fit-steps 10 --attn-fit-windows-per-step 4)
-if [ -n "${TM_SANITIZED:-}" ]; then fitq=(--rorope-fit-nsamples 4 --rorope-fit-steps 8 --attn-fit-steps 3); fi
-args=(convert "${fitq[@]}" --quiet --model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 128 --cal-nsamples 12
+# The splits below run the rotation fit alone; the attention fit is checked
+# after them, on its own tolerance.
+fitq=()
+if [ -n "${TM_SANITIZED:-}" ]; then fitq=(--rorope-fit-nsamples 4 --rorope-fit-steps 8); fi
+attnq=(--fit attention --attn-fit-steps 10 --attn-fit-windows-per-step 4)
+if [ -n "${TM_SANITIZED:-}" ]; then attnq=(--fit attention --attn-fit-steps 3); fi
+args=(convert "${fitq[@]}" --fit rotation --quiet --model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 128 --cal-nsamples 12
       --cal-batch-size 2 --eval-tokens "$model/eval.u16" --ppl-seqlen 256 --eval-nsamples 6 --eval-batch-size 2
       --qk-mqa-dim 4 --freqfold 2 --kv-lora-rank 16 --max-shard-mb 1)
 
@@ -70,7 +82,13 @@ for x, y in zip(a, b):
     assert abs(x['mse_after'] - y['mse_after']) <= 1e-5 * y['mse_after'] and x['mse_after'] < x['mse_before']
 assert len(a) == len(b) == 5
 EOF
-"$py" - "$work/np4-s2" "$work/p1" <<'EOF' && ok "2 stages x 2 replicas: the attention fit's per-layer errors and kept steps equal one process's" || bad "the attention fit's errors under MPI"
+"$bin" "${args[@]}" "${attnq[@]}" --save-path "$work/p1a" >/dev/null || bad "one-process conversion, attention fit"
+mpi 4 "${args[@]}" "${attnq[@]}" --stages 2 --save-path "$work/np4-s2a" >/dev/null 2>&1 || bad "P=4 S=2 conversion, attention fit"
+"$py" "$here/ref/compare_models.py" "$work/np4-s2a" "$work/p1a" --rtol 1e-3 | sed "s/^/attention fit, P=4 S=2: /" | tail -2
+[ "${PIPESTATUS[0]}" = 0 ] || fails=$((fails + 1))
+same_ppl "$work/np4-s2a" "$work/p1a" | sed "s/^\(....\) /\1 attention fit, P=4 S=2: /"
+[ "${PIPESTATUS[0]}" = 0 ] || fails=$((fails + 1))
+"$py" - "$work/np4-s2a" "$work/p1a" <<'EOF' && ok "2 stages x 2 replicas: the attention fit's per-layer errors and kept steps equal one process's" || bad "the attention fit's errors under MPI"
 import json, sys
 a, b = (json.load(open(p + '/transmla_report.json'))['attn_fit']['layers'] for p in sys.argv[1:3])
 for x, y in zip(a, b):
