@@ -322,10 +322,13 @@ int attn_fit_layer(const AttnFitProblem *p, const AttnFitData *x, MlaAttn *a, co
     Scratch w;
     scratch_init(&w, p, x);
     int64_t windows = all_windows(p, x);
+    /* weights, gradients, two moments, the best step's copy; a step's per-micro-batch gradients; activations */
+    uint64_t bytes = (uint64_t)P.total * sizeof(float) * (5 + (p->per_step > 0 ? p->per_step : p->mb_total)) +
+                     w.acts.bytes + (uint64_t)x->batch * x->T * p->c->hidden_size * sizeof(float);
     int train = p->mb_total - p->held, held = p->held > 0 && train > 0;
     if (!held) train = p->mb_total;
     int stride = p->per_step > 0 && p->per_step < train ? (train + p->per_step - 1) / p->per_step : 1;
-    *res = (AttnFitResult){.held_before = NAN, .held_after = NAN};
+    *res = (AttnFitResult){.held_before = NAN, .held_after = NAN, .bytes = bytes};
     res->train_before = pass(&w, p, x, &P, windows, 0, train, 1, 0, NULL);
     double lowest = INFINITY, first = 0;
     int stopped = 0;

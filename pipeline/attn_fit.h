@@ -56,6 +56,7 @@ typedef struct {
     double held_before, held_after;   /* the same on the held-back ones (NAN without any) */
     int best_step;                    /* the step whose weights are kept (0: the starting ones) */
     double seconds;
+    uint64_t bytes;                   /* what the fit held: parameters x 5, a step's gradients, activations */
 } AttnFitResult;
 
 /* The fitted tensors of a layer as fp32, in a fixed order, with their

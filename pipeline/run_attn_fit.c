@@ -36,6 +36,7 @@ typedef struct {
     float *y_fit;      /* [N, D] the fitted block's output (sequential) */
     ModelConfig mla;   /* the converted layers' config, as a loader sees it */
     double *info;      /* [n_layers * N_INFO] */
+    uint64_t held;     /* bytes of the streams and the layer's data */
     int upstream;      /* the stage before's status */
 } AttnRun;
 
@@ -60,7 +61,8 @@ static int attn_run_init(AttnRun *a, Run *r) {
     a->info = callocCheck((size_t)c->n_layers * N_INFO, sizeof *a->info);
     /* the streams, the layer's input and target, the fitted output or the parallel schedule's copy */
     int extra = s->attn_fit_sequential ? 2 * D : t->stage < t->stages - 1 ? D : 0;
-    run_note_max(&r->rep.mem_act, (uint64_t)st->N * (3 * D + extra) * sizeof(float) + st->ws.bytes);
+    a->held = (uint64_t)st->N * (3 * D + extra) * sizeof(float) + st->ws.bytes;
+    run_note_max(&r->rep.mem_act, a->held);
     a->upstream = fit_stream_start(st, st->x, t, r->cal_ids, &r->orig.w.embed);
     if (!a->upstream && a->xc) {
         if (t->stage == 0) memcpy(a->xc, st->x, (size_t)st->N * D * sizeof(float));
@@ -166,6 +168,7 @@ static int fit_layer(AttnRun *a, Run *r, int l) {
         AttnFitResult res;
         rc = attn_fit_layer(&p, &a->fd, &r->layers[l], &L->o, L->o_bias, &res, a->y_fit);
         if (rc == ATTN_FIT_STOPPED) return RUN_STOPPED; /* a layer's fit does not resume part-way */
+        run_note_max(&r->rep.mem_act, a->held + res.bytes);
         double row[N_INFO] = {res.train_before, res.train_after, res.held_before, res.held_after, res.best_step,
                               res.seconds};
         memcpy(info, row, sizeof row);

@@ -153,7 +153,7 @@ json.dump(c, open(dst + '/config.json', 'w'))" "$fixtures/llama_gqa2_bf16" "$wor
 family() { # fixture r rank router [extra convert flags...]
     local fx=$1 r=$2 rank=$3 router=$4
     shift 4
-    local out=$work/out_$fx${1:+_x}
+    local out=$work/out_$fx$(printf '%s' "$*" | tr -c 'a-z0-9' '_')
     local src=$fixtures/$fx
     [ -d "$src" ] || src=$work/$fx
     if ! "$bin" convert "${fitq[@]}" --quiet --model-path "$src" --save-path "$out" --cal-tokens "$work/calib.u16" \
@@ -179,8 +179,8 @@ family mistral_window 8 12 hf
 family mixtral_moe_bf16 4 12 vllm
 # without the attention fit the q_proj bias is dropped (the fit makes up for it)
 family qwen2_bias 4 12 hf --fit rotation
-jget "$work/out_qwen2_bias_x/transmla_report.json" ppl.mla_native_with_q_bias >/dev/null &&
-    grep -q "q_proj bias" "$work/out_qwen2_bias_x/transmla_report.json" && echo "ok    qwen2: report notes the dropped q_proj bias and prices it" \
+jget "$work/out_qwen2_bias__fit_rotation/transmla_report.json" ppl.mla_native_with_q_bias >/dev/null &&
+    grep -q "q_proj bias" "$work/out_qwen2_bias__fit_rotation/transmla_report.json" && echo "ok    qwen2: report notes the dropped q_proj bias and prices it" \
     || { echo "FAIL  qwen2: report lacks the q_proj bias note"; fails=$((fails + 1)); }
 
 # ---- bad arguments: one error line, exit 1, nothing written, no heavy work ----
