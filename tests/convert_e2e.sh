@@ -25,11 +25,13 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fails=0
 # The attention fit runs 20 steps (of the default 150): enough to check
-# that it lowers the perplexity. Under the sanitizers (TM_SANITIZED) both
-# fits run short: the same code in a fraction of the time; the release pass
-# checks what they achieve.
+# that it lowers the perplexity. Under the sanitizers (TM_SANITIZED) the
+# rotation fit runs short and the attention fit not at all (the sanitizers
+# see it in convert_mpi, convert_phases, convert_resume and stop_latency):
+# the same code in a fraction of the time; the release pass checks what the
+# fits achieve.
 fitq=(--attn-fit-steps 20)
-if [ -n "${TM_SANITIZED:-}" ]; then fitq=(--rorope-fit-nsamples 4 --rorope-fit-steps 8 --attn-fit-steps 3); fi
+if [ -n "${TM_SANITIZED:-}" ]; then fitq=(--rorope-fit-nsamples 4 --rorope-fit-steps 8 --fit rotation); fi
 
 check() { # name ours expected rel_tol  (ours <= expected*(1+tol) when $5 == "le")
     if "$py" -c "
@@ -82,10 +84,13 @@ sys.exit(0 if m['peak_rss_bytes'] <= bound else 1)" "$work/bytelm-dev/transmla_r
 "$bin" convert "${fitq[@]}" --quiet --model-path "$models/bytelm-dev" --save-path "$work/kvnorm_rms" --kv-norm rms \
     --cal-tokens "$models/bytelm-dev/calib.u16" --cal-nsamples 16 --eval-tokens "$models/bytelm-dev/eval.u16" \
     --ppl-seqlen 512 --eval-nsamples 4 --qk-mqa-dim 32 --freqfold 4 --kv-lora-rank 64 --fit rotation >/dev/null
+before_attn=ppl.mla_native_rotation_fit
+[ -n "${TM_SANITIZED:-}" ] && before_attn=ppl.mla_native
 check "kv norm fit <= rms weight (as exported)" \
-    "$(jget "$work/bytelm-dev/transmla_report.json" ppl.mla_native_rotation_fit)" \
+    "$(jget "$work/bytelm-dev/transmla_report.json" $before_attn)" \
     "$(jget "$work/kvnorm_rms/transmla_report.json" ppl.mla_native)" 0 le
 # the attention fit lowers what loaders compute, and its held-back error never rises
+if [ -z "${TM_SANITIZED:-}" ]; then
 check "attention fit < rotation fit alone (as exported)" "$(jget "$work/bytelm-dev/transmla_report.json" ppl.mla_native)" \
     "$(jget "$work/bytelm-dev/transmla_report.json" ppl.mla_native_rotation_fit)" -0.02 le
 "$py" -c "
@@ -94,6 +99,7 @@ for l in json.load(open(sys.argv[1]))['attn_fit']['layers']:
     assert l['held_mse_after'] <= l['held_mse_before'] and l['train_mse_after'] < l['train_mse_before'], l" \
     "$work/bytelm-dev/transmla_report.json" && echo "ok    attention fit: every layer's errors fall" ||
     { echo "FAIL  attention fit: a layer's error rose"; fails=$((fails + 1)); }
+fi
 
 # inspect reads the export as MLA: its KV bytes per token are the report's "after"
 check "inspect on the export: latent cache bytes" \

@@ -64,7 +64,7 @@ else fail "eval: token set $p_set, text $p_text, raw $p_raw differ"; fi
 # Under the sanitizers (TM_SANITIZED) the RoRoPE fit runs short: the same
 # code in a fraction of the time; the release pass checks what it achieves.
 fitq=(--attn-fit-steps 10)
-if [ -n "${TM_SANITIZED:-}" ]; then fitq=(--rorope-fit-nsamples 4 --rorope-fit-steps 8 --attn-fit-steps 3); fi
+if [ -n "${TM_SANITIZED:-}" ]; then fitq=(--rorope-fit-nsamples 4 --rorope-fit-steps 8 --fit rotation); fi
 conv=(convert "${fitq[@]}" --quiet --model-path "$blm" --cal-max-seqlen 256 --cal-nsamples 8 --cal-batch-size 4 --qk-mqa-dim 32
       --freqfold 4 --kv-lora-rank 64 --eval-dataset none --overwrite)
 # one thread, as each of the 2 ranks below: the comparison is about the topology
