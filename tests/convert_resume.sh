@@ -34,6 +34,9 @@ args=(--model-path "$model" --cal-tokens "$model/calib.u16" --cal-max-seqlen 256
       --cal-batch-size 1 --eval-tokens "$model/calib.u16" --eval-nsamples 8 --eval-batch-size 1 --ppl-seqlen 256
       --qk-mqa-dim 4 --kv-lora-rank 16 --rorope-fit-nsamples 4 --rorope-fit-steps 10
       --skip-published-mla --attn-fit-nsamples 8 --attn-fit-steps 6 --attn-fit-windows-per-step 2)
+# Under the sanitizers (TM_SANITIZED) without the attention fit: its resume
+# is checked there by convert_phases, and here by the release pass.
+[ -n "${TM_SANITIZED:-}" ] && args+=(--fit rotation)
 one() { timeout 300 "$bin" convert "${args[@]}" "$@"; }
 mpi() { timeout 300 "$mpiexec" --oversubscribe --allow-run-as-root -np 4 "$bin" convert "${args[@]}" --stages 2 "$@"; }
 same() { # name a b
@@ -128,6 +131,7 @@ done
 
 # a crash in the attention fit (after layer 3 is saved): the next run loads
 # fitted layers 1-3, moves the sequential stream through them, fits 4-5
+if [ -z "${TM_SANITIZED:-}" ]; then
 save=$work/attn-fit
 TRANSMLA_INJECT_FAILURE=attn-fit:layer2:0 one --save-path "$save" >"$work/attn-fit-1.log" 2>&1
 grep -q "injected failure at attn-fit:layer2" "$work/attn-fit-1.log" || { bad "the injected attention-fit crash did not happen"; show "$work/attn-fit-1.log"; }
@@ -137,6 +141,7 @@ m=$(grep -cE "^attn-fit: layer [45]/5 \(rank 0, 1 replicas\)$" "$work/attn-fit-2
 if [ "$n" -eq 3 ] && [ "$m" -eq 2 ]; then ok "attention fit, crash at layer 3: layers 1-3 loaded, 4-5 fitted"
 else bad "attention fit, crash at layer 3: $n layers loaded (want 3), $m fitted (want 2)"; show "$work/attn-fit-2.log" 30; fi
 same "1 process, crashed between the attention fit's layers" "$ref" "$save"
+fi
 
 # ---- 4 ranks: 2 stages x 2 replicas ----
 ref4=$work/ref4
