@@ -10,6 +10,7 @@
 #include "model/matmul.h"
 #include "model/mla.h"
 #include "model/mla_train.h"
+#include "pipeline/fit_stream.h"
 
 /* ---- parameters ---- */
 
@@ -155,13 +156,10 @@ static void scratch_free(Scratch *w) {
     free(w->e);
 }
 
-static int local_mbs(const AttnFitData *x) { return (x->nseq + x->batch - 1) / x->batch; }
+static int local_mbs(const AttnFitData *x) { return fit_mb_count(x->nseq, x->batch); }
 
 /* Micro-batch lm of this rank: its windows, first row in row0. */
-static int local_mb(const AttnFitData *x, int lm, int64_t *row0) {
-    *row0 = (int64_t)lm * x->batch * x->T;
-    return x->nseq - lm * x->batch < x->batch ? x->nseq - lm * x->batch : x->batch;
-}
+static int local_mb(const AttnFitData *x, int lm, int64_t *row0) { return fit_mb(x->nseq, x->batch, x->T, lm, row0); }
 
 static double local_pass(Scratch *w, const AttnFitProblem *p, const AttnFitData *x, AttnParams *P, int m0, int m1,
                          int stride, double norm, int grad, float *y_fit) {

@@ -42,12 +42,16 @@ int fit_stream_start(FitStream *f, float *x, const Topology *t, const int32_t *c
     return 0;
 }
 
-int fit_stream_mb_count(const FitStream *f) { return (f->nseq + f->batch - 1) / f->batch; }
+int fit_mb_count(int nseq, int batch) { return (nseq + batch - 1) / batch; }
 
-int fit_stream_mb(const FitStream *f, int m, int64_t *row0) {
-    *row0 = (int64_t)m * f->batch * f->T;
-    return f->nseq - m * f->batch < f->batch ? f->nseq - m * f->batch : f->batch;
+int fit_mb(int nseq, int batch, int T, int m, int64_t *row0) {
+    *row0 = (int64_t)m * batch * T;
+    return nseq - m * batch < batch ? nseq - m * batch : batch;
 }
+
+int fit_stream_mb_count(const FitStream *f) { return fit_mb_count(f->nseq, f->batch); }
+
+int fit_stream_mb(const FitStream *f, int m, int64_t *row0) { return fit_mb(f->nseq, f->batch, f->T, m, row0); }
 
 void fit_stream_mlp(FitStream *f, float *x, const ModelConfig *c, const LayerWeights *L, int l) {
     for (int m = 0; m < fit_stream_mb_count(f); m++) {

@@ -38,6 +38,12 @@ int fit_stream_mb_count(const FitStream *f);
 /* Micro-batch m of this replica: its windows, first row in *row0. */
 int fit_stream_mb(const FitStream *f, int m, int64_t *row0);
 
+/* nseq windows of T tokens in micro-batches of `batch` (the last may be
+ * shorter): how many, and micro-batch m's windows with its first row in
+ * *row0. The one home of this arithmetic for the stream and both fits. */
+int fit_mb_count(int nseq, int batch);
+int fit_mb(int nseq, int batch, int T, int m, int64_t *row0);
+
 /* x[N, width] (N may be 0). */
 float *fit_rows_alloc(int64_t N, int width);
 /* x (micro-batch rows) += MLP/MoE(post_norm(x)) of layer l, after the

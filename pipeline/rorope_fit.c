@@ -13,6 +13,7 @@
 #include "model/attention.h"
 #include "model/matmul.h"
 #include "model/rope.h"
+#include "pipeline/fit_stream.h"
 
 int cayley(int n, const double *S, double *Q) {
     double *A = mallocCheck((size_t)n * n * sizeof *A);
@@ -29,12 +30,9 @@ int cayley(int n, const double *S, double *Q) {
     return rc;
 }
 
-int fit_data_mb_count(const FitData *x) { return (x->nseq + x->batch - 1) / x->batch; }
+int fit_data_mb_count(const FitData *x) { return fit_mb_count(x->nseq, x->batch); }
 
-int fit_data_mb(const FitData *x, int m, int64_t *row0) {
-    *row0 = (int64_t)m * x->batch * x->T;
-    return x->nseq - m * x->batch < x->batch ? x->nseq - m * x->batch : x->batch;
-}
+int fit_data_mb(const FitData *x, int m, int64_t *row0) { return fit_mb(x->nseq, x->batch, x->T, m, row0); }
 
 /* One micro-batch's buffers (N rows at most) and the rope head's table. */
 typedef struct {
