@@ -78,7 +78,8 @@ void layer_forward_train(const ModelConfig *c, const LayerWeights *L, int layer,
     rmsnorm_forward_train(p->xn2, p->rstd2, p->x_mid, L->post_norm, N, D, c->rms_norm_eps);
     memcpy(x_out, p->x_mid, (size_t)N * D * sizeof(float));
     if (hf_config_layer_is_moe(c, layer)) {
-        moe_forward(x_out, p->xn2, L, N, D, c->expert_intermediate_size, c->n_experts, c->n_experts_per_tok, &p->moe);
+        moe_forward(x_out, p->xn2, L, N, D, c->expert_intermediate_size, c->n_experts, c->n_experts_per_tok,
+                    !c->moe_topk_raw, &p->moe);
         return;
     }
     int64_t NI = (int64_t)N * c->intermediate_size;
@@ -98,7 +99,7 @@ void layer_backward(const ModelConfig *c, const LayerWeights *L, LayerWeights *G
     memset(p->dxn, 0, ND * sizeof(float));
     if (hf_config_layer_is_moe(c, layer)) {
         moe_backward(p->dxn, G, dx_out, p->xn2, L, N, D, c->expert_intermediate_size, c->n_experts,
-                     c->n_experts_per_tok, &p->moe);
+                     c->n_experts_per_tok, !c->moe_topk_raw, &p->moe);
     } else {
         int64_t NI = (int64_t)N * c->intermediate_size;
         memset(p->dact, 0, (size_t)NI * sizeof(float));
