@@ -184,9 +184,10 @@ static int parse_qwen3_window(const char *file, const json_t *root, ModelConfig 
         }
     }
     if (n_sliding && n_sliding != c->n_layers)
-        return tm_fail("%s: field 'use_sliding_window' is true with %d of %d layers windowed (%s); the engine "
-                       "runs one window for all layers or none", file, n_sliding, c->n_layers,
-                       json_object_get(root, "layer_types") ? "layer_types" : "max_window_layers");
+        return tm_fail("%s: fields 'use_sliding_window' and '%s' give %d of %d layers a sliding window; the engine "
+                       "runs one window for all layers or none",
+                       file, json_object_get(root, "layer_types") ? "layer_types" : "max_window_layers", n_sliding,
+                       c->n_layers);
     c->sliding_window = n_sliding ? (int)sw : 0;
     return 0;
 }
