@@ -139,19 +139,19 @@ static int parse_deepseek_v3(const char *file, const json_t *root, ModelConfig *
         positive(file, root, "moe_intermediate_size", 2048, &c->expert_intermediate_size))
         return -1;
     c->n_experts = n_routed;
+    c->moe_topk_raw = !norm_topk; /* softmax routing without renormalisation (a Qwen3-MoE export) */
     if (c->n_experts_per_tok > n_routed)
         return tm_fail("%s: field 'num_experts_per_tok' (%d) exceeds 'n_routed_experts' (%d)", file,
                        c->n_experts_per_tok, n_routed);
     const char *unsupported = strcmp(scoring, "softmax") ? "scoring_func must be \"softmax\""
                             : shared ? "n_shared_experts must be null or 0"
                             : n_group != 1 || topk_group != 1 ? "n_group and topk_group must be 1"
-                            : !norm_topk ? "norm_topk_prob must be true"
                             : scaling != 1.0 ? "routed_scaling_factor must be 1.0"
                             : freq != 1 ? "moe_layer_freq must be 1"
                             : strcmp(topk_method, "noaux_tc") == 0 ? "topk_method must not be noaux_tc"
                             : NULL;
     if (unsupported)
-        return tm_fail("%s: deepseek_v3 MoE layers are supported only in the Mixtral form transmla exports: %s", file,
+        return tm_fail("%s: deepseek_v3 MoE layers are supported only in the Mixtral/Qwen3-MoE form transmla exports: %s", file,
                        unsupported);
     return 0;
 }

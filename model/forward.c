@@ -212,6 +212,11 @@ void gqa_qkv(const ModelConfig *c, const LayerWeights *L, int N, Workspace *ws) 
     matmul_forward(ws->k, ws->xn, &L->k, L->k_bias, N, 0);
     matmul_forward(ws->v, ws->xn, &L->v, L->v_bias, N, 0);
     if (!c->qk_norm) return;
+    if (L->qk_rinv_fixed) {
+        head_scale_forward(ws->q, L->q_head_norm, L->qk_rinv_fixed, N, H, d);
+        head_scale_forward(ws->k, L->k_head_norm, L->qk_rinv_fixed + H, N, G, d);
+        return;
+    }
     head_rmsnorm_forward(ws->q, ws->qk_rinv, H + G, ws->q, L->q_head_norm, N, H, d, c->rms_norm_eps);
     head_rmsnorm_forward(ws->k, ws->qk_rinv + H, H + G, ws->k, L->k_head_norm, N, G, d, c->rms_norm_eps);
 }

@@ -72,3 +72,11 @@ void head_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const
                            const float *rinv, int64_t rinv_stride, int N, int H, int d) {
     norm_rows_backward(dinp, dweight, dout, inp, weight, rinv, (int64_t)N * H, d, H, rinv_stride);
 }
+
+void head_scale_forward(float *x, const float *weight, const float *rinv, int N, int H, int d) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < (int64_t)N * H; i++) {
+        float *y = x + i * d, r = rinv[i % H];
+        for (int j = 0; j < d; j++) y[j] *= r * weight[j];
+    }
+}

@@ -18,6 +18,9 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
  * of width d of each of N rows ([N, H*d]) normalised on its own and scaled by
  * the same weight[d]; out may be inp (in place). rinv (NULL: not kept) gets
  * each head's 1/rms at rinv[n * rinv_stride + h]. */
+/* head_rmsnorm_forward with each head h's 1/rms replaced by rinv[h]
+ * (the same for every row), in place. */
+void head_scale_forward(float *x, const float *weight, const float *rinv, int N, int H, int d);
 void head_rmsnorm_forward(float *out, float *rinv, int64_t rinv_stride, const float *inp, const float *weight, int N,
                           int H, int d, double eps);
 /* Training: dinp += dL/dinp (inp: the values before the norm); dweight +=

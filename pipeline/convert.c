@@ -234,9 +234,11 @@ static int stage_rorope(Run *r) {
             return rc;
         }
         run_stage_done(r, "calibrate_keys");
-        if (dist_agree(MPI_COMM_WORLD, run_qk_fold_set(r, &keys))) {
+        rc = dist_agree(MPI_COMM_WORLD, run_qk_fold_set(r, &keys));
+        if (!rc) rc = run_qk_fold_eval(r);
+        if (rc) {
             calib_stats_free(&keys);
-            return -1;
+            return rc;
         }
     }
     int cands[32], nc = run_freqfold_candidates(&r->rs, r->s->freqfold, cands);
@@ -292,6 +294,8 @@ static int stage_rorope(Run *r) {
     }
     json_t *done = json_pack("{sisO}", "freqfold", r->rs.freqfold, "rorope_by_freqfold", search);
     if (isfinite(best)) json_object_set_new(done, "rorope", json_real(best));
+    json_t *folded = json_object_get(r->rep.ppl, "qk_norm_folded");
+    if (folded) json_object_set(done, "qk_norm_folded", folded);
     json_object_set_new(r->rep.ppl, "rorope_by_freqfold", search);
     rc = resume_mark_done(&r->resume, "rorope", done);
     apply_rorope_choice(r, done);
@@ -434,6 +438,8 @@ static void apply_rorope_choice(Run *r, json_t *done) {
     if (best) json_object_set(r->rep.ppl, "rorope_pca", best); /* the published rotation */
     if (best) json_object_set(r->rep.ppl, "rorope", best);     /* the model carried on, until a fit replaces it */
     if (search && !json_object_get(r->rep.ppl, "rorope_by_freqfold")) json_object_set(r->rep.ppl, "rorope_by_freqfold", search);
+    json_t *folded = json_object_get(done, "qk_norm_folded");
+    if (folded) json_object_set(r->rep.ppl, "qk_norm_folded", folded);
     if (!run_choosing_freqfold(r)) {
         json_object_set_new(r->rep.settings, "freqfold", json_integer(r->rs.freqfold));
         return;

@@ -38,3 +38,21 @@ const double *run_qk_fold(Run *r, int l) {
     if (isnan(f[0]) && resume_load_array(&r->resume, "qk-fold", l, f, n)) return NULL;
     return f;
 }
+
+int run_qk_fold_eval(Run *r) {
+    if (!r->cfg.qk_norm || !r->eval_ids) return 0;
+    int n = n_heads_qk(r), L = r->cfg.n_layers;
+    Model lin = r->orig; /* shares the weights; only the layer table differs */
+    lin.w.layers = mallocCheck((size_t)L * sizeof *lin.w.layers);
+    float *fixed = mallocCheck((size_t)L * n * sizeof *fixed);
+    for (int l = 0; l < L; l++) {
+        lin.w.layers[l] = r->orig.w.layers[l];
+        if (l < r->first || l >= r->end) continue;
+        for (int j = 0; j < n; j++) fixed[(int64_t)l * n + j] = (float)r->qk_fold[(int64_t)l * n + j];
+        lin.w.layers[l].qk_rinv_fixed = fixed + (int64_t)l * n;
+    }
+    int rc = run_eval_into(r, &lin, "QK-norm folded (mean 1/rms per head)", "eval-qk-fold", "qk_norm_folded");
+    free(lin.w.layers);
+    free(fixed);
+    return rc;
+}

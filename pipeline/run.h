@@ -147,6 +147,9 @@ int run_qk_fold_set(Run *r, const CalibStats *keys);
  * them); NULL for a model without QK-norm, or when the state cannot be read
  * (an error is reported). */
 const double *run_qk_fold(Run *r, int l);
+/* ppl.qk_norm_folded: the original with every 1/rms replaced by its mean
+ * (before any RoRoPE or low rank), when there is evaluation data. */
+int run_qk_fold_eval(Run *r);
 
 /* ---- run_report.c ---- */
 
