@@ -57,20 +57,28 @@ static void llama32_1b(void **state) {
     assert_int_equal(c.bos_token_id, 128000);
 }
 
-/* Write `json` to a temp file, parse it, expect failure mentioning `needle`. */
-static void expect_error(const char *json, const char *needle) {
-    char path[] = "/tmp/tm_config_XXXXXX";
+/* Parse `json` from a temp file into c; returns hf_config_load's result and
+ * the file's name in path (removed by then). */
+static int load_json(const char *json, ModelConfig *c, char path[32]) {
+    snprintf(path, 32, "/tmp/tm_config_XXXXXX");
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     FILE *fp = fdopen(fd, "w");
     fputs(json, fp);
     fclose(fp);
+    int rc = hf_config_load(c, path);
+    unlink(path);
+    return rc;
+}
+
+/* Parse `json`, expect failure mentioning `needle` and the file. */
+static void expect_error(const char *json, const char *needle) {
+    char path[32];
     ModelConfig c;
-    int rc = hf_config_load(&c, path);
+    int rc = load_json(json, &c, path);
     const char *msg = tm_error();
     if (rc == 0 || !strstr(msg, needle) || !strstr(msg, path))
         fail_msg("config %s: rc %d, message '%s', wanted '%s' and the path", json, rc, msg, needle);
-    unlink(path);
 }
 
 #define BASE "\"hidden_size\": 64, \"num_hidden_layers\": 2, \"intermediate_size\": 96, \"vocab_size\": 50, "
@@ -98,31 +106,13 @@ static void bad_configs(void **state) {
 }
 
 static void defaults_follow_transformers(void **state) {
-    char path[] = "/tmp/tm_config_XXXXXX";
-    int fd = mkstemp(path);
-    FILE *fp = fdopen(fd, "w");
-    fputs("{" BASE "\"model_type\": \"mistral\", \"num_attention_heads\": 4}", fp);
-    fclose(fp);
+    char path[32];
     ModelConfig c;
-    assert_int_equal(hf_config_load(&c, path), 0);
+    assert_int_equal(load_json("{" BASE "\"model_type\": \"mistral\", \"num_attention_heads\": 4}", &c, path), 0);
     assert_int_equal(c.sliding_window, 4096); /* MistralConfig's default */
     assert_int_equal(c.n_kv_heads, 4);        /* defaults to num_attention_heads */
     assert_int_equal(c.head_dim, 16);
     assert_true(c.rope_theta == 10000.0 && c.rms_norm_eps == 1e-6);
-    unlink(path);
-}
-
-/* Parse `json` from a temp file into c; returns hf_config_load's result. */
-static int load_json(const char *json, ModelConfig *c) {
-    char path[] = "/tmp/tm_config_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    FILE *fp = fdopen(fd, "w");
-    fputs(json, fp);
-    fclose(fp);
-    int rc = hf_config_load(c, path);
-    unlink(path);
-    return rc;
 }
 
 static void qwen3_dev(void **state) {
@@ -145,19 +135,20 @@ static void qwen3_dev(void **state) {
 
 static void qwen3_fields(void **state) {
     ModelConfig c;
-    assert_int_equal(load_json(QWEN3 ", \"attention_bias\": true}", &c), 0);
+    char path[32];
+    assert_int_equal(load_json(QWEN3 ", \"attention_bias\": true}", &c, path), 0);
     assert_int_equal(c.head_dim, 128); /* Qwen3Config's default, not hidden / heads */
     assert_true(c.qk_norm && c.qkv_bias && c.o_bias);
     assert_int_equal(c.sliding_window, 0);
     /* a window on every layer (max_window_layers 0) or on none is one engine window */
-    assert_int_equal(load_json(QWEN3 ", \"use_sliding_window\": true, \"max_window_layers\": 0}", &c), 0);
+    assert_int_equal(load_json(QWEN3 ", \"use_sliding_window\": true, \"max_window_layers\": 0}", &c, path), 0);
     assert_int_equal(c.sliding_window, 4096);
-    assert_int_equal(load_json(QWEN3 ", \"use_sliding_window\": true, \"sliding_window\": 64}", &c), 0);
+    assert_int_equal(load_json(QWEN3 ", \"use_sliding_window\": true, \"sliding_window\": 64}", &c, path), 0);
     assert_int_equal(c.sliding_window, 0); /* max_window_layers 28 >= 2 layers: none windowed */
-    assert_int_equal(load_json(QWEN3 ", \"use_sliding_window\": false, \"max_window_layers\": 0}", &c), 0);
+    assert_int_equal(load_json(QWEN3 ", \"use_sliding_window\": false, \"max_window_layers\": 0}", &c, path), 0);
     assert_int_equal(c.sliding_window, 0);
 
-    assert_int_equal(load_json(QWEN3_MOE ", \"mlp_only_layers\": [0]}", &c), 0);
+    assert_int_equal(load_json(QWEN3_MOE ", \"mlp_only_layers\": [0]}", &c, path), 0);
     assert_int_equal(c.arch, TM_ARCH_QWEN3_MOE);
     assert_true(c.qk_norm);
     assert_int_equal(c.head_dim, 16); /* Qwen3MoeConfig has no head_dim: hidden / heads */
@@ -166,16 +157,16 @@ static void qwen3_fields(void **state) {
     assert_int_equal(c.expert_intermediate_size, 8);
     assert_int_equal(c.first_moe_layer, 1);
     assert_true(c.moe_topk_raw); /* norm_topk_prob defaults to false */
-    assert_int_equal(load_json(QWEN3_MOE ", \"norm_topk_prob\": true, \"decoder_sparse_step\": 2}", &c), 0);
+    assert_int_equal(load_json(QWEN3_MOE ", \"norm_topk_prob\": true, \"decoder_sparse_step\": 2}", &c, path), 0);
     assert_false(c.moe_topk_raw);
     assert_int_equal(c.first_moe_layer, 1); /* (l + 1) % 2 == 0: layer 1 of 2 */
-    assert_int_equal(load_json(QWEN3_MOE ", \"mlp_only_layers\": [0, 1]}", &c), 0);
+    assert_int_equal(load_json(QWEN3_MOE ", \"mlp_only_layers\": [0, 1]}", &c, path), 0);
     assert_int_equal(c.n_experts, 0); /* every layer dense */
     assert_int_equal(load_json("{" BASE "\"model_type\": \"qwen3_moe\", \"num_attention_heads\": 4, "
-                               "\"num_experts\": 0}", &c), 0);
+                               "\"num_experts\": 0}", &c, path), 0);
     assert_int_equal(c.n_experts, 0);
     assert_int_equal(load_json("{" BASE "\"model_type\": \"mixtral\", \"num_attention_heads\": 4, "
-                               "\"num_local_experts\": 2, \"num_experts_per_tok\": 1}", &c), 0);
+                               "\"num_local_experts\": 2, \"num_experts_per_tok\": 1}", &c, path), 0);
     assert_false(c.moe_topk_raw); /* Mixtral renormalises */
 
     expect_error(QWEN3 ", \"use_sliding_window\": true, \"max_window_layers\": 1}", "'max_window_layers'");

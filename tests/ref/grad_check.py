@@ -389,6 +389,40 @@ LAYER_SPECS = {
 SIZES = dict(D=16, H=2, dn=8, dr=4, dv=8, R=8, I=24, E=4, k=2, moe_I=8, B=2, T=6, eps=1e-5, theta=10000.0)
 
 
+def layer_weights(spec, rng, attention):
+    """Layer-0 model weights in the model's order (exactly float32): embedding, input
+    norm, attention(mat, vec, prefix) for the attention's own tensors, post norm,
+    SwiGLU MLP or MoE, final norm, an 8-row head."""
+    s, D = spec, spec["D"]
+    W = {}
+
+    def mat(name, o, i):
+        W[name + ".weight"] = rnd(rng, o, i, scale=1.0 / math.sqrt(i))
+
+    def vec(name, n, base=0.0, scale=0.2):
+        W[name] = f32(base + scale * rng.standard_normal(n))
+
+    m = "model.layers.0.mlp."
+    W["model.embed_tokens.weight"] = rnd(rng, 8, D)
+    vec("model.layers.0.input_layernorm.weight", D, 1.0)
+    attention(mat, vec, "model.layers.0.self_attn.")
+    vec("model.layers.0.post_attention_layernorm.weight", D, 1.0)
+    if s["moe"]:
+        W[m + "gate.weight"] = rnd(rng, s["E"], D, scale=3.0 / math.sqrt(D))   # spread logits: clear top-k margins
+        for e in range(s["E"]):
+            q = m + "experts.%d." % e
+            mat(q + "gate_proj", s["moe_I"], D)
+            mat(q + "up_proj", s["moe_I"], D)
+            mat(q + "down_proj", D, s["moe_I"])
+    else:
+        mat(m + "gate_proj", s["I"], D)
+        mat(m + "up_proj", s["I"], D)
+        mat(m + "down_proj", D, s["I"])
+    vec("model.norm.weight", D, 1.0)
+    mat("lm_head", 8, D)
+    return W
+
+
 def make_layer(spec, rng):
     """-> (config.json dict, {HF name: float64 weights exactly float32})."""
     if spec.get("arch"):
@@ -399,50 +433,27 @@ def make_layer(spec, rng):
     cfg = make_fixtures.dsv3_config(D=D, L=1, H=H, q_lora=Rq or None, R=R, dn=dn, dr=dr, dv=dv, I=I, V=8,
                                     dtype="F32", moe=moe_cfg, rope_interleave=bool(s["interleave"]),
                                     attention_bias=s["attention_bias"], rms_norm_eps=s["eps"], rope_theta=s["theta"])
-    W = {}
 
-    def mat(name, o, i):
-        W[name + ".weight"] = rnd(rng, o, i, scale=1.0 / math.sqrt(i))
-
-    def vec(name, n, base=0.0, scale=0.2):
-        W[name] = f32(base + scale * rng.standard_normal(n))
-
-    a, m = "model.layers.0.self_attn.", "model.layers.0.mlp."
-    W["model.embed_tokens.weight"] = rnd(rng, 8, D)
-    vec("model.layers.0.input_layernorm.weight", D, 1.0)
-    if Rq:
-        mat(a + "q_a_proj", Rq, D)
+    def mla(mat, vec, a):
+        if Rq:
+            mat(a + "q_a_proj", Rq, D)
+            if s["attention_bias"]:
+                vec(a + "q_a_proj.bias", Rq)
+            vec(a + "q_a_layernorm.weight", Rq, 1.0)
+            mat(a + "q_b_proj", H * (dn + dr), Rq)
+        else:
+            mat(a + "q_proj", H * (dn + dr), D)
+            if s["q_bias"]:
+                vec(a + "q_proj.bias", H * (dn + dr))
+        mat(a + "kv_a_proj_with_mqa", R + dr, D)
         if s["attention_bias"]:
-            vec(a + "q_a_proj.bias", Rq)
-        vec(a + "q_a_layernorm.weight", Rq, 1.0)
-        mat(a + "q_b_proj", H * (dn + dr), Rq)
-    else:
-        mat(a + "q_proj", H * (dn + dr), D)
-        if s["q_bias"]:
-            vec(a + "q_proj.bias", H * (dn + dr))
-    mat(a + "kv_a_proj_with_mqa", R + dr, D)
-    if s["attention_bias"]:
-        vec(a + "kv_a_proj_with_mqa.bias", R + dr)
-    vec(a + "kv_a_layernorm.weight", R, 1.0)
-    mat(a + "kv_b_proj", H * (dn + dv), R)
-    mat(a + "o_proj", D, H * dv)
-    if s["attention_bias"]:
-        vec(a + "o_proj.bias", D)
-    vec("model.layers.0.post_attention_layernorm.weight", D, 1.0)
-    if s["moe"]:
-        W[m + "gate.weight"] = rnd(rng, s["E"], D, scale=3.0 / math.sqrt(D))   # spread logits: clear top-k margins
-        for e in range(s["E"]):
-            q = m + "experts.%d." % e
-            mat(q + "gate_proj", s["moe_I"], D)
-            mat(q + "up_proj", s["moe_I"], D)
-            mat(q + "down_proj", D, s["moe_I"])
-    else:
-        mat(m + "gate_proj", I, D)
-        mat(m + "up_proj", I, D)
-        mat(m + "down_proj", D, I)
-    vec("model.norm.weight", D, 1.0)
-    mat("lm_head", 8, D)
-    return cfg, W
+            vec(a + "kv_a_proj_with_mqa.bias", R + dr)
+        vec(a + "kv_a_layernorm.weight", R, 1.0)
+        mat(a + "kv_b_proj", H * (dn + dv), R)
+        mat(a + "o_proj", D, H * dv)
+        if s["attention_bias"]:
+            vec(a + "o_proj.bias", D)
+    return cfg, layer_weights(spec, rng, mla)
 
 
 def make_qwen3_layer(spec, rng):
@@ -454,41 +465,18 @@ def make_qwen3_layer(spec, rng):
     cfg = make_fixtures.base_config(s["arch"], D=D, L=1, H=H, G=G, d=d, I=I, V=8, dtype="F32",
                                     attention_bias=s["attention_bias"], rms_norm_eps=s["eps"],
                                     rope_theta=s["theta"], use_sliding_window=False, **extra)
-    W = {}
 
-    def mat(name, o, i):
-        W[name + ".weight"] = rnd(rng, o, i, scale=1.0 / math.sqrt(i))
-
-    def vec(name, n, base=0.0, scale=0.2):
-        W[name] = f32(base + scale * rng.standard_normal(n))
-
-    a, m = "model.layers.0.self_attn.", "model.layers.0.mlp."
-    W["model.embed_tokens.weight"] = rnd(rng, 8, D)
-    vec("model.layers.0.input_layernorm.weight", D, 1.0)
-    for name, n in (("q", H * d), ("k", G * d), ("v", G * d)):
-        mat(a + name + "_proj", n, D)
+    def gqa(mat, vec, a):
+        for name, n in (("q", H * d), ("k", G * d), ("v", G * d)):
+            mat(a + name + "_proj", n, D)
+            if s["attention_bias"]:
+                vec(a + name + "_proj.bias", n)
+        mat(a + "o_proj", D, H * d)
         if s["attention_bias"]:
-            vec(a + name + "_proj.bias", n)
-    mat(a + "o_proj", D, H * d)
-    if s["attention_bias"]:
-        vec(a + "o_proj.bias", D)
-    vec(a + "q_norm.weight", d, 1.0, 0.4)
-    vec(a + "k_norm.weight", d, 1.0, 0.4)
-    vec("model.layers.0.post_attention_layernorm.weight", D, 1.0)
-    if s["moe"]:
-        W[m + "gate.weight"] = rnd(rng, E, D, scale=3.0 / math.sqrt(D))   # spread logits: clear top-k margins
-        for e in range(E):
-            q = m + "experts.%d." % e
-            mat(q + "gate_proj", s["moe_I"], D)
-            mat(q + "up_proj", s["moe_I"], D)
-            mat(q + "down_proj", D, s["moe_I"])
-    else:
-        mat(m + "gate_proj", I, D)
-        mat(m + "up_proj", I, D)
-        mat(m + "down_proj", D, I)
-    vec("model.norm.weight", D, 1.0)
-    mat("lm_head", 8, D)
-    return cfg, W
+            vec(a + "o_proj.bias", D)
+        vec(a + "q_norm.weight", d, 1.0, 0.4)
+        vec(a + "k_norm.weight", d, 1.0, 0.4)
+    return cfg, layer_weights(spec, rng, gqa)
 
 
 def topk_margin(spec, W, x, pos, doc):
