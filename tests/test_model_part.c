@@ -337,11 +337,6 @@ static void free_layers(MlaAttn *a, int n) {
 static void check_built(const char *dir, const int32_t *ids, int B, int T, const char *label) {
     Model whole;
     model_load_or_fail(&whole, dir);
-    if (whole.cfg.qk_norm) { /* qwen3's conversion (its QK-norm in a latent) comes separately */
-        printf("  %-28s converted: skipped (qk_norm: no conversion yet)\n", label);
-        model_free(&whole);
-        return;
-    }
     int n = whole.cfg.n_layers;
     MlaAttn *layers = exact_layers(&whole);
     BuiltModel bw;
