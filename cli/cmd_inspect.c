@@ -45,9 +45,11 @@ int cmd_inspect(int argc, char **argv) {
                    c->mla.v_head_dim);
         printf("layers       %d, hidden %d, intermediate %d, vocab %d\n", c->n_layers, c->hidden_size,
                c->intermediate_size, c->vocab_size);
-        printf("heads        %d query, %d key/value (group %d), head_dim %d\n", c->n_heads, c->n_kv_heads,
-               c->n_heads / c->n_kv_heads, c->head_dim);
-        if (c->n_experts) printf("experts      %d, %d per token\n", c->n_experts, c->n_experts_per_tok);
+        printf("heads        %d query, %d key/value (group %d), head_dim %d%s\n", c->n_heads, c->n_kv_heads,
+               c->n_heads / c->n_kv_heads, c->head_dim, c->qk_norm ? ", per-head q/k RMSNorm before RoPE" : "");
+        if (c->n_experts)
+            printf("experts      %d, %d per token%s, layers %d..%d\n", c->n_experts, c->n_experts_per_tok,
+                   c->moe_topk_raw ? " (weights not renormalised)" : "", c->first_moe_layer, c->n_layers - 1);
         printf("rope         theta %g%s%s\n", c->rope_theta, c->rope_scaling.type == TM_ROPE_LLAMA3 ? ", llama3 scaling" : c->rope_scaling.type == TM_ROPE_LINEAR ? ", linear scaling" : "",
                c->sliding_window ? ", sliding window" : "");
         printf("parameters   %lld (%.3f M), %llu bytes%s\n", (long long)m.w.n_params, m.w.n_params / 1e6,

@@ -14,6 +14,8 @@ const char *tm_arch_name(TmArch a) {
     case TM_ARCH_MISTRAL: return "mistral";
     case TM_ARCH_MIXTRAL: return "mixtral";
     case TM_ARCH_DEEPSEEK_V3: return "deepseek_v3";
+    case TM_ARCH_QWEN3: return "qwen3";
+    case TM_ARCH_QWEN3_MOE: return "qwen3_moe";
     }
     return "?";
 }
@@ -23,14 +25,15 @@ static int parse_arch(const char *file, const json_t *root, ModelConfig *c) {
     if (tm_json_str_or(file, root, "model_type", NULL, &mt)) return -1;
     if (!mt) return tm_fail("%s: required field 'model_type' is missing", file);
     static const TmArch archs[] = {TM_ARCH_LLAMA, TM_ARCH_QWEN2, TM_ARCH_MISTRAL, TM_ARCH_MIXTRAL,
-                                   TM_ARCH_DEEPSEEK_V3};
+                                   TM_ARCH_DEEPSEEK_V3, TM_ARCH_QWEN3, TM_ARCH_QWEN3_MOE};
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
         if (strcmp(mt, tm_arch_name(archs[i])) == 0) {
             c->arch = archs[i];
             snprintf(c->model_type, sizeof c->model_type, "%s", mt);
             return 0;
         }
-    return tm_fail("%s: field 'model_type' is '%s'; supported: llama, qwen2, mistral, mixtral, deepseek_v3",
+    return tm_fail("%s: field 'model_type' is '%s'; supported: llama, qwen2, mistral, mixtral, deepseek_v3, "
+                   "qwen3, qwen3_moe",
                    file, mt);
 }
 
@@ -136,20 +139,99 @@ static int parse_deepseek_v3(const char *file, const json_t *root, ModelConfig *
         positive(file, root, "moe_intermediate_size", 2048, &c->expert_intermediate_size))
         return -1;
     c->n_experts = n_routed;
+    c->moe_topk_raw = !norm_topk; /* softmax routing without renormalisation (a Qwen3-MoE export) */
     if (c->n_experts_per_tok > n_routed)
         return tm_fail("%s: field 'num_experts_per_tok' (%d) exceeds 'n_routed_experts' (%d)", file,
                        c->n_experts_per_tok, n_routed);
     const char *unsupported = strcmp(scoring, "softmax") ? "scoring_func must be \"softmax\""
                             : shared ? "n_shared_experts must be null or 0"
                             : n_group != 1 || topk_group != 1 ? "n_group and topk_group must be 1"
-                            : !norm_topk ? "norm_topk_prob must be true"
                             : scaling != 1.0 ? "routed_scaling_factor must be 1.0"
                             : freq != 1 ? "moe_layer_freq must be 1"
                             : strcmp(topk_method, "noaux_tc") == 0 ? "topk_method must not be noaux_tc"
                             : NULL;
     if (unsupported)
-        return tm_fail("%s: deepseek_v3 MoE layers are supported only in the Mixtral form transmla exports: %s", file,
+        return tm_fail("%s: deepseek_v3 MoE layers are supported only in the Mixtral/Qwen3-MoE form transmla exports: %s", file,
                        unsupported);
+    return 0;
+}
+
+/* Qwen3's window (transformers' Qwen3Config: with use_sliding_window, the
+ * layers layer_types names "sliding_attention", else those from
+ * max_window_layers on; qwen3_moe: every layer). The engine has one window
+ * for all layers: a model mixing windowed and full layers is refused. */
+static int parse_qwen3_window(const char *file, const json_t *root, ModelConfig *c, int use_sw, long long sw) {
+    if (!use_sw || sw == 0) return 0; /* transformers: no window unless both are set */
+    if (sw < 0 || sw > (1LL << 30)) return tm_fail("%s: field 'sliding_window' is %lld", file, sw);
+    int n_sliding = c->n_layers, mwl = 0;
+    if (c->arch == TM_ARCH_QWEN3) {
+        const json_t *lt = json_object_get(root, "layer_types");
+        n_sliding = 0;
+        if (lt && !json_is_null(lt)) {
+            if (!json_is_array(lt) || json_array_size(lt) != (size_t)c->n_layers)
+                return tm_fail("%s: field 'layer_types' must be a list of num_hidden_layers (%d) strings", file,
+                               c->n_layers);
+            for (int l = 0; l < c->n_layers; l++) {
+                const char *s = json_string_value(json_array_get(lt, (size_t)l));
+                if (!s || (strcmp(s, "sliding_attention") && strcmp(s, "full_attention")))
+                    return tm_fail("%s: field 'layer_types' entry %d is not \"full_attention\" or "
+                                   "\"sliding_attention\"", file, l);
+                n_sliding += strcmp(s, "sliding_attention") == 0;
+            }
+        } else {
+            if (int_in(file, root, "max_window_layers", 28, 0, 1 << 30, &mwl)) return -1;
+            n_sliding = mwl < c->n_layers ? c->n_layers - mwl : 0;
+        }
+    }
+    if (n_sliding && n_sliding != c->n_layers)
+        return tm_fail("%s: fields 'use_sliding_window' and '%s' give %d of %d layers a sliding window; the engine "
+                       "runs one window for all layers or none",
+                       file, json_object_get(root, "layer_types") ? "layer_types" : "max_window_layers", n_sliding,
+                       c->n_layers);
+    c->sliding_window = n_sliding ? (int)sw : 0;
+    return 0;
+}
+
+/* Qwen3-MoE's MLP (Qwen2MoeDecoderLayer): layer l is sparse unless
+ * mlp_only_layers lists it or (l + 1) % decoder_sparse_step != 0; the router
+ * is a softmax over all experts then top-k, renormalised only under
+ * norm_topk_prob. The engine's MoE layers are [first_moe_layer, n_layers). */
+static int parse_qwen3_moe(const char *file, const json_t *root, ModelConfig *c) {
+    int n_experts = 0, step = 1, norm_topk = 0;
+    const json_t *only = json_object_get(root, "mlp_only_layers");
+    if (int_in(file, root, "num_experts", 128, 0, 1 << 20, &n_experts) ||
+        int_in(file, root, "decoder_sparse_step", 1, 1, 1 << 30, &step) ||
+        tm_json_bool_or(file, root, "norm_topk_prob", 0, &norm_topk))
+        return -1;
+    c->moe_topk_raw = !norm_topk;
+    if (only && !json_is_null(only) && !json_is_array(only))
+        return tm_fail("%s: field 'mlp_only_layers' is not a list of layer indices", file);
+    size_t n_only = only && json_is_array(only) ? json_array_size(only) : 0;
+    for (size_t i = 0; i < n_only; i++)
+        if (!json_is_integer(json_array_get(only, i)))
+            return tm_fail("%s: field 'mlp_only_layers' entry %zu is not an integer", file, i);
+    c->first_moe_layer = c->n_layers;
+    if (n_experts == 0) return 0; /* every layer dense */
+    int first = c->n_layers, pattern_ok = 1;
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        int listed = 0;
+        for (size_t i = 0; i < n_only; i++) listed |= json_integer_value(json_array_get(only, i)) == l;
+        int moe = !listed && (l + 1) % step == 0;
+        if (moe && first != l + 1) pattern_ok = 0; /* a sparse layer below a dense one */
+        if (moe) first = l;
+    }
+    if (!pattern_ok)
+        return tm_fail("%s: fields 'mlp_only_layers' and 'decoder_sparse_step' (%d) mix dense and MoE layers; the "
+                       "engine runs MoE only in a last run of layers [k, num_hidden_layers)", file, step);
+    c->first_moe_layer = first;
+    if (first == c->n_layers) return 0;
+    if (positive(file, root, "num_experts_per_tok", 8, &c->n_experts_per_tok) ||
+        positive(file, root, "moe_intermediate_size", 768, &c->expert_intermediate_size))
+        return -1;
+    if (c->n_experts_per_tok > n_experts)
+        return tm_fail("%s: field 'num_experts_per_tok' (%d) exceeds 'num_experts' (%d)", file, c->n_experts_per_tok,
+                       n_experts);
+    c->n_experts = n_experts;
     return 0;
 }
 
@@ -162,7 +244,9 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
         positive(file, root, "intermediate_size", c->arch == TM_ARCH_DEEPSEEK_V3 ? 18432 : 0, &c->intermediate_size) ||
         positive(file, root, "vocab_size", 0, &c->vocab_size))
         return -1;
-    if (positive(file, root, "head_dim", c->hidden_size / c->n_heads > 0 ? c->hidden_size / c->n_heads : 1,
+    /* Qwen3Config defaults head_dim to 128; the others (and Qwen3MoeConfig) to hidden_size / heads */
+    if (positive(file, root, "head_dim",
+                 c->arch == TM_ARCH_QWEN3 ? 128 : c->hidden_size / c->n_heads > 0 ? c->hidden_size / c->n_heads : 1,
                  &c->head_dim))
         return -1;
     if (tm_json_int_or(file, root, "max_position_embeddings", 0, &c->max_position_embeddings) ||
@@ -188,9 +272,13 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
     long long sw = 0;
     if (tm_json_bool_or(file, root, "attention_bias", 0, &attn_bias) ||
         tm_json_bool_or(file, root, "mlp_bias", 0, &c->mlp_bias) ||
-        /* transformers' MistralConfig defaults a missing sliding_window to 4096; null means none */
+        /* transformers' Mistral/Qwen3 configs default a missing sliding_window to 4096; null means none */
         tm_json_int_or(file, root, "sliding_window",
-                       c->arch == TM_ARCH_MISTRAL && !json_object_get(root, "sliding_window") ? 4096 : 0, &sw) ||
+                       (c->arch == TM_ARCH_MISTRAL || c->arch == TM_ARCH_QWEN3 || c->arch == TM_ARCH_QWEN3_MOE) &&
+                               !json_object_get(root, "sliding_window")
+                           ? 4096
+                           : 0,
+                       &sw) ||
         tm_json_bool_or(file, root, "use_sliding_window", 0, &use_sw))
         return -1;
     switch (c->arch) {
@@ -218,6 +306,16 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
         break;
     case TM_ARCH_DEEPSEEK_V3:
         if (parse_deepseek_v3(file, root, c, attn_bias)) return -1;
+        break;
+    case TM_ARCH_QWEN3_MOE:
+        if (parse_qwen3_moe(file, root, c)) return -1;
+        /* qwen3_moe attention is qwen3's */
+        /* fall through */
+    case TM_ARCH_QWEN3:
+        c->qkv_bias = c->o_bias = attn_bias;
+        c->mlp_bias = 0;
+        c->qk_norm = 1;
+        if (parse_qwen3_window(file, root, c, use_sw, sw)) return -1;
         break;
     }
     if (c->n_experts && !c->expert_intermediate_size) c->expert_intermediate_size = c->intermediate_size;

@@ -4,7 +4,15 @@
 
 #include "io/dtype.h"
 
-typedef enum { TM_ARCH_LLAMA, TM_ARCH_QWEN2, TM_ARCH_MISTRAL, TM_ARCH_MIXTRAL, TM_ARCH_DEEPSEEK_V3 } TmArch;
+typedef enum {
+    TM_ARCH_LLAMA,
+    TM_ARCH_QWEN2,
+    TM_ARCH_MISTRAL,
+    TM_ARCH_MIXTRAL,
+    TM_ARCH_DEEPSEEK_V3,
+    TM_ARCH_QWEN3,
+    TM_ARCH_QWEN3_MOE
+} TmArch;
 typedef enum { TM_ROPE_PLAIN, TM_ROPE_LINEAR, TM_ROPE_LLAMA3 } TmRopeScaling;
 
 typedef struct {
@@ -37,6 +45,9 @@ typedef struct {
     int n_experts, n_experts_per_tok; /* 0 = dense MLP */
     int first_moe_layer;             /* layers below it are dense (deepseek_v3 first_k_dense_replace) */
     int expert_intermediate_size;    /* width of each expert's MLP */
+    int moe_topk_raw;                /* 1: top-k softmax weights kept as they are (qwen3_moe norm_topk_prob
+                                      * false); 0: renormalised to sum 1 (mixtral, deepseek_v3) */
+    int qk_norm; /* qwen3: per-head RMSNorm of q and k before RoPE */
     MlaConfig mla;                   /* arch == TM_ARCH_DEEPSEEK_V3 only */
     long long bos_token_id, eos_token_id; /* -1 when null */
     TmDType torch_dtype;             /* TM_DTYPE_INVALID when absent */

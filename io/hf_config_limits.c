@@ -28,7 +28,10 @@ static int check_fields(const char *file, const ModelConfig *c) {
         {"head_dim", c->head_dim, MAX_DIM},
         {"intermediate_size", c->intermediate_size, MAX_INTERMEDIATE},
         {"vocab_size", c->vocab_size, MAX_VOCAB},
-        {c->arch == TM_ARCH_DEEPSEEK_V3 ? "n_routed_experts" : "num_local_experts", c->n_experts, MAX_EXPERTS},
+        {c->arch == TM_ARCH_DEEPSEEK_V3 ? "n_routed_experts"
+         : c->arch == TM_ARCH_QWEN3_MOE ? "num_experts"
+                                        : "num_local_experts",
+         c->n_experts, MAX_EXPERTS},
         {"moe_intermediate_size", c->expert_intermediate_size, MAX_INTERMEDIATE},
         {"kv_lora_rank", m->kv_lora_rank, MAX_DIM},
         {"q_lora_rank", m->q_lora_rank, MAX_DIM},

@@ -95,9 +95,7 @@ static void mla_step(const ModelConfig *c, const LayerWeights *L, int layer, Dec
 static void gqa_step(const ModelConfig *c, const LayerWeights *L, int layer, DecodeState *st, int pos) {
     Workspace *ws = &st->ws;
     int H = c->n_heads, G = c->n_kv_heads, d = c->head_dim, w = st->width, rep = H / G;
-    matmul_forward(ws->q, ws->xn, &L->q, L->q_bias, 1, 0);
-    matmul_forward(ws->k, ws->xn, &L->k, L->k_bias, 1, 0);
-    matmul_forward(ws->v, ws->xn, &L->v, L->v_bias, 1, 0);
+    gqa_qkv(c, L, 1, ws);
     RopeLayout q_rope = {.n_heads = H, .head_stride = d, .offset = 0, .interleave = 0};
     RopeLayout k_rope = {.n_heads = G, .head_stride = d, .offset = 0, .interleave = 0};
     rope_forward(ws->q, (int64_t)H * d, &st->rope, 1, 1, pos, &q_rope);

@@ -90,7 +90,7 @@ int model_head_vocab_chunk(int N, int V) {
 /* Elements of each activation buffer of a workspace (0: not needed): one
  * computation for workspace_init and for workspace_bytes, which only counts. */
 typedef struct {
-    size_t x, q, k, v, att, lat, cn, kvb, h, logits, targets;
+    size_t x, q, k, v, qk_rinv, att, lat, cn, kvb, h, logits, targets;
     int vocab_chunk;
 } WsSizes;
 
@@ -102,6 +102,7 @@ static WsSizes workspace_sizes(const ModelConfig *c, int B, int T) {
     s.k = N * c->n_kv_heads * hf_config_qk_head_dim(c);
     s.v = N * c->n_kv_heads * hf_config_v_head_dim(c);
     s.att = N * H * hf_config_v_head_dim(c);
+    if (c->qk_norm) s.qk_rinv = N * (H + (size_t)c->n_kv_heads);
     if (c->arch == TM_ARCH_DEEPSEEK_V3) {
         const MlaConfig *m = &c->mla;
         size_t lw = (size_t)m->kv_lora_rank + m->qk_rope_head_dim;
@@ -121,7 +122,7 @@ static WsSizes workspace_sizes(const ModelConfig *c, int B, int T) {
 
 uint64_t workspace_bytes(const ModelConfig *c, int B, int T) {
     WsSizes s = workspace_sizes(c, B, T);
-    return (2 * s.x + s.q + s.k + s.v + s.att + s.lat + s.cn + s.kvb + 2 * s.h + s.logits) * sizeof(float) +
+    return (2 * s.x + s.q + s.k + s.v + s.qk_rinv + s.att + s.lat + s.cn + s.kvb + 2 * s.h + s.logits) * sizeof(float) +
            s.targets * sizeof(int32_t);
 }
 
@@ -143,6 +144,7 @@ void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
     ws->q = ws_alloc(ws, s.q * sizeof(float));
     ws->k = ws_alloc(ws, s.k * sizeof(float));
     ws->v = ws_alloc(ws, s.v * sizeof(float));
+    if (s.qk_rinv) ws->qk_rinv = ws_alloc(ws, s.qk_rinv * sizeof(float));
     ws->att = ws_alloc(ws, s.att * sizeof(float));
     if (c->arch == TM_ARCH_DEEPSEEK_V3) {
         ws->lat = ws_alloc(ws, s.lat * sizeof(float));
@@ -169,6 +171,7 @@ void workspace_free(Workspace *ws) {
     free(ws->q);
     free(ws->k);
     free(ws->v);
+    free(ws->qk_rinv);
     free(ws->att);
     free(ws->lat);
     free(ws->cn);
@@ -203,12 +206,25 @@ void embedding_backward(float *dembed, const float *dout, const int32_t *tokens,
     }
 }
 
-/* x += o_proj(attention(rope(q), rope(k), v)) of xn. */
-static void gqa_attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
-    int B = ws->B, T = ws->T, N = B * T, d = c->head_dim;
+void gqa_qkv(const ModelConfig *c, const LayerWeights *L, int N, Workspace *ws) {
+    int H = c->n_heads, G = c->n_kv_heads, d = c->head_dim;
     matmul_forward(ws->q, ws->xn, &L->q, L->q_bias, N, 0);
     matmul_forward(ws->k, ws->xn, &L->k, L->k_bias, N, 0);
     matmul_forward(ws->v, ws->xn, &L->v, L->v_bias, N, 0);
+    if (!c->qk_norm) return;
+    if (L->qk_rinv_fixed) {
+        head_scale_forward(ws->q, L->q_head_norm, L->qk_rinv_fixed, N, H, d);
+        head_scale_forward(ws->k, L->k_head_norm, L->qk_rinv_fixed + H, N, G, d);
+        return;
+    }
+    head_rmsnorm_forward(ws->q, ws->qk_rinv, H + G, ws->q, L->q_head_norm, N, H, d, c->rms_norm_eps);
+    head_rmsnorm_forward(ws->k, ws->qk_rinv + H, H + G, ws->k, L->k_head_norm, N, G, d, c->rms_norm_eps);
+}
+
+/* x += o_proj(attention(rope(q), rope(k), v)) of xn (q, k per-head normed first for qk_norm models). */
+static void gqa_attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
+    int B = ws->B, T = ws->T, N = B * T, d = c->head_dim;
+    gqa_qkv(c, L, N, ws);
     if (ws->hook) ws->hook(ws->hook_ctx, layer, ws);
     RopeLayout q_rope = {.n_heads = c->n_heads, .head_stride = d, .offset = 0, .interleave = 0};
     RopeLayout k_rope = {.n_heads = c->n_kv_heads, .head_stride = d, .offset = 0, .interleave = 0};
@@ -229,7 +245,7 @@ void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace
     int N = ws->B * ws->T;
     if (hf_config_layer_is_moe(c, layer)) {
         moe_forward(ws->x, ws->xn, L, N, c->hidden_size, c->expert_intermediate_size, c->n_experts,
-                    c->n_experts_per_tok, &ws->moe);
+                    c->n_experts_per_tok, !c->moe_topk_raw, &ws->moe);
         return;
     }
     matmul_forward(ws->h1, ws->xn, &L->gate, L->gate_bias, N, 0);

@@ -40,8 +40,11 @@ void model_free(Model *m);
 typedef struct Workspace Workspace;
 /* Called once per layer after the attention's input projections, before RoPE
  * and before the latent norm: the converter gathers its statistics here.
- * GQA: ws->q, ws->k, ws->v (biases added). MLA: ws->q [N, H*(dn+dr)] and
- * ws->lat [N, R+dr] (kv_a_proj_with_mqa output, rope dims last). */
+ * GQA: ws->q, ws->k, ws->v (biases added); for qk_norm models (qwen3) after
+ * the per-head QK-norm: ws->q and ws->k normed and multiplied by the norm
+ * weights (still before RoPE), and ws->qk_rinv holds this micro-batch's
+ * 1/rms of each head. MLA: ws->q [N, H*(dn+dr)] and ws->lat [N, R+dr]
+ * (kv_a_proj_with_mqa output, rope dims last). */
 typedef void (*AttentionHook)(void *ctx, int layer, const Workspace *ws);
 
 /* Activations of one micro-batch; nothing here grows with the model's depth. */
@@ -51,6 +54,8 @@ struct Workspace {
     float *x;          /* [N, D] residual stream */
     float *xn;         /* [N, D] normed input of the current block; final norm at the end */
     float *q, *k, *v;  /* GQA: [N, H*d], [N, G*d], [N, G*d]; MLA: [N, H*(dn+dr)], the same, [N, H*dv] */
+    float *qk_rinv;    /* qk_norm models: [N, H+G] 1/rms of each query head then each key head, before the
+                        * norm weight */
     float *att;        /* [N, H*dv] */
     float *lat;        /* MLA: [N, max(R+dr, Rq)] latent before its norm */
     float *cn;         /* MLA: [N, max(R, Rq)] the latent kv_b_proj/q_b_proj reads */
@@ -98,6 +103,9 @@ double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *
  * rows. */
 void embedding_forward(float *out, const int32_t *tokens, const Tensor *embed, int N);
 void attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws);
+/* GQA: ws->q, ws->k, ws->v of the first N rows of ws->xn (biases added), then
+ * for qk_norm models the per-head QK-norm (ws->qk_rinv filled); before RoPE. */
+void gqa_qkv(const ModelConfig *c, const LayerWeights *L, int N, Workspace *ws);
 void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws);
 /* Training: dembed[V, D] (fp32) += the rows of dout [N, D] at tokens
  * (deterministic: the same order whatever the thread count). */

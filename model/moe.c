@@ -32,8 +32,8 @@ void moe_scratch_free(MoeScratch *s) {
 }
 
 /* Top-k routing of one row of router logits: experts chosen and their
- * softmax weights renormalised over the k chosen. */
-static void moe_route(const float *logits, int E, int k, int *experts, float *weights) {
+ * softmax weights, renormalised over the k chosen when renorm. */
+static void moe_route(const float *logits, int E, int k, int renorm, int *experts, float *weights) {
     double mx = -INFINITY, sum = 0.0;
     for (int e = 0; e < E; e++) mx = logits[e] > mx ? logits[e] : mx;
     for (int e = 0; e < E; e++) sum += exp(logits[e] - mx);
@@ -50,7 +50,8 @@ static void moe_route(const float *logits, int E, int k, int *experts, float *we
         weights[j] = (float)(exp(logits[best] - mx) / sum);
         picked += weights[j];
     }
-    for (int j = 0; j < k; j++) weights[j] = (float)(weights[j] / picked);
+    if (renorm)
+        for (int j = 0; j < k; j++) weights[j] = (float)(weights[j] / picked);
 }
 
 /* s->rows = the token rows routed to expert e (in order), s->xe = their
@@ -65,10 +66,11 @@ static int gather_expert_rows(MoeScratch *s, const float *inp, int N, int D, int
 }
 
 void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int D, int inter, int E, int k,
-                 MoeScratch *s) {
+                 int renorm, MoeScratch *s) {
     matmul_forward(s->router_logits, inp, &L->router, NULL, N, 0);
     for (int i = 0; i < N; i++)
-        moe_route(s->router_logits + (size_t)i * E, E, k, s->expert_of + (size_t)i * k, s->weight_of + (size_t)i * k);
+        moe_route(s->router_logits + (size_t)i * E, E, k, renorm, s->expert_of + (size_t)i * k,
+                  s->weight_of + (size_t)i * k);
     for (int e = 0; e < E; e++) {
         int n = gather_expert_rows(s, inp, N, D, k, e);
         if (!n) continue;
@@ -89,13 +91,15 @@ void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int
     }
 }
 
-/* out_i = sum_j w_ij y_e(ij)(x_i) with w = softmax over the k chosen logits.
+/* out_i = sum_j w_ij y_e(ij)(x_i) with w = softmax over the k chosen logits
+ * (renorm) or the full softmax p at the chosen experts (no renorm).
  * Per expert (in order, so dinp sums deterministically): recompute its
  * activations on its rows, dy = w dout, back through down/swiglu/gate,up;
- * dw_ij = dout_i . y_e. Then the router: dz_j = w_j (dw_j - sum_m w_m dw_m)
- * on the chosen logits, 0 on the others. */
+ * dw_ij = dout_i . y_e. Then the router: renorm: dz_j = w_j (dw_j - sum_m
+ * w_m dw_m) on the chosen logits, 0 on the others; no renorm: dz_e = p_e
+ * ([e chosen] dw_e - sum_m w_m dw_m) on every logit. */
 void moe_backward(float *dinp, LayerWeights *G, const float *dout, const float *inp, const LayerWeights *L, int N,
-                  int D, int inter, int E, int k, MoeScratch *s) {
+                  int D, int inter, int E, int k, int renorm, MoeScratch *s) {
     float *dw = callocCheck((size_t)N * k, sizeof(float));
     float *act = mallocCheck((size_t)N * inter * sizeof(float));
     float *dxe = mallocCheck((size_t)N * D * sizeof(float));
@@ -140,7 +144,17 @@ void moe_backward(float *dinp, LayerWeights *G, const float *dout, const float *
         const float *w = s->weight_of + (size_t)i * k, *g = dw + (size_t)i * k;
         float mean = 0.0f;
         for (int j = 0; j < k; j++) mean += w[j] * g[j];
-        for (int j = 0; j < k; j++) dz[(size_t)i * E + s->expert_of[(size_t)i * k + j]] = w[j] * (g[j] - mean);
+        float *dzi = dz + (size_t)i * E;
+        if (renorm) {
+            for (int j = 0; j < k; j++) dzi[s->expert_of[(size_t)i * k + j]] = w[j] * (g[j] - mean);
+            continue;
+        }
+        const float *z = s->router_logits + (size_t)i * E;
+        double mx = -INFINITY, sum = 0.0;
+        for (int e = 0; e < E; e++) mx = z[e] > mx ? z[e] : mx;
+        for (int e = 0; e < E; e++) sum += exp(z[e] - mx);
+        for (int e = 0; e < E; e++) dzi[e] = (float)(-exp(z[e] - mx) / sum * mean);
+        for (int j = 0; j < k; j++) dzi[s->expert_of[(size_t)i * k + j]] += w[j] * g[j];
     }
     matmul_backward(dinp, tensor_grad_data(&G->router), NULL, dz, inp, &L->router, N);
     free(dz);

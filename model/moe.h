@@ -1,5 +1,6 @@
 /* Mixtral sparse MoE: softmax router over all experts, top-k, weights
- * renormalised to sum 1; each expert a SwiGLU MLP run on the tokens routed
+ * renormalised to sum 1 (renorm; qwen3_moe without norm_topk_prob keeps the
+ * softmax weights as they are); each expert a SwiGLU MLP run on the tokens routed
  * to it (gathered, so every expert is one GEMM pass). */
 #ifndef TM_MODEL_MOE_H
 #define TM_MODEL_MOE_H
@@ -9,7 +10,7 @@
 typedef struct {
     float *router_logits;  /* [N, E] */
     int *expert_of;        /* [N, k] chosen experts */
-    float *weight_of;      /* [N, k] their renormalised weights */
+    float *weight_of;      /* [N, k] their (renormalised) weights */
     int *rows;             /* [N] token rows routed to the current expert */
     float *xe, *ye;        /* [N, D] gathered inputs / expert outputs */
     float *h1, *h2;        /* [N, inter] */
@@ -19,15 +20,16 @@ void moe_scratch_init(MoeScratch *s, int N, int D, int inter, int E, int k);
 void moe_scratch_free(MoeScratch *s);
 /* out[N, D] += MoE(inp[N, D]) */
 void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int D, int inter, int E, int k,
-                 MoeScratch *s);
+                 int renorm, MoeScratch *s);
 
 /* Backward of moe_forward (out += MoE(inp)), whose routing (router_logits,
  * expert_of, weight_of) is still in s: dinp[N, D] += dL/dinp; gradients of
  * the router and of each expert's gate/up/down accumulate into G->router.data
  * and G->experts[e].*.data (fp32; NULL data: frozen, skipped). Expert
  * activations are recomputed from inp. The router's gradient flows through
- * the renormalised top-k softmax weights (selection itself has none). */
+ * the top-k softmax weights, renormalised or not as in the forward
+ * (selection itself has none). */
 void moe_backward(float *dinp, LayerWeights *G, const float *dout, const float *inp, const LayerWeights *L, int N,
-                  int D, int inter, int E, int k, MoeScratch *s);
+                  int D, int inter, int E, int k, int renorm, MoeScratch *s);
 
 #endif

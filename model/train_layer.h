@@ -1,4 +1,6 @@
-/* One decoder layer of a DeepSeek-V3 (MLA) model for training: a forward
+/* One decoder layer of a DeepSeek-V3 (MLA) or GQA model (llama, qwen2,
+ * mistral without a window, qwen3 with its QK-norm, the MoE ones) for
+ * training: a forward
  * pass that keeps what the backward pass needs in a LayerActs, and the
  * backward pass. Micro-batches are packed sequences: each row has its own
  * RoPE position and the index where its document starts, so attention and

@@ -69,6 +69,10 @@ static void gqa_attention_specs(SpecList *l, LayerWeights *L, const ModelConfig 
         add_vec(l, &L->v_bias, kvd, why, "model.layers.%d.self_attn.v_proj.bias", i);
     }
     if (c->o_bias) add_vec(l, &L->o_bias, D, "attention_bias=true", "model.layers.%d.self_attn.o_proj.bias", i);
+    if (c->qk_norm) {
+        add_vec(l, &L->q_head_norm, c->head_dim, "head_dim", "model.layers.%d.self_attn.q_norm.weight", i);
+        add_vec(l, &L->k_head_norm, c->head_dim, "head_dim", "model.layers.%d.self_attn.k_norm.weight", i);
+    }
 }
 
 /* DeepSeek-V3 attention: which tensors exist follows transformers'
@@ -102,13 +106,17 @@ static void mla_attention_specs(SpecList *l, LayerWeights *L, const ModelConfig 
     if (c->o_bias) add_vec(l, &L->o_bias, D, bias_why, "model.layers.%d.self_attn.o_proj.bias", i);
 }
 
-/* Expert tensor names: Mixtral's block_sparse_moe w1/w2/w3, DeepSeek's mlp.experts gate/up/down. */
+/* Expert tensor names: Mixtral's block_sparse_moe w1/w2/w3, DeepSeek's and
+ * Qwen3-MoE's mlp.experts gate/up/down. */
 static void moe_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, int i) {
-    int ds = c->arch == TM_ARCH_DEEPSEEK_V3;
+    int ds = c->arch == TM_ARCH_DEEPSEEK_V3 || c->arch == TM_ARCH_QWEN3_MOE;
     int64_t D = c->hidden_size, I = c->expert_intermediate_size;
     const char *why = ds ? "moe_intermediate_size, hidden_size" : "intermediate_size, hidden_size";
+    const char *router_why = c->arch == TM_ARCH_DEEPSEEK_V3 ? "n_routed_experts, hidden_size"
+                             : ds                          ? "num_experts, hidden_size"
+                                                           : "num_local_experts, hidden_size";
     if (!L->experts) L->experts = callocCheck((size_t)c->n_experts, sizeof *L->experts); /* kept when bound */
-    add_mat(l, &L->router, c->n_experts, D, ds ? "n_routed_experts, hidden_size" : "num_local_experts, hidden_size",
+    add_mat(l, &L->router, c->n_experts, D, router_why,
             ds ? "model.layers.%d.mlp.gate.weight" : "model.layers.%d.block_sparse_moe.gate.weight", i, -1);
     for (int e = 0; e < c->n_experts; e++) {
         ExpertWeights *E = &L->experts[e];
@@ -137,7 +145,7 @@ static void dense_mlp_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, 
     }
 }
 
-/* The parameter list of a llama/qwen2/mistral/mixtral/deepseek_v3 model, or
+/* The parameter list of a llama/qwen2/mistral/mixtral/deepseek_v3/qwen3/qwen3_moe model, or
  * of the part of it `p` names (the embedding also for a tied head). */
 static void build_specs(SpecList *l, ModelWeights *w, const ModelConfig *c, const ModelPart *p) {
     int64_t D = c->hidden_size, V = c->vocab_size;

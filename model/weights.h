@@ -16,6 +16,11 @@ typedef struct {
     float *input_norm;           /* [D] */
     Tensor q, k, v, o;           /* [H*d, D], [G*d, D], [G*d, D], [D, H*d] */
     float *q_bias, *k_bias, *v_bias, *o_bias; /* NULL when the architecture has none */
+    float *q_head_norm, *k_head_norm; /* [head_dim] qwen3's q_norm/k_norm weights, NULL otherwise */
+    /* Not in any file: set by the converter to evaluate QK-norm with each
+     * head's 1/rms replaced by a constant ([H+G], queries then keys), the
+     * linear stand-in it folds into the projections; NULL: the real norm. */
+    const float *qk_rinv_fixed;
     /* MLA (deepseek_v3): q is q_proj [H*(dn+dr), D] unless q_lora_rank > 0 */
     Tensor q_a, q_b;             /* [Rq, D], [H*(dn+dr), Rq] */
     Tensor kv_a, kv_b;           /* [R+dr, D] (rope rows last), [H*(dn+dv), R] */

@@ -15,7 +15,8 @@ void mla_config_from(ModelConfig *out, const ModelConfig *orig, const MlaAttn *a
     out->head_dim = a->dr;
     out->qkv_bias = out->o_bias = orig->qkv_bias || orig->o_bias;
     out->sliding_window = 0; /* DeepSeek attention has no window */
-    out->first_moe_layer = orig->n_experts ? 0 : orig->n_layers;
+    out->qk_norm = 0;
+    out->first_moe_layer = orig->n_experts ? orig->first_moe_layer : orig->n_layers;
     out->mla = (MlaConfig){.kv_lora_rank = a->R, .q_lora_rank = a->Rq, .qk_nope_head_dim = a->dn,
                            .qk_rope_head_dim = a->dr, .v_head_dim = a->dv, .rope_interleave = rope_interleave,
                            .latent_norms = kind != BUILD_EXACT,
@@ -99,6 +100,8 @@ static int carried_name(const char *name, const ModelConfig *orig, char *out, si
         if (!strncmp(rest, "self_attn.q_proj.", 17) || !strncmp(rest, "self_attn.k_proj.", 17) ||
             !strncmp(rest, "self_attn.v_proj.", 17))
             return 0;
+        if (!strcmp(rest, "self_attn.q_norm.weight") || !strcmp(rest, "self_attn.k_norm.weight"))
+            return 0; /* QK-norm: folded into the projections (pipeline/qk_fold.c) */
         if (!strcmp(rest, "block_sparse_moe.gate.weight")) {
             snprintf(out, n, "model.layers.%d.mlp.gate.weight", layer);
             return 1;

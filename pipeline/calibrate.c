@@ -26,18 +26,26 @@ void calib_stats_init(CalibStats *s, CalTarget target, int n_layers, int first, 
     }
 }
 
+void calib_stats_want_rinv(CalibStats *s, int n) {
+    s->nrinv = n;
+    s->rinv = callocCheck((size_t)(s->end > 0 ? s->end : 1), sizeof *s->rinv);
+    for (int l = s->first; l < s->end; l++) s->rinv[l] = callocCheck((size_t)n, sizeof(double));
+}
+
 void calib_stats_free(CalibStats *s) {
     for (int l = s->first; l < s->end; l++) {
         free(s->sum[l]);
         if (s->qsum) free(s->qsum[l]);
+        if (s->rinv) free(s->rinv[l]);
     }
     free(s->sum);
     free(s->qsum);
+    free(s->rinv);
     memset(s, 0, sizeof *s);
 }
 
 uint64_t calib_stats_bytes(const CalibStats *s) {
-    return (uint64_t)(s->end - s->first) * 8 * ((uint64_t)s->dim * s->dim + (uint64_t)s->qdim * s->qdim);
+    return (uint64_t)(s->end - s->first) * 8 * ((uint64_t)s->dim * s->dim + (uint64_t)s->qdim * s->qdim + s->nrinv);
 }
 
 void calib_gather_init(CalibGather *g, CalibStats *s, const ModelConfig *c, int max_rows) {
@@ -97,6 +105,8 @@ void calib_gather_hook(void *vg, int layer, const Workspace *ws) {
     /* token-file windows have no padding; `keep` is where masked rows drop out */
     int64_t rows = cov_accumulate(s->sum[layer], s->dim, X, ld, 0, N, NULL, g->stage);
     if (s->want_q) cov_accumulate(s->qsum[layer], s->qdim, ws->q, s->qdim, 0, N, NULL, g->stage);
+    for (int i = 0; i < N && s->nrinv; i++)
+        for (int j = 0; j < s->nrinv; j++) s->rinv[layer][j] += ws->qk_rinv[(int64_t)i * s->nrinv + j];
     if (layer == s->first) s->count += rows; /* every layer sees the same rows */
 }
 
@@ -110,6 +120,8 @@ void calib_finish(CalibStats *s) {
 int calib_check_finite(const CalibStats *s, const char *label) {
     for (int l = s->first; l < s->end; l++) {
         int q = s->want_q && !tm_all_finite_f64(s->qsum[l], (size_t)s->qdim * s->qdim);
+        if (s->nrinv && !tm_all_finite_f64(s->rinv[l], (size_t)s->nrinv))
+            return tm_fail("%s: layer %d: a q/k head's 1/rms sum holds NaN/Inf (QK-norm of a zero head?)", label, l);
         if (q || !tm_all_finite_f64(s->sum[l], (size_t)s->dim * s->dim))
             return tm_fail("%s: layer %d: the %s covariance sum holds NaN/Inf: the model's activations overflow "
                            "float32 on the calibration data", label, l, q ? "query" : s->target == CAL_KEYS ? "key" : "latent");

@@ -22,12 +22,16 @@ typedef struct {
     double **sum;       /* [n_layers][dim * dim], NULL outside [first, end); symmetric after calib_finish */
     int want_q, qdim;
     double **qsum;      /* [n_layers][qdim * qdim] when want_q */
+    int nrinv;          /* CAL_KEYS on a qk_norm model: H + G, else 0 */
+    double **rinv;      /* [n_layers][nrinv]: sums over tokens of each query then key head's 1/rms (QK-norm) */
     int64_t count;      /* tokens summed (the same for every layer) */
 } CalibStats;
 
 /* dim: the statistic's width (GQA: kv_heads*head_dim; MLA: leading latent
  * dims to cover). qdim: query width, or 0 for none. */
 void calib_stats_init(CalibStats *s, CalTarget target, int n_layers, int first, int end, int dim, int qdim);
+/* Also sum each q/k head's 1/rms (ws->qk_rinv, n = H + G values per token). */
+void calib_stats_want_rinv(CalibStats *s, int n);
 void calib_stats_free(CalibStats *s);
 uint64_t calib_stats_bytes(const CalibStats *s);
 

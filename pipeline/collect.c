@@ -14,6 +14,7 @@ void dist_sum_stats(CalibStats *s, MPI_Comm comm) {
     for (int l = s->first; l < s->end; l++) {
         chunked_sum_f64(s->sum[l], (int64_t)s->dim * s->dim, comm);
         if (s->want_q) chunked_sum_f64(s->qsum[l], (int64_t)s->qdim * s->qdim, comm);
+        if (s->nrinv) chunked_sum_f64(s->rinv[l], s->nrinv, comm);
     }
     int64_t count = s->count;
     MPI_Allreduce(&count, &s->count, 1, MPI_INT64_T, MPI_SUM, comm);

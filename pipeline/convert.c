@@ -40,8 +40,12 @@ static int check_settings(Run *r) {
     const ConvertSettings *s = r->s;
     const ModelConfig *c = &r->cfg;
     if (c->arch == TM_ARCH_DEEPSEEK_V3)
-        return tm_fail("%s: model_type deepseek_v3 is already MLA; convert takes llama, qwen2, mistral or mixtral",
+        return tm_fail("%s: model_type deepseek_v3 is already MLA; convert takes the GQA types",
                        s->model_path);
+    if (c->qk_norm && run_data_free(r))
+        return tm_fail("%s/config.json: model_type %s normalises each q/k head (QK-norm); folding that into the "
+                       "projections needs calibration data, so --cal-dataset none cannot convert it", s->model_path,
+                       c->model_type);
     if (c->mlp_bias)
         return tm_fail("%s/config.json: mlp_bias=true, but DeepSeek-V3's MLP has no bias; such models cannot be exported",
                        s->model_path);
@@ -151,11 +155,13 @@ static int step_rorope(Run *r, const StepArgs *a, int l, const EigenSolver *e, i
     RoropeShape rs = r->rs;
     rs.freqfold = a->freqfold;
     int L = c->n_kv_heads * c->head_dim, rc;
+    const double *fold = run_qk_fold(r, l);
+    if (c->qk_norm && !fold) return -1;
     GqaAttn g;
-    gqa_attn_load(&g, c, &r->orig.w.layers[l]);
+    gqa_attn_load(&g, c, &r->orig.w.layers[l], fold);
     double *P = mallocCheck((size_t)L * L * sizeof *P), *K = NULL;
     if (saved) {
-        rc = resume_load_rotation(&r->resume, a->name, l, P, (int64_t)L * L);
+        rc = resume_load_array(&r->resume, a->name, l, P, (int64_t)L * L);
     } else {
         const double *keys = a->stats ? a->stats->sum[l] : NULL;
         if (!keys) { /* data-free: the keys' second moment from the weights */
@@ -164,7 +170,7 @@ static int step_rorope(Run *r, const StepArgs *a, int l, const EigenSolver *e, i
             keys = K;
         }
         rc = rorope_rotation(keys, &rs, P);
-        if (!rc && save) rc = resume_save_rotation(&r->resume, a->name, l, P, (int64_t)L * L);
+        if (!rc && save) rc = resume_save_array(&r->resume, a->name, l, P, (int64_t)L * L);
     }
     if (!rc) mla_from_rorope(&a->layers[l], &g, P, rs.r);
     gqa_attn_free(&g);
@@ -228,6 +234,12 @@ static int stage_rorope(Run *r) {
             return rc;
         }
         run_stage_done(r, "calibrate_keys");
+        rc = dist_agree(MPI_COMM_WORLD, run_qk_fold_set(r, &keys));
+        if (!rc) rc = run_qk_fold_eval(r);
+        if (rc) {
+            calib_stats_free(&keys);
+            return rc;
+        }
     }
     int cands[32], nc = run_freqfold_candidates(&r->rs, r->s->freqfold, cands);
     int judge = !run_choosing_freqfold(r) || (r->eval_ids && !r->s->skip_published_mla);
@@ -282,6 +294,8 @@ static int stage_rorope(Run *r) {
     }
     json_t *done = json_pack("{sisO}", "freqfold", r->rs.freqfold, "rorope_by_freqfold", search);
     if (isfinite(best)) json_object_set_new(done, "rorope", json_real(best));
+    json_t *folded = json_object_get(r->rep.ppl, "qk_norm_folded");
+    if (folded) json_object_set(done, "qk_norm_folded", folded);
     json_object_set_new(r->rep.ppl, "rorope_by_freqfold", search);
     rc = resume_mark_done(&r->resume, "rorope", done);
     apply_rorope_choice(r, done);
@@ -424,6 +438,8 @@ static void apply_rorope_choice(Run *r, json_t *done) {
     if (best) json_object_set(r->rep.ppl, "rorope_pca", best); /* the published rotation */
     if (best) json_object_set(r->rep.ppl, "rorope", best);     /* the model carried on, until a fit replaces it */
     if (search && !json_object_get(r->rep.ppl, "rorope_by_freqfold")) json_object_set(r->rep.ppl, "rorope_by_freqfold", search);
+    json_t *folded = json_object_get(done, "qk_norm_folded");
+    if (folded) json_object_set(r->rep.ppl, "qk_norm_folded", folded);
     if (!run_choosing_freqfold(r)) {
         json_object_set_new(r->rep.settings, "freqfold", json_integer(r->rs.freqfold));
         return;
@@ -715,6 +731,7 @@ int convert_run(const ConvertSettings *s) {
     }
     free_layers(r.layers, r.cfg.n_layers);
     free(r.kv_ratio);
+    free(r.qk_fold);
     free(r.cal_ids);
     free(r.eval_ids);
     json_decref(r.rep.settings);

@@ -44,14 +44,15 @@ json_t *export_config_json(const ModelConfig *c, const char *src_config_path, Tm
     json_object_set_new(o, "rope_theta", json_real(c->rope_theta));
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
     if (c->n_experts) {
-        /* Mixtral's router: softmax over all experts, top-k, renormalised */
-        json_object_set_new(o, "first_k_dense_replace", json_integer(0));
+        /* Mixtral's and Qwen3-MoE's router: softmax over all experts, top-k,
+         * renormalised unless the original keeps the raw weights */
+        json_object_set_new(o, "first_k_dense_replace", json_integer(c->first_moe_layer));
         json_object_set_new(o, "n_routed_experts", json_integer(c->n_experts));
         json_object_set_new(o, "num_experts_per_tok", json_integer(c->n_experts_per_tok));
         json_object_set_new(o, "moe_intermediate_size", json_integer(c->expert_intermediate_size));
         json_object_set_new(o, "scoring_func", json_string("softmax"));
         json_object_set_new(o, "topk_method", json_string("greedy"));
-        json_object_set_new(o, "norm_topk_prob", json_true());
+        json_object_set_new(o, "norm_topk_prob", json_boolean(!c->moe_topk_raw));
         json_object_set_new(o, "routed_scaling_factor", json_real(1.0));
         json_object_set_new(o, "n_group", json_integer(1));
         json_object_set_new(o, "topk_group", json_integer(1));

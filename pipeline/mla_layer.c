@@ -28,7 +28,19 @@ static double *vec_f64(const float *v, int n) {
     return out;
 }
 
-void gqa_attn_load(GqaAttn *g, const ModelConfig *c, const LayerWeights *L) {
+/* Rows of head h (of n) scaled by norm[j] * mean_rinv[h]: QK-norm with its
+ * 1/rms replaced by a constant. */
+static void fold_heads(double *w, double *bias, int n, int d, int D, const float *norm, const double *mean_rinv) {
+    for (int h = 0; h < n; h++)
+        for (int j = 0; j < d; j++) {
+            int64_t row = (int64_t)h * d + j;
+            double s = norm[j] * mean_rinv[h];
+            for (int i = 0; i < D; i++) w[row * D + i] *= s;
+            if (bias) bias[row] *= s;
+        }
+}
+
+void gqa_attn_load(GqaAttn *g, const ModelConfig *c, const LayerWeights *L, const double *qk_fold) {
     g->H = c->n_heads;
     g->G = c->n_kv_heads;
     g->d = c->head_dim;
@@ -39,6 +51,10 @@ void gqa_attn_load(GqaAttn *g, const ModelConfig *c, const LayerWeights *L) {
     g->bq = vec_f64(L->q_bias, g->H * g->d);
     g->bk = vec_f64(L->k_bias, g->G * g->d);
     g->bv = vec_f64(L->v_bias, g->G * g->d);
+    if (qk_fold) {
+        fold_heads(g->wq, g->bq, g->H, g->d, g->D, L->q_head_norm, qk_fold);
+        fold_heads(g->wk, g->bk, g->G, g->d, g->D, L->k_head_norm, qk_fold + g->H);
+    }
 }
 
 void gqa_attn_free(GqaAttn *g) {

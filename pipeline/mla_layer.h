@@ -33,8 +33,10 @@ typedef struct {
     double *o;             /* o_proj [D, H*dv] (NULL: the original's) */
 } MlaAttn;
 
-/* Read layer L's q/k/v (and biases) as float64. */
-void gqa_attn_load(GqaAttn *g, const ModelConfig *c, const LayerWeights *L);
+/* Read layer L's q/k/v (and biases) as float64. qk_fold: NULL, or for a
+ * QK-norm model each query then key head's mean 1/rms [H+G], folded with
+ * q_norm/k_norm into the q/k rows (pipeline/qk_fold.c). */
+void gqa_attn_load(GqaAttn *g, const ModelConfig *c, const LayerWeights *L, const double *qk_fold);
 void gqa_attn_free(GqaAttn *g);
 
 /* The RoRoPE model of one layer written exactly as MLA with latent

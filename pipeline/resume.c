@@ -178,7 +178,7 @@ int resume_save_pass(const Resume *rs, const char *pass, const PassCursor *c, co
              h5_write_i64_attr(f, path, "has_stats", st != NULL);
     if (!rc && st) {
         rc = h5_write_i64_attr(f, path, "target", st->target) || h5_write_i64_attr(f, path, "dim", st->dim) ||
-             h5_write_i64_attr(f, path, "qdim", st->want_q ? st->qdim : 0) ||
+             h5_write_i64_attr(f, path, "qdim", st->want_q ? st->qdim : 0) || h5_write_i64_attr(f, path, "nrinv", st->nrinv) ||
              h5_write_i64_attr(f, path, "first", st->first) || h5_write_i64_attr(f, path, "end", st->end) ||
              h5_write_i64_attr(f, path, "count", st->count);
         for (int l = st->first; l < st->end && !rc; l++) {
@@ -187,16 +187,18 @@ int resume_save_pass(const Resume *rs, const char *pass, const PassCursor *c, co
             rc = h5_write_f64(f, path, name, st->sum[l], (int64_t)st->dim * st->dim);
             stats_name(name, sizeof name, "qsum", l);
             if (!rc && st->want_q) rc = h5_write_f64(f, path, name, st->qsum[l], (int64_t)st->qdim * st->qdim);
+            stats_name(name, sizeof name, "rinv", l);
+            if (!rc && st->nrinv) rc = h5_write_f64(f, path, name, st->rinv[l], st->nrinv);
         }
     }
     return writer_close(&w, path, rc);
 }
 
 static int load_stats(hid_t f, const char *path, CalibStats *st) {
-    int64_t v[5], count;
-    const char *names[5] = {"target", "dim", "qdim", "first", "end"};
-    int64_t want[5] = {st->target, st->dim, st->want_q ? st->qdim : 0, st->first, st->end};
-    for (int i = 0; i < 5; i++) {
+    int64_t v[6], count;
+    const char *names[6] = {"target", "dim", "qdim", "first", "end", "nrinv"};
+    int64_t want[6] = {st->target, st->dim, st->want_q ? st->qdim : 0, st->first, st->end, st->nrinv};
+    for (int i = 0; i < 6; i++) {
         if (h5_read_int_attr(f, path, names[i], 0, &v[i])) return -1;
         if (v[i] != want[i])
             return tm_fail("%s: attribute '%s' is %lld, this run needs %lld", path, names[i], (long long)v[i],
@@ -210,6 +212,8 @@ static int load_stats(hid_t f, const char *path, CalibStats *st) {
         if (h5_read_f64(f, path, name, st->sum[l], (int64_t)st->dim * st->dim)) return -1;
         stats_name(name, sizeof name, "qsum", l);
         if (st->want_q && h5_read_f64(f, path, name, st->qsum[l], (int64_t)st->qdim * st->qdim)) return -1;
+        stats_name(name, sizeof name, "rinv", l);
+        if (st->nrinv && h5_read_f64(f, path, name, st->rinv[l], st->nrinv)) return -1;
     }
     return 0;
 }
@@ -245,21 +249,21 @@ int resume_has_layer(const Resume *rs, const char *step, int layer) {
     return exists(path);
 }
 
-int resume_save_rotation(const Resume *rs, const char *step, int layer, const double *P, int64_t n) {
+int resume_save_array(const Resume *rs, const char *step, int layer, const double *v, int64_t n) {
     char path[4200];
     file_path(rs, path, sizeof path, step, "layer", layer);
     Writer w;
-    if (writer_open(&w, path, "rotation")) return -1;
-    int rc = h5_write_i64_attr(w.file, path, "layer", layer) || h5_write_f64(w.file, path, "rotation", P, n);
+    if (writer_open(&w, path, "array")) return -1;
+    int rc = h5_write_i64_attr(w.file, path, "layer", layer) || h5_write_f64(w.file, path, "values", v, n);
     return writer_close(&w, path, rc);
 }
 
-int resume_load_rotation(const Resume *rs, const char *step, int layer, double *P, int64_t n) {
+int resume_load_array(const Resume *rs, const char *step, int layer, double *v, int64_t n) {
     char path[4200];
     file_path(rs, path, sizeof path, step, "layer", layer);
-    hid_t f = reader_open(path, "rotation");
+    hid_t f = reader_open(path, "array");
     if (f < 0) return -1;
-    return reader_close(f, h5_read_f64(f, path, "rotation", P, n));
+    return reader_close(f, h5_read_f64(f, path, "values", v, n));
 }
 
 #define N_SHAPE 8

@@ -54,8 +54,9 @@ int resume_save_pass(const Resume *rs, const char *pass, const PassCursor *c, co
 
 /* Per-layer results. has: the file exists. */
 int resume_has_layer(const Resume *rs, const char *step, int layer);
-int resume_save_rotation(const Resume *rs, const char *step, int layer, const double *P, int64_t n);
-int resume_load_rotation(const Resume *rs, const char *step, int layer, double *P, int64_t n);
+/* One layer's float64 array of n values (a rotation, a fit's info row, ...). */
+int resume_save_array(const Resume *rs, const char *step, int layer, const double *v, int64_t n);
+int resume_load_array(const Resume *rs, const char *step, int layer, double *v, int64_t n);
 int resume_save_attn(const Resume *rs, const char *step, int layer, MlaAttn *a, double kv_ratio);
 int resume_load_attn(const Resume *rs, const char *step, int layer, MlaAttn *a, double *kv_ratio);
 

@@ -51,6 +51,7 @@ typedef struct {
     RoropeShape rs;         /* freqfold: as chosen */
     MlaAttn *layers;        /* the chosen conversion */
     double *kv_ratio;       /* BKV-PCA balance per layer */
+    double *qk_fold;        /* qk_norm models: [n_layers][H+G] each q/k head's mean 1/rms (pipeline/qk_fold.c) */
     Resume resume;
     char tmp_dir[4200];     /* SAVE.work/export: the output until it is renamed into place */
     int done;               /* resume phases an earlier run finished (continue_phases) */
@@ -136,6 +137,19 @@ int run_attn_fit_enabled(const Run *r);
 int stage_attn_fit(Run *r);
 /* The fit's report and ppl.mla_native_rotation_fit from the phase's info. */
 void run_apply_attn_fit(Run *r, json_t *done);
+
+/* ---- qk_fold.c ---- */
+
+/* QK-norm models: each head's mean 1/rms over the calibration tokens, from
+ * the key pass's sums, kept for this stage's layers and saved. 0 or -1. */
+int run_qk_fold_set(Run *r, const CalibStats *keys);
+/* Layer l's [H+G] means (loaded from the state when an earlier run made
+ * them); NULL for a model without QK-norm, or when the state cannot be read
+ * (an error is reported). */
+const double *run_qk_fold(Run *r, int l);
+/* ppl.qk_norm_folded: the original with every 1/rms replaced by its mean
+ * (before any RoRoPE or low rank), when there is evaluation data. */
+int run_qk_fold_eval(Run *r);
 
 /* ---- run_report.c ---- */
 

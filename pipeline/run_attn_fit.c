@@ -140,7 +140,7 @@ static AttnFitProblem problem(const AttnRun *a, const Run *r) {
 static int load_layer(AttnRun *a, Run *r, int l, const AttnFitProblem *p) {
     double *info = a->info + (int64_t)l * N_INFO;
     int rc = resume_load_attn(&r->resume, "attn-fit", l, &r->layers[l], &r->kv_ratio[l]);
-    if (!rc) rc = resume_load_rotation(&r->resume, "attn-fit-info", l, info, N_INFO);
+    if (!rc) rc = resume_load_array(&r->resume, "attn-fit-info", l, info, N_INFO);
     if (!rc && a->y_fit) {
         const LayerWeights *L = &r->orig.w.layers[l];
         AttnParams P;
@@ -174,7 +174,7 @@ static int fit_layer(AttnRun *a, Run *r, int l) {
         memcpy(info, row, sizeof row);
         if (!rc) rc = mla_attn_check_finite(&r->layers[l], l, "attn-fit");
         if (!rc && r->t.replica == 0) rc = resume_save_attn(&r->resume, "attn-fit", l, &r->layers[l], r->kv_ratio[l]);
-        if (!rc && r->t.replica == 0) rc = resume_save_rotation(&r->resume, "attn-fit-info", l, info, N_INFO);
+        if (!rc && r->t.replica == 0) rc = resume_save_array(&r->resume, "attn-fit-info", l, info, N_INFO);
     }
     if (!rc && s->progress && r->t.replica == 0)
         fprintf(stderr, "attn-fit: layer %d/%d: attention-output mse train %.4g -> %.4g, held back %.4g -> %.4g "

@@ -201,7 +201,7 @@ static int choose_freqfold(FitRun *f, Run *r, int l, const FitProblem *base, dou
         view(f, f->train_mbs, f->st.mb_total, &held, &ph);
         FitResult res;
         double *Pi = Pc + (int64_t)i * L * L;
-        rc = resume_load_rotation(&r->resume, name, l, Pi, (int64_t)L * L);
+        rc = resume_load_array(&r->resume, name, l, Pi, (int64_t)L * L);
         if (!rc && p.steps) rc = rorope_fit_layer(&p, &train, Pi, &res, NULL);
         if (rc) break;
         if (!p.steps) res.mse_after = rotation_error(&p, &train, Pi, NULL);
@@ -226,8 +226,8 @@ static int choose_freqfold(FitRun *f, Run *r, int l, const FitProblem *base, dou
 static int load_layer(FitRun *f, Run *r, int l, FitProblem *prob, double *P) {
     int L = r->cfg.n_kv_heads * r->cfg.head_dim;
     double *info = f->info + (int64_t)l * FIT_INFO;
-    int rc = resume_load_rotation(&r->resume, "rorope-fit", l, P, (int64_t)L * L);
-    if (!rc) rc = resume_load_rotation(&r->resume, "rorope-fit-info", l, info, FIT_INFO);
+    int rc = resume_load_array(&r->resume, "rorope-fit", l, P, (int64_t)L * L);
+    if (!rc) rc = resume_load_array(&r->resume, "rorope-fit-info", l, info, FIT_INFO);
     prob->s.freqfold = (int)info[INFO_FREQFOLD];
     if (!rc && f->o_fit) rotation_error(prob, &f->fd, P, f->o_fit); /* the converted output moves the stream on */
     return rc;
@@ -243,7 +243,7 @@ static int fit_new_layer(FitRun *f, Run *r, int l, FitProblem *prob, double *P) 
     } else {
         char pca_step[32];
         snprintf(pca_step, sizeof pca_step, "rorope-f%d", freqfold);
-        rc = resume_load_rotation(&r->resume, pca_step, l, P, (int64_t)L * L);
+        rc = resume_load_array(&r->resume, pca_step, l, P, (int64_t)L * L);
     }
     prob->s.freqfold = freqfold;
     FitData train;
@@ -257,8 +257,8 @@ static int fit_new_layer(FitRun *f, Run *r, int l, FitProblem *prob, double *P) 
     if (f->o_fit) rotation_error(prob, &f->fd, P, f->o_fit); /* every row of the stream, held-back ones too */
     double row[FIT_INFO] = {res.mse_before, res.mse_after, res.best_step, res.seconds, freqfold, held_err};
     memcpy(f->info + (int64_t)l * FIT_INFO, row, sizeof row);
-    if (r->t.replica == 0) rc = resume_save_rotation(&r->resume, "rorope-fit", l, P, (int64_t)L * L);
-    if (!rc && r->t.replica == 0) rc = resume_save_rotation(&r->resume, "rorope-fit-info", l, row, FIT_INFO);
+    if (r->t.replica == 0) rc = resume_save_array(&r->resume, "rorope-fit", l, P, (int64_t)L * L);
+    if (!rc && r->t.replica == 0) rc = resume_save_array(&r->resume, "rorope-fit-info", l, row, FIT_INFO);
     return rc;
 }
 
@@ -286,8 +286,13 @@ static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
                 info[INFO_MSE_BEFORE], info[INFO_MSE_AFTER],
                 info[INFO_MSE_BEFORE] > 0 ? 100 * (1 - info[INFO_MSE_AFTER] / info[INFO_MSE_BEFORE]) : 0.0,
                 (int)info[INFO_BEST_STEP], s->rorope_fit_steps, info[INFO_SECONDS]);
+    const double *fold = run_qk_fold(r, l);
+    if (c->qk_norm && !fold) {
+        free(P);
+        return -1;
+    }
     GqaAttn g;
-    gqa_attn_load(&g, c, &r->orig.w.layers[l]);
+    gqa_attn_load(&g, c, &r->orig.w.layers[l], fold);
     mla_attn_free(&r->layers[l]);
     mla_from_rorope(&r->layers[l], &g, P, r->rs.r);
     gqa_attn_free(&g);

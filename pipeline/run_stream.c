@@ -97,6 +97,7 @@ int run_gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget target, i
                      const char *pass) {
     const ConvertSettings *s = r->s;
     calib_stats_init(st, target, r->cfg.n_layers, r->first, r->end, dim, qdim);
+    if (target == CAL_KEYS && m->cfg.qk_norm) calib_stats_want_rinv(st, m->cfg.n_heads + m->cfg.n_kv_heads);
     CalibGather g;
     int batch = s->cal_batch < r->cal_nseq ? s->cal_batch : r->cal_nseq;
     calib_gather_init(&g, st, &m->cfg, (batch < 1 ? 1 : batch) * s->cal_seqlen);

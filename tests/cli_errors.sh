@@ -82,6 +82,18 @@ expect_error plan_fields_near_2e30 "$b/cfg_2e30/config.json|'hidden_size'|107374
 expect_error plan_too_many_params "$b/cfg_params/config.json|'vocab_size'|parameters|above the limit" \
     small_mem "$bin" plan --model-path "$b/cfg_params"
 
+# qwen3 layouts the engine cannot run: a sliding window on some layers only,
+# MoE layers that are not the last run of layers.
+mkdir -p "$b/qwen3_window" "$b/qwen3_moe_pattern"
+echo '{"model_type":"qwen3","hidden_size":64,"num_hidden_layers":4,"num_attention_heads":4,"intermediate_size":8,"vocab_size":16,"use_sliding_window":true,"sliding_window":32,"max_window_layers":2}' \
+    >"$b/qwen3_window/config.json"
+echo '{"model_type":"qwen3_moe","hidden_size":64,"num_hidden_layers":4,"num_attention_heads":4,"intermediate_size":8,"vocab_size":16,"num_experts":4,"num_experts_per_tok":2,"mlp_only_layers":[2]}' \
+    >"$b/qwen3_moe_pattern/config.json"
+expect_error qwen3_partial_window "$b/qwen3_window/config.json|'max_window_layers'|2 of 4 layers" \
+    "$bin" plan --model-path "$b/qwen3_window"
+expect_error qwen3_moe_dense_between "$b/qwen3_moe_pattern/config.json|'mlp_only_layers'|'decoder_sparse_step'" \
+    "$bin" plan --model-path "$b/qwen3_moe_pattern"
+
 # A preset number beyond int wrapped (4294967297 read as 1 node).
 echo '{"layout": {"nodes": 4294967297}}' >"$b/wrap_preset.json"
 expect_error preset_int_wraps "$b/wrap_preset.json|layout.nodes|at most 2147483647" \

@@ -9,7 +9,7 @@
 #    one kv head with r = head_dim gives RoRoPE ppl == original (1e-5: fp32
 #    rounding through rotated weights, measured ~1e-7).
 #  - every family (llama3 scaling, llama with q/k/v/o bias, qwen2 biases,
-#    mistral, mixtral, MHA tied, bf16/f16 inputs): the exported DeepSeek-V3
+#    mistral, mixtral, MHA tied, qwen3 and qwen3_moe, bf16/f16 inputs): the exported DeepSeek-V3
 #    folder read back by tests/ref/tm_ref.py gives the perplexity our engine
 #    gives on it and the report's ppl.mla_native (1e-5).
 #  - bad arguments fail with one error line before any heavy work and leave
@@ -184,6 +184,14 @@ family qwen2_bias 4 12 hf
 family qwen2_bias 4 12 hf --q-lora-rank 24 --dtype bfloat16
 family mistral_window 8 12 hf
 family mixtral_moe_bf16 4 12 vllm
+# QK-norm folded into the projections; Qwen3-MoE's dense layer 0 and raw top-k weights exported
+family qwen3 4 12 hf
+family qwen3_bf16 4 12 hf
+family qwen3_moe 4 12 vllm
+check "qwen3: report qk_norm_folded vs numpy fold (tests/ref/qk_fold_check.py)" \
+    "$(jget "$work/out_qwen3/transmla_report.json" ppl.qk_norm_folded)" \
+    "$("$py" "$here/ref/qk_fold_check.py" "$fixtures/qwen3" "$work/calib.u16" "$work/eval.u16" --cal-seqlen 64 \
+        --eval-seqlen 64 | "$py" -c "import json, sys; print(json.load(sys.stdin)['qk_norm_folded'])")" 1e-5
 # without the attention fit the q_proj bias is dropped (the fit makes up for it)
 family qwen2_bias 4 12 hf --fit rotation
 jget "$work/out_qwen2_bias__fit_rotation/transmla_report.json" ppl.mla_native_with_q_bias >/dev/null &&

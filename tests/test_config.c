@@ -57,20 +57,28 @@ static void llama32_1b(void **state) {
     assert_int_equal(c.bos_token_id, 128000);
 }
 
-/* Write `json` to a temp file, parse it, expect failure mentioning `needle`. */
-static void expect_error(const char *json, const char *needle) {
-    char path[] = "/tmp/tm_config_XXXXXX";
+/* Parse `json` from a temp file into c; returns hf_config_load's result and
+ * the file's name in path (removed by then). */
+static int load_json(const char *json, ModelConfig *c, char path[32]) {
+    snprintf(path, 32, "/tmp/tm_config_XXXXXX");
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     FILE *fp = fdopen(fd, "w");
     fputs(json, fp);
     fclose(fp);
+    int rc = hf_config_load(c, path);
+    unlink(path);
+    return rc;
+}
+
+/* Parse `json`, expect failure mentioning `needle` and the file. */
+static void expect_error(const char *json, const char *needle) {
+    char path[32];
     ModelConfig c;
-    int rc = hf_config_load(&c, path);
+    int rc = load_json(json, &c, path);
     const char *msg = tm_error();
     if (rc == 0 || !strstr(msg, needle) || !strstr(msg, path))
         fail_msg("config %s: rc %d, message '%s', wanted '%s' and the path", json, rc, msg, needle);
-    unlink(path);
 }
 
 #define BASE "\"hidden_size\": 64, \"num_hidden_layers\": 2, \"intermediate_size\": 96, \"vocab_size\": 50, "
@@ -98,24 +106,88 @@ static void bad_configs(void **state) {
 }
 
 static void defaults_follow_transformers(void **state) {
-    char path[] = "/tmp/tm_config_XXXXXX";
-    int fd = mkstemp(path);
-    FILE *fp = fdopen(fd, "w");
-    fputs("{" BASE "\"model_type\": \"mistral\", \"num_attention_heads\": 4}", fp);
-    fclose(fp);
+    char path[32];
     ModelConfig c;
-    assert_int_equal(hf_config_load(&c, path), 0);
+    assert_int_equal(load_json("{" BASE "\"model_type\": \"mistral\", \"num_attention_heads\": 4}", &c, path), 0);
     assert_int_equal(c.sliding_window, 4096); /* MistralConfig's default */
     assert_int_equal(c.n_kv_heads, 4);        /* defaults to num_attention_heads */
     assert_int_equal(c.head_dim, 16);
     assert_true(c.rope_theta == 10000.0 && c.rms_norm_eps == 1e-6);
-    unlink(path);
+}
+
+static void qwen3_dev(void **state) {
+    ModelConfig c;
+    assert_int_equal(hf_config_load(&c, TM_SOURCE_DIR "/../shared/models/qwen3-dev/config.json"), 0);
+    assert_int_equal(c.arch, TM_ARCH_QWEN3);
+    assert_string_equal(tm_arch_name(c.arch), "qwen3");
+    assert_true(c.qk_norm);
+    assert_int_equal(c.head_dim, 64);
+    assert_int_equal(c.n_kv_heads, 2);
+    assert_true(!c.qkv_bias && !c.o_bias && !c.mlp_bias);
+    assert_int_equal(c.sliding_window, 0);
+    assert_int_equal(c.n_experts, 0);
+    assert_true(c.rms_norm_eps == 1e-6);
+}
+
+#define QWEN3 "{" BASE "\"model_type\": \"qwen3\", \"num_attention_heads\": 4"
+#define QWEN3_MOE "{" BASE "\"model_type\": \"qwen3_moe\", \"num_attention_heads\": 4, \"num_experts\": 4, " \
+                  "\"num_experts_per_tok\": 2, \"moe_intermediate_size\": 8"
+
+static void qwen3_fields(void **state) {
+    ModelConfig c;
+    char path[32];
+    assert_int_equal(load_json(QWEN3 ", \"attention_bias\": true}", &c, path), 0);
+    assert_int_equal(c.head_dim, 128); /* Qwen3Config's default, not hidden / heads */
+    assert_true(c.qk_norm && c.qkv_bias && c.o_bias);
+    assert_int_equal(c.sliding_window, 0);
+    /* a window on every layer (max_window_layers 0) or on none is one engine window */
+    assert_int_equal(load_json(QWEN3 ", \"use_sliding_window\": true, \"max_window_layers\": 0}", &c, path), 0);
+    assert_int_equal(c.sliding_window, 4096);
+    assert_int_equal(load_json(QWEN3 ", \"use_sliding_window\": true, \"sliding_window\": 64}", &c, path), 0);
+    assert_int_equal(c.sliding_window, 0); /* max_window_layers 28 >= 2 layers: none windowed */
+    assert_int_equal(load_json(QWEN3 ", \"use_sliding_window\": false, \"max_window_layers\": 0}", &c, path), 0);
+    assert_int_equal(c.sliding_window, 0);
+
+    assert_int_equal(load_json(QWEN3_MOE ", \"mlp_only_layers\": [0]}", &c, path), 0);
+    assert_int_equal(c.arch, TM_ARCH_QWEN3_MOE);
+    assert_true(c.qk_norm);
+    assert_int_equal(c.head_dim, 16); /* Qwen3MoeConfig has no head_dim: hidden / heads */
+    assert_int_equal(c.n_experts, 4);
+    assert_int_equal(c.n_experts_per_tok, 2);
+    assert_int_equal(c.expert_intermediate_size, 8);
+    assert_int_equal(c.first_moe_layer, 1);
+    assert_true(c.moe_topk_raw); /* norm_topk_prob defaults to false */
+    assert_int_equal(load_json(QWEN3_MOE ", \"norm_topk_prob\": true, \"decoder_sparse_step\": 2}", &c, path), 0);
+    assert_false(c.moe_topk_raw);
+    assert_int_equal(c.first_moe_layer, 1); /* (l + 1) % 2 == 0: layer 1 of 2 */
+    assert_int_equal(load_json(QWEN3_MOE ", \"mlp_only_layers\": [0, 1]}", &c, path), 0);
+    assert_int_equal(c.n_experts, 0); /* every layer dense */
+    assert_int_equal(load_json("{" BASE "\"model_type\": \"qwen3_moe\", \"num_attention_heads\": 4, "
+                               "\"num_experts\": 0}", &c, path), 0);
+    assert_int_equal(c.n_experts, 0);
+    assert_int_equal(load_json("{" BASE "\"model_type\": \"mixtral\", \"num_attention_heads\": 4, "
+                               "\"num_local_experts\": 2, \"num_experts_per_tok\": 1}", &c, path), 0);
+    assert_false(c.moe_topk_raw); /* Mixtral renormalises */
+
+    expect_error(QWEN3 ", \"use_sliding_window\": true, \"max_window_layers\": 1}", "'max_window_layers'");
+    expect_error(QWEN3 ", \"use_sliding_window\": true, \"layer_types\": [\"full_attention\", "
+                 "\"sliding_attention\"]}", "'layer_types'");
+    expect_error(QWEN3 ", \"use_sliding_window\": true, \"layer_types\": [\"full_attention\"]}", "'layer_types'");
+    expect_error(QWEN3_MOE ", \"mlp_only_layers\": [1]}", "'mlp_only_layers'");
+    expect_error(QWEN3_MOE ", \"mlp_only_layers\": 1}", "'mlp_only_layers'");
+    expect_error(QWEN3_MOE ", \"decoder_sparse_step\": 0}", "'decoder_sparse_step'");
+    expect_error("{\"hidden_size\": 64, \"num_hidden_layers\": 3, \"intermediate_size\": 96, \"vocab_size\": 50, "
+                 "\"model_type\": \"qwen3_moe\", \"num_attention_heads\": 4, \"num_experts\": 4, "
+                 "\"num_experts_per_tok\": 2, \"decoder_sparse_step\": 2}", "'decoder_sparse_step'");
+    expect_error("{" BASE "\"model_type\": \"qwen3_moe\", \"num_attention_heads\": 4, \"num_experts\": 4, "
+                 "\"num_experts_per_tok\": 5}", "'num_experts_per_tok' (5) exceeds 'num_experts' (4)");
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(qwen25_72b), cmocka_unit_test(mixtral_8x7b), cmocka_unit_test(llama32_1b),
         cmocka_unit_test(bad_configs), cmocka_unit_test(defaults_follow_transformers),
+        cmocka_unit_test(qwen3_dev), cmocka_unit_test(qwen3_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

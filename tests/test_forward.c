@@ -1,7 +1,9 @@
 /* Golden-logit test: the engine's logits for every fixture model (made by
  * tests/ref/make_fixtures.py with its own float64 numpy forward pass) must
  * match the reference. The fixtures are the GQA ones (llama, qwen2, mistral,
- * mixtral) and four deepseek_v3 (MLA) ones: plain q_proj with interleaved
+ * mixtral; qwen3 with per-head q/k norms, f32 and bf16 with biases; qwen3_moe
+ * with a dense layer and unrenormalised top-2, and all-sparse renormalised)
+ * and four deepseek_v3 (MLA) ones: plain q_proj with interleaved
  * rope; q_lora with biases, half-split rope and llama3 scaling (f16, sharded);
  * the Mixtral-form MoE after a dense layer (golden logits with tm_ref's
  * vLLM router, the only MoE form the engine runs); tied bf16.
@@ -20,7 +22,9 @@
  * What a mistake does there, per make_fixtures.py's checks: rms_norm_eps
  * instead of 1e-6 in the latent norms moves logits by 0.2..0.3, unit latent
  * norm weights by 1..3, the other rope layout by 3..8, transformers' sigmoid
- * routing instead of softmax by 1.8. */
+ * routing instead of softmax by 1.8; on the qwen3 fixtures unit q/k norm
+ * weights move logits by 3..5, no QK-norm by 3..6, the other norm_topk_prob
+ * by 0.6..1.6. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -107,7 +111,7 @@ static void check_fixture(const char *name) {
 }
 
 static void all_fixtures(void **state) {
-    json_t *list = fixture_list(); /* fails unless it lists all ten */
+    json_t *list = fixture_list(); /* fails unless it lists all fourteen */
     size_t i;
     json_t *v;
     json_array_foreach(list, i, v) check_fixture(json_string_value(v));

@@ -321,7 +321,7 @@ static MlaAttn *exact_layers(const Model *m) {
     for (int i = 0; i < L; i++) P[(size_t)i * L + i] = 1.0;
     for (int l = m->part.first; l < m->part.end; l++) {
         GqaAttn g;
-        gqa_attn_load(&g, c, &m->w.layers[l]);
+        gqa_attn_load(&g, c, &m->w.layers[l], NULL);
         mla_from_rorope(&a[l], &g, P, c->head_dim);
         gqa_attn_free(&g);
     }

@@ -2,8 +2,10 @@
  * which keeps its activations for the backward pass) computes what the
  * inference forward (model_layers) computes, on every layer of every MLA
  * fixture (q_proj and q_lora, both rope layouts, biases, llama3 scaling,
- * dense and MoE, F32/F16/BF16 weights), each layer fed the hidden states the
- * inference forward gives it on the fixture's tokens.
+ * dense and MoE, F32/F16/BF16 weights) and of every GQA fixture without a
+ * sliding window (llama, qwen2, mixtral, qwen3 with its QK-norm, qwen3_moe),
+ * each layer fed the hidden states the inference forward gives it on the
+ * fixture's tokens.
  * Tolerance 1e-5 max|y|: the same fp32 weights and kernels summed in other
  * orders (measured 1e-7..3.5e-7 relative); a wrong layer index, rope layout or
  * norm moves the output by far more. */
@@ -35,14 +37,19 @@ static float max_abs_diff(const float *a, const float *b, int64_t n, float *max_
     return d;
 }
 
-/* 1 when the fixture is an MLA model (the layers fine-tuning trains). */
-static int check_fixture(const char *name) {
-    if (!fixture_is_mla(name)) return 0;
+/* Checks the fixture unless it has a sliding window (training attention has
+ * none); counts it in *mla or *gqa. */
+static void check_fixture(const char *name, int *mla, int *gqa) {
     FixtureMeta meta = fixture_meta(name);
     Model m;
     fixture_model(&m, name);
     const ModelConfig *c = &m.cfg;
-    assert_int_equal(c->arch, TM_ARCH_DEEPSEEK_V3);
+    assert_int_equal(c->arch == TM_ARCH_DEEPSEEK_V3, fixture_is_mla(name));
+    if (c->sliding_window) {
+        model_free(&m);
+        return;
+    }
+    *(fixture_is_mla(name) ? mla : gqa) += 1;
     int32_t *ids = fixture_tokens(name, &meta);
     int T = 8, B = meta.batch * meta.seqlen / T, N = B * T, D = c->hidden_size;
     assert_true(B >= 1);
@@ -73,21 +80,22 @@ static int check_fixture(const char *name) {
     rope_table_free(&rt);
     workspace_free(&ws);
     model_free(&m);
-    return 1;
 }
 
-static void every_layer_of_every_mla_fixture(void **state) {
+static void every_layer_of_every_fixture(void **state) {
     (void)state;
     json_t *list = fixture_list();
     size_t i;
     json_t *v;
-    int checked = 0;
-    json_array_foreach(list, i, v) checked += check_fixture(json_string_value(v));
+    int mla = 0, gqa = 0;
+    json_array_foreach(list, i, v) check_fixture(json_string_value(v), &mla, &gqa);
     json_decref(list);
-    if (checked < 4) fail_msg("only %d MLA fixtures in fixtures.json (4 expected; rerun make_fixtures)", checked);
+    if (mla < 4 || gqa < 9)
+        fail_msg("only %d MLA and %d GQA fixtures without a window in fixtures.json (4 and 9 expected; rerun "
+                 "make_fixtures)", mla, gqa);
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(every_layer_of_every_mla_fixture)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(every_layer_of_every_fixture)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

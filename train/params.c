@@ -30,10 +30,10 @@ static int is_matrix_weight(const WeightSlot *s) { return s->cols > 0; }
 int params_init(ParamSet *ps, Model *m, TrainWhat what) {
     memset(ps, 0, sizeof *ps);
     const ModelConfig *c = &m->cfg;
-    if (c->arch != TM_ARCH_DEEPSEEK_V3)
-        return tm_fail("finetune: %s is a %s model; fine-tuning needs a converted (deepseek_v3, MLA) model: run "
-                       "transmla convert first",
-                       m->set.dir, c->model_type);
+    /* MLA (converted) and GQA layers train (model/train_layer.c); the training attention has no window */
+    if (c->sliding_window)
+        return tm_fail("finetune: %s is a %s model with sliding_window %d; fine-tuning runs full causal attention "
+                       "only", m->set.dir, c->model_type, c->sliding_window);
     WeightSlot *slots, *gslots;
     int n = weights_slots(&m->w, c, &m->part, &slots);
     int gn = weights_slots(&ps->grads, c, &m->part, &gslots);

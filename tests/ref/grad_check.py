@@ -16,7 +16,9 @@ float32 (relative rounding ~1e-6 per operation, a few hundred operations deep), 
 Forward outputs C returns are checked the same way against this forward.
 
 Nothing here calls C code or mirrors its structure: the numpy forward is written
-from the model definitions (HF DeepseekV3 MLA, SwiGLU, Mixtral-style routing).
+from the model definitions (HF DeepseekV3 MLA, HF Qwen3 attention with its
+per-head q_norm/k_norm before RoPE, SwiGLU, Mixtral-style routing and Qwen3-MoE's
+unrenormalised top-k).
 """
 import json
 import math
@@ -188,8 +190,35 @@ def mla_layer(spec, W, x, pos, doc):
     kf = np.concatenate([kv[:, :, :dn], np.repeat(k_pe[:, None, :], H, axis=1)], axis=2).reshape(B * T, -1)
     vf = kv[:, :, dn:].reshape(B * T, -1)
     o = attention(qf, kf, vf, H, H, doc, B, T, 1.0 / math.sqrt(dn + dr))
-    x = x + lin(W, o, a + "o_proj")
-    h = rmsnorm(x, W["model.layers.0.post_attention_layernorm.weight"], eps)
+    return mlp_part(spec, W, x + lin(W, o, a + "o_proj"))
+
+
+def qwen3_layer(spec, W, x, pos, doc):
+    """One Qwen3 decoder layer (layer 0) over packed rows x (B*T, D): q/k/v projections,
+    each query and key head RMS-normalised over its d values (q_norm/k_norm weights),
+    then RoPE (rotate-half), grouped attention, o_proj; then the MLP or MoE."""
+    B, T, H, G, d, eps = spec["B"], spec["T"], spec["H"], spec["G"], spec["d"], spec["eps"]
+    a = "model.layers.0.self_attn."
+    h = rmsnorm(x, W["model.layers.0.input_layernorm.weight"], eps)
+    inv = inv_freq(spec["theta"], d)
+
+    def heads(name, n):
+        y = lin(W, h, a + name + "_proj").reshape(B * T, n, d)
+        if name != "v":
+            y = rmsnorm(y, W[a + name + "_norm.weight"], eps)
+            y = np.stack([rope_rows(y[:, j, :], pos, inv, False) for j in range(n)], axis=1)
+        return y.reshape(B * T, n * d)
+    o = attention(heads("q", H), heads("k", G), heads("v", G), H, G, doc, B, T, 1.0 / math.sqrt(d))
+    return mlp_part(spec, W, x + lin(W, o, a + "o_proj"))
+
+
+def layer_forward(spec, W, x, pos, doc):
+    return (qwen3_layer if spec.get("arch") else mla_layer)(spec, W, x, pos, doc)
+
+
+def mlp_part(spec, W, x):
+    """x + MLP(post_attention_layernorm(x)) of layer 0: SwiGLU or the MoE."""
+    h = rmsnorm(x, W["model.layers.0.post_attention_layernorm.weight"], spec["eps"])
     m = "model.layers.0.mlp."
     if not spec["moe"]:
         return x + lin(W, silu(lin(W, h, m + "gate_proj")) * lin(W, h, m + "up_proj"), m + "down_proj")
@@ -197,7 +226,8 @@ def mla_layer(spec, W, x, pos, doc):
 
 
 def moe(spec, W, h):
-    """Mixtral-style: softmax over all experts, top-k, renormalised over the chosen."""
+    """Mixtral-style: softmax over all experts, top-k, renormalised over the chosen
+    (Qwen3-MoE with norm_topk_prob false: the k softmax probabilities as they are)."""
     m = "model.layers.0.mlp."
     z = h @ W[m + "gate.weight"].T
     out = np.zeros_like(h)
@@ -205,7 +235,7 @@ def moe(spec, W, h):
         p = np.exp(z[t] - z[t].max())
         p /= p.sum()
         top = np.argsort(-p, kind="stable")[:spec["k"]]
-        for e, w in zip(top, p[top] / p[top].sum()):
+        for e, w in zip(top, p[top] / (p[top].sum() if spec.get("norm_topk", True) else 1.0)):
             q = m + "experts.%d." % e
             a = silu(W[q + "gate_proj.weight"] @ h[t]) * (W[q + "up_proj.weight"] @ h[t])
             out[t] += w * (W[q + "down_proj.weight"] @ a)
@@ -350,18 +380,20 @@ LAYER_SPECS = {
     "layer_qlora": dict(Rq=8, interleave=1, latent_norms=1, q_bias=0, attention_bias=True, moe=False),
     # MoE MLP: E=4, top-2, router gradient included
     "layer_moe": dict(Rq=8, interleave=1, latent_norms=1, q_bias=0, attention_bias=False, moe=True),
+    # qwen3 (GQA 2:1): q_norm/k_norm before RoPE, attention_bias (q/k/v/o biases), dense MLP
+    "layer_qwen3": dict(arch="qwen3", G=1, d=8, attention_bias=True, moe=False, latent_norms=0, q_bias=0),
+    # qwen3_moe: the same attention without biases, MoE with top-2 NOT renormalised (norm_topk_prob false)
+    "layer_qwen3_moe": dict(arch="qwen3_moe", G=1, d=8, attention_bias=False, moe=True, norm_topk=False,
+                            latent_norms=0, q_bias=0),
 }
 SIZES = dict(D=16, H=2, dn=8, dr=4, dv=8, R=8, I=24, E=4, k=2, moe_I=8, B=2, T=6, eps=1e-5, theta=10000.0)
 
 
-def make_layer(spec, rng):
-    """-> (config.json dict, {HF name: float64 weights exactly float32})."""
-    s = spec
-    D, H, dn, dr, dv, R, Rq, I = s["D"], s["H"], s["dn"], s["dr"], s["dv"], s["R"], s["Rq"], s["I"]
-    moe_cfg = dict(first_dense=0, experts=s["E"], top_k=s["k"], moe_I=s["moe_I"]) if s["moe"] else None
-    cfg = make_fixtures.dsv3_config(D=D, L=1, H=H, q_lora=Rq or None, R=R, dn=dn, dr=dr, dv=dv, I=I, V=8,
-                                    dtype="F32", moe=moe_cfg, rope_interleave=bool(s["interleave"]),
-                                    attention_bias=s["attention_bias"], rms_norm_eps=s["eps"], rope_theta=s["theta"])
+def layer_weights(spec, rng, attention):
+    """Layer-0 model weights in the model's order (exactly float32): embedding, input
+    norm, attention(mat, vec, prefix) for the attention's own tensors, post norm,
+    SwiGLU MLP or MoE, final norm, an 8-row head."""
+    s, D = spec, spec["D"]
     W = {}
 
     def mat(name, o, i):
@@ -370,27 +402,10 @@ def make_layer(spec, rng):
     def vec(name, n, base=0.0, scale=0.2):
         W[name] = f32(base + scale * rng.standard_normal(n))
 
-    a, m = "model.layers.0.self_attn.", "model.layers.0.mlp."
+    m = "model.layers.0.mlp."
     W["model.embed_tokens.weight"] = rnd(rng, 8, D)
     vec("model.layers.0.input_layernorm.weight", D, 1.0)
-    if Rq:
-        mat(a + "q_a_proj", Rq, D)
-        if s["attention_bias"]:
-            vec(a + "q_a_proj.bias", Rq)
-        vec(a + "q_a_layernorm.weight", Rq, 1.0)
-        mat(a + "q_b_proj", H * (dn + dr), Rq)
-    else:
-        mat(a + "q_proj", H * (dn + dr), D)
-        if s["q_bias"]:
-            vec(a + "q_proj.bias", H * (dn + dr))
-    mat(a + "kv_a_proj_with_mqa", R + dr, D)
-    if s["attention_bias"]:
-        vec(a + "kv_a_proj_with_mqa.bias", R + dr)
-    vec(a + "kv_a_layernorm.weight", R, 1.0)
-    mat(a + "kv_b_proj", H * (dn + dv), R)
-    mat(a + "o_proj", D, H * dv)
-    if s["attention_bias"]:
-        vec(a + "o_proj.bias", D)
+    attention(mat, vec, "model.layers.0.self_attn.")
     vec("model.layers.0.post_attention_layernorm.weight", D, 1.0)
     if s["moe"]:
         W[m + "gate.weight"] = rnd(rng, s["E"], D, scale=3.0 / math.sqrt(D))   # spread logits: clear top-k margins
@@ -400,12 +415,68 @@ def make_layer(spec, rng):
             mat(q + "up_proj", s["moe_I"], D)
             mat(q + "down_proj", D, s["moe_I"])
     else:
-        mat(m + "gate_proj", I, D)
-        mat(m + "up_proj", I, D)
-        mat(m + "down_proj", D, I)
+        mat(m + "gate_proj", s["I"], D)
+        mat(m + "up_proj", s["I"], D)
+        mat(m + "down_proj", D, s["I"])
     vec("model.norm.weight", D, 1.0)
     mat("lm_head", 8, D)
-    return cfg, W
+    return W
+
+
+def make_layer(spec, rng):
+    """-> (config.json dict, {HF name: float64 weights exactly float32})."""
+    if spec.get("arch"):
+        return make_qwen3_layer(spec, rng)
+    s = spec
+    D, H, dn, dr, dv, R, Rq, I = s["D"], s["H"], s["dn"], s["dr"], s["dv"], s["R"], s["Rq"], s["I"]
+    moe_cfg = dict(first_dense=0, experts=s["E"], top_k=s["k"], moe_I=s["moe_I"]) if s["moe"] else None
+    cfg = make_fixtures.dsv3_config(D=D, L=1, H=H, q_lora=Rq or None, R=R, dn=dn, dr=dr, dv=dv, I=I, V=8,
+                                    dtype="F32", moe=moe_cfg, rope_interleave=bool(s["interleave"]),
+                                    attention_bias=s["attention_bias"], rms_norm_eps=s["eps"], rope_theta=s["theta"])
+
+    def mla(mat, vec, a):
+        if Rq:
+            mat(a + "q_a_proj", Rq, D)
+            if s["attention_bias"]:
+                vec(a + "q_a_proj.bias", Rq)
+            vec(a + "q_a_layernorm.weight", Rq, 1.0)
+            mat(a + "q_b_proj", H * (dn + dr), Rq)
+        else:
+            mat(a + "q_proj", H * (dn + dr), D)
+            if s["q_bias"]:
+                vec(a + "q_proj.bias", H * (dn + dr))
+        mat(a + "kv_a_proj_with_mqa", R + dr, D)
+        if s["attention_bias"]:
+            vec(a + "kv_a_proj_with_mqa.bias", R + dr)
+        vec(a + "kv_a_layernorm.weight", R, 1.0)
+        mat(a + "kv_b_proj", H * (dn + dv), R)
+        mat(a + "o_proj", D, H * dv)
+        if s["attention_bias"]:
+            vec(a + "o_proj.bias", D)
+    return cfg, layer_weights(spec, rng, mla)
+
+
+def make_qwen3_layer(spec, rng):
+    """A one-layer qwen3 / qwen3_moe model: (config.json dict, weights)."""
+    s = spec
+    D, H, G, d, I, E = s["D"], s["H"], s["G"], s["d"], s["I"], s["E"]
+    extra = dict(num_experts=E, num_experts_per_tok=s["k"], moe_intermediate_size=s["moe_I"],
+                 norm_topk_prob=s.get("norm_topk", True)) if s["moe"] else {}
+    cfg = make_fixtures.base_config(s["arch"], D=D, L=1, H=H, G=G, d=d, I=I, V=8, dtype="F32",
+                                    attention_bias=s["attention_bias"], rms_norm_eps=s["eps"],
+                                    rope_theta=s["theta"], use_sliding_window=False, **extra)
+
+    def gqa(mat, vec, a):
+        for name, n in (("q", H * d), ("k", G * d), ("v", G * d)):
+            mat(a + name + "_proj", n, D)
+            if s["attention_bias"]:
+                vec(a + name + "_proj.bias", n)
+        mat(a + "o_proj", D, H * d)
+        if s["attention_bias"]:
+            vec(a + "o_proj.bias", D)
+        vec(a + "q_norm.weight", d, 1.0, 0.4)
+        vec(a + "k_norm.weight", d, 1.0, 0.4)
+    return cfg, layer_weights(spec, rng, gqa)
 
 
 def topk_margin(spec, W, x, pos, doc):
@@ -417,13 +488,13 @@ def topk_margin(spec, W, x, pos, doc):
 
 
 def _after_attention(spec, W, x, pos, doc):
-    """x + attention block: mla_layer with an MLP that adds nothing."""
+    """x + attention block: the layer with an MLP that adds nothing."""
     s = dict(spec, moe=True)
     Wz = dict(W)
     for e in range(spec["E"]):
         Wz["model.layers.0.mlp.experts.%d.down_proj.weight" % e] = np.zeros_like(
             W["model.layers.0.mlp.experts.%d.down_proj.weight" % e])
-    return mla_layer(s, Wz, x, pos, doc)
+    return layer_forward(s, Wz, x, pos, doc)
 
 
 def case_layer(binary, d, chk, rng, name, frozen_too=False):
@@ -450,7 +521,7 @@ def case_layer(binary, d, chk, rng, name, frozen_too=False):
     o = run_c(binary, "layer", d, inputs)
     P = {n: v for n, v in W.items() if n.startswith("model.layers.0.")}
     P["x"] = x
-    fwd = lambda: mla_layer(spec, P, P["x"], POS, DOC_START)  # noqa: E731
+    fwd = lambda: layer_forward(spec, P, P["x"], POS, DOC_START)  # noqa: E731
     chk.close(name, "layer output", o["y"], fwd())
     grads = sorted(n[len("grad."):] for n in o if n.startswith("grad."))
     chk.require(name, "a gradient for each of the layer's %d parameters" % (len(P) - 1), set(grads) == set(P) - {"x"})
@@ -496,6 +567,8 @@ def main():
         "layer_q_halves": lambda d, c, r: case_layer(binary, d, c, r, "layer_q_halves"),
         "layer_qlora": lambda d, c, r: case_layer(binary, d, c, r, "layer_qlora", frozen_too=True),
         "layer_moe": lambda d, c, r: case_layer(binary, d, c, r, "layer_moe", frozen_too=True),
+        "layer_qwen3": lambda d, c, r: case_layer(binary, d, c, r, "layer_qwen3", frozen_too=True),
+        "layer_qwen3_moe": lambda d, c, r: case_layer(binary, d, c, r, "layer_qwen3_moe"),
     }
     chosen = sys.argv[3:] or list(cases)
     chk = Checker()

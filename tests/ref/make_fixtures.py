@@ -41,7 +41,8 @@ TOL = 1e-9
 TORCH_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
         "qwen2": "Qwen2ForCausalLM", "mixtral": "MixtralForCausalLM",
-        "deepseek_v3": "DeepseekV3ForCausalLM"}
+        "deepseek_v3": "DeepseekV3ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+        "qwen3_moe": "Qwen3MoeForCausalLM"}
 
 
 def base_config(model_type, D, L, H, G, d, I, V, dtype, **extra):
@@ -154,6 +155,34 @@ def fixture_specs():
                         rope_theta=1000000.0, num_local_experts=4, num_experts_per_tok=2,
                         sliding_window=None, router_aux_loss_coef=0.02, output_router_logits=False),
             "BF16", 1, 106),
+        # qwen3: per-head q_norm/k_norm (weights far from 1) before RoPE; head_dim 16 with
+        # H*d = 64 != D = 32; no biases (attention_bias false, the default)
+        "qwen3": (
+            base_config("qwen3", D=32, L=2, H=4, G=2, d=16, I=64, V=80, dtype="F32",
+                        rms_norm_eps=1e-6, rope_theta=1000000.0, attention_bias=False,
+                        use_sliding_window=False, sliding_window=None, max_window_layers=2),
+            "F32", 1, 111),
+        # bf16 weights, multi-query, attention_bias true (q/k/v and o biases in Qwen3Attention)
+        "qwen3_bf16": (
+            base_config("qwen3", D=64, L=2, H=4, G=1, d=16, I=96, V=96, dtype="BF16",
+                        attention_bias=True, use_sliding_window=False, sliding_window=4096,
+                        max_window_layers=28),
+            "BF16", 1, 112),
+        # qwen3_moe: layer 0 dense (mlp_only_layers), layers 1-2 sparse; softmax top-2 of 4 experts
+        # NOT renormalised (norm_topk_prob false, the default); moe_intermediate_size 40 != 64
+        "qwen3_moe": (
+            base_config("qwen3_moe", D=32, L=3, H=4, G=2, d=8, I=64, V=64, dtype="F32",
+                        rms_norm_eps=1e-6, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=40,
+                        mlp_only_layers=[0], decoder_sparse_step=1, norm_topk_prob=False,
+                        use_sliding_window=False, sliding_window=None),
+            "F32", 1, 113),
+        # qwen3_moe, every layer sparse, top-2 renormalised (norm_topk_prob true), no head_dim
+        # field (Qwen3MoeConfig: hidden_size / heads = 8)
+        "qwen3_moe_norm": (
+            {k: v for k, v in base_config("qwen3_moe", D=32, L=2, H=4, G=4, d=8, I=48, V=64, dtype="F32",
+                                          num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24,
+                                          norm_topk_prob=True).items() if k != "head_dim"},
+            "F32", 1, 114),
         # deepseek_v3 (MLA).  Latent projections are scaled so the latents' mean square is
         # ~2e-4: the latent RMSNorms' eps (1e-6, whatever rms_norm_eps says) then matters.
         # (a) plain q_proj, interleaved rope, every layer dense, no biases, qk_nope 16 != v_head 12
@@ -215,8 +244,18 @@ def make_weights(cfg, seed):
         lin(p + "self_attn.k_proj", G * d, D, cfg.qkv_bias)
         lin(p + "self_attn.v_proj", G * d, D, cfg.qkv_bias)
         lin(p + "self_attn.o_proj", D, H * d, cfg.o_bias)
+        if cfg.qk_norm:  # far from 1, so that an unapplied weight shows
+            W[p + "self_attn.q_norm.weight"] = rng.uniform(0.3, 2.0, d)
+            W[p + "self_attn.k_norm.weight"] = rng.uniform(0.3, 2.0, d)
         norm(p + "post_attention_layernorm.weight", D)
-        if cfg.n_experts:
+        if cfg.sparse[l]:
+            q = p + "mlp."
+            W[q + "gate.weight"] = rng.standard_normal((cfg.n_experts, D)) * (1.5 / np.sqrt(D))
+            for e in range(cfg.n_experts):
+                lin(q + "experts.%d.gate_proj" % e, cfg.moe_I, D, False)
+                lin(q + "experts.%d.up_proj" % e, cfg.moe_I, D, False)
+                lin(q + "experts.%d.down_proj" % e, D, cfg.moe_I, False)
+        elif cfg.model_type == "mixtral":
             q = p + "block_sparse_moe."
             W[q + "gate.weight"] = rng.standard_normal((cfg.n_experts, D)) * (1.5 / np.sqrt(D))
             for e in range(cfg.n_experts):
@@ -344,25 +383,42 @@ def sanity(name, cfg, W, ids, lg):
             raise SystemExit("%s: sliding window not exercised as intended" % name)
     if cfg.mla:
         notes += sanity_dsv3(name, cfg, W, ids, lg)
+    if cfg.qk_norm:
+        # the per-head norms and their weights each change the logits
+        unit = {k: (np.ones_like(v) if k.endswith(("q_norm.weight", "k_norm.weight")) else v) for k, v in W.items()}
+        plain = tm_ref.Config(cfg.raw)
+        plain.qk_norm = False
+        d_unit = float(np.abs(tm_ref.logits(cfg, unit, ids[0]) - lg[0]).max())
+        d_none = float(np.abs(tm_ref.logits(plain, W, ids[0]) - lg[0]).max())
+        notes.append("unit q/k norm weights move logits %.2f, no QK-norm %.2f" % (d_unit, d_none))
+        if min(d_unit, d_none) < 1e-2:
+            raise SystemExit("%s: the QK-norm is not exercised" % name)
     if cfg.n_experts:
         # every expert gets picked somewhere, and no token's top-k is a near-tie in any layer
         # (an fp32 engine must make the same routing choices); router inputs captured in the forward
         seen, gaps = set(), []
-        orig = tm_ref.moe_mlp
+        qwen = cfg.model_type == "qwen3_moe"
+        fn, gate = ("qwen3_moe_block", "mlp.gate") if qwen else ("moe_mlp", "block_sparse_moe.gate")
+        orig = getattr(tm_ref, fn)
 
         def spy(cfg_, W_, layer, h):
-            r = h @ W_["model.layers.%d.block_sparse_moe.gate.weight" % layer].T
+            r = h @ W_["model.layers.%d.%s.weight" % (layer, gate)].T
             srt = np.sort(r, axis=-1)[:, ::-1]
             gaps.append(float((srt[:, cfg_.top_k - 1] - srt[:, cfg_.top_k]).min()))
             seen.update((layer, e) for e in np.argsort(-r, axis=-1, kind="stable")[:, :cfg_.top_k].reshape(-1))
             return orig(cfg_, W_, layer, h)
-        tm_ref.moe_mlp = spy
+        setattr(tm_ref, fn, spy)
         try:
             for b in range(ids.shape[0]):
                 tm_ref.logits(cfg, W, ids[b])
         finally:
-            tm_ref.moe_mlp = orig
-        used = [len({e for (l, e) in seen if l == ly}) for ly in range(cfg.n_layers)]
+            setattr(tm_ref, fn, orig)
+        moe_layers = [ly for ly in range(cfg.n_layers) if cfg.sparse[ly] or not qwen]
+        used = [len({e for (l, e) in seen if l == ly}) for ly in moe_layers]
+        if qwen:
+            flip = tm_ref.Config(dict(cfg.raw, norm_topk_prob=not cfg.norm_topk_prob))
+            notes.append("sparse layers %s; norm_topk_prob %s, the other setting moves logits %.2f"
+                         % (moe_layers, cfg.norm_topk_prob, float(np.abs(tm_ref.logits(flip, W, ids[0]) - lg[0]).max())))
         notes.append("experts used per layer %s of %d, min top-k logit gap %.1e" % (used, cfg.n_experts, min(gaps)))
         if min(gaps) < 1e-3 or min(used) < cfg.n_experts:
             raise SystemExit("%s: routing not exercised as intended (near-tie or unused expert)" % name)
@@ -447,14 +503,55 @@ def find_shared_ref():
 
 
 def second_opinion(refdir):
-    """Load the shared refmodel and extend it for two features it lacks
-    (checked below against its own source): llama mlp_bias and sliding windows."""
+    """Load the shared refmodel and extend it for features it lacks (checked
+    below against its own source): llama mlp_bias, sliding windows, qwen3's
+    per-head q_norm/k_norm and qwen3_moe's sparse blocks."""
     sys.path.insert(0, refdir)
     import refmodel as R
 
     class Extended(R.Model):
+        def lin_(self, prefix, name, x):
+            return R.lin(self.g(prefix + name + ".weight"), x, self.W.get(prefix + name + ".bias"))
+
+        def attn_gqa(self, p, x, T):
+            c = self.cfg
+            if c.get("model_type") not in ("qwen3", "qwen3_moe"):
+                return super().attn_gqa(p, x, T)
+            H, KV = c["num_attention_heads"], c["num_key_value_heads"]
+            hd = c.get("head_dim") or c["hidden_size"] // H
+            eps = c.get("rms_norm_eps", 1e-6)
+            a = p + "self_attn."
+            heads = []
+            for name, n in (("q", H), ("k", KV), ("v", KV)):
+                y = self.lin_(a, name + "_proj", x).reshape(T, n, hd).transpose(1, 0, 2)
+                if name != "v":   # Qwen3Attention: q_norm/k_norm over head_dim, then RoPE
+                    y = R.rms(y, self.g(a + name + "_norm.weight"), eps)
+                heads.append(y)
+            q, k, v = heads
+            cos, sin = R.rope_tables(T, hd, c.get("rope_theta", 10000.0), c.get("rope_scaling"))
+            q, k = R.apply_rope(q, cos, sin), R.apply_rope(k, cos, sin)
+            k, v = np.repeat(k, H // KV, axis=0), np.repeat(v, H // KV, axis=0)
+            o = R.attend(q, k, v, hd ** -0.5).transpose(1, 0, 2).reshape(T, H * hd)
+            return self.lin_(a, "o_proj", o)
+
         def mlp(self, p, x):
             c = self.cfg
+            layer = int(p.split(".")[2])
+            if c.get("model_type") == "qwen3_moe" and c.get("num_experts") and layer not in (
+                    c.get("mlp_only_layers") or []) and (layer + 1) % c.get("decoder_sparse_step", 1) == 0:
+                # Qwen3MoeSparseMoeBlock: softmax over all experts, top-k, optional renormalisation
+                pr = self.lin_(p + "mlp.", "gate", x)
+                pr = np.exp(pr - pr.max(-1, keepdims=True))
+                pr /= pr.sum(-1, keepdims=True)
+                out = np.zeros_like(x)
+                for t in range(x.shape[0]):
+                    idx = np.argsort(-pr[t], kind="stable")[:c["num_experts_per_tok"]]
+                    w = pr[t, idx] / (pr[t, idx].sum() if c.get("norm_topk_prob") else 1.0)
+                    for e, we in zip(idx, w):
+                        q = p + "mlp.experts.%d." % e
+                        act = R.silu(self.lin_(q, "gate_proj", x[t])) * self.lin_(q, "up_proj", x[t])
+                        out[t] += we * self.lin_(q, "down_proj", act)
+                return out
             if c.get("model_type") == "llama" and c.get("mlp_bias") and not c.get("num_local_experts"):
                 return R.lin(self.g(p + "mlp.down_proj.weight"),
                              R.silu(R.lin(self.g(p + "mlp.gate_proj.weight"), x, self.g(p + "mlp.gate_proj.bias")))

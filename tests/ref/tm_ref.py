@@ -8,7 +8,10 @@ Contents
     model.safetensors.index.json) into float64; write F32/F16/BF16, single or
     sharded with an index.
   * The decoder forward pass in float64 as Hugging Face transformers computes it
-    for model_type llama, mistral, qwen2, mixtral, and deepseek_v3
+    for model_type llama, mistral, qwen2, mixtral, qwen3 (Qwen3ForCausalLM:
+    per-head q_norm/k_norm before RoPE), qwen3_moe (Qwen3MoeForCausalLM: the
+    same attention, softmax top-k MoE, dense layers per mlp_only_layers and
+    decoder_sparse_step) and deepseek_v3
     (DeepseekV3ForCausalLM: MLA attention, dense/MoE MLP).  For deepseek_v3 the
     MoE routing is transformers' by default (router="hf": sigmoid scores,
     e_score_correction_bias, group-limited top-k; scoring_func ignored) or, with
@@ -191,6 +194,12 @@ _DEFAULTS = {
                   use_sliding_window=False, max_window_layers=28),
     "mixtral": dict(rope_theta=1e6, rms_norm_eps=1e-5, sliding_window=None,
                     num_local_experts=8, num_experts_per_tok=2),
+    # Qwen3Config: head_dim 128 (not hidden_size / heads); Qwen3MoeConfig has no head_dim
+    "qwen3": dict(rope_theta=10000.0, rms_norm_eps=1e-6, head_dim=128, sliding_window=4096,
+                  use_sliding_window=False, max_window_layers=28, attention_bias=False),
+    "qwen3_moe": dict(rope_theta=10000.0, rms_norm_eps=1e-6, sliding_window=4096, use_sliding_window=False,
+                      attention_bias=False, num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768,
+                      decoder_sparse_step=1, norm_topk_prob=False, mlp_only_layers=None),
 }
 
 
@@ -230,7 +239,8 @@ class Config:
             self._init_dsv3(raw)
             return
         if mt not in _DEFAULTS:
-            raise ValueError("model_type %r not supported (llama, mistral, qwen2, mixtral, deepseek_v3)" % mt)
+            raise ValueError("model_type %r not supported (llama, mistral, qwen2, mixtral, qwen3, qwen3_moe, "
+                             "deepseek_v3)" % mt)
         dflt = _DEFAULTS[mt]
 
         def get(k, default=None):
@@ -243,7 +253,7 @@ class Config:
         self.n_layers = int(raw["num_hidden_layers"])
         self.H = int(raw["num_attention_heads"])
         self.G = int(raw.get("num_key_value_heads") or self.H)
-        self.d = int(raw.get("head_dim") or self.D // self.H)
+        self.d = int(get("head_dim") or self.D // self.H)
         self.I = int(raw["intermediate_size"])
         self.V = int(raw["vocab_size"])
         if self.H % self.G:
@@ -260,13 +270,19 @@ class Config:
             self.qkv_bias, self.o_bias, self.mlp_bias = ab, ab, mb
         elif mt == "qwen2":
             self.qkv_bias, self.o_bias, self.mlp_bias = True, False, False
+        elif mt in ("qwen3", "qwen3_moe"):
+            ab = bool(get("attention_bias"))
+            self.qkv_bias, self.o_bias, self.mlp_bias = ab, ab, False
         else:
             self.qkv_bias, self.o_bias, self.mlp_bias = False, False, False
         # per-layer attention window (None = full causal)
         if mt in ("mistral", "mixtral"):
             sw = get("sliding_window")
             self.windows = [sw] * self.n_layers
-        elif mt == "qwen2":
+        elif mt == "qwen3_moe":
+            # Qwen3MoeAttention: config.sliding_window on every layer (None unless use_sliding_window)
+            self.windows = [get("sliding_window") if get("use_sliding_window") else None] * self.n_layers
+        elif mt in ("qwen2", "qwen3"):
             sw = get("sliding_window") if get("use_sliding_window") else None
             lt = raw.get("layer_types")
             if lt is not None:
@@ -277,9 +293,20 @@ class Config:
         else:
             self.windows = [None] * self.n_layers
         self.windows = [None if w is None else int(w) for w in self.windows]
+        self.qk_norm = mt in ("qwen3", "qwen3_moe")
         # MoE
         self.n_experts = int(get("num_local_experts")) if mt == "mixtral" else 0
         self.top_k = int(get("num_experts_per_tok")) if mt == "mixtral" else 0
+        self.sparse = [False] * self.n_layers   # qwen3_moe layers with the sparse block
+        if mt == "qwen3_moe":
+            ne = int(get("num_experts"))
+            only = get("mlp_only_layers") or []
+            step = int(get("decoder_sparse_step"))
+            self.sparse = [l not in only and ne > 0 and (l + 1) % step == 0 for l in range(self.n_layers)]
+            self.n_experts = ne
+            self.top_k = int(get("num_experts_per_tok"))
+            self.moe_I = int(get("moe_intermediate_size"))
+            self.norm_topk_prob = bool(get("norm_topk_prob"))
 
     def _init_dsv3(self, raw):
         """deepseek_v3: DeepseekV3Config semantics (defaults for absent keys; an explicit
@@ -295,6 +322,7 @@ class Config:
             return cast(v)
 
         self.model_type = "deepseek_v3"
+        self.qk_norm = False
         self.D = num("hidden_size")
         self.n_layers = num("num_hidden_layers")
         self.H = num("num_attention_heads")
@@ -501,6 +529,9 @@ def attention(cfg, W, layer, h, cos, sin):
     q = _linear(W, h, p + "q_proj", cfg.qkv_bias).reshape(T, H, d).transpose(1, 0, 2)
     k = _linear(W, h, p + "k_proj", cfg.qkv_bias).reshape(T, G, d).transpose(1, 0, 2)
     v = _linear(W, h, p + "v_proj", cfg.qkv_bias).reshape(T, G, d).transpose(1, 0, 2)
+    if cfg.qk_norm:  # qwen3: every query and key head RMS-normalised over its d values, before RoPE
+        q = rmsnorm(q, _w(W, p + "q_norm.weight"), cfg.eps)
+        k = rmsnorm(k, _w(W, p + "k_norm.weight"), cfg.eps)
     q = rope(q, cos, sin)
     k = rope(k, cos, sin)
     rep = H // G
@@ -544,6 +575,32 @@ def moe_mlp(cfg, W, layer, h):
             a = silu(_w(W, q + "w1.weight") @ h[t]) * (_w(W, q + "w3.weight") @ h[t])
             out[t] += we * (_w(W, q + "w2.weight") @ a)
     return out
+
+
+def qwen3_moe_block(cfg, W, layer, h):
+    """Qwen3MoeSparseMoeBlock on h (T, D): softmax over all experts, top-k (ties to the
+    lower index), the k probabilities renormalised only under norm_topk_prob."""
+    p = "model.layers.%d.mlp." % layer
+    z = h @ _w(W, p + "gate.weight").T                      # (T, E)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    prob = z / z.sum(axis=-1, keepdims=True)
+    out = np.zeros_like(h)
+    for t in range(h.shape[0]):
+        top = _topk(prob[t], cfg.top_k)
+        wts = prob[t, top]
+        if cfg.norm_topk_prob:
+            wts = wts / wts.sum()
+        for e, we in zip(top, wts):
+            out[t] += we * swiglu(W, h[t], p + "experts.%d." % e)
+    return out
+
+
+def gqa_mlp(cfg, W, layer, h):
+    if cfg.sparse[layer]:
+        return qwen3_moe_block(cfg, W, layer, h)
+    if cfg.model_type == "mixtral":
+        return moe_mlp(cfg, W, layer, h)
+    return dense_mlp(cfg, W, layer, h)
 
 
 # --------------------------------------------------------------------------
@@ -744,7 +801,7 @@ def hidden_states(cfg, W, ids):
             continue
         x = x + attention(cfg, W, l, h, cos, sin)
         h = rmsnorm(x, _w(W, p + "post_attention_layernorm.weight"), cfg.eps)
-        x = x + (moe_mlp(cfg, W, l, h) if cfg.n_experts else dense_mlp(cfg, W, l, h))
+        x = x + gqa_mlp(cfg, W, l, h)
     return rmsnorm(x, _w(W, "model.norm.weight"), cfg.eps)
 
 
@@ -806,7 +863,7 @@ def _windows(path, seqlen, nseq, token_dtype):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="float64 reference forward pass "
-                                             "(llama/mistral/qwen2/mixtral/deepseek_v3)")
+                                             "(llama/mistral/qwen2/mixtral/qwen3/qwen3_moe/deepseek_v3)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("ppl", "logits"):
         sp = sub.add_parser(name)
