@@ -40,8 +40,12 @@ static int check_settings(Run *r) {
     const ConvertSettings *s = r->s;
     const ModelConfig *c = &r->cfg;
     if (c->arch == TM_ARCH_DEEPSEEK_V3)
-        return tm_fail("%s: model_type deepseek_v3 is already MLA; convert takes llama, qwen2, mistral or mixtral",
+        return tm_fail("%s: model_type deepseek_v3 is already MLA; convert takes llama, qwen2, mistral, mixtral or phi3",
                        s->model_path);
+    if (c->rotary_dim != c->head_dim) /* README: what partial rotary conversion still needs */
+        return tm_fail("%s/config.json: field 'partial_rotary_factor' gives %d rotary dims of head_dim %d; converting a "
+                       "partial-rotary model is not implemented yet (eval and generate run it)",
+                       s->model_path, c->rotary_dim, c->head_dim);
     if (c->mlp_bias)
         return tm_fail("%s/config.json: mlp_bias=true, but DeepSeek-V3's MLP has no bias; such models cannot be exported",
                        s->model_path);

@@ -8,7 +8,8 @@ Contents
     model.safetensors.index.json) into float64; write F32/F16/BF16, single or
     sharded with an index.
   * The decoder forward pass in float64 as Hugging Face transformers computes it
-    for model_type llama, mistral, qwen2, mixtral, and deepseek_v3
+    for model_type llama, mistral, qwen2, mixtral, phi3 (fused qkv_proj and
+    gate_up_proj, partial_rotary_factor) and deepseek_v3
     (DeepseekV3ForCausalLM: MLA attention, dense/MoE MLP).  For deepseek_v3 the
     MoE routing is transformers' by default (router="hf": sigmoid scores,
     e_score_correction_bias, group-limited top-k; scoring_func ignored) or, with
@@ -191,6 +192,7 @@ _DEFAULTS = {
                   use_sliding_window=False, max_window_layers=28),
     "mixtral": dict(rope_theta=1e6, rms_norm_eps=1e-5, sliding_window=None,
                     num_local_experts=8, num_experts_per_tok=2),
+    "phi3": dict(rope_theta=10000.0, rms_norm_eps=1e-5, sliding_window=None, partial_rotary_factor=1.0),
 }
 
 
@@ -230,7 +232,7 @@ class Config:
             self._init_dsv3(raw)
             return
         if mt not in _DEFAULTS:
-            raise ValueError("model_type %r not supported (llama, mistral, qwen2, mixtral, deepseek_v3)" % mt)
+            raise ValueError("model_type %r not supported (llama, mistral, qwen2, mixtral, phi3, deepseek_v3)" % mt)
         dflt = _DEFAULTS[mt]
 
         def get(k, default=None):
@@ -251,6 +253,8 @@ class Config:
         if self.d % 2:
             raise ValueError("head_dim must be even")
         self.rope_dim = self.d
+        if mt == "phi3":  # Phi3RotaryEmbedding: dim = int(head_dim * partial_rotary_factor), the leading dims
+            self.rope_dim = int(self.d * float(get("partial_rotary_factor")))
         self.rope_theta, self.rope_scaling = _rope_settings(raw, get)
         self.eps = float(get("rms_norm_eps"))
         self.tie = bool(raw.get("tie_word_embeddings", False))
@@ -263,7 +267,7 @@ class Config:
         else:
             self.qkv_bias, self.o_bias, self.mlp_bias = False, False, False
         # per-layer attention window (None = full causal)
-        if mt in ("mistral", "mixtral"):
+        if mt in ("mistral", "mixtral", "phi3"):
             sw = get("sliding_window")
             self.windows = [sw] * self.n_layers
         elif mt == "qwen2":
@@ -522,6 +526,40 @@ def attention(cfg, W, layer, h, cos, sin):
     return _linear(W, o, p + "o_proj", cfg.o_bias)
 
 
+def phi3_attention(cfg, W, layer, h, cos, sin):
+    """Phi3Attention: one fused qkv_proj, rows [q; k; v]; RoPE on the leading
+    rope_dim dims of each head (cos/sin are rope_dim wide), the rest untouched."""
+    T = h.shape[0]
+    H, G, d, r = cfg.H, cfg.G, cfg.d, cfg.rope_dim
+    p = "model.layers.%d.self_attn." % layer
+    qkv = h @ _w(W, p + "qkv_proj.weight").T
+    q = qkv[:, :H * d].reshape(T, H, d)
+    k = qkv[:, H * d:(H + G) * d].reshape(T, G, d)
+    v = qkv[:, (H + G) * d:].reshape(T, G, d)
+    cos_t, sin_t = cos[:, None, :], sin[:, None, :]
+    q = np.concatenate([rope(q[..., :r], cos_t, sin_t), q[..., r:]], axis=-1)
+    k = np.concatenate([rope(k[..., :r], cos_t, sin_t), k[..., r:]], axis=-1)
+    out = np.empty((T, H, d))
+    visible = np.tril(np.ones((T, T), dtype=bool))
+    win = cfg.windows[layer]
+    if win is not None:
+        visible &= np.subtract.outer(np.arange(T), np.arange(T)) < win
+    for hh in range(H):
+        g = hh // (H // G)
+        s = q[:, hh, :] @ k[:, g, :].T / math.sqrt(d)
+        s = np.where(visible, s, -np.inf)
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        out[:, hh, :] = (e / e.sum(axis=1, keepdims=True)) @ v[:, g, :]
+    return out.reshape(T, H * d) @ _w(W, p + "o_proj.weight").T
+
+
+def phi3_mlp(cfg, W, layer, h):
+    """Phi3MLP: gate_up_proj rows [gate; up], down(up * silu(gate))."""
+    p = "model.layers.%d.mlp." % layer
+    gate, up = np.split(h @ _w(W, p + "gate_up_proj.weight").T, 2, axis=-1)
+    return (up * silu(gate)) @ _w(W, p + "down_proj.weight").T
+
+
 def dense_mlp(cfg, W, layer, h):
     p = "model.layers.%d.mlp." % layer
     g = _linear(W, h, p + "gate_proj", cfg.mlp_bias)
@@ -741,6 +779,11 @@ def hidden_states(cfg, W, ids):
             x = x + mla_attention(cfg, W, l, h, cos, sin)
             h = rmsnorm(x, _w(W, p + "post_attention_layernorm.weight"), cfg.eps)
             x = x + dsv3_mlp(cfg, W, l, h)
+            continue
+        if cfg.model_type == "phi3":
+            x = x + phi3_attention(cfg, W, l, h, cos, sin)
+            h = rmsnorm(x, _w(W, p + "post_attention_layernorm.weight"), cfg.eps)
+            x = x + phi3_mlp(cfg, W, l, h)
             continue
         x = x + attention(cfg, W, l, h, cos, sin)
         h = rmsnorm(x, _w(W, p + "post_attention_layernorm.weight"), cfg.eps)
