@@ -48,8 +48,11 @@ int cmd_inspect(int argc, char **argv) {
         printf("heads        %d query, %d key/value (group %d), head_dim %d\n", c->n_heads, c->n_kv_heads,
                c->n_heads / c->n_kv_heads, c->head_dim);
         if (c->n_experts) printf("experts      %d, %d per token\n", c->n_experts, c->n_experts_per_tok);
-        printf("rope         theta %g%s%s\n", c->rope_theta, c->rope_scaling.type == TM_ROPE_LLAMA3 ? ", llama3 scaling" : c->rope_scaling.type == TM_ROPE_LINEAR ? ", linear scaling" : "",
-               c->sliding_window ? ", sliding window" : "");
+        char partial[64] = "";
+        if (c->rotary_dim != c->head_dim)
+            snprintf(partial, sizeof partial, ", the first %d of %d dims of each head", c->rotary_dim, c->head_dim);
+        printf("rope         theta %g%s%s%s\n", c->rope_theta, c->rope_scaling.type == TM_ROPE_LLAMA3 ? ", llama3 scaling" : c->rope_scaling.type == TM_ROPE_LINEAR ? ", linear scaling" : "",
+               partial, c->sliding_window ? ", sliding window" : "");
         printf("parameters   %lld (%.3f M), %llu bytes%s\n", (long long)m.w.n_params, m.w.n_params / 1e6,
                (unsigned long long)m.w.n_bytes, c->tie_word_embeddings ? ", head tied to embedding" : "");
         printf("KV cache     %lld bytes/token/layer, %lld bytes/token over %d layers\n", kv_layer, kv_total,
