@@ -6,6 +6,7 @@
 #     partial_rotary_factor 0.5, its window removed since DeepSeek attention
 #     has none): RoRoPE ppl == original, and at kv_lora_rank 2*d - r
 #     MLA == RoRoPE (1e-5: fp32 through rotated weights, measured ~1e-7);
+#   - the same with phi3 (0.75) cut to its first kv head, r = 12;
 #   - phi3 (0.75, two kv heads) at kv_lora_rank 2*G*d - r: MLA == RoRoPE,
 #     and the exported DeepSeek-V3 folder read by tests/ref/tm_ref.py gives
 #     the engine's perplexity and the report's ppl.mla_native (1e-5);
@@ -54,6 +55,27 @@ json.dump(c, open(p, 'w'))" "$work/g1"
     close "phi3_bf16 (rotary 4 of 8), one kv head, r = 4: RoRoPE == original" "$(jget "$rep" ppl.rorope)" \
         "$(jget "$rep" ppl.original)" 1e-5
     close "phi3_bf16 kv_lora_rank 2*d-r: MLA == RoRoPE" "$(jget "$rep" ppl.mla)" "$(jget "$rep" ppl.rorope)" 1e-5
+
+    # the 0.75 fixture cut to its first kv head: r = the 12 rotary dims, freqfold 1
+    "$py" -c "
+import json, os, sys
+sys.path.insert(0, sys.argv[3])
+import tm_ref
+src, dst = sys.argv[1], sys.argv[2]
+c = json.load(open(src + '/config.json'))
+H, G, d = c['num_attention_heads'], c['num_key_value_heads'], c['head_dim']
+W = tm_ref.read_model_weights(src)
+for k in [k for k in W if k.endswith('qkv_proj.weight')]:
+    W[k] = W[k][list(range(H * d)) + list(range(H * d, H * d + d)) + list(range((H + G) * d, (H + G) * d + d))]
+c['num_key_value_heads'] = 1
+os.makedirs(dst)
+tm_ref.write_safetensors(dst + '/model.safetensors', W, 'F32')
+json.dump(c, open(dst + '/config.json', 'w'))" "$fixtures/phi3" "$work/g1_075" "$here/ref"
+    conv "$work/g1_075" "$work/g1_075_out" --qk-mqa-dim 12 --freqfold 1 --kv-lora-rank 20 --fit rotation
+    rep=$work/g1_075_out/transmla_report.json
+    close "phi3 cut to one kv head (rotary 12 of 16), r = 12: RoRoPE == original" "$(jget "$rep" ppl.rorope)" \
+        "$(jget "$rep" ppl.original)" 1e-5
+    close "phi3 one kv head, kv_lora_rank 2*d-r: MLA == RoRoPE" "$(jget "$rep" ppl.mla)" "$(jget "$rep" ppl.rorope)" 1e-5
 
     conv "$fixtures/phi3" "$work/p_out" --qk-mqa-dim 4 --freqfold auto --kv-lora-rank 60 --attn-fit-steps 20
     rep=$work/p_out/transmla_report.json
