@@ -50,8 +50,11 @@ int cmd_inspect(int argc, char **argv) {
         if (c->n_experts)
             printf("experts      %d, %d per token%s, layers %d..%d\n", c->n_experts, c->n_experts_per_tok,
                    c->moe_topk_raw ? " (weights not renormalised)" : "", c->first_moe_layer, c->n_layers - 1);
-        printf("rope         theta %g%s%s\n", c->rope_theta, c->rope_scaling.type == TM_ROPE_LLAMA3 ? ", llama3 scaling" : c->rope_scaling.type == TM_ROPE_LINEAR ? ", linear scaling" : "",
-               c->sliding_window ? ", sliding window" : "");
+        char partial[64] = "";
+        if (c->rotary_dim != c->head_dim)
+            snprintf(partial, sizeof partial, ", the first %d of %d dims of each head", c->rotary_dim, c->head_dim);
+        printf("rope         theta %g%s%s%s\n", c->rope_theta, c->rope_scaling.type == TM_ROPE_LLAMA3 ? ", llama3 scaling" : c->rope_scaling.type == TM_ROPE_LINEAR ? ", linear scaling" : "",
+               partial, c->sliding_window ? ", sliding window" : "");
         printf("parameters   %lld (%.3f M), %llu bytes%s\n", (long long)m.w.n_params, m.w.n_params / 1e6,
                (unsigned long long)m.w.n_bytes, c->tie_word_embeddings ? ", head tied to embedding" : "");
         printf("KV cache     %lld bytes/token/layer, %lld bytes/token over %d layers\n", kv_layer, kv_total,

@@ -16,6 +16,7 @@ const char *tm_arch_name(TmArch a) {
     case TM_ARCH_DEEPSEEK_V3: return "deepseek_v3";
     case TM_ARCH_QWEN3: return "qwen3";
     case TM_ARCH_QWEN3_MOE: return "qwen3_moe";
+    case TM_ARCH_PHI3: return "phi3";
     }
     return "?";
 }
@@ -25,7 +26,7 @@ static int parse_arch(const char *file, const json_t *root, ModelConfig *c) {
     if (tm_json_str_or(file, root, "model_type", NULL, &mt)) return -1;
     if (!mt) return tm_fail("%s: required field 'model_type' is missing", file);
     static const TmArch archs[] = {TM_ARCH_LLAMA, TM_ARCH_QWEN2, TM_ARCH_MISTRAL, TM_ARCH_MIXTRAL,
-                                   TM_ARCH_DEEPSEEK_V3, TM_ARCH_QWEN3, TM_ARCH_QWEN3_MOE};
+                                   TM_ARCH_DEEPSEEK_V3, TM_ARCH_QWEN3, TM_ARCH_QWEN3_MOE, TM_ARCH_PHI3};
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
         if (strcmp(mt, tm_arch_name(archs[i])) == 0) {
             c->arch = archs[i];
@@ -33,7 +34,7 @@ static int parse_arch(const char *file, const json_t *root, ModelConfig *c) {
             return 0;
         }
     return tm_fail("%s: field 'model_type' is '%s'; supported: llama, qwen2, mistral, mixtral, deepseek_v3, "
-                   "qwen3, qwen3_moe",
+                   "qwen3, qwen3_moe, phi3",
                    file, mt);
 }
 
@@ -62,7 +63,8 @@ static int parse_rope_scaling(const char *file, const json_t *root, TmRopeScalin
         return 0;
     }
     if (strcmp(type, "llama3") != 0)
-        return tm_fail("%s: field 'rope_scaling.rope_type' is '%s'; supported: default, linear, llama3", file, type);
+        return tm_fail("%s: field 'rope_scaling.rope_type' is '%s'; supported: default, linear, llama3%s", file, type,
+                       strcmp(type, "longrope") == 0 ? " (Phi-3 longrope is not implemented)" : "");
     rs->type = TM_ROPE_LLAMA3;
     if (tm_json_num_or(file, o, "factor", 0, &rs->factor) ||
         tm_json_num_or(file, o, "low_freq_factor", 0, &rs->low_freq_factor) ||
@@ -235,6 +237,21 @@ static int parse_qwen3_moe(const char *file, const json_t *root, ModelConfig *c)
     return 0;
 }
 
+/* rotary_dim: transformers' int(head_dim * partial_rotary_factor) for phi3,
+ * the whole head otherwise (deepseek_v3's head_dim is qk_rope_head_dim). */
+static int parse_rotary_dim(const char *file, const json_t *root, ModelConfig *c) {
+    c->rotary_dim = c->head_dim;
+    if (c->arch != TM_ARCH_PHI3) return 0;
+    double f;
+    if (tm_json_num_or(file, root, "partial_rotary_factor", 1.0, &f)) return -1;
+    if (!(f > 0 && f <= 1)) return tm_fail("%s: field 'partial_rotary_factor' is %g, must be in (0, 1]", file, f);
+    c->rotary_dim = (int)(c->head_dim * f);
+    if (c->rotary_dim < 2 || c->rotary_dim % 2)
+        return tm_fail("%s: field 'partial_rotary_factor' (%g) x head_dim (%d) gives %d rotary dims; RoPE needs an even "
+                       "number, at least 2", file, f, c->head_dim, c->rotary_dim);
+    return 0;
+}
+
 static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
     if (parse_arch(file, root, c)) return -1;
     if (positive(file, root, "hidden_size", 0, &c->hidden_size) ||
@@ -251,7 +268,8 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
         return -1;
     if (tm_json_int_or(file, root, "max_position_embeddings", 0, &c->max_position_embeddings) ||
         tm_json_num_or(file, root, "rope_theta", c->arch == TM_ARCH_MIXTRAL ? 1e6 : 10000.0, &c->rope_theta) ||
-        tm_json_num_or(file, root, "rms_norm_eps", c->arch == TM_ARCH_MIXTRAL ? 1e-5 : 1e-6, &c->rms_norm_eps) ||
+        tm_json_num_or(file, root, "rms_norm_eps", c->arch == TM_ARCH_MIXTRAL || c->arch == TM_ARCH_PHI3 ? 1e-5 : 1e-6,
+                       &c->rms_norm_eps) ||
         tm_json_bool_or(file, root, "tie_word_embeddings", 0, &c->tie_word_embeddings) ||
         parse_rope_scaling(file, root, &c->rope_scaling) || parse_token_id(file, root, "bos_token_id", &c->bos_token_id) ||
         parse_token_id(file, root, "eos_token_id", &c->eos_token_id))
@@ -317,7 +335,14 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
         c->qk_norm = 1;
         if (parse_qwen3_window(file, root, c, use_sw, sw)) return -1;
         break;
+    case TM_ARCH_PHI3: /* no biases; the window (null: none) on every layer, counted as mistral's */
+        c->mlp_bias = 0;
+        c->fused_proj = 1;
+        if (sw < 0 || sw > (1LL << 30)) return tm_fail("%s: field 'sliding_window' is %lld", file, sw);
+        c->sliding_window = (int)sw;
+        break;
     }
+    if (parse_rotary_dim(file, root, c)) return -1;
     if (c->n_experts && !c->expert_intermediate_size) c->expert_intermediate_size = c->intermediate_size;
     if (c->n_heads % c->n_kv_heads)
         return tm_fail("%s: field 'num_attention_heads' (%d) is not a multiple of 'num_key_value_heads' (%d)", file,

@@ -11,7 +11,8 @@ typedef enum {
     TM_ARCH_MIXTRAL,
     TM_ARCH_DEEPSEEK_V3,
     TM_ARCH_QWEN3,
-    TM_ARCH_QWEN3_MOE
+    TM_ARCH_QWEN3_MOE,
+    TM_ARCH_PHI3
 } TmArch;
 typedef enum { TM_ROPE_PLAIN, TM_ROPE_LINEAR, TM_ROPE_LLAMA3 } TmRopeScaling;
 
@@ -36,11 +37,14 @@ typedef struct {
     TmArch arch;
     char model_type[32];
     int hidden_size, n_layers, n_heads, n_kv_heads, head_dim, intermediate_size, vocab_size;
+    int rotary_dim; /* dims of each q/k head that RoPE rotates (the leading ones); head_dim unless
+                       partial_rotary_factor < 1 (phi3); deepseek_v3: qk_rope_head_dim (= its head_dim) */
     long long max_position_embeddings;
     double rope_theta, rms_norm_eps;
     TmRopeScalingCfg rope_scaling;
     int tie_word_embeddings;
     int qkv_bias, o_bias, mlp_bias;  /* qwen2: qkv; llama attention_bias: qkv+o; llama mlp_bias */
+    int fused_proj;                  /* phi3: stored as qkv_proj [q; k; v] and gate_up_proj [gate; up] */
     int sliding_window;              /* 0 = full causal attention */
     int n_experts, n_experts_per_tok; /* 0 = dense MLP */
     int first_moe_layer;             /* layers below it are dense (deepseek_v3 first_k_dense_replace) */

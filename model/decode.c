@@ -21,7 +21,7 @@ int decode_init(DecodeState *st, const Model *m, int max_T) {
     st->width = is_mla(m) ? R + c->mla.qk_rope_head_dim : 2 * c->n_kv_heads * c->head_dim;
     st->cache = mallocCheck((size_t)c->n_layers * max_T * st->width * sizeof(float));
     workspace_init(&st->ws, c, 1, 1);
-    rope_table_init(&st->rope, &c->rope_scaling, c->rope_theta, c->head_dim, max_T);
+    rope_table_init(&st->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, max_T);
     st->scores = mallocCheck((size_t)max_T * sizeof(float));
     if (is_mla(m)) {
         st->kv_b = callocCheck((size_t)c->n_layers, sizeof *st->kv_b);

@@ -138,7 +138,7 @@ void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
     ws->T = T;
     WsSizes s = workspace_sizes(c, B, T);
     size_t N = (size_t)B * T;
-    rope_table_init(&ws->rope, &c->rope_scaling, c->rope_theta, c->head_dim, T);
+    rope_table_init(&ws->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
     ws->x = ws_alloc(ws, s.x * sizeof(float));
     ws->xn = ws_alloc(ws, s.x * sizeof(float));
     ws->q = ws_alloc(ws, s.q * sizeof(float));

@@ -8,10 +8,10 @@
 
 #define TM_PI 3.14159265358979323846
 
-void rope_inv_freq(const TmRopeScalingCfg *rs, double theta, int head_dim, double *inv_freq) {
-    int half = head_dim / 2;
+void rope_inv_freq(const TmRopeScalingCfg *rs, double theta, int rotary_dim, double *inv_freq) {
+    int half = rotary_dim / 2;
     for (int i = 0; i < half; i++) {
-        double f = pow(theta, -(2.0 * i) / head_dim);
+        double f = pow(theta, -(2.0 * i) / rotary_dim);
         if (rs->type == TM_ROPE_LINEAR) f /= rs->factor; /* positions divided by factor */
         if (rs->type == TM_ROPE_LLAMA3) {
             /* Llama-3.1: slow frequencies are divided by factor, fast ones kept,
@@ -30,11 +30,11 @@ void rope_inv_freq(const TmRopeScalingCfg *rs, double theta, int head_dim, doubl
     }
 }
 
-void rope_table_init(RopeTable *rt, const TmRopeScalingCfg *rs, double theta, int head_dim, int max_pos) {
+void rope_table_init(RopeTable *rt, const TmRopeScalingCfg *rs, double theta, int rotary_dim, int max_pos) {
     rt->max_pos = max_pos;
-    rt->half = head_dim / 2;
+    rt->half = rotary_dim / 2;
     double *inv = mallocCheck((size_t)rt->half * sizeof *inv);
-    rope_inv_freq(rs, theta, head_dim, inv);
+    rope_inv_freq(rs, theta, rotary_dim, inv);
     rt->cos = mallocCheck((size_t)max_pos * rt->half * sizeof(float));
     rt->sin = mallocCheck((size_t)max_pos * rt->half * sizeof(float));
     for (int p = 0; p < max_pos; p++)

@@ -10,14 +10,15 @@
 #include "io/hf_config.h"
 
 typedef struct {
-    int max_pos, half;  /* positions 0..max_pos-1, d/2 frequencies */
+    int max_pos, half;  /* positions 0..max_pos-1, rotary_dim/2 frequencies */
     float *cos, *sin;   /* [max_pos, half] */
 } RopeTable;
 
-/* inv_freq[i] = theta^(-2i/d), adjusted by the config's rope_scaling. */
-void rope_inv_freq(const TmRopeScalingCfg *rs, double theta, int head_dim, double *inv_freq);
+/* inv_freq[i] = theta^(-2i/w), i < w/2, adjusted by the config's rope_scaling;
+ * w is the rotated width (ModelConfig.rotary_dim: head_dim unless partial). */
+void rope_inv_freq(const TmRopeScalingCfg *rs, double theta, int rotary_dim, double *inv_freq);
 /* Angles in double, stored as float: cos/sin errors stay at fp32 rounding. */
-void rope_table_init(RopeTable *rt, const TmRopeScalingCfg *rs, double theta, int head_dim, int max_pos);
+void rope_table_init(RopeTable *rt, const TmRopeScalingCfg *rs, double theta, int rotary_dim, int max_pos);
 void rope_table_free(RopeTable *rt);
 /* Where the rotated spans sit in a row: n_heads spans, head h's span starts
  * at h * head_stride + offset and is 2 * rt->half wide. */

@@ -58,9 +58,16 @@ static void gqa_attention_specs(SpecList *l, LayerWeights *L, const ModelConfig 
              (long long)D);
     snprintf(kv_why, sizeof kv_why, "num_key_value_heads=%d x head_dim=%d, hidden_size=%lld", c->n_kv_heads,
              c->head_dim, (long long)D);
-    add_mat(l, &L->q, qd, D, q_why, "model.layers.%d.self_attn.q_proj.weight", i, -1);
-    add_mat(l, &L->k, kvd, D, kv_why, "model.layers.%d.self_attn.k_proj.weight", i, -1);
-    add_mat(l, &L->v, kvd, D, kv_why, "model.layers.%d.self_attn.v_proj.weight", i, -1);
+    if (c->fused_proj) {
+        char why[200];
+        snprintf(why, sizeof why, "(num_attention_heads=%d + 2 x num_key_value_heads=%d) x head_dim=%d, hidden_size=%lld",
+                 c->n_heads, c->n_kv_heads, c->head_dim, (long long)D);
+        add_mat(l, &L->qkv, qd + 2 * kvd, D, why, "model.layers.%d.self_attn.qkv_proj.weight", i, -1);
+    } else {
+        add_mat(l, &L->q, qd, D, q_why, "model.layers.%d.self_attn.q_proj.weight", i, -1);
+        add_mat(l, &L->k, kvd, D, kv_why, "model.layers.%d.self_attn.k_proj.weight", i, -1);
+        add_mat(l, &L->v, kvd, D, kv_why, "model.layers.%d.self_attn.v_proj.weight", i, -1);
+    }
     add_mat(l, &L->o, D, qd, q_why, "model.layers.%d.self_attn.o_proj.weight", i, -1);
     if (c->qkv_bias) {
         const char *why = c->arch == TM_ARCH_QWEN2 ? "model_type qwen2 (q/k/v bias)" : "attention_bias=true";
@@ -135,8 +142,13 @@ static void moe_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, int i)
 static void dense_mlp_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, int i) {
     int64_t D = c->hidden_size, I = c->intermediate_size;
     const char *why = "intermediate_size, hidden_size";
-    add_mat(l, &L->gate, I, D, why, "model.layers.%d.mlp.gate_proj.weight", i, -1);
-    add_mat(l, &L->up, I, D, why, "model.layers.%d.mlp.up_proj.weight", i, -1);
+    if (c->fused_proj) {
+        add_mat(l, &L->gate_up, 2 * I, D, "2 x intermediate_size, hidden_size", "model.layers.%d.mlp.gate_up_proj.weight",
+                i, -1);
+    } else {
+        add_mat(l, &L->gate, I, D, why, "model.layers.%d.mlp.gate_proj.weight", i, -1);
+        add_mat(l, &L->up, I, D, why, "model.layers.%d.mlp.up_proj.weight", i, -1);
+    }
     add_mat(l, &L->down, D, I, why, "model.layers.%d.mlp.down_proj.weight", i, -1);
     if (c->mlp_bias) {
         add_vec(l, &L->gate_bias, I, "mlp_bias=true", "model.layers.%d.mlp.gate_proj.bias", i);
@@ -145,7 +157,7 @@ static void dense_mlp_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, 
     }
 }
 
-/* The parameter list of a llama/qwen2/mistral/mixtral/deepseek_v3/qwen3/qwen3_moe model, or
+/* The parameter list of a llama/qwen2/mistral/mixtral/deepseek_v3/qwen3/qwen3_moe/phi3 model, or
  * of the part of it `p` names (the embedding also for a tied head). */
 static void build_specs(SpecList *l, ModelWeights *w, const ModelConfig *c, const ModelPart *p) {
     int64_t D = c->hidden_size, V = c->vocab_size;
@@ -294,10 +306,37 @@ int weights_bind(ModelWeights *w, const ModelConfig *c, const StSet *set, const 
         return -1;
     }
     if (c->tie_word_embeddings) w->lm_head = w->embed;
+    weights_split_fused(w, c);
     w->dtype = part->first < part->end ? w->layers[part->first].o.dtype
                : w->embed.data         ? w->embed.dtype
                                        : w->lm_head.dtype;
     return 0;
+}
+
+/* Rows [row0, row0 + rows) of t, as a tensor of its own. */
+static Tensor row_view(const Tensor *t, int64_t row0, int64_t rows) {
+    Tensor v = *t;
+    v.data = (const char *)t->data + (size_t)(row0 * t->cols) * tm_dtype_size(t->dtype);
+    v.rows = rows;
+    return v;
+}
+
+void weights_split_fused(ModelWeights *w, const ModelConfig *c) {
+    if (!c->fused_proj) return;
+    int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim,
+            I = c->intermediate_size;
+    for (int i = 0; i < c->n_layers; i++) {
+        LayerWeights *L = &w->layers[i];
+        if (L->qkv.data) {
+            L->q = row_view(&L->qkv, 0, qd);
+            L->k = row_view(&L->qkv, qd, kvd);
+            L->v = row_view(&L->qkv, qd + kvd, kvd);
+        }
+        if (L->gate_up.data) {
+            L->gate = row_view(&L->gate_up, 0, I);
+            L->up = row_view(&L->gate_up, I, I);
+        }
+    }
 }
 
 int weights_check_finite(const StSet *set, const ModelConfig *c, const ModelPart *part) {

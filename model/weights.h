@@ -15,6 +15,9 @@ typedef struct {
 typedef struct {
     float *input_norm;           /* [D] */
     Tensor q, k, v, o;           /* [H*d, D], [G*d, D], [G*d, D], [D, H*d] */
+    /* phi3 (cfg.fused_proj): the stored qkv_proj [q; k; v] and gate_up_proj
+     * [gate; up]; q, k, v, gate and up are row views of them */
+    Tensor qkv, gate_up;
     float *q_bias, *k_bias, *v_bias, *o_bias; /* NULL when the architecture has none */
     float *q_head_norm, *k_head_norm; /* [head_dim] qwen3's q_norm/k_norm weights, NULL otherwise */
     /* Not in any file: set by the converter to evaluate QK-norm with each
@@ -75,6 +78,10 @@ int model_part_wants(const ModelPart *p, const ModelConfig *c, const char *name)
 int weights_bind(ModelWeights *w, const ModelConfig *cfg, const StSet *set, const char *config_path,
                  const ModelPart *part);
 void weights_free(ModelWeights *w, const ModelConfig *cfg);
+/* For a fused layout (cfg.fused_proj), point every bound layer's q, k, v,
+ * gate and up at their rows of qkv and gate_up (weights_bind does this; a
+ * layout mirrored with weights_slots calls it once its slots are filled). */
+void weights_split_fused(ModelWeights *w, const ModelConfig *cfg);
 /* Every float tensor of `set` that `part` needs is finite; else one error
  * naming the file and the tensor. A scan over the bytes, run once on weights
  * read from files (model_load*), before the first forward uses them. */

@@ -137,7 +137,7 @@ static void scratch_init(Scratch *w, const AttnFitProblem *p, const AttnFitData 
     const ModelConfig *c = p->c;
     int N = x->batch * x->T;
     mla_acts_init(&w->acts, c, N);
-    rope_table_init(&w->rope, &c->rope_scaling, c->rope_theta, c->head_dim, x->T);
+    rope_table_init(&w->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, x->T);
     w->pos = mallocCheck((size_t)N * sizeof *w->pos);
     w->doc_start = mallocCheck((size_t)N * sizeof *w->doc_start);
     for (int i = 0; i < N; i++) {

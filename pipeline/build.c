@@ -12,7 +12,8 @@ void mla_config_from(ModelConfig *out, const ModelConfig *orig, const MlaAttn *a
     out->arch = TM_ARCH_DEEPSEEK_V3;
     snprintf(out->model_type, sizeof out->model_type, "deepseek_v3");
     out->n_kv_heads = orig->n_heads;
-    out->head_dim = a->dr;
+    out->head_dim = out->rotary_dim = a->dr;
+    out->fused_proj = 0;
     out->qkv_bias = out->o_bias = orig->qkv_bias || orig->o_bias;
     out->sliding_window = 0; /* DeepSeek attention has no window */
     out->qk_norm = 0;
@@ -98,7 +99,7 @@ static int carried_name(const char *name, const ModelConfig *orig, char *out, si
     if (sscanf(name, "model.layers.%d.%n", &layer, &len) == 1 && len > 0) {
         const char *rest = name + len;
         if (!strncmp(rest, "self_attn.q_proj.", 17) || !strncmp(rest, "self_attn.k_proj.", 17) ||
-            !strncmp(rest, "self_attn.v_proj.", 17))
+            !strncmp(rest, "self_attn.v_proj.", 17) || !strncmp(rest, "self_attn.qkv_proj.", 19))
             return 0;
         if (!strcmp(rest, "self_attn.q_norm.weight") || !strcmp(rest, "self_attn.k_norm.weight"))
             return 0; /* QK-norm: folded into the projections (pipeline/qk_fold.c) */
@@ -113,6 +114,28 @@ static int carried_name(const char *name, const ModelConfig *orig, char *out, si
         }
     }
     snprintf(out, n, "%s", name);
+    return 1;
+}
+
+/* phi3's mlp.gate_up_proj [gate; up] carried as DeepSeek's gate_proj and
+ * up_proj: two views of its halves. 0 when `name` is not such a tensor. */
+static int carry_gate_up(BuiltModel *b, const StTensor *src, const char *name) {
+    static const char fused[] = "mlp.gate_up_proj.weight";
+    size_t n = strlen(name), nf = sizeof fused - 1;
+    if (n < nf || strcmp(name + n - nf, fused) || src->ndim != 2) return 0;
+    uint64_t half = (src->end - src->begin) / 2;
+    for (int k = 0; k < 2; k++) {
+        char out[192];
+        snprintf(out, sizeof out, "%.*s%s", (int)(n - nf), name, k ? "mlp.up_proj.weight" : "mlp.gate_proj.weight");
+        StTensor *t = push(b, out);
+        char *keep = t->name;
+        *t = *src;
+        t->name = keep;
+        t->shape[0] = src->shape[0] / 2;
+        t->begin = src->begin + k * half;
+        t->end = t->begin + half;
+        t->data = (const char *)src->data + k * half;
+    }
     return 1;
 }
 
@@ -161,6 +184,7 @@ int built_model_init(BuiltModel *b, const Model *orig, const MlaAttn *layers, Bu
         const StTensor *src = orig->set.sorted[i];
         if (!model_part_wants(part, &orig->cfg, src->name)) continue; /* another part's */
         if (!carried_name(src->name, &orig->cfg, name, sizeof name) || refitted_o_proj(src->name, layers, part)) continue;
+        if (carry_gate_up(b, src, name)) continue;
         StTensor *t = push(b, name);
         char *keep = t->name;
         *t = *src;

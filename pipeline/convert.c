@@ -49,11 +49,11 @@ static int check_settings(Run *r) {
     if (c->mlp_bias)
         return tm_fail("%s/config.json: mlp_bias=true, but DeepSeek-V3's MLP has no bias; such models cannot be exported",
                        s->model_path);
-    int d = c->head_dim, L = c->n_kv_heads * d, qr = s->qk_mqa_dim;
-    if (qr <= 0 || qr % 2 || qr > d || d % qr)
-        return tm_fail("--qk-mqa-dim %d must be even, positive and divide head_dim %d (%s/config.json)", qr, d,
-                       s->model_path);
-    r->rs = (RoropeShape){.G = c->n_kv_heads, .d = d, .r = qr, .collapse = s->collapse ? s->collapse : d / qr};
+    int d = c->head_dim, rd = c->rotary_dim, L = c->n_kv_heads * d, qr = s->qk_mqa_dim;
+    if (qr <= 0 || qr % 2 || qr > rd || rd % qr)
+        return tm_fail("--qk-mqa-dim %d must be even, positive and divide %s %d (%s/config.json)", qr,
+                       rd == d ? "head_dim" : "the rotary dims (head_dim x partial_rotary_factor)", rd, s->model_path);
+    r->rs = (RoropeShape){.G = c->n_kv_heads, .d = d, .rd = rd, .r = qr, .collapse = s->collapse ? s->collapse : rd / qr};
     r->rs.freqfold = s->freqfold ? s->freqfold : r->rs.collapse;
     if (rorope_check(&r->rs)) return -1;
     if (s->kv_lora_rank < 1 || s->kv_lora_rank > 2 * L - qr)
@@ -209,8 +209,8 @@ int run_freqfold_candidates(const RoropeShape *rs, int fixed, int *out) {
         return 1;
     }
     int n = 0;
-    for (int f = rs->collapse; f <= rs->d / 2; f *= 2)
-        if ((rs->d / 2) % f == 0) out[n++] = f;
+    for (int f = rs->collapse; f <= rs->rd / 2; f *= 2)
+        if ((rs->rd / 2) % f == 0) out[n++] = f;
     return n;
 }
 

@@ -9,21 +9,24 @@
 #include "io/base/error.h"
 
 int rorope_check(const RoropeShape *s) {
-    int d = s->d;
+    int d = s->rd;
+    const char *what = s->rd == s->d ? "head_dim" : "the rotary dims";
+    if (s->rd <= 0 || s->rd % 2 || s->rd > s->d)
+        return tm_fail("rotary dims %d must be even and within head_dim %d", s->rd, s->d);
     if (s->r <= 0 || s->r % 2 || s->r > d || d % s->r)
-        return tm_fail("--qk-mqa-dim %d must be even, positive and divide head_dim %d", s->r, d);
+        return tm_fail("--qk-mqa-dim %d must be even, positive and divide %s %d", s->r, what, d);
     if (s->collapse * s->r != d)
-        return tm_fail("--collapse %d must equal head_dim / qk_mqa_dim = %d / %d", s->collapse, d, s->r);
+        return tm_fail("--collapse %d must equal %s / qk_mqa_dim = %d / %d", s->collapse, what, d, s->r);
     if (s->freqfold <= 0 || s->freqfold % s->collapse || (d / 2) % s->freqfold)
-        return tm_fail("--freqfold %d must be a multiple of collapse %d that divides head_dim/2 = %d", s->freqfold,
-                       s->collapse, d / 2);
+        return tm_fail("--freqfold %d must be a multiple of collapse %d that divides %s/2 = %d", s->freqfold,
+                       s->collapse, what, d / 2);
     return 0;
 }
 
 /* Latent dim of bucket b's feature a = (head g, member k), real (p 0) or imaginary (p 1) part. */
 static int feature_dim(const RoropeShape *s, int b, int a, int p) {
     int g = a / s->freqfold, k = a % s->freqfold;
-    return g * s->d + p * (s->d / 2) + b * s->freqfold + k;
+    return g * s->d + p * (s->rd / 2) + b * s->freqfold + k;
 }
 
 /* P's row for bucket b's mix j, part p: the rope head's pair q = b*keep + j
@@ -58,6 +61,9 @@ int rorope_bases(const double *key_cov, const RoropeShape *s, double *V) {
 void rorope_assemble(const double *V, const RoropeShape *s, double *P) {
     int L = s->G * s->d, nb = rorope_buckets(s), n = rorope_bucket_size(s);
     memset(P, 0, (size_t)L * L * sizeof *P);
+    int pass = s->d - s->rd; /* non-rotary dims of head g: the last rows, as they are */
+    for (int g = 0; g < s->G; g++)
+        for (int t = 0; t < pass; t++) P[(int64_t)(s->G * s->rd + g * pass + t) * L + g * s->d + s->rd + t] = 1.0;
     for (int b = 0; b < nb; b++)
         for (int j = 0; j < n; j++)
             for (int a = 0; a < n; a++)

@@ -42,7 +42,7 @@ int fit_data_mb(const FitData *x, int m, int64_t *row0);
 typedef struct {
     RoropeShape s;
     int H;                   /* query heads */
-    const double *inv_freq;  /* [d/2]: the original head's RoPE frequencies */
+    const double *inv_freq;  /* [rd/2]: the original head's RoPE frequencies */
     int window;              /* sliding window (0: none) */
     const Tensor *o_proj;    /* [D, H*d] */
     int steps;

@@ -335,8 +335,8 @@ int stage_rorope_fit(Run *r) {
     int windows = fit_run_init(&f, r), rc = 0;
     run_say(r, "rorope-fit: %d windows of %d tokens, %d Adam steps per layer (lr %g), %s schedule\n", windows, f.fd.T,
             r->s->rorope_fit_steps, r->s->rorope_fit_lr, r->s->rorope_fit_sequential ? "sequential" : "parallel");
-    double *inv_freq = mallocCheck((size_t)(c->head_dim / 2) * sizeof *inv_freq);
-    rope_inv_freq(&c->rope_scaling, c->rope_theta, c->head_dim, inv_freq);
+    double *inv_freq = mallocCheck((size_t)(c->rotary_dim / 2) * sizeof *inv_freq);
+    rope_inv_freq(&c->rope_scaling, c->rope_theta, c->rotary_dim, inv_freq);
     int last = t->stage == t->stages - 1, sequential = r->s->rorope_fit_sequential;
     rc = f.upstream;
     if (!sequential && !last) {

@@ -25,6 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(c.intermediate_size > 0 && c.vocab_size > 0);
     CHECK(c.n_heads % c.n_kv_heads == 0);
     CHECK(c.head_dim % 2 == 0);
+    CHECK(c.rotary_dim >= 2 && c.rotary_dim % 2 == 0 && c.rotary_dim <= c.head_dim);
     CHECK(hf_config_qk_head_dim(&c) > 0 && hf_config_v_head_dim(&c) > 0);
     CHECK(c.n_experts >= 0 && c.n_experts_per_tok <= c.n_experts + (c.n_experts == 0 ? c.n_experts_per_tok : 0));
     if (c.n_experts) CHECK(c.n_experts_per_tok > 0 && c.expert_intermediate_size > 0);

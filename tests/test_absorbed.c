@@ -123,7 +123,7 @@ static ModelConfig mla_config(void) {
     c.first_moe_layer = c.n_layers;
     c.mla = (MlaConfig){.kv_lora_rank = 20, .qk_nope_head_dim = 16, .qk_rope_head_dim = 8, .v_head_dim = 16,
                         .rope_interleave = 1, .latent_norms = 1};
-    c.head_dim = 8;
+    c.head_dim = c.rotary_dim = 8;
     return c;
 }
 

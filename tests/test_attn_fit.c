@@ -62,7 +62,7 @@ static void load_attn(MlaAttn *a) {
  * deepseek_v3: head_dim = qk_rope_head_dim, which sizes the rope table). */
 static ModelConfig layer_config(const MlaAttn *a) {
     ModelConfig c = {.arch = TM_ARCH_DEEPSEEK_V3, .hidden_size = a->D, .n_layers = 1, .n_heads = a->H,
-                     .n_kv_heads = a->H, .head_dim = a->dr, .rope_theta = need("rope_theta")[0],
+                     .n_kv_heads = a->H, .head_dim = a->dr, .rotary_dim = a->dr, .rope_theta = need("rope_theta")[0],
                      .rms_norm_eps = 1e-6, .rope_scaling = {.type = TM_ROPE_PLAIN}};
     strcpy(c.model_type, "deepseek_v3");
     c.mla = (MlaConfig){.kv_lora_rank = a->R, .q_lora_rank = a->Rq, .qk_nope_head_dim = a->dn,

@@ -100,6 +100,13 @@ static void bad_configs(void **state) {
                  "\"num_experts_per_tok\": 3}", "'num_experts_per_tok' (3) exceeds");
     expect_error("{" BASE "\"model_type\": \"qwen2\", \"num_attention_heads\": 4, \"use_sliding_window\": true}",
                  "'use_sliding_window'");
+    /* phi3: 16 * 0.1875 = 3 rotary dims, odd */
+    expect_error("{" BASE "\"model_type\": \"phi3\", \"num_attention_heads\": 4, \"partial_rotary_factor\": 0.1875}",
+                 "'partial_rotary_factor' (0.1875) x head_dim (16) gives 3 rotary dims");
+    expect_error("{" BASE "\"model_type\": \"phi3\", \"num_attention_heads\": 4, \"partial_rotary_factor\": 1.5}",
+                 "'partial_rotary_factor' is 1.5");
+    expect_error("{" BASE "\"model_type\": \"phi3\", \"num_attention_heads\": 4, \"rope_scaling\": {\"type\": \"longrope\", "
+                 "\"short_factor\": [1], \"long_factor\": [2]}}", "'rope_scaling.rope_type' is 'longrope'");
     expect_error("[1, 2]", "not a JSON object");
     expect_error("{\"model_type\": \"llama\",", "not valid JSON");
     expect_error("{\"model_type\": \"llama\", \"model_type\": \"llama\"}", "not valid JSON");
@@ -113,6 +120,8 @@ static void defaults_follow_transformers(void **state) {
     assert_int_equal(c.n_kv_heads, 4);        /* defaults to num_attention_heads */
     assert_int_equal(c.head_dim, 16);
     assert_true(c.rope_theta == 10000.0 && c.rms_norm_eps == 1e-6);
+    assert_int_equal(c.rotary_dim, 16);
+    assert_false(c.fused_proj);
 }
 
 static void qwen3_dev(void **state) {
@@ -183,11 +192,27 @@ static void qwen3_fields(void **state) {
                  "\"num_experts_per_tok\": 5}", "'num_experts_per_tok' (5) exceeds 'num_experts' (4)");
 }
 
+/* Phi3Config: rms_norm_eps 1e-5, sliding_window None, the leading
+ * int(head_dim * partial_rotary_factor) dims rotated (Phi-4-mini: 0.75). */
+static void phi3_config(void **state) {
+    char path[32];
+    ModelConfig c;
+    assert_int_equal(load_json("{\"model_type\": \"phi3\", \"hidden_size\": 3072, \"num_hidden_layers\": 32, \"intermediate_size\": 8192, "
+          "\"vocab_size\": 200064, \"num_attention_heads\": 24, \"num_key_value_heads\": 8, "
+          "\"partial_rotary_factor\": 0.75, \"tie_word_embeddings\": true}", &c, path), 0);
+    assert_int_equal(c.arch, TM_ARCH_PHI3);
+    assert_int_equal(c.head_dim, 128);
+    assert_int_equal(c.rotary_dim, 96);
+    assert_true(c.fused_proj && c.tie_word_embeddings && !c.qkv_bias && !c.o_bias && !c.mlp_bias);
+    assert_int_equal(c.sliding_window, 0);
+    assert_true(c.rms_norm_eps == 1e-5);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(qwen25_72b), cmocka_unit_test(mixtral_8x7b), cmocka_unit_test(llama32_1b),
         cmocka_unit_test(bad_configs), cmocka_unit_test(defaults_follow_transformers),
-        cmocka_unit_test(qwen3_dev), cmocka_unit_test(qwen3_fields),
+        cmocka_unit_test(qwen3_dev), cmocka_unit_test(qwen3_fields), cmocka_unit_test(phi3_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

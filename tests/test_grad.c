@@ -218,7 +218,7 @@ static void case_layer(const char *dir) {
     const float *x = f32("x", NULL), *dy = f32("dout", NULL);
     int32_t *pos = ints("pos", NULL), *doc = ints("doc_start", NULL);
     RopeTable rt;
-    rope_table_init(&rt, &c->rope_scaling, c->rope_theta, c->head_dim, T);
+    rope_table_init(&rt, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
     LayerActs acts;
     layer_acts_init(&acts, c, B, T);
 

@@ -75,7 +75,7 @@ int main(int argc, char **argv) {
     char path[4096];
     snprintf(path, sizeof path, "%s/in.safetensors", argv[1]);
     if (st_open(&in, path)) tm_die("%s", tm_error());
-    int H = scalar("H"), G = scalar("G"), d = scalar("d"), r = scalar("r"), f = scalar("freqfold"), T = scalar("T");
+    int H = scalar("H"), G = scalar("G"), d = scalar("d"), rd = scalar("rd"), r = scalar("r"), f = scalar("freqfold"), T = scalar("T");
     int nseq = scalar("nseq"), batch = scalar("batch"), D = scalar("D");
     FitData x = {.nseq = nseq, .T = T, .batch = batch};
     x.q = (float *)tensor("q", NULL);
@@ -84,7 +84,7 @@ int main(int argc, char **argv) {
     x.o = (float *)tensor("o", NULL);
     Tensor o_proj = {.dtype = TM_F32, .rows = D, .cols = H * d, .data = (void *)tensor("o_proj", NULL)};
     double *inv_freq = f64("inv_freq", NULL);
-    FitProblem p = {.s = {.G = G, .d = d, .r = r, .collapse = d / r, .freqfold = f}, .H = H, .inv_freq = inv_freq,
+    FitProblem p = {.s = {.G = G, .d = d, .rd = rd, .r = r, .collapse = rd / r, .freqfold = f}, .H = H, .inv_freq = inv_freq,
                     .window = scalar("window"), .o_proj = &o_proj, .steps = scalar("steps"), .lr = 0.05,
                     .comm = MPI_COMM_SELF, .mb_first = 0, .mb_total = (nseq + batch - 1) / batch};
     if (rorope_check(&p.s)) tm_die("%s", tm_error());

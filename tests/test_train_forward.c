@@ -57,7 +57,7 @@ static void check_fixture(const char *name, int *mla, int *gqa) {
     workspace_init(&ws, c, B, T);
     model_embed(&m, ids, &ws);
     RopeTable rt;
-    rope_table_init(&rt, &c->rope_scaling, c->rope_theta, c->head_dim, T);
+    rope_table_init(&rt, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
     LayerActs acts;
     layer_acts_init(&acts, c, B, T);
     float *x = mallocCheck((size_t)N * D * sizeof *x), *y = mallocCheck((size_t)N * D * sizeof *y);

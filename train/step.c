@@ -30,7 +30,7 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
     s->K = K;
     s->n_local = m->part.end - m->part.first;
     size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
-    rope_table_init(&s->rope, &c->rope_scaling, c->rope_theta, c->head_dim, T);
+    rope_table_init(&s->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
     layer_acts_init(&s->acts, c, B, T);
     s->bytes += s->acts.bytes;
     int n_saved = K * (s->n_local + 1);

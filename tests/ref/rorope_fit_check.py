@@ -4,9 +4,10 @@ oracle.
 
     /usr/bin/python3 tests/ref/rorope_fit_check.py TEST_ROROPE_FIT_BINARY WORKDIR
 
-For each case (no window; a sliding window shorter than the windows) this
-makes random q, k, v (float32-exact), the original attention output o with
-full RoPE, a random o_proj, bases V and a skew S per frequency bucket, runs
+For each case (no window; a sliding window shorter than the windows; partial
+rotary, phi3's: RoPE on the leading rd = 12 of d = 16 dims) this makes random
+q, k, v (float32-exact), the original attention output o with RoPE on the
+leading rd dims of each head, a random o_proj, bases V and a skew S per frequency bucket, runs
 `test_rorope_fit DIR` and checks:
   - the objective (MSE after o_proj of partial-RoPE vs original attention) at
     (V, S) equals the numpy one: rel 1e-5 (C runs the attention in float32,
@@ -59,26 +60,32 @@ def softmax_attend(scores, v, window):
     return (p / p.sum(axis=1, keepdims=True)) @ v
 
 
+def partial_rope(x, freqs, rd):
+    """RoPE on the leading rd dims of x [T, d] (Phi-3's partial rotary), the rest as they are."""
+    return np.concatenate([rope(x[:, :rd], freqs), x[:, rd:]], axis=1)
+
+
 def original_attention(c, q, k, v):
-    H, G, d, T = c["H"], c["G"], c["d"], c["T"]
+    H, G, d, T, rd = c["H"], c["G"], c["d"], c["T"], c["rd"]
     out = np.zeros((q.shape[0], H * d))
     for w in range(c["nseq"]):
         rows = slice(w * T, (w + 1) * T)
         for h in range(H):
             g = h // (H // G)
-            qh = rope(q[rows, h * d:(h + 1) * d], c["inv_freq"])
-            kg = rope(k[rows, g * d:(g + 1) * d], c["inv_freq"])
+            qh = partial_rope(q[rows, h * d:(h + 1) * d], c["inv_freq"], rd)
+            kg = partial_rope(k[rows, g * d:(g + 1) * d], c["inv_freq"], rd)
             out[rows, h * d:(h + 1) * d] = softmax_attend(qh @ kg.T / np.sqrt(d), v[rows, g * d:(g + 1) * d],
                                                           c["window"])
     return out
 
 
 def rope_rows(c, V, S):
-    """P's rope rows [r, G*d] from bases V_b turned by Cayley(S_b)."""
-    G, d, r, f = c["G"], c["d"], c["r"], c["freqfold"]
-    col, n, keep = d // r, G * f, f // (d // r)
+    """P's rope rows [r, G*d] from bases V_b turned by Cayley(S_b): bucket b mixes
+    the planes (i, i + rd/2), i in [b*f, (b+1)*f), of every head."""
+    G, d, r, f, rd = c["G"], c["d"], c["r"], c["freqfold"], c["rd"]
+    col, n, keep = rd // r, G * f, f // (rd // r)
     P = np.zeros((r, G * d))
-    for b in range(d // 2 // f):
+    for b in range(rd // 2 // f):
         I = np.eye(n)
         Vt = np.linalg.solve(I - S[b], I + S[b]) @ V[b]
         for j in range(keep):
@@ -87,14 +94,14 @@ def rope_rows(c, V, S):
                 for m in range(f):
                     a = g * f + m
                     P[q, g * d + b * f + m] = Vt[j, a]
-                    P[q + r // 2, g * d + d // 2 + b * f + m] = Vt[j, a]
-    assert col * r == d
+                    P[q + r // 2, g * d + rd // 2 + b * f + m] = Vt[j, a]
+    assert col * r == rd
     return P
 
 
 def objective(c, x, Pr):
     H, G, d, r, T = c["H"], c["G"], c["d"], c["r"], c["T"]
-    freqs = c["inv_freq"][:: d // r][: r // 2]
+    freqs = c["inv_freq"][:: c["rd"] // r][: r // 2]
     q, k, v, o, Wo = x["q"], x["k"], x["v"], x["o"], x["o_proj"]
     ku = k @ Pr.T
     kn = k - ku @ Pr
@@ -112,11 +119,11 @@ def objective(c, x, Pr):
     return float((e * e).sum() / e.size)
 
 
-def run_case(binary, work, name, window, seed):
+def run_case(binary, work, name, window, seed, rd=16, r=8, freqfold=4):
     rng = np.random.default_rng(seed)
-    c = dict(H=4, G=2, d=16, r=8, freqfold=4, T=12, nseq=3, batch=2, D=24, window=window, steps=40)
-    N, L, nb, n = c["nseq"] * c["T"], c["G"] * c["d"], c["d"] // 2 // c["freqfold"], c["G"] * c["freqfold"]
-    c["inv_freq"] = f32(10000.0 ** (-np.arange(0, c["d"], 2) / c["d"]))
+    c = dict(H=4, G=2, d=16, rd=rd, r=r, freqfold=freqfold, T=12, nseq=3, batch=2, D=24, window=window, steps=40)
+    N, L, nb, n = c["nseq"] * c["T"], c["G"] * c["d"], c["rd"] // 2 // c["freqfold"], c["G"] * c["freqfold"]
+    c["inv_freq"] = f32(10000.0 ** (-np.arange(0, c["rd"], 2) / c["rd"]))
     x = dict(q=f32(rng.normal(size=(N, c["H"] * c["d"]))), k=f32(rng.normal(size=(N, L))),
              v=f32(rng.normal(size=(N, L))),
              o_proj=f32(rng.normal(size=(c["D"], c["H"] * c["d"])) / np.sqrt(c["H"] * c["d"])))
@@ -126,7 +133,7 @@ def run_case(binary, work, name, window, seed):
     S = f32(A - np.transpose(A, (0, 2, 1)))
     d = os.path.join(work, name)
     os.makedirs(d, exist_ok=True)
-    tensors = {k: np.array([float(c[k])]) for k in ("H", "G", "d", "r", "freqfold", "T", "nseq", "batch", "D",
+    tensors = {k: np.array([float(c[k])]) for k in ("H", "G", "d", "rd", "r", "freqfold", "T", "nseq", "batch", "D",
                                                      "window", "steps")}
     tensors.update(x)
     tensors.update(inv_freq=c["inv_freq"], V=V, S=S)
@@ -175,6 +182,7 @@ def main():
     binary, work = sys.argv[1], sys.argv[2]
     os.makedirs(work, exist_ok=True)
     fails = run_case(binary, work, "no_window", 0, 1) + run_case(binary, work, "window5", 5, 2)
+    fails += run_case(binary, work, "partial12", 0, 3, rd=12, r=6, freqfold=2)
     print("%d failure(s)" % fails)
     sys.exit(1 if fails else 0)
 

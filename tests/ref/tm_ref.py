@@ -11,7 +11,8 @@ Contents
     for model_type llama, mistral, qwen2, mixtral, qwen3 (Qwen3ForCausalLM:
     per-head q_norm/k_norm before RoPE), qwen3_moe (Qwen3MoeForCausalLM: the
     same attention, softmax top-k MoE, dense layers per mlp_only_layers and
-    decoder_sparse_step) and deepseek_v3
+    decoder_sparse_step), phi3 (fused qkv_proj and gate_up_proj,
+    partial_rotary_factor) and deepseek_v3
     (DeepseekV3ForCausalLM: MLA attention, dense/MoE MLP).  For deepseek_v3 the
     MoE routing is transformers' by default (router="hf": sigmoid scores,
     e_score_correction_bias, group-limited top-k; scoring_func ignored) or, with
@@ -200,6 +201,7 @@ _DEFAULTS = {
     "qwen3_moe": dict(rope_theta=10000.0, rms_norm_eps=1e-6, sliding_window=4096, use_sliding_window=False,
                       attention_bias=False, num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768,
                       decoder_sparse_step=1, norm_topk_prob=False, mlp_only_layers=None),
+    "phi3": dict(rope_theta=10000.0, rms_norm_eps=1e-5, sliding_window=None, partial_rotary_factor=1.0),
 }
 
 
@@ -240,7 +242,7 @@ class Config:
             return
         if mt not in _DEFAULTS:
             raise ValueError("model_type %r not supported (llama, mistral, qwen2, mixtral, qwen3, qwen3_moe, "
-                             "deepseek_v3)" % mt)
+                             "phi3, deepseek_v3)" % mt)
         dflt = _DEFAULTS[mt]
 
         def get(k, default=None):
@@ -261,6 +263,8 @@ class Config:
         if self.d % 2:
             raise ValueError("head_dim must be even")
         self.rope_dim = self.d
+        if mt == "phi3":  # Phi3RotaryEmbedding: dim = int(head_dim * partial_rotary_factor), the leading dims
+            self.rope_dim = int(self.d * float(get("partial_rotary_factor")))
         self.rope_theta, self.rope_scaling = _rope_settings(raw, get)
         self.eps = float(get("rms_norm_eps"))
         self.tie = bool(raw.get("tie_word_embeddings", False))
@@ -276,7 +280,7 @@ class Config:
         else:
             self.qkv_bias, self.o_bias, self.mlp_bias = False, False, False
         # per-layer attention window (None = full causal)
-        if mt in ("mistral", "mixtral"):
+        if mt in ("mistral", "mixtral", "phi3"):
             sw = get("sliding_window")
             self.windows = [sw] * self.n_layers
         elif mt == "qwen3_moe":
@@ -553,6 +557,40 @@ def attention(cfg, W, layer, h, cos, sin):
     return _linear(W, o, p + "o_proj", cfg.o_bias)
 
 
+def phi3_attention(cfg, W, layer, h, cos, sin):
+    """Phi3Attention: one fused qkv_proj, rows [q; k; v]; RoPE on the leading
+    rope_dim dims of each head (cos/sin are rope_dim wide), the rest untouched."""
+    T = h.shape[0]
+    H, G, d, r = cfg.H, cfg.G, cfg.d, cfg.rope_dim
+    p = "model.layers.%d.self_attn." % layer
+    qkv = h @ _w(W, p + "qkv_proj.weight").T
+    q = qkv[:, :H * d].reshape(T, H, d)
+    k = qkv[:, H * d:(H + G) * d].reshape(T, G, d)
+    v = qkv[:, (H + G) * d:].reshape(T, G, d)
+    cos_t, sin_t = cos[:, None, :], sin[:, None, :]
+    q = np.concatenate([rope(q[..., :r], cos_t, sin_t), q[..., r:]], axis=-1)
+    k = np.concatenate([rope(k[..., :r], cos_t, sin_t), k[..., r:]], axis=-1)
+    out = np.empty((T, H, d))
+    visible = np.tril(np.ones((T, T), dtype=bool))
+    win = cfg.windows[layer]
+    if win is not None:
+        visible &= np.subtract.outer(np.arange(T), np.arange(T)) < win
+    for hh in range(H):
+        g = hh // (H // G)
+        s = q[:, hh, :] @ k[:, g, :].T / math.sqrt(d)
+        s = np.where(visible, s, -np.inf)
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        out[:, hh, :] = (e / e.sum(axis=1, keepdims=True)) @ v[:, g, :]
+    return out.reshape(T, H * d) @ _w(W, p + "o_proj.weight").T
+
+
+def phi3_mlp(cfg, W, layer, h):
+    """Phi3MLP: gate_up_proj rows [gate; up], down(up * silu(gate))."""
+    p = "model.layers.%d.mlp." % layer
+    gate, up = np.split(h @ _w(W, p + "gate_up_proj.weight").T, 2, axis=-1)
+    return (up * silu(gate)) @ _w(W, p + "down_proj.weight").T
+
+
 def dense_mlp(cfg, W, layer, h):
     p = "model.layers.%d.mlp." % layer
     g = _linear(W, h, p + "gate_proj", cfg.mlp_bias)
@@ -798,6 +836,11 @@ def hidden_states(cfg, W, ids):
             x = x + mla_attention(cfg, W, l, h, cos, sin)
             h = rmsnorm(x, _w(W, p + "post_attention_layernorm.weight"), cfg.eps)
             x = x + dsv3_mlp(cfg, W, l, h)
+            continue
+        if cfg.model_type == "phi3":
+            x = x + phi3_attention(cfg, W, l, h, cos, sin)
+            h = rmsnorm(x, _w(W, p + "post_attention_layernorm.weight"), cfg.eps)
+            x = x + phi3_mlp(cfg, W, l, h)
             continue
         x = x + attention(cfg, W, l, h, cos, sin)
         h = rmsnorm(x, _w(W, p + "post_attention_layernorm.weight"), cfg.eps)
