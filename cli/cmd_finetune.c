@@ -27,7 +27,7 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
     c->log_every = 1;
     c->chat_template = "auto";
     const ArgSpec specs[] = {
-        {"model-path", ARG_STR, &c->model_path, "DIR", "converted (deepseek_v3) model folder", 1},
+        {"model-path", ARG_STR, &c->model_path, "DIR", "model folder: converted (deepseek_v3) or an original GQA model", 1},
         {"save-path", ARG_STR, &c->save_path, "DIR",
          "output folder: checkpoints, metrics.jsonl and, at the end, the trained model", 1},
         {"data", ARG_STR, &c->data, "FILE", "chat data: SmolTalk-style JSONL or JSONL.gz ({\"messages\": [...]})", 0},
