@@ -7,13 +7,15 @@
 # last evaluation, before and after the final rename — is run again each
 # time, and the chain ends with the model an uninterrupted run makes, bit for
 # bit, with SAVE.work gone and nothing else left beside the output. On one
-# process (with and without the fits) and on 2 stages x 2 replicas.
+# process (with and without the fits), on 2 stages x 2 replicas, and on the
+# qwen3 fixture (its QK-norm fold is saved after RoRoPE and read back by the
+# phases after it).
 # Before the fix every rerun after the kv-norm phase failed with
 # "SAVE.work/rorope-fit.layer00000.h5: cannot open" (the kv-norm phase
 # deleted BKV-PCA's marker with its layer files).
-# usage: convert_phases.sh TRANSMLA PYTHON MPIEXEC
+# usage: convert_phases.sh TRANSMLA PYTHON MPIEXEC FIXTURES_DIR
 set -u
-bin=$1 py=$2 mpiexec=$3
+bin=$1 py=$2 mpiexec=$3 fixtures=$4
 here=$(cd "$(dirname "$0")" && pwd)
 model=$here/../data/models/stories260K
 work=$(mktemp -d)
@@ -81,6 +83,14 @@ grep -q "resume: the export was written before" "$work"/one-kill-*.log && ok "a 
 nofit() { one --fit none "$@"; }
 nofit --save-path "$work/ref0" >"$work/ref0.log" 2>&1 || { bad "uninterrupted conversion without the fit"; show "$work/ref0.log"; }
 chain nofit-kill nofit KILL 0 "$work/ref0"
+
+# qwen3: the fold (per-head mean 1/rms) is computed with the key statistics and read back after a kill
+"$py" -c "import numpy as np; np.random.default_rng(5).integers(0, 80, 8 * 64).astype('<u2').tofile('$work/q3.u16')"
+q3() { timeout 120 "$bin" convert --model-path "$fixtures/qwen3" --cal-tokens "$work/q3.u16" --cal-max-seqlen 64 --cal-nsamples 8 \
+    --eval-tokens "$work/q3.u16" --ppl-seqlen 64 --qk-mqa-dim 4 --kv-lora-rank 12 --rorope-fit-steps 5 \
+    --skip-published-mla --attn-fit-steps 4 --attn-fit-windows-per-step 2 "$@"; }
+q3 --save-path "$work/refq3" >"$work/refq3.log" 2>&1 || { bad "uninterrupted qwen3 conversion"; show "$work/refq3.log"; }
+chain qwen3-kill q3 KILL 0 "$work/refq3"
 
 mpi --save-path "$work/ref4" >"$work/ref4.log" 2>&1 || { bad "uninterrupted 4-rank conversion"; show "$work/ref4.log"; }
 chain mpi-term mpi TERM 3 "$work/ref4"
