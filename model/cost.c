@@ -22,21 +22,24 @@ void model_part_bytes(const ModelConfig *c, TmDType dtype, uint64_t *layer, uint
     free(ws);
 }
 
-double model_layer_flops_per_token(const ModelConfig *c, int T) {
-    ModelConfig one = *c;
-    one.n_layers = 1;
-    return (model_forward_flops(&one, 1, T) - 2.0 * T * c->hidden_size * c->vocab_size) / T;
+double model_layer_flops_per_token(const ModelConfig *c, int l, int T) {
+    return model_layer_forward_flops(c, l, 1, T) / T;
 }
 
 void model_layer_costs(const ModelConfig *c, double *cost) {
     int n = c->n_layers;
     uint64_t *lb = callocCheck((size_t)n, sizeof *lb), eb, hb;
     model_part_bytes(c, TM_BF16, lb, &eb, &hb);
-    double lf = model_layer_flops_per_token(c, 2048), hf = 2.0 * c->hidden_size * c->vocab_size;
-    double total_b = (double)eb + hb, total_f = hf + n * lf;
-    for (int l = 0; l < n; l++) total_b += lb[l];
-    for (int l = 0; l < n; l++) cost[l] = lb[l] / total_b + lf / total_f;
+    double *lf = mallocCheck((size_t)n * sizeof *lf), hf = 2.0 * c->hidden_size * c->vocab_size;
+    double total_b = (double)eb + hb, total_f = hf;
+    for (int l = 0; l < n; l++) {
+        lf[l] = model_layer_flops_per_token(c, l, 2048);
+        total_b += lb[l];
+        total_f += lf[l];
+    }
+    for (int l = 0; l < n; l++) cost[l] = lb[l] / total_b + lf[l] / total_f;
     cost[0] += eb / total_b;
     cost[n - 1] += hb / total_b + hf / total_f;
     free(lb);
+    free(lf);
 }

@@ -307,11 +307,24 @@ double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *
     return model_head_nll(m, tokens, ws, n_predicted);
 }
 
-double model_forward_flops(const ModelConfig *c, int B, int T) {
+/* Layer l's MLP per token: dense (intermediate_size), or the router and
+ * num_experts_per_tok experts of expert_intermediate_size (qwen3_moe's and
+ * deepseek_v3's moe_intermediate_size, Mixtral's intermediate_size). */
+static double mlp_flops_per_token(const ModelConfig *c, int l) {
+    double D = c->hidden_size;
+    if (!hf_config_layer_is_moe(c, l)) return 6 * D * c->intermediate_size;
+    return 2 * D * c->n_experts + c->n_experts_per_tok * 6 * D * (double)c->expert_intermediate_size;
+}
+
+double model_layer_forward_flops(const ModelConfig *c, int l, int B, int T) {
     double D = c->hidden_size, qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
-    double I = c->intermediate_size, V = c->vocab_size, tokens = (double)B * T;
-    double mlp = c->n_experts ? 2 * D * c->n_experts + c->n_experts_per_tok * 6 * D * I : 6 * D * I;
-    double per_token_layer = 2 * D * (qd + 2 * kvd) + 2 * qd * D + mlp;
-    double attn_per_seq_layer = 2.0 * c->n_heads * c->head_dim * (double)T * (T + 1);
-    return c->n_layers * (tokens * per_token_layer + B * attn_per_seq_layer) + tokens * 2 * D * V;
+    double per_token = 2 * D * (qd + 2 * kvd) + 2 * qd * D + mlp_flops_per_token(c, l);
+    double attn_per_seq = 2.0 * c->n_heads * c->head_dim * (double)T * (T + 1);
+    return (double)B * T * per_token + B * attn_per_seq;
+}
+
+double model_forward_flops(const ModelConfig *c, int B, int T) {
+    double f = 2.0 * B * T * c->hidden_size * c->vocab_size;
+    for (int l = 0; l < c->n_layers; l++) f += model_layer_forward_flops(c, l, B, T);
+    return f;
 }

@@ -114,5 +114,7 @@ void embedding_backward(float *dembed, const float *dout, const int32_t *tokens,
 /* FLOPs of one forward (with head) over B sequences of T tokens: GEMMs plus
  * attention's QK^T and PV, counted as 2 per multiply-add. */
 double model_forward_flops(const ModelConfig *c, int B, int T);
+/* The FLOPs of layer l alone (dense or MoE MLP as config.json sets it). */
+double model_layer_forward_flops(const ModelConfig *c, int l, int B, int T);
 
 #endif

@@ -38,7 +38,7 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
     TmDType dt = in->dtype != TM_DTYPE_INVALID ? in->dtype : TM_BF16;
     uint64_t *lb = callocCheck((size_t)n, sizeof *lb), eb, hb;
     model_part_bytes(c, dt, lb, &eb, &hb);
-    double lf = model_layer_flops_per_token(c, in->cal_seqlen > 0 ? in->cal_seqlen : 256);
+    int lT = in->cal_seqlen > 0 ? in->cal_seqlen : 256;
     double hf = 2.0 * c->hidden_size * c->vocab_size;
     double *cost = mallocCheck((size_t)n * sizeof *cost);
     model_layer_costs(c, cost);
@@ -57,8 +57,10 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
         sp->first = cut[s];
         sp->end = cut[s + 1];
         int nl = sp->end - sp->first;
-        for (int l = sp->first; l < sp->end; l++) sp->weight_bytes += lb[l];
-        sp->flops_per_token = nl * lf;
+        for (int l = sp->first; l < sp->end; l++) {
+            sp->weight_bytes += lb[l];
+            sp->flops_per_token += model_layer_flops_per_token(c, l, lT);
+        }
         if (s == 0) sp->weight_bytes += eb;
         if (s == S - 1) {
             sp->weight_bytes += hb;

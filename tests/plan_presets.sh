@@ -3,6 +3,8 @@
 #  - the shipped Qwen2.5-72B and Mixtral-8x7B configs on 4, 8 and 16 nodes of
 #    4 ranks and 256 GiB fit, and the weights column of each layout adds up to
 #    the parameter bytes Python computes from config.json on its own (bf16);
+#    likewise Phi-4, Qwen3-8B and Qwen3-30B-A3B on 1, 2 and 4 nodes, whose
+#    GFLOP per token must also equal Python's count (MoE: active experts only);
 #  - a layout that cannot fit is refused with one line and exit 1; a stage
 #    count that does not divide the ranks likewise;
 #  - every preset in configs/presets parses; the ones that name a config plan
@@ -25,11 +27,30 @@ import json, sys
 c = json.load(open(sys.argv[1]))
 D, L, H, G = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["num_key_value_heads"]
 d = c.get("head_dim", D // H); I, V = c["intermediate_size"], c["vocab_size"]
-bias = c["model_type"] == "qwen2"
-attn = D * H * d + 2 * D * G * d + H * d * D + (H * d + 2 * G * d if bias else 0)
-mlp = 3 * D * I * c.get("num_local_experts", 1) + (D * c["num_local_experts"] if "num_local_experts" in c else 0)
+mt = c["model_type"]
+assert not c.get("attention_bias") and not c.get("mlp_only_layers") and c.get("decoder_sparse_step", 1) == 1
+bias = mt == "qwen2"
+qk_norm = 2 * d if mt in ("qwen3", "qwen3_moe") else 0  # q_norm and k_norm weights
+attn = D * H * d + 2 * D * G * d + H * d * D + (H * d + 2 * G * d if bias else 0) + qk_norm
+if "num_local_experts" in c: E, W = c["num_local_experts"], I          # mixtral: experts of intermediate_size
+elif "num_experts" in c: E, W = c["num_experts"], c["moe_intermediate_size"]  # qwen3_moe
+else: E, W = 0, I
+mlp = 3 * D * W * E + D * E if E else 3 * D * I  # experts and the router, or one dense MLP
 n = V * D * (1 if c.get("tie_word_embeddings") else 2) + D + L * (attn + mlp + 2 * D)
 print(2 * n / 2**30)
+PY
+}
+
+gflop_tok() { # forward GFLOP per token over 256-token windows: only num_experts_per_tok experts run
+    "$py" - "$1" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); T = 256
+D, L, H, G = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["num_key_value_heads"]
+d = c.get("head_dim", D // H)
+if "num_experts" in c: mlp = 2 * D * c["num_experts"] + c["num_experts_per_tok"] * 6 * D * c["moe_intermediate_size"]
+else: mlp = 6 * D * c["intermediate_size"]
+layer = 2 * D * (H * d + 2 * G * d) + 2 * H * d * D + mlp + 2 * H * d * (T + 1)
+print((L * layer + 2 * D * c["vocab_size"]) / 1e9)
 PY
 }
 
@@ -42,6 +63,21 @@ for model in qwen2.5-72b-instruct mixtral-8x7b-v0.1; do
         if [ $rc -eq 0 ] && printf '%s' "$out" | grep -q '^fits' && "$py" -c "import sys; g, w = float(sys.argv[1]), float(sys.argv[2]); sys.exit(0 if abs(g - w) < 0.01 else 1)" "$got" "$want"
         then ok "plan $model on $nodes nodes: fits; weights $got GiB = $want from config.json"
         else fail "plan $model on $nodes nodes: rc $rc, weights $got vs $want: $out"; fi
+    done
+done
+
+# issue 21: Phi-4 (phi3, fused qkv/gate_up), Qwen3-8B (QK-norm), Qwen3-30B-A3B (128 experts of
+# moe_intermediate_size 768, not intermediate_size 6144) on 1, 2 and 4 nodes of 4 ranks and 256 GiB
+for model in phi-4 qwen3-8b qwen3-30b-a3b; do
+    cfg=$repo/configs/models/$model.config.json
+    want=$(param_gib "$cfg") wantf=$(gflop_tok "$cfg")
+    for nodes in 1 2 4; do
+        out=$("$bin" plan --model-path "$cfg" --nodes "$nodes" --ranks-per-node 4 --mem-per-node 256G 2>&1); rc=$?
+        got=$(printf '%s\n' "$out" | awk '$1 ~ /^[0-9]+$/ && NF == 9 { s += $4 } END { print s }')
+        gotf=$(printf '%s\n' "$out" | awk '/^evaluation:/ { print $2 }')
+        if [ $rc -eq 0 ] && printf '%s' "$out" | grep -q '^fits' && "$py" -c "import sys; g, w, gf, wf = map(float, sys.argv[1:]); sys.exit(0 if abs(g - w) < 0.01 and abs(gf - wf) < 0.006 else 1)" "$got" "$want" "$gotf" "$wantf"
+        then ok "plan $model on $nodes nodes: fits; weights $got GiB = $want, $gotf GFLOP/token = $wantf from config.json"
+        else fail "plan $model on $nodes nodes: rc $rc, weights $got vs $want, GFLOP/token $gotf vs $wantf: $out"; fi
     done
 done
 

@@ -57,6 +57,70 @@ static void llama32_1b(void **state) {
     assert_int_equal(c.bos_token_id, 128000);
 }
 
+static void phi_4(void **state) {
+    ModelConfig c;
+    assert_int_equal(hf_config_load(&c, TM_SOURCE_DIR "/configs/models/phi-4.config.json"), 0);
+    assert_int_equal(c.arch, TM_ARCH_PHI3);
+    assert_int_equal(c.hidden_size, 5120);
+    assert_int_equal(c.n_layers, 40);
+    assert_int_equal(c.n_heads, 40);
+    assert_int_equal(c.n_kv_heads, 10);
+    assert_int_equal(c.head_dim, 128); /* no head_dim key: 5120 / 40 */
+    assert_int_equal(c.rotary_dim, 128); /* no partial_rotary_factor: 1.0 */
+    assert_int_equal(c.intermediate_size, 17920);
+    assert_int_equal(c.vocab_size, 100352);
+    assert_int_equal(c.n_experts, 0);
+    assert_true(c.fused_proj && !c.qk_norm && !c.qkv_bias && !c.o_bias && !c.mlp_bias);
+    assert_int_equal(c.sliding_window, 0); /* null */
+    assert_true(c.rope_theta == 250000 && c.rms_norm_eps == 1e-5);
+    assert_int_equal(c.rope_scaling.type, TM_ROPE_PLAIN); /* rope_scaling null */
+    assert_false(c.tie_word_embeddings);
+    assert_int_equal(c.torch_dtype, TM_BF16);
+}
+
+static void qwen3_8b(void **state) {
+    ModelConfig c;
+    assert_int_equal(hf_config_load(&c, TM_SOURCE_DIR "/configs/models/qwen3-8b.config.json"), 0);
+    assert_int_equal(c.arch, TM_ARCH_QWEN3);
+    assert_int_equal(c.hidden_size, 4096);
+    assert_int_equal(c.n_layers, 36);
+    assert_int_equal(c.n_heads, 32);
+    assert_int_equal(c.n_kv_heads, 8);
+    assert_int_equal(c.head_dim, 128);
+    assert_int_equal(c.rotary_dim, 128);
+    assert_int_equal(c.intermediate_size, 12288);
+    assert_int_equal(c.vocab_size, 151936);
+    assert_int_equal(c.n_experts, 0);
+    assert_true(c.qk_norm && !c.qkv_bias && !c.o_bias && !c.mlp_bias && !c.fused_proj);
+    assert_int_equal(c.sliding_window, 0); /* use_sliding_window false */
+    assert_true(c.rope_theta == 1e6 && c.rms_norm_eps == 1e-6);
+    assert_false(c.tie_word_embeddings);
+    assert_int_equal(c.torch_dtype, TM_BF16);
+}
+
+static void qwen3_30b_a3b(void **state) {
+    ModelConfig c;
+    assert_int_equal(hf_config_load(&c, TM_SOURCE_DIR "/configs/models/qwen3-30b-a3b.config.json"), 0);
+    assert_int_equal(c.arch, TM_ARCH_QWEN3_MOE);
+    assert_int_equal(c.hidden_size, 2048);
+    assert_int_equal(c.n_layers, 48);
+    assert_int_equal(c.n_heads, 32);
+    assert_int_equal(c.n_kv_heads, 4);
+    assert_int_equal(c.head_dim, 128); /* head_dim key; 2048 / 32 would be 64 */
+    assert_int_equal(c.intermediate_size, 6144);
+    assert_int_equal(c.expert_intermediate_size, 768); /* moe_intermediate_size */
+    assert_int_equal(c.n_experts, 128);
+    assert_int_equal(c.n_experts_per_tok, 8);
+    assert_int_equal(c.first_moe_layer, 0); /* mlp_only_layers [], decoder_sparse_step 1 */
+    assert_false(c.moe_topk_raw); /* norm_topk_prob true */
+    assert_true(c.qk_norm && !c.qkv_bias && !c.o_bias && !c.mlp_bias);
+    assert_int_equal(c.vocab_size, 151936);
+    assert_int_equal(c.sliding_window, 0);
+    assert_true(c.rope_theta == 1e6 && c.rms_norm_eps == 1e-6);
+    assert_false(c.tie_word_embeddings);
+    assert_int_equal(c.torch_dtype, TM_BF16);
+}
+
 /* Parse `json` from a temp file into c; returns hf_config_load's result and
  * the file's name in path (removed by then). */
 static int load_json(const char *json, ModelConfig *c, char path[32]) {
@@ -211,6 +275,7 @@ static void phi3_config(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(qwen25_72b), cmocka_unit_test(mixtral_8x7b), cmocka_unit_test(llama32_1b),
+        cmocka_unit_test(phi_4), cmocka_unit_test(qwen3_8b), cmocka_unit_test(qwen3_30b_a3b),
         cmocka_unit_test(bad_configs), cmocka_unit_test(defaults_follow_transformers),
         cmocka_unit_test(qwen3_dev), cmocka_unit_test(qwen3_fields), cmocka_unit_test(phi3_config),
     };
