@@ -1,5 +1,6 @@
 #include "io/hf_config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,6 +18,7 @@ const char *tm_arch_name(TmArch a) {
     case TM_ARCH_QWEN3: return "qwen3";
     case TM_ARCH_QWEN3_MOE: return "qwen3_moe";
     case TM_ARCH_PHI3: return "phi3";
+    case TM_ARCH_GEMMA2: return "gemma2";
     }
     return "?";
 }
@@ -26,7 +28,8 @@ static int parse_arch(const char *file, const json_t *root, ModelConfig *c) {
     if (tm_json_str_or(file, root, "model_type", NULL, &mt)) return -1;
     if (!mt) return tm_fail("%s: required field 'model_type' is missing", file);
     static const TmArch archs[] = {TM_ARCH_LLAMA, TM_ARCH_QWEN2, TM_ARCH_MISTRAL, TM_ARCH_MIXTRAL,
-                                   TM_ARCH_DEEPSEEK_V3, TM_ARCH_QWEN3, TM_ARCH_QWEN3_MOE, TM_ARCH_PHI3};
+                                   TM_ARCH_DEEPSEEK_V3, TM_ARCH_QWEN3, TM_ARCH_QWEN3_MOE, TM_ARCH_PHI3,
+                                   TM_ARCH_GEMMA2};
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
         if (strcmp(mt, tm_arch_name(archs[i])) == 0) {
             c->arch = archs[i];
@@ -34,7 +37,7 @@ static int parse_arch(const char *file, const json_t *root, ModelConfig *c) {
             return 0;
         }
     return tm_fail("%s: field 'model_type' is '%s'; supported: llama, qwen2, mistral, mixtral, deepseek_v3, "
-                   "qwen3, qwen3_moe, phi3",
+                   "qwen3, qwen3_moe, phi3, gemma2",
                    file, mt);
 }
 
@@ -237,6 +240,64 @@ static int parse_qwen3_moe(const char *file, const json_t *root, ModelConfig *c)
     return 0;
 }
 
+/* A soft-capping field: null means none (0), missing takes transformers' default. */
+static int softcap(const char *file, const json_t *root, const char *key, double dflt, double *out) {
+    const json_t *v = json_object_get(root, key);
+    *out = 0;
+    if (v && json_is_null(v)) return 0;
+    if (tm_json_num_or(file, root, key, dflt, out)) return -1;
+    if (!(*out > 0 && *out < 1e30)) return tm_fail("%s: field '%s' is %g, must be positive or null", file, key, *out);
+    return 0;
+}
+
+/* Gemma-2 (transformers' Gemma2Config and modeling_gemma2.py): (1 + w)
+ * RMSNorms, sandwich norms around attention and MLP, GeGLU (tanh), scores
+ * scaled by query_pre_attn_scalar^-1/2 and soft-capped, logits soft-capped,
+ * embeddings times sqrt(hidden_size), the window on the layers layer_types
+ * names "sliding_attention" (by default the even ones). */
+static int parse_gemma2(const char *file, const json_t *root, ModelConfig *c, int attn_bias, long long sw) {
+    const char *act;
+    int bidir = 0;
+    if (tm_json_str_or(file, root, "hidden_activation", "gelu_pytorch_tanh", &act) ||
+        tm_json_num_or(file, root, "query_pre_attn_scalar", 256, &c->query_pre_attn_scalar) ||
+        softcap(file, root, "attn_logit_softcapping", 50.0, &c->attn_softcap) ||
+        softcap(file, root, "final_logit_softcapping", 30.0, &c->final_softcap) ||
+        tm_json_bool_or(file, root, "use_bidirectional_attention", 0, &bidir))
+        return -1;
+    if (strcmp(act, "gelu_pytorch_tanh") != 0)
+        return tm_fail("%s: field 'hidden_activation' is '%s'; gemma2 runs only gelu_pytorch_tanh", file, act);
+    if (!(c->query_pre_attn_scalar > 0 && c->query_pre_attn_scalar < 1e30))
+        return tm_fail("%s: field 'query_pre_attn_scalar' is %g, must be positive", file, c->query_pre_attn_scalar);
+    if (bidir) return tm_fail("%s: field 'use_bidirectional_attention' is true; only causal attention is supported", file);
+    if (sw < 0 || sw > (1LL << 30)) return tm_fail("%s: field 'sliding_window' is %lld", file, sw);
+    c->qkv_bias = c->o_bias = attn_bias;
+    c->mlp_bias = 0;
+    c->gelu_mlp = c->sandwich_norms = c->norm_plus_one = c->embed_scaled = 1;
+    c->sliding_window = (int)sw;
+    c->window_even_layers = 1;
+    const json_t *lt = json_object_get(root, "layer_types");
+    if (!lt || json_is_null(lt)) return 0;
+    if (!json_is_array(lt) || json_array_size(lt) != (size_t)c->n_layers)
+        return tm_fail("%s: field 'layer_types' must be a list of num_hidden_layers (%d) strings", file, c->n_layers);
+    int alternate = 1, all_sliding = 1, all_full = 1;
+    for (int l = 0; l < c->n_layers; l++) {
+        const char *s = json_string_value(json_array_get(lt, (size_t)l));
+        if (!s || (strcmp(s, "sliding_attention") && strcmp(s, "full_attention")))
+            return tm_fail("%s: field 'layer_types' entry %d is not \"full_attention\" or \"sliding_attention\"",
+                           file, l);
+        int sliding = strcmp(s, "sliding_attention") == 0;
+        alternate &= sliding == !(l % 2);
+        all_sliding &= sliding;
+        all_full &= !sliding;
+    }
+    if (all_full) c->sliding_window = 0;
+    else if (all_sliding) c->window_even_layers = 0;
+    else if (!alternate)
+        return tm_fail("%s: field 'layer_types' mixes sliding and full layers in a pattern the engine does not run "
+                       "(supported: alternating from a sliding layer 0, all sliding, all full)", file);
+    return 0;
+}
+
 /* rotary_dim: transformers' int(head_dim * partial_rotary_factor) for phi3,
  * the whole head otherwise (deepseek_v3's head_dim is qk_rope_head_dim). */
 static int parse_rotary_dim(const char *file, const json_t *root, ModelConfig *c) {
@@ -261,23 +322,24 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
         positive(file, root, "intermediate_size", c->arch == TM_ARCH_DEEPSEEK_V3 ? 18432 : 0, &c->intermediate_size) ||
         positive(file, root, "vocab_size", 0, &c->vocab_size))
         return -1;
-    /* Qwen3Config defaults head_dim to 128; the others (and Qwen3MoeConfig) to hidden_size / heads */
+    /* Qwen3Config defaults head_dim to 128, Gemma2Config to 256; the others (and Qwen3MoeConfig) to
+     * hidden_size / heads */
     if (positive(file, root, "head_dim",
-                 c->arch == TM_ARCH_QWEN3 ? 128 : c->hidden_size / c->n_heads > 0 ? c->hidden_size / c->n_heads : 1,
+                 c->arch == TM_ARCH_QWEN3 ? 128 : c->arch == TM_ARCH_GEMMA2 ? 256 : c->hidden_size / c->n_heads > 0 ? c->hidden_size / c->n_heads : 1,
                  &c->head_dim))
         return -1;
     if (tm_json_int_or(file, root, "max_position_embeddings", 0, &c->max_position_embeddings) ||
         tm_json_num_or(file, root, "rope_theta", c->arch == TM_ARCH_MIXTRAL ? 1e6 : 10000.0, &c->rope_theta) ||
         tm_json_num_or(file, root, "rms_norm_eps", c->arch == TM_ARCH_MIXTRAL || c->arch == TM_ARCH_PHI3 ? 1e-5 : 1e-6,
                        &c->rms_norm_eps) ||
-        tm_json_bool_or(file, root, "tie_word_embeddings", 0, &c->tie_word_embeddings) ||
+        tm_json_bool_or(file, root, "tie_word_embeddings", c->arch == TM_ARCH_GEMMA2, &c->tie_word_embeddings) ||
         parse_rope_scaling(file, root, &c->rope_scaling) || parse_token_id(file, root, "bos_token_id", &c->bos_token_id) ||
         parse_token_id(file, root, "eos_token_id", &c->eos_token_id))
         return -1;
 
     const char *act;
     if (tm_json_str_or(file, root, "hidden_act", "silu", &act)) return -1;
-    if (strcmp(act, "silu") != 0) return tm_fail("%s: field 'hidden_act' is '%s'; only silu is supported", file, act);
+    if (c->arch != TM_ARCH_GEMMA2 && strcmp(act, "silu") != 0) /* gemma2's MLP reads hidden_activation */ return tm_fail("%s: field 'hidden_act' is '%s'; only silu is supported", file, act);
 
     const char *dt;
     if (tm_json_str_or(file, root, "torch_dtype", NULL, &dt)) return -1;
@@ -292,7 +354,8 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
         tm_json_bool_or(file, root, "mlp_bias", 0, &c->mlp_bias) ||
         /* transformers' Mistral/Qwen3 configs default a missing sliding_window to 4096; null means none */
         tm_json_int_or(file, root, "sliding_window",
-                       (c->arch == TM_ARCH_MISTRAL || c->arch == TM_ARCH_QWEN3 || c->arch == TM_ARCH_QWEN3_MOE) &&
+                       (c->arch == TM_ARCH_MISTRAL || c->arch == TM_ARCH_QWEN3 || c->arch == TM_ARCH_QWEN3_MOE ||
+                        c->arch == TM_ARCH_GEMMA2) &&
                                !json_object_get(root, "sliding_window")
                            ? 4096
                            : 0,
@@ -341,6 +404,9 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
         if (sw < 0 || sw > (1LL << 30)) return tm_fail("%s: field 'sliding_window' is %lld", file, sw);
         c->sliding_window = (int)sw;
         break;
+    case TM_ARCH_GEMMA2:
+        if (parse_gemma2(file, root, c, attn_bias, sw)) return -1;
+        break;
     }
     if (parse_rotary_dim(file, root, c)) return -1;
     if (c->n_experts && !c->expert_intermediate_size) c->expert_intermediate_size = c->intermediate_size;
@@ -376,4 +442,12 @@ int hf_config_qk_head_dim(const ModelConfig *c) {
 
 int hf_config_v_head_dim(const ModelConfig *c) {
     return c->arch == TM_ARCH_DEEPSEEK_V3 ? c->mla.v_head_dim : c->head_dim;
+}
+
+int hf_config_layer_window(const ModelConfig *c, int l) {
+    return c->window_even_layers && l % 2 ? 0 : c->sliding_window;
+}
+
+double hf_config_attn_scale(const ModelConfig *c) {
+    return 1.0 / sqrt(c->query_pre_attn_scalar > 0 ? c->query_pre_attn_scalar : (double)c->head_dim);
 }

@@ -12,7 +12,8 @@ typedef enum {
     TM_ARCH_DEEPSEEK_V3,
     TM_ARCH_QWEN3,
     TM_ARCH_QWEN3_MOE,
-    TM_ARCH_PHI3
+    TM_ARCH_PHI3,
+    TM_ARCH_GEMMA2
 } TmArch;
 typedef enum { TM_ROPE_PLAIN, TM_ROPE_LINEAR, TM_ROPE_LLAMA3 } TmRopeScaling;
 
@@ -45,13 +46,21 @@ typedef struct {
     int tie_word_embeddings;
     int qkv_bias, o_bias, mlp_bias;  /* qwen2: qkv; llama attention_bias: qkv+o; llama mlp_bias */
     int fused_proj;                  /* phi3: stored as qkv_proj [q; k; v] and gate_up_proj [gate; up] */
-    int sliding_window;              /* 0 = full causal attention */
+    int sliding_window;              /* 0 = full causal attention; per layer: hf_config_layer_window */
+    int window_even_layers;          /* gemma2: the window only on even layers (0, 2, ...), odd ones full */
     int n_experts, n_experts_per_tok; /* 0 = dense MLP */
     int first_moe_layer;             /* layers below it are dense (deepseek_v3 first_k_dense_replace) */
     int expert_intermediate_size;    /* width of each expert's MLP */
     int moe_topk_raw;                /* 1: top-k softmax weights kept as they are (qwen3_moe norm_topk_prob
                                       * false); 0: renormalised to sum 1 (mixtral, deepseek_v3) */
     int qk_norm; /* qwen3: per-head RMSNorm of q and k before RoPE */
+    /* gemma2 (all 0 elsewhere) */
+    double query_pre_attn_scalar;    /* scores scaled by its -1/2 power; 0: head_dim's */
+    double attn_softcap, final_softcap; /* scores, logits -> cap * tanh(x / cap); 0: none */
+    int gelu_mlp;                    /* GeGLU: gelu_tanh(gate) * up instead of silu */
+    int sandwich_norms;              /* post_attention/post_feedforward norms on each block's output */
+    int norm_plus_one;               /* RMSNorm multiplies by (1 + weight); added once at load */
+    int embed_scaled;                /* embeddings times sqrt(hidden_size) (rounded to the weight dtype) */
     MlaConfig mla;                   /* arch == TM_ARCH_DEEPSEEK_V3 only */
     long long bos_token_id, eos_token_id; /* -1 when null */
     TmDType torch_dtype;             /* TM_DTYPE_INVALID when absent */
@@ -68,5 +77,10 @@ int hf_config_has_dense_layer(const ModelConfig *c);
 /* Width of one query head's q/k (q_proj rows per head) and of its value. */
 int hf_config_qk_head_dim(const ModelConfig *c);
 int hf_config_v_head_dim(const ModelConfig *c);
+/* Sliding window of layer l (0: full causal attention); every reader of the
+ * window goes through it. */
+int hf_config_layer_window(const ModelConfig *c, int l);
+/* The attention score scale: query_pre_attn_scalar^-1/2 (gemma2), else head_dim^-1/2. */
+double hf_config_attn_scale(const ModelConfig *c);
 
 #endif

@@ -7,15 +7,18 @@
 
 /* q: [B*T, H*dqk], k: [B*T, G*dqk], v: [B*T, G*dv], out: [B*T, H*dv].
  * Query head h reads kv head h / (H/G). Key j is visible to query i when
- * j <= i and, with window > 0, i - j < window. Scores are scaled by `scale`. */
+ * j <= i and, with window > 0, i - j < window. Scores are scaled by `scale`,
+ * then with softcap > 0 soft-capped to softcap * tanh(score / softcap)
+ * (gemma2), before the mask and the softmax. */
 void attention_forward(float *out, const float *q, const float *k, const float *v, int B, int T, int H, int G,
-                       int dqk, int dv, int window, float scale);
+                       int dqk, int dv, int window, float scale, float softcap);
 
 /* One query row qi against keys lo..i (key j at k + j*ks, value j at
- * v + j*vs): o[dv] = softmax(scale * qi.k_j) weighted sum of v_j. p is
- * scratch of i+1 floats. The decoder reuses it over its cache. */
+ * v + j*vs): o[dv] = softmax(cap(scale * qi.k_j)) weighted sum of v_j,
+ * cap as attention_forward's (softcap 0: none). p is scratch of i+1 floats.
+ * The decoder reuses it over its cache. */
 void attend_row(float *o, const float *qi, const float *k, const float *v, int64_t ks, int64_t vs, int lo, int i,
-                int dqk, int dv, float scale, float *p);
+                int dqk, int dv, float scale, float softcap, float *p);
 
 /* Training: causal attention in which query row i of sequence b sees keys
  * j in [doc_start[b*T + i], i] (doc_start: the row index within the sequence

@@ -82,7 +82,7 @@ static void mla_step(const ModelConfig *c, const LayerWeights *L, int layer, Dec
             for (int j = 0; j < R; j++) ql[j] += qn[i] * wk[(size_t)i * R + j];
         memcpy(ql + R, qn + dn, (size_t)dr * sizeof(float));
         /* values are the cached latents themselves; W_vb_h maps the mix out */
-        attend_row(ol, ql, cache, cache, w, w, 0, pos, w, R, scale, st->scores);
+        attend_row(ol, ql, cache, cache, w, w, 0, pos, w, R, scale, 0, st->scores);
         for (int i = 0; i < dv; i++) {
             float acc = 0;
             for (int j = 0; j < R; j++) acc += wv[(size_t)i * R + j] * ol[j];
@@ -103,14 +103,15 @@ static void gqa_step(const ModelConfig *c, const LayerWeights *L, int layer, Dec
     float *cache = st->cache + ((size_t)layer * st->max_T) * w;
     memcpy(cache + (size_t)pos * w, ws->k, (size_t)G * d * sizeof(float));
     memcpy(cache + (size_t)pos * w + G * d, ws->v, (size_t)G * d * sizeof(float));
-    int lo = c->sliding_window > 0 && pos - c->sliding_window + 1 > 0 ? pos - c->sliding_window + 1 : 0;
-    float scale = (float)(1.0 / sqrt((double)d));
+    int window = hf_config_layer_window(c, layer);
+    int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+    float scale = (float)hf_config_attn_scale(c), cap = (float)c->attn_softcap;
     for (int h = 0; h < H; h++) {
         int g = h / rep;
         attend_row(ws->att + (size_t)h * d, ws->q + (size_t)h * d, cache + g * d, cache + G * d + g * d, w, w, lo, pos,
-                   d, d, scale, st->scores);
+                   d, d, scale, cap, st->scores);
     }
-    matmul_forward(ws->x, ws->att, &L->o, L->o_bias, 1, 1);
+    block_residual(c, L->attn_out_norm, ws->att, &L->o, L->o_bias, 1, ws);
 }
 
 int decode_step(const Model *m, DecodeState *st, int32_t token, float *logits) {
@@ -118,7 +119,7 @@ int decode_step(const Model *m, DecodeState *st, int32_t token, float *logits) {
     if (st->n >= st->max_T) return tm_fail("decode: the cache holds %d tokens and is full", st->max_T);
     Workspace *ws = &st->ws;
     int pos = st->n, D = c->hidden_size;
-    embedding_forward(ws->x, &token, &m->w.embed, 1);
+    model_embed_rows(m, &token, 1, ws->x);
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *L = &m->w.layers[l];
         rmsnorm_forward(ws->xn, ws->x, L->input_norm, 1, D, c->rms_norm_eps);

@@ -12,6 +12,7 @@
 #include "model/mla.h"
 #include "model/model.h"
 #include "model/rmsnorm.h"
+#include "model/softcap.h"
 #include "model/swiglu.h"
 
 ModelPart model_part_all(const ModelConfig *c) {
@@ -221,6 +222,22 @@ void gqa_qkv(const ModelConfig *c, const LayerWeights *L, int N, Workspace *ws) 
     head_rmsnorm_forward(ws->k, ws->qk_rinv + H, H + G, ws->k, L->k_head_norm, N, G, d, c->rms_norm_eps);
 }
 
+/* ws->x += out_norm(W in) over N rows (out_norm: gemma2's sandwich norm of a
+ * block's output; NULL: plain x += W in). ws->xn is the scratch: the block's
+ * input, no longer needed once its projections are made. */
+void block_residual(const ModelConfig *c, const float *out_norm, const float *in, const Tensor *W, const float *bias,
+                    int N, Workspace *ws) {
+    if (!out_norm) {
+        matmul_forward(ws->x, in, W, bias, N, 1);
+        return;
+    }
+    int64_t n = (int64_t)N * c->hidden_size;
+    matmul_forward(ws->xn, in, W, bias, N, 0);
+    rmsnorm_forward(ws->xn, ws->xn, out_norm, N, c->hidden_size, c->rms_norm_eps);
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) ws->x[i] += ws->xn[i];
+}
+
 /* x += o_proj(attention(rope(q), rope(k), v)) of xn (q, k per-head normed first for qk_norm models). */
 static void gqa_attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
     int B = ws->B, T = ws->T, N = B * T, d = c->head_dim;
@@ -231,8 +248,8 @@ static void gqa_attention_block(const ModelConfig *c, const LayerWeights *L, int
     rope_forward(ws->q, (int64_t)c->n_heads * d, &ws->rope, B, T, 0, &q_rope);
     rope_forward(ws->k, (int64_t)c->n_kv_heads * d, &ws->rope, B, T, 0, &k_rope);
     attention_forward(ws->att, ws->q, ws->k, ws->v, B, T, c->n_heads, c->n_kv_heads, c->head_dim, c->head_dim,
-                      c->sliding_window, (float)(1.0 / sqrt((double)c->head_dim)));
-    matmul_forward(ws->x, ws->att, &L->o, L->o_bias, N, 1);
+                      hf_config_layer_window(c, layer), (float)hf_config_attn_scale(c), (float)c->attn_softcap);
+    block_residual(c, L->attn_out_norm, ws->att, &L->o, L->o_bias, N, ws);
 }
 
 void attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
@@ -240,7 +257,7 @@ void attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Wor
     else gqa_attention_block(c, L, layer, ws);
 }
 
-/* x += down(silu(gate(xn)) * up(xn)), or the MoE of it. */
+/* x += down(silu(gate(xn)) * up(xn)) (gemma2: gelu_tanh, the sum normed), or the MoE of it. */
 void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
     int N = ws->B * ws->T;
     if (hf_config_layer_is_moe(c, layer)) {
@@ -250,13 +267,34 @@ void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace
     }
     matmul_forward(ws->h1, ws->xn, &L->gate, L->gate_bias, N, 0);
     matmul_forward(ws->h2, ws->xn, &L->up, L->up_bias, N, 0);
-    swiglu_forward(ws->h1, ws->h2, (int64_t)N * c->intermediate_size);
-    matmul_forward(ws->x, ws->h1, &L->down, L->down_bias, N, 1);
+    if (c->gelu_mlp) geglu_forward(ws->h1, ws->h2, (int64_t)N * c->intermediate_size);
+    else swiglu_forward(ws->h1, ws->h2, (int64_t)N * c->intermediate_size);
+    block_residual(c, L->mlp_out_norm, ws->h1, &L->down, L->down_bias, N, ws);
+}
+
+/* gemma2's sqrt(hidden_size), as transformers makes it: a tensor of the
+ * embedding's dtype, so rounded to bf16/f16 for such weights. */
+static float embed_normalizer(const Model *m) {
+    float f = (float)sqrt((double)m->cfg.hidden_size);
+    switch (m->w.embed.dtype) {
+    case TM_BF16: return tm_bf16_to_f32(tm_f32_to_bf16(f));
+    case TM_F16: return tm_f16_to_f32(tm_f32_to_f16(f));
+    default: return f;
+    }
+}
+
+void model_embed_rows(const Model *m, const int32_t *tokens, int N, float *out) {
+    embedding_forward(out, tokens, &m->w.embed, N);
+    if (!m->cfg.embed_scaled) return;
+    float s = embed_normalizer(m);
+    int64_t n = (int64_t)N * m->cfg.hidden_size;
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] *= s;
 }
 
 void model_embed(const Model *m, const int32_t *tokens, Workspace *ws) {
     if (!m->part.embed) tm_die("model_embed: this part of the model holds no embedding");
-    embedding_forward(ws->x, tokens, &m->w.embed, ws->B * ws->T);
+    model_embed_rows(m, tokens, ws->B * ws->T, ws->x);
 }
 
 void model_layers(const Model *m, Workspace *ws, int first, int end) {
@@ -287,6 +325,7 @@ void model_forward(const Model *m, const int32_t *tokens, Workspace *ws) {
 
 void model_logits(const Model *m, const float *hidden, int n, float *logits) {
     matmul_forward(logits, hidden, &m->w.lm_head, NULL, n, 0);
+    softcap_forward(logits, (int64_t)n * m->cfg.vocab_size, (float)m->cfg.final_softcap);
 }
 
 double model_head_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted) {
@@ -297,6 +336,7 @@ double model_head_nll(const Model *m, const int32_t *tokens, Workspace *ws, int6
     for (int v0 = 0; v0 < V; v0 += ws->vocab_chunk) {
         int cols = V - v0 < ws->vocab_chunk ? V - v0 : ws->vocab_chunk;
         matmul_forward_rows(ws->logits, cols, ws->xn, &m->w.lm_head, v0, v0 + cols, N, 0);
+        softcap_forward(ws->logits, (int64_t)N * cols, (float)m->cfg.final_softcap);
         crossentropy_update(&ws->ce, N, ws->logits, cols, v0, ws->targets);
     }
     return crossentropy_finish(&ws->ce, N, ws->targets, n_predicted);

@@ -82,6 +82,9 @@ void workspace_free(Workspace *ws);
 void model_forward(const Model *m, const int32_t *tokens, Workspace *ws);
 /* The forward pass in pieces, for a process holding part of the model. */
 void model_embed(const Model *m, const int32_t *tokens, Workspace *ws); /* ws->x = embedding rows (part.embed) */
+/* out[N, D] = the embedding rows of tokens, times sqrt(hidden_size) for gemma2
+ * (cfg.embed_scaled): what model_embed and the decoder feed the first layer. */
+void model_embed_rows(const Model *m, const int32_t *tokens, int N, float *out);
 void model_layers(const Model *m, Workspace *ws, int first, int end);  /* ws->x through layers [first, end) of the part */
 void model_final_norm(const Model *m, Workspace *ws);                  /* ws->xn = final norm of ws->x (part.head) */
 /* NLL summed over the B*(T-1) predicted tokens, from ws->xn after
@@ -107,6 +110,10 @@ void attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Wor
  * for qk_norm models the per-head QK-norm (ws->qk_rinv filled); before RoPE. */
 void gqa_qkv(const ModelConfig *c, const LayerWeights *L, int N, Workspace *ws);
 void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws);
+/* ws->x += out_norm(in W^T + bias) over N rows; out_norm NULL: no norm (gemma2's
+ * sandwich norms otherwise); ws->xn is overwritten as scratch. */
+void block_residual(const ModelConfig *c, const float *out_norm, const float *in, const Tensor *W, const float *bias,
+                    int N, Workspace *ws);
 /* Training: dembed[V, D] (fp32) += the rows of dout [N, D] at tokens
  * (deterministic: the same order whatever the thread count). */
 void embedding_backward(float *dembed, const float *dout, const int32_t *tokens, int N, int D);

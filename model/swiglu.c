@@ -10,6 +10,15 @@ void swiglu_forward(float *gate, const float *up, int64_t n) {
     }
 }
 
+void geglu_forward(float *gate, const float *up, int64_t n) {
+    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        gate[i] = 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g))) * up[i];
+    }
+}
+
 void swiglu_forward_out(float *out, const float *gate, const float *up, int64_t n) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) {

@@ -32,6 +32,7 @@ static float *alloc_f(LayerActs *a, size_t n) {
 static int is_mla(const ModelConfig *c) { return c->arch == TM_ARCH_DEEPSEEK_V3; }
 
 void layer_acts_init(LayerActs *a, const ModelConfig *c, int B, int T) {
+    if (c->arch == TM_ARCH_GEMMA2) tm_die("training: gemma2 layers are not supported"); /* caps, GeGLU, sandwich norms */
     if (c->sliding_window) tm_die("training: %s layers with a sliding window are not supported", tm_arch_name(c->arch));
     memset(a, 0, sizeof *a);
     a->B = B;

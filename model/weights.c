@@ -15,6 +15,7 @@ typedef struct {
     int64_t rows, cols; /* vector: cols == 0 */
     Tensor *mat;        /* matrices bind as views ... */
     float **vec;        /* ... vectors as fp32 copies */
+    float add;          /* added to each element of a vector (gemma2's (1 + w) norms) */
     char why[200];      /* the config fields that fix the shape, for messages */
 } ParamSpec;
 
@@ -49,6 +50,12 @@ static void add_vec(SpecList *l, float **slot, int64_t n, const char *why, const
     ParamSpec *s = add_spec(l, why, fmt, layer, -1);
     s->rows = n;
     s->vec = slot;
+}
+
+/* An RMSNorm weight of width D: gemma2's multiply by (1 + w). */
+static void add_norm(SpecList *l, float **slot, const ModelConfig *c, const char *fmt, int layer) {
+    add_vec(l, slot, c->hidden_size, "hidden_size", fmt, layer);
+    if (c->norm_plus_one) l->v[l->n - 1].add = 1.0f;
 }
 
 static void gqa_attention_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, int i) {
@@ -157,24 +164,30 @@ static void dense_mlp_specs(SpecList *l, LayerWeights *L, const ModelConfig *c, 
     }
 }
 
-/* The parameter list of a llama/qwen2/mistral/mixtral/deepseek_v3/qwen3/qwen3_moe/phi3 model, or
- * of the part of it `p` names (the embedding also for a tied head). */
+/* The parameter list of a llama/qwen2/mistral/mixtral/deepseek_v3/qwen3/qwen3_moe/phi3/gemma2 model,
+ * or of the part of it `p` names (the embedding also for a tied head). */
 static void build_specs(SpecList *l, ModelWeights *w, const ModelConfig *c, const ModelPart *p) {
     int64_t D = c->hidden_size, V = c->vocab_size;
-    const char *d_why = "hidden_size", *v_why = "vocab_size, hidden_size";
+    const char *v_why = "vocab_size, hidden_size";
     if (p->embed || (p->head && c->tie_word_embeddings))
         add_mat(l, &w->embed, V, D, v_why, "model.embed_tokens.weight", 0, -1);
     for (int i = p->first; i < p->end; i++) {
         LayerWeights *L = &w->layers[i];
-        add_vec(l, &L->input_norm, D, d_why, "model.layers.%d.input_layernorm.weight", i);
+        add_norm(l, &L->input_norm, c, "model.layers.%d.input_layernorm.weight", i);
         if (c->arch == TM_ARCH_DEEPSEEK_V3) mla_attention_specs(l, L, c, i);
         else gqa_attention_specs(l, L, c, i);
-        add_vec(l, &L->post_norm, D, d_why, "model.layers.%d.post_attention_layernorm.weight", i);
+        if (c->sandwich_norms) {
+            add_norm(l, &L->attn_out_norm, c, "model.layers.%d.post_attention_layernorm.weight", i);
+            add_norm(l, &L->post_norm, c, "model.layers.%d.pre_feedforward_layernorm.weight", i);
+            add_norm(l, &L->mlp_out_norm, c, "model.layers.%d.post_feedforward_layernorm.weight", i);
+        } else {
+            add_norm(l, &L->post_norm, c, "model.layers.%d.post_attention_layernorm.weight", i);
+        }
         if (hf_config_layer_is_moe(c, i)) moe_specs(l, L, c, i);
         else dense_mlp_specs(l, L, c, i);
     }
     if (p->head) {
-        add_vec(l, &w->final_norm, D, d_why, "model.norm.weight", 0);
+        add_norm(l, &w->final_norm, c, "model.norm.weight", 0);
         if (!c->tie_word_embeddings) add_mat(l, &w->lm_head, V, D, "tie_word_embeddings=false", "lm_head.weight", 0, -1);
     }
 }
@@ -238,6 +251,7 @@ static int bind_one(ModelWeights *w, const ParamSpec *s, const StTensor *t, cons
     } else {
         *s->vec = own(w, (size_t)s->rows * sizeof(float));
         tensor_to_f32(&view, 0, s->rows, *s->vec);
+        for (int64_t i = 0; i < s->rows && s->add != 0; i++) (*s->vec)[i] += s->add;
     }
     w->n_params += view.rows * view.cols;
     w->n_bytes += bytes;

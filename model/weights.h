@@ -1,6 +1,11 @@
 /* Every parameter of a GQA model, with its shape, in one place (llm.c's
  * ParameterTensors habit). Matrices are views of the stored weights; the small
- * vectors (norms, biases) are widened to fp32 once at load. */
+ * vectors (norms, biases) are widened to fp32 once at load. gemma2's RMSNorm
+ * weights are stored around 0 and multiply by (1 + w): 1 is added here, at
+ * load, so every norm vector in memory is the factor the forward multiplies
+ * by. (Code that would write norms back to a file, train/save_model.c and
+ * the converter's export, is refused for gemma2: it would have to subtract
+ * the 1 again.) */
 #ifndef TM_MODEL_WEIGHTS_H
 #define TM_MODEL_WEIGHTS_H
 
@@ -29,7 +34,11 @@ typedef struct {
     Tensor kv_a, kv_b;           /* [R+dr, D] (rope rows last), [H*(dn+dv), R] */
     float *q_a_bias, *kv_a_bias; /* attention_bias */
     float *q_a_norm, *kv_a_norm; /* [Rq], [R] */
-    float *post_norm;            /* [D] */
+    float *post_norm;            /* [D] the MLP's input norm (gemma2: pre_feedforward_layernorm) */
+    /* gemma2 (cfg.sandwich_norms): norms of the attention's and the MLP's
+     * outputs before the residual add (post_attention_layernorm,
+     * post_feedforward_layernorm); NULL otherwise */
+    float *attn_out_norm, *mlp_out_norm;
     /* dense MLP */
     Tensor gate, up, down;
     float *gate_bias, *up_bias, *down_bias;

@@ -42,6 +42,8 @@ static int check_settings(Run *r) {
     if (c->arch == TM_ARCH_DEEPSEEK_V3)
         return tm_fail("%s: model_type deepseek_v3 is already MLA; convert takes the GQA types",
                        s->model_path);
+    if (c->arch == TM_ARCH_GEMMA2) /* its (1 + w) norms, soft-caps, per-layer windows and sandwich norms */
+        return tm_fail("%s/config.json: model_type gemma2: conversion of gemma2 is not supported yet", s->model_path);
     if (c->qk_norm && run_data_free(r))
         return tm_fail("%s/config.json: model_type %s normalises each q/k head (QK-norm); folding that into the "
                        "projections needs calibration data, so --cal-dataset none cannot convert it", s->model_path,

@@ -60,7 +60,7 @@ static void advance(FitRun *f, const ModelConfig *c, const LayerWeights *L, int 
 
 /* Layer l's fit data from the held stream: projections and the original
  * attention (full RoPE) output. */
-static void fit_data(FitRun *f, const ModelConfig *c, const LayerWeights *L) {
+static void fit_data(FitRun *f, const ModelConfig *c, const LayerWeights *L, int l) {
     int D = c->hidden_size, H = c->n_heads, G = c->n_kv_heads, d = c->head_dim;
     FitStream *st = &f->st;
     FitData *fd = &f->fd;
@@ -77,8 +77,8 @@ static void fit_data(FitRun *f, const ModelConfig *c, const LayerWeights *L) {
         RopeLayout ql = {.n_heads = H, .head_stride = d}, kl = {.n_heads = G, .head_stride = d};
         rope_forward(st->ws.q, (int64_t)H * d, &st->ws.rope, B, st->T, 0, &ql);
         rope_forward(st->ws.k, (int64_t)G * d, &st->ws.rope, B, st->T, 0, &kl);
-        attention_forward(fd->o + row0 * H * d, st->ws.q, st->ws.k, v, B, st->T, H, G, d, d, c->sliding_window,
-                          (float)(1.0 / sqrt((double)d)));
+        attention_forward(fd->o + row0 * H * d, st->ws.q, st->ws.k, v, B, st->T, H, G, d, d,
+                          hf_config_layer_window(c, l), (float)hf_config_attn_scale(c), (float)c->attn_softcap);
     }
 }
 
@@ -125,7 +125,7 @@ static void send_original_stream(FitRun *f, Run *r) {
     float *keep = fit_rows_alloc(f->st.N, c->hidden_size);
     memcpy(keep, f->st.x, (size_t)n * sizeof *keep);
     for (int l = r->first; l < r->end; l++) {
-        fit_data(f, c, &r->orig.w.layers[l]);
+        fit_data(f, c, &r->orig.w.layers[l], l);
         advance(f, c, &r->orig.w.layers[l], l, f->fd.o);
     }
     fit_stream_send(f->st.x, n, 0, &r->t);
@@ -272,7 +272,7 @@ static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
     if (s->progress && r->t.replica == 0)
         fprintf(stderr, "rorope-fit: layer %d/%d (rank %d, %d replicas)%s\n", l + 1, c->n_layers, r->t.rank,
                 r->t.replicas, saved ? ": done before, loaded from the state" : "");
-    FitProblem prob = {.s = r->rs, .H = c->n_heads, .inv_freq = inv_freq, .window = c->sliding_window,
+    FitProblem prob = {.s = r->rs, .H = c->n_heads, .inv_freq = inv_freq, .window = hf_config_layer_window(c, l),
                        .o_proj = &r->orig.w.layers[l].o, .steps = s->rorope_fit_steps, .lr = s->rorope_fit_lr,
                        .comm = r->t.stage_comm, .mb_first = f->st.mb_first, .mb_total = f->st.mb_total};
     rc = saved ? load_layer(f, r, l, &prob, P) : fit_new_layer(f, r, l, &prob, P);
@@ -346,7 +346,7 @@ int stage_rorope_fit(Run *r) {
     for (int l = r->first; l < r->end && !rc; l++) {
         rc = dist_stop_signal(t->stage_comm) ? RUN_STOPPED : 0;
         if (rc) break;
-        fit_data(&f, c, &r->orig.w.layers[l]);
+        fit_data(&f, c, &r->orig.w.layers[l], l);
         rc = fit_agree_status(fit_layer(&f, r, l, inv_freq), t->stage_comm);
         if (!rc && (l + 1 < r->end || (sequential && !last)))
             advance(&f, c, &r->orig.w.layers[l], l, f.o_fit ? f.o_fit : f.fd.o);

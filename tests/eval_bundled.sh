@@ -3,6 +3,7 @@
 # against the float64 numpy reference (tests/ref/tm_ref.py) run now, within
 # 1e-5 relative (fp32 forward vs float64: measured ~1e-7), and against the
 # published numbers in ../shared/README.md, within the 1e-4.
+# gemma2-dev from ../shared likewise (skipped without it).
 # Also: u32 token files and an uneven last micro-batch give the same result.
 # usage: eval_bundled.sh TRANSMLA PYTHON
 set -u
@@ -39,5 +40,15 @@ for spec in "stories260K 15.389023" "bytelm-dev 4.9645"; do
     ref_few=$("$py" "$here/ref/tm_ref.py" ppl "$model" "$model/eval.u16" --seqlen 256 --nseq 5 | field ppl)
     check "$name 5 windows of 256" "$few" "$ref_few" 1e-5
 done
+# gemma2-dev (../shared): soft-caps, sandwich norms, a 128-token window on layers 0 and 2 within 512
+g2=$here/../../shared/models/gemma2-dev
+if [ -f "$g2/config.json" ]; then
+    ours=$("$bin" eval --model-path "$g2" --tokens "$g2/eval.u16" --seqlen 512 --nseq 16 --json | field ppl)
+    ref=$("$py" "$here/ref/tm_ref.py" ppl "$g2" "$g2/eval.u16" --seqlen 512 --nseq 16 | field ppl)
+    check "gemma2-dev vs numpy reference" "$ours" "$ref" 1e-5
+    check "gemma2-dev vs published" "$ours" 4.2585 1e-4
+else
+    echo "skip  gemma2-dev: $g2 not found"
+fi
 [ "$fails" -eq 0 ] && echo "all passed"
 [ "$fails" -eq 0 ]

@@ -5,7 +5,7 @@
 # and require the perplexity on eval.u16 (16 x 512) to fall well below the
 # converted model's (to < 0.75x; measured 14.3 -> ~7). The conversion uses
 # the published method (--fit none): this test measures what
-# fine-tuning recovers; the fit's own gain is rorope_fit_bytelm's.
+# fine-tuning recovers; the fit's own gain is bench/bench_rorope_fit.sh's.
 # usage: finetune_bytelm.sh TRANSMLA PYTHON
 set -euo pipefail
 BIN=$1 PY=$2

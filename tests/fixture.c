@@ -22,7 +22,8 @@ static const char *const REQUIRED[] = {"llama_mha_tied",     "llama_gqa2_bf16", 
                                        "dsv3_noqlora_dense", "dsv3_qlora_bias_llama3_f16",
                                        "dsv3_moe_softmax",   "dsv3_tied_bf16",     "qwen3",
                                        "qwen3_bf16",         "qwen3_moe",          "qwen3_moe_norm",
-                                       "phi3",               "phi3_bf16"};
+                                       "phi3",               "phi3_bf16",          "gemma2",
+                                       "gemma2_bf16"};
 
 static int lists(const json_t *list, const char *name) {
     size_t i;

@@ -15,7 +15,7 @@ endfunction()
 # JSON and safetensors: config.json, presets, safetensors headers.
 tm_fuzz_lib(fuzz_json_lib ${SRC}/io/base/error.c ${SRC}/io/dtype.c ${SRC}/io/base/checked.c ${SRC}/io/json_util.c
             ${SRC}/io/safetensors.c ${SRC}/io/hf_config.c ${SRC}/io/hf_config_limits.c ${SRC}/cli/preset.c)
-target_link_libraries(fuzz_json_lib PUBLIC PkgConfig::JANSSON)
+target_link_libraries(fuzz_json_lib PUBLIC PkgConfig::JANSSON m) # m: hf_config_attn_scale
 
 # Text: tokenizer.json, encode/decode, chat JSONL.
 tm_fuzz_lib(fuzz_text_lib

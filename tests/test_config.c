@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,12 +273,56 @@ static void phi3_config(void **state) {
     assert_true(c.rms_norm_eps == 1e-5);
 }
 
+/* gemma2-dev's config.json, and Gemma2Config's defaults and layer_types. */
+#define GEMMA2 "{" BASE "\"model_type\": \"gemma2\", \"num_attention_heads\": 4"
+static void gemma2_config(void **state) {
+    char path[32];
+    ModelConfig c;
+    assert_int_equal(hf_config_load(&c, TM_SOURCE_DIR "/../shared/models/gemma2-dev/config.json"), 0);
+    assert_int_equal(c.arch, TM_ARCH_GEMMA2);
+    assert_string_equal(tm_arch_name(c.arch), "gemma2");
+    assert_int_equal(c.head_dim, 64);
+    assert_true(c.query_pre_attn_scalar == 80 && c.attn_softcap == 50 && c.final_softcap == 30);
+    assert_true(c.gelu_mlp && c.sandwich_norms && c.norm_plus_one && c.embed_scaled && c.tie_word_embeddings);
+    assert_int_equal(c.sliding_window, 128);
+    assert_int_equal(hf_config_layer_window(&c, 0), 128);
+    assert_int_equal(hf_config_layer_window(&c, 1), 0);
+    assert_int_equal(hf_config_layer_window(&c, 2), 128);
+    assert_true(hf_config_attn_scale(&c) == 1.0 / sqrt(80.0));
+    /* Gemma2Config defaults: head_dim 256, scalar 256, caps 50 and 30, window 4096, tied */
+    assert_int_equal(load_json(GEMMA2 "}", &c, path), 0);
+    assert_int_equal(c.head_dim, 256);
+    assert_true(c.query_pre_attn_scalar == 256 && c.attn_softcap == 50 && c.final_softcap == 30);
+    assert_true(c.tie_word_embeddings && c.rms_norm_eps == 1e-6);
+    assert_int_equal(hf_config_layer_window(&c, 0), 4096);
+    assert_int_equal(hf_config_layer_window(&c, 1), 0);
+    /* null caps: none; layer_types all sliding, all full */
+    assert_int_equal(load_json(GEMMA2 ", \"attn_logit_softcapping\": null, \"final_logit_softcapping\": null, "
+                                      "\"layer_types\": [\"sliding_attention\", \"sliding_attention\"]}", &c, path), 0);
+    assert_true(c.attn_softcap == 0 && c.final_softcap == 0);
+    assert_int_equal(hf_config_layer_window(&c, 1), 4096);
+    assert_int_equal(load_json(GEMMA2 ", \"layer_types\": [\"full_attention\", \"full_attention\"]}", &c, path), 0);
+    assert_int_equal(hf_config_layer_window(&c, 0), 0);
+    /* other architectures: one window for every layer */
+    assert_int_equal(load_json("{" BASE "\"model_type\": \"mistral\", \"num_attention_heads\": 4, \"sliding_window\": 7}",
+                               &c, path), 0);
+    assert_int_equal(hf_config_layer_window(&c, 1), 7);
+    assert_true(hf_config_attn_scale(&c) == 1.0 / sqrt(16.0));
+    expect_error(GEMMA2 ", \"layer_types\": [\"full_attention\", \"sliding_attention\"]}", "'layer_types'");
+    expect_error(GEMMA2 ", \"layer_types\": [\"sliding_attention\"]}", "'layer_types'");
+    expect_error(GEMMA2 ", \"hidden_activation\": \"gelu\"}", "'hidden_activation'");
+    expect_error(GEMMA2 ", \"query_pre_attn_scalar\": 0}", "'query_pre_attn_scalar'");
+    expect_error(GEMMA2 ", \"attn_logit_softcapping\": -1}", "'attn_logit_softcapping'");
+    expect_error(GEMMA2 ", \"use_bidirectional_attention\": true}", "'use_bidirectional_attention'");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(qwen25_72b), cmocka_unit_test(mixtral_8x7b), cmocka_unit_test(llama32_1b),
         cmocka_unit_test(phi_4), cmocka_unit_test(qwen3_8b), cmocka_unit_test(qwen3_30b_a3b),
         cmocka_unit_test(bad_configs), cmocka_unit_test(defaults_follow_transformers),
         cmocka_unit_test(qwen3_dev), cmocka_unit_test(qwen3_fields), cmocka_unit_test(phi3_config),
+        cmocka_unit_test(gemma2_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

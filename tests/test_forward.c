@@ -111,7 +111,7 @@ static void check_fixture(const char *name) {
 }
 
 static void all_fixtures(void **state) {
-    json_t *list = fixture_list(); /* fails unless it lists all fourteen */
+    json_t *list = fixture_list(); /* fails unless it lists every REQUIRED fixture (fixture.c) */
     size_t i;
     json_t *v;
     json_array_foreach(list, i, v) check_fixture(json_string_value(v));

@@ -165,7 +165,7 @@ static void case_attention(void) {
     /* without documents: what attention_forward computes */
     float *o1 = buf((int64_t)N * H * dv, NULL), *o2 = buf((int64_t)N * H * dv, NULL);
     attention_forward_train(o1, lse, q, k, v, B, T, H, G, dqk, dv, NULL, scale);
-    attention_forward(o2, q, k, v, B, T, H, G, dqk, dv, 0, scale);
+    attention_forward(o2, q, k, v, B, T, H, G, dqk, dv, 0, scale, 0);
     float ref, d = max_abs_diff(o1, o2, (int64_t)N * H * dv, &ref);
     if (d > 1e-6f * ref) tm_die("attention_forward_train differs from attention_forward by %g", d);
     put("out", out, N, H * dv);

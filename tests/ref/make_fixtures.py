@@ -42,7 +42,7 @@ TORCH_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
         "qwen2": "Qwen2ForCausalLM", "mixtral": "MixtralForCausalLM",
         "deepseek_v3": "DeepseekV3ForCausalLM", "qwen3": "Qwen3ForCausalLM",
-        "qwen3_moe": "Qwen3MoeForCausalLM", "phi3": "Phi3ForCausalLM"}
+        "qwen3_moe": "Qwen3MoeForCausalLM", "phi3": "Phi3ForCausalLM", "gemma2": "Gemma2ForCausalLM"}
 
 
 def base_config(model_type, D, L, H, G, d, I, V, dtype, **extra):
@@ -194,6 +194,23 @@ def fixture_specs():
             base_config("phi3", D=32, L=2, H=4, G=1, d=8, I=48, V=64, dtype="BF16",
                         partial_rotary_factor=0.5, sliding_window=6, tie_word_embeddings=True),
             "BF16", 1, 112),
+        # gemma2: 3 layers (0 and 2 windowed, 1 full), a window of 5 < T; caps small enough to
+        # bite (scores reach ~|5|, logits ~|8|); query_pre_attn_scalar 24 != head_dim 16;
+        # norm weights stored far from 0, so (1 + w) and w differ everywhere
+        "gemma2": (
+            base_config("gemma2", D=32, L=3, H=4, G=2, d=16, I=64, V=80, dtype="F32", rms_norm_eps=1e-6,
+                        hidden_act="gelu_pytorch_tanh", hidden_activation="gelu_pytorch_tanh",
+                        tie_word_embeddings=True, query_pre_attn_scalar=24, attn_logit_softcapping=3.0,
+                        final_logit_softcapping=5.0, sliding_window=5),
+            "F32", 1, 113),
+        # bf16: sqrt(48) = 6.928 is 6.9375 as a bf16 normalizer; layer_types given explicitly
+        "gemma2_bf16": (
+            base_config("gemma2", D=48, L=2, H=4, G=2, d=16, I=64, V=64, dtype="BF16", rms_norm_eps=1e-6,
+                        hidden_act="gelu_pytorch_tanh", hidden_activation="gelu_pytorch_tanh",
+                        tie_word_embeddings=True, query_pre_attn_scalar=32, attn_logit_softcapping=4.0,
+                        final_logit_softcapping=6.0, sliding_window=6,
+                        layer_types=["sliding_attention", "full_attention"]),
+            "BF16", 1, 114),
         # deepseek_v3 (MLA).  Latent projections are scaled so the latents' mean square is
         # ~2e-4: the latent RMSNorms' eps (1e-6, whatever rms_norm_eps says) then matters.
         # (a) plain q_proj, interleaved rope, every layer dense, no biases, qk_nope 16 != v_head 12
@@ -244,7 +261,10 @@ def make_weights(cfg, seed):
             W[name + ".bias"] = rng.standard_normal(out_f) * 0.1
 
     def norm(name, n):
-        W[name] = 1.0 + 0.1 * rng.standard_normal(n)
+        if cfg.gemma2:  # stored around 0 in real checkpoints; here away from 0 so both w and 1 + w show
+            W[name] = rng.uniform(0.2, 1.2, n)
+        else:
+            W[name] = 1.0 + 0.1 * rng.standard_normal(n)
 
     # tied models read logits through the embedding: keep it at output-layer scale
     W["model.embed_tokens.weight"] = rng.standard_normal((V, D)) * (1.5 / np.sqrt(D) if cfg.tie else 1.0)
@@ -266,6 +286,9 @@ def make_weights(cfg, seed):
             W[p + "self_attn.q_norm.weight"] = rng.uniform(0.3, 2.0, d)
             W[p + "self_attn.k_norm.weight"] = rng.uniform(0.3, 2.0, d)
         norm(p + "post_attention_layernorm.weight", D)
+        if cfg.gemma2:
+            norm(p + "pre_feedforward_layernorm.weight", D)
+            norm(p + "post_feedforward_layernorm.weight", D)
         if cfg.sparse[l]:
             q = p + "mlp."
             W[q + "gate.weight"] = rng.standard_normal((cfg.n_experts, D)) * (1.5 / np.sqrt(D))
@@ -413,6 +436,8 @@ def sanity(name, cfg, W, ids, lg):
             raise SystemExit("%s: the QK-norm is not exercised" % name)
     if cfg.model_type == "phi3":
         notes += sanity_phi3(name, cfg, W, ids, lg)
+    if cfg.model_type == "gemma2":
+        notes += sanity_gemma2(name, cfg, W, ids, lg)
     if cfg.n_experts:
         # every expert gets picked somewhere, and no token's top-k is a near-tie in any layer
         # (an fp32 engine must make the same routing choices); router inputs captured in the forward
@@ -442,6 +467,23 @@ def sanity(name, cfg, W, ids, lg):
         notes.append("experts used per layer %s of %d, min top-k logit gap %.1e" % (used, cfg.n_experts, min(gaps)))
         if min(gaps) < 1e-3 or min(used) < cfg.n_experts:
             raise SystemExit("%s: routing not exercised as intended (near-tie or unused expert)" % name)
+    return notes
+
+
+def sanity_gemma2(name, cfg, W, ids, lg):
+    """Both window kinds occur, and each gemma2 feature moves the logits: both soft-caps, the scalar
+    (the window itself is checked in sanity)."""
+    notes = []
+    windowed = [l for l, w in enumerate(cfg.windows) if w is not None]
+    if not windowed or len(windowed) == cfg.n_layers or min(cfg.windows[l] for l in windowed) >= T:
+        raise SystemExit("%s: needs windowed (window < %d) and full layers" % (name, T))
+    for what, change in (("attention soft-cap", dict(attn_logit_softcapping=None)),
+                         ("final soft-cap", dict(final_logit_softcapping=None)),
+                         ("query_pre_attn_scalar", dict(query_pre_attn_scalar=cfg.d))):
+        moved = float(np.abs(tm_ref.logits(tm_ref.Config(dict(cfg.raw, **change)), W, ids[0]) - lg[0]).max())
+        notes.append("no %s: %.2f" % (what, moved) if what != "query_pre_attn_scalar" else "head_dim scale: %.2f" % moved)
+        if moved < 1e-2:
+            raise SystemExit("%s: %s not exercised" % (name, what))
     return notes
 
 
@@ -700,8 +742,9 @@ def main():
     if refdir is None:
         print("shared refmodel.py not found (set TM_SHARED_REF): cross-check skipped")
         return 0
-    print("cross-checking against %s/refmodel.py (not phi3, which it lacks)" % refdir)
-    worst, failed = cross_check(outdir, [n for n in specs if specs[n][0]["model_type"] != "phi3"], refdir, routers)
+    print("cross-checking against %s/refmodel.py (not phi3 or gemma2, which it lacks)" % refdir)
+    worst, failed = cross_check(outdir, [n for n in specs if specs[n][0]["model_type"] not in ("phi3", "gemma2")],
+                                refdir, routers)
     if failed:
         print("CROSS-CHECK FAILED for %s (tolerance %.0e, worst %.2e)" % (", ".join(failed), TOL, worst),
               file=sys.stderr)

@@ -12,7 +12,10 @@ Contents
     per-head q_norm/k_norm before RoPE), qwen3_moe (Qwen3MoeForCausalLM: the
     same attention, softmax top-k MoE, dense layers per mlp_only_layers and
     decoder_sparse_step), phi3 (fused qkv_proj and gate_up_proj,
-    partial_rotary_factor) and deepseek_v3
+    partial_rotary_factor), gemma2 (Gemma2ForCausalLM: (1 + w) RMSNorms, sandwich
+    norms, GeGLU, query_pre_attn_scalar, attention and final logit soft-capping,
+    embeddings scaled by sqrt(hidden_size) in the weights' dtype, sliding window on
+    the layers layer_types names, by default the even ones) and deepseek_v3
     (DeepseekV3ForCausalLM: MLA attention, dense/MoE MLP).  For deepseek_v3 the
     MoE routing is transformers' by default (router="hf": sigmoid scores,
     e_score_correction_bias, group-limited top-k; scoring_func ignored) or, with
@@ -202,6 +205,11 @@ _DEFAULTS = {
                       attention_bias=False, num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768,
                       decoder_sparse_step=1, norm_topk_prob=False, mlp_only_layers=None),
     "phi3": dict(rope_theta=10000.0, rms_norm_eps=1e-5, sliding_window=None, partial_rotary_factor=1.0),
+    # Gemma2Config
+    "gemma2": dict(rope_theta=10000.0, rms_norm_eps=1e-6, head_dim=256, sliding_window=4096,
+                   query_pre_attn_scalar=256, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                   tie_word_embeddings=True, hidden_activation="gelu_pytorch_tanh", attention_bias=False,
+                   layer_types=None),
 }
 
 
@@ -242,7 +250,7 @@ class Config:
             return
         if mt not in _DEFAULTS:
             raise ValueError("model_type %r not supported (llama, mistral, qwen2, mixtral, qwen3, qwen3_moe, "
-                             "phi3, deepseek_v3)" % mt)
+                             "phi3, gemma2, deepseek_v3)" % mt)
         dflt = _DEFAULTS[mt]
 
         def get(k, default=None):
@@ -267,14 +275,14 @@ class Config:
             self.rope_dim = int(self.d * float(get("partial_rotary_factor")))
         self.rope_theta, self.rope_scaling = _rope_settings(raw, get)
         self.eps = float(get("rms_norm_eps"))
-        self.tie = bool(raw.get("tie_word_embeddings", False))
+        self.tie = bool(get("tie_word_embeddings", False))
         # biases, per the HF module definitions
         if mt == "llama":
             ab, mb = bool(raw.get("attention_bias", False)), bool(raw.get("mlp_bias", False))
             self.qkv_bias, self.o_bias, self.mlp_bias = ab, ab, mb
         elif mt == "qwen2":
             self.qkv_bias, self.o_bias, self.mlp_bias = True, False, False
-        elif mt in ("qwen3", "qwen3_moe"):
+        elif mt in ("qwen3", "qwen3_moe", "gemma2"):
             ab = bool(get("attention_bias"))
             self.qkv_bias, self.o_bias, self.mlp_bias = ab, ab, False
         else:
@@ -294,9 +302,24 @@ class Config:
             else:
                 mwl = int(get("max_window_layers"))
                 self.windows = [sw if (sw is not None and l >= mwl) else None for l in range(self.n_layers)]
+        elif mt == "gemma2":
+            # Gemma2Config: layer_types, by default "sliding_attention" where (i + 1) % 2, i.e. even i
+            lt = get("layer_types") or ["sliding_attention" if (l + 1) % 2 else "full_attention"
+                                        for l in range(self.n_layers)]
+            self.windows = [get("sliding_window") if t == "sliding_attention" else None for t in lt]
         else:
             self.windows = [None] * self.n_layers
         self.windows = [None if w is None else int(w) for w in self.windows]
+        self.gemma2 = mt == "gemma2"
+        self.attn_scale = 1.0 / math.sqrt(self.d)
+        self.attn_cap = self.final_cap = None
+        if self.gemma2:
+            if get("hidden_activation") != "gelu_pytorch_tanh":
+                raise ValueError("gemma2 hidden_activation %r not supported" % get("hidden_activation"))
+            self.attn_scale = float(get("query_pre_attn_scalar")) ** -0.5
+            self.attn_cap = get("attn_logit_softcapping")
+            self.final_cap = get("final_logit_softcapping")
+            self.torch_dtype = raw.get("torch_dtype", "float32")
         self.qk_norm = mt in ("qwen3", "qwen3_moe")
         # MoE
         self.n_experts = int(get("num_local_experts")) if mt == "mixtral" else 0
@@ -541,7 +564,9 @@ def attention(cfg, W, layer, h, cos, sin):
     rep = H // G
     # query head h belongs to kv head h // rep: group the query heads by kv head
     qg = q.reshape(G, rep * T, d)
-    s = np.matmul(qg, k.transpose(0, 2, 1)).reshape(G, rep, T, T) / math.sqrt(d)
+    s = np.matmul(qg, k.transpose(0, 2, 1)).reshape(G, rep, T, T) * cfg.attn_scale
+    if cfg.attn_cap is not None:  # gemma2: soft-capped before the mask
+        s = cfg.attn_cap * np.tanh(s / cfg.attn_cap)
     i = np.arange(T)[:, None]
     j = np.arange(T)[None, :]
     visible = j <= i
@@ -639,6 +664,45 @@ def gqa_mlp(cfg, W, layer, h):
     if cfg.model_type == "mixtral":
         return moe_mlp(cfg, W, layer, h)
     return dense_mlp(cfg, W, layer, h)
+
+
+# --------------------------------------------------------------------------
+# gemma2 (Gemma2ForCausalLM)
+# --------------------------------------------------------------------------
+
+def gemma_rmsnorm(x, w, eps):
+    """Gemma2RMSNorm: the weight is stored around 0 and multiplies as (1 + w)."""
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * (1.0 + w)
+
+
+def gelu_tanh(x):
+    """PyTorch gelu(approximate="tanh"), transformers' gelu_pytorch_tanh."""
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def round_to_dtype(v, torch_dtype):
+    """A float64 scalar as a tensor of torch_dtype holds it (round to nearest even)."""
+    if torch_dtype == "bfloat16":
+        return float(quantize(np.array([v]), "BF16")[0])
+    if torch_dtype == "float16":
+        return float(np.float16(v))
+    if torch_dtype == "float32":
+        return float(np.float32(v))
+    return float(v)
+
+
+def gemma2_layer(cfg, W, layer, x, cos, sin):
+    """Gemma2DecoderLayer: sandwich norms around the attention and the GeGLU MLP."""
+    p = "model.layers.%d." % layer
+    eps = cfg.eps
+    h = gemma_rmsnorm(x, _w(W, p + "input_layernorm.weight"), eps)
+    h = attention(cfg, W, layer, h, cos, sin)
+    x = x + gemma_rmsnorm(h, _w(W, p + "post_attention_layernorm.weight"), eps)
+    h = gemma_rmsnorm(x, _w(W, p + "pre_feedforward_layernorm.weight"), eps)
+    m = p + "mlp."
+    h = (gelu_tanh(h @ _w(W, m + "gate_proj.weight").T) * (h @ _w(W, m + "up_proj.weight").T)) \
+        @ _w(W, m + "down_proj.weight").T
+    return x + gemma_rmsnorm(h, _w(W, p + "post_feedforward_layernorm.weight"), eps)
 
 
 # --------------------------------------------------------------------------
@@ -829,6 +893,12 @@ def hidden_states(cfg, W, ids):
     ang = np.concatenate([ang, ang], axis=-1)
     cos, sin = np.cos(ang), np.sin(ang)
     x = _w(W, "model.embed_tokens.weight")[ids]
+    if getattr(cfg, "gemma2", False):
+        # Gemma2Model: normalizer = torch.tensor(hidden_size ** 0.5, dtype=hidden_states.dtype)
+        x = x * round_to_dtype(cfg.D ** 0.5, cfg.torch_dtype)
+        for l in range(cfg.n_layers):
+            x = gemma2_layer(cfg, W, l, x, cos, sin)
+        return gemma_rmsnorm(x, _w(W, "model.norm.weight"), cfg.eps)
     for l in range(cfg.n_layers):
         p = "model.layers.%d." % l
         h = rmsnorm(x, _w(W, p + "input_layernorm.weight"), cfg.eps)
@@ -860,7 +930,11 @@ def logits(cfg, W, ids, router=None):
     """Logits (T, V) of one sequence (T,), float64.  router: override cfg.router."""
     if router is not None:
         cfg = with_router(cfg if isinstance(cfg, Config) else Config(cfg), router)
-    return hidden_states(cfg, W, ids) @ output_matrix(cfg, W).T
+    z = hidden_states(cfg, W, ids) @ output_matrix(cfg, W).T
+    cap = getattr(cfg, "final_cap", None)
+    if cap is not None:  # gemma2: final_logit_softcapping
+        z = cap * np.tanh(z / cap)
+    return z
 
 
 def log_softmax(z):
