@@ -157,10 +157,8 @@ static int step_rorope(Run *r, const StepArgs *a, int l, const EigenSolver *e, i
     RoropeShape rs = r->rs;
     rs.freqfold = a->freqfold;
     int L = c->n_kv_heads * c->head_dim, rc;
-    const double *fold = run_qk_fold(r, l);
-    if (c->qk_norm && !fold) return -1;
     GqaAttn g;
-    gqa_attn_load(&g, c, &r->orig.w.layers[l], fold);
+    if (run_gqa_attn_load(r, l, &g)) return -1;
     double *P = mallocCheck((size_t)L * L * sizeof *P), *K = NULL;
     if (saved) {
         rc = resume_load_array(&r->resume, a->name, l, P, (int64_t)L * L);

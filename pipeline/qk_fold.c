@@ -14,29 +14,38 @@
 
 static int n_heads_qk(const Run *r) { return r->cfg.n_heads + r->cfg.n_kv_heads; }
 
+/* The [n_layers][H+G] table, NaN where a layer's means are not known yet. */
+static double *fold_table(Run *r) {
+    if (!r->qk_fold) {
+        int64_t n = (int64_t)r->cfg.n_layers * n_heads_qk(r);
+        r->qk_fold = mallocCheck((size_t)n * sizeof *r->qk_fold);
+        for (int64_t i = 0; i < n; i++) r->qk_fold[i] = NAN;
+    }
+    return r->qk_fold;
+}
+
 int run_qk_fold_set(Run *r, const CalibStats *keys) {
     if (!r->cfg.qk_norm) return 0;
     int n = n_heads_qk(r), rc = 0;
-    if (!r->qk_fold) r->qk_fold = callocCheck((size_t)r->cfg.n_layers * n, sizeof *r->qk_fold);
     for (int l = r->first; l < r->end && !rc; l++) {
-        double *f = r->qk_fold + (int64_t)l * n;
+        double *f = fold_table(r) + (int64_t)l * n;
         for (int j = 0; j < n; j++) f[j] = keys->rinv[l][j] / (double)keys->count;
         if (r->t.replica == 0) rc = resume_save_array(&r->resume, "qk-fold", l, f, n);
     }
     return rc;
 }
 
-const double *run_qk_fold(Run *r, int l) {
-    if (!r->cfg.qk_norm) return NULL;
-    int n = n_heads_qk(r);
-    if (!r->qk_fold) {
-        r->qk_fold = mallocCheck((size_t)r->cfg.n_layers * n * sizeof *r->qk_fold);
-        for (int64_t i = 0; i < (int64_t)r->cfg.n_layers * n; i++) r->qk_fold[i] = NAN;
+int run_gqa_attn_load(Run *r, int l, GqaAttn *g) {
+    const double *fold = NULL;
+    if (r->cfg.qk_norm) {
+        int n = n_heads_qk(r);
+        double *f = fold_table(r) + (int64_t)l * n;
+        /* an earlier run computed it: the phase that gathers the key statistics is over */
+        if (isnan(f[0]) && resume_load_array(&r->resume, "qk-fold", l, f, n)) return -1;
+        fold = f;
     }
-    double *f = r->qk_fold + (int64_t)l * n;
-    /* an earlier run computed it: the phase that gathers the key statistics is over */
-    if (isnan(f[0]) && resume_load_array(&r->resume, "qk-fold", l, f, n)) return NULL;
-    return f;
+    gqa_attn_load(g, &r->cfg, &r->orig.w.layers[l], fold);
+    return 0;
 }
 
 int run_qk_fold_eval(Run *r) {

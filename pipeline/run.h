@@ -143,10 +143,10 @@ void run_apply_attn_fit(Run *r, json_t *done);
 /* QK-norm models: each head's mean 1/rms over the calibration tokens, from
  * the key pass's sums, kept for this stage's layers and saved. 0 or -1. */
 int run_qk_fold_set(Run *r, const CalibStats *keys);
-/* Layer l's [H+G] means (loaded from the state when an earlier run made
- * them); NULL for a model without QK-norm, or when the state cannot be read
- * (an error is reported). */
-const double *run_qk_fold(Run *r, int l);
+/* gqa_attn_load of layer l of the original, with the QK-norm folded in
+ * for a QK-norm model (the means loaded from the state when an earlier run
+ * made them). 0, or -1 when the state cannot be read (an error is reported). */
+int run_gqa_attn_load(Run *r, int l, GqaAttn *g);
 /* ppl.qk_norm_folded: the original with every 1/rms replaced by its mean
  * (before any RoRoPE or low rank), when there is evaluation data. */
 int run_qk_fold_eval(Run *r);

@@ -286,13 +286,11 @@ static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
                 info[INFO_MSE_BEFORE], info[INFO_MSE_AFTER],
                 info[INFO_MSE_BEFORE] > 0 ? 100 * (1 - info[INFO_MSE_AFTER] / info[INFO_MSE_BEFORE]) : 0.0,
                 (int)info[INFO_BEST_STEP], s->rorope_fit_steps, info[INFO_SECONDS]);
-    const double *fold = run_qk_fold(r, l);
-    if (c->qk_norm && !fold) {
+    GqaAttn g;
+    if (run_gqa_attn_load(r, l, &g)) {
         free(P);
         return -1;
     }
-    GqaAttn g;
-    gqa_attn_load(&g, c, &r->orig.w.layers[l], fold);
     mla_attn_free(&r->layers[l]);
     mla_from_rorope(&r->layers[l], &g, P, r->rs.r);
     gqa_attn_free(&g);
