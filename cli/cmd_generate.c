@@ -134,7 +134,7 @@ int cmd_generate(int argc, char **argv) {
     }
     double t2 = tm_now_s();
     uint64_t per_token = decode_cache_bytes_per_token(&st, &m);
-    const char *kind = m.cfg.arch == TM_ARCH_DEEPSEEK_V3 ? "mla-latent" : "gqa-kv";
+    const char *kind = hf_config_is_mla(&m.cfg) ? "mla-latent" : "gqa-kv";
     if (!rc && json) {
         printf("{\"prompt_tokens\": %d, \"new_tokens\": %d, \"ids\": [", n, n_out);
         for (int i = 0; i < n_out; i++) printf("%s%d", i ? ", " : "", out[i]);

@@ -20,7 +20,7 @@ int cmd_inspect(int argc, char **argv) {
     const ModelConfig *c = &m.cfg;
     /* GQA caches K and V of every kv head; MLA only the latent and the rope
      * key; both at the weights' stored width */
-    int mla = c->arch == TM_ARCH_DEEPSEEK_V3;
+    int mla = hf_config_is_mla(c);
     long long per_token = mla ? c->mla.kv_lora_rank + c->mla.qk_rope_head_dim : 2LL * c->n_kv_heads * c->head_dim;
     long long kv_layer = per_token * (long long)tm_dtype_size(m.w.dtype);
     const char *attn = mla ? "mla" : "gqa";

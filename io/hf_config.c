@@ -19,6 +19,7 @@ const char *tm_arch_name(TmArch a) {
     case TM_ARCH_QWEN3_MOE: return "qwen3_moe";
     case TM_ARCH_PHI3: return "phi3";
     case TM_ARCH_GEMMA2: return "gemma2";
+    case TM_ARCH_GEMMA2_MLA: return "gemma2_mla";
     }
     return "?";
 }
@@ -29,7 +30,7 @@ static int parse_arch(const char *file, const json_t *root, ModelConfig *c) {
     if (!mt) return tm_fail("%s: required field 'model_type' is missing", file);
     static const TmArch archs[] = {TM_ARCH_LLAMA, TM_ARCH_QWEN2, TM_ARCH_MISTRAL, TM_ARCH_MIXTRAL,
                                    TM_ARCH_DEEPSEEK_V3, TM_ARCH_QWEN3, TM_ARCH_QWEN3_MOE, TM_ARCH_PHI3,
-                                   TM_ARCH_GEMMA2};
+                                   TM_ARCH_GEMMA2, TM_ARCH_GEMMA2_MLA};
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
         if (strcmp(mt, tm_arch_name(archs[i])) == 0) {
             c->arch = archs[i];
@@ -37,7 +38,7 @@ static int parse_arch(const char *file, const json_t *root, ModelConfig *c) {
             return 0;
         }
     return tm_fail("%s: field 'model_type' is '%s'; supported: llama, qwen2, mistral, mixtral, deepseek_v3, "
-                   "qwen3, qwen3_moe, phi3, gemma2",
+                   "qwen3, qwen3_moe, phi3, gemma2, gemma2_mla",
                    file, mt);
 }
 
@@ -101,7 +102,8 @@ static int int_in(const char *file, const json_t *root, const char *key, long lo
 /* DeepSeek-V3's MLA and MoE fields, with transformers' DeepseekV3Config
  * defaults for missing keys. The MoE runs only in the form transmla exports
  * (softmax router, top-k renormalised, no shared experts, one group). */
-static int parse_deepseek_v3(const char *file, const json_t *root, ModelConfig *c, int attn_bias) {
+/* DeepSeek-V3's attention fields (deepseek_v3 and gemma2_mla). */
+static int parse_mla_attention(const char *file, const json_t *root, ModelConfig *c) {
     MlaConfig *m = &c->mla;
     const json_t *ql = json_object_get(root, "q_lora_rank");
     if (positive(file, root, "kv_lora_rank", 512, &m->kv_lora_rank) ||
@@ -120,6 +122,11 @@ static int parse_deepseek_v3(const char *file, const json_t *root, ModelConfig *
                        m->qk_rope_head_dim);
     c->head_dim = m->qk_rope_head_dim;
     c->n_kv_heads = c->n_heads;
+    return 0;
+}
+
+static int parse_deepseek_v3(const char *file, const json_t *root, ModelConfig *c, int attn_bias) {
+    if (parse_mla_attention(file, root, c)) return -1;
     c->qkv_bias = c->o_bias = attn_bias;
     c->mlp_bias = 0;
 
@@ -259,7 +266,7 @@ static int parse_gemma2(const char *file, const json_t *root, ModelConfig *c, in
     const char *act;
     int bidir = 0;
     if (tm_json_str_or(file, root, "hidden_activation", "gelu_pytorch_tanh", &act) ||
-        tm_json_num_or(file, root, "query_pre_attn_scalar", 256, &c->query_pre_attn_scalar) ||
+        tm_json_num_or(file, root, "query_pre_attn_scalar", 256, &c->query_pre_attn_scalar) || /* gemma2_mla: below */
         softcap(file, root, "attn_logit_softcapping", 50.0, &c->attn_softcap) ||
         softcap(file, root, "final_logit_softcapping", 30.0, &c->final_softcap) ||
         tm_json_bool_or(file, root, "use_bidirectional_attention", 0, &bidir))
@@ -313,6 +320,8 @@ static int parse_rotary_dim(const char *file, const json_t *root, ModelConfig *c
     return 0;
 }
 
+static int is_gemma2(const ModelConfig *c) { return c->arch == TM_ARCH_GEMMA2 || c->arch == TM_ARCH_GEMMA2_MLA; }
+
 static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
     if (parse_arch(file, root, c)) return -1;
     if (positive(file, root, "hidden_size", 0, &c->hidden_size) ||
@@ -325,21 +334,21 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
     /* Qwen3Config defaults head_dim to 128, Gemma2Config to 256; the others (and Qwen3MoeConfig) to
      * hidden_size / heads */
     if (positive(file, root, "head_dim",
-                 c->arch == TM_ARCH_QWEN3 ? 128 : c->arch == TM_ARCH_GEMMA2 ? 256 : c->hidden_size / c->n_heads > 0 ? c->hidden_size / c->n_heads : 1,
+                 c->arch == TM_ARCH_QWEN3 ? 128 : c->arch == TM_ARCH_GEMMA2 || c->arch == TM_ARCH_GEMMA2_MLA ? 256 : c->hidden_size / c->n_heads > 0 ? c->hidden_size / c->n_heads : 1,
                  &c->head_dim))
         return -1;
     if (tm_json_int_or(file, root, "max_position_embeddings", 0, &c->max_position_embeddings) ||
         tm_json_num_or(file, root, "rope_theta", c->arch == TM_ARCH_MIXTRAL ? 1e6 : 10000.0, &c->rope_theta) ||
         tm_json_num_or(file, root, "rms_norm_eps", c->arch == TM_ARCH_MIXTRAL || c->arch == TM_ARCH_PHI3 ? 1e-5 : 1e-6,
                        &c->rms_norm_eps) ||
-        tm_json_bool_or(file, root, "tie_word_embeddings", c->arch == TM_ARCH_GEMMA2, &c->tie_word_embeddings) ||
+        tm_json_bool_or(file, root, "tie_word_embeddings", is_gemma2(c), &c->tie_word_embeddings) ||
         parse_rope_scaling(file, root, &c->rope_scaling) || parse_token_id(file, root, "bos_token_id", &c->bos_token_id) ||
         parse_token_id(file, root, "eos_token_id", &c->eos_token_id))
         return -1;
 
     const char *act;
     if (tm_json_str_or(file, root, "hidden_act", "silu", &act)) return -1;
-    if (c->arch != TM_ARCH_GEMMA2 && strcmp(act, "silu") != 0) /* gemma2's MLP reads hidden_activation */ return tm_fail("%s: field 'hidden_act' is '%s'; only silu is supported", file, act);
+    if (!is_gemma2(c) && strcmp(act, "silu") != 0) /* gemma2's MLP reads hidden_activation */ return tm_fail("%s: field 'hidden_act' is '%s'; only silu is supported", file, act);
 
     const char *dt;
     if (tm_json_str_or(file, root, "torch_dtype", NULL, &dt)) return -1;
@@ -355,7 +364,7 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
         /* transformers' Mistral/Qwen3 configs default a missing sliding_window to 4096; null means none */
         tm_json_int_or(file, root, "sliding_window",
                        (c->arch == TM_ARCH_MISTRAL || c->arch == TM_ARCH_QWEN3 || c->arch == TM_ARCH_QWEN3_MOE ||
-                        c->arch == TM_ARCH_GEMMA2) &&
+                        is_gemma2(c)) &&
                                !json_object_get(root, "sliding_window")
                            ? 4096
                            : 0,
@@ -407,6 +416,11 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
     case TM_ARCH_GEMMA2:
         if (parse_gemma2(file, root, c, attn_bias, sw)) return -1;
         break;
+    case TM_ARCH_GEMMA2_MLA: /* gemma2 with DeepSeek's attention; scores scaled as DeepSeek's unless it says */
+        if (parse_gemma2(file, root, c, attn_bias, sw) || parse_mla_attention(file, root, c)) return -1;
+        if (!json_object_get(root, "query_pre_attn_scalar"))
+            c->query_pre_attn_scalar = c->mla.qk_nope_head_dim + c->mla.qk_rope_head_dim;
+        break;
     }
     if (parse_rotary_dim(file, root, c)) return -1;
     if (c->n_experts && !c->expert_intermediate_size) c->expert_intermediate_size = c->intermediate_size;
@@ -436,18 +450,22 @@ int hf_config_has_dense_layer(const ModelConfig *c) {
     return 0;
 }
 
+int hf_config_is_mla(const ModelConfig *c) { return c->arch == TM_ARCH_DEEPSEEK_V3 || c->arch == TM_ARCH_GEMMA2_MLA; }
+
 int hf_config_qk_head_dim(const ModelConfig *c) {
-    return c->arch == TM_ARCH_DEEPSEEK_V3 ? c->mla.qk_nope_head_dim + c->mla.qk_rope_head_dim : c->head_dim;
+    return hf_config_is_mla(c) ? c->mla.qk_nope_head_dim + c->mla.qk_rope_head_dim : c->head_dim;
 }
 
-int hf_config_v_head_dim(const ModelConfig *c) {
-    return c->arch == TM_ARCH_DEEPSEEK_V3 ? c->mla.v_head_dim : c->head_dim;
-}
+int hf_config_v_head_dim(const ModelConfig *c) { return hf_config_is_mla(c) ? c->mla.v_head_dim : c->head_dim; }
 
 int hf_config_layer_window(const ModelConfig *c, int l) {
     return c->window_even_layers && l % 2 ? 0 : c->sliding_window;
 }
 
+double hf_config_score_dim(const ModelConfig *c) {
+    return c->query_pre_attn_scalar > 0 ? c->query_pre_attn_scalar : (double)hf_config_qk_head_dim(c);
+}
+
 double hf_config_attn_scale(const ModelConfig *c) {
-    return 1.0 / sqrt(c->query_pre_attn_scalar > 0 ? c->query_pre_attn_scalar : (double)c->head_dim);
+    return 1.0 / sqrt(hf_config_score_dim(c));
 }

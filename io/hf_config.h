@@ -13,7 +13,8 @@ typedef enum {
     TM_ARCH_QWEN3,
     TM_ARCH_QWEN3_MOE,
     TM_ARCH_PHI3,
-    TM_ARCH_GEMMA2
+    TM_ARCH_GEMMA2,
+    TM_ARCH_GEMMA2_MLA /* a converted gemma2: MLA attention, everything else gemma2's (our own format) */
 } TmArch;
 typedef enum { TM_ROPE_PLAIN, TM_ROPE_LINEAR, TM_ROPE_LLAMA3 } TmRopeScaling;
 
@@ -61,7 +62,7 @@ typedef struct {
     int sandwich_norms;              /* post_attention/post_feedforward norms on each block's output */
     int norm_plus_one;               /* RMSNorm multiplies by (1 + weight); added once at load */
     int embed_scaled;                /* embeddings times sqrt(hidden_size) (rounded to the weight dtype) */
-    MlaConfig mla;                   /* arch == TM_ARCH_DEEPSEEK_V3 only */
+    MlaConfig mla;                   /* MLA attention only (hf_config_is_mla) */
     long long bos_token_id, eos_token_id; /* -1 when null */
     TmDType torch_dtype;             /* TM_DTYPE_INVALID when absent */
 } ModelConfig;
@@ -70,6 +71,8 @@ typedef struct {
  * file and the field. */
 int hf_config_load(ModelConfig *cfg, const char *config_path);
 const char *tm_arch_name(TmArch a);
+/* Whether the attention is MLA (deepseek_v3, gemma2_mla) rather than GQA. */
+int hf_config_is_mla(const ModelConfig *c);
 /* Whether layer l runs the MoE rather than the dense MLP. */
 int hf_config_layer_is_moe(const ModelConfig *c, int l);
 /* 1 when some layer has the dense MLP (it needs the dense scratch). */
@@ -80,7 +83,9 @@ int hf_config_v_head_dim(const ModelConfig *c);
 /* Sliding window of layer l (0: full causal attention); every reader of the
  * window goes through it. */
 int hf_config_layer_window(const ModelConfig *c, int l);
-/* The attention score scale: query_pre_attn_scalar^-1/2 (gemma2), else head_dim^-1/2. */
+/* Attention scores are scaled by score_dim^-1/2 (hf_config_attn_scale): query_pre_attn_scalar (gemma2,
+ * gemma2_mla), else the q/k head width (head_dim; MLA: qk_nope_head_dim + qk_rope_head_dim). */
+double hf_config_score_dim(const ModelConfig *c);
 double hf_config_attn_scale(const ModelConfig *c);
 
 #endif

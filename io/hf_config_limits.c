@@ -67,7 +67,7 @@ static double param_count(const ModelConfig *c) {
     double D = c->hidden_size, H = c->n_heads, G = c->n_kv_heads;
     double qk = hf_config_qk_head_dim(c), vd = hf_config_v_head_dim(c);
     double attn = D * (H * qk + 2 * G * (qk > vd ? qk : vd) + H * vd);
-    if (c->arch == TM_ARCH_DEEPSEEK_V3)
+    if (hf_config_is_mla(c))
         attn += D * ((double)m->kv_lora_rank + m->qk_rope_head_dim) +
                 (double)m->kv_lora_rank * H * ((double)m->qk_nope_head_dim + m->v_head_dim) +
                 (double)m->q_lora_rank * (D + H * qk);

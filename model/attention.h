@@ -22,15 +22,17 @@ void attend_row(float *o, const float *qi, const float *k, const float *v, int64
 
 /* Training: causal attention in which query row i of sequence b sees keys
  * j in [doc_start[b*T + i], i] (doc_start: the row index within the sequence
- * where i's document begins; NULL: 0), so packed documents do not see each
- * other. lse[B*T, H] saves each row's log-sum-exp of scaled scores for the
- * backward pass, which recomputes probabilities from it (no T x T matrix). */
+ * where i's document begins, or where its sliding window does; NULL: 0), so
+ * packed documents do not see each other. Scores scaled and soft-capped as
+ * attention_forward's. lse[B*T, H] saves each row's log-sum-exp of those
+ * scores for the backward pass, which recomputes probabilities from it (no
+ * T x T matrix). */
 void attention_forward_train(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                             int H, int G, int dqk, int dv, const int32_t *doc_start, float scale);
+                             int H, int G, int dqk, int dv, const int32_t *doc_start, float scale, float softcap);
 /* dq [B*T, H*dqk], dk [B*T, G*dqk], dv [B*T, G*dv] overwritten with the
  * gradients given dout [B*T, H*dv] and the forward's out and lse. */
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                         const float *q, const float *k, const float *v, int B, int T, int H, int G, int dqk,
-                        int dv_dim, const int32_t *doc_start, float scale);
+                        int dv_dim, const int32_t *doc_start, float scale, float softcap);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include "io/base/checked.h"
 #include "model/attention.h"
+#include "model/softcap.h"
 
 #define QBLOCK 64
 
@@ -40,6 +41,13 @@ static void block_scores(float *S, const float *q, int64_t qs, const float *k, i
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, w, dqk, scale, q, qs, k, ks, 0.0f, S, w);
 }
 
+/* S[m, w] soft-capped in place (softcap 0: unchanged); the backward pass
+ * recomputes tanh from the scaled scores to get the cap's derivative. */
+static void block_softcap(float *S, int64_t n, float cap) {
+    if (cap > 0)
+        for (int64_t i = 0; i < n; i++) S[i] = softcap(S[i], cap);
+}
+
 /* OpenBLAS single-threaded (the caller's loop is parallel); returns the count to restore. */
 static int blas_threads_off(void) {
     int n = openblas_get_num_threads();
@@ -48,7 +56,7 @@ static int blas_threads_off(void) {
 }
 
 void attention_forward_train(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                             int H, int G, int dqk, int dv, const int32_t *doc_start, float scale) {
+                             int H, int G, int dqk, int dv, const int32_t *doc_start, float scale, float softcap) {
     int rep = H / G, blas = blas_threads_off();
     int64_t qs = (int64_t)H * dqk, ks = (int64_t)G * dqk, vs = (int64_t)G * dv, os = (int64_t)H * dv;
 #pragma omp parallel
@@ -64,6 +72,7 @@ void attention_forward_train(float *out, float *lse, const float *q, const float
                     int64_t row0 = (int64_t)b * T;
                     block_scores(S, q + (row0 + i0) * qs + h * dqk, qs, k + (row0 + lo) * ks + g * dqk, ks, m, w, dqk,
                                  scale);
+                    block_softcap(S, (int64_t)m * w, softcap);
                     for (int r = 0; r < m; r++) { /* softmax over keys [doc_lo, i]; the rest weigh 0 */
                         int i = i0 + r, a = doc_lo(doc_start, b, T, i) - lo, z = i - lo;
                         float *s = S + (int64_t)r * w, mx = -INFINITY;
@@ -83,12 +92,12 @@ void attention_forward_train(float *out, float *lse, const float *q, const float
     openblas_set_num_threads(blas);
 }
 
-/* Flash-attention backward per block: P = exp(S - lse) recomputed,
- * dP = dout V^T, D_i = dout_i . out_i, dS = P (dP - D) scale; then
+/* Flash-attention backward per block: P = exp(cap(S) - lse) recomputed,
+ * dP = dout V^T, D_i = dout_i . out_i, dS = P (dP - D) cap'(S) scale; then
  * dq = dS K, dk += dS^T q, dv += P^T dout. */
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                         const float *q, const float *k, const float *v, int B, int T, int H, int G, int dqk,
-                        int dv_dim, const int32_t *doc_start, float scale) {
+                        int dv_dim, const int32_t *doc_start, float scale, float softcap) {
     int rep = H / G, blas = blas_threads_off();
     int64_t qs = (int64_t)H * dqk, ks = (int64_t)G * dqk, vs = (int64_t)G * dv_dim, os = (int64_t)H * dv_dim;
 #pragma omp parallel
@@ -118,8 +127,10 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                             for (int c = 0; c < dv_dim; c++) Di += do_i[c] * o_i[c];
                             float *p = P + (int64_t)r * w, *ds = dS + (int64_t)r * w;
                             for (int j = 0; j < w; j++) {
-                                p[j] = j >= a && j <= z ? expf(p[j] - l) : 0.0f;
-                                ds[j] = p[j] * (ds[j] - Di) * scale;
+                                float t = softcap > 0 ? tanhf(p[j] / softcap) : 0.0f; /* d cap(s)/ds = 1 - t^2 */
+                                float sj = softcap > 0 ? softcap * t : p[j];
+                                p[j] = j >= a && j <= z ? expf(sj - l) : 0.0f;
+                                ds[j] = p[j] * (ds[j] - Di) * scale * (1.0f - t * t);
                             }
                         }
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, dqk, w, 1.0f, dS, w, kb, ks, 0.0f,

@@ -11,7 +11,7 @@
 #include "model/mla.h"
 #include "model/rmsnorm.h"
 
-static int is_mla(const Model *m) { return m->cfg.arch == TM_ARCH_DEEPSEEK_V3; }
+static int is_mla(const Model *m) { return hf_config_is_mla(&m->cfg); }
 
 int decode_init(DecodeState *st, const Model *m, int max_T) {
     const ModelConfig *c = &m->cfg;

@@ -104,7 +104,7 @@ static WsSizes workspace_sizes(const ModelConfig *c, int B, int T) {
     s.v = N * c->n_kv_heads * hf_config_v_head_dim(c);
     s.att = N * H * hf_config_v_head_dim(c);
     if (c->qk_norm) s.qk_rinv = N * (H + (size_t)c->n_kv_heads);
-    if (c->arch == TM_ARCH_DEEPSEEK_V3) {
+    if (hf_config_is_mla(c)) {
         const MlaConfig *m = &c->mla;
         size_t lw = (size_t)m->kv_lora_rank + m->qk_rope_head_dim;
         size_t cw = (size_t)m->kv_lora_rank;
@@ -147,7 +147,7 @@ void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
     ws->v = ws_alloc(ws, s.v * sizeof(float));
     if (s.qk_rinv) ws->qk_rinv = ws_alloc(ws, s.qk_rinv * sizeof(float));
     ws->att = ws_alloc(ws, s.att * sizeof(float));
-    if (c->arch == TM_ARCH_DEEPSEEK_V3) {
+    if (hf_config_is_mla(c)) {
         ws->lat = ws_alloc(ws, s.lat * sizeof(float));
         ws->cn = ws_alloc(ws, s.cn * sizeof(float));
         ws->kvb = ws_alloc(ws, s.kvb * sizeof(float));
@@ -253,7 +253,7 @@ static void gqa_attention_block(const ModelConfig *c, const LayerWeights *L, int
 }
 
 void attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws) {
-    if (c->arch == TM_ARCH_DEEPSEEK_V3) mla_attention_block(c, L, layer, ws);
+    if (hf_config_is_mla(c)) mla_attention_block(c, L, layer, ws);
     else gqa_attention_block(c, L, layer, ws);
 }
 

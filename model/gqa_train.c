@@ -66,7 +66,7 @@ void gqa_forward_train(const ModelConfig *c, const LayerWeights *L, const float 
     rope_forward_pos(a->q, (int64_t)H * d, rope, N, pos, &q_rope);
     rope_forward_pos(a->k, (int64_t)G * d, rope, N, pos, &k_rope);
     attention_forward_train(a->att, a->lse, a->q, a->k, a->v, B, T, H, G, d, d, doc_start,
-                            (float)(1.0 / sqrt((double)d)));
+                            (float)hf_config_attn_scale(c), (float)c->attn_softcap);
     matmul_forward(x, a->att, &L->o, L->o_bias, N, 1);
 }
 
@@ -77,7 +77,7 @@ void gqa_backward(const ModelConfig *c, const LayerWeights *L, LayerWeights *G, 
     memset(a->datt, 0, (size_t)N * H * d * sizeof(float));
     matmul_backward(a->datt, tensor_grad_data(&G->o), G->o_bias, dout, a->att, &L->o, N);
     attention_backward(a->dq, a->dk, a->dv, a->datt, a->att, a->lse, a->q, a->k, a->v, B, T, H, Gk, d, d, doc_start,
-                       (float)(1.0 / sqrt((double)d)));
+                       (float)hf_config_attn_scale(c), (float)c->attn_softcap);
     RopeLayout q_rope = heads_layout(H, d), k_rope = heads_layout(Gk, d);
     rope_backward_pos(a->dq, (int64_t)H * d, rope, N, pos, &q_rope);
     rope_backward_pos(a->dk, (int64_t)Gk * d, rope, N, pos, &k_rope);

@@ -1,6 +1,5 @@
 #include "model/mla.h"
 
-#include <math.h>
 #include <string.h>
 
 #include "model/attention.h"
@@ -53,6 +52,7 @@ void mla_attention_block(const ModelConfig *c, const LayerWeights *L, int layer,
             memcpy(k + dn, ws->lat + (size_t)i * lw + R, (size_t)dr * sizeof(float));
             memcpy(ws->v + ((size_t)i * H + h) * dv, src + dn, (size_t)dv * sizeof(float));
         }
-    attention_forward(ws->att, ws->q, ws->k, ws->v, B, T, H, H, qk, dv, 0, (float)(1.0 / sqrt((double)qk)), 0);
-    matmul_forward(ws->x, ws->att, &L->o, L->o_bias, N, 1);
+    attention_forward(ws->att, ws->q, ws->k, ws->v, B, T, H, H, qk, dv, hf_config_layer_window(c, layer),
+                      (float)hf_config_attn_scale(c), (float)c->attn_softcap);
+    block_residual(c, L->attn_out_norm, ws->att, &L->o, L->o_bias, N, ws);
 }

@@ -91,7 +91,7 @@ void mla_forward_train(const ModelConfig *c, const LayerWeights *L, const float 
             memcpy(a->v + ((size_t)i * H + h) * dv, src + dn, (size_t)dv * sizeof(float));
         }
     attention_forward_train(a->att, a->lse, a->q, a->k, a->v, B, T, H, H, qk, dv, doc_start,
-                            (float)(1.0 / sqrt((double)qk)));
+                            (float)hf_config_attn_scale(c), (float)c->attn_softcap);
     matmul_forward(x, a->att, &L->o, L->o_bias, N, 1);
 }
 
@@ -104,7 +104,7 @@ void mla_backward(const ModelConfig *c, const LayerWeights *L, LayerWeights *G, 
     memset(a->datt, 0, (size_t)N * H * dv * sizeof(float));
     matmul_backward(a->datt, tensor_grad_data(&G->o), G->o_bias, dout, a->att, &L->o, N);
     attention_backward(a->dq, a->dk, a->dv, a->datt, a->att, a->lse, a->q, a->k, a->v, B, T, H, H, qk, dv, doc_start,
-                       (float)(1.0 / sqrt((double)qk)));
+                       (float)hf_config_attn_scale(c), (float)c->attn_softcap);
     /* per-head key/value gradients back to kv_b's output and the shared k_pe */
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < N; i++) {

@@ -29,7 +29,7 @@ static float *alloc_f(LayerActs *a, size_t n) {
     return mallocCheck(n * sizeof(float));
 }
 
-static int is_mla(const ModelConfig *c) { return c->arch == TM_ARCH_DEEPSEEK_V3; }
+static int is_mla(const ModelConfig *c) { return hf_config_is_mla(c); }
 
 void layer_acts_init(LayerActs *a, const ModelConfig *c, int B, int T) {
     if (c->arch == TM_ARCH_GEMMA2) tm_die("training: gemma2 layers are not supported"); /* caps, GeGLU, sandwich norms */

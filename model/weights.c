@@ -174,7 +174,7 @@ static void build_specs(SpecList *l, ModelWeights *w, const ModelConfig *c, cons
     for (int i = p->first; i < p->end; i++) {
         LayerWeights *L = &w->layers[i];
         add_norm(l, &L->input_norm, c, "model.layers.%d.input_layernorm.weight", i);
-        if (c->arch == TM_ARCH_DEEPSEEK_V3) mla_attention_specs(l, L, c, i);
+        if (hf_config_is_mla(c)) mla_attention_specs(l, L, c, i);
         else gqa_attention_specs(l, L, c, i);
         if (c->sandwich_norms) {
             add_norm(l, &L->attn_out_norm, c, "model.layers.%d.post_attention_layernorm.weight", i);

@@ -9,13 +9,17 @@
 
 void mla_config_from(ModelConfig *out, const ModelConfig *orig, const MlaAttn *a, BuildKind kind, int rope_interleave) {
     *out = *orig;
-    out->arch = TM_ARCH_DEEPSEEK_V3;
-    snprintf(out->model_type, sizeof out->model_type, "deepseek_v3");
+    /* gemma2 keeps its norms, GeGLU, soft-caps and windows around MLA attention (our gemma2_mla format) */
+    int gemma = orig->arch == TM_ARCH_GEMMA2;
+    out->arch = gemma ? TM_ARCH_GEMMA2_MLA : TM_ARCH_DEEPSEEK_V3;
+    snprintf(out->model_type, sizeof out->model_type, "%s", tm_arch_name(out->arch));
     out->n_kv_heads = orig->n_heads;
     out->head_dim = out->rotary_dim = a->dr;
     out->fused_proj = 0;
     out->qkv_bias = out->o_bias = orig->qkv_bias || orig->o_bias;
-    out->sliding_window = 0; /* DeepSeek attention has no window */
+    if (!gemma) out->sliding_window = out->window_even_layers = 0; /* DeepSeek attention has no window */
+    /* mla_from_rorope folds the original's score scale into the queries */
+    out->query_pre_attn_scalar = gemma ? a->dn + a->dr : 0;
     out->qk_norm = 0;
     out->first_moe_layer = orig->n_experts ? orig->first_moe_layer : orig->n_layers;
     out->mla = (MlaConfig){.kv_lora_rank = a->R, .q_lora_rank = a->Rq, .qk_nope_head_dim = a->dn,

@@ -22,7 +22,7 @@ typedef struct {
     int n_owned, cap_owned;
 } BuiltModel;
 
-/* The deepseek_v3 description of `orig` with layers shaped like `a`. */
+/* The deepseek_v3 (for gemma2: gemma2_mla) description of `orig` with layers shaped like `a`. */
 void mla_config_from(ModelConfig *out, const ModelConfig *orig, const MlaAttn *a, BuildKind kind, int rope_interleave);
 /* Build and bind the same part of the model as orig->part (layers: one
  * MlaAttn per layer, indexed by global layer number; only those of the part

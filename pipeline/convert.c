@@ -39,11 +39,8 @@ static void free_layers(MlaAttn *layers, int n) {
 static int check_settings(Run *r) {
     const ConvertSettings *s = r->s;
     const ModelConfig *c = &r->cfg;
-    if (c->arch == TM_ARCH_DEEPSEEK_V3)
-        return tm_fail("%s: model_type deepseek_v3 is already MLA; convert takes the GQA types",
-                       s->model_path);
-    if (c->arch == TM_ARCH_GEMMA2) /* its (1 + w) norms, soft-caps, per-layer windows and sandwich norms */
-        return tm_fail("%s/config.json: model_type gemma2: conversion of gemma2 is not supported yet", s->model_path);
+    if (hf_config_is_mla(c))
+        return tm_fail("%s: model_type %s is already MLA; convert takes the GQA types", s->model_path, c->model_type);
     if (c->qk_norm && run_data_free(r))
         return tm_fail("%s/config.json: model_type %s normalises each q/k head (QK-norm); folding that into the "
                        "projections needs calibration data, so --cal-dataset none cannot convert it", s->model_path,

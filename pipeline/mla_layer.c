@@ -45,6 +45,7 @@ void gqa_attn_load(GqaAttn *g, const ModelConfig *c, const LayerWeights *L, cons
     g->G = c->n_kv_heads;
     g->d = c->head_dim;
     g->D = c->hidden_size;
+    g->score_dim = hf_config_score_dim(c);
     g->wq = to_f64(&L->q);
     g->wk = to_f64(&L->k);
     g->wv = to_f64(&L->v);
@@ -89,7 +90,7 @@ void mla_from_rorope(MlaAttn *a, const GqaAttn *g, const double *P, int r) {
     a->nk = L - r;
     a->R = 2 * L - r;
     int qk = d + r, R = a->R, has_bias = g->bk || g->bv;
-    double scale = sqrt((double)(d + r) / d); /* scores go from 1/sqrt(d) to 1/sqrt(d + r) */
+    double scale = sqrt((d + r) / g->score_dim); /* scores go from the original's scale to 1/sqrt(d + r) */
 
     /* queries: [q_h ; P_rope S_g^T q_h] per head */
     a->q = callocCheck((size_t)H * qk * D, sizeof(double));

@@ -12,6 +12,7 @@
 
 typedef struct {
     int H, G, d, D;
+    double score_dim;      /* the original's scores are scaled by its -1/2 power (hf_config_score_dim) */
     double *wq, *wk, *wv;  /* [H*d, D], [G*d, D], [G*d, D] */
     double *bq, *bk, *bv;  /* NULL without biases */
 } GqaAttn;

@@ -119,7 +119,7 @@ static double mb_forward(Scratch *w, const FitProblem *p, const FitData *x, int6
     rope_forward_pos(w->qb, (int64_t)H * qk, &w->rope, n, w->pos, &ql);
     rope_forward_pos(w->kb, (int64_t)G * qk, &w->rope, n, w->pos, &kl);
     attention_forward_train(w->out, w->lse, w->qb, w->kb, v, B, x->T, H, G, qk, d, w->doc_start,
-                            (float)(1.0 / sqrt((double)d)));
+                            (float)(1.0 / sqrt(p->score_dim)), (float)p->softcap);
     for (int64_t i = 0; i < (int64_t)n * H * d; i++) w->dd[i] = w->out[i] - o[i];
     matmul_forward(w->e, w->dd, p->o_proj, NULL, n, 0);
     double sum = 0;
@@ -135,7 +135,7 @@ static void mb_backward(Scratch *w, const FitProblem *p, const FitData *x, int64
     matmul_backward(w->dd, NULL, NULL, w->e, NULL, p->o_proj, n);
     for (int64_t i = 0; i < (int64_t)n * H * d; i++) w->dd[i] *= 2;
     attention_backward(w->dq, w->dk, w->dv, w->dd, w->out, w->lse, w->qb, w->kb, v, B, x->T, H, G, qk, d,
-                       w->doc_start, (float)(1.0 / sqrt((double)d)));
+                       w->doc_start, (float)(1.0 / sqrt(p->score_dim)), (float)p->softcap);
     RopeLayout ql = {.n_heads = H, .head_stride = qk, .offset = d}, kl = {.n_heads = G, .head_stride = qk, .offset = d};
     rope_backward_pos(w->dq, (int64_t)H * qk, &w->rope, n, w->pos, &ql);
     rope_backward_pos(w->dk, (int64_t)G * qk, &w->rope, n, w->pos, &kl);

@@ -44,6 +44,8 @@ typedef struct {
     int H;                   /* query heads */
     const double *inv_freq;  /* [rd/2]: the original head's RoPE frequencies */
     int window;              /* sliding window (0: none) */
+    double score_dim;        /* scores scaled by its -1/2 power: head_dim, or gemma2's query_pre_attn_scalar */
+    double softcap;          /* the original's score soft-cap (0: none) */
     const Tensor *o_proj;    /* [D, H*d] */
     int steps;
     double lr;

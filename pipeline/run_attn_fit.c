@@ -82,7 +82,8 @@ static void attn_run_free(AttnRun *a) {
 
 /* Layer l's data: its input (normed; from the fitted prefix's stream when
  * there is one) and the original attention block's output on the original
- * stream. */
+ * stream, before gemma2's sandwich norm (the fit's target is o_proj's
+ * output; advance applies the norm). */
 static void layer_data(AttnRun *a, const ModelConfig *c, const LayerWeights *L, int l) {
     FitStream *st = &a->st;
     int D = c->hidden_size;
@@ -94,15 +95,19 @@ static void layer_data(AttnRun *a, const ModelConfig *c, const LayerWeights *L, 
         if (a->xc) rmsnorm_forward(a->fd.xn + row0 * D, a->xc + row0 * D, L->input_norm, n, D, c->rms_norm_eps);
         else memcpy(a->fd.xn + row0 * D, st->ws.xn, (size_t)n * D * sizeof(float));
         memset(st->ws.x, 0, (size_t)n * D * sizeof(float));
-        attention_block(c, L, l, &st->ws);
+        LayerWeights pre_norm = *L;
+        pre_norm.attn_out_norm = NULL;
+        attention_block(c, &pre_norm, l, &st->ws);
         memcpy(a->fd.y + row0 * D, st->ws.x, (size_t)n * D * sizeof(float));
     }
     st->ws.B = st->batch;
 }
 
-/* x += the attention block's output y, then the layer's MLP. */
-static void advance(AttnRun *a, float *x, const float *y, const ModelConfig *c, const LayerWeights *L, int l) {
+/* x += the attention block's output y (through gemma2's sandwich norm),
+ * then the layer's MLP. y is scratch. */
+static void advance(AttnRun *a, float *x, float *y, const ModelConfig *c, const LayerWeights *L, int l) {
     int64_t n = a->st.N * c->hidden_size;
+    if (L->attn_out_norm) rmsnorm_forward(y, y, L->attn_out_norm, (int)a->st.N, c->hidden_size, c->rms_norm_eps);
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
     fit_stream_mlp(&a->st, x, c, L, l);
 }
@@ -123,13 +128,14 @@ static void send_original_stream(AttnRun *a, Run *r) {
     free(keep);
 }
 
-static AttnFitProblem problem(const AttnRun *a, const Run *r) {
+static AttnFitProblem problem(const AttnRun *a, const Run *r, int l) {
     const ConvertSettings *s = r->s;
     /* an eighth of the windows, in whole micro-batches, at least one unless that is all of them */
     int held = a->st.mb_total < 2 ? 0 : a->st.mb_total / 8 > 0 ? a->st.mb_total / 8 : 1;
     int per_step = (s->attn_fit_windows_per_step + a->st.batch - 1) / a->st.batch;
-    /* the window is the export's (none: DeepSeek attention has no window), the target the original's */
-    return (AttnFitProblem){.c = &a->mla, .window = a->mla.sliding_window, .steps = s->attn_fit_steps,
+    /* the window is the export's (none: DeepSeek attention has no window; gemma2_mla keeps the
+     * original's), the target the original's */
+    return (AttnFitProblem){.c = &a->mla, .window = hf_config_layer_window(&a->mla, l), .steps = s->attn_fit_steps,
                             .lr = s->attn_fit_lr, .fit_o = s->attn_fit_o, .per_step = per_step,
                             .held = held, .comm = r->t.stage_comm, .mb_first = a->st.mb_first,
                             .mb_total = a->st.mb_total};
@@ -157,7 +163,7 @@ static int fit_layer(AttnRun *a, Run *r, int l) {
     const ConvertSettings *s = r->s;
     const LayerWeights *L = &r->orig.w.layers[l];
     double *info = a->info + (int64_t)l * N_INFO;
-    AttnFitProblem p = problem(a, r);
+    AttnFitProblem p = problem(a, r, l);
     int saved = resume_has_layer(&r->resume, "attn-fit", l) && resume_has_layer(&r->resume, "attn-fit-info", l), rc;
     if (s->progress && r->t.replica == 0)
         fprintf(stderr, "attn-fit: layer %d/%d (rank %d, %d replicas)%s\n", l + 1, c->n_layers, r->t.rank,
@@ -208,7 +214,7 @@ static json_t *fit_report(Run *r, const AttnRun *a, int windows) {
         seconds += v[INFO_SECONDS];
     }
     free(all);
-    AttnFitProblem p = problem(a, r);
+    AttnFitProblem p = problem(a, r, 0); /* the layout is every layer's */
     return json_pack("{sisfsbsssisisisisfso}", "steps", s->attn_fit_steps, "lr", s->attn_fit_lr, "o_proj",
                      s->attn_fit_o, "schedule", s->attn_fit_sequential ? "sequential" : "parallel", "windows",
                      windows, "held_back_windows", p.held * a->st.batch, "windows_per_step", p.per_step * a->st.batch,
@@ -258,7 +264,7 @@ int stage_attn_fit(Run *r) {
     if (rc) return rc;
     AttnRun a;
     int windows = attn_run_init(&a, r);
-    AttnFitProblem p = problem(&a, r);
+    AttnFitProblem p = problem(&a, r, 0);
     run_say(r, "attn-fit: %d windows of %d tokens (%d held back), %d Adam steps per layer on %d windows each "
                "(lr %g), o_proj %s, %s schedule\n", windows, a.st.T, p.held * a.st.batch, r->s->attn_fit_steps,
             p.per_step * a.st.batch, r->s->attn_fit_lr, r->s->attn_fit_o ? "fitted" : "kept",

@@ -273,6 +273,7 @@ static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
         fprintf(stderr, "rorope-fit: layer %d/%d (rank %d, %d replicas)%s\n", l + 1, c->n_layers, r->t.rank,
                 r->t.replicas, saved ? ": done before, loaded from the state" : "");
     FitProblem prob = {.s = r->rs, .H = c->n_heads, .inv_freq = inv_freq, .window = hf_config_layer_window(c, l),
+                       .score_dim = hf_config_score_dim(c), .softcap = c->attn_softcap,
                        .o_proj = &r->orig.w.layers[l].o, .steps = s->rorope_fit_steps, .lr = s->rorope_fit_lr,
                        .comm = r->t.stage_comm, .mb_first = f->st.mb_first, .mb_total = f->st.mb_total};
     rc = saved ? load_layer(f, r, l, &prob, P) : fit_new_layer(f, r, l, &prob, P);

@@ -160,11 +160,11 @@ static void case_attention(void) {
     int32_t *doc = ints("doc_start", NULL);
     float *out = buf((int64_t)N * H * dv, NULL), *lse = buf((int64_t)N * H, NULL);
     float *dq = buf((int64_t)N * H * dqk, NULL), *dk = buf((int64_t)N * G * dqk, NULL), *dvv = buf((int64_t)N * G * dv, NULL);
-    attention_forward_train(out, lse, q, k, v, B, T, H, G, dqk, dv, doc, scale);
-    attention_backward(dq, dk, dvv, dy, out, lse, q, k, v, B, T, H, G, dqk, dv, doc, scale);
+    attention_forward_train(out, lse, q, k, v, B, T, H, G, dqk, dv, doc, scale, 0);
+    attention_backward(dq, dk, dvv, dy, out, lse, q, k, v, B, T, H, G, dqk, dv, doc, scale, 0);
     /* without documents: what attention_forward computes */
     float *o1 = buf((int64_t)N * H * dv, NULL), *o2 = buf((int64_t)N * H * dv, NULL);
-    attention_forward_train(o1, lse, q, k, v, B, T, H, G, dqk, dv, NULL, scale);
+    attention_forward_train(o1, lse, q, k, v, B, T, H, G, dqk, dv, NULL, scale, 0);
     attention_forward(o2, q, k, v, B, T, H, G, dqk, dv, 0, scale, 0);
     float ref, d = max_abs_diff(o1, o2, (int64_t)N * H * dv, &ref);
     if (d > 1e-6f * ref) tm_die("attention_forward_train differs from attention_forward by %g", d);

@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
     Tensor o_proj = {.dtype = TM_F32, .rows = D, .cols = H * d, .data = (void *)tensor("o_proj", NULL)};
     double *inv_freq = f64("inv_freq", NULL);
     FitProblem p = {.s = {.G = G, .d = d, .rd = rd, .r = r, .collapse = rd / r, .freqfold = f}, .H = H, .inv_freq = inv_freq,
-                    .window = scalar("window"), .o_proj = &o_proj, .steps = scalar("steps"), .lr = 0.05,
+                    .window = scalar("window"), .score_dim = d, .o_proj = &o_proj, .steps = scalar("steps"), .lr = 0.05,
                     .comm = MPI_COMM_SELF, .mb_first = 0, .mb_total = (nseq + batch - 1) / batch};
     if (rorope_check(&p.s)) tm_die("%s", tm_error());
     int64_t nn;
