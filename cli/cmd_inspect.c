@@ -55,7 +55,7 @@ int cmd_inspect(int argc, char **argv) {
             snprintf(partial, sizeof partial, ", the first %d of %d dims of each head", c->rotary_dim, c->head_dim);
         printf("rope         theta %g%s%s%s\n", c->rope_theta, c->rope_scaling.type == TM_ROPE_LLAMA3 ? ", llama3 scaling" : c->rope_scaling.type == TM_ROPE_LINEAR ? ", linear scaling" : "",
                partial, c->sliding_window ? ", sliding window" : "");
-        if (c->arch == TM_ARCH_GEMMA2)
+        if (c->sandwich_norms) /* gemma2 and gemma2_mla */
             printf("gemma2       (1 + w) RMSNorms, sandwich norms, GeGLU (tanh), score scale %g^-1/2, soft-caps %g "
                    "(scores) and %g (logits) (0: none), window %d on %s, embeddings x sqrt(%d)\n",
                    c->query_pre_attn_scalar, c->attn_softcap, c->final_softcap, c->sliding_window,

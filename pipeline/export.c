@@ -19,16 +19,8 @@ static const char *carried_keys[] = {"vocab_size", "hidden_size", "intermediate_
                                      "rope_scaling", "tie_word_embeddings", "bos_token_id", "eos_token_id",
                                      "pad_token_id", "initializer_range", "hidden_act"};
 
-json_t *export_config_json(const ModelConfig *c, const char *src_config_path, TmDType dtype) {
-    json_t *src = tm_json_load_object(src_config_path);
-    if (!src) return NULL;
-    json_t *o = json_object();
-    json_object_set_new(o, "architectures", json_pack("[s]", "DeepseekV3ForCausalLM"));
-    json_object_set_new(o, "model_type", json_string("deepseek_v3"));
-    for (size_t i = 0; i < sizeof carried_keys / sizeof carried_keys[0]; i++) {
-        json_t *v = json_object_get(src, carried_keys[i]);
-        if (v) json_object_set(o, carried_keys[i], v);
-    }
+/* The MLA attention's fields, shared by deepseek_v3 and gemma2_mla. */
+static void set_mla_fields(json_t *o, const ModelConfig *c) {
     const MlaConfig *m = &c->mla;
     json_object_set_new(o, "num_key_value_heads", json_integer(c->n_heads));
     json_object_set_new(o, "head_dim", json_integer(m->qk_rope_head_dim)); /* transformers' rotary width */
@@ -39,6 +31,42 @@ json_t *export_config_json(const ModelConfig *c, const char *src_config_path, Tm
     json_object_set_new(o, "v_head_dim", json_integer(m->v_head_dim));
     json_object_set_new(o, "rope_interleave", json_boolean(m->rope_interleave));
     json_object_set_new(o, "attention_bias", json_boolean(c->qkv_bias));
+}
+
+static const char *dtype_name(TmDType dtype) {
+    return dtype == TM_BF16 ? "bfloat16" : dtype == TM_F16 ? "float16" : "float32";
+}
+
+/* gemma2_mla: the source's Gemma-2 config (norms, GeGLU, soft-caps, windows,
+ * layer_types) with the MLA fields; the original's score scale is folded
+ * into q_proj, so query_pre_attn_scalar becomes DeepSeek's
+ * qk_nope_head_dim + qk_rope_head_dim. */
+static json_t *gemma2_mla_config_json(const ModelConfig *c, json_t *src, TmDType dtype) {
+    json_t *o = json_deep_copy(src);
+    json_object_set_new(o, "architectures", json_pack("[s]", "Gemma2MlaForCausalLM"));
+    json_object_set_new(o, "model_type", json_string("gemma2_mla"));
+    set_mla_fields(o, c);
+    json_object_set_new(o, "query_pre_attn_scalar", json_real(c->query_pre_attn_scalar));
+    json_object_set_new(o, "torch_dtype", json_string(dtype_name(dtype)));
+    return o;
+}
+
+json_t *export_config_json(const ModelConfig *c, const char *src_config_path, TmDType dtype) {
+    json_t *src = tm_json_load_object(src_config_path);
+    if (!src) return NULL;
+    if (c->arch == TM_ARCH_GEMMA2_MLA) {
+        json_t *o = gemma2_mla_config_json(c, src, dtype);
+        json_decref(src);
+        return o;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "architectures", json_pack("[s]", "DeepseekV3ForCausalLM"));
+    json_object_set_new(o, "model_type", json_string("deepseek_v3"));
+    for (size_t i = 0; i < sizeof carried_keys / sizeof carried_keys[0]; i++) {
+        json_t *v = json_object_get(src, carried_keys[i]);
+        if (v) json_object_set(o, carried_keys[i], v);
+    }
+    set_mla_fields(o, c);
     json_object_set_new(o, "attention_dropout", json_real(0.0));
     json_object_set_new(o, "rms_norm_eps", json_real(c->rms_norm_eps));
     json_object_set_new(o, "rope_theta", json_real(c->rope_theta));
@@ -63,8 +91,7 @@ json_t *export_config_json(const ModelConfig *c, const char *src_config_path, Tm
         json_object_set_new(o, "n_routed_experts", json_null());
         json_object_set_new(o, "n_shared_experts", json_null());
     }
-    const char *dt = dtype == TM_BF16 ? "bfloat16" : dtype == TM_F16 ? "float16" : "float32";
-    json_object_set_new(o, "torch_dtype", json_string(dt));
+    json_object_set_new(o, "torch_dtype", json_string(dtype_name(dtype)));
     json_decref(src);
     return o;
 }

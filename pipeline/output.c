@@ -68,7 +68,7 @@ void output_print_ppl(json_t *ppl, int freqfold) {
     static const char *rows[][4] = {{"original", "original", "", "original GQA"},
                                     {"rorope_pca", "rorope", "", "RoRoPE (partial RoPE)"},
                                     {"mla_pca", "mla", "", "MLA (exact, no kv norm)"},
-                                    {"", "mla_native", "", "MLA as exported (DeepSeek loader)"}};
+                                    {"", "mla_native", "", "MLA as exported (read back)"}};
     int fitted = json_object_get(ppl, "mla_pca") != NULL || attn;
     if (fitted) printf("%-36s %-20s %-20s %s\n", "model", "published rotation", "fitted rotation",
                        attn ? "fitted attention" : "");

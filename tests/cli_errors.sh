@@ -197,16 +197,21 @@ expect_error export_f16_overflow "export|model.layers.0.mlp.up_proj.weight|NaN/I
     $mpi "$bin" convert --model-path "$b/f16_overflow" --save-path "$b/c_f16" "${small[@]}" --dtype float16
 expect_no_output "$b/c_f16"
 
-# gemma2 (shared gemma2-dev): the engine runs it; conversion and fine-tuning
-# refuse it before any work; a missing sandwich norm is named with its field.
+# gemma2 (shared gemma2-dev): a missing sandwich norm is named with its field; gemma2's own tensors
+# under a gemma2_mla config: the first MLA tensor whose shape disagrees is named; convert refuses an
+# MLA input before any work.
 g2=$here/../../shared/models/gemma2-dev
 if [ -f "$g2/config.json" ]; then
-    expect_error gemma2_convert "gemma2-dev/config.json|conversion of gemma2 is not supported yet" \
-        $mpi "$bin" convert --model-path "$g2" --save-path "$b/g2_out" --cal-tokens "$g2/calib.u16"
+    mkdir -p "$b/g2_as_mla"
+    ln -s "$g2/model.safetensors" "$b/g2_as_mla/model.safetensors"
+    "$py" -c "import json; c = json.load(open('$g2/config.json')); c.pop('head_dim')
+c.update(model_type='gemma2_mla', kv_lora_rank=64, q_lora_rank=None, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64)
+json.dump(c, open('$b/g2_as_mla/config.json', 'w'))" || exit 1
+    expect_error gemma2_mla_shapes "model.layers.0.self_attn.q_proj.weight" \
+        "$bin" eval --model-path "$b/g2_as_mla" --tokens "$g2/eval.u16" --seqlen 64 --nseq 1
+    expect_error gemma2_mla_convert "model_type gemma2_mla is already MLA" \
+        $mpi "$bin" convert --model-path "$b/g2_as_mla" --save-path "$b/g2_out" --cal-tokens "$g2/calib.u16"
     expect_no_output "$b/g2_out"
-    expect_error gemma2_finetune "gemma2-dev/config.json|fine-tuning of gemma2 is not supported yet" \
-        $mpi "$bin" finetune --model-path "$g2" --save-path "$b/g2_ft" --tokens "$g2/calib.u16" --max-steps 1
-    expect_no_output "$b/g2_ft"
     mkdir -p "$b/g2_missing"
     cp "$g2/config.json" "$b/g2_missing/"
     "$py" -c "import sys; sys.path.insert(0, '$here/ref'); import tm_ref

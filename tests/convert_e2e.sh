@@ -9,9 +9,10 @@
 #    one kv head with r = head_dim gives RoRoPE ppl == original (1e-5: fp32
 #    rounding through rotated weights, measured ~1e-7).
 #  - every family (llama3 scaling, llama with q/k/v/o bias, qwen2 biases,
-#    mistral, mixtral, MHA tied, qwen3 and qwen3_moe, bf16/f16 inputs): the exported DeepSeek-V3
-#    folder read back by tests/ref/tm_ref.py gives the perplexity our engine
-#    gives on it and the report's ppl.mla_native (1e-5).
+#    mistral, mixtral, MHA tied, qwen3 and qwen3_moe, gemma2, bf16/f16 inputs): the exported
+#    DeepSeek-V3 (gemma2: gemma2_mla) folder read back by tests/ref/tm_ref.py gives the perplexity our
+#    engine gives on it and the report's ppl.mla_native (1e-5).
+#  - gemma2-dev: the published rotation's numbers in ../shared/README.md, ours no worse.
 #  - bad arguments fail with one error line before any heavy work and leave
 #    no output; an interrupted run leaves no output folder.
 # usage: convert_e2e.sh TRANSMLA PYTHON FIXTURES_DIR
@@ -66,6 +67,23 @@ compare_published() { # name model r freqfold rank
 }
 compare_published stories260K "$models/stories260K" 4 2 16
 compare_published bytelm-dev "$models/bytelm-dev" 32 4 64
+
+# gemma2-dev against the published algorithm's float64 numbers in ../shared/README.md (same data: calib.u16
+# 64 x 256, eval.u16 16 x 512; freqfold 4; rounded there to 4-5 digits, hence 1e-4): ours no worse on any row,
+# and the fits below the published rotation (release pass only: about a minute)
+if [ -z "${TM_SANITIZED:-}" ]; then
+    g2=$shared/models/gemma2-dev rep=$work/gemma2-dev/transmla_report.json
+    "$bin" convert "${fitq[@]}" --quiet --model-path "$g2" --save-path "$work/gemma2-dev" --cal-tokens "$g2/calib.u16" \
+        --cal-nsamples 64 --eval-tokens "$g2/eval.u16" --ppl-seqlen 512 --qk-mqa-dim 32 --freqfold 4 --kv-lora-rank 64 \
+        >/dev/null || { echo "FAIL  gemma2-dev: convert"; fails=$((fails + 1)); }
+    check "gemma2-dev original vs ../shared/README.md" "$(jget "$rep" ppl.original)" 4.2585 1e-4
+    check "gemma2-dev RoRoPE (published rotation)" "$(jget "$rep" ppl.rorope_pca)" 9.028 1e-4 le
+    check "gemma2-dev MLA (published rotation)" "$(jget "$rep" ppl.mla_pca)" 9.050 1e-4 le
+    check "gemma2-dev RoRoPE (fitted rotation) < published" "$(jget "$rep" ppl.rorope)" 9.028 -0.1 le
+    check "gemma2-dev as exported, attention fit < rotation fit" "$(jget "$rep" ppl.mla_native)" \
+        "$(jget "$rep" ppl.mla_native_rotation_fit)" -0.02 le
+    check "gemma2-dev as exported <= 1.5 x original" "$(jget "$rep" ppl.mla_native)" "$("$py" -c "print(1.5 * 4.2585)")" 0 le
+fi
 
 # peak memory: weights + converted attention + statistics + one micro-batch,
 # plus 64 MiB for the process itself (libraries, OpenBLAS buffers: ~25 MiB measured)
@@ -144,6 +162,29 @@ json.dump(c, open(p, 'w'))" "$work/g1"
 check "one kv head, r = head_dim: RoRoPE == original" "$(jget "$work/g1_out/transmla_report.json" ppl.rorope)" \
     "$(jget "$work/g1_out/transmla_report.json" ppl.original)" 1e-5
 
+# gemma2 (softcaps, (1 + w) norms, windows, query_pre_attn_scalar != head_dim): the same two anchors, the
+# second on a one-kv-head copy of the fixture (k/v rows of head 0)
+"$bin" convert "${fitq[@]}" --quiet --model-path "$fixtures/gemma2" --save-path "$work/g2_full" --cal-tokens "$work/calib.u16" \
+    --cal-max-seqlen 64 --cal-nsamples 0 --eval-tokens "$work/eval.u16" --ppl-seqlen 64 --qk-mqa-dim 4 --freqfold 4 \
+    --kv-lora-rank 60 --fit rotation >/dev/null
+check "gemma2, kv_lora_rank 2*G*d-r: MLA == RoRoPE" "$(jget "$work/g2_full/transmla_report.json" ppl.mla)" \
+    "$(jget "$work/g2_full/transmla_report.json" ppl.rorope)" 1e-5
+"$py" -c "
+import json, os, sys
+sys.path.insert(0, sys.argv[3])
+import tm_ref
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(dst)
+c = json.load(open(src + '/config.json')); d = c['head_dim']; c['num_key_value_heads'] = 1
+w = {k: (v[:d] if k.endswith(('k_proj.weight', 'v_proj.weight')) else v) for k, v in tm_ref.read_model_weights(src).items()}
+tm_ref.write_safetensors(dst + '/model.safetensors', w, 'F32')
+json.dump(c, open(dst + '/config.json', 'w'))" "$fixtures/gemma2" "$work/g2_g1" "$here/ref"
+"$bin" convert "${fitq[@]}" --quiet --model-path "$work/g2_g1" --save-path "$work/g2_g1_out" --cal-tokens "$work/calib.u16" \
+    --cal-max-seqlen 64 --cal-nsamples 0 --eval-tokens "$work/eval.u16" --ppl-seqlen 64 --qk-mqa-dim 16 --freqfold 1 \
+    --kv-lora-rank 16 --fit rotation >/dev/null
+check "gemma2, one kv head, r = head_dim: RoRoPE == original" "$(jget "$work/g2_g1_out/transmla_report.json" ppl.rorope)" \
+    "$(jget "$work/g2_g1_out/transmla_report.json" ppl.original)" 1e-5
+
 # llama with attention_bias (q/k/v/o biases) but without the MLP biases DeepSeek cannot hold
 "$py" -c "
 import json, os, shutil, sys
@@ -188,6 +229,9 @@ family mixtral_moe_bf16 4 12 vllm
 family qwen3 4 12 hf
 family qwen3_bf16 4 12 hf
 family qwen3_moe 4 12 vllm
+# gemma2: our gemma2_mla folder (soft-caps, windows, sandwich norms kept) read by the numpy gemma2_mla forward
+family gemma2 4 12 hf
+family gemma2_bf16 4 12 hf --q-lora-rank 24
 check "qwen3: report qk_norm_folded vs numpy fold (tests/ref/qk_fold_check.py)" \
     "$(jget "$work/out_qwen3/transmla_report.json" ppl.qk_norm_folded)" \
     "$("$py" "$here/ref/qk_fold_check.py" "$fixtures/qwen3" "$work/calib.u16" "$work/eval.u16" --cal-seqlen 64 \
