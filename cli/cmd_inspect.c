@@ -56,9 +56,10 @@ int cmd_inspect(int argc, char **argv) {
         printf("rope         theta %g%s%s%s\n", c->rope_theta, c->rope_scaling.type == TM_ROPE_LLAMA3 ? ", llama3 scaling" : c->rope_scaling.type == TM_ROPE_LINEAR ? ", linear scaling" : "",
                partial, c->sliding_window ? ", sliding window" : "");
         if (c->sandwich_norms) /* gemma2 and gemma2_mla */
-            printf("gemma2       (1 + w) RMSNorms, sandwich norms, GeGLU (tanh), score scale %g^-1/2, soft-caps %g "
+            printf("gemma2       (1 + w) RMSNorms%s, sandwich norms, GeGLU (tanh), score scale %g^-1/2, soft-caps %g "
                    "(scores) and %g (logits) (0: none), window %d on %s, embeddings x sqrt(%d)\n",
-                   c->query_pre_attn_scalar, c->attn_softcap, c->final_softcap, c->sliding_window,
+                   mla ? " (the latent norms: w)" : "", c->query_pre_attn_scalar, c->attn_softcap, c->final_softcap,
+                   c->sliding_window,
                    c->window_even_layers ? "even layers" : "every layer", c->hidden_size);
         printf("parameters   %lld (%.3f M), %llu bytes%s\n", (long long)m.w.n_params, m.w.n_params / 1e6,
                (unsigned long long)m.w.n_bytes, c->tie_word_embeddings ? ", head tied to embedding" : "");

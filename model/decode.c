@@ -1,6 +1,5 @@
 #include "model/decode.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,8 +52,15 @@ uint64_t decode_cache_bytes_per_token(const DecodeState *st, const Model *m) {
     return (uint64_t)st->width * m->cfg.n_layers * sizeof(float);
 }
 
+/* First cached position the token at `pos` sees in layer l: i - j < window. */
+static int window_start(const ModelConfig *c, int layer, int pos) {
+    int window = hf_config_layer_window(c, layer);
+    return window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+}
+
 /* Absorbed MLA for the token at `pos`: scores against cached latents
- * through q_lat_h = W_kb_h^T q_nope_h, outputs through W_vb_h o_lat_h. */
+ * through q_lat_h = W_kb_h^T q_nope_h, outputs through W_vb_h o_lat_h.
+ * Scale, soft-cap and window are the forward's (gemma2_mla has all three). */
 static void mla_step(const ModelConfig *c, const LayerWeights *L, int layer, DecodeState *st, int pos) {
     const MlaConfig *m = &c->mla;
     Workspace *ws = &st->ws;
@@ -71,7 +77,8 @@ static void mla_step(const ModelConfig *c, const LayerWeights *L, int layer, Dec
     memcpy(cache + (size_t)pos * w, ws->cn, (size_t)R * sizeof(float));
     memcpy(cache + (size_t)pos * w + R, ws->lat + R, (size_t)dr * sizeof(float));
     const float *kv_b = st->kv_b[layer];
-    float scale = (float)(1.0 / sqrt((double)qk));
+    float scale = (float)hf_config_attn_scale(c), cap = (float)c->attn_softcap;
+    int lo = window_start(c, layer, pos);
     for (int h = 0; h < H; h++) {
         /* query against a cache row [c ; k_pe]: [W_kb_h^T q_nope_h ; q_pe_h] */
         const float *qn = ws->q + (size_t)h * qk;
@@ -82,14 +89,14 @@ static void mla_step(const ModelConfig *c, const LayerWeights *L, int layer, Dec
             for (int j = 0; j < R; j++) ql[j] += qn[i] * wk[(size_t)i * R + j];
         memcpy(ql + R, qn + dn, (size_t)dr * sizeof(float));
         /* values are the cached latents themselves; W_vb_h maps the mix out */
-        attend_row(ol, ql, cache, cache, w, w, 0, pos, w, R, scale, 0, st->scores);
+        attend_row(ol, ql, cache, cache, w, w, lo, pos, w, R, scale, cap, st->scores);
         for (int i = 0; i < dv; i++) {
             float acc = 0;
             for (int j = 0; j < R; j++) acc += wv[(size_t)i * R + j] * ol[j];
             ws->att[(size_t)h * dv + i] = acc;
         }
     }
-    matmul_forward(ws->x, ws->att, &L->o, L->o_bias, 1, 1);
+    block_residual(c, L->attn_out_norm, ws->att, &L->o, L->o_bias, 1, ws);
 }
 
 static void gqa_step(const ModelConfig *c, const LayerWeights *L, int layer, DecodeState *st, int pos) {
@@ -103,8 +110,7 @@ static void gqa_step(const ModelConfig *c, const LayerWeights *L, int layer, Dec
     float *cache = st->cache + ((size_t)layer * st->max_T) * w;
     memcpy(cache + (size_t)pos * w, ws->k, (size_t)G * d * sizeof(float));
     memcpy(cache + (size_t)pos * w + G * d, ws->v, (size_t)G * d * sizeof(float));
-    int window = hf_config_layer_window(c, layer);
-    int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+    int lo = window_start(c, layer, pos);
     float scale = (float)hf_config_attn_scale(c), cap = (float)c->attn_softcap;
     for (int h = 0; h < H; h++) {
         int g = h / rep;

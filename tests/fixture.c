@@ -23,7 +23,7 @@ static const char *const REQUIRED[] = {"llama_mha_tied",     "llama_gqa2_bf16", 
                                        "dsv3_moe_softmax",   "dsv3_tied_bf16",     "qwen3",
                                        "qwen3_bf16",         "qwen3_moe",          "qwen3_moe_norm",
                                        "phi3",               "phi3_bf16",          "gemma2",
-                                       "gemma2_bf16"};
+                                       "gemma2_bf16",        "gemma2_mla",         "gemma2_mla_qlora"};
 
 static int lists(const json_t *list, const char *name) {
     size_t i;
@@ -74,7 +74,7 @@ FixtureMeta fixture_meta(const char *name) {
     return m;
 }
 
-int fixture_is_mla(const char *name) { return strncmp(name, "dsv3_", 5) == 0; }
+int fixture_is_mla(const char *name) { return strncmp(name, "dsv3_", 5) == 0 || strncmp(name, "gemma2_mla", 10) == 0; }
 
 void model_load_or_fail(Model *m, const char *dir) {
     if (model_load(m, dir)) fail_msg("%s: %s", dir, tm_error());

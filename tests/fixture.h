@@ -30,7 +30,7 @@ const char *fixture_path(char *buf, size_t len, const char *name, const char *fi
 
 FixtureMeta fixture_meta(const char *name);
 
-/* The deepseek_v3 (MLA) fixtures are the ones named dsv3_*. */
+/* The MLA fixtures: deepseek_v3 ones named dsv3_*, gemma2_mla ones named gemma2_mla*. */
 int fixture_is_mla(const char *name);
 
 /* model_load, failing the test with the folder and the reason. */

@@ -3,8 +3,10 @@
 #  - the shipped Qwen2.5-72B and Mixtral-8x7B configs on 4, 8 and 16 nodes of
 #    4 ranks and 256 GiB fit, and the weights column of each layout adds up to
 #    the parameter bytes Python computes from config.json on its own (bf16);
-#    likewise Phi-4, Qwen3-8B and Qwen3-30B-A3B on 1, 2 and 4 nodes, whose
-#    GFLOP per token must also equal Python's count (MoE: active experts only);
+#    likewise Phi-4, Qwen3-8B, Qwen3-30B-A3B and Gemma-2-9B-it on 1, 2 and 4
+#    nodes, whose GFLOP per token must also equal Python's count (MoE: active
+#    experts only; gemma2: four norms per layer, a tied head counted with the
+#    last stage);
 #  - a layout that cannot fit is refused with one line and exit 1; a stage
 #    count that does not divide the ranks likewise;
 #  - every preset in configs/presets parses; the ones that name a config plan
@@ -31,12 +33,14 @@ mt = c["model_type"]
 assert not c.get("attention_bias") and not c.get("mlp_only_layers") and c.get("decoder_sparse_step", 1) == 1
 bias = mt == "qwen2"
 qk_norm = 2 * d if mt in ("qwen3", "qwen3_moe") else 0  # q_norm and k_norm weights
+norms = 4 * D if mt == "gemma2" else 2 * D  # gemma2: input, post_attention, pre/post_feedforward
 attn = D * H * d + 2 * D * G * d + H * d * D + (H * d + 2 * G * d if bias else 0) + qk_norm
 if "num_local_experts" in c: E, W = c["num_local_experts"], I          # mixtral: experts of intermediate_size
 elif "num_experts" in c: E, W = c["num_experts"], c["moe_intermediate_size"]  # qwen3_moe
 else: E, W = 0, I
 mlp = 3 * D * W * E + D * E if E else 3 * D * I  # experts and the router, or one dense MLP
-n = V * D * (1 if c.get("tie_word_embeddings") else 2) + D + L * (attn + mlp + 2 * D)
+# a tied head is counted again with the last stage, which holds its own copy of the embedding
+n = V * D * 2 + D + L * (attn + mlp + norms)
 print(2 * n / 2**30)
 PY
 }
@@ -67,8 +71,9 @@ for model in qwen2.5-72b-instruct mixtral-8x7b-v0.1; do
 done
 
 # issue 21: Phi-4 (phi3, fused qkv/gate_up), Qwen3-8B (QK-norm), Qwen3-30B-A3B (128 experts of
-# moe_intermediate_size 768, not intermediate_size 6144) on 1, 2 and 4 nodes of 4 ranks and 256 GiB
-for model in phi-4 qwen3-8b qwen3-30b-a3b; do
+# moe_intermediate_size 768, not intermediate_size 6144); issue 22: Gemma-2-9B-it (sandwich norms,
+# tied head, GeGLU); on 1, 2 and 4 nodes of 4 ranks and 256 GiB
+for model in phi-4 qwen3-8b qwen3-30b-a3b gemma-2-9b-it; do
     cfg=$repo/configs/models/$model.config.json
     want=$(param_gib "$cfg") wantf=$(gflop_tok "$cfg")
     for nodes in 1 2 4; do

@@ -7,8 +7,11 @@
  * converter's engine-only "exact" form (no latent norms, a q_proj bias) that
  * no config.json can describe: q_proj with interleaved rope; q_lora with
  * biases, half-split rope, llama3 scaling and qk_nope != v_head_dim; exact
- * mode; the Mixtral-form MoE after a dense first layer. The fixture models
- * (GQA and deepseek_v3 files) are covered by test_decode.c.
+ * mode; the Mixtral-form MoE after a dense first layer; gemma2_mla
+ * (sandwich (1 + w) norms, GeGLU, a window of 5 on layer 0 of 2 < T_SEQ,
+ * query_pre_attn_scalar 20 != qk 24, soft-caps, tied scaled embeddings,
+ * q_lora). The fixture models (GQA, deepseek_v3 and gemma2_mla files) are
+ * covered by test_decode.c.
  *
  * Tolerance |dec - full| <= 1e-4 (1 + max|logit|): both run in fp32 but sum
  * in different orders (latent-space dot products against per-head ones);
@@ -174,12 +177,29 @@ static void test_mla_moe(void **state) {
     run_mla(&c);
 }
 
+/* gemma2's layers around MLA: everything the absorbed step must add to DeepSeek's */
+static void test_gemma2_mla(void **state) {
+    (void)state;
+    ModelConfig c = mla_config();
+    c.arch = TM_ARCH_GEMMA2_MLA;
+    snprintf(c.model_type, sizeof c.model_type, "gemma2_mla");
+    c.mla.q_lora_rank = 24;
+    c.gelu_mlp = c.sandwich_norms = c.norm_plus_one = c.embed_scaled = c.tie_word_embeddings = 1;
+    c.sliding_window = 5;
+    c.window_even_layers = 1;
+    c.query_pre_attn_scalar = 20;
+    c.attn_softcap = 2.0;
+    c.final_softcap = 8.0;
+    run_mla(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mla_q_proj_interleaved),
         cmocka_unit_test(test_mla_q_lora_bias_half_split),
         cmocka_unit_test(test_mla_exact_no_norm_q_bias),
         cmocka_unit_test(test_mla_moe),
+        cmocka_unit_test(test_gemma2_mla),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -122,6 +122,32 @@ static void qwen3_30b_a3b(void **state) {
     assert_int_equal(c.torch_dtype, TM_BF16);
 }
 
+/* google/gemma-2-9b-it's config.json (transcribed from a quoted copy): alternating windows,
+ * scalar 256 = head_dim, caps 50/30, tied, (1 + w) sandwich norms. */
+static void gemma2_9b_it(void **state) {
+    ModelConfig c;
+    assert_int_equal(hf_config_load(&c, TM_SOURCE_DIR "/configs/models/gemma-2-9b-it.config.json"), 0);
+    assert_int_equal(c.arch, TM_ARCH_GEMMA2);
+    assert_int_equal(c.hidden_size, 3584);
+    assert_int_equal(c.n_layers, 42);
+    assert_int_equal(c.n_heads, 16);
+    assert_int_equal(c.n_kv_heads, 8);
+    assert_int_equal(c.head_dim, 256);
+    assert_int_equal(c.rotary_dim, 256);
+    assert_int_equal(c.intermediate_size, 14336);
+    assert_int_equal(c.vocab_size, 256000);
+    assert_int_equal(c.max_position_embeddings, 8192);
+    assert_true(c.query_pre_attn_scalar == 256 && c.attn_softcap == 50 && c.final_softcap == 30);
+    assert_true(c.gelu_mlp && c.sandwich_norms && c.norm_plus_one && c.embed_scaled && c.tie_word_embeddings);
+    assert_true(!c.qkv_bias && !c.o_bias && !c.mlp_bias && !c.qk_norm && c.n_experts == 0);
+    assert_int_equal(hf_config_layer_window(&c, 0), 4096);
+    assert_int_equal(hf_config_layer_window(&c, 41), 0);
+    assert_int_equal(hf_config_layer_window(&c, 40), 4096);
+    assert_true(c.rope_theta == 10000 && c.rms_norm_eps == 1e-6);
+    assert_true(c.bos_token_id == 2 && c.eos_token_id == 1);
+    assert_int_equal(c.torch_dtype, TM_BF16);
+}
+
 /* Parse `json` from a temp file into c; returns hf_config_load's result and
  * the file's name in path (removed by then). */
 static int load_json(const char *json, ModelConfig *c, char path[32]) {
@@ -316,8 +342,34 @@ static void gemma2_config(void **state) {
     expect_error(GEMMA2 ", \"use_bidirectional_attention\": true}", "'use_bidirectional_attention'");
 }
 
+/* gemma2_mla (a converted gemma2): DeepSeek's attention fields, gemma2's everything else; the
+ * scale from query_pre_attn_scalar, qk_nope_head_dim + qk_rope_head_dim when absent. */
+#define GEMMA2_MLA "{" BASE "\"model_type\": \"gemma2_mla\", \"num_attention_heads\": 4, \"kv_lora_rank\": 16, " \
+    "\"q_lora_rank\": null, \"qk_nope_head_dim\": 16, \"qk_rope_head_dim\": 8, \"v_head_dim\": 12, " \
+    "\"sliding_window\": 5, \"attn_logit_softcapping\": 3.0"
+static void gemma2_mla_config(void **state) {
+    char path[32];
+    ModelConfig c;
+    assert_int_equal(load_json(GEMMA2_MLA ", \"query_pre_attn_scalar\": 20}", &c, path), 0);
+    assert_int_equal(c.arch, TM_ARCH_GEMMA2_MLA);
+    assert_true(hf_config_is_mla(&c));
+    assert_int_equal(c.head_dim, 8);
+    assert_int_equal(c.n_kv_heads, 4);
+    assert_int_equal(c.mla.q_lora_rank, 0);
+    assert_true(c.mla.latent_norms && c.mla.rope_interleave);
+    assert_int_equal(hf_config_qk_head_dim(&c), 24);
+    assert_true(hf_config_attn_scale(&c) == 1.0 / sqrt(20.0));
+    assert_true(c.attn_softcap == 3 && c.final_softcap == 30);
+    assert_true(c.gelu_mlp && c.sandwich_norms && c.norm_plus_one && c.embed_scaled && c.tie_word_embeddings);
+    assert_int_equal(hf_config_layer_window(&c, 0), 5);
+    assert_int_equal(hf_config_layer_window(&c, 1), 0);
+    assert_int_equal(load_json(GEMMA2_MLA "}", &c, path), 0);
+    assert_true(hf_config_attn_scale(&c) == 1.0 / sqrt(24.0));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(gemma2_9b_it), cmocka_unit_test(gemma2_mla_config),
         cmocka_unit_test(qwen25_72b), cmocka_unit_test(mixtral_8x7b), cmocka_unit_test(llama32_1b),
         cmocka_unit_test(phi_4), cmocka_unit_test(qwen3_8b), cmocka_unit_test(qwen3_30b_a3b),
         cmocka_unit_test(bad_configs), cmocka_unit_test(defaults_follow_transformers),

@@ -2,7 +2,10 @@
  * (model_forward + model_logits) on every golden fixture of
  * tests/ref/make_fixtures.py: the GQA ones (llama, qwen2, mistral with a
  * sliding window of 5 < T = 13, which the decoder must apply too, mixtral
- * MoE) and the deepseek_v3 (MLA) ones.
+ * MoE, qwen3, phi3, gemma2) and the MLA ones: deepseek_v3, and gemma2_mla
+ * (gemma2's layers around MLA: the absorbed step must apply each layer's
+ * window, the score scale query_pre_attn_scalar^-1/2, the score soft-cap
+ * and the sandwich norm of the attention output).
  *
  * For each fixture and each of its token sequences (B=1, T tokens from
  * position 0) the decoder's logits at every position must match the
@@ -15,6 +18,12 @@
  * cache (position, window, rope offset, absorbed block) moves logits by 0.1
  * and more; the golden test (test_forward) ties the forward to the float64
  * reference.
+ *
+ * Greedy generation (greedy_matches_forward): on both gemma2_mla fixtures,
+ * gemma2 and mistral_window, 4 prompt + 16 generated tokens (> the window)
+ * with the latent (or K/V) cache pick the tokens the forward's argmax picks
+ * when the whole sequence is recomputed from scratch at every step, and the
+ * step logits agree within the tolerance above.
  *
  * Also: the cache holds (kv_lora_rank + qk_rope_head_dim) fp32 per token and
  * layer for MLA and 2 * kv_heads * head_dim for GQA, both read from
@@ -53,7 +62,7 @@ static uint64_t expected_cache_bytes(const char *name, int *is_mla) {
     const char *mt = json_string_value(json_object_get(c, "model_type"));
     assert_non_null(mt);
     long long L = cfg_int(c, "num_hidden_layers", -1), width;
-    *is_mla = strcmp(mt, "deepseek_v3") == 0;
+    *is_mla = strcmp(mt, "deepseek_v3") == 0 || strcmp(mt, "gemma2_mla") == 0;
     if (*is_mla) {
         width = cfg_int(c, "kv_lora_rank", -1) + cfg_int(c, "qk_rope_head_dim", -1);
     } else {
@@ -75,7 +84,7 @@ static void check_fixture(const char *name) {
     assert_int_equal(m.cfg.vocab_size, V);
     int is_mla;
     uint64_t want_bytes = expected_cache_bytes(name, &is_mla);
-    assert_int_equal(is_mla, m.cfg.arch == TM_ARCH_DEEPSEEK_V3);
+    assert_int_equal(is_mla, hf_config_is_mla(&m.cfg));
     int32_t *ids = fixture_tokens(name, &meta);
 
     Workspace ws;
@@ -144,6 +153,77 @@ static void all_fixtures(void **state) {
     json_decref(list);
 }
 
+static int argmax(const float *z, int n) {
+    int best = 0;
+    for (int v = 1; v < n; v++)
+        if (z[v] > z[best]) best = v;
+    return best;
+}
+
+/* Last row of the forward's logits for seq[0..n): the whole prefix run from scratch. */
+static void forward_last_row(const Model *m, const int32_t *seq, int n, float *full, float *row) {
+    Workspace ws;
+    workspace_init(&ws, &m->cfg, 1, n);
+    model_forward(m, seq, &ws);
+    model_logits(m, ws.xn, n, full);
+    memcpy(row, full + (size_t)(n - 1) * m->cfg.vocab_size, (size_t)m->cfg.vocab_size * sizeof *row);
+    workspace_free(&ws);
+}
+
+/* Greedy generation as `transmla generate` runs it (latent cache, argmax fed
+ * back) against the forward's argmax recomputed from scratch over the whole
+ * sequence at each step: PROMPT + GEN_NEW tokens, more than the window, so
+ * the windowed layers drop cached latents. Same tokens; logits within the
+ * decoder tolerance above (measured in the printout). */
+#define PROMPT 4
+#define GEN_NEW 16
+static void greedy_one(const char *name) {
+    FixtureMeta meta = fixture_meta(name);
+    Model m;
+    fixture_model(&m, name);
+    int V = m.cfg.vocab_size, n = PROMPT + GEN_NEW;
+    assert_true(m.cfg.sliding_window > 0 && m.cfg.sliding_window < n - 1);
+    int32_t *ids = fixture_tokens(name, &meta), seq[PROMPT + GEN_NEW];
+    memcpy(seq, ids, PROMPT * sizeof *seq);
+    float *dec = malloc((size_t)V * sizeof *dec), *ref = malloc((size_t)V * sizeof *ref);
+    float *full = malloc((size_t)n * V * sizeof *full);
+    DecodeState st;
+    if (decode_init(&st, &m, n)) fail_msg("%s: decode_init: %s", name, tm_error());
+    double worst = 0.0, min_gap = 1e30;
+    for (int t = 0; t < n - 1; t++) {
+        if (decode_step(&m, &st, seq[t], dec)) fail_msg("%s: decode_step %d: %s", name, t, tm_error());
+        if (t < PROMPT - 1) continue;
+        forward_last_row(&m, seq, t + 1, full, ref);
+        double big = 0.0, diff = 0.0;
+        for (int v = 0; v < V; v++) {
+            big = fmax(big, fabs(ref[v]));
+            diff = fmax(diff, fabs((double)dec[v] - ref[v]));
+        }
+        worst = fmax(worst, diff / (ATOL / RTOL + big));
+        if (!(diff <= ATOL + RTOL * big)) fail_msg("%s: step %d: decoder logits differ by %.2e", name, t, diff);
+        int a = argmax(dec, V), b = argmax(ref, V);
+        for (int v = 0; v < V; v++)
+            if (v != b) min_gap = fmin(min_gap, ref[b] - ref[v]);
+        if (a != b) fail_msg("%s: generated token %d: latent cache picks %d, the forward %d", name, t + 1 - PROMPT, a, b);
+        seq[t + 1] = a;
+    }
+    printf("  %-20s greedy %d+%d tokens (window %d):", name, PROMPT, GEN_NEW, m.cfg.sliding_window);
+    for (int t = PROMPT; t < n; t++) printf(" %d", (int)seq[t]);
+    printf("\n  %-20s same tokens; worst |diff|/(1+max|logit|) %.2e, smallest top-1 gap %.2e\n", "", worst, min_gap);
+    decode_free(&st, &m);
+    free(dec);
+    free(ref);
+    free(full);
+    free(ids);
+    model_free(&m);
+}
+
+static void greedy_matches_forward(void **state) {
+    (void)state;
+    const char *names[] = {"gemma2_mla", "gemma2_mla_qlora", "gemma2", "mistral_window"};
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++) greedy_one(names[k]);
+}
+
 /* decode_step past max_T returns -1 with an error, for both attention kinds;
  * decode_init with a small max_T works and the state stays usable to free. */
 static void step_past_capacity(void **state) {
@@ -172,6 +252,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(all_fixtures),
         cmocka_unit_test(step_past_capacity),
+        cmocka_unit_test(greedy_matches_forward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,11 @@
  * and four deepseek_v3 (MLA) ones: plain q_proj with interleaved
  * rope; q_lora with biases, half-split rope and llama3 scaling (f16, sharded);
  * the Mixtral-form MoE after a dense layer (golden logits with tm_ref's
- * vLLM router, the only MoE form the engine runs); tied bf16.
+ * vLLM router, the only MoE form the engine runs); tied bf16; and two
+ * gemma2_mla (gemma2's layers around MLA: plain q_proj with rotate-half rope,
+ * f32; q_lora with interleaved rope, bf16; both with windowed and full
+ * layers, soft-caps and an explicit query_pre_attn_scalar; measured 5.6e-6
+ * and 3.5e-6).
  *
  * Tolerance: |ours - ref| <= 5e-5 + 1e-5 |ref|. The reference reads the same
  * stored (f32/f16/bf16) weights, so the only difference is our fp32

@@ -44,7 +44,7 @@ static void check_fixture(const char *name, int *mla, int *gqa) {
     Model m;
     fixture_model(&m, name);
     const ModelConfig *c = &m.cfg;
-    assert_int_equal(c->arch == TM_ARCH_DEEPSEEK_V3, fixture_is_mla(name));
+    assert_int_equal(hf_config_is_mla(c), fixture_is_mla(name));
     if (c->sliding_window) {
         model_free(&m);
         return;

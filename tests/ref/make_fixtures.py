@@ -42,7 +42,8 @@ TORCH_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
         "qwen2": "Qwen2ForCausalLM", "mixtral": "MixtralForCausalLM",
         "deepseek_v3": "DeepseekV3ForCausalLM", "qwen3": "Qwen3ForCausalLM",
-        "qwen3_moe": "Qwen3MoeForCausalLM", "phi3": "Phi3ForCausalLM", "gemma2": "Gemma2ForCausalLM"}
+        "qwen3_moe": "Qwen3MoeForCausalLM", "phi3": "Phi3ForCausalLM", "gemma2": "Gemma2ForCausalLM",
+        "gemma2_mla": "Gemma2MlaForCausalLM"}  # our own format: no transformers class reads it
 
 
 def base_config(model_type, D, L, H, G, d, I, V, dtype, **extra):
@@ -116,6 +117,45 @@ def dsv3_config(D, L, H, q_lora, R, dn, dr, dv, I, V, dtype, moe=None, **extra):
     if moe:
         c.update(first_k_dense_replace=moe["first_dense"], n_routed_experts=moe["experts"],
                  num_experts_per_tok=moe["top_k"], moe_intermediate_size=moe["moe_I"])
+    c.update(extra)
+    return c
+
+
+def gemma2_mla_config(D, L, H, q_lora, R, dn, dr, dv, I, V, dtype, qpas, caps, window, **extra):
+    """A gemma2_mla config.json (a converted Gemma-2: gemma2's layers, DeepSeek's MLA
+    attention), every field written out; qpas: query_pre_attn_scalar, caps: (attention,
+    final logit) soft-caps."""
+    c = {
+        "architectures": [ARCH["gemma2_mla"]],
+        "model_type": "gemma2_mla",
+        "hidden_size": D,
+        "num_hidden_layers": L,
+        "num_attention_heads": H,
+        "num_key_value_heads": H,
+        "q_lora_rank": q_lora,
+        "kv_lora_rank": R,
+        "qk_nope_head_dim": dn,
+        "qk_rope_head_dim": dr,
+        "v_head_dim": dv,
+        "head_dim": dr,
+        "intermediate_size": I,
+        "vocab_size": V,
+        "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "rope_interleave": True,
+        "attention_bias": False,
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_activation": "gelu_pytorch_tanh",
+        "tie_word_embeddings": True,
+        "query_pre_attn_scalar": qpas,
+        "attn_logit_softcapping": caps[0],
+        "final_logit_softcapping": caps[1],
+        "sliding_window": window,
+        "bos_token_id": 2,
+        "eos_token_id": 1,
+        "torch_dtype": TORCH_DTYPE[dtype],
+    }
     c.update(extra)
     return c
 
@@ -211,6 +251,20 @@ def fixture_specs():
                         final_logit_softcapping=6.0, sliding_window=6,
                         layer_types=["sliding_attention", "full_attention"]),
             "BF16", 1, 114),
+        # gemma2_mla (a converted gemma2): 3 layers (0 and 2 windowed, 1 full), a window of 5 < T;
+        # plain q_proj, rotate-half rope; query_pre_attn_scalar 20 written out and != qk_nope + qk_rope
+        # = 24 (its default); rms_norm_eps 1e-5, so the latent norms' fixed 1e-6 shows; (1 + w)
+        # norms stored far from 0, latent norms (plain w) near 1
+        "gemma2_mla": (
+            gemma2_mla_config(D=32, L=3, H=4, q_lora=None, R=16, dn=16, dr=8, dv=12, I=64, V=80, dtype="F32",
+                              qpas=20, caps=(3.0, 5.0), window=5, rope_interleave=False, rms_norm_eps=1e-5),
+            "F32", 1, 115),
+        # bf16, q_a/q_a_layernorm/q_b, interleaved rope, layer_types given, window 6, scalar 16 != 20
+        "gemma2_mla_qlora": (
+            gemma2_mla_config(D=48, L=2, H=4, q_lora=24, R=20, dn=12, dr=8, dv=16, I=64, V=64, dtype="BF16",
+                              qpas=16, caps=(4.0, 6.0), window=6,
+                              layer_types=["sliding_attention", "full_attention"]),
+            "BF16", 1, 116),
         # deepseek_v3 (MLA).  Latent projections are scaled so the latents' mean square is
         # ~2e-4: the latent RMSNorms' eps (1e-6, whatever rms_norm_eps says) then matters.
         # (a) plain q_proj, interleaved rope, every layer dense, no biases, qk_nope 16 != v_head 12
@@ -329,11 +383,19 @@ def make_weights_dsv3(cfg, seed):
     def norm(name, n):
         W[name] = 1.0 + 0.1 * rng.standard_normal(n)
 
+    gemma = getattr(cfg, "gemma2", False)
+
+    def outer_norm(name, n):  # gemma2_mla's (1 + w) norms: far from 0, so both w and 1 + w show
+        if gemma:
+            W[name] = rng.uniform(0.2, 1.2, n)
+        else:
+            norm(name, n)
+
     W["model.embed_tokens.weight"] = rng.standard_normal((V, D)) * (1.5 / np.sqrt(D) if cfg.tie else 1.0)
     for l in range(cfg.n_layers):
         p = "model.layers.%d." % l
         a = p + "self_attn."
-        norm(p + "input_layernorm.weight", D)
+        outer_norm(p + "input_layernorm.weight", D)
         if Rq is None:
             lin(a + "q_proj", H * (dn + dr), D)
         else:
@@ -352,7 +414,10 @@ def make_weights_dsv3(cfg, seed):
         lin(a + "o_proj", D, H * dv)
         if cfg.attention_bias:
             bias(a + "o_proj", D)
-        norm(p + "post_attention_layernorm.weight", D)
+        outer_norm(p + "post_attention_layernorm.weight", D)
+        if gemma:
+            outer_norm(p + "pre_feedforward_layernorm.weight", D)
+            outer_norm(p + "post_feedforward_layernorm.weight", D)
         m = p + "mlp."
         if cfg.is_moe_layer(l):
             W[m + "gate.weight"] = rng.standard_normal((cfg.n_routed, D)) * (1.5 / np.sqrt(D))
@@ -365,7 +430,7 @@ def make_weights_dsv3(cfg, seed):
             lin(m + "gate_proj", I, D)
             lin(m + "up_proj", I, D)
             lin(m + "down_proj", D, I)
-    norm("model.norm.weight", D)
+    outer_norm("model.norm.weight", D)
     if not cfg.tie:
         lin("lm_head", V, D)
     return W
@@ -436,7 +501,7 @@ def sanity(name, cfg, W, ids, lg):
             raise SystemExit("%s: the QK-norm is not exercised" % name)
     if cfg.model_type == "phi3":
         notes += sanity_phi3(name, cfg, W, ids, lg)
-    if cfg.model_type == "gemma2":
+    if cfg.model_type in ("gemma2", "gemma2_mla"):
         notes += sanity_gemma2(name, cfg, W, ids, lg)
     if cfg.n_experts:
         # every expert gets picked somewhere, and no token's top-k is a near-tie in any layer
@@ -477,13 +542,26 @@ def sanity_gemma2(name, cfg, W, ids, lg):
     windowed = [l for l, w in enumerate(cfg.windows) if w is not None]
     if not windowed or len(windowed) == cfg.n_layers or min(cfg.windows[l] for l in windowed) >= T:
         raise SystemExit("%s: needs windowed (window < %d) and full layers" % (name, T))
-    for what, change in (("attention soft-cap", dict(attn_logit_softcapping=None)),
-                         ("final soft-cap", dict(final_logit_softcapping=None)),
-                         ("query_pre_attn_scalar", dict(query_pre_attn_scalar=cfg.d))):
-        moved = float(np.abs(tm_ref.logits(tm_ref.Config(dict(cfg.raw, **change)), W, ids[0]) - lg[0]).max())
-        notes.append("no %s: %.2f" % (what, moved) if what != "query_pre_attn_scalar" else "head_dim scale: %.2f" % moved)
+    mla = cfg.model_type == "gemma2_mla"
+    # gemma2_mla without the field scales by (qk_nope + qk_rope)^-1/2: dropping it must matter
+    no_scalar = {k: v for k, v in cfg.raw.items() if k != "query_pre_attn_scalar"} if mla else \
+        dict(cfg.raw, query_pre_attn_scalar=cfg.d)
+    for what, raw in (("attention soft-cap", dict(cfg.raw, attn_logit_softcapping=None)),
+                      ("final soft-cap", dict(cfg.raw, final_logit_softcapping=None)),
+                      ("query_pre_attn_scalar", no_scalar)):
+        moved = float(np.abs(tm_ref.logits(tm_ref.Config(raw), W, ids[0]) - lg[0]).max())
+        notes.append("no %s: %.2f" % (what, moved) if what != "query_pre_attn_scalar" else
+                     "%s scale: %.2f" % ("qk_nope+qk_rope" if mla else "head_dim", moved))
         if moved < 1e-2:
             raise SystemExit("%s: %s not exercised" % (name, what))
+    if mla:
+        # the latent norms multiply by w, the others by (1 + w): the other convention must show
+        plus1 = {k: (v + 1.0 if k.endswith(("q_a_layernorm.weight", "kv_a_layernorm.weight")) else v)
+                 for k, v in W.items()}
+        moved = float(np.abs(tm_ref.logits(cfg, plus1, ids[0]) - lg[0]).max())
+        notes.append("latent norms as (1 + w): %.2f" % moved)
+        if moved < 1e-2:
+            raise SystemExit("%s: the latent norms' convention not exercised" % name)
     return notes
 
 
@@ -742,8 +820,9 @@ def main():
     if refdir is None:
         print("shared refmodel.py not found (set TM_SHARED_REF): cross-check skipped")
         return 0
-    print("cross-checking against %s/refmodel.py (not phi3 or gemma2, which it lacks)" % refdir)
-    worst, failed = cross_check(outdir, [n for n in specs if specs[n][0]["model_type"] not in ("phi3", "gemma2")],
+    print("cross-checking against %s/refmodel.py (not phi3, gemma2 or gemma2_mla, which it lacks)" % refdir)
+    lacks = ("phi3", "gemma2", "gemma2_mla")
+    worst, failed = cross_check(outdir, [n for n in specs if specs[n][0]["model_type"] not in lacks],
                                 refdir, routers)
     if failed:
         print("CROSS-CHECK FAILED for %s (tolerance %.0e, worst %.2e)" % (", ".join(failed), TOL, worst),

@@ -16,7 +16,9 @@ Contents
     norms, GeGLU, query_pre_attn_scalar, attention and final logit soft-capping,
     embeddings scaled by sqrt(hidden_size) in the weights' dtype, sliding window on
     the layers layer_types names, by default the even ones) and deepseek_v3
-    (DeepseekV3ForCausalLM: MLA attention, dense/MoE MLP).  For deepseek_v3 the
+    (DeepseekV3ForCausalLM: MLA attention, dense/MoE MLP), and gemma2_mla (transmla's
+    format for a converted Gemma-2: gemma2's layers with DeepSeek-V3's MLA attention,
+    which keeps gemma2's score scale, soft-cap and windows).  For deepseek_v3 the
     MoE routing is transformers' by default (router="hf": sigmoid scores,
     e_score_correction_bias, group-limited top-k; scoring_func ignored) or, with
     router="vllm", what vLLM's DeepSeek model computes (scoring_func honoured).
@@ -244,13 +246,16 @@ class Config:
             raise ValueError("router must be one of %s, not %r" % (ROUTERS, router))
         self.router = router
         mt = raw.get("model_type")
-        self.mla = mt == "deepseek_v3"
-        if self.mla:
+        self.mla = mt in ("deepseek_v3", "gemma2_mla")
+        if mt == "deepseek_v3":
             self._init_dsv3(raw)
+            return
+        if mt == "gemma2_mla":
+            self._init_gemma2_mla(raw)
             return
         if mt not in _DEFAULTS:
             raise ValueError("model_type %r not supported (llama, mistral, qwen2, mixtral, qwen3, qwen3_moe, "
-                             "phi3, gemma2, deepseek_v3)" % mt)
+                             "phi3, gemma2, deepseek_v3, gemma2_mla)" % mt)
         dflt = _DEFAULTS[mt]
 
         def get(k, default=None):
@@ -349,47 +354,11 @@ class Config:
             return cast(v)
 
         self.model_type = "deepseek_v3"
-        self.qk_norm = False
-        self.D = num("hidden_size")
-        self.n_layers = num("num_hidden_layers")
-        self.H = num("num_attention_heads")
-        # the config turns an explicit null into num_attention_heads
-        self.G = int(get("num_key_value_heads") if get("num_key_value_heads") is not None else self.H)
-        if self.G != self.H:
-            # kv_b_proj already yields H key heads; the attention functions still
-            # repeat_kv by H // num_key_value_heads, which only works for 1
-            raise ValueError("deepseek_v3: num_key_value_heads (%d) must equal num_attention_heads (%d)"
-                             % (self.G, self.H))
-        self.V = num("vocab_size")
-        self.I = num("intermediate_size")
-        self.q_lora_rank = None if get("q_lora_rank") is None else int(get("q_lora_rank"))
-        self.kv_lora_rank = num("kv_lora_rank")
-        self.qk_nope = num("qk_nope_head_dim")
-        self.qk_rope = num("qk_rope_head_dim")
-        self.v_head = num("v_head_dim")
-        if self.qk_rope % 2 or self.qk_rope <= 0:
-            raise ValueError("deepseek_v3: qk_rope_head_dim must be positive and even")
-        # transformers sizes the rotary table from config.head_dim, which the config
-        # sets to qk_rope_head_dim unless config.json overrides it
-        if raw.get("head_dim") is not None and int(raw["head_dim"]) != self.qk_rope:
-            raise ValueError("deepseek_v3: head_dim %s differs from qk_rope_head_dim %d: transformers would "
-                             "build a rotary table of the wrong width" % (raw["head_dim"], self.qk_rope))
-        prf = raw.get("partial_rotary_factor")
-        if prf is not None and float(prf) != 1.0:
-            raise ValueError("deepseek_v3: partial_rotary_factor %s not supported" % prf)
-        self.d = self.rope_dim = self.qk_rope
+        self._mla_attention_fields(raw, get, num)
         if get("hidden_act") != "silu":
             raise ValueError("deepseek_v3: hidden_act %r not supported (silu only)" % get("hidden_act"))
-        self.rope_theta, self.rope_scaling = _rope_settings(raw, get)
-        kind = _rope_kind(self.rope_scaling)
-        if kind not in ("default", "linear", "llama3"):
-            raise NotImplementedError("deepseek_v3: rope_scaling type %r not supported "
-                                      "(only none/default, linear, llama3; yarn is refused)" % kind)
-        self.rope_interleave = bool(get("rope_interleave"))
-        self.attention_bias = bool(get("attention_bias"))
-        self.eps = num("rms_norm_eps", float)
-        self.latent_eps = _DSV3_LATENT_EPS
         self.scale = dsv3_softmax_scale(self.qk_nope + self.qk_rope, self.rope_scaling)
+        self.attn_cap = self.final_cap = None
         self.tie = bool(get("tie_word_embeddings"))
         self.qkv_bias = self.o_bias = self.mlp_bias = False  # (dense MLP and experts: no bias)
         self.windows = [None] * self.n_layers
@@ -411,6 +380,89 @@ class Config:
         self.moe_layer_freq = int(raw.get("moe_layer_freq", 1))  # vLLM only; transformers ignores it
         if self.scoring_func not in ("softmax", "sigmoid"):
             raise ValueError("deepseek_v3: scoring_func %r not supported" % self.scoring_func)
+
+    def _mla_attention_fields(self, raw, get, num):
+        """Sizes and DeepseekV3Attention's fields, shared by deepseek_v3 and gemma2_mla."""
+        mt = self.model_type
+        self.qk_norm = False
+        self.D = num("hidden_size")
+        self.n_layers = num("num_hidden_layers")
+        self.H = num("num_attention_heads")
+        # the config turns an explicit null into num_attention_heads
+        self.G = int(get("num_key_value_heads") if get("num_key_value_heads") is not None else self.H)
+        if self.G != self.H:
+            # kv_b_proj already yields H key heads; the attention functions still
+            # repeat_kv by H // num_key_value_heads, which only works for 1
+            raise ValueError("%s: num_key_value_heads (%d) must equal num_attention_heads (%d)"
+                             % (mt, self.G, self.H))
+        self.V = num("vocab_size")
+        self.I = num("intermediate_size")
+        self.q_lora_rank = None if get("q_lora_rank") is None else int(get("q_lora_rank"))
+        self.kv_lora_rank = num("kv_lora_rank")
+        self.qk_nope = num("qk_nope_head_dim")
+        self.qk_rope = num("qk_rope_head_dim")
+        self.v_head = num("v_head_dim")
+        if self.qk_rope % 2 or self.qk_rope <= 0:
+            raise ValueError("%s: qk_rope_head_dim must be positive and even" % mt)
+        # transformers sizes the rotary table from config.head_dim, which the config
+        # sets to qk_rope_head_dim unless config.json overrides it
+        if raw.get("head_dim") is not None and int(raw["head_dim"]) != self.qk_rope:
+            raise ValueError("%s: head_dim %s differs from qk_rope_head_dim %d: transformers would "
+                             "build a rotary table of the wrong width" % (mt, raw["head_dim"], self.qk_rope))
+        prf = raw.get("partial_rotary_factor")
+        if prf is not None and float(prf) != 1.0:
+            raise ValueError("%s: partial_rotary_factor %s not supported" % (mt, prf))
+        self.d = self.rope_dim = self.qk_rope
+        self.rope_theta, self.rope_scaling = _rope_settings(raw, get)
+        kind = _rope_kind(self.rope_scaling)
+        if kind not in ("default", "linear", "llama3"):
+            raise NotImplementedError("%s: rope_scaling type %r not supported "
+                                      "(only none/default, linear, llama3; yarn is refused)" % (mt, kind))
+        self.rope_interleave = bool(get("rope_interleave"))
+        self.attention_bias = bool(get("attention_bias"))
+        self.eps = num("rms_norm_eps", float)
+        self.latent_eps = _DSV3_LATENT_EPS
+
+    def _init_gemma2_mla(self, raw):
+        """gemma2_mla, transmla's format for a converted Gemma-2: Gemma2DecoderLayer (sandwich
+        (1 + w) norms, GeGLU, embeddings times sqrt(hidden_size) in the weights' dtype, tied
+        head, final soft-cap) with DeepseekV3Attention in place of Gemma2Attention, which keeps
+        Gemma-2's score soft-cap and per-layer window.  Its latent norms are DeepSeek's
+        (plain w, eps 1e-6).  Scores are scaled by query_pre_attn_scalar^-1/2, where an
+        absent query_pre_attn_scalar means qk_nope_head_dim + qk_rope_head_dim (DeepSeek's
+        scale).  Absent MLA fields take DeepseekV3Config's defaults, the rest Gemma2Config's."""
+        dflt = dict(_DSV3_DEFAULTS, **_DEFAULTS["gemma2"])
+
+        def get(k):
+            return raw[k] if k in raw else dflt.get(k)
+
+        def num(k, cast=int):
+            v = get(k)
+            if v is None:
+                raise ValueError("gemma2_mla: %s must not be null" % k)
+            return cast(v)
+
+        self.model_type = "gemma2_mla"
+        self._mla_attention_fields(raw, get, num)
+        if get("hidden_activation") != "gelu_pytorch_tanh":
+            raise ValueError("gemma2_mla hidden_activation %r not supported" % get("hidden_activation"))
+        qpas = get("query_pre_attn_scalar") if "query_pre_attn_scalar" in raw else self.qk_nope + self.qk_rope
+        self.scale = float(qpas) ** -0.5
+        self.attn_cap = get("attn_logit_softcapping")
+        self.final_cap = get("final_logit_softcapping")
+        self.torch_dtype = raw.get("torch_dtype", "float32")
+        self.gemma2 = True
+        self.tie = bool(get("tie_word_embeddings"))
+        lt = get("layer_types") or ["sliding_attention" if (l + 1) % 2 else "full_attention"
+                                    for l in range(self.n_layers)]
+        sw = get("sliding_window")
+        self.windows = [None if (sw is None or t != "sliding_attention") else int(sw) for t in lt]
+        self.qkv_bias = self.o_bias = self.mlp_bias = False
+        self.n_experts = 0
+        self.first_k_dense, self.n_routed, self.moe_I = self.n_layers, None, self.I  # every MLP dense
+        self.n_shared, self.top_k, self.n_group, self.topk_group = 0, None, None, None
+        self.norm_topk_prob, self.routed_scaling, self.scoring_func = True, 1.0, "softmax"
+        self.topk_method, self.moe_layer_freq = None, 1
 
     def is_moe_layer(self, layer):
         """Whether layer `layer` of a deepseek_v3 model has the MoE MLP."""
@@ -696,7 +748,7 @@ def gemma2_layer(cfg, W, layer, x, cos, sin):
     p = "model.layers.%d." % layer
     eps = cfg.eps
     h = gemma_rmsnorm(x, _w(W, p + "input_layernorm.weight"), eps)
-    h = attention(cfg, W, layer, h, cos, sin)
+    h = (mla_attention if cfg.mla else attention)(cfg, W, layer, h, cos, sin)
     x = x + gemma_rmsnorm(h, _w(W, p + "post_attention_layernorm.weight"), eps)
     h = gemma_rmsnorm(x, _w(W, p + "pre_feedforward_layernorm.weight"), eps)
     m = p + "mlp."
@@ -716,17 +768,23 @@ def deinterleave(x):
     return x.reshape(x.shape[:-1] + (d // 2, 2)).swapaxes(-1, -2).reshape(x.shape)
 
 
-def causal_softmax(s):
-    """Softmax over the last axis of scores (..., T, T) with keys j > query i masked."""
+def causal_softmax(s, window=None):
+    """Softmax over the last axis of scores (..., T, T) with keys j > query i masked, and
+    with a window also keys j <= i - window."""
     T = s.shape[-1]
-    s = np.where(np.arange(T)[None, :] <= np.arange(T)[:, None], s, -np.inf)
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    visible = j <= i
+    if window is not None:
+        visible = visible & (i - j < window)
+    s = np.where(visible, s, -np.inf)
     s = s - s.max(axis=-1, keepdims=True)
     pr = np.exp(s)
     return pr / pr.sum(axis=-1, keepdims=True)
 
 
 def mla_attention(cfg, W, layer, h, cos, sin):
-    """DeepseekV3Attention on one sequence h (T, D); cos/sin (T, qk_rope_head_dim)."""
+    """DeepseekV3Attention on one sequence h (T, D); cos/sin (T, qk_rope_head_dim).
+    gemma2_mla: scores scaled by cfg.scale, soft-capped before the mask, the layer's window."""
     T = h.shape[0]
     H, dn, dr, dv, R = cfg.H, cfg.qk_nope, cfg.qk_rope, cfg.v_head, cfg.kv_lora_rank
     p = "model.layers.%d.self_attn." % layer
@@ -748,7 +806,9 @@ def mla_attention(cfg, W, layer, h, cos, sin):
     q_pe = rope(q_pe, cos, sin)
     k_pe = rope(k_pe, cos, sin)                               # (T, dr): one rope key for all heads
     s = (np.matmul(q_nope, k_nope.transpose(0, 2, 1)) + q_pe @ k_pe.T) * cfg.scale
-    o = np.matmul(causal_softmax(s), v)                       # (H, T, dv)
+    if cfg.attn_cap is not None:
+        s = cfg.attn_cap * np.tanh(s / cfg.attn_cap)
+    o = np.matmul(causal_softmax(s, cfg.windows[layer]), v)  # (H, T, dv)
     o = o.transpose(1, 0, 2).reshape(T, H * dv)
     return _linear(W, o, p + "o_proj", cfg.attention_bias)
 
@@ -980,7 +1040,7 @@ def _windows(path, seqlen, nseq, token_dtype):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="float64 reference forward pass "
-                                             "(llama/mistral/qwen2/mixtral/qwen3/qwen3_moe/deepseek_v3)")
+                                             "(llama/mistral/qwen2/mixtral/qwen3/qwen3_moe/phi3/gemma2/deepseek_v3/gemma2_mla)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("ppl", "logits"):
         sp = sub.add_parser(name)
