@@ -99,10 +99,8 @@ static int int_in(const char *file, const json_t *root, const char *key, long lo
     return 0;
 }
 
-/* DeepSeek-V3's MLA and MoE fields, with transformers' DeepseekV3Config
- * defaults for missing keys. The MoE runs only in the form transmla exports
- * (softmax router, top-k renormalised, no shared experts, one group). */
-/* DeepSeek-V3's attention fields (deepseek_v3 and gemma2_mla). */
+/* DeepSeek-V3's attention fields (deepseek_v3 and gemma2_mla), with
+ * transformers' DeepseekV3Config defaults for missing keys. */
 static int parse_mla_attention(const char *file, const json_t *root, ModelConfig *c) {
     MlaConfig *m = &c->mla;
     const json_t *ql = json_object_get(root, "q_lora_rank");
@@ -125,6 +123,9 @@ static int parse_mla_attention(const char *file, const json_t *root, ModelConfig
     return 0;
 }
 
+/* DeepSeek-V3: the MLA fields, then the MoE's, which run only in the form
+ * transmla exports (softmax router, top-k renormalised, no shared experts,
+ * one group). */
 static int parse_deepseek_v3(const char *file, const json_t *root, ModelConfig *c, int attn_bias) {
     if (parse_mla_attention(file, root, c)) return -1;
     c->qkv_bias = c->o_bias = attn_bias;
