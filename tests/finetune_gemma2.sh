@@ -44,7 +44,8 @@ PYEOF
 # check_export FT_DIR STEP SOURCE_DIR: the export against the final checkpoint's
 # masters (h5dump extracts the raw float32 bytes)
 check_export() {
-    local ck=$work/ckpt.$(basename "$1")
+    local ck
+    ck=$work/ckpt.$(basename "$1")
     mkdir -p "$ck"
     for name in $(h5ls "$1/checkpoint-$2.h5/params" | awk '{print $1}'); do
         h5dump -d "/params/$name" -b LE -o "$ck/$name" "$1/checkpoint-$2.h5" >/dev/null || fail "h5dump of /params/$name"
