@@ -4,7 +4,8 @@
 # (1 + w) norms, GeGLU, tied embeddings scaled by sqrt(256)):
 #  - the step-1 loss over 8 windows of 256 equals `transmla eval`'s NLL of
 #    them (1e-5 relative: fp32 sums in another order; measured equal to
-#    the 9 digits eval prints, 1.44130284);
+#    the 9 digits eval prints, 1.44130284), and so on the bf16 gemma2
+#    fixture, whose embedding scale is rounded to bf16;
 #  - 8 steps of 4 x 256 bytes of calib.u16 at lr 1e-4 lower the perplexity
 #    of the held-out eval.u16 (16 x 512; measured 4.2585 -> 4.2312) and of
 #    the training windows (measured 4.116 -> 3.976, required < 0.98x);
@@ -20,9 +21,9 @@
 #    16.1, required < 0.95x), and its export takes the 1 back from the
 #    gemma2 norms but not from DeepSeek's plain kv_a_layernorm.
 # About 30 s on 2 idle cores.
-# usage: finetune_gemma2.sh TRANSMLA PYTHON SHARED
+# usage: finetune_gemma2.sh TRANSMLA PYTHON SHARED FIXTURES
 set -euo pipefail
-BIN=$1 PY=$2 SHARED=$3
+BIN=$1 PY=$2 SHARED=$3 FIX=$4
 M=$SHARED/models/gemma2-dev
 [ -f "$M/config.json" ] || { echo "finetune_gemma2: $M not found" >&2; exit 1; }
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,19 +31,26 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail() { echo "finetune_gemma2: FAIL: $*" >&2; exit 1; }
 
-# the training step's loss is the inference forward's NLL: one step over all 8 windows
-# of the first 2048 tokens (embedding scale, windows, both soft-caps in both)
-head -c 4096 "$M/calib.u16" >"$work/first2048.u16"
-"$BIN" finetune --model-path "$M" --tokens "$work/first2048.u16" --seq-len 256 --batch-size 8 --max-steps 1 \
-    --learning-rate 1e-30 --quiet --save-path "$work/one" || fail "the one-step finetune failed"
-"$PY" - "$work/one/metrics.jsonl" "$("$BIN" eval --model-path "$M" --tokens "$work/first2048.u16" --seqlen 256 \
-    --quiet --json)" <<'PYEOF'
+# step1_loss_is_nll MODEL TOKENS: the training step's loss is the inference forward's
+# NLL: one step over all 8 windows of 256 (embedding scale, windows, both soft-caps)
+step1_loss_is_nll() {
+    rm -rf "$work/one"
+    "$BIN" finetune --model-path "$1" --tokens "$2" --seq-len 256 --batch-size 8 --max-steps 1 \
+        --learning-rate 1e-30 --quiet --save-path "$work/one" || fail "the one-step finetune of $1 failed"
+    "$PY" - "$work/one/metrics.jsonl" "$("$BIN" eval --model-path "$1" --tokens "$2" --seqlen 256 --quiet --json)" \
+        "$(basename "$1")" <<'PYEOF'
 import json, sys
 loss, nll = json.loads(open(sys.argv[1]).readline())["loss"], json.loads(sys.argv[2])["nll"]
-print(f"finetune_gemma2: step-1 loss {loss:.9f}, eval NLL {nll:.9f} of the same 8 windows "
+print(f"finetune_gemma2: {sys.argv[3]}: step-1 loss {loss:.9f}, eval NLL {nll:.9f} of the same 8 windows "
       f"(relative difference {abs(loss - nll) / nll:.1e})")
 assert abs(loss - nll) <= 1e-5 * nll, "the training forward's loss differs from the inference forward's NLL"
 PYEOF
+}
+head -c 4096 "$M/calib.u16" >"$work/first2048.u16"
+step1_loss_is_nll "$M" "$work/first2048.u16"
+# bf16 weights: the embedding scale is sqrt(48) rounded to bf16 (6.9375) although the master is fp32
+"$PY" -c "import numpy as np; np.random.default_rng(3).integers(0, 64, 2048).astype('<u2').tofile('$work/r64.u16')"
+step1_loss_is_nll "$FIX/gemma2_bf16" "$work/r64.u16"
 
 args=(--model-path "$M" --tokens "$M/calib.u16" --seq-len 256 --batch-size 4 --max-steps 8 --learning-rate 1e-4
       --save-steps 4 --logging-steps 2)
