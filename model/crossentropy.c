@@ -7,6 +7,7 @@
 #include "io/base/checked.h"
 #include "model/matmul.h"
 #include "model/simd.h"
+#include "model/softcap.h"
 
 void crossentropy_init(CrossEntropy *ce, int n) {
     ce->max = mallocCheck((size_t)n * sizeof *ce->max);
@@ -63,13 +64,29 @@ double crossentropy_finish(const CrossEntropy *ce, int n, const int32_t *targets
     return total;
 }
 
+/* One row's chunk of logits z (raw, before the cap) -> dL/dz in place:
+ * weight (softmax - onehot(target)) at the capped logits, times the cap's
+ * derivative 1 - tanh^2(z / cap) when capped (cap 0: none). */
+static void row_logit_grad(float *z, int cols, int v0, int32_t target, float lse, float weight, float cap) {
+    if (cap <= 0) {
+        for (int j = 0; j < cols; j++) z[j] = weight * expf(z[j] - lse);
+        if (target >= v0 && target < v0 + cols) z[target - v0] -= weight;
+        return;
+    }
+    for (int j = 0; j < cols; j++) {
+        float t = tanhf(z[j] / cap), g = weight * expf(cap * t - lse);
+        if (j == target - v0) g -= weight;
+        z[j] = g * (1.0f - t * t);
+    }
+}
+
 /* Two passes over the vocabulary chunks: the first folds the log-sum-exp of
  * each row, the second recomputes each chunk's logits and turns them into
- * dlogits = weight (softmax - onehot(target)) in place, which the head's
- * backward takes to dhidden and dlm_head. */
+ * dlogits in place (row_logit_grad), which the head's backward takes to
+ * dhidden and dlm_head. */
 double head_loss_forward_backward(float *dhidden, float *dlm_head, const float *hidden, const Tensor *lm_head,
-                                  const int32_t *targets, int N, float weight, float *logits, int chunk,
-                                  int64_t *n_counted) {
+                                  const int32_t *targets, int N, float weight, float logit_cap, float *logits,
+                                  int chunk, int64_t *n_counted) {
     int V = (int)lm_head->rows, D = (int)lm_head->cols;
     size_t esz = tm_dtype_size(lm_head->dtype);
     CrossEntropy ce;
@@ -77,6 +94,7 @@ double head_loss_forward_backward(float *dhidden, float *dlm_head, const float *
     for (int v0 = 0; v0 < V; v0 += chunk) {
         int cols = V - v0 < chunk ? V - v0 : chunk;
         matmul_forward_rows(logits, cols, hidden, lm_head, v0, v0 + cols, N, 0);
+        softcap_forward(logits, (int64_t)N * cols, logit_cap);
         crossentropy_update(&ce, N, logits, cols, v0, targets);
     }
     double nll = crossentropy_finish(&ce, N, targets, n_counted);
@@ -88,12 +106,8 @@ double head_loss_forward_backward(float *dhidden, float *dlm_head, const float *
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < N; i++) {
             float *z = logits + (int64_t)i * cols;
-            if (targets[i] < 0) {
-                memset(z, 0, (size_t)cols * sizeof(float));
-                continue;
-            }
-            for (int j = 0; j < cols; j++) z[j] = weight * expf(z[j] - lse[i]);
-            if (targets[i] >= v0 && targets[i] < v0 + cols) z[targets[i] - v0] -= weight;
+            if (targets[i] < 0) memset(z, 0, (size_t)cols * sizeof(float));
+            else row_logit_grad(z, cols, v0, targets[i], lse[i], weight, logit_cap);
         }
         /* the chunk's rows of lm_head as a tensor of their own */
         Tensor part = *lm_head;

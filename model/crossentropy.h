@@ -30,10 +30,12 @@ double crossentropy_finish(const CrossEntropy *ce, int n, const int32_t *targets
  * Returns the NLL summed over rows with a target (count in *n_counted).
  * The loss whose gradient is taken is weight * that sum: dhidden[N, D] +=
  * its gradient; dlm_head [V, D] (fp32; NULL: frozen) += its gradient.
+ * logit_cap > 0: the logits are capped, logit_cap * tanh(z / logit_cap), before
+ * the softmax (gemma2's final_logit_softcapping); 0: not.
  * logits is scratch of N x chunk floats: the vocabulary goes in chunks
  * (a first pass for the log-sum-exp, a second for the gradient). */
 double head_loss_forward_backward(float *dhidden, float *dlm_head, const float *hidden, const Tensor *lm_head,
-                                  const int32_t *targets, int N, float weight, float *logits, int chunk,
-                                  int64_t *n_counted);
+                                  const int32_t *targets, int N, float weight, float logit_cap, float *logits,
+                                  int chunk, int64_t *n_counted);
 
 #endif

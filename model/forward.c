@@ -273,10 +273,11 @@ void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace
 }
 
 /* gemma2's sqrt(hidden_size), as transformers makes it: a tensor of the
- * embedding's dtype, so rounded to bf16/f16 for such weights. */
-static float embed_normalizer(const Model *m) {
-    float f = (float)sqrt((double)m->cfg.hidden_size);
-    switch (m->w.embed.dtype) {
+ * embedding's dtype, so rounded to bf16/f16 for such weights. Public for the
+ * trainer, whose embedding is an fp32 master of a maybe 16-bit stored one. */
+float model_embed_normalizer(const ModelConfig *c, TmDType embed_dtype) {
+    float f = (float)sqrt((double)c->hidden_size);
+    switch (embed_dtype) {
     case TM_BF16: return tm_bf16_to_f32(tm_f32_to_bf16(f));
     case TM_F16: return tm_f16_to_f32(tm_f32_to_f16(f));
     default: return f;
@@ -286,7 +287,7 @@ static float embed_normalizer(const Model *m) {
 void model_embed_rows(const Model *m, const int32_t *tokens, int N, float *out) {
     embedding_forward(out, tokens, &m->w.embed, N);
     if (!m->cfg.embed_scaled) return;
-    float s = embed_normalizer(m);
+    float s = model_embed_normalizer(&m->cfg, m->w.embed.dtype);
     int64_t n = (int64_t)N * m->cfg.hidden_size;
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) out[i] *= s;

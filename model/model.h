@@ -85,6 +85,9 @@ void model_embed(const Model *m, const int32_t *tokens, Workspace *ws); /* ws->x
 /* out[N, D] = the embedding rows of tokens, times sqrt(hidden_size) for gemma2
  * (cfg.embed_scaled): what model_embed and the decoder feed the first layer. */
 void model_embed_rows(const Model *m, const int32_t *tokens, int N, float *out);
+/* The factor model_embed_rows multiplies by (cfg.embed_scaled): sqrt(hidden_size)
+ * rounded to embed_dtype, the dtype the embedding is stored in. */
+float model_embed_normalizer(const ModelConfig *c, TmDType embed_dtype);
 void model_layers(const Model *m, Workspace *ws, int first, int end);  /* ws->x through layers [first, end) of the part */
 void model_final_norm(const Model *m, Workspace *ws);                  /* ws->xn = final norm of ws->x (part.head) */
 /* NLL summed over the B*(T-1) predicted tokens, from ws->xn after

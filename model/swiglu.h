@@ -15,5 +15,8 @@ void geglu_forward(float *gate, const float *up, int64_t n);
 void swiglu_forward_out(float *out, const float *gate, const float *up, int64_t n);
 /* dgate, dup overwritten with dL/dgate, dL/dup given dout. */
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int64_t n);
+/* The same for GeGLU: out = gelu_tanh(gate) * up; its backward. */
+void geglu_forward_out(float *out, const float *gate, const float *up, int64_t n);
+void geglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int64_t n);
 
 #endif

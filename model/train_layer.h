@@ -1,10 +1,11 @@
 /* One decoder layer of a DeepSeek-V3 (MLA) or GQA model (llama, qwen2,
- * mistral without a window, qwen3 with its QK-norm, the MoE ones) for
- * training: a forward
- * pass that keeps what the backward pass needs in a LayerActs, and the
- * backward pass. Micro-batches are packed sequences: each row has its own
- * RoPE position and the index where its document starts, so attention and
- * positions restart at document boundaries.
+ * mistral, phi3, qwen3 with its QK-norm, the MoE ones, gemma2) or of a
+ * gemma2_mla model, for training: a forward pass that keeps what the
+ * backward pass needs in a LayerActs, and the backward pass. Micro-batches
+ * are packed sequences: each row has its own RoPE position and the index
+ * where its document starts, so attention and positions restart at document
+ * boundaries; a layer with a sliding window (hf_config_layer_window) also
+ * stops each row's keys window-1 rows back, inside the layer.
  *
  * Memory: a LayerActs holds one layer's activations for one micro-batch; the
  * trainer keeps only each layer's input and recomputes the layer before its
@@ -34,7 +35,8 @@ void layer_acts_free(LayerActs *a);
  * where the row's document begins (see attention_forward_train). rope: a
  * table for the model's qk_rope_head_dim covering the largest position.
  * Computes what model_layers computes for the same layer (equal within fp32
- * rounding when pos = t and doc_start = 0). */
+ * rounding when pos = t and doc_start = 0); doc_start NULL: one document per
+ * row. */
 void layer_forward_train(const ModelConfig *c, const LayerWeights *L, int layer, const float *x_in, float *x_out,
                          const int32_t *pos, const int32_t *doc_start, const RopeTable *rope, LayerActs *a);
 

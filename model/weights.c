@@ -375,6 +375,7 @@ int weights_slots(ModelWeights *w, const ModelConfig *c, const ModelPart *part, 
         s[i].layer = weights_tensor_part(specs.v[i].name);
         s[i].mat = specs.v[i].mat;
         s[i].vec = specs.v[i].vec;
+        s[i].add = specs.v[i].add;
     }
     int n = specs.n;
     free(specs.v);

@@ -3,9 +3,8 @@
  * vectors (norms, biases) are widened to fp32 once at load. gemma2's RMSNorm
  * weights are stored around 0 and multiply by (1 + w): 1 is added here, at
  * load, so every norm vector in memory is the factor the forward multiplies
- * by. (Code that would write norms back to a file, train/save_model.c and
- * the converter's export, is refused for gemma2: it would have to subtract
- * the 1 again.) */
+ * by. Code that writes norms back to a file subtracts it again: WeightSlot.add
+ * says which vectors got it (train/save_model.c). */
 #ifndef TM_MODEL_WEIGHTS_H
 #define TM_MODEL_WEIGHTS_H
 
@@ -116,6 +115,7 @@ typedef struct {
     int layer;           /* its layer, or WEIGHT_PART_EMBED / WEIGHT_PART_HEAD */
     Tensor *mat;
     float **vec;
+    float add;           /* added to the vector at load (gemma2's (1 + w) norms: 1); a writer subtracts it */
 } WeightSlot;
 int weights_slots(ModelWeights *w, const ModelConfig *cfg, const ModelPart *part, WeightSlot **out);
 

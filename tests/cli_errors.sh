@@ -197,9 +197,9 @@ expect_error export_f16_overflow "export|model.layers.0.mlp.up_proj.weight|NaN/I
     $mpi "$bin" convert --model-path "$b/f16_overflow" --save-path "$b/c_f16" "${small[@]}" --dtype float16
 expect_no_output "$b/c_f16"
 
-# gemma2 (shared gemma2-dev): a missing sandwich norm is named with its field; gemma2's own tensors
-# under a gemma2_mla config: the first MLA tensor whose shape disagrees is named; convert refuses an
-# MLA input before any work.
+# gemma2 (shared gemma2-dev; fine-tuning runs it: finetune_gemma2): a missing sandwich norm is
+# named with its field; gemma2's own tensors under a gemma2_mla config: the first MLA tensor whose
+# shape disagrees is named; convert refuses an MLA input before any work.
 g2=$here/../../shared/models/gemma2-dev
 if [ -f "$g2/config.json" ]; then
     mkdir -p "$b/g2_as_mla"

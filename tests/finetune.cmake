@@ -10,6 +10,9 @@ add_test(NAME finetune_chat COMMAND bash ${SRC}/tests/finetune_chat.sh $<TARGET_
 set_tests_properties(finetune_chat PROPERTIES FIXTURES_REQUIRED golden TIMEOUT 600)
 add_test(NAME finetune_bytelm COMMAND bash ${SRC}/tests/finetune_bytelm.sh $<TARGET_FILE:transmla> ${TM_PYTHON})
 set_tests_properties(finetune_bytelm PROPERTIES LABELS slow TIMEOUT 900 PROCESSORS 2)
+add_test(NAME finetune_gemma2 COMMAND bash ${SRC}/tests/finetune_gemma2.sh $<TARGET_FILE:transmla> ${TM_PYTHON}
+                                      ${SRC}/../shared ${FIXTURES})
+set_tests_properties(finetune_gemma2 PROPERTIES FIXTURES_REQUIRED golden TIMEOUT 600 PROCESSORS 2)
 if(TRANSMLA_SANITIZE)
-  set_tests_properties(finetune_chat PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
+  set_tests_properties(finetune_chat finetune_gemma2 PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
 endif()

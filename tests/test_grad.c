@@ -128,6 +128,19 @@ static void case_swiglu(void) {
     put("du", du, 1, n);
 }
 
+static void case_geglu(void) {
+    int64_t n;
+    const float *g = f32("g", &n), *u = f32("u", NULL), *dy = f32("dout", NULL);
+    float *y = buf(n, NULL), *y0 = buf(n, "g"), *dg = buf(n, NULL), *du = buf(n, NULL);
+    geglu_forward_out(y, g, u, n);
+    geglu_forward(y0, u, n);
+    if (memcmp(y, y0, (size_t)n * sizeof(float))) tm_die("geglu_forward_out differs from geglu_forward");
+    geglu_backward(dg, du, dy, g, u, n);
+    put("y", y, 1, n);
+    put("dg", dg, 1, n);
+    put("du", du, 1, n);
+}
+
 static void case_rope(void) {
     int N = scalar("N"), W = scalar("W"), T = scalar("T");
     RopeLayout lay = {.n_heads = scalar("n_heads"), .head_stride = scalar("head_stride"), .offset = scalar("offset"),
@@ -155,17 +168,17 @@ static void case_rope(void) {
 static void case_attention(void) {
     int B = scalar("B"), T = scalar("T"), H = scalar("H"), G = scalar("G"), dqk = scalar("dqk"), dv = scalar("dv");
     int N = B * T;
-    float scale = scalar_f("scale");
+    float scale = scalar_f("scale"), cap = has("softcap") ? scalar_f("softcap") : 0.0f;
     const float *q = f32("q", NULL), *k = f32("k", NULL), *v = f32("v", NULL), *dy = f32("dout", NULL);
     int32_t *doc = ints("doc_start", NULL);
     float *out = buf((int64_t)N * H * dv, NULL), *lse = buf((int64_t)N * H, NULL);
     float *dq = buf((int64_t)N * H * dqk, NULL), *dk = buf((int64_t)N * G * dqk, NULL), *dvv = buf((int64_t)N * G * dv, NULL);
-    attention_forward_train(out, lse, q, k, v, B, T, H, G, dqk, dv, doc, scale, 0);
-    attention_backward(dq, dk, dvv, dy, out, lse, q, k, v, B, T, H, G, dqk, dv, doc, scale, 0);
+    attention_forward_train(out, lse, q, k, v, B, T, H, G, dqk, dv, doc, scale, cap);
+    attention_backward(dq, dk, dvv, dy, out, lse, q, k, v, B, T, H, G, dqk, dv, doc, scale, cap);
     /* without documents: what attention_forward computes */
     float *o1 = buf((int64_t)N * H * dv, NULL), *o2 = buf((int64_t)N * H * dv, NULL);
-    attention_forward_train(o1, lse, q, k, v, B, T, H, G, dqk, dv, NULL, scale, 0);
-    attention_forward(o2, q, k, v, B, T, H, G, dqk, dv, 0, scale, 0);
+    attention_forward_train(o1, lse, q, k, v, B, T, H, G, dqk, dv, NULL, scale, cap);
+    attention_forward(o2, q, k, v, B, T, H, G, dqk, dv, 0, scale, cap);
     float ref, d = max_abs_diff(o1, o2, (int64_t)N * H * dv, &ref);
     if (d > 1e-6f * ref) tm_die("attention_forward_train differs from attention_forward by %g", d);
     put("out", out, N, H * dv);
@@ -181,7 +194,8 @@ static void case_head(void) {
     int32_t *tg = ints("targets", NULL);
     float *dh = buf(N * W.cols, "dh0"), *dW = buf(W.rows * W.cols, "dW0"), *logits = buf((int64_t)N * chunk, NULL);
     int64_t cnt;
-    double nll = head_loss_forward_backward(dh, dW, hid, &W, tg, N, scalar_f("weight"), logits, chunk, &cnt);
+    float cap = has("softcap") ? scalar_f("softcap") : 0.0f;
+    double nll = head_loss_forward_backward(dh, dW, hid, &W, tg, N, scalar_f("weight"), cap, logits, chunk, &cnt);
     float *res = buf(2, NULL);
     res[0] = (float)nll;
     res[1] = (float)cnt;
@@ -199,8 +213,9 @@ static void case_embedding(void) {
     put("dE", dE, V, D);
 }
 
-/* A layer of DIR/model: forward, backward, every parameter gradient of
- * layer 0 written as "grad.<name>"; with "frozen", every other slot is NULL. */
+/* A layer of DIR/model (input "layer", default 0): forward, backward, every
+ * parameter gradient of the layer written as "grad.<name>"; with "frozen",
+ * every other slot is NULL. */
 static void case_layer(const char *dir) {
     char path[4096];
     snprintf(path, sizeof path, "%s/model/config.json", dir);
@@ -215,6 +230,7 @@ static void case_layer(const char *dir) {
     if (model_init(&m, &cfg, &set, "config.json")) tm_die("%s", tm_error());
     const ModelConfig *c = &m.cfg;
     int B = scalar("B"), T = scalar("T"), N = B * T, D = c->hidden_size, frozen = has("frozen");
+    int l = has("layer") ? scalar("layer") : 0;
     const float *x = f32("x", NULL), *dy = f32("dout", NULL);
     int32_t *pos = ints("pos", NULL), *doc = ints("doc_start", NULL);
     RopeTable rt;
@@ -226,11 +242,11 @@ static void case_layer(const char *dir) {
     Workspace ws;
     workspace_init(&ws, c, B, T);
     memcpy(ws.x, x, (size_t)N * D * sizeof(float));
-    model_layers(&m, &ws, 0, 1);
+    model_layers(&m, &ws, l, l + 1);
     int32_t *pos0 = mallocCheck((size_t)N * sizeof *pos0), *doc0 = callocCheck((size_t)N, sizeof *doc0);
     for (int i = 0; i < N; i++) pos0[i] = i % T;
     float *y = buf((int64_t)N * D, NULL);
-    layer_forward_train(c, &m.w.layers[0], 0, x, y, pos0, doc0, &rt, &acts);
+    layer_forward_train(c, &m.w.layers[l], l, x, y, pos0, doc0, &rt, &acts);
     float ref, d = max_abs_diff(y, ws.x, (int64_t)N * D, &ref);
     fprintf(stderr, "layer_forward_train vs model_layers: max |diff| %.3g (max |y| %.3g)\n", d, ref);
     if (d > 1e-5f * ref) tm_die("layer_forward_train differs from model_layers");
@@ -239,11 +255,11 @@ static void case_layer(const char *dir) {
     free(doc0);
 
     ModelWeights gw = {0};
-    ModelPart part = {.first = 0, .end = 1, .embed = 0, .head = 0};
+    ModelPart part = {.first = l, .end = l + 1, .embed = 0, .head = 0};
     WeightSlot *slots;
     int ns = weights_slots(&gw, c, &part, &slots);
     for (int i = 0; i < ns; i++) {
-        if (slots[i].layer != 0) continue;
+        if (slots[i].layer != l) continue;
         int64_t n = slots[i].rows * (slots[i].cols ? slots[i].cols : 1);
         float *g = (frozen && i % 2) ? NULL : buf(n, NULL);
         if (slots[i].mat) *slots[i].mat = (Tensor){.data = g, .dtype = TM_F32, .rows = slots[i].rows, .cols = slots[i].cols};
@@ -254,9 +270,9 @@ static void case_layer(const char *dir) {
             put(nm, g, slots[i].cols ? slots[i].rows : 1, slots[i].cols ? slots[i].cols : n);
         }
     }
-    layer_forward_train(c, &m.w.layers[0], 0, x, y, pos, doc, &rt, &acts);
+    layer_forward_train(c, &m.w.layers[l], l, x, y, pos, doc, &rt, &acts);
     float *dx = buf((int64_t)N * D, "dout");
-    layer_backward(c, &m.w.layers[0], &gw.layers[0], 0, x, dx, dx, pos, doc, &rt, &acts); /* in place */
+    layer_backward(c, &m.w.layers[l], &gw.layers[l], l, x, dx, dx, pos, doc, &rt, &acts); /* in place */
     (void)dy;
     put("y", y, N, D);
     put("dx", dx, N, D);
@@ -276,6 +292,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cs, "rmsnorm")) case_rmsnorm();
     else if (!strcmp(cs, "linear")) case_linear();
     else if (!strcmp(cs, "swiglu")) case_swiglu();
+    else if (!strcmp(cs, "geglu")) case_geglu();
     else if (!strcmp(cs, "rope")) case_rope();
     else if (!strcmp(cs, "attention")) case_attention();
     else if (!strcmp(cs, "head")) case_head();

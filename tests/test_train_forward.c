@@ -2,10 +2,12 @@
  * which keeps its activations for the backward pass) computes what the
  * inference forward (model_layers) computes, on every layer of every MLA
  * fixture (q_proj and q_lora, both rope layouts, biases, llama3 scaling,
- * dense and MoE, F32/F16/BF16 weights) and of every GQA fixture without a
- * sliding window (llama, qwen2, mixtral, qwen3 with its QK-norm, qwen3_moe),
- * each layer fed the hidden states the inference forward gives it on the
- * fixture's tokens.
+ * dense and MoE, F32/F16/BF16 weights) and of every GQA fixture (llama, qwen2,
+ * mistral and phi3 with their windows, mixtral, qwen3 with its QK-norm,
+ * qwen3_moe, gemma2 with its windowed even layers, soft-caps, sandwich and
+ * (1 + w) norms and GeGLU), each layer fed the hidden states the inference
+ * forward gives it on the fixture's tokens (rows of 8 tokens: the fixtures'
+ * windows, 5 and 6, are shorter).
  * Tolerance 1e-5 max|y|: the same fp32 weights and kernels summed in other
  * orders (measured 1e-7..3.5e-7 relative); a wrong layer index, rope layout or
  * norm moves the output by far more. */
@@ -37,19 +39,19 @@ static float max_abs_diff(const float *a, const float *b, int64_t n, float *max_
     return d;
 }
 
-/* Checks the fixture unless it has a sliding window (training attention has
- * none); counts it in *mla or *gqa. */
-static void check_fixture(const char *name, int *mla, int *gqa) {
+typedef struct {
+    int mla, gqa, gemma2, windowed_layers;
+} Counts;
+
+/* Checks every layer of the fixture; counts what it covered. */
+static void check_fixture(const char *name, Counts *n) {
     FixtureMeta meta = fixture_meta(name);
     Model m;
     fixture_model(&m, name);
     const ModelConfig *c = &m.cfg;
     assert_int_equal(hf_config_is_mla(c), fixture_is_mla(name));
-    if (c->sliding_window) {
-        model_free(&m);
-        return;
-    }
-    *(fixture_is_mla(name) ? mla : gqa) += 1;
+    *(hf_config_is_mla(c) ? &n->mla : &n->gqa) += 1;
+    n->gemma2 += c->arch == TM_ARCH_GEMMA2 || c->arch == TM_ARCH_GEMMA2_MLA;
     int32_t *ids = fixture_tokens(name, &meta);
     int T = 8, B = meta.batch * meta.seqlen / T, N = B * T, D = c->hidden_size;
     assert_true(B >= 1);
@@ -68,7 +70,10 @@ static void check_fixture(const char *name, int *mla, int *gqa) {
         model_layers(&m, &ws, l, l + 1);
         layer_forward_train(c, &m.w.layers[l], l, x, y, pos, doc, &rt, &acts);
         float ref, d = max_abs_diff(y, ws.x, (int64_t)N * D, &ref);
-        printf("%-30s layer %d: max |train - inference| %.3g (max |y| %.3g)\n", name, l, d, ref);
+        int window = hf_config_layer_window(c, l);
+        n->windowed_layers += window > 0 && window < T;
+        printf("%-30s layer %d%s: max |train - inference| %.3g (max |y| %.3g)\n", name, l,
+               window ? " (windowed)" : "", d, ref);
         if (!(d <= 1e-5f * ref)) fail_msg("%s layer %d: the training forward differs from the inference one", name, l);
     }
     free(x);
@@ -87,12 +92,13 @@ static void every_layer_of_every_fixture(void **state) {
     json_t *list = fixture_list();
     size_t i;
     json_t *v;
-    int mla = 0, gqa = 0;
-    json_array_foreach(list, i, v) check_fixture(json_string_value(v), &mla, &gqa);
+    Counts n = {0};
+    json_array_foreach(list, i, v) check_fixture(json_string_value(v), &n);
     json_decref(list);
-    if (mla < 4 || gqa < 9)
-        fail_msg("only %d MLA and %d GQA fixtures without a window in fixtures.json (4 and 9 expected; rerun "
-                 "make_fixtures)", mla, gqa);
+    if (n.mla < 6 || n.gqa < 14 || n.gemma2 < 4 || n.windowed_layers < 4)
+        fail_msg("only %d MLA, %d GQA (%d gemma2) fixtures and %d layers with a window shorter than the rows in "
+                 "fixtures.json (6, 14, 4 and 4 expected; rerun make_fixtures)", n.mla, n.gqa, n.gemma2,
+                 n.windowed_layers);
 }
 
 int main(void) {

@@ -30,14 +30,7 @@ static int is_matrix_weight(const WeightSlot *s) { return s->cols > 0; }
 int params_init(ParamSet *ps, Model *m, TrainWhat what) {
     memset(ps, 0, sizeof *ps);
     const ModelConfig *c = &m->cfg;
-    /* the training layers have no soft-caps, GeGLU or sandwich norms, and saving would write (1 + w) norms */
-    if (c->arch == TM_ARCH_GEMMA2)
-        return tm_fail("finetune: %s/config.json: model_type gemma2: fine-tuning of gemma2 is not supported yet",
-                       m->set.dir);
-    /* MLA (converted) and GQA layers train (model/train_layer.c); the training attention has no window */
-    if (c->sliding_window)
-        return tm_fail("finetune: %s is a %s model with sliding_window %d; fine-tuning runs full causal attention "
-                       "only", m->set.dir, c->model_type, c->sliding_window);
+    ps->embed_dtype = m->w.embed.dtype; /* before the master rebinds it to fp32 */
     WeightSlot *slots, *gslots;
     int n = weights_slots(&m->w, c, &m->part, &slots);
     int gn = weights_slots(&ps->grads, c, &m->part, &gslots);

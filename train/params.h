@@ -3,7 +3,10 @@
  * masters), their gradients and AdamW moments, in one arena each, ordered as
  * the model is (embedding, layer by layer, final norm, head). A layer's
  * gradients are contiguous: one allreduce bucket per layer. Frozen
- * parameters keep their stored weights and get no gradient or moments. */
+ * parameters keep their stored weights and get no gradient or moments.
+ * Norm vectors are held as the factor the forward multiplies by (gemma2's
+ * 1 + w, as model/weights.c loads them), in the masters and checkpoints
+ * alike; only the exported model subtracts the 1 again (train/save_model.c). */
 #ifndef TM_TRAIN_PARAMS_H
 #define TM_TRAIN_PARAMS_H
 
@@ -40,10 +43,11 @@ typedef struct {
     GradBucket *buckets;     /* by layer, in the model's order */
     int n_buckets;
     ModelWeights grads;      /* mirrors the model: trained slots point into g, frozen ones are NULL */
+    TmDType embed_dtype;     /* the embedding's stored dtype (gemma2's embedding scale is rounded to it) */
 } ParamSet;
 
 /* Copy the trainable weights of m's part into fp32 masters and rebind m to
- * them. Fails (tm_fail) for a model the trainer does not support. */
+ * them. Every architecture the engine runs trains (0 always). */
 int params_init(ParamSet *ps, Model *m, TrainWhat what);
 void params_free(ParamSet *ps, const ModelConfig *c);
 void params_zero_grads(ParamSet *ps);

@@ -30,6 +30,7 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
     s->K = K;
     s->n_local = m->part.end - m->part.first;
     size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
+    s->embed_scale = c->embed_scaled ? model_embed_normalizer(c, ps->embed_dtype) : 1.0f;
     rope_table_init(&s->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
     layer_acts_init(&s->acts, c, B, T);
     s->bytes += s->acts.bytes;
@@ -101,12 +102,26 @@ static void progress(Reductions *r) {
     if (r->n) MPI_Testall(r->n, r->req, &done, MPI_STATUSES_IGNORE);
 }
 
+/* x[n] *= f (gemma2's embedding scale, forward and backward alike). */
+static void scale_rows(float *x, int64_t n, float f) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) x[i] *= f;
+}
+
+/* out = the embedding rows of tok, as model_embed_rows makes them, with the
+ * scale rounded to the embedding's stored dtype (the master is fp32). */
+static void embed_forward(const TrainStep *s, const int32_t *tok, float *out) {
+    int N = s->B * s->T;
+    embedding_forward(out, tok, &s->m->w.embed, N);
+    if (s->embed_scale != 1.0f) scale_rows(out, (int64_t)N * s->m->cfg.hidden_size, s->embed_scale);
+}
+
 static void forward_micro(TrainStep *s, int k) {
     const Model *m = s->m;
     const Topology *t = s->topo;
     int N = s->B * s->T, D = m->cfg.hidden_size;
     int32_t *tok = s->tokens + (size_t)k * N;
-    if (m->part.embed) embedding_forward(saved(s, k, 0), tok, &m->w.embed, N);
+    if (m->part.embed) embed_forward(s, tok, saved(s, k, 0));
     else MPI_Recv(saved(s, k, 0), N * D, MPI_FLOAT, t->stage - 1, TAG_ACT, t->pipe_comm, MPI_STATUS_IGNORE);
     for (int li = 0; li < s->n_local; li++) {
         int l = m->part.first + li;
@@ -127,7 +142,8 @@ static double head_micro(TrainStep *s, int k, float weight) {
     memset(s->dxn, 0, (size_t)N * D * sizeof(float));
     int64_t counted;
     double nll = head_loss_forward_backward(s->dxn, (float *)s->ps->grads.lm_head.data, s->xn, &m->w.lm_head,
-                                            s->targets + (size_t)k * N, N, weight, s->logits, s->chunk, &counted);
+                                            s->targets + (size_t)k * N, N, weight, (float)c->final_softcap, s->logits,
+                                            s->chunk, &counted);
     memset(s->dx, 0, (size_t)N * D * sizeof(float));
     rmsnorm_backward(s->dx, s->ps->grads.final_norm, s->dxn, x, m->w.final_norm, s->rstd, N, D);
     return nll;
@@ -154,6 +170,7 @@ static void backward_micro(TrainStep *s, int k, float weight, double *nll, Reduc
         progress(red);
     }
     if (m->part.embed) {
+        if (s->embed_scale != 1.0f) scale_rows(s->dx, (int64_t)N * D, s->embed_scale);
         if (s->ps->grads.embed.data)
             embedding_backward((float *)s->ps->grads.embed.data, s->dx, s->tokens + (size_t)k * N, N, D);
         if (last) reduce_bucket(s, red, WEIGHT_PART_EMBED);

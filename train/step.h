@@ -32,6 +32,7 @@ typedef struct {
     float *xn, *dxn, *rstd;/* head: final norm output, its gradient, rstd */
     float *logits;
     int chunk;
+    float embed_scale;     /* gemma2: sqrt(hidden_size) in the embedding's stored dtype; else 1 */
     int32_t *tokens, *targets, *pos, *doc_start; /* [K, N] */
     int64_t *row_idx;
     uint64_t bytes;        /* activation memory of this rank */

@@ -18,7 +18,9 @@ Forward outputs C returns are checked the same way against this forward.
 Nothing here calls C code or mirrors its structure: the numpy forward is written
 from the model definitions (HF DeepseekV3 MLA, HF Qwen3 attention with its
 per-head q_norm/k_norm before RoPE, SwiGLU, Mixtral-style routing and Qwen3-MoE's
-unrenormalised top-k).
+unrenormalised top-k, HF Gemma2DecoderLayer: (1 + w) RMSNorms, sandwich norms,
+GeGLU with tanh gelu, query_pre_attn_scalar, soft-capped scores and logits, a
+sliding window on even layers; gemma2_mla: the same around DeepSeek's MLA).
 """
 import json
 import math
@@ -113,6 +115,15 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
+def gelu_tanh(x):
+    """PyTorch's gelu(approximate="tanh")."""
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def softcapped(x, cap):
+    return cap * np.tanh(x / cap) if cap else x
+
+
 def rope_rows(x, pos, inv_freq, interleave):
     """Rotate x (..., N, w) whose row r is at position pos[r]: pair i is
     (2i, 2i+1) interleaved or (i, i + w/2) rotate-half, turned by pos * inv_freq[i]."""
@@ -139,16 +150,19 @@ def doc_mask(doc_start, T):
     return (j <= i) & (j >= np.asarray(doc_start)[:, None])
 
 
-def attention(q, k, v, H, G, doc, B, T, scale):
-    """q (B*T, H*dqk), k (B*T, G*dqk), v (B*T, G*dv) -> (B*T, H*dv); head h reads kv head h // (H/G)."""
+def attention(q, k, v, H, G, doc, B, T, scale, cap=0.0, window=0):
+    """q (B*T, H*dqk), k (B*T, G*dqk), v (B*T, G*dv) -> (B*T, H*dv); head h reads kv head h // (H/G).
+    cap: scores -> cap tanh(s / cap) before the mask (gemma2); window: row i sees keys i - j < window."""
     dqk, dv = q.shape[1] // H, v.shape[1] // G
     out = np.zeros((B * T, H * dv))
     for b in range(B):
         rows = slice(b * T, (b + 1) * T)
         vis = doc_mask(doc[rows], T)
+        if window:
+            vis = vis & (np.arange(T)[:, None] - np.arange(T)[None, :] < window)
         for h in range(H):
             g = h // (H // G)
-            s = q[rows, h * dqk:(h + 1) * dqk] @ k[rows, g * dqk:(g + 1) * dqk].T * scale
+            s = softcapped(q[rows, h * dqk:(h + 1) * dqk] @ k[rows, g * dqk:(g + 1) * dqk].T * scale, cap)
             s = np.where(vis, s, -np.inf)
             p = np.exp(s - s.max(axis=1, keepdims=True))
             p /= p.sum(axis=1, keepdims=True)
@@ -290,6 +304,17 @@ def case_swiglu(binary, d, chk, rng):
     chk.close("swiglu", "du", o["du"], g["u"])
 
 
+def case_geglu(binary, d, chk, rng):
+    n = 40
+    P = {"g": rnd(rng, n, scale=2.0), "u": rnd(rng, n)}
+    dout = rnd(rng, n)
+    o = run_c(binary, "geglu", d, dict(P, dout=dout))
+    g = fd_grads(lambda: np.sum(gelu_tanh(P["g"]) * P["u"] * dout), P, ["g", "u"])
+    chk.close("geglu", "y", o["y"], gelu_tanh(P["g"]) * P["u"])
+    chk.close("geglu", "dg", o["dg"], g["g"])
+    chk.close("geglu", "du", o["du"], g["u"])
+
+
 def case_rope(binary, d, chk, rng, interleave):
     B, T, nh, stride, off, rd = 2, 6, 3, 10, 2, 8   # spans of 8 at offset 2 of each 10-wide head
     N, Wd = B * T, nh * stride
@@ -319,37 +344,57 @@ DOC_START = np.array([0, 0, 0, 3, 3, 3, 0, 0, 2, 2, 2, 2])   # B=2, T=6: two doc
 POS = np.array([0, 1, 2, 0, 1, 2, 0, 1, 0, 1, 2, 3])
 
 
-def case_attention(binary, d, chk, rng, H, G):
+def window_doc_start(doc, T, window):
+    """The first key each row sees with a window as well as documents: what the C layer
+    hands its attention kernel (the kernel itself knows only document starts)."""
+    t = np.arange(doc.size) % T
+    return np.maximum(doc, t - window + 1)
+
+
+def case_attention(binary, d, chk, rng, H, G, cap=0.0, window=0):
     B, T, dqk, dv = 2, 6, 6, 5
-    scale = 1.0 / math.sqrt(dqk)
-    P = {"q": rnd(rng, B * T, H * dqk), "k": rnd(rng, B * T, G * dqk), "v": rnd(rng, B * T, G * dv)}
+    scale = 1.0 / math.sqrt(10.0 if cap else dqk)
+    qs = 2.5 if cap else 1.0                          # capped: scores up to ~|4|, so the cap of 1.5 bites
+    P = {"q": rnd(rng, B * T, H * dqk, scale=qs), "k": rnd(rng, B * T, G * dqk), "v": rnd(rng, B * T, G * dv)}
     dout = rnd(rng, B * T, H * dv)
+    doc_c = window_doc_start(DOC_START, T, window) if window else DOC_START
+    extra = {"softcap": [cap]} if cap else {}
     o = run_c(binary, "attention", d, dict(P, B=[B], T=[T], H=[H], G=[G], dqk=[dqk], dv=[dv], scale=[scale],
-                                           doc_start=DOC_START, dout=dout))
-    fwd = lambda: attention(P["q"], P["k"], P["v"], H, G, DOC_START, B, T, scale)  # noqa: E731
+                                           doc_start=doc_c, dout=dout, **extra))
+    fwd = lambda: attention(P["q"], P["k"], P["v"], H, G, DOC_START, B, T, scale, cap, window)  # noqa: E731
     g = fd_grads(lambda: np.sum(fwd() * dout), P, ["q", "k", "v"])
-    tag = " H=%d G=%d" % (H, G)
+    tag = " H=%d G=%d" % (H, G) + (" cap %g window %d" % (cap, window) if cap else "")
+    if cap:
+        raw = attention(P["q"], P["k"], P["v"], H, G, DOC_START, B, T, scale, 0.0, window)
+        chk.require("attention", "the cap moves the output (max %.2f)" % np.max(np.abs(raw - fwd())),
+                    np.max(np.abs(raw - fwd())) > 0.05)
+    if window:
+        full = attention(P["q"], P["k"], P["v"], H, G, DOC_START, B, T, scale, cap, 0)
+        chk.require("attention", "the window moves the output (max %.2f)" % np.max(np.abs(full - fwd())),
+                    np.max(np.abs(full - fwd())) > 0.05)
     chk.close("attention", "out" + tag, o["out"], fwd())
     for n in ("q", "k", "v"):
         chk.close("attention", "d" + n + tag, o["d" + n], g[n])
 
 
-def case_head(binary, d, chk, rng):
+def case_head(binary, d, chk, rng, cap=0.0):
     N, D, V, chunk, weight = 7, 8, 23, 5, 0.37       # 5 chunks, the last one 3 wide
-    P = {"h": rnd(rng, N, D), "W": rnd(rng, V, D)}
+    P = {"h": rnd(rng, N, D), "W": rnd(rng, V, D)}   # logits up to ~|8|: a cap of 3 bites
     targets = np.array([3, -1, 22, 0, -1, 10, 5])
     dh0, dW0 = rnd(rng, N, D), rnd(rng, V, D)
     o = run_c(binary, "head", d, {"hidden": P["h"], "W": P["W"], "targets": targets, "N": [N], "chunk": [chunk],
-                                  "weight": [weight], "dh0": dh0, "dW0": dW0})
+                                  "weight": [weight], "dh0": dh0, "dW0": dW0, "softcap": [cap]})
 
     def nll():
-        z = P["h"] @ P["W"].T
+        z = softcapped(P["h"] @ P["W"].T, cap)
         lp = z - z.max(axis=1, keepdims=True)
         lp = lp - np.log(np.exp(lp).sum(axis=1, keepdims=True))
         keep = targets >= 0
         return -np.sum(lp[keep, targets[keep]])
 
     g = fd_grads(lambda: weight * nll(), P, ["h", "W"])
+    if cap:
+        print("  final soft-cap %g; max |logit| %.2f" % (cap, np.max(np.abs(P["h"] @ P["W"].T))))
     chk.close("head", "nll (sum, unweighted)", o["nll_count"][0, 0], nll())
     chk.require("head", "count of rows with a target == %d" % np.sum(targets >= 0),
                 o["nll_count"][0, 1] == np.sum(targets >= 0))
@@ -479,6 +524,148 @@ def make_qwen3_layer(spec, rng):
     return cfg, layer_weights(spec, rng, gqa)
 
 
+# Gemma-2 layers: two layers (0 windowed, 1 full), each checked on its own.
+GEMMA2_SPECS = {
+    # GQA 2:1, head_dim 8, query_pre_attn_scalar 12 (not head_dim)
+    "layer_gemma2": dict(mla=False, G=1, d=8, qpas=12.0),
+    # MLA (q_proj, kv_a/kv_a_layernorm/kv_b, interleaved rope), query_pre_attn_scalar 20 (not dn + dr)
+    "layer_gemma2_mla": dict(mla=True, qpas=20.0),
+}
+GEMMA2_SIZES = dict(D=16, H=2, dn=8, dr=4, dv=8, R=8, I=24, B=2, T=6, eps=1e-6, theta=10000.0,
+                    cap=1.0, final_cap=5.0, window=3)
+
+
+def gemma2_config(s):
+    """config.json of a two-layer gemma2 / gemma2_mla model (written out here, every field the engine reads)."""
+    c = {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2_mla" if s["mla"] else "gemma2",
+         "hidden_size": s["D"], "num_hidden_layers": 2, "num_attention_heads": s["H"], "intermediate_size": s["I"],
+         "vocab_size": 8, "max_position_embeddings": 64, "rms_norm_eps": s["eps"], "rope_theta": s["theta"],
+         "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True,
+         "query_pre_attn_scalar": s["qpas"], "attn_logit_softcapping": s["cap"],
+         "final_logit_softcapping": s["final_cap"], "sliding_window": s["window"], "attention_bias": False,
+         "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"}
+    if s["mla"]:
+        c.update(num_key_value_heads=s["H"], kv_lora_rank=s["R"], q_lora_rank=None, qk_nope_head_dim=s["dn"],
+                 qk_rope_head_dim=s["dr"], v_head_dim=s["dv"], rope_interleave=True)
+    else:
+        c.update(num_key_value_heads=s["G"], head_dim=s["d"])
+    return c
+
+
+def make_gemma2_layers(s, rng):
+    """-> (config, weights): norms stored as w around 0.3 N(0, 1) (they multiply as 1 + w)."""
+    D, H, I = s["D"], s["H"], s["I"]
+    W = {"model.embed_tokens.weight": rnd(rng, 8, D), "model.norm.weight": rnd(rng, D, scale=0.3)}
+
+    def mat(name, o, i):
+        W[name + ".weight"] = rnd(rng, o, i, scale=1.0 / math.sqrt(i))
+
+    for l in range(2):
+        p = "model.layers.%d." % l
+        for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                  "post_feedforward_layernorm"):
+            W[p + n + ".weight"] = rnd(rng, D, scale=0.3)
+        a = p + "self_attn."
+        if s["mla"]:
+            dn, dr, dv, R = s["dn"], s["dr"], s["dv"], s["R"]
+            mat(a + "q_proj", H * (dn + dr), D)
+            mat(a + "kv_a_proj_with_mqa", R + dr, D)
+            W[a + "kv_a_layernorm.weight"] = f32(1.0 + 0.2 * rng.standard_normal(R))   # DeepSeek's plain w
+            mat(a + "kv_b_proj", H * (dn + dv), R)
+            mat(a + "o_proj", D, H * dv)
+        else:
+            G, d = s["G"], s["d"]
+            mat(a + "q_proj", H * d, D)
+            mat(a + "k_proj", G * d, D)
+            mat(a + "v_proj", G * d, D)
+            mat(a + "o_proj", D, H * d)
+        mat(p + "mlp.gate_proj", I, D)
+        mat(p + "mlp.up_proj", I, D)
+        mat(p + "mlp.down_proj", D, I)
+    return gemma2_config(s), W
+
+
+def gemma2_gqa_attention(s, W, a, h, pos, doc, window):
+    B, T, H, G, d = s["B"], s["T"], s["H"], s["G"], s["d"]
+    inv = inv_freq(s["theta"], d)
+
+    def heads(name, n, rotate):
+        y = lin(W, h, a + name + "_proj").reshape(B * T, n, d)
+        if rotate:
+            y = np.stack([rope_rows(y[:, j, :], pos, inv, False) for j in range(n)], axis=1)
+        return y.reshape(B * T, n * d)
+    o = attention(heads("q", H, True), heads("k", G, True), heads("v", G, False), H, G, doc, B, T,
+                  s["qpas"] ** -0.5, s["cap"], window)
+    return lin(W, o, a + "o_proj")
+
+
+def gemma2_mla_attention(s, W, a, h, pos, doc, window):
+    B, T, H, dn, dr, dv, R = s["B"], s["T"], s["H"], s["dn"], s["dr"], s["dv"], s["R"]
+    q = lin(W, h, a + "q_proj").reshape(B * T, H, dn + dr)
+    ckv = lin(W, h, a + "kv_a_proj_with_mqa")
+    c = rmsnorm(ckv[:, :R], W[a + "kv_a_layernorm.weight"], 1e-6)
+    kv = lin(W, c, a + "kv_b_proj").reshape(B * T, H, dn + dv)
+    inv = inv_freq(s["theta"], dr)
+    q_pe = np.stack([rope_rows(q[:, j, dn:], pos, inv, True) for j in range(H)], axis=1)
+    k_pe = rope_rows(ckv[:, R:], pos, inv, True)
+    qf = np.concatenate([q[:, :, :dn], q_pe], axis=2).reshape(B * T, -1)
+    kf = np.concatenate([kv[:, :, :dn], np.repeat(k_pe[:, None, :], H, axis=1)], axis=2).reshape(B * T, -1)
+    o = attention(qf, kf, kv[:, :, dn:].reshape(B * T, -1), H, H, doc, B, T, s["qpas"] ** -0.5, s["cap"], window)
+    return lin(W, o, a + "o_proj")
+
+
+def gemma2_layer(s, W, x, pos, doc, l):
+    """HF Gemma2DecoderLayer l: x + post_attention_norm(attn(input_norm(x))), then
+    x + post_feedforward_norm(down(gelu_tanh(gate(h)) * up(h))), h = pre_feedforward_norm(x);
+    every norm multiplies by 1 + w; even layers see only the last `window` keys."""
+    p = "model.layers.%d." % l
+
+    def norm(h, name):
+        return rmsnorm(h, 1.0 + W[p + name + ".weight"], s["eps"])
+    attn = gemma2_mla_attention if s["mla"] else gemma2_gqa_attention
+    window = s["window"] if l % 2 == 0 else 0
+    x = x + norm(attn(s, W, p + "self_attn.", norm(x, "input_layernorm"), pos, doc, window), "post_attention_layernorm")
+    h = norm(x, "pre_feedforward_layernorm")
+    m = p + "mlp."
+    y = lin(W, gelu_tanh(lin(W, h, m + "gate_proj")) * lin(W, h, m + "up_proj"), m + "down_proj")
+    return x + norm(y, "post_feedforward_layernorm")
+
+
+def case_gemma2_layer(binary, d, chk, rng, name, l):
+    s = dict(GEMMA2_SIZES, **GEMMA2_SPECS[name])
+    B, T, D = s["B"], s["T"], s["D"]
+    cfg, W = make_gemma2_layers(s, rng)
+    x, dout = rnd(rng, B * T, D, scale=2.0), rnd(rng, B * T, D)
+    md = os.path.join(d, "model")
+    os.makedirs(md, exist_ok=True)
+    with open(os.path.join(md, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    tm_ref.write_safetensors(os.path.join(md, "model.safetensors"), W, "F32")
+    inputs = {"x": x, "dout": dout, "pos": POS, "doc_start": DOC_START, "B": [B], "T": [T], "layer": [l],
+              "latent_norms": [1], "q_bias": [0]}
+    o = run_c(binary, "layer", d, inputs)
+    prefix = "model.layers.%d." % l
+    P = {n: v for n, v in W.items() if n.startswith(prefix)}
+    P["x"] = x
+    fwd = lambda: gemma2_layer(s, P, P["x"], POS, DOC_START, l)  # noqa: E731
+    tag = "layer %d (%s)" % (l, "window %d" % s["window"] if l % 2 == 0 else "full")
+    chk.close(name, tag + " output", o["y"], fwd())
+    # each gemma2 feature moves this layer's output (else the check above could not see it wrong)
+    changes = [("the score cap", dict(cap=0.0)),
+               ("query_pre_attn_scalar", dict(qpas=(s["dn"] + s["dr"]) if s["mla"] else s["d"]))]
+    if l % 2 == 0:
+        changes.append(("the window", dict(window=0)))
+    for what, change in changes:
+        moved = np.max(np.abs(gemma2_layer(dict(s, **change), P, x, POS, DOC_START, l) - fwd()))
+        chk.require(name, "%s moves the output (max %.3f)" % (what, moved), moved > 1e-3)
+    grads = sorted(n[len("grad."):] for n in o if n.startswith("grad."))
+    chk.require(name, "a gradient for each of the layer's %d parameters" % (len(P) - 1), set(grads) == set(P) - {"x"})
+    g = fd_grads(lambda: np.sum(fwd() * dout), P, sorted(P))
+    chk.close(name, tag + " dx_in", o["dx"], g["x"])
+    for n in grads:
+        chk.close(name, n.replace("model.layers.", ""), o["grad." + n], g[n])
+
+
 def topk_margin(spec, W, x, pos, doc):
     """Smallest gap, over tokens, between the k-th and (k+1)-th router logit of the MoE input."""
     a = "model.layers.0."
@@ -557,11 +744,14 @@ def main():
         "linear": lambda d, c, r: case_linear(binary, d, c, r, False),
         "linear_bf16": lambda d, c, r: case_linear(binary, d, c, r, True),
         "swiglu": lambda d, c, r: case_swiglu(binary, d, c, r),
+        "geglu": lambda d, c, r: case_geglu(binary, d, c, r),
         "rope_interleave": lambda d, c, r: case_rope(binary, d, c, r, 1),
         "rope_halves": lambda d, c, r: case_rope(binary, d, c, r, 0),
         "attention_grouped": lambda d, c, r: case_attention(binary, d, c, r, 4, 2),
         "attention_mha": lambda d, c, r: case_attention(binary, d, c, r, 3, 3),
+        "attention_softcap_window": lambda d, c, r: case_attention(binary, d, c, r, 4, 2, cap=1.5, window=2),
         "head": lambda d, c, r: case_head(binary, d, c, r),
+        "head_softcap": lambda d, c, r: case_head(binary, d, c, r, cap=3.0),
         "embedding": lambda d, c, r: case_embedding(binary, d, c, r),
         "layer_q_interleave": lambda d, c, r: case_layer(binary, d, c, r, "layer_q_interleave"),
         "layer_q_halves": lambda d, c, r: case_layer(binary, d, c, r, "layer_q_halves"),
@@ -569,6 +759,10 @@ def main():
         "layer_moe": lambda d, c, r: case_layer(binary, d, c, r, "layer_moe", frozen_too=True),
         "layer_qwen3": lambda d, c, r: case_layer(binary, d, c, r, "layer_qwen3", frozen_too=True),
         "layer_qwen3_moe": lambda d, c, r: case_layer(binary, d, c, r, "layer_qwen3_moe"),
+        "layer_gemma2_0": lambda d, c, r: case_gemma2_layer(binary, d, c, r, "layer_gemma2", 0),
+        "layer_gemma2_1": lambda d, c, r: case_gemma2_layer(binary, d, c, r, "layer_gemma2", 1),
+        "layer_gemma2_mla_0": lambda d, c, r: case_gemma2_layer(binary, d, c, r, "layer_gemma2_mla", 0),
+        "layer_gemma2_mla_1": lambda d, c, r: case_gemma2_layer(binary, d, c, r, "layer_gemma2_mla", 1),
     }
     chosen = sys.argv[3:] or list(cases)
     chk = Checker()
