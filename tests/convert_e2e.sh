@@ -96,6 +96,14 @@ g = json.load(open(sys.argv[1]))['ids']; lg = np.fromfile(sys.argv[2], '<f8').re
 sys.exit(0 if [int(lg[14 + i].argmax()) for i in range(24)] == g else 1)" "$work/g2gen.json" "$work/g2gen.f64"; then
         echo "ok    gemma2-dev export: 24 tokens from the latent cache = the numpy forward's greedy tokens"
     else echo "FAIL  gemma2-dev export: latent-cache generation differs from the numpy greedy tokens"; fails=$((fails + 1)); fi
+    # fine-tuning the export (gemma2_mla) lowers its held-out perplexity, and the saved folder reads back in numpy
+    "$bin" finetune --quiet --model-path "$work/gemma2-dev" --save-path "$work/gemma2-dev-ft" --tokens "$g2/calib.u16" \
+        --seq-len 256 --batch-size 8 --max-steps 8 --learning-rate 1e-4 >/dev/null || { echo "FAIL  gemma2-dev: finetune"; fails=$((fails + 1)); }
+    ft=$(our_ppl --model-path "$work/gemma2-dev-ft" --tokens "$g2/eval.u16" --seqlen 512 --nseq 4)
+    check "gemma2-dev export fine-tuned 8 steps: eval.u16 ppl falls" "$ft" \
+        "$(our_ppl --model-path "$work/gemma2-dev" --tokens "$g2/eval.u16" --seqlen 512 --nseq 4)" -0.01 le
+    check "gemma2-dev fine-tuned: engine vs the numpy reference" "$ft" \
+        "$(ref_ppl "$work/gemma2-dev-ft" "$g2/eval.u16" --seqlen 512 --nseq 4)" 1e-5
 fi
 
 # peak memory: weights + converted attention + statistics + one micro-batch,
