@@ -123,39 +123,18 @@ def dsv3_config(D, L, H, q_lora, R, dn, dr, dv, I, V, dtype, moe=None, **extra):
 
 def gemma2_mla_config(D, L, H, q_lora, R, dn, dr, dv, I, V, dtype, qpas, caps, window, **extra):
     """A gemma2_mla config.json (a converted Gemma-2: gemma2's layers, DeepSeek's MLA
-    attention), every field written out; qpas: query_pre_attn_scalar, caps: (attention,
-    final logit) soft-caps."""
-    c = {
-        "architectures": [ARCH["gemma2_mla"]],
-        "model_type": "gemma2_mla",
-        "hidden_size": D,
-        "num_hidden_layers": L,
-        "num_attention_heads": H,
-        "num_key_value_heads": H,
-        "q_lora_rank": q_lora,
-        "kv_lora_rank": R,
-        "qk_nope_head_dim": dn,
-        "qk_rope_head_dim": dr,
-        "v_head_dim": dv,
-        "head_dim": dr,
-        "intermediate_size": I,
-        "vocab_size": V,
-        "max_position_embeddings": 256,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0,
-        "rope_interleave": True,
-        "attention_bias": False,
-        "hidden_act": "gelu_pytorch_tanh",
-        "hidden_activation": "gelu_pytorch_tanh",
-        "tie_word_embeddings": True,
-        "query_pre_attn_scalar": qpas,
-        "attn_logit_softcapping": caps[0],
-        "final_logit_softcapping": caps[1],
-        "sliding_window": window,
-        "bos_token_id": 2,
-        "eos_token_id": 1,
-        "torch_dtype": TORCH_DTYPE[dtype],
-    }
+    attention), every field written out: dsv3_config's attention and sizes without its
+    MoE keys, with Gemma-2's; qpas: query_pre_attn_scalar, caps: (attention, final logit)
+    soft-caps."""
+    c = dsv3_config(D, L, H, q_lora, R, dn, dr, dv, I, V, dtype)
+    for k in ("rope_scaling", "first_k_dense_replace", "n_routed_experts", "moe_intermediate_size",
+              "num_experts_per_tok", "n_shared_experts", "n_group", "topk_group", "scoring_func",
+              "topk_method", "norm_topk_prob", "routed_scaling_factor", "moe_layer_freq"):
+        del c[k]
+    c.update(architectures=[ARCH["gemma2_mla"]], model_type="gemma2_mla", rms_norm_eps=1e-6,
+             hidden_act="gelu_pytorch_tanh", hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+             query_pre_attn_scalar=qpas, attn_logit_softcapping=caps[0], final_logit_softcapping=caps[1],
+             sliding_window=window, bos_token_id=2, eos_token_id=1)
     c.update(extra)
     return c
 

@@ -235,6 +235,21 @@ _DSV3_LATENT_EPS = 1e-6
 ROUTERS = ("hf", "vllm")
 
 
+def _config_getters(raw, defaults, model_type):
+    """get(k): the config's value, else the default; num(k, cast): the same, never null."""
+
+    def get(k):
+        return raw[k] if k in raw else defaults.get(k)
+
+    def num(k, cast=int):
+        v = get(k)
+        if v is None:
+            raise ValueError("%s: %s must not be null" % (model_type, k))
+        return cast(v)
+
+    return get, num
+
+
 class Config:
     """The parts of an HF config.json that the forward pass needs.
 
@@ -344,14 +359,7 @@ class Config:
         """deepseek_v3: DeepseekV3Config semantics (defaults for absent keys; an explicit
         null is kept, e.g. q_lora_rank null = plain q_proj)."""
 
-        def get(k):
-            return raw[k] if k in raw else _DSV3_DEFAULTS.get(k)
-
-        def num(k, cast=int):
-            v = get(k)
-            if v is None:
-                raise ValueError("deepseek_v3: %s must not be null" % k)
-            return cast(v)
+        get, num = _config_getters(raw, _DSV3_DEFAULTS, "deepseek_v3")
 
         self.model_type = "deepseek_v3"
         self._mla_attention_fields(raw, get, num)
@@ -433,14 +441,7 @@ class Config:
         scale).  Absent MLA fields take DeepseekV3Config's defaults, the rest Gemma2Config's."""
         dflt = dict(_DSV3_DEFAULTS, **_DEFAULTS["gemma2"])
 
-        def get(k):
-            return raw[k] if k in raw else dflt.get(k)
-
-        def num(k, cast=int):
-            v = get(k)
-            if v is None:
-                raise ValueError("gemma2_mla: %s must not be null" % k)
-            return cast(v)
+        get, num = _config_getters(raw, dflt, "gemma2_mla")
 
         self.model_type = "gemma2_mla"
         self._mla_attention_fields(raw, get, num)
