@@ -13,15 +13,8 @@ void swiglu_forward(float *gate, const float *up, int64_t n) {
 #define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_C 0.044715f
 
-void geglu_forward(float *gate, const float *up, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float g = gate[i];
-        gate[i] = 0.5f * g * (1.0f + tanhf(GELU_K * (g + GELU_C * g * g * g))) * up[i];
-    }
-}
-
-/* The same expression as geglu_forward, so training and inference agree bitwise. */
+/* Element by element, so out may be gate (geglu_forward): training and
+ * inference share the expression and agree bitwise. */
 void geglu_forward_out(float *out, const float *gate, const float *up, int64_t n) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) {
@@ -29,6 +22,8 @@ void geglu_forward_out(float *out, const float *gate, const float *up, int64_t n
         out[i] = 0.5f * g * (1.0f + tanhf(GELU_K * (g + GELU_C * g * g * g))) * up[i];
     }
 }
+
+void geglu_forward(float *gate, const float *up, int64_t n) { geglu_forward_out(gate, gate, up, n); }
 
 /* gelu(g) = g/2 (1 + t), t = tanh(u), u = k (g + c g^3):
  * gelu'(g) = (1 + t)/2 + g/2 (1 - t^2) k (1 + 3 c g^2). */
