@@ -323,55 +323,9 @@ static int parse_rotary_dim(const char *file, const json_t *root, ModelConfig *c
 
 static int is_gemma2(const ModelConfig *c) { return c->arch == TM_ARCH_GEMMA2 || c->arch == TM_ARCH_GEMMA2_MLA; }
 
-static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
-    if (parse_arch(file, root, c)) return -1;
-    if (positive(file, root, "hidden_size", 0, &c->hidden_size) ||
-        positive(file, root, "num_hidden_layers", 0, &c->n_layers) ||
-        positive(file, root, "num_attention_heads", 0, &c->n_heads) ||
-        positive(file, root, "num_key_value_heads", c->n_heads, &c->n_kv_heads) ||
-        positive(file, root, "intermediate_size", c->arch == TM_ARCH_DEEPSEEK_V3 ? 18432 : 0, &c->intermediate_size) ||
-        positive(file, root, "vocab_size", 0, &c->vocab_size))
-        return -1;
-    /* Qwen3Config defaults head_dim to 128, Gemma2Config to 256; the others (and Qwen3MoeConfig) to
-     * hidden_size / heads */
-    if (positive(file, root, "head_dim",
-                 c->arch == TM_ARCH_QWEN3 ? 128 : c->arch == TM_ARCH_GEMMA2 || c->arch == TM_ARCH_GEMMA2_MLA ? 256 : c->hidden_size / c->n_heads > 0 ? c->hidden_size / c->n_heads : 1,
-                 &c->head_dim))
-        return -1;
-    if (tm_json_int_or(file, root, "max_position_embeddings", 0, &c->max_position_embeddings) ||
-        tm_json_num_or(file, root, "rope_theta", c->arch == TM_ARCH_MIXTRAL ? 1e6 : 10000.0, &c->rope_theta) ||
-        tm_json_num_or(file, root, "rms_norm_eps", c->arch == TM_ARCH_MIXTRAL || c->arch == TM_ARCH_PHI3 ? 1e-5 : 1e-6,
-                       &c->rms_norm_eps) ||
-        tm_json_bool_or(file, root, "tie_word_embeddings", is_gemma2(c), &c->tie_word_embeddings) ||
-        parse_rope_scaling(file, root, &c->rope_scaling) || parse_token_id(file, root, "bos_token_id", &c->bos_token_id) ||
-        parse_token_id(file, root, "eos_token_id", &c->eos_token_id))
-        return -1;
-
-    const char *act;
-    if (tm_json_str_or(file, root, "hidden_act", "silu", &act)) return -1;
-    if (!is_gemma2(c) && strcmp(act, "silu") != 0) /* gemma2's MLP reads hidden_activation */ return tm_fail("%s: field 'hidden_act' is '%s'; only silu is supported", file, act);
-
-    const char *dt;
-    if (tm_json_str_or(file, root, "torch_dtype", NULL, &dt)) return -1;
-    c->torch_dtype = !dt ? TM_DTYPE_INVALID
-                   : strcmp(dt, "float32") == 0 ? TM_F32
-                   : strcmp(dt, "float16") == 0 ? TM_F16
-                   : strcmp(dt, "bfloat16") == 0 ? TM_BF16 : TM_DTYPE_INVALID;
-
-    int attn_bias = 0, use_sw = 0;
-    long long sw = 0;
-    if (tm_json_bool_or(file, root, "attention_bias", 0, &attn_bias) ||
-        tm_json_bool_or(file, root, "mlp_bias", 0, &c->mlp_bias) ||
-        /* transformers' Mistral/Qwen3 configs default a missing sliding_window to 4096; null means none */
-        tm_json_int_or(file, root, "sliding_window",
-                       (c->arch == TM_ARCH_MISTRAL || c->arch == TM_ARCH_QWEN3 || c->arch == TM_ARCH_QWEN3_MOE ||
-                        is_gemma2(c)) &&
-                               !json_object_get(root, "sliding_window")
-                           ? 4096
-                           : 0,
-                       &sw) ||
-        tm_json_bool_or(file, root, "use_sliding_window", 0, &use_sw))
-        return -1;
+/* What each model_type adds or fixes: biases, windows, experts, its own fields. */
+static int parse_arch_fields(const char *file, const json_t *root, ModelConfig *c, int attn_bias, int use_sw,
+                             long long sw) {
     switch (c->arch) {
     case TM_ARCH_LLAMA:
         c->qkv_bias = c->o_bias = attn_bias;
@@ -423,6 +377,59 @@ static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
             c->query_pre_attn_scalar = c->mla.qk_nope_head_dim + c->mla.qk_rope_head_dim;
         break;
     }
+    return 0;
+}
+
+static int parse_fields(const char *file, const json_t *root, ModelConfig *c) {
+    if (parse_arch(file, root, c)) return -1;
+    if (positive(file, root, "hidden_size", 0, &c->hidden_size) ||
+        positive(file, root, "num_hidden_layers", 0, &c->n_layers) ||
+        positive(file, root, "num_attention_heads", 0, &c->n_heads) ||
+        positive(file, root, "num_key_value_heads", c->n_heads, &c->n_kv_heads) ||
+        positive(file, root, "intermediate_size", c->arch == TM_ARCH_DEEPSEEK_V3 ? 18432 : 0, &c->intermediate_size) ||
+        positive(file, root, "vocab_size", 0, &c->vocab_size))
+        return -1;
+    /* Qwen3Config defaults head_dim to 128, Gemma2Config to 256; the others (and Qwen3MoeConfig) to
+     * hidden_size / heads */
+    if (positive(file, root, "head_dim",
+                 c->arch == TM_ARCH_QWEN3 ? 128 : c->arch == TM_ARCH_GEMMA2 || c->arch == TM_ARCH_GEMMA2_MLA ? 256 : c->hidden_size / c->n_heads > 0 ? c->hidden_size / c->n_heads : 1,
+                 &c->head_dim))
+        return -1;
+    if (tm_json_int_or(file, root, "max_position_embeddings", 0, &c->max_position_embeddings) ||
+        tm_json_num_or(file, root, "rope_theta", c->arch == TM_ARCH_MIXTRAL ? 1e6 : 10000.0, &c->rope_theta) ||
+        tm_json_num_or(file, root, "rms_norm_eps", c->arch == TM_ARCH_MIXTRAL || c->arch == TM_ARCH_PHI3 ? 1e-5 : 1e-6,
+                       &c->rms_norm_eps) ||
+        tm_json_bool_or(file, root, "tie_word_embeddings", is_gemma2(c), &c->tie_word_embeddings) ||
+        parse_rope_scaling(file, root, &c->rope_scaling) || parse_token_id(file, root, "bos_token_id", &c->bos_token_id) ||
+        parse_token_id(file, root, "eos_token_id", &c->eos_token_id))
+        return -1;
+
+    const char *act;
+    if (tm_json_str_or(file, root, "hidden_act", "silu", &act)) return -1;
+    if (!is_gemma2(c) && strcmp(act, "silu") != 0) /* gemma2's MLP reads hidden_activation */ return tm_fail("%s: field 'hidden_act' is '%s'; only silu is supported", file, act);
+
+    const char *dt;
+    if (tm_json_str_or(file, root, "torch_dtype", NULL, &dt)) return -1;
+    c->torch_dtype = !dt ? TM_DTYPE_INVALID
+                   : strcmp(dt, "float32") == 0 ? TM_F32
+                   : strcmp(dt, "float16") == 0 ? TM_F16
+                   : strcmp(dt, "bfloat16") == 0 ? TM_BF16 : TM_DTYPE_INVALID;
+
+    int attn_bias = 0, use_sw = 0;
+    long long sw = 0;
+    if (tm_json_bool_or(file, root, "attention_bias", 0, &attn_bias) ||
+        tm_json_bool_or(file, root, "mlp_bias", 0, &c->mlp_bias) ||
+        /* transformers' Mistral/Qwen3 configs default a missing sliding_window to 4096; null means none */
+        tm_json_int_or(file, root, "sliding_window",
+                       (c->arch == TM_ARCH_MISTRAL || c->arch == TM_ARCH_QWEN3 || c->arch == TM_ARCH_QWEN3_MOE ||
+                        is_gemma2(c)) &&
+                               !json_object_get(root, "sliding_window")
+                           ? 4096
+                           : 0,
+                       &sw) ||
+        tm_json_bool_or(file, root, "use_sliding_window", 0, &use_sw))
+        return -1;
+    if (parse_arch_fields(file, root, c, attn_bias, use_sw, sw)) return -1;
     if (parse_rotary_dim(file, root, c)) return -1;
     if (c->n_experts && !c->expert_intermediate_size) c->expert_intermediate_size = c->intermediate_size;
     if (c->n_heads % c->n_kv_heads)

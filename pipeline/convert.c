@@ -219,31 +219,64 @@ static void apply_rorope_choice(Run *r, json_t *done);
  * (run_fit.c), every candidate's rotations stay in the state for it, and
  * the evaluations only report (they pick the published column's freqfold),
  * so they run only when that column is wanted. */
+/* The key statistics, and for a QK-norm model the fold made from them (evaluated). */
+static int calibrate_keys(Run *r, CalibStats *keys) {
+    const ModelConfig *c = &r->cfg;
+    int rc = run_gather_stats(r, &r->orig, keys, CAL_KEYS, c->n_kv_heads * c->head_dim, 0, "calibrate[keys]",
+                              "calib-keys");
+    if (rc) return rc;
+    run_stage_done(r, "calibrate_keys");
+    rc = dist_agree(MPI_COMM_WORLD, run_qk_fold_set(r, keys));
+    return rc ? rc : run_qk_fold_eval(r);
+}
+
+/* *p = the perplexity of freqfold ff's exact RoRoPE model (its MLA at full rank). */
+static int eval_rorope_candidate(Run *r, MlaAttn *layers, int ff, double *p) {
+    BuiltModel bm;
+    int rc = dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0));
+    if (rc) return rc;
+    char label[64], pass[64];
+    snprintf(label, sizeof label, "rorope freqfold %d", ff);
+    snprintf(pass, sizeof pass, "eval-rorope-f%d", ff);
+    rc = run_eval_ppl(r, &bm.model, label, pass, p);
+    built_model_free(&bm);
+    return rc;
+}
+
+/* Record the chosen freqfold (state, report) and drop the others' saved layers. */
+static int finish_rorope(Run *r, json_t *search, double best, const int *cands, int nc) {
+    json_t *done = json_pack("{sisO}", "freqfold", r->rs.freqfold, "rorope_by_freqfold", search);
+    if (isfinite(best)) json_object_set_new(done, "rorope", json_real(best));
+    json_t *folded = json_object_get(r->rep.ppl, "qk_norm_folded");
+    if (folded) json_object_set(done, "qk_norm_folded", folded);
+    json_object_set_new(r->rep.ppl, "rorope_by_freqfold", search);
+    int rc = resume_mark_done(&r->resume, "rorope", done);
+    apply_rorope_choice(r, done);
+    json_decref(done);
+    resume_remove(&r->resume, "calib-keys.");
+    for (int i = 0; i < nc && !run_choosing_freqfold(r); i++) {
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "rorope-f%d.", cands[i]);
+        if (cands[i] != r->rs.freqfold) resume_remove(&r->resume, prefix);
+    }
+    run_stage_done(r, "rorope");
+    return rc;
+}
+
 static int stage_rorope(Run *r) {
     if (r->done > PHASE_ROROPE) return 0;
-    const ModelConfig *c = &r->cfg;
-    int n = c->n_layers, rc = 0;
+    int n = r->cfg.n_layers, rc = 0;
     CalibStats keys = {0};
-    if (!run_data_free(r)) {
-        rc = run_gather_stats(r, &r->orig, &keys, CAL_KEYS, c->n_kv_heads * c->head_dim, 0, "calibrate[keys]", "calib-keys");
-        if (rc) {
-            calib_stats_free(&keys);
-            return rc;
-        }
-        run_stage_done(r, "calibrate_keys");
-        rc = dist_agree(MPI_COMM_WORLD, run_qk_fold_set(r, &keys));
-        if (!rc) rc = run_qk_fold_eval(r);
-        if (rc) {
-            calib_stats_free(&keys);
-            return rc;
-        }
+    if (!run_data_free(r) && (rc = calibrate_keys(r, &keys))) {
+        calib_stats_free(&keys);
+        return rc;
     }
     int cands[32], nc = run_freqfold_candidates(&r->rs, r->s->freqfold, cands);
     int judge = !run_choosing_freqfold(r) || (r->eval_ids && !r->s->skip_published_mla);
     double best = INFINITY;
     json_t *search = json_object();
     for (int i = 0; i < nc && !rc; i++) {
-        char label[64], pass[64];
+        char label[64];
         snprintf(label, sizeof label, "rorope[freqfold %d]", cands[i]);
         StepArgs a = {.stats = run_data_free(r) ? NULL : &keys, .freqfold = cands[i]};
         snprintf(a.name, sizeof a.name, "rorope-f%d", cands[i]);
@@ -258,17 +291,8 @@ static int stage_rorope(Run *r) {
             else free_layers(layers, n);
             continue;
         }
-        BuiltModel bm;
-        if ((rc = dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0)))) {
-            free_layers(layers, n);
-            break;
-        }
-        snprintf(label, sizeof label, "rorope freqfold %d", cands[i]);
-        snprintf(pass, sizeof pass, "eval-rorope-f%d", cands[i]);
         double p;
-        rc = run_eval_ppl(r, &bm.model, label, pass, &p);
-        built_model_free(&bm);
-        if (rc) {
+        if ((rc = eval_rorope_candidate(r, layers, cands[i], &p))) {
             free_layers(layers, n);
             break;
         }
@@ -289,22 +313,7 @@ static int stage_rorope(Run *r) {
         json_decref(search);
         return rc;
     }
-    json_t *done = json_pack("{sisO}", "freqfold", r->rs.freqfold, "rorope_by_freqfold", search);
-    if (isfinite(best)) json_object_set_new(done, "rorope", json_real(best));
-    json_t *folded = json_object_get(r->rep.ppl, "qk_norm_folded");
-    if (folded) json_object_set(done, "qk_norm_folded", folded);
-    json_object_set_new(r->rep.ppl, "rorope_by_freqfold", search);
-    rc = resume_mark_done(&r->resume, "rorope", done);
-    apply_rorope_choice(r, done);
-    json_decref(done);
-    resume_remove(&r->resume, "calib-keys.");
-    for (int i = 0; i < nc && !run_choosing_freqfold(r); i++) {
-        char prefix[32];
-        snprintf(prefix, sizeof prefix, "rorope-f%d.", cands[i]);
-        if (cands[i] != r->rs.freqfold) resume_remove(&r->resume, prefix);
-    }
-    run_stage_done(r, "rorope");
-    return rc;
+    return finish_rorope(r, search, best, cands, nc);
 }
 
 /* Phase `name` is finished, with nothing to record beyond that. */
