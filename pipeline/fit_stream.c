@@ -36,9 +36,10 @@ void fit_stream_free(FitStream *f) {
     memset(f, 0, sizeof *f);
 }
 
-int fit_stream_start(FitStream *f, float *x, const Topology *t, const int32_t *cal_ids, const Tensor *embed) {
+int fit_stream_start(FitStream *f, float *x, const Topology *t, const int32_t *cal_ids, const Model *orig) {
     if (t->stage > 0) return fit_stream_recv(x, f->N * f->D, t);
-    embedding_forward(x, cal_ids + (int64_t)f->mb_first * f->batch * f->T, embed, (int)f->N);
+    /* as the model's forward embeds (gemma2: times sqrt(hidden_size)) */
+    model_embed_rows(orig, cal_ids + (int64_t)f->mb_first * f->batch * f->T, (int)f->N, x);
     return 0;
 }
 

@@ -32,7 +32,7 @@ void fit_stream_free(FitStream *f);
 /* Stage 0: x = the embedding of its windows; later stages: x from the stage
  * before. Returns the stage before's status (0, RUN_STOPPED or -1; never
  * -1 on stage 0). */
-int fit_stream_start(FitStream *f, float *x, const Topology *t, const int32_t *cal_ids, const Tensor *embed);
+int fit_stream_start(FitStream *f, float *x, const Topology *t, const int32_t *cal_ids, const Model *orig);
 
 int fit_stream_mb_count(const FitStream *f);
 /* Micro-batch m of this replica: its windows, first row in *row0. */

@@ -63,7 +63,7 @@ static int attn_run_init(AttnRun *a, Run *r) {
     int extra = s->attn_fit_sequential ? 2 * D : t->stage < t->stages - 1 ? D : 0;
     a->held = (uint64_t)st->N * (3 * D + extra) * sizeof(float) + st->ws.bytes;
     run_note_max(&r->rep.mem_act, a->held);
-    a->upstream = fit_stream_start(st, st->x, t, r->cal_ids, &r->orig.w.embed);
+    a->upstream = fit_stream_start(st, st->x, t, r->cal_ids, &r->orig);
     if (!a->upstream && a->xc) {
         if (t->stage == 0) memcpy(a->xc, st->x, (size_t)st->N * D * sizeof(float));
         else a->upstream = fit_stream_recv(a->xc, st->N * D, t);

@@ -103,7 +103,7 @@ static int fit_run_init(FitRun *f, Run *r) {
     int extra = s->rorope_fit_sequential ? Hd : t->stage < t->stages - 1 ? D : 0;
     uint64_t held = (uint64_t)st->N * (D + 2 * Hd + 2 * L + extra) * sizeof(float);
     run_note_max(&r->rep.mem_act, held + st->ws.bytes);
-    f->upstream = fit_stream_start(st, st->x, t, r->cal_ids, &r->orig.w.embed);
+    f->upstream = fit_stream_start(st, st->x, t, r->cal_ids, &r->orig);
     return total;
 }
 
