@@ -82,7 +82,7 @@ if [ -z "${TM_SANITIZED:-}" ]; then
     check "gemma2-dev RoRoPE (fitted rotation) < published" "$(jget "$rep" ppl.rorope)" 9.028 -0.1 le
     check "gemma2-dev as exported, attention fit < rotation fit" "$(jget "$rep" ppl.mla_native)" \
         "$(jget "$rep" ppl.mla_native_rotation_fit)" -0.02 le
-    check "gemma2-dev as exported <= 1.5 x original" "$(jget "$rep" ppl.mla_native)" "$("$py" -c "print(1.5 * 4.2585)")" 0 le
+    check "gemma2-dev as exported <= 1.1 x original" "$(jget "$rep" ppl.mla_native)" "$("$py" -c "print(1.1 * 4.2585)")" 0 le
     # greedy generation from the latent cache = the numpy gemma2_mla forward's argmax at every step
     "$bin" generate --model-path "$work/gemma2-dev" --prompt "The history of " --max-new-tokens 24 --json >"$work/g2gen.json"
     "$py" -c "
@@ -101,7 +101,7 @@ sys.exit(0 if [int(lg[14 + i].argmax()) for i in range(24)] == g else 1)" "$work
         --seq-len 256 --batch-size 8 --max-steps 8 --learning-rate 1e-4 >/dev/null || { echo "FAIL  gemma2-dev: finetune"; fails=$((fails + 1)); }
     ft=$(our_ppl --model-path "$work/gemma2-dev-ft" --tokens "$g2/eval.u16" --seqlen 512 --nseq 4)
     check "gemma2-dev export fine-tuned 8 steps: eval.u16 ppl falls" "$ft" \
-        "$(our_ppl --model-path "$work/gemma2-dev" --tokens "$g2/eval.u16" --seqlen 512 --nseq 4)" -0.01 le
+        "$(our_ppl --model-path "$work/gemma2-dev" --tokens "$g2/eval.u16" --seqlen 512 --nseq 4)" -0.005 le
     check "gemma2-dev fine-tuned: engine vs the numpy reference" "$ft" \
         "$(ref_ppl "$work/gemma2-dev-ft" "$g2/eval.u16" --seqlen 512 --nseq 4)" 1e-5
 fi
