@@ -12,7 +12,7 @@ add_test(NAME finetune_bytelm COMMAND bash ${SRC}/tests/finetune_bytelm.sh $<TAR
 set_tests_properties(finetune_bytelm PROPERTIES LABELS slow TIMEOUT 900 PROCESSORS 2)
 add_test(NAME finetune_gemma2 COMMAND bash ${SRC}/tests/finetune_gemma2.sh $<TARGET_FILE:transmla> ${TM_PYTHON}
                                       ${SRC}/../shared ${FIXTURES})
-set_tests_properties(finetune_gemma2 PROPERTIES FIXTURES_REQUIRED golden TIMEOUT 600 PROCESSORS 2)
+set_tests_properties(finetune_gemma2 PROPERTIES LABELS e2e FIXTURES_REQUIRED golden TIMEOUT 600 PROCESSORS 2)
 if(TRANSMLA_SANITIZE)
   set_tests_properties(finetune_chat finetune_gemma2 PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
 endif()
