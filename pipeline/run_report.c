@@ -118,7 +118,7 @@ void run_report_tail(Run *r, TmDType dtype) {
                                                      "it; ppl.mla_native_with_q_bias is the export with it kept, so "
                                                      "ppl.mla_native - ppl.mla_native_with_q_bias is its cost; "
                                                      "--q-lora-rank keeps it in q_a_proj.bias"));
-        if (c->sliding_window)
+        if (c->sliding_window && c->arch != TM_ARCH_GEMMA2) /* gemma2_mla keeps each layer's window */
             json_array_append_new(notes, json_string("sliding_window: DeepSeek attention has none; the export attends to "
                                                      "the whole context"));
         if (run_data_free(r))
