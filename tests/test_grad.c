@@ -115,31 +115,30 @@ static void case_linear(void) {
     if (b) put("db", db, 1, W.rows);
 }
 
-static void case_swiglu(void) {
+/* A gated activation act(gate) * up: its forward with an output equals the
+ * in-place one bit for bit, and its backward. */
+typedef struct {
+    const char *name;
+    void (*forward_out)(float *out, const float *gate, const float *up, int64_t n);
+    void (*forward)(float *gate, const float *up, int64_t n);
+    void (*backward)(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int64_t n);
+} GatedAct;
+
+static void case_gated(const GatedAct *a) {
     int64_t n;
     const float *g = f32("g", &n), *u = f32("u", NULL), *dy = f32("dout", NULL);
     float *y = buf(n, NULL), *y0 = buf(n, "g"), *dg = buf(n, NULL), *du = buf(n, NULL);
-    swiglu_forward_out(y, g, u, n);
-    swiglu_forward(y0, u, n);
-    if (memcmp(y, y0, (size_t)n * sizeof(float))) tm_die("swiglu_forward_out differs from swiglu_forward");
-    swiglu_backward(dg, du, dy, g, u, n);
+    a->forward_out(y, g, u, n);
+    a->forward(y0, u, n);
+    if (memcmp(y, y0, (size_t)n * sizeof(float))) tm_die("%s_forward_out differs from %s_forward", a->name, a->name);
+    a->backward(dg, du, dy, g, u, n);
     put("y", y, 1, n);
     put("dg", dg, 1, n);
     put("du", du, 1, n);
 }
 
-static void case_geglu(void) {
-    int64_t n;
-    const float *g = f32("g", &n), *u = f32("u", NULL), *dy = f32("dout", NULL);
-    float *y = buf(n, NULL), *y0 = buf(n, "g"), *dg = buf(n, NULL), *du = buf(n, NULL);
-    geglu_forward_out(y, g, u, n);
-    geglu_forward(y0, u, n);
-    if (memcmp(y, y0, (size_t)n * sizeof(float))) tm_die("geglu_forward_out differs from geglu_forward");
-    geglu_backward(dg, du, dy, g, u, n);
-    put("y", y, 1, n);
-    put("dg", dg, 1, n);
-    put("du", du, 1, n);
-}
+static const GatedAct SWIGLU = {"swiglu", swiglu_forward_out, swiglu_forward, swiglu_backward};
+static const GatedAct GEGLU = {"geglu", geglu_forward_out, geglu_forward, geglu_backward};
 
 static void case_rope(void) {
     int N = scalar("N"), W = scalar("W"), T = scalar("T");
@@ -291,8 +290,8 @@ int main(int argc, char **argv) {
     if (st_open(&in, path)) tm_die("%s", tm_error());
     if (!strcmp(cs, "rmsnorm")) case_rmsnorm();
     else if (!strcmp(cs, "linear")) case_linear();
-    else if (!strcmp(cs, "swiglu")) case_swiglu();
-    else if (!strcmp(cs, "geglu")) case_geglu();
+    else if (!strcmp(cs, "swiglu")) case_gated(&SWIGLU);
+    else if (!strcmp(cs, "geglu")) case_gated(&GEGLU);
     else if (!strcmp(cs, "rope")) case_rope();
     else if (!strcmp(cs, "attention")) case_attention();
     else if (!strcmp(cs, "head")) case_head();

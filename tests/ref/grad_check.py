@@ -293,26 +293,16 @@ def case_linear(binary, d, chk, rng, bf16):
     chk.close("linear", "db" + tag, o["db"] - db0, g["b"])
 
 
-def case_swiglu(binary, d, chk, rng):
+def case_gated(binary, d, chk, rng, name, act):
+    """act(g) * u (SwiGLU: silu, GeGLU: gelu_tanh): output and both gradients."""
     n = 40
     P = {"g": rnd(rng, n, scale=2.0), "u": rnd(rng, n)}
     dout = rnd(rng, n)
-    o = run_c(binary, "swiglu", d, dict(P, dout=dout))
-    g = fd_grads(lambda: np.sum(silu(P["g"]) * P["u"] * dout), P, ["g", "u"])
-    chk.close("swiglu", "y", o["y"], silu(P["g"]) * P["u"])
-    chk.close("swiglu", "dg", o["dg"], g["g"])
-    chk.close("swiglu", "du", o["du"], g["u"])
-
-
-def case_geglu(binary, d, chk, rng):
-    n = 40
-    P = {"g": rnd(rng, n, scale=2.0), "u": rnd(rng, n)}
-    dout = rnd(rng, n)
-    o = run_c(binary, "geglu", d, dict(P, dout=dout))
-    g = fd_grads(lambda: np.sum(gelu_tanh(P["g"]) * P["u"] * dout), P, ["g", "u"])
-    chk.close("geglu", "y", o["y"], gelu_tanh(P["g"]) * P["u"])
-    chk.close("geglu", "dg", o["dg"], g["g"])
-    chk.close("geglu", "du", o["du"], g["u"])
+    o = run_c(binary, name, d, dict(P, dout=dout))
+    g = fd_grads(lambda: np.sum(act(P["g"]) * P["u"] * dout), P, ["g", "u"])
+    chk.close(name, "y", o["y"], act(P["g"]) * P["u"])
+    chk.close(name, "dg", o["dg"], g["g"])
+    chk.close(name, "du", o["du"], g["u"])
 
 
 def case_rope(binary, d, chk, rng, interleave):
@@ -743,8 +733,8 @@ def main():
         "rmsnorm": lambda d, c, r: case_rmsnorm(binary, d, c, r),
         "linear": lambda d, c, r: case_linear(binary, d, c, r, False),
         "linear_bf16": lambda d, c, r: case_linear(binary, d, c, r, True),
-        "swiglu": lambda d, c, r: case_swiglu(binary, d, c, r),
-        "geglu": lambda d, c, r: case_geglu(binary, d, c, r),
+        "swiglu": lambda d, c, r: case_gated(binary, d, c, r, "swiglu", silu),
+        "geglu": lambda d, c, r: case_gated(binary, d, c, r, "geglu", gelu_tanh),
         "rope_interleave": lambda d, c, r: case_rope(binary, d, c, r, 1),
         "rope_halves": lambda d, c, r: case_rope(binary, d, c, r, 0),
         "attention_grouped": lambda d, c, r: case_attention(binary, d, c, r, 4, 2),
