@@ -58,7 +58,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     TrainStep st;
-    train_step_init(&st, &t, &m, &ps, &sampler, B, T, 1);
+    train_step_init(&st, &t, &m, &ps, &sampler, B, T, 1, NULL);
     OptimConfig o = {.lr = 1e-5, .weight_decay = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                      .max_grad_norm = 1.0, .schedule = LR_CONSTANT, .total_steps = steps + 1};
     StepResult res;

@@ -14,9 +14,28 @@
 #include "io/base/output_path.h"
 #include "train/trainer.h"
 
+/* The flags given as text, checked and stored in c. */
+static int finetune_numbers(TrainConfig *c, const char *lr, const char *wd, const char *warmup, const char *epochs,
+                            const char *clip, const char *schedule, const char *train, const char *resume,
+                            const char *distill_weight) {
+    if (args_number("learning-rate", lr, 0, &c->opt.lr) || args_number("weight-decay", wd, 1, &c->opt.weight_decay) ||
+        args_number("warmup-ratio", warmup, 1, &c->warmup_ratio) ||
+        args_number("num-train-epochs", epochs, 0, &c->epochs) ||
+        args_number("max-grad-norm", clip, 1, &c->opt.max_grad_norm) ||
+        lr_schedule_parse(schedule, &c->opt.schedule) || train_what_parse(train, &c->what))
+        return -1;
+    if (c->warmup_ratio >= 1) return tm_fail("--warmup-ratio %s: expected a fraction below 1", warmup);
+    if (strcmp(resume, "auto") && strcmp(resume, "never")) return tm_fail("--resume '%s': expected auto or never", resume);
+    c->resume = !strcmp(resume, "auto");
+    if (args_number("distill-weight", distill_weight, 1, &c->distill_weight)) return -1;
+    if (c->distill_weight > 1) return tm_fail("--distill-weight %s: expected a weight in [0, 1]", distill_weight);
+    return 0;
+}
+
 static int finetune_args(int argc, char **argv, TrainConfig *c) {
     const char *token_dtype = "u16", *text_field = NULL, *lr = "2e-5", *wd = "0.01", *warmup = "0.03";
     const char *schedule = "cosine", *epochs = "1", *clip = "1.0", *resume = "auto", *train = "all";
+    const char *distill_weight = "1";
     int max_steps = 0, save_steps = 0, seed = 42;
     TokenFlags flags = {.split = "train"};
     memset(c, 0, sizeof *c);
@@ -54,6 +73,11 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
         {"resume", ARG_STR, &resume, "auto|never", "auto: continue from the newest checkpoint in --save-path (default)", 0},
         {"train", ARG_STR, &train, "WHAT",
          "all|attention|attention+norms: what is trained; the rest is frozen and has no optimizer state (default all)", 0},
+        {"distill-from", ARG_STR, &c->distill_from, "DIR",
+         "teacher model folder (e.g. the original the model was converted from): train toward its next-token "
+         "distribution (KL) as well as the data", 0},
+        {"distill-weight", ARG_STR, &distill_weight, "A",
+         "with --distill-from: loss = A KL(teacher || student) + (1 - A) NLL, A in [0, 1] (default 1)", 0},
         {"seed", ARG_INT, &seed, "S", "data shuffling seed (default 42)", 0},
         {"stages", ARG_POS_INT, &c->stages, "S", "pipeline stages; MPI ranks / S data-parallel replicas (default 1)", 0},
         {"logging-steps", ARG_POS_INT, &c->log_every, "N", "print a progress line every N steps (default 1)", 0},
@@ -71,22 +95,14 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
         return -1;
     c->has_tokens = present;
     static char save_path[4096]; /* checked before any work: never the model or the data it reads */
-    const char *inputs[] = {c->model_path, c->data, flags.tokens, flags.data_path};
+    const char *inputs[] = {c->model_path, c->data, flags.tokens, flags.data_path, c->distill_from};
     if (output_path_normalize("--save-path", c->save_path, save_path, sizeof save_path) ||
-        output_path_check("--save-path", save_path, OUT_FOLDER, inputs, 4))
+        output_path_check("--save-path", save_path, OUT_FOLDER, inputs, 5))
         return -1;
     c->save_path = save_path;
     if (!!c->data + present != 1)
         return tm_fail("give exactly one of --data FILE.jsonl (chat) and --tokens/--dataset (continued pretraining)");
-    if (args_number("learning-rate", lr, 0, &c->opt.lr) || args_number("weight-decay", wd, 1, &c->opt.weight_decay) ||
-        args_number("warmup-ratio", warmup, 1, &c->warmup_ratio) ||
-        args_number("num-train-epochs", epochs, 0, &c->epochs) ||
-        args_number("max-grad-norm", clip, 1, &c->opt.max_grad_norm) ||
-        lr_schedule_parse(schedule, &c->opt.schedule) || train_what_parse(train, &c->what))
-        return -1;
-    if (c->warmup_ratio >= 1) return tm_fail("--warmup-ratio %s: expected a fraction below 1", warmup);
-    if (strcmp(resume, "auto") && strcmp(resume, "never")) return tm_fail("--resume '%s': expected auto or never", resume);
-    c->resume = !strcmp(resume, "auto");
+    if (finetune_numbers(c, lr, wd, warmup, epochs, clip, schedule, train, resume, distill_weight)) return -1;
     c->max_steps = max_steps;
     c->save_steps = save_steps;
     c->seed = (uint64_t)(unsigned)seed;

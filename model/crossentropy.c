@@ -64,50 +64,81 @@ double crossentropy_finish(const CrossEntropy *ce, int n, const int32_t *targets
     return total;
 }
 
-/* One row's chunk of logits z (raw, before the cap) -> dL/dz in place:
- * weight (softmax - onehot(target)) at the capped logits, times the cap's
- * derivative 1 - tanh^2(z / cap) when capped (cap 0: none). */
-static void row_logit_grad(float *z, int cols, int v0, int32_t target, float lse, float weight, float cap) {
-    if (cap <= 0) {
-        for (int j = 0; j < cols; j++) z[j] = weight * expf(z[j] - lse);
-        if (target >= v0 && target < v0 + cols) z[target - v0] -= weight;
-        return;
-    }
-    for (int j = 0; j < cols; j++) {
-        float t = tanhf(z[j] / cap), g = weight * expf(cap * t - lse);
-        if (j == target - v0) g -= weight;
-        z[j] = g * (1.0f - t * t);
-    }
+/* Logits of vocabulary rows [v0, v0 + cols) of lm_head for hidden [N, D],
+ * capped (cap 0: none). */
+static void chunk_logits(float *logits, const float *hidden, const Tensor *lm_head, int v0, int cols, int N, float cap) {
+    matmul_forward_rows(logits, cols, hidden, lm_head, v0, v0 + cols, N, 0);
+    softcap_forward(logits, (int64_t)N * cols, cap);
 }
 
-/* Two passes over the vocabulary chunks: the first folds the log-sum-exp of
- * each row, the second recomputes each chunk's logits and turns them into
- * dlogits in place (row_logit_grad), which the head's backward takes to
- * dhidden and dlm_head. */
-double head_loss_forward_backward(float *dhidden, float *dlm_head, const float *hidden, const Tensor *lm_head,
-                                  const int32_t *targets, int N, float weight, float logit_cap, float *logits,
-                                  int chunk, int64_t *n_counted) {
-    int V = (int)lm_head->rows, D = (int)lm_head->cols;
-    size_t esz = tm_dtype_size(lm_head->dtype);
+/* Log-sum-exp of every row with a target over the whole vocabulary (first
+ * pass); the NLL sum when targets' logits matter (returned). */
+static double head_lse(float *lse, const float *hidden, const Tensor *lm_head, const int32_t *targets, int N,
+                       float cap, float *logits, int chunk, int64_t *n_counted) {
+    int V = (int)lm_head->rows;
     CrossEntropy ce;
     crossentropy_init(&ce, N);
     for (int v0 = 0; v0 < V; v0 += chunk) {
         int cols = V - v0 < chunk ? V - v0 : chunk;
-        matmul_forward_rows(logits, cols, hidden, lm_head, v0, v0 + cols, N, 0);
-        softcap_forward(logits, (int64_t)N * cols, logit_cap);
+        chunk_logits(logits, hidden, lm_head, v0, cols, N, cap);
         crossentropy_update(&ce, N, logits, cols, v0, targets);
     }
     double nll = crossentropy_finish(&ce, N, targets, n_counted);
-    float *lse = mallocCheck((size_t)N * sizeof(float));
     for (int i = 0; i < N; i++) lse[i] = targets[i] < 0 ? 0.0f : (float)(log(ce.sum[i]) + ce.max[i]);
+    crossentropy_free(&ce);
+    return nll;
+}
+
+/* One row's chunk of logits z (raw, before the cap) -> dL/dz in place:
+ * weight (softmax - (1 - alpha) onehot(target) - alpha p_t) at the capped
+ * logits, times the cap's derivative 1 - tanh^2(z / cap) when capped (cap 0:
+ * none). zt: the teacher's capped logits of the chunk (NULL: no teacher,
+ * alpha 0), lse_t their log-sum-exp. Returns the row's share of KL(p_t || p_s). */
+static double row_logit_grad(float *z, const float *zt, int cols, int v0, int32_t target, float lse, float lse_t,
+                             float weight, float cap, float alpha) {
+    double kl = 0.0;
+    for (int j = 0; j < cols; j++) {
+        float t = cap > 0 ? tanhf(z[j] / cap) : 0.0f, zc = cap > 0 ? cap * t : z[j];
+        float g = weight * expf(zc - lse);
+        if (zt) {
+            float lpt = zt[j] - lse_t, pt = expf(lpt);
+            kl += (double)pt * (double)(lpt - (zc - lse));
+            g -= weight * alpha * pt;
+        }
+        if (j == target - v0) g -= weight * (1.0f - alpha);
+        z[j] = cap > 0 ? g * (1.0f - t * t) : g;
+    }
+    return kl;
+}
+
+/* Two passes over the vocabulary chunks: the first folds the log-sum-exp of
+ * each row (student and teacher), the second recomputes each chunk's logits
+ * and turns them into dlogits in place (row_logit_grad), which the head's
+ * backward takes to dhidden and dlm_head. */
+double head_loss_forward_backward(float *dhidden, float *dlm_head, const float *hidden, const Tensor *lm_head,
+                                  const int32_t *targets, int N, float weight, float logit_cap, float *logits,
+                                  int chunk, int64_t *n_counted, HeadTeacher *teacher) {
+    int V = (int)lm_head->rows, D = (int)lm_head->cols;
+    size_t esz = tm_dtype_size(lm_head->dtype);
+    float *lse = mallocCheck((size_t)N * sizeof(float)), *lse_t = NULL, alpha = teacher ? teacher->alpha : 0.0f;
+    double nll = head_lse(lse, hidden, lm_head, targets, N, logit_cap, logits, chunk, n_counted), kl = 0.0;
+    if (teacher) {
+        int64_t unused;
+        lse_t = mallocCheck((size_t)N * sizeof(float));
+        head_lse(lse_t, teacher->hidden, teacher->lm_head, targets, N, teacher->logit_cap, teacher->logits, chunk,
+                 &unused);
+    }
     for (int v0 = 0; v0 < V; v0 += chunk) {
         int cols = V - v0 < chunk ? V - v0 : chunk;
         matmul_forward_rows(logits, cols, hidden, lm_head, v0, v0 + cols, N, 0);
-#pragma omp parallel for schedule(static)
+        if (teacher) chunk_logits(teacher->logits, teacher->hidden, teacher->lm_head, v0, cols, N, teacher->logit_cap);
+#pragma omp parallel for schedule(static) reduction(+ : kl)
         for (int i = 0; i < N; i++) {
             float *z = logits + (int64_t)i * cols;
             if (targets[i] < 0) memset(z, 0, (size_t)cols * sizeof(float));
-            else row_logit_grad(z, cols, v0, targets[i], lse[i], weight, logit_cap);
+            else
+                kl += row_logit_grad(z, teacher ? teacher->logits + (int64_t)i * cols : NULL, cols, v0, targets[i],
+                                     lse[i], teacher ? lse_t[i] : 0.0f, weight, logit_cap, alpha);
         }
         /* the chunk's rows of lm_head as a tensor of their own */
         Tensor part = *lm_head;
@@ -115,7 +146,8 @@ double head_loss_forward_backward(float *dhidden, float *dlm_head, const float *
         part.rows = cols;
         matmul_backward(dhidden, dlm_head ? dlm_head + (int64_t)v0 * D : NULL, NULL, logits, hidden, &part, N);
     }
+    if (teacher) teacher->kl = kl;
     free(lse);
-    crossentropy_free(&ce);
+    free(lse_t);
     return nll;
 }

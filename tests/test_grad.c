@@ -194,13 +194,23 @@ static void case_head(void) {
     float *dh = buf(N * W.cols, "dh0"), *dW = buf(W.rows * W.cols, "dW0"), *logits = buf((int64_t)N * chunk, NULL);
     int64_t cnt;
     float cap = has("softcap") ? scalar_f("softcap") : 0.0f;
-    double nll = head_loss_forward_backward(dh, dW, hid, &W, tg, N, scalar_f("weight"), cap, logits, chunk, &cnt);
-    float *res = buf(2, NULL);
+    HeadTeacher ht, *teacher = NULL;
+    if (has("alpha")) { /* distillation: the teacher's hidden and head, its own cap */
+        static Tensor Wt;
+        Wt = weight("Wt");
+        ht = (HeadTeacher){.hidden = f32("hidden_t", NULL), .lm_head = &Wt, .logit_cap = scalar_f("softcap_t"),
+                           .alpha = scalar_f("alpha"), .logits = buf((int64_t)N * chunk, NULL)};
+        teacher = &ht;
+    }
+    double nll = head_loss_forward_backward(dh, dW, hid, &W, tg, N, scalar_f("weight"), cap, logits, chunk, &cnt,
+                                            teacher);
+    float *res = buf(3, NULL);
     res[0] = (float)nll;
     res[1] = (float)cnt;
+    res[2] = teacher ? (float)ht.kl : 0.0f;
     put("dhidden", dh, N, W.cols);
     put("dW", dW, W.rows, W.cols);
-    put("nll_count", res, 1, 2);
+    put("nll_count", res, 1, 3);
 }
 
 static void case_embedding(void) {

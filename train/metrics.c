@@ -44,9 +44,11 @@ void metrics_write(Metrics *m, const StepLog *s) {
     fprintf(m->f,
             "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.17g, \"lr\": %.17g, \"grad_norm\": %.17g, \"tokens\": %lld, "
             "\"target_tokens\": %lld, \"step_s\": %.4f, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"mfu\": %.4f, "
-            "\"elapsed_s\": %.2f}\n",
+            "\"elapsed_s\": %.2f",
             (long long)s->step, s->epoch, s->loss, s->lr, s->grad_norm, (long long)s->tokens, (long long)s->targets,
             s->step_s, s->tokens_per_s, s->gflops, s->mfu, s->elapsed_s);
+    if (s->distill) fprintf(m->f, ", \"kl\": %.17g", s->kl);
+    fputs("}\n", m->f);
     fflush(m->f);
 }
 
@@ -69,6 +71,7 @@ void metrics_print(FILE *to, const StepLog *s) {
     fmt_duration(eta, sizeof eta, s->eta_s);
     fprintf(to, "finetune: step %lld/%lld  loss %.4f  lr %.3e  grad-norm %.3f  %.0f tokens/s  %.1f GFLOP/s",
             (long long)s->step, (long long)s->total_steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->gflops);
+    if (s->distill) fprintf(to, "  KL %.4f", s->kl);
     if (s->mfu > 0) fprintf(to, " (MFU %.0f%% of sgemm)", 100.0 * s->mfu);
     fprintf(to, "  ETA %s\n", eta);
 }

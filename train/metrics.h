@@ -12,6 +12,8 @@
 typedef struct {
     int64_t step, total_steps;
     double epoch, loss, lr, grad_norm;
+    double kl;                /* distillation: mean KL(teacher || student); printed when distill */
+    int distill;
     int64_t tokens, targets;  /* tokens processed, of which carried loss, this step */
     double step_s, tokens_per_s, gflops, mfu, elapsed_s, eta_s;
 } StepLog;

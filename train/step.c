@@ -10,7 +10,7 @@
 #include "model/crossentropy.h"
 #include "model/rmsnorm.h"
 
-enum { TAG_ACT = 101, TAG_GRAD = 102 };
+enum { TAG_ACT = 101, TAG_GRAD = 102, TAG_TEACHER = 103 };
 
 static void *step_alloc(TrainStep *s, size_t bytes) {
     s->bytes += bytes;
@@ -18,7 +18,7 @@ static void *step_alloc(TrainStep *s, size_t bytes) {
 }
 
 void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *ps, Sampler *sampler, int B, int T,
-                     int K) {
+                     int K, Teacher *teacher) {
     memset(s, 0, sizeof *s);
     const ModelConfig *c = &m->cfg;
     s->topo = t;
@@ -51,6 +51,11 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
     s->pos = step_alloc(s, (size_t)K * N * sizeof(int32_t));
     s->doc_start = step_alloc(s, (size_t)K * N * sizeof(int32_t));
     s->row_idx = mallocCheck((size_t)B * sizeof *s->row_idx);
+    if (!teacher) return;
+    s->teacher = teacher;
+    teacher_buffers(teacher, B, T, K);
+    s->bytes += teacher->bytes;
+    if (m->part.head) s->teacher_logits = step_alloc(s, N * (size_t)s->chunk * sizeof(float));
 }
 
 void train_step_free(TrainStep *s) {
@@ -64,6 +69,7 @@ void train_step_free(TrainStep *s) {
     free(s->dxn);
     free(s->rstd);
     free(s->logits);
+    free(s->teacher_logits);
     free(s->tokens);
     free(s->targets);
     free(s->pos);
@@ -116,6 +122,18 @@ static void embed_forward(const TrainStep *s, const int32_t *tok, float *out) {
     if (s->embed_scale != 1.0f) scale_rows(out, (int64_t)N * s->m->cfg.hidden_size, s->embed_scale);
 }
 
+/* The teacher's forward of micro-batch k through this stage, its stream
+ * passed on like the student's. */
+static void teacher_micro(TrainStep *s, int k) {
+    Teacher *te = s->teacher;
+    const Topology *t = s->topo;
+    int N = s->B * s->T, Dt = te->m.cfg.hidden_size;
+    if (!te->m.part.embed)
+        MPI_Recv(te->x, N * Dt, MPI_FLOAT, t->stage - 1, TAG_TEACHER, t->pipe_comm, MPI_STATUS_IGNORE);
+    teacher_forward(te, k, s->tokens + (size_t)k * N, s->pos + (size_t)k * N, s->doc_start + (size_t)k * N);
+    if (!te->m.part.head) MPI_Send(te->x, N * Dt, MPI_FLOAT, t->stage + 1, TAG_TEACHER, t->pipe_comm);
+}
+
 static void forward_micro(TrainStep *s, int k) {
     const Model *m = s->m;
     const Topology *t = s->topo;
@@ -129,11 +147,13 @@ static void forward_micro(TrainStep *s, int k) {
                             s->pos + (size_t)k * N, s->doc_start + (size_t)k * N, &s->rope, &s->acts);
     }
     if (!m->part.head) MPI_Send(saved(s, k, s->n_local), N * D, MPI_FLOAT, t->stage + 1, TAG_ACT, t->pipe_comm);
+    if (s->teacher) teacher_micro(s, k);
 }
 
 /* Final norm, LM head and loss of micro-batch k, forward and backward: s->dx
- * gets the gradient at the head's input. Returns the NLL sum. */
-static double head_micro(TrainStep *s, int k, float weight) {
+ * gets the gradient at the head's input. Returns the NLL sum; *kl += the
+ * KL sum with a teacher. */
+static double head_micro(TrainStep *s, int k, float weight, double *kl) {
     const Model *m = s->m;
     const ModelConfig *c = &m->cfg;
     int N = s->B * s->T, D = c->hidden_size;
@@ -141,20 +161,29 @@ static double head_micro(TrainStep *s, int k, float weight) {
     rmsnorm_forward_train(s->xn, s->rstd, x, m->w.final_norm, N, D, c->rms_norm_eps);
     memset(s->dxn, 0, (size_t)N * D * sizeof(float));
     int64_t counted;
+    HeadTeacher ht, *teacher = NULL;
+    if (s->teacher) {
+        const Model *tm = &s->teacher->m;
+        ht = (HeadTeacher){.hidden = s->teacher->head[k], .lm_head = &tm->w.lm_head,
+                           .logit_cap = (float)tm->cfg.final_softcap, .alpha = s->teacher->alpha,
+                           .logits = s->teacher_logits};
+        teacher = &ht;
+    }
     double nll = head_loss_forward_backward(s->dxn, (float *)s->ps->grads.lm_head.data, s->xn, &m->w.lm_head,
                                             s->targets + (size_t)k * N, N, weight, (float)c->final_softcap, s->logits,
-                                            s->chunk, &counted);
+                                            s->chunk, &counted, teacher);
+    if (teacher) *kl += ht.kl;
     memset(s->dx, 0, (size_t)N * D * sizeof(float));
     rmsnorm_backward(s->dx, s->ps->grads.final_norm, s->dxn, x, m->w.final_norm, s->rstd, N, D);
     return nll;
 }
 
-static void backward_micro(TrainStep *s, int k, float weight, double *nll, Reductions *red) {
+static void backward_micro(TrainStep *s, int k, float weight, double *nll, double *kl, Reductions *red) {
     const Model *m = s->m;
     const Topology *t = s->topo;
     int N = s->B * s->T, D = m->cfg.hidden_size, last = k == s->K - 1;
     if (m->part.head) {
-        *nll += head_micro(s, k, weight);
+        *nll += head_micro(s, k, weight, kl);
         if (last) reduce_bucket(s, red, WEIGHT_PART_HEAD);
     } else {
         MPI_Recv(s->dx, N * D, MPI_FLOAT, t->stage + 1, TAG_GRAD, t->pipe_comm, MPI_STATUS_IGNORE);
@@ -191,15 +220,16 @@ void train_step_grads(TrainStep *s, int64_t step, StepResult *out) {
                          s->pos + (size_t)k * N, s->doc_start + (size_t)k * N);
     }
     for (int k = 0; k < s->K; k++) forward_micro(s, k);
-    double nll = 0.0;
+    double sums[2] = {0.0, 0.0}, all[2]; /* NLL, KL */
     Reductions red = {.n = 0};
-    for (int k = 0; k < s->K; k++) backward_micro(s, k, weight, &nll, &red);
+    for (int k = 0; k < s->K; k++) backward_micro(s, k, weight, &sums[0], &sums[1], &red);
     if (red.n) MPI_Waitall(red.n, red.req, MPI_STATUSES_IGNORE);
     /* the global norm: this stage's squares (equal on its replicas), summed over stages */
-    double sq = params_grad_sq(s->ps), sq_all, nll_all;
+    double sq = params_grad_sq(s->ps), sq_all;
     MPI_Allreduce(&sq, &sq_all, 1, MPI_DOUBLE, MPI_SUM, t->pipe_comm);
-    MPI_Allreduce(&nll, &nll_all, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(sums, all, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     out->targets = targets;
-    out->loss = targets > 0 ? nll_all / (double)targets : 0.0;
+    out->loss = targets > 0 ? all[0] / (double)targets : 0.0;
+    out->kl = targets > 0 ? all[1] / (double)targets : 0.0;
     out->grad_norm = sqrt(sq_all);
 }

@@ -17,6 +17,7 @@
 #include "model/train_layer.h"
 #include "train/params.h"
 #include "train/sampler.h"
+#include "train/teacher.h"
 
 typedef struct {
     const Topology *topo;
@@ -30,20 +31,22 @@ typedef struct {
     float **saved;         /* [K * (n_local + 1)] inputs of the layers (and of the head) per micro-batch */
     float *x_tmp, *dx;     /* [N, D] */
     float *xn, *dxn, *rstd;/* head: final norm output, its gradient, rstd */
-    float *logits;
+    float *logits, *teacher_logits; /* [N, chunk] */
     int chunk;
     float embed_scale;     /* gemma2: sqrt(hidden_size) in the embedding's stored dtype; else 1 */
     int32_t *tokens, *targets, *pos, *doc_start; /* [K, N] */
     int64_t *row_idx;
+    Teacher *teacher;      /* distillation (NULL: none): its part of the teacher, the same layers */
     uint64_t bytes;        /* activation memory of this rank */
 } TrainStep;
 
 void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *ps, Sampler *sampler, int B, int T,
-                     int K);
+                     int K, Teacher *teacher);
 void train_step_free(TrainStep *s);
 
 typedef struct {
     double loss;           /* mean NLL per target token over the global batch */
+    double kl;             /* with a teacher: mean KL(teacher || student) per target token; else 0 */
     int64_t targets;       /* target tokens in the global batch */
     double grad_norm;      /* global norm before clipping */
 } StepResult;

@@ -19,6 +19,7 @@
 #include "train/sampler.h"
 #include "train/save_model.h"
 #include "train/step.h"
+#include "train/teacher.h"
 
 typedef struct {
     const TrainConfig *cfg;
@@ -28,6 +29,7 @@ typedef struct {
     TrainRows rows;
     Sampler sampler;
     TrainStep step;
+    Teacher teacher;
     OptimConfig opt;
     int64_t total_steps, start_step;
     Metrics metrics;
@@ -123,6 +125,10 @@ static int save_checkpoint(Trainer *r, int64_t step, double loss) {
     a[na++] = (CkptAttr){.name = "weight_decay", .kind = CKPT_F64, .f = r->opt.weight_decay};
     a[na++] = (CkptAttr){.name = "lr_scheduler_type", .kind = CKPT_STR, .s = lr_schedule_name(r->opt.schedule)};
     a[na++] = (CkptAttr){.name = "train", .kind = CKPT_STR, .s = train_what_name(r->cfg->what)};
+    if (r->cfg->distill_from) {
+        a[na++] = (CkptAttr){.name = "distill_from", .kind = CKPT_STR, .s = r->cfg->distill_from};
+        a[na++] = (CkptAttr){.name = "distill_weight", .kind = CKPT_F64, .f = r->cfg->distill_weight};
+    }
     a[na++] = (CkptAttr){.name = "model_type", .kind = CKPT_STR, .s = r->m.cfg.model_type};
     a[na++] = (CkptAttr){.name = "stages", .kind = CKPT_I64, .i = r->t.stages};
     a[na++] = (CkptAttr){.name = "replicas", .kind = CKPT_I64, .i = r->t.replicas};
@@ -194,6 +200,9 @@ static int setup(Trainer *r) {
                                                   config_path, cfg->stages));
     ModelPart part = stage_part(&mc, r->t.stage, r->t.stages);
     if (dist_agree(MPI_COMM_WORLD, model_load_part(&r->m, cfg->model_path, &part))) return -1;
+    if (cfg->distill_from &&
+        dist_agree(MPI_COMM_WORLD, teacher_load(&r->teacher, cfg->distill_from, &part, &mc, (float)cfg->distill_weight)))
+        return -1;
     if (dist_agree(MPI_COMM_WORLD, params_init(&r->ps, &r->m, cfg->what))) return -1;
     if (dist_agree(MPI_COMM_WORLD, load_rows(r))) return -1;
     if (dist_agree(MPI_COMM_WORLD, sampler_init(&r->sampler, &r->rows, cfg->seed, cfg->batch, cfg->grad_accum,
@@ -208,7 +217,8 @@ static int setup(Trainer *r) {
     /* rank 0 makes it; the agreement is also the barrier before anyone uses it */
     if (dist_agree(MPI_COMM_WORLD, r->root ? path_make_dirs(cfg->save_path, "the --save-path folder") : 0)) return -1;
     if (cfg->resume && resume(r)) return -1;
-    train_step_init(&r->step, &r->t, &r->m, &r->ps, &r->sampler, cfg->batch, cfg->seq_len, cfg->grad_accum);
+    train_step_init(&r->step, &r->t, &r->m, &r->ps, &r->sampler, cfg->batch, cfg->seq_len, cfg->grad_accum,
+                    cfg->distill_from ? &r->teacher : NULL);
     if (r->root) {
         char path[4096];
         snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->save_path);
@@ -230,12 +240,16 @@ static int setup(Trainer *r) {
                 cfg->grad_accum, r->t.replicas, (long long)r->sampler.steps_per_epoch, r->opt.lr,
                 lr_schedule_name(r->opt.schedule), (long long)r->opt.warmup_steps, r->opt.weight_decay,
                 (double)r->step.bytes / (1 << 20));
+        if (cfg->distill_from)
+            fprintf(stderr, "finetune: distilling from %s (%s): loss %.3g KL(teacher || student) + %.3g NLL\n",
+                    cfg->distill_from, r->teacher.m.cfg.model_type, cfg->distill_weight, 1.0 - cfg->distill_weight);
     }
     return 0;
 }
 
 static void teardown(Trainer *r) {
     train_step_free(&r->step);
+    teacher_free(&r->teacher);
     sampler_free(&r->sampler);
     train_rows_free(&r->rows);
     model_free(&r->m);
@@ -247,7 +261,8 @@ static void teardown(Trainer *r) {
 static void log_step(Trainer *r, int64_t step, const StepResult *res, double lr, double step_s, double t_start,
                      int64_t steps_done) {
     const TrainConfig *cfg = r->cfg;
-    StepLog s = {.step = step + 1, .total_steps = r->total_steps, .loss = res->loss, .lr = lr,
+    StepLog s = {.step = step + 1, .total_steps = r->total_steps, .loss = res->loss, .kl = res->kl,
+                 .distill = cfg->distill_from != NULL, .lr = lr,
                  .grad_norm = res->grad_norm, .step_s = step_s, .targets = res->targets};
     s.epoch = (double)(step + 1) / (double)r->sampler.steps_per_epoch;
     s.tokens = r->sampler.global_batch * cfg->seq_len;

@@ -27,6 +27,8 @@ typedef struct {
     int save_total_limit;   /* 0: keep all */
     int resume;             /* 1: auto, 0: never */
     TrainWhat what;
+    const char *distill_from; /* teacher model folder; NULL: plain next-token loss */
+    double distill_weight;    /* alpha: alpha KL(teacher || student) + (1 - alpha) NLL */
     uint64_t seed;
     int log_every;
     int quiet;

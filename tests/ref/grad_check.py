@@ -367,27 +367,44 @@ def case_attention(binary, d, chk, rng, H, G, cap=0.0, window=0):
         chk.close("attention", "d" + n + tag, o["d" + n], g[n])
 
 
-def case_head(binary, d, chk, rng, cap=0.0):
+def log_softmax(z):
+    lp = z - z.max(axis=1, keepdims=True)
+    return lp - np.log(np.exp(lp).sum(axis=1, keepdims=True))
+
+
+def case_head(binary, d, chk, rng, cap=0.0, alpha=None, cap_t=0.0):
+    """The LM head's loss: the targets' NLL, or with alpha a distillation,
+    (1 - alpha) NLL + alpha KL(p_t || p_s) from a teacher of another width
+    (Dt = 6) and its own cap."""
     N, D, V, chunk, weight = 7, 8, 23, 5, 0.37       # 5 chunks, the last one 3 wide
     P = {"h": rnd(rng, N, D), "W": rnd(rng, V, D)}   # logits up to ~|8|: a cap of 3 bites
     targets = np.array([3, -1, 22, 0, -1, 10, 5])
     dh0, dW0 = rnd(rng, N, D), rnd(rng, V, D)
-    o = run_c(binary, "head", d, {"hidden": P["h"], "W": P["W"], "targets": targets, "N": [N], "chunk": [chunk],
-                                  "weight": [weight], "dh0": dh0, "dW0": dW0, "softcap": [cap]})
+    ins = {"hidden": P["h"], "W": P["W"], "targets": targets, "N": [N], "chunk": [chunk], "weight": [weight],
+           "dh0": dh0, "dW0": dW0, "softcap": [cap]}
+    keep = targets >= 0
+    if alpha is not None:
+        ht, Wt = rnd(rng, N, 6), rnd(rng, V, 6)
+        ins.update({"hidden_t": ht, "Wt": Wt, "softcap_t": [cap_t], "alpha": [alpha]})
+        lpt = log_softmax(softcapped(ht @ Wt.T, cap_t))
+    o = run_c(binary, "head", d, ins)
 
     def nll():
-        z = softcapped(P["h"] @ P["W"].T, cap)
-        lp = z - z.max(axis=1, keepdims=True)
-        lp = lp - np.log(np.exp(lp).sum(axis=1, keepdims=True))
-        keep = targets >= 0
+        lp = log_softmax(softcapped(P["h"] @ P["W"].T, cap))
         return -np.sum(lp[keep, targets[keep]])
 
-    g = fd_grads(lambda: weight * nll(), P, ["h", "W"])
+    def kl():
+        lp = log_softmax(softcapped(P["h"] @ P["W"].T, cap))
+        return np.sum((np.exp(lpt) * (lpt - lp))[keep])
+
+    loss = (lambda: weight * nll()) if alpha is None else (lambda: weight * ((1 - alpha) * nll() + alpha * kl()))
+    g = fd_grads(loss, P, ["h", "W"])
     if cap:
         print("  final soft-cap %g; max |logit| %.2f" % (cap, np.max(np.abs(P["h"] @ P["W"].T))))
     chk.close("head", "nll (sum, unweighted)", o["nll_count"][0, 0], nll())
-    chk.require("head", "count of rows with a target == %d" % np.sum(targets >= 0),
-                o["nll_count"][0, 1] == np.sum(targets >= 0))
+    chk.require("head", "count of rows with a target == %d" % np.sum(keep), o["nll_count"][0, 1] == np.sum(keep))
+    if alpha is not None:
+        chk.close("head", "KL(teacher || student) (sum)", o["nll_count"][0, 2], kl())
     chk.close("head", "dhidden", o["dhidden"] - dh0, g["h"])
     chk.close("head", "dlm_head", o["dW"] - dW0, g["W"])
 
@@ -742,6 +759,8 @@ def main():
         "attention_softcap_window": lambda d, c, r: case_attention(binary, d, c, r, 4, 2, cap=1.5, window=2),
         "head": lambda d, c, r: case_head(binary, d, c, r),
         "head_softcap": lambda d, c, r: case_head(binary, d, c, r, cap=3.0),
+        "head_distill": lambda d, c, r: case_head(binary, d, c, r, alpha=1.0),
+        "head_distill_mixed_softcap": lambda d, c, r: case_head(binary, d, c, r, cap=3.0, alpha=0.3, cap_t=2.0),
         "embedding": lambda d, c, r: case_embedding(binary, d, c, r),
         "layer_q_interleave": lambda d, c, r: case_layer(binary, d, c, r, "layer_q_interleave"),
         "layer_q_halves": lambda d, c, r: case_layer(binary, d, c, r, "layer_q_halves"),
