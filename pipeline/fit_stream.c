@@ -3,14 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dist/chunked.h"
+#include "dist/stage_link.h"
 #include "io/base/checked.h"
 #include "io/base/error.h"
 #include "model/rmsnorm.h"
 #include "pipeline/stream.h"
 
-#define TAG_STATUS 90
-#define TAG_ROWS 91
 
 float *fit_rows_alloc(int64_t N, int width) { return mallocCheck((size_t)(N ? N : 1) * width * sizeof(float)); }
 
@@ -68,14 +66,11 @@ void fit_stream_mlp(FitStream *f, float *x, const ModelConfig *c, const LayerWei
 }
 
 void fit_stream_send(const float *x, int64_t n, int status, const Topology *t) {
-    MPI_Send(&status, 1, MPI_INT, t->stage + 1, TAG_STATUS, t->pipe_comm);
-    if (!status) chunked_send_f32(x, n, t->stage + 1, TAG_ROWS, t->pipe_comm);
+    stage_send(t, LINK_NEXT, LINK_TAG_FIT, x, n, status);
 }
 
 int fit_stream_recv(float *x, int64_t n, const Topology *t) {
-    int status;
-    MPI_Recv(&status, 1, MPI_INT, t->stage - 1, TAG_STATUS, t->pipe_comm, MPI_STATUS_IGNORE);
-    if (!status) chunked_recv_f32(x, n, t->stage - 1, TAG_ROWS, t->pipe_comm);
+    int status = stage_recv(t, LINK_PREV, LINK_TAG_FIT, x, n);
     if (status < 0) tm_fail("the stage before this one failed in a per-layer fit");
     return status;
 }

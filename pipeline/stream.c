@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/stage_link.h"
 #include "io/base/checked.h"
 #include "io/base/clock.h"
 #include "io/base/error.h"
@@ -19,8 +20,11 @@ void pipeline_slice(int nseq, int replica, int replicas, int *first, int *count)
 /* Two buffers each way: one in flight while the other is filled/drained. */
 typedef struct {
     float *recv[2], *send[2];
-    MPI_Request rreq, sreq[2];
+    StageMsg rmsg, smsg[2];
 } Buffers;
+
+/* Micro-batch mb's tag: two may be in flight, under different tags. */
+static int mb_tag(int mb) { return LINK_TAG_STREAM + 2 * (mb % 2); }
 
 /* done: tokens through this replica so far, of which `before` came from an earlier run */
 static void progress_line(const PipeJob *j, const Topology *t, int mb, int n_mb, int64_t done, int64_t before,
@@ -30,10 +34,10 @@ static void progress_line(const PipeJob *j, const Topology *t, int mb, int n_mb,
             (long long)done * t->replicas, rate * t->replicas, (total - done) / rate);
 }
 
-/* The first stage asks the ones after it to stop: an empty micro-batch. */
+/* The first stage asks the ones after it to stop: micro-batch mb's status. */
 static void send_stop(const Topology *t, Buffers *b, int mb) {
-    MPI_Wait(&b->sreq[mb % 2], MPI_STATUS_IGNORE);
-    MPI_Isend(b->send[mb % 2], 0, MPI_FLOAT, t->stage + 1, mb, t->pipe_comm, &b->sreq[mb % 2]);
+    stage_wait(&b->smsg[mb % 2]);
+    stage_isend(t, LINK_NEXT, mb_tag(mb), NULL, 0, 1, &b->smsg[mb % 2]);
 }
 
 /* One replica's share of a job on this stage: its windows in micro-batches. */
@@ -51,13 +55,12 @@ typedef struct {
 static int mb_windows(const Stream *p, int i) { return i == p->n_mb - 1 ? p->count - i * p->batch : p->batch; }
 
 static void post_recv(Stream *p, int mb) {
-    MPI_Irecv(p->b.recv[mb % 2], mb_windows(p, mb) * p->T * p->D, MPI_FLOAT, p->t->stage - 1, mb, p->t->pipe_comm,
-              &p->b.rreq);
+    stage_irecv(p->t, LINK_PREV, mb_tag(mb), p->b.recv[mb % 2], mb_windows(p, mb) * p->T * p->D, &p->b.rmsg);
 }
 
 /* Micro-batch mb into ws.x: embedded on the first stage, received on the
  * others (the next receive posted). 1: the run stops before it (a stop
- * request on the first stage, an empty message on the others). */
+ * request on the first stage, a non-zero status on the others). */
 static int mb_input(Stream *p, int mb, const int32_t *tokens) {
     int N = p->ws.B * p->T;
     if (p->first_stage) {
@@ -65,11 +68,7 @@ static int mb_input(Stream *p, int mb, const int32_t *tokens) {
         model_embed(p->m, tokens, &p->ws);
         return 0;
     }
-    MPI_Status st;
-    int got;
-    MPI_Wait(&p->b.rreq, &st);
-    MPI_Get_count(&st, MPI_FLOAT, &got);
-    if (got == 0) return 1;
+    if (stage_wait(&p->b.rmsg)) return 1;
     memcpy(p->ws.x, p->b.recv[mb % 2], (size_t)N * p->D * sizeof(float));
     if (mb + 1 < p->n_mb) post_recv(p, mb + 1);
     return 0;
@@ -80,9 +79,9 @@ static int mb_input(Stream *p, int mb, const int32_t *tokens) {
 static void mb_output(Stream *p, int mb, const int32_t *tokens, double *nll, int64_t *predicted) {
     int N = p->ws.B * p->T;
     if (!p->last_stage) {
-        MPI_Wait(&p->b.sreq[mb % 2], MPI_STATUS_IGNORE); /* the send of micro-batch mb-2 */
+        stage_wait(&p->b.smsg[mb % 2]); /* the send of micro-batch mb-2 */
         memcpy(p->b.send[mb % 2], p->ws.x, (size_t)N * p->D * sizeof(float));
-        MPI_Isend(p->b.send[mb % 2], N * p->D, MPI_FLOAT, p->t->stage + 1, mb, p->t->pipe_comm, &p->b.sreq[mb % 2]);
+        stage_isend(p->t, LINK_NEXT, mb_tag(mb), p->b.send[mb % 2], N * p->D, 0, &p->b.smsg[mb % 2]);
     } else if (p->j->score) {
         int64_t n;
         model_final_norm(p->m, &p->ws);
@@ -102,16 +101,18 @@ static void stream_init(Stream *p, const Topology *t, const Model *m, const Pipe
     workspace_init(&p->ws, &m->cfg, p->batch, p->T);
     p->ws.hook = j->hook;
     p->ws.hook_ctx = j->hook_ctx;
-    p->b = (Buffers){.rreq = MPI_REQUEST_NULL, .sreq = {MPI_REQUEST_NULL, MPI_REQUEST_NULL}};
+    stage_msg_init(&p->b.rmsg);
     for (int i = 0; i < 2; i++) {
+        stage_msg_init(&p->b.smsg[i]);
+        p->b.recv[i] = p->b.send[i] = NULL;
         if (!p->first_stage) p->b.recv[i] = mallocCheck(max_n * sizeof(float));
         if (!p->last_stage) p->b.send[i] = mallocCheck(max_n * sizeof(float));
     }
 }
 
 static void stream_free(Stream *p) {
-    MPI_Waitall(2, p->b.sreq, MPI_STATUSES_IGNORE);
     for (int i = 0; i < 2; i++) {
+        stage_wait(&p->b.smsg[i]);
         free(p->b.recv[i]);
         free(p->b.send[i]);
     }

@@ -5,12 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/stage_link.h"
 #include "io/base/checked.h"
 #include "io/base/error.h"
 #include "model/crossentropy.h"
 #include "model/rmsnorm.h"
-
-enum { TAG_ACT = 101, TAG_GRAD = 102, TAG_TEACHER = 103 };
 
 static void *step_alloc(TrainStep *s, size_t bytes) {
     s->bytes += bytes;
@@ -129,9 +128,9 @@ static void teacher_micro(TrainStep *s, int k) {
     const Topology *t = s->topo;
     int N = s->B * s->T, Dt = te->m.cfg.hidden_size;
     if (!te->m.part.embed)
-        MPI_Recv(te->x, N * Dt, MPI_FLOAT, t->stage - 1, TAG_TEACHER, t->pipe_comm, MPI_STATUS_IGNORE);
+        stage_recv(t, LINK_PREV, LINK_TAG_TEACHER, te->x, (int64_t)N * Dt);
     teacher_forward(te, k, s->tokens + (size_t)k * N, s->pos + (size_t)k * N, s->doc_start + (size_t)k * N);
-    if (!te->m.part.head) MPI_Send(te->x, N * Dt, MPI_FLOAT, t->stage + 1, TAG_TEACHER, t->pipe_comm);
+    if (!te->m.part.head) stage_send(t, LINK_NEXT, LINK_TAG_TEACHER, te->x, (int64_t)N * Dt, 0);
 }
 
 static void forward_micro(TrainStep *s, int k) {
@@ -140,13 +139,13 @@ static void forward_micro(TrainStep *s, int k) {
     int N = s->B * s->T, D = m->cfg.hidden_size;
     int32_t *tok = s->tokens + (size_t)k * N;
     if (m->part.embed) embed_forward(s, tok, saved(s, k, 0));
-    else MPI_Recv(saved(s, k, 0), N * D, MPI_FLOAT, t->stage - 1, TAG_ACT, t->pipe_comm, MPI_STATUS_IGNORE);
+    else stage_recv(t, LINK_PREV, LINK_TAG_ACT, saved(s, k, 0), (int64_t)N * D);
     for (int li = 0; li < s->n_local; li++) {
         int l = m->part.first + li;
         layer_forward_train(&m->cfg, &m->w.layers[l], l, saved(s, k, li), saved(s, k, li + 1),
                             s->pos + (size_t)k * N, s->doc_start + (size_t)k * N, &s->rope, &s->acts);
     }
-    if (!m->part.head) MPI_Send(saved(s, k, s->n_local), N * D, MPI_FLOAT, t->stage + 1, TAG_ACT, t->pipe_comm);
+    if (!m->part.head) stage_send(t, LINK_NEXT, LINK_TAG_ACT, saved(s, k, s->n_local), (int64_t)N * D, 0);
     if (s->teacher) teacher_micro(s, k);
 }
 
@@ -186,7 +185,7 @@ static void backward_micro(TrainStep *s, int k, float weight, double *nll, doubl
         *nll += head_micro(s, k, weight, kl);
         if (last) reduce_bucket(s, red, WEIGHT_PART_HEAD);
     } else {
-        MPI_Recv(s->dx, N * D, MPI_FLOAT, t->stage + 1, TAG_GRAD, t->pipe_comm, MPI_STATUS_IGNORE);
+        stage_recv(t, LINK_NEXT, LINK_TAG_GRAD, s->dx, (int64_t)N * D);
     }
     const int32_t *pos = s->pos + (size_t)k * N, *doc = s->doc_start + (size_t)k * N;
     for (int li = s->n_local - 1; li >= 0; li--) {
@@ -204,7 +203,7 @@ static void backward_micro(TrainStep *s, int k, float weight, double *nll, doubl
             embedding_backward((float *)s->ps->grads.embed.data, s->dx, s->tokens + (size_t)k * N, N, D);
         if (last) reduce_bucket(s, red, WEIGHT_PART_EMBED);
     } else {
-        MPI_Send(s->dx, N * D, MPI_FLOAT, t->stage - 1, TAG_GRAD, t->pipe_comm);
+        stage_send(t, LINK_PREV, LINK_TAG_GRAD, s->dx, (int64_t)N * D, 0);
     }
 }
 
