@@ -193,12 +193,8 @@ static const char *convert_usage =
 
 static void flags_defaults(ConvertFlags *f) {
     memset(f, 0, sizeof *f);
-    f->s = (ConvertSettings){.model_path = TRANSMLA_DEFAULT_MODEL, .cal_seqlen = 256, .cal_nsamples = 128,
-                             .cal_batch = 8, .ppl_seqlen = 2048, .eval_batch = 4, .qk_mqa_dim = 64,
-                             .kv_lora_rank = 512, .balance_kv_ratio = 1.0, .rope_interleave = 1, .progress = 1,
-                             .stages = 1, .scalapack_min_n = 4096, .rorope_fit_steps = 60,
-                             .rorope_fit_nsamples = 16, .attn_fit_steps = 150,
-                             .attn_fit_windows_per_step = 16};
+    convert_settings_defaults(&f->s); /* the fits' schedules and o_proj follow from the flags below */
+    f->s.model_path = TRANSMLA_DEFAULT_MODEL;
     f->cal.split = "train";
     f->eval.split = "test";
     f->seed = 42;

@@ -12,11 +12,13 @@
 #include "cli/preset.h"
 #include "io/base/error.h"
 #include "io/hf_config.h"
+#include "pipeline/convert.h"
 #include "pipeline/plan.h"
 
 typedef struct {
-    const char *model_path, *preset_path, *mem_per_node, *stages, *dtype;
-    int nodes, ranks_per_node, qk_mqa_dim, q_lora_rank, cal_seqlen, cal_batch, cal_nsamples, ppl_seqlen, eval_batch;
+    const char *model_path, *preset_path, *mem_per_node, *stages, *dtype, *fit;
+    int nodes, ranks_per_node, qk_mqa_dim, q_lora_rank, kv_lora_rank, cal_seqlen, cal_batch, cal_nsamples, ppl_seqlen,
+        eval_batch;
 } PlanArgs;
 
 static double gib(uint64_t b) { return b / 1073741824.0; }
@@ -112,8 +114,19 @@ static int plan_run(PlanArgs *a) {
         dt = tm_dtype_parse(a->dtype);
         if (!tm_dtype_is_weight_float(dt)) return tm_fail("--dtype '%s': expected F32, BF16 or F16", a->dtype);
     }
+    if (!a->kv_lora_rank) a->kv_lora_rank = pre.kv_lora_rank ? pre.kv_lora_rank : 512;
+    /* convert's fit settings at their defaults, the fits chosen by --fit */
+    ConvertSettings cs;
+    convert_settings_defaults(&cs);
+    if (strcmp(a->fit, "none") && strcmp(a->fit, "rotation") && strcmp(a->fit, "attention"))
+        return tm_fail("--fit '%s': expected none, rotation or attention", a->fit);
+    if (!strcmp(a->fit, "none")) cs.rorope_fit_steps = 0;
+    if (strcmp(a->fit, "attention")) cs.attn_fit_steps = 0;
+    cs.freqfold = pre.freqfold;
     PlanInputs in = {.dtype = dt, .cal_batch = a->cal_batch, .cal_seqlen = a->cal_seqlen, .eval_batch = a->eval_batch,
-                     .ppl_seqlen = a->ppl_seqlen, .qk_mqa_dim = a->qk_mqa_dim, .q_lora_rank = a->q_lora_rank};
+                     .ppl_seqlen = a->ppl_seqlen, .qk_mqa_dim = a->qk_mqa_dim, .q_lora_rank = a->q_lora_rank,
+                     .cal_nsamples = a->cal_nsamples > 0 ? a->cal_nsamples : 128, .kv_lora_rank = a->kv_lora_rank,
+                     .fits = plan_fits_of(&cs)};
     printf("plan: %s (%s, %d layers, %s weights) on %d node%s x %d ranks = %d ranks", config, c.model_type, c.n_layers,
            tm_dtype_name(dt == TM_DTYPE_INVALID ? TM_BF16 : dt), a->nodes, a->nodes == 1 ? "" : "s", a->ranks_per_node,
            ranks);
@@ -139,7 +152,8 @@ static int plan_run(PlanArgs *a) {
 }
 
 int cmd_plan(int argc, char **argv) {
-    PlanArgs a = {.cal_seqlen = 256, .cal_batch = 8, .cal_nsamples = 128, .ppl_seqlen = 2048, .eval_batch = 4};
+    PlanArgs a = {.cal_seqlen = 256, .cal_batch = 8, .cal_nsamples = 128, .ppl_seqlen = 2048, .eval_batch = 4,
+                  .fit = "attention"};
     const ArgSpec specs[] = {
         {"model-path", ARG_STR, &a.model_path, "DIR", "model folder or its config.json (weights not needed)", 0},
         {"preset", ARG_STR, &a.preset_path, "FILE", "configs/presets/*.json: its config, settings and layout", 0},
@@ -151,6 +165,9 @@ int cmd_plan(int argc, char **argv) {
          "layout keeps its stages)", 0},
         {"qk-mqa-dim", ARG_POS_INT, &a.qk_mqa_dim, "r", "rope head width (default: the preset's, else 64)", 0},
         {"q-lora-rank", ARG_INT, &a.q_lora_rank, "Rq", "query low rank (default 0)", 0},
+        {"kv-lora-rank", ARG_POS_INT, &a.kv_lora_rank, "R", "latent width (default: the preset's, else 512)", 0},
+        {"fit", ARG_STR, &a.fit, "WHAT", "none|rotation|attention: the per-layer fits the conversion runs, at "
+         "convert's defaults (default attention)", 0},
         {"dtype", ARG_STR, &a.dtype, "T", "stored weight dtype F32|BF16|F16 (default: config.json's torch_dtype)", 0},
         {"cal-max-seqlen", ARG_SEQLEN, &a.cal_seqlen, "N", "calibration sample length (default 256)", 0},
         {"cal-batch-size", ARG_POS_INT, &a.cal_batch, "B", "calibration micro-batch (default 8)", 0},

@@ -48,6 +48,17 @@ void mla_acts_init(MlaActs *a, const ModelConfig *c, int N) {
     a->dc = alloc_f(a, n * R);
     a->dcr = alloc_f(a, n * R);
     a->dkvb = alloc_f(a, n * H * ((size_t)m->qk_nope_head_dim + dv));
+    if (a->bytes != mla_acts_bytes(c, N)) tm_die("mla_acts_bytes disagrees with mla_acts_init");
+}
+
+uint64_t mla_acts_bytes(const ModelConfig *c, int N) {
+    const MlaConfig *m = &c->mla;
+    uint64_t n = (uint64_t)N, H = (uint64_t)c->n_heads, R = (uint64_t)m->kv_lora_rank, Rq = (uint64_t)m->q_lora_rank;
+    uint64_t qk = (uint64_t)m->qk_nope_head_dim + m->qk_rope_head_dim, dv = (uint64_t)m->v_head_dim;
+    uint64_t lw = R + (uint64_t)m->qk_rope_head_dim;
+    uint64_t floats = (Rq ? n * (4 * Rq + 1) : 0) + n * H * qk * 4 + n * lw * 2 + n * R * 4 + n + n * H * dv * 4 +
+                      n * H + n * H * ((uint64_t)m->qk_nope_head_dim + dv);
+    return floats * sizeof(float);
 }
 
 void mla_acts_free(MlaActs *a) {

@@ -22,6 +22,8 @@ typedef struct {
 } MlaActs;
 
 void mla_acts_init(MlaActs *a, const ModelConfig *c, int N);
+/* What mla_acts_init allocates for N rows (plan's estimates use it). */
+uint64_t mla_acts_bytes(const ModelConfig *c, int N);
 void mla_acts_free(MlaActs *a);
 /* x[N, D] += o_proj(MLA(xn)), activations kept in a. */
 void mla_forward_train(const ModelConfig *c, const LayerWeights *L, const float *xn, float *x, int B, int T,

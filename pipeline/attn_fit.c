@@ -309,6 +309,22 @@ static void keep(AttnParams *P, AdamState *s, int to_best) {
     }
 }
 
+int attn_fit_stream_cols(const ModelConfig *c, int sequential, int last_stage) {
+    int D = c->hidden_size;
+    return 3 * D + (sequential ? 2 * D : last_stage ? 0 : D);
+}
+
+uint64_t attn_fit_state_bytes(const ModelConfig *mla, int fit_o, int batch, int T, int mbs_per_step) {
+    const MlaConfig *m = &mla->mla;
+    int64_t D = mla->hidden_size, H = mla->n_heads, R = m->kv_lora_rank, Rq = m->q_lora_rank;
+    int64_t qk = H * (m->qk_nope_head_dim + m->qk_rope_head_dim), dr = m->qk_rope_head_dim;
+    int64_t params = (Rq ? Rq * D + Rq + qk * Rq : qk * D) + (R + dr) * D + R +
+                     H * ((int64_t)m->qk_nope_head_dim + m->v_head_dim) * R + (fit_o ? D * H * m->v_head_dim : 0);
+    int N = batch * T;
+    return (uint64_t)params * sizeof(float) * (5 + (uint64_t)mbs_per_step) + mla_acts_bytes(mla, N) +
+           (uint64_t)N * D * sizeof(float);
+}
+
 int attn_fit_layer(const AttnFitProblem *p, const AttnFitData *x, MlaAttn *a, const Tensor *o_orig,
                    const float *o_bias, AttnFitResult *res, float *y_fit) {
     double t0 = tm_now_s();
@@ -320,9 +336,7 @@ int attn_fit_layer(const AttnFitProblem *p, const AttnFitData *x, MlaAttn *a, co
     Scratch w;
     scratch_init(&w, p, x);
     int64_t windows = all_windows(p, x);
-    /* weights, gradients, two moments, the best step's copy; a step's per-micro-batch gradients; activations */
-    uint64_t bytes = (uint64_t)P.total * sizeof(float) * (5 + (p->per_step > 0 ? p->per_step : p->mb_total)) +
-                     w.acts.bytes + (uint64_t)x->batch * x->T * p->c->hidden_size * sizeof(float);
+    uint64_t bytes = attn_fit_state_bytes(p->c, p->fit_o, x->batch, x->T, p->per_step > 0 ? p->per_step : p->mb_total);
     int train = p->mb_total - p->held, held = p->held > 0 && train > 0;
     if (!held) train = p->mb_total;
     int stride = p->per_step > 0 && p->per_step < train ? (train + p->per_step - 1) / p->per_step : 1;

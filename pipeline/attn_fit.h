@@ -108,6 +108,17 @@ double attn_fit_objective(const AttnFitProblem *p, const AttnFitData *x, AttnPar
  * held-back error seen are stored back into a. y_fit (optional): the kept
  * block's output on this rank's rows. Collective over comm. Returns 0, -1,
  * or ATTN_FIT_STOPPED (a unchanged) when a stop reached a rank of comm. */
+/* Floats per calibration row the attention-fit run holds (pipeline/run_attn_fit.c):
+ * the stream, the layer's normed input and target, and the sequential
+ * schedule's second stream and fitted output, or the parallel schedule's
+ * copy of the stream for the next stage. */
+int attn_fit_stream_cols(const ModelConfig *c, int sequential, int last_stage);
+/* Bytes attn_fit_layer holds besides the data, for a layer of the
+ * converted model mla: the parameters five times (weights, gradient, two
+ * moments, best step), one gradient per micro-batch of a step, one
+ * micro-batch's activations and error rows (biases, a few rows, aside). */
+uint64_t attn_fit_state_bytes(const ModelConfig *mla, int fit_o, int batch, int T, int mbs_per_step);
+
 int attn_fit_layer(const AttnFitProblem *p, const AttnFitData *x, MlaAttn *a, const Tensor *o_orig,
                    const float *o_bias, AttnFitResult *res, float *y_fit);
 

@@ -1,6 +1,7 @@
 #include "pipeline/convert.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,12 +109,32 @@ static int read_windows(Run *r, const TokenSource *src, int calibration, int seq
     return 0;
 }
 
+void convert_settings_defaults(ConvertSettings *s) {
+    *s = (ConvertSettings){.cal_seqlen = 256, .cal_nsamples = 128,
+                           .cal_batch = 8, .ppl_seqlen = 2048, .eval_batch = 4, .qk_mqa_dim = 64,
+                           .kv_lora_rank = 512, .balance_kv_ratio = 1.0, .rope_interleave = 1, .progress = 1,
+                           .stages = 1, .scalapack_min_n = 4096, .rorope_fit_steps = 60, .rorope_fit_nsamples = 16,
+                           .attn_fit_steps = 150, .attn_fit_windows_per_step = 16, .attn_fit_o = 1,
+                           .attn_fit_sequential = 1};
+}
+
+PlanFits plan_fits_of(const ConvertSettings *s) {
+    int rotation = s->rorope_fit_steps > 0, attention = s->attn_fit_steps > 0;
+    return (PlanFits){.rotation_windows = rotation ? (s->rorope_fit_nsamples ? s->rorope_fit_nsamples : INT_MAX) : 0,
+                      .rotation_choose = rotation && !s->freqfold, .rotation_sequential = s->rorope_fit_sequential,
+                      .attention_windows = s->attn_fit_nsamples,
+                      .attention_per_step = attention ? s->attn_fit_windows_per_step : 0,
+                      .attention_sequential = s->attn_fit_sequential, .attention_o = s->attn_fit_o};
+}
+
 static int make_plan(Run *r) {
     const ConvertSettings *s = r->s;
     PlanInputs in = {.stages = s->stages, .replicas = r->t.replicas, .dtype = r->cfg.torch_dtype,
                      .cal_batch = run_data_free(r) ? 0 : s->cal_batch, .cal_seqlen = s->cal_seqlen,
                      .eval_batch = run_has_eval(s) ? s->eval_batch : 0, .ppl_seqlen = s->ppl_seqlen,
-                     .qk_mqa_dim = s->qk_mqa_dim, .q_lora_rank = s->q_lora_rank, .mem_per_rank = s->mem_per_rank};
+                     .qk_mqa_dim = s->qk_mqa_dim, .q_lora_rank = s->q_lora_rank, .mem_per_rank = s->mem_per_rank,
+                     .cal_nsamples = s->cal_nsamples ? s->cal_nsamples : 128, .kv_lora_rank = s->kv_lora_rank,
+                     .fits = run_data_free(r) ? (PlanFits){0} : plan_fits_of(s)};
     if (plan_make(&r->plan, &r->cfg, &in)) return -1;
     r->first = r->plan.stage[r->t.stage].first;
     r->end = r->plan.stage[r->t.stage].end;

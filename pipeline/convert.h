@@ -8,6 +8,7 @@
 
 #include "io/dtype.h"
 #include "io/token_source.h"
+#include "pipeline/plan.h"
 
 typedef struct {
     const char *model_path, *save_path;
@@ -43,6 +44,11 @@ typedef struct {
     int scalapack_min_n;     /* eigenproblems/SVDs with at least this many rows run on ScaLAPACK */
     int resume_never;        /* 1: discard saved progress (save_path.work) and start afresh */
 } ConvertSettings;
+
+/* The defaults of `transmla convert`'s numeric settings (flags override them). */
+void convert_settings_defaults(ConvertSettings *s);
+/* What the per-layer fits of s will hold, for pipeline/plan.h. */
+PlanFits plan_fits_of(const ConvertSettings *s);
 
 /* convert_run's result when a stop was requested (SIGTERM/SIGUSR1, see
  * io/base/interrupt.h) and the progress is saved in save_path.work. */

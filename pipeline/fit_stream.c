@@ -12,16 +12,29 @@
 
 float *fit_rows_alloc(int64_t N, int width) { return mallocCheck((size_t)(N ? N : 1) * width * sizeof(float)); }
 
+/* Replica `replica`'s micro-batches [*first, *first + count) of the mb_total; its windows returned. */
+static int replica_share(int total, int batch, int replica, int replicas, int *first) {
+    int count, mb_total = (total + batch - 1) / batch;
+    pipeline_slice(mb_total, replica, replicas, first, &count);
+    int w0 = *first * batch, w1 = (*first + count) * batch, n = (w1 < total ? w1 : total) - w0;
+    return n > 0 ? n : 0;
+}
+
+int fit_stream_windows(int total, int batch, int replica, int replicas) {
+    int first;
+    return replica_share(total, batch < 1 ? 1 : batch, replica, replicas, &first);
+}
+
+uint64_t fit_stream_held_bytes(const ModelConfig *c, int64_t N, int cols, int batch, int T) {
+    return (uint64_t)N * cols * sizeof(float) + workspace_bytes(c, batch, T);
+}
+
 void fit_stream_init(FitStream *f, const ModelConfig *c, const Topology *t, int total, int T, int batch) {
     memset(f, 0, sizeof *f);
-    int count;
     f->T = T;
     f->batch = batch < 1 ? 1 : batch;
     f->mb_total = (total + f->batch - 1) / f->batch;
-    pipeline_slice(f->mb_total, t->replica, t->replicas, &f->mb_first, &count);
-    int w0 = f->mb_first * f->batch, w1 = (f->mb_first + count) * f->batch;
-    f->nseq = (w1 < total ? w1 : total) - w0;
-    if (f->nseq < 0) f->nseq = 0;
+    f->nseq = replica_share(total, f->batch, t->replica, t->replicas, &f->mb_first);
     f->N = (int64_t)f->nseq * T;
     f->D = c->hidden_size;
     f->x = fit_rows_alloc(f->N, f->D);

@@ -44,6 +44,14 @@ int fit_stream_mb(const FitStream *f, int m, int64_t *row0);
 int fit_mb_count(int nseq, int batch);
 int fit_mb(int nseq, int batch, int T, int m, int64_t *row0);
 
+/* Windows of `total` that replica `replica` of `replicas` holds, in whole
+ * micro-batches of `batch` (fit_stream_init's split). */
+int fit_stream_windows(int total, int batch, int replica, int replicas);
+/* Bytes a fit run holds per rank besides its fit's state: `cols` floats per
+ * row of its N rows (the stream's D included) and one micro-batch of the
+ * original model's workspace. The run's memory report and `plan` use it. */
+uint64_t fit_stream_held_bytes(const ModelConfig *c, int64_t N, int cols, int batch, int T);
+
 /* x[N, width] (N may be 0). */
 float *fit_rows_alloc(int64_t N, int width);
 /* x (micro-batch rows) += MLP/MoE(post_norm(x)) of layer l, after the

@@ -10,6 +10,10 @@
 #include "io/base/error.h"
 #include "model/cost.h"
 #include "model/model.h"
+#include "pipeline/attn_fit.h"
+#include "pipeline/build.h"
+#include "pipeline/fit_stream.h"
+#include "pipeline/rorope_fit.h"
 
 /* Float64 bytes of one layer's largest statistics and its converted attention. */
 static void layer_convert_bytes(const ModelConfig *c, const PlanInputs *in, uint64_t *stats, uint64_t *attn) {
@@ -26,6 +30,47 @@ static uint64_t activation_bytes(const ModelConfig *c, int B, int T) {
     return workspace_bytes(c, B, T) + 4ull * 4 * B * T * c->hidden_size; /* two receive and two send buffers */
 }
 
+/* The most windows of `total` any of the replicas holds in a fit. */
+static int64_t fit_rows(int total, const PlanInputs *in) {
+    int most = 0;
+    for (int r = 0; r < in->replicas && r < 64; r++) { /* the first replicas hold the most */
+        int n = fit_stream_windows(total, in->cal_batch, r, in->replicas);
+        most = n > most ? n : most;
+    }
+    return (int64_t)most * in->cal_seqlen;
+}
+
+/* The converted model's config (what the export's config.json says). */
+static void converted_config(const ModelConfig *c, const PlanInputs *in, ModelConfig *mla) {
+    MlaAttn dims = {.H = c->n_heads, .D = c->hidden_size, .R = in->kv_lora_rank, .Rq = in->q_lora_rank,
+                    .dn = c->head_dim, .dr = in->qk_mqa_dim, .dv = c->head_dim};
+    mla_config_from(mla, c, &dims, BUILD_NATIVE, 0);
+}
+
+/* What a rank of a (last_stage or not) stage holds during each per-layer fit,
+ * as the runs count it (pipeline/run_fit.c, pipeline/run_attn_fit.c). */
+static uint64_t fits_bytes(const ModelConfig *c, const PlanInputs *in, int last_stage) {
+    const PlanFits *f = &in->fits;
+    int B = in->cal_batch < 1 ? 1 : in->cal_batch, T = in->cal_seqlen, pool = in->cal_nsamples;
+    uint64_t most = 0;
+    if (f->rotation_windows > 0 && B > 0 && T > 0) {
+        int total = f->rotation_windows < pool ? f->rotation_windows : pool;
+        if (f->rotation_choose) total = ((total + B - 1) / B + 1) * B < pool ? ((total + B - 1) / B + 1) * B : pool;
+        int cols = rorope_fit_stream_cols(c, f->rotation_sequential, last_stage);
+        most = fit_stream_held_bytes(c, fit_rows(total, in), cols, B, T);
+    }
+    if (f->attention_per_step > 0 && T > 0) {
+        int total = f->attention_windows && f->attention_windows < pool ? f->attention_windows : pool;
+        ModelConfig mla;
+        converted_config(c, in, &mla);
+        int cols = attn_fit_stream_cols(c, f->attention_sequential, last_stage);
+        uint64_t b = fit_stream_held_bytes(c, fit_rows(total, in), cols, B, T) +
+                     attn_fit_state_bytes(&mla, f->attention_o, B, T, (f->attention_per_step + B - 1) / B);
+        most = b > most ? b : most;
+    }
+    return most;
+}
+
 int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
     memset(p, 0, sizeof *p);
     int n = c->n_layers, S = in->stages;
@@ -38,6 +83,13 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
     TmDType dt = in->dtype != TM_DTYPE_INVALID ? in->dtype : TM_BF16;
     uint64_t *lb = callocCheck((size_t)n, sizeof *lb), eb, hb;
     model_part_bytes(c, dt, lb, &eb, &hb);
+    /* evaluating the export reads it back: its tensors are mapped next to the original's (file-backed) */
+    uint64_t *xb = callocCheck((size_t)n, sizeof *xb), xeb = 0, xhb = 0;
+    if (in->eval_batch > 0 && in->kv_lora_rank > 0) {
+        ModelConfig mla;
+        converted_config(c, in, &mla);
+        model_part_bytes(&mla, dt, xb, &xeb, &xhb);
+    }
     int lT = in->cal_seqlen > 0 ? in->cal_seqlen : 256;
     double hf = 2.0 * c->hidden_size * c->vocab_size;
     double *cost = mallocCheck((size_t)n * sizeof *cost);
@@ -59,19 +111,22 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
         int nl = sp->end - sp->first;
         for (int l = sp->first; l < sp->end; l++) {
             sp->weight_bytes += lb[l];
+            sp->readback_bytes += xb[l];
             sp->flops_per_token += model_layer_flops_per_token(c, l, lT);
         }
-        if (s == 0) sp->weight_bytes += eb;
+        if (s == 0) sp->weight_bytes += eb, sp->readback_bytes += xeb;
         if (s == S - 1) {
-            sp->weight_bytes += hb;
+            sp->weight_bytes += hb, sp->readback_bytes += xhb;
             sp->flops_per_token += hf;
         }
         sp->stats_bytes = nl * stats1;
         sp->convert_bytes = 2 * nl * attn1;
-        sp->activation_bytes = act;
+        uint64_t fits = in->cal_batch > 0 ? fits_bytes(c, in, s == S - 1) : 0;
+        sp->activation_bytes = fits > act ? fits : act;
         sp->peak_bytes = sp->weight_bytes + sp->stats_bytes + sp->convert_bytes + sp->activation_bytes;
     }
     free(lb);
+    free(xb);
     free(cost);
     free(cut);
     if (in->mem_per_rank)
@@ -114,6 +169,11 @@ void plan_print(const Plan *p, const ModelConfig *c, FILE *to) {
                 sp->flops_per_token / 1e9);
     }
     fprintf(to, "  (+E: embedding, +H: final norm and head; rank = replica * %d + stage)\n", S);
+    uint64_t rb = 0;
+    for (int s = 0; s < S; s++) rb = p->stage[s].readback_bytes > rb ? p->stage[s].readback_bytes : rb;
+    if (rb)
+        fprintf(to, "  evaluating the export maps it next to the original: up to %.3f GiB more per rank of "
+                "file-backed pages (page cache the kernel can reclaim; not in the peak)\n", gib(rb));
 }
 
 int plan_parse_bytes(const char *s, uint64_t *out) {

@@ -9,6 +9,17 @@
 
 #include "io/hf_config.h"
 
+/* The per-layer fits' settings their memory depends on (rotation_windows
+ * 0 or attention_per_step 0: that fit does not run). */
+typedef struct {
+    int rotation_windows;          /* --rorope-fit-nsamples (capped by the calibration windows) */
+    int rotation_choose;           /* freqfold auto: one more micro-batch, held back */
+    int rotation_sequential;
+    int attention_windows;         /* --attn-fit-nsamples (0: every calibration window) */
+    int attention_per_step;        /* windows per Adam step */
+    int attention_sequential, attention_o;
+} PlanFits;
+
 /* What the memory estimate depends on besides the architecture. */
 typedef struct {
     int stages, replicas;
@@ -16,16 +27,22 @@ typedef struct {
     int cal_batch, cal_seqlen;     /* one calibration micro-batch */
     int eval_batch, ppl_seqlen;    /* one evaluation micro-batch (0: no evaluation) */
     int qk_mqa_dim, q_lora_rank;
+    int cal_nsamples, kv_lora_rank; /* the fits' window pool (convert's 0, every window: 128 assumed) and
+                                     * the converted latent width */
+    PlanFits fits;
     uint64_t mem_per_rank;         /* 0: no limit */
 } PlanInputs;
 
 typedef struct {
     int first, end;                /* layers [first, end) */
     uint64_t weight_bytes;         /* its tensors (embedding on stage 0, norm and head on the last) */
+    uint64_t readback_bytes;       /* with evaluation: the export's tensors of the stage, read back at the
+                                    * end; file-backed pages the kernel can drop, so not in the peak */
     double flops_per_token;        /* forward, head included on the last stage */
     uint64_t stats_bytes;          /* float64 covariance sums of its layers, largest calibration step */
     uint64_t convert_bytes;        /* float64 converted attention of its layers, two copies (freqfold search) */
-    uint64_t activation_bytes;     /* one micro-batch, plus the pipeline's send/receive buffers */
+    uint64_t activation_bytes;     /* the largest of: one micro-batch with the pipeline's send/receive
+                                    * buffers, and each fit's rows, state and micro-batch */
     uint64_t peak_bytes;           /* the sum: the estimated peak of one rank */
 } StagePlan;
 

@@ -326,3 +326,8 @@ int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult
     free(Vt);
     return rc;
 }
+
+int rorope_fit_stream_cols(const ModelConfig *c, int sequential, int last_stage) {
+    int D = c->hidden_size, Hd = c->n_heads * c->head_dim, L = c->n_kv_heads * c->head_dim;
+    return D + 2 * Hd + 2 * L + (sequential ? Hd : last_stage ? 0 : D);
+}

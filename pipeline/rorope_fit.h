@@ -23,6 +23,7 @@
 #include <mpi.h>
 #include <stdint.h>
 
+#include "io/hf_config.h"
 #include "model/tensor.h"
 #include "pipeline/rorope.h"
 
@@ -80,5 +81,10 @@ double rorope_fit_objective(const FitProblem *p, const FitData *x, const double 
  * (on every rank of comm; P unchanged) when a stop request reached a rank
  * of comm between two steps. */
 int rorope_fit_layer(const FitProblem *p, const FitData *x, double *P, FitResult *res, float *o_fit);
+
+/* Floats per calibration row the rotation-fit run holds (pipeline/run_fit.c):
+ * the stream, q and o, k and v, and the sequential schedule's converted
+ * output or the parallel schedule's copy of the stream for the next stage. */
+int rorope_fit_stream_cols(const ModelConfig *c, int sequential, int last_stage);
 
 #endif

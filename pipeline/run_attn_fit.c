@@ -59,9 +59,8 @@ static int attn_run_init(AttnRun *a, Run *r) {
     }
     mla_config_from(&a->mla, c, &r->layers[r->first], BUILD_NATIVE, 0);
     a->info = callocCheck((size_t)c->n_layers * N_INFO, sizeof *a->info);
-    /* the streams, the layer's input and target, the fitted output or the parallel schedule's copy */
-    int extra = s->attn_fit_sequential ? 2 * D : t->stage < t->stages - 1 ? D : 0;
-    a->held = (uint64_t)st->N * (3 * D + extra) * sizeof(float) + st->ws.bytes;
+    int cols = attn_fit_stream_cols(c, s->attn_fit_sequential, t->stage == t->stages - 1);
+    a->held = fit_stream_held_bytes(c, st->N, cols, st->batch, st->T);
     run_note_max(&r->rep.mem_act, a->held);
     a->upstream = fit_stream_start(st, st->x, t, r->cal_ids, &r->orig);
     if (!a->upstream && a->xc) {

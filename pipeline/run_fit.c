@@ -94,15 +94,13 @@ static int fit_run_init(FitRun *f, Run *r) {
         total = (f->train_mbs + 1) * batch < r->cal_nseq ? (f->train_mbs + 1) * batch : r->cal_nseq;
     FitStream *st = &f->st;
     fit_stream_init(st, c, t, total, s->cal_seqlen, batch);
-    int D = c->hidden_size, Hd = c->n_heads * c->head_dim, L = c->n_kv_heads * c->head_dim;
+    int Hd = c->n_heads * c->head_dim, L = c->n_kv_heads * c->head_dim;
     f->fd = (FitData){.nseq = st->nseq, .T = st->T, .batch = st->batch, .q = fit_rows_alloc(st->N, Hd),
                       .k = fit_rows_alloc(st->N, L), .v = fit_rows_alloc(st->N, L), .o = fit_rows_alloc(st->N, Hd)};
     if (s->rorope_fit_sequential) f->o_fit = fit_rows_alloc(st->N, Hd);
     f->info = callocCheck((size_t)c->n_layers * FIT_INFO, sizeof *f->info);
-    /* the stream, q and o, k and v, the converted output or the parallel schedule's copy of the stream */
-    int extra = s->rorope_fit_sequential ? Hd : t->stage < t->stages - 1 ? D : 0;
-    uint64_t held = (uint64_t)st->N * (D + 2 * Hd + 2 * L + extra) * sizeof(float);
-    run_note_max(&r->rep.mem_act, held + st->ws.bytes);
+    int cols = rorope_fit_stream_cols(c, s->rorope_fit_sequential, t->stage == t->stages - 1);
+    run_note_max(&r->rep.mem_act, fit_stream_held_bytes(c, st->N, cols, st->batch, st->T));
     f->upstream = fit_stream_start(st, st->x, t, r->cal_ids, &r->orig);
     return total;
 }
