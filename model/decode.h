@@ -9,19 +9,25 @@
 #include "model/model.h"
 
 typedef struct {
-    int max_T, n;        /* capacity and tokens cached */
+    int max_T, n;        /* capacity and tokens cached (per sequence) */
+    int batch;           /* sequences decoded together, all at position n */
     int width;           /* cached floats per token and layer */
-    float *cache;        /* [n_layers][max_T][width] */
+    float *cache;        /* [n_layers][batch][max_T][width] */
     float **kv_b;        /* MLA: per layer kv_b_proj widened to fp32 [H*(dn+dv), R] */
-    Workspace ws;        /* one-row scratch */
+    Workspace ws;        /* `batch`-row scratch */
     RopeTable rope;      /* positions 0..max_T-1 */
-    float *q_lat, *o_lat, *scores; /* [H*(R+dr)], [H*R], [max_T] */
+    float *q_lat, *o_lat, *scores; /* [batch*H*(R+dr)], [batch*H*R], [threads*max_T] */
 } DecodeState;
 
-int decode_init(DecodeState *st, const Model *m, int max_T);
+int decode_init(DecodeState *st, const Model *m, int max_T); /* one sequence */
+/* B sequences stepped together: each step's projections and MLP are one
+ * B-row GEMM (the weights read once for all B), attention per sequence. */
+int decode_init_batch(DecodeState *st, const Model *m, int max_T, int B);
 void decode_free(DecodeState *st, const Model *m);
 /* Feed `token` at position st->n; logits[vocab] of the next token. */
 int decode_step(const Model *m, DecodeState *st, int32_t token, float *logits);
+/* Feed tokens[batch], one per sequence; logits[batch, vocab]. */
+int decode_step_batch(const Model *m, DecodeState *st, const int32_t *tokens, float *logits);
 /* Bytes the cache holds per token over all layers. */
 uint64_t decode_cache_bytes_per_token(const DecodeState *st, const Model *m);
 
