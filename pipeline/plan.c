@@ -33,7 +33,7 @@ static uint64_t activation_bytes(const ModelConfig *c, int B, int T) {
 /* The most windows of `total` any of the replicas holds in a fit. */
 static int64_t fit_rows(int total, const PlanInputs *in) {
     int most = 0;
-    for (int r = 0; r < in->replicas && r < 64; r++) { /* the first replicas hold the most */
+    for (int r = 0; r < in->replicas; r++) {
         int n = fit_stream_windows(total, in->cal_batch, r, in->replicas);
         most = n > most ? n : most;
     }
