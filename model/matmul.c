@@ -2,7 +2,6 @@
 
 #include <cblas.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "io/base/checked.h"
 #include "model/simd.h"
@@ -37,14 +36,6 @@ static void widen_rows(float *panel, const Tensor *W, int64_t p, int64_t rows) {
 #define GEMV_MAX_ROWS 32
 #define GEMV_BLOCK 512
 
-TM_MULTIVERSION static void widen_block(float *dst, const uint16_t *w, int n) {
-#pragma omp simd
-    for (int k = 0; k < n; k++) {
-        uint32_t u = (uint32_t)w[k] << 16;
-        memcpy(&dst[k], &u, sizeof u);
-    }
-}
-
 TM_MULTIVERSION static float dot_f32(const float *x, const float *w, int n) {
     float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
@@ -57,11 +48,10 @@ static void gemv_bf16(float *out, int ld_out, const float *inp, const Tensor *W,
     int n_in = (int)W->cols;
 #pragma omp parallel for schedule(static)
     for (int64_t r = r0; r < r1; r++) {
-        const uint16_t *w = (const uint16_t *)W->data + r * n_in;
         float acc[GEMV_MAX_ROWS] = {0}, block[GEMV_BLOCK];
         for (int k0 = 0; k0 < n_in; k0 += GEMV_BLOCK) {
             int n = n_in - k0 < GEMV_BLOCK ? n_in - k0 : GEMV_BLOCK;
-            widen_block(block, w + k0, n);
+            tensor_to_f32(W, r * n_in + k0, n, block);
             for (int i = 0; i < N; i++) acc[i] += dot_f32(inp + (int64_t)i * n_in + k0, block, n);
         }
         for (int i = 0; i < N; i++) {
