@@ -25,7 +25,7 @@
 #    produce a converted layer; none of them changes the fit's cost.
 #
 # How a step is counted (attn_fit_layer): each Adam step runs the forward and
-# backward of the MLA block (model/mla_train.h) on the step's W trained
+# backward of the MLA block (model/mla.h) on the step's W trained
 # windows and the forward on the Hd held-back windows (which judge the
 # step's weights). Around the steps: one forward over the trained windows
 # (error before) and one over all windows (error after), plus the step-0

@@ -8,13 +8,24 @@
 
 #include "model/model.h"
 
+/* One step's rows (one per sequence): the layer's projections and blocks
+ * through the same functions as the whole-sequence forward (model/gqa.h,
+ * model/mla.h, mlp_apply); attention against the cache is the decoder's own. */
+typedef struct {
+    float *x, *xn, *o;          /* [batch, D]: residual, block input, block output (sandwich norms) */
+    float *q, *k, *v, *att;     /* queries, GQA keys and values, attention output */
+    float *lat, *cn;            /* MLA: kv_a output (or q_a's), the latent (or q_a's norm) */
+    float *h1, *h2;             /* dense MLP */
+    MoeScratch moe;
+} DecodeRows;
+
 typedef struct {
     int max_T, n;        /* capacity and tokens cached (per sequence) */
     int batch;           /* sequences decoded together, all at position n */
     int width;           /* cached floats per token and layer */
     float *cache;        /* [n_layers][batch][max_T][width] */
     float **kv_b;        /* MLA: per layer kv_b_proj widened to fp32 [H*(dn+dv), R] */
-    Workspace ws;        /* `batch`-row scratch */
+    DecodeRows r;        /* `batch`-row scratch */
     RopeTable rope;      /* positions 0..max_T-1 */
     float *q_lat, *o_lat, *scores; /* [batch*H*(R+dr)], [batch*H*R], [threads*max_T] */
 } DecodeState;

@@ -8,6 +8,7 @@
 #include "io/hf_config.h"
 #include "io/safetensors_set.h"
 #include "model/crossentropy.h"
+#include "model/layer.h"
 #include "model/moe.h"
 #include "model/rope.h"
 #include "model/weights.h"
@@ -38,43 +39,34 @@ int model_init_part(Model *m, const ModelConfig *cfg, StSet *set, const char *co
 void model_free(Model *m);
 
 typedef struct Workspace Workspace;
-/* Called once per layer after the attention's input projections, before RoPE
- * and before the latent norm: the converter gathers its statistics here.
- * GQA: ws->q, ws->k, ws->v (biases added); for qk_norm models (qwen3) after
- * the per-head QK-norm: ws->q and ws->k normed and multiplied by the norm
- * weights (still before RoPE), and ws->qk_rinv holds this micro-batch's
- * 1/rms of each head. MLA: ws->q [N, H*(dn+dr)] and ws->lat [N, R+dr]
- * (kv_a_proj_with_mqa output, rope dims last). */
-typedef void (*AttentionHook)(void *ctx, int layer, const Workspace *ws);
 
-/* Activations of one micro-batch; nothing here grows with the model's depth. */
+/* Activations of one micro-batch for the forward alone; nothing here grows
+ * with the model's depth. Each layer runs through layer_forward (model/layer.h),
+ * in place on x. */
 struct Workspace {
     int B, T;
     RopeTable rope;
+    int32_t *pos;      /* [N] RoPE positions: 0..T-1 in each sequence */
     float *x;          /* [N, D] residual stream */
-    float *xn;         /* [N, D] normed input of the current block; final norm at the end */
-    float *q, *k, *v;  /* GQA: [N, H*d], [N, G*d], [N, G*d]; MLA: [N, H*(dn+dr)], the same, [N, H*dv] */
-    float *qk_rinv;    /* qk_norm models: [N, H+G] 1/rms of each query head then each key head, before the
-                        * norm weight */
-    float *att;        /* [N, H*dv] */
-    float *lat;        /* MLA: [N, max(R+dr, Rq)] latent before its norm */
-    float *cn;         /* MLA: [N, max(R, Rq)] the latent kv_b_proj/q_b_proj reads */
-    float *kvb;        /* MLA: [N, H*(dn+dv)] */
-    float *h1, *h2;    /* [N, I] MLP gate/up */
-    MoeScratch moe;
+    float *xn;         /* [N, D] final norm of x */
+    LayerActs acts;    /* one layer's activations, forward only */
     float *logits;     /* [N, vocab_chunk]: the head runs in vocabulary chunks */
     int vocab_chunk;
     CrossEntropy ce;   /* running log-sum-exp per row */
     int32_t *targets;  /* [N] */
     uint64_t bytes;    /* activation buffers allocated (MoE scratch and rope table aside) */
-    AttentionHook hook; /* NULL: none */
+    AttentionHook hook; /* NULL: none; called in every layer model_layers runs */
     void *hook_ctx;
 };
 
+/* B sequences of T tokens. */
 void workspace_init(Workspace *ws, const ModelConfig *cfg, int B, int T);
 /* The bytes workspace_init would count in ws->bytes, allocating nothing. */
 uint64_t workspace_bytes(const ModelConfig *cfg, int B, int T);
 void workspace_free(Workspace *ws);
+/* The workspace's rows as layer_forward takes them: ws->B sequences of ws->T
+ * from position 0, one document each, with ws->hook. */
+LayerRows workspace_rows(const Workspace *ws);
 
 /* tokens: [B*T]. Leaves the final-normed hidden states in ws->xn. Runs
  * model_embed, model_layers over [part.first, part.end), model_final_norm:
@@ -103,20 +95,8 @@ void model_logits(const Model *m, const float *hidden, int n, float *logits);
  * (model_forward + model_head_nll). */
 double model_nll(const Model *m, const int32_t *tokens, Workspace *ws, int64_t *n_predicted);
 
-/* Blocks the decoder and the converter reuse: out[N, D] = embedding rows of
- * tokens; ws->x += the attention block (GQA or MLA, o_proj included) of
- * ws->xn; ws->x += MLP/MoE(ws->xn); each of layer `layer` over ws->B * ws->T
- * rows. */
+/* out[N, D] = embedding rows of tokens (no scaling: model_embed_rows scales). */
 void embedding_forward(float *out, const int32_t *tokens, const Tensor *embed, int N);
-void attention_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws);
-/* GQA: ws->q, ws->k, ws->v of the first N rows of ws->xn (biases added), then
- * for qk_norm models the per-head QK-norm (ws->qk_rinv filled); before RoPE. */
-void gqa_qkv(const ModelConfig *c, const LayerWeights *L, int N, Workspace *ws);
-void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, Workspace *ws);
-/* ws->x += out_norm(in W^T + bias) over N rows; out_norm NULL: no norm (gemma2's
- * sandwich norms otherwise); ws->xn is overwritten as scratch. */
-void block_residual(const ModelConfig *c, const float *out_norm, const float *in, const Tensor *W, const float *bias,
-                    int N, Workspace *ws);
 /* Training: dembed[V, D] (fp32) += the rows of dout [N, D] at tokens
  * (deterministic: the same order whatever the thread count). */
 void embedding_backward(float *dembed, const float *dout, const int32_t *tokens, int N, int D);

@@ -9,7 +9,7 @@
 #include "io/base/clock.h"
 #include "model/matmul.h"
 #include "model/mla.h"
-#include "model/mla_train.h"
+#include "model/mla.h"
 #include "pipeline/fit_stream.h"
 
 /* ---- parameters ---- */
@@ -129,22 +129,17 @@ void attn_params_store(const AttnParams *P, MlaAttn *a) {
 typedef struct {
     MlaActs acts;
     RopeTable rope;
-    int32_t *pos, *doc_start;
+    int32_t *pos;
     float *e; /* [N, D] the block's output minus y */
 } Scratch;
 
 static void scratch_init(Scratch *w, const AttnFitProblem *p, const AttnFitData *x) {
     const ModelConfig *c = p->c;
     int N = x->batch * x->T;
-    mla_acts_init(&w->acts, c, N);
+    mla_acts_init(&w->acts, c, N, 1, 0);
     rope_table_init(&w->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, x->T);
     w->pos = mallocCheck((size_t)N * sizeof *w->pos);
-    w->doc_start = mallocCheck((size_t)N * sizeof *w->doc_start);
-    for (int i = 0; i < N; i++) {
-        int t = i % x->T; /* a sliding window is a document that starts window-1 rows back */
-        w->pos[i] = t;
-        w->doc_start[i] = p->window > 0 && t - p->window + 1 > 0 ? t - p->window + 1 : 0;
-    }
+    for (int i = 0; i < N; i++) w->pos[i] = i % x->T;
     w->e = mallocCheck((size_t)N * c->hidden_size * sizeof *w->e);
 }
 
@@ -152,7 +147,6 @@ static void scratch_free(Scratch *w) {
     mla_acts_free(&w->acts);
     rope_table_free(&w->rope);
     free(w->pos);
-    free(w->doc_start);
     free(w->e);
 }
 
@@ -173,7 +167,8 @@ static double local_pass(Scratch *w, const AttnFitProblem *p, const AttnFitData 
         int B = local_mb(x, lm, &row0), n = B * x->T;
         const float *xn = x->xn + row0 * D, *y = x->y + row0 * D;
         for (int64_t i = 0; i < (int64_t)n * D; i++) w->e[i] = -y[i];
-        mla_forward_train(c, &P->L, xn, w->e, B, x->T, w->pos, w->doc_start, &w->rope, &w->acts);
+        LayerRows rows = {.B = B, .T = x->T, .pos = w->pos, .rope = &w->rope};
+        mla_forward(c, &P->L, p->layer, xn, w->e, &rows, &w->acts);
         double s = 0;
         for (int64_t i = 0; i < (int64_t)n * D; i++) s += (double)w->e[i] * w->e[i];
         sum += s;
@@ -182,7 +177,7 @@ static double local_pass(Scratch *w, const AttnFitProblem *p, const AttnFitData 
         if (!grad) continue;
         float scale = (float)(2.0 / norm);
         for (int64_t i = 0; i < (int64_t)n * D; i++) w->e[i] *= scale;
-        mla_backward(c, &P->L, &P->G, xn, w->e, NULL, B, x->T, w->pos, w->doc_start, &w->rope, &w->acts);
+        mla_backward(c, &P->L, &P->G, p->layer, xn, w->e, NULL, &rows, &w->acts);
     }
     return sum / norm;
 }

@@ -19,7 +19,7 @@
  * and all of them are added in micro-batch order on every rank of `comm`,
  * so from the same inputs any layout of replicas gives the one-process
  * result bit for bit. The forward and backward are the fine-tuning MLA kernels
- * (model/mla_train.h), so what is fitted is what the export computes. */
+ * (model/mla.h), so what is fitted is what the export computes. */
 #ifndef TM_PIPELINE_ATTN_FIT_H
 #define TM_PIPELINE_ATTN_FIT_H
 
@@ -41,7 +41,7 @@ typedef struct {
 
 typedef struct {
     const ModelConfig *c;   /* the converted model's (mla_config_from, BUILD_NATIVE, rope_interleave 0) */
-    int window;             /* the original's sliding window (0: none) */
+    int layer;              /* its index: c's sliding window for it is the original's */
     int steps;
     double lr;
     int fit_o;              /* fit o_proj too */

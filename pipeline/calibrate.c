@@ -84,18 +84,18 @@ static const float *latent_pairs(CalibGather *g, const float *X, int64_t ld, int
     return g->pair;
 }
 
-void calib_gather_hook(void *vg, int layer, const Workspace *ws) {
+void calib_gather_hook(void *vg, int layer, const AttnProjections *p) {
     CalibGather *g = vg;
     CalibStats *s = g->s;
     if (layer < s->first || layer >= s->end) return;
-    int N = ws->B * ws->T;
+    int N = p->N;
     const float *X;
     int64_t ld;
     if (s->target == CAL_KEYS) {
-        X = ws->k;
+        X = p->k;
         ld = (int64_t)g->c->n_kv_heads * g->c->head_dim;
     } else {
-        X = ws->lat;
+        X = p->lat;
         ld = (int64_t)g->c->mla.kv_lora_rank + g->c->mla.qk_rope_head_dim;
     }
     if (s->target == CAL_LATENT_NORMED) {
@@ -104,9 +104,9 @@ void calib_gather_hook(void *vg, int layer, const Workspace *ws) {
     }
     /* token-file windows have no padding; `keep` is where masked rows drop out */
     int64_t rows = cov_accumulate(s->sum[layer], s->dim, X, ld, 0, N, NULL, g->stage);
-    if (s->want_q) cov_accumulate(s->qsum[layer], s->qdim, ws->q, s->qdim, 0, N, NULL, g->stage);
+    if (s->want_q) cov_accumulate(s->qsum[layer], s->qdim, p->q, s->qdim, 0, N, NULL, g->stage);
     for (int i = 0; i < N && s->nrinv; i++)
-        for (int j = 0; j < s->nrinv; j++) s->rinv[layer][j] += ws->qk_rinv[(int64_t)i * s->nrinv + j];
+        for (int j = 0; j < s->nrinv; j++) s->rinv[layer][j] += p->qk_rinv[(int64_t)i * s->nrinv + j];
     if (layer == s->first) s->count += rows; /* every layer sees the same rows */
 }
 

@@ -47,7 +47,7 @@ typedef struct {
 void calib_gather_init(CalibGather *g, CalibStats *s, const ModelConfig *c, int max_rows);
 void calib_gather_free(CalibGather *g);
 /* AttentionHook: add one micro-batch's rows of `layer` to the sums. */
-void calib_gather_hook(void *g, int layer, const Workspace *ws);
+void calib_gather_hook(void *g, int layer, const AttnProjections *p);
 /* Copy the upper triangles into the lower ones once every row is in. */
 void calib_finish(CalibStats *s);
 /* Every sum held is finite; else one error naming `label` (the pass), the

@@ -68,14 +68,9 @@ int fit_stream_mb(const FitStream *f, int m, int64_t *row0) { return fit_mb(f->n
 void fit_stream_mlp(FitStream *f, float *x, const ModelConfig *c, const LayerWeights *L, int l) {
     for (int m = 0; m < fit_stream_mb_count(f); m++) {
         int64_t row0;
-        int B = fit_stream_mb(f, m, &row0), n = B * f->T;
-        f->ws.B = B;
-        memcpy(f->ws.x, x + row0 * f->D, (size_t)n * f->D * sizeof(float));
-        rmsnorm_forward(f->ws.xn, f->ws.x, L->post_norm, n, f->D, c->rms_norm_eps);
-        mlp_block(c, L, l, &f->ws);
-        memcpy(x + row0 * f->D, f->ws.x, (size_t)n * f->D * sizeof(float));
+        int B = fit_stream_mb(f, m, &row0);
+        layer_mlp_block(c, L, l, x + row0 * f->D, B, &f->ws.acts);
     }
-    f->ws.B = f->batch;
 }
 
 void fit_stream_send(const float *x, int64_t n, int status, const Topology *t) {

@@ -38,7 +38,7 @@ int fit_data_mb(const FitData *x, int m, int64_t *row0) { return fit_mb(x->nseq,
 typedef struct {
     int N, H, G, d, r, L, D;
     RopeTable rope;          /* the rope head's r/2 frequencies over T positions */
-    int32_t *pos, *doc_start;
+    int32_t *pos;
     float *pr;               /* [r, L] P's rope rows */
     float *u, *kn;           /* [N, r] P_rope k; [N, L] k - P_rope^T u */
     float *qb, *kb;          /* [N, H*(d+r)], [N, G*(d+r)]: [nope ; rope] per head */
@@ -63,12 +63,7 @@ static void scratch_init(Scratch *w, const FitProblem *p, const FitData *x) {
             w->rope.sin[t * half + q] = (float)sin(angle);
         }
     w->pos = mallocCheck((size_t)N * sizeof *w->pos);
-    w->doc_start = mallocCheck((size_t)N * sizeof *w->doc_start);
-    for (int i = 0; i < N; i++) {
-        int t = i % T; /* a sliding window is a document that starts window-1 rows back */
-        w->pos[i] = t;
-        w->doc_start[i] = p->window > 0 && t - p->window + 1 > 0 ? t - p->window + 1 : 0;
-    }
+    for (int i = 0; i < N; i++) w->pos[i] = i % T;
     w->pr = mallocCheck((size_t)r * L * sizeof(float));
     w->dpr = mallocCheck((size_t)r * L * sizeof(float));
     w->u = mallocCheck((size_t)N * r * sizeof(float));
@@ -89,7 +84,6 @@ static void scratch_free(Scratch *w) {
     float *bufs[] = {w->pr, w->dpr, w->u, w->kn, w->qb, w->kb, w->out, w->lse, w->e, w->dd, w->dq, w->dk, w->dv};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(w->pos);
-    free(w->doc_start);
 }
 
 /* Forward of one micro-batch (rows [row0, row0 + n) of x, B windows): the
@@ -118,8 +112,8 @@ static double mb_forward(Scratch *w, const FitProblem *p, const FitData *x, int6
     RopeLayout ql = {.n_heads = H, .head_stride = qk, .offset = d}, kl = {.n_heads = G, .head_stride = qk, .offset = d};
     rope_forward_pos(w->qb, (int64_t)H * qk, &w->rope, n, w->pos, &ql);
     rope_forward_pos(w->kb, (int64_t)G * qk, &w->rope, n, w->pos, &kl);
-    attention_forward_train(w->out, w->lse, w->qb, w->kb, v, B, x->T, H, G, qk, d, w->doc_start,
-                            (float)(1.0 / sqrt(p->score_dim)), (float)p->softcap);
+    attention_forward(w->out, w->lse, w->qb, w->kb, v, B, x->T, H, G, qk, d, NULL, p->window,
+                      (float)(1.0 / sqrt(p->score_dim)), (float)p->softcap);
     for (int64_t i = 0; i < (int64_t)n * H * d; i++) w->dd[i] = w->out[i] - o[i];
     matmul_forward(w->e, w->dd, p->o_proj, NULL, n, 0);
     double sum = 0;
@@ -135,7 +129,7 @@ static void mb_backward(Scratch *w, const FitProblem *p, const FitData *x, int64
     matmul_backward(w->dd, NULL, NULL, w->e, NULL, p->o_proj, n);
     for (int64_t i = 0; i < (int64_t)n * H * d; i++) w->dd[i] *= 2;
     attention_backward(w->dq, w->dk, w->dv, w->dd, w->out, w->lse, w->qb, w->kb, v, B, x->T, H, G, qk, d,
-                       w->doc_start, (float)(1.0 / sqrt(p->score_dim)), (float)p->softcap);
+                       NULL, p->window, (float)(1.0 / sqrt(p->score_dim)), (float)p->softcap);
     RopeLayout ql = {.n_heads = H, .head_stride = qk, .offset = d}, kl = {.n_heads = G, .head_stride = qk, .offset = d};
     rope_backward_pos(w->dq, (int64_t)H * qk, &w->rope, n, w->pos, &ql);
     rope_backward_pos(w->dk, (int64_t)G * qk, &w->rope, n, w->pos, &kl);

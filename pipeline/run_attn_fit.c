@@ -96,7 +96,8 @@ static void layer_data(AttnRun *a, const ModelConfig *c, const LayerWeights *L, 
         memset(st->ws.x, 0, (size_t)n * D * sizeof(float));
         LayerWeights pre_norm = *L;
         pre_norm.attn_out_norm = NULL;
-        attention_block(c, &pre_norm, l, &st->ws);
+        LayerRows rows = workspace_rows(&st->ws);
+        layer_attention(c, &pre_norm, l, st->ws.xn, st->ws.x, &rows, &st->ws.acts);
         memcpy(a->fd.y + row0 * D, st->ws.x, (size_t)n * D * sizeof(float));
     }
     st->ws.B = st->batch;
@@ -134,7 +135,7 @@ static AttnFitProblem problem(const AttnRun *a, const Run *r, int l) {
     int per_step = (s->attn_fit_windows_per_step + a->st.batch - 1) / a->st.batch;
     /* the window is the export's (none: DeepSeek attention has no window; gemma2_mla keeps the
      * original's), the target the original's */
-    return (AttnFitProblem){.c = &a->mla, .window = hf_config_layer_window(&a->mla, l), .steps = s->attn_fit_steps,
+    return (AttnFitProblem){.c = &a->mla, .layer = l, .steps = s->attn_fit_steps,
                             .lr = s->attn_fit_lr, .fit_o = s->attn_fit_o, .per_step = per_step,
                             .held = held, .comm = r->t.stage_comm, .mb_first = a->st.mb_first,
                             .mb_total = a->st.mb_total};

@@ -37,6 +37,7 @@ typedef struct {
     FitData fd;            /* the current layer's, for the stream's windows */
     int train_mbs;         /* micro-batches the fit trains on; those after them are held back */
     float *o_fit;          /* [N, H*d] converted attention output (sequential) */
+    float *q_rot, *k_rot;  /* one micro-batch's q and k after RoPE */
     double *info;          /* [n_layers * FIT_INFO] */
     int upstream;          /* the stage before's status: 0, RUN_STOPPED or -1 */
 } FitRun;
@@ -72,12 +73,12 @@ static void fit_data(FitRun *f, const ModelConfig *c, const LayerWeights *L, int
         matmul_forward(q, st->ws.xn, &L->q, L->q_bias, n, 0);
         matmul_forward(k, st->ws.xn, &L->k, L->k_bias, n, 0);
         matmul_forward(v, st->ws.xn, &L->v, L->v_bias, n, 0);
-        memcpy(st->ws.q, q, (size_t)n * H * d * sizeof(float));
-        memcpy(st->ws.k, k, (size_t)n * G * d * sizeof(float));
+        memcpy(f->q_rot, q, (size_t)n * H * d * sizeof(float));
+        memcpy(f->k_rot, k, (size_t)n * G * d * sizeof(float));
         RopeLayout ql = {.n_heads = H, .head_stride = d}, kl = {.n_heads = G, .head_stride = d};
-        rope_forward(st->ws.q, (int64_t)H * d, &st->ws.rope, B, st->T, 0, &ql);
-        rope_forward(st->ws.k, (int64_t)G * d, &st->ws.rope, B, st->T, 0, &kl);
-        attention_forward(fd->o + row0 * H * d, st->ws.q, st->ws.k, v, B, st->T, H, G, d, d,
+        rope_forward(f->q_rot, (int64_t)H * d, &st->ws.rope, B, st->T, 0, &ql);
+        rope_forward(f->k_rot, (int64_t)G * d, &st->ws.rope, B, st->T, 0, &kl);
+        attention_forward(fd->o + row0 * H * d, NULL, f->q_rot, f->k_rot, v, B, st->T, H, G, d, d, NULL,
                           hf_config_layer_window(c, l), (float)hf_config_attn_scale(c), (float)c->attn_softcap);
     }
 }
@@ -98,6 +99,8 @@ static int fit_run_init(FitRun *f, Run *r) {
     f->fd = (FitData){.nseq = st->nseq, .T = st->T, .batch = st->batch, .q = fit_rows_alloc(st->N, Hd),
                       .k = fit_rows_alloc(st->N, L), .v = fit_rows_alloc(st->N, L), .o = fit_rows_alloc(st->N, Hd)};
     if (s->rorope_fit_sequential) f->o_fit = fit_rows_alloc(st->N, Hd);
+    f->q_rot = fit_rows_alloc((int64_t)st->batch * st->T, Hd);
+    f->k_rot = fit_rows_alloc((int64_t)st->batch * st->T, L);
     f->info = callocCheck((size_t)c->n_layers * FIT_INFO, sizeof *f->info);
     int cols = rorope_fit_stream_cols(c, s->rorope_fit_sequential, t->stage == t->stages - 1);
     run_note_max(&r->rep.mem_act, fit_stream_held_bytes(c, st->N, cols, st->batch, st->T));
@@ -112,6 +115,8 @@ static void fit_run_free(FitRun *f) {
     free(f->fd.v);
     free(f->fd.o);
     free(f->o_fit);
+    free(f->q_rot);
+    free(f->k_rot);
     free(f->info);
 }
 

@@ -91,12 +91,14 @@ int main(int argc, char **argv) {
     a.nk = a.R;
     load_attn(&a);
     ModelConfig c = layer_config(&a);
+    c.sliding_window = scalar("window"); /* the fitted layer, 0, sees this window */
+    c.window_even_layers = 0;
     int nseq = scalar("nseq"), batch = scalar("batch");
     AttnFitData x = {.nseq = nseq, .T = scalar("T"), .batch = batch, .xn = (float *)need("xn"),
                      .y = (float *)need("y")};
     Tensor o_orig = {.dtype = TM_F32, .rows = a.D, .cols = (int64_t)a.H * a.dv, .data = (void *)need("o_proj")};
     const float *o_bias = tensor("o_bias", NULL);
-    AttnFitProblem p = {.c = &c, .window = scalar("window"), .steps = scalar("steps"), .lr = 2e-3,
+    AttnFitProblem p = {.c = &c, .layer = 0, .steps = scalar("steps"), .lr = 2e-3,
                         .fit_o = scalar("fit_o"), .per_step = 1, .held = scalar("held"), .comm = MPI_COMM_SELF,
                         .mb_first = 0, .mb_total = (nseq + batch - 1) / batch};
 

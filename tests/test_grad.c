@@ -21,7 +21,7 @@
 #include "model/rmsnorm.h"
 #include "model/rope.h"
 #include "model/swiglu.h"
-#include "model/train_layer.h"
+#include "model/layer.h"
 
 static StFile in;
 static StWriteTensor outs[512];
@@ -69,12 +69,7 @@ static Tensor weight(const char *name) {
     return (Tensor){.data = t->data, .dtype = t->dtype, .rows = t->shape[0], .cols = t->ndim > 1 ? t->shape[1] : 1,
                     .name = t->name};
 }
-static void put(const char *name, const float *data, int64_t rows, int64_t cols) {
-    StWriteTensor *o = &outs[n_out++];
-    char *nm = strdup(name);
-    owned[n_owned++] = nm;
-    *o = (StWriteTensor){.name = nm, .dtype = TM_F32, .ndim = 2, .shape = {rows, cols}, .data = data};
-}
+
 static float max_abs_diff(const float *a, const float *b, int64_t n, float *max_ref) {
     float d = 0.0f, m = 0.0f;
     for (int64_t i = 0; i < n; i++) {
@@ -83,6 +78,13 @@ static float max_abs_diff(const float *a, const float *b, int64_t n, float *max_
     }
     if (max_ref) *max_ref = m;
     return d;
+}
+
+static void put(const char *name, const float *data, int64_t rows, int64_t cols) {
+    StWriteTensor *o = &outs[n_out++];
+    char *nm = strdup(name);
+    owned[n_owned++] = nm;
+    *o = (StWriteTensor){.name = nm, .dtype = TM_F32, .ndim = 2, .shape = {rows, cols}, .data = data};
 }
 
 static void case_rmsnorm(void) {
@@ -172,14 +174,25 @@ static void case_attention(void) {
     int32_t *doc = ints("doc_start", NULL);
     float *out = buf((int64_t)N * H * dv, NULL), *lse = buf((int64_t)N * H, NULL);
     float *dq = buf((int64_t)N * H * dqk, NULL), *dk = buf((int64_t)N * G * dqk, NULL), *dvv = buf((int64_t)N * G * dv, NULL);
-    attention_forward_train(out, lse, q, k, v, B, T, H, G, dqk, dv, doc, scale, cap);
-    attention_backward(dq, dk, dvv, dy, out, lse, q, k, v, B, T, H, G, dqk, dv, doc, scale, cap);
-    /* without documents: what attention_forward computes */
+    attention_forward(out, lse, q, k, v, B, T, H, G, dqk, dv, doc, 0, scale, cap);
+    attention_backward(dq, dk, dvv, dy, out, lse, q, k, v, B, T, H, G, dqk, dv, doc, 0, scale, cap);
+    /* a window given as such sees the keys it sees composed into doc_start: the same bits */
+    int window = T / 2 > 1 ? T / 2 : 1;
+    int32_t *win = mallocCheck((size_t)N * sizeof *win);
+    for (int i = 0; i < N; i++) {
+        int t = i % T, lo = t - window + 1;
+        win[i] = lo > doc[i] ? lo : doc[i];
+    }
     float *o1 = buf((int64_t)N * H * dv, NULL), *o2 = buf((int64_t)N * H * dv, NULL);
-    attention_forward_train(o1, lse, q, k, v, B, T, H, G, dqk, dv, NULL, scale, cap);
-    attention_forward(o2, q, k, v, B, T, H, G, dqk, dv, 0, scale, cap);
+    attention_forward(o1, NULL, q, k, v, B, T, H, G, dqk, dv, doc, window, scale, cap);
+    attention_forward(o2, NULL, q, k, v, B, T, H, G, dqk, dv, win, 0, scale, cap);
+    if (memcmp(o1, o2, (size_t)N * H * dv * sizeof(float))) tm_die("attention_forward: window != composed doc_start");
+    free(win);
+    /* without lse and documents a row at a time: the blocked kernel's result within fp32 rounding */
+    attention_forward(o1, lse, q, k, v, B, T, H, G, dqk, dv, NULL, window, scale, cap);
+    attention_forward(o2, NULL, q, k, v, B, T, H, G, dqk, dv, NULL, window, scale, cap);
     float ref, d = max_abs_diff(o1, o2, (int64_t)N * H * dv, &ref);
-    if (d > 1e-6f * ref) tm_die("attention_forward_train differs from attention_forward by %g", d);
+    if (d > 1e-6f * ref) tm_die("attention_forward: rows differ from blocks by %g", d);
     put("out", out, N, H * dv);
     put("dq", dq, N, H * dqk);
     put("dk", dk, N, G * dqk);
@@ -245,9 +258,10 @@ static void case_layer(const char *dir) {
     RopeTable rt;
     rope_table_init(&rt, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
     LayerActs acts;
-    layer_acts_init(&acts, c, B, T);
+    layer_acts_init(&acts, c, B, T, 1);
 
-    /* pos = t, one document per row: what model_layers computes */
+    /* pos = t, one document per row: what model_layers computes (in place,
+     * activations for the forward alone, attention a row at a time) */
     Workspace ws;
     workspace_init(&ws, c, B, T);
     memcpy(ws.x, x, (size_t)N * D * sizeof(float));
@@ -255,10 +269,11 @@ static void case_layer(const char *dir) {
     int32_t *pos0 = mallocCheck((size_t)N * sizeof *pos0), *doc0 = callocCheck((size_t)N, sizeof *doc0);
     for (int i = 0; i < N; i++) pos0[i] = i % T;
     float *y = buf((int64_t)N * D, NULL);
-    layer_forward_train(c, &m.w.layers[l], l, x, y, pos0, doc0, &rt, &acts);
+    LayerRows rows0 = {.B = B, .T = T, .pos = pos0, .doc_start = doc0, .rope = &rt};
+    layer_forward(c, &m.w.layers[l], l, x, y, &rows0, &acts);
     float ref, d = max_abs_diff(y, ws.x, (int64_t)N * D, &ref);
-    fprintf(stderr, "layer_forward_train vs model_layers: max |diff| %.3g (max |y| %.3g)\n", d, ref);
-    if (d > 1e-5f * ref) tm_die("layer_forward_train differs from model_layers");
+    fprintf(stderr, "layer_forward (for the backward pass) vs model_layers: max |diff| %.3g (max |y| %.3g)\n", d, ref);
+    if (d > 1e-5f * ref) tm_die("layer_forward for the backward pass differs from model_layers");
     workspace_free(&ws);
     free(pos0);
     free(doc0);
@@ -279,9 +294,10 @@ static void case_layer(const char *dir) {
             put(nm, g, slots[i].cols ? slots[i].rows : 1, slots[i].cols ? slots[i].cols : n);
         }
     }
-    layer_forward_train(c, &m.w.layers[l], l, x, y, pos, doc, &rt, &acts);
+    LayerRows rows = {.B = B, .T = T, .pos = pos, .doc_start = doc, .rope = &rt};
+    layer_forward(c, &m.w.layers[l], l, x, y, &rows, &acts);
     float *dx = buf((int64_t)N * D, "dout");
-    layer_backward(c, &m.w.layers[l], &gw.layers[l], l, x, dx, dx, pos, doc, &rt, &acts); /* in place */
+    layer_backward(c, &m.w.layers[l], &gw.layers[l], l, x, dx, dx, &rows, &acts); /* in place */
     (void)dy;
     put("y", y, N, D);
     put("dx", dx, N, D);

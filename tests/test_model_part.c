@@ -171,11 +171,11 @@ typedef struct {
     int64_t q_width;
 } HookLog;
 
-static void log_hook(void *ctx, int layer, const Workspace *ws) {
+static void log_hook(void *ctx, int layer, const AttnProjections *p) {
     HookLog *h = ctx;
     assert_true(h->n < MAX_LAYERS);
     double s = 0;
-    for (int64_t i = 0; i < (int64_t)ws->B * ws->T * h->q_width; i++) s += ws->q[i];
+    for (int64_t i = 0; i < (int64_t)p->N * h->q_width; i++) s += p->q[i];
     h->layers[h->n] = layer;
     h->qsum[h->n++] = s;
 }

@@ -1,16 +1,18 @@
-/* One forward per layer type: the training forward (layer_forward_train,
- * which keeps its activations for the backward pass) computes what the
- * inference forward (model_layers) computes, on every layer of every MLA
- * fixture (q_proj and q_lora, both rope layouts, biases, llama3 scaling,
- * dense and MoE, F32/F16/BF16 weights) and of every GQA fixture (llama, qwen2,
- * mistral and phi3 with their windows, mixtral, qwen3 with its QK-norm,
- * qwen3_moe, gemma2 with its windowed even layers, soft-caps, sandwich and
- * (1 + w) norms and GeGLU), each layer fed the hidden states the inference
- * forward gives it on the fixture's tokens (rows of 8 tokens: the fixtures'
- * windows, 5 and 6, are shorter).
- * Tolerance 1e-5 max|y|: the same fp32 weights and kernels summed in other
- * orders (measured 1e-7..3.5e-7 relative); a wrong layer index, rope layout or
- * norm moves the output by far more. */
+/* One forward per layer type: evaluation's model_layers (activations for the
+ * forward alone, run in place) and training's layer_forward (activations
+ * kept for the backward pass, out of place, positions and documents given as
+ * arrays) are the same code and must agree, on every layer of
+ * every MLA fixture (q_proj and q_lora, both rope layouts, biases, llama3
+ * scaling, dense and MoE, F32/F16/BF16 weights) and of every GQA fixture
+ * (llama, qwen2, mistral and phi3 with their windows, mixtral, qwen3 with its
+ * QK-norm, qwen3_moe, gemma2 with its windowed even layers, soft-caps,
+ * sandwich and (1 + w) norms and GeGLU), each layer fed the hidden states
+ * the inference forward gives it on the fixture's tokens (rows of 8 tokens:
+ * the fixtures' windows, 5 and 6, are shorter).
+ * Tolerance 1e-5 max|y|: evaluation's attention runs a query row at a time,
+ * training's in sgemm blocks (model/attention.h), so the sums run in other
+ * orders (measured 1e-7..3.5e-7 relative); a wrong layer index, rope layout
+ * or norm moves the output by far more. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,7 +27,7 @@
 #include "io/base/checked.h"
 #include "model/model.h"
 #include "model/rope.h"
-#include "model/train_layer.h"
+#include "model/layer.h"
 #include "tests/fixture.h"
 
 /* Largest |a - b| over n, and largest |b| in *max_ref. */
@@ -61,20 +63,22 @@ static void check_fixture(const char *name, Counts *n) {
     RopeTable rt;
     rope_table_init(&rt, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
     LayerActs acts;
-    layer_acts_init(&acts, c, B, T);
+    layer_acts_init(&acts, c, B, T, 1);
     float *x = mallocCheck((size_t)N * D * sizeof *x), *y = mallocCheck((size_t)N * D * sizeof *y);
     int32_t *pos = mallocCheck((size_t)N * sizeof *pos), *doc = callocCheck((size_t)N, sizeof *doc);
     for (int i = 0; i < N; i++) pos[i] = i % T; /* one document per row: what model_layers computes */
+    LayerRows rows = {.B = B, .T = T, .pos = pos, .doc_start = doc, .rope = &rt};
     for (int l = 0; l < c->n_layers; l++) {
         memcpy(x, ws.x, (size_t)N * D * sizeof *x);
         model_layers(&m, &ws, l, l + 1);
-        layer_forward_train(c, &m.w.layers[l], l, x, y, pos, doc, &rt, &acts);
+        layer_forward(c, &m.w.layers[l], l, x, y, &rows, &acts);
         float ref, d = max_abs_diff(y, ws.x, (int64_t)N * D, &ref);
         int window = hf_config_layer_window(c, l);
         n->windowed_layers += window > 0 && window < T;
         printf("%-30s layer %d%s: max |train - inference| %.3g (max |y| %.3g)\n", name, l,
                window ? " (windowed)" : "", d, ref);
-        if (!(d <= 1e-5f * ref)) fail_msg("%s layer %d: the training forward differs from the inference one", name, l);
+        if (!(d <= 1e-5f * ref))
+            fail_msg("%s layer %d: the training forward differs from the inference one", name, l);
     }
     free(x);
     free(y);

@@ -31,7 +31,7 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
     size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
     s->embed_scale = c->embed_scaled ? model_embed_normalizer(c, ps->embed_dtype) : 1.0f;
     rope_table_init(&s->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
-    layer_acts_init(&s->acts, c, B, T);
+    layer_acts_init(&s->acts, c, B, T, 1);
     s->bytes += s->acts.bytes;
     int n_saved = K * (s->n_local + 1);
     s->saved = callocCheck((size_t)n_saved, sizeof *s->saved);
@@ -121,6 +121,13 @@ static void embed_forward(const TrainStep *s, const int32_t *tok, float *out) {
     if (s->embed_scale != 1.0f) scale_rows(out, (int64_t)N * s->m->cfg.hidden_size, s->embed_scale);
 }
 
+/* Micro-batch k's rows: its positions and documents. */
+static LayerRows rows_of(const TrainStep *s, int k) {
+    size_t N = (size_t)s->B * s->T;
+    return (LayerRows){.B = s->B, .T = s->T, .pos = s->pos + k * N, .doc_start = s->doc_start + k * N,
+                       .rope = &s->rope};
+}
+
 /* The teacher's forward of micro-batch k through this stage, its stream
  * passed on like the student's. */
 static void teacher_micro(TrainStep *s, int k) {
@@ -129,7 +136,8 @@ static void teacher_micro(TrainStep *s, int k) {
     int N = s->B * s->T, Dt = te->m.cfg.hidden_size;
     if (!te->m.part.embed)
         stage_recv(t, LINK_PREV, LINK_TAG_TEACHER, te->x, (int64_t)N * Dt);
-    teacher_forward(te, k, s->tokens + (size_t)k * N, s->pos + (size_t)k * N, s->doc_start + (size_t)k * N);
+    LayerRows rows = rows_of(s, k);
+    teacher_forward(te, k, s->tokens + (size_t)k * N, &rows);
     if (!te->m.part.head) stage_send(t, LINK_NEXT, LINK_TAG_TEACHER, te->x, (int64_t)N * Dt, 0);
 }
 
@@ -140,10 +148,10 @@ static void forward_micro(TrainStep *s, int k) {
     int32_t *tok = s->tokens + (size_t)k * N;
     if (m->part.embed) embed_forward(s, tok, saved(s, k, 0));
     else stage_recv(t, LINK_PREV, LINK_TAG_ACT, saved(s, k, 0), (int64_t)N * D);
+    LayerRows rows = rows_of(s, k);
     for (int li = 0; li < s->n_local; li++) {
         int l = m->part.first + li;
-        layer_forward_train(&m->cfg, &m->w.layers[l], l, saved(s, k, li), saved(s, k, li + 1),
-                            s->pos + (size_t)k * N, s->doc_start + (size_t)k * N, &s->rope, &s->acts);
+        layer_forward(&m->cfg, &m->w.layers[l], l, saved(s, k, li), saved(s, k, li + 1), &rows, &s->acts);
     }
     if (!m->part.head) stage_send(t, LINK_NEXT, LINK_TAG_ACT, saved(s, k, s->n_local), (int64_t)N * D, 0);
     if (s->teacher) teacher_micro(s, k);
@@ -187,13 +195,12 @@ static void backward_micro(TrainStep *s, int k, float weight, double *nll, doubl
     } else {
         stage_recv(t, LINK_NEXT, LINK_TAG_GRAD, s->dx, (int64_t)N * D);
     }
-    const int32_t *pos = s->pos + (size_t)k * N, *doc = s->doc_start + (size_t)k * N;
+    LayerRows rows = rows_of(s, k);
     for (int li = s->n_local - 1; li >= 0; li--) {
         int l = m->part.first + li;
         const LayerWeights *L = &m->w.layers[l];
-        layer_forward_train(&m->cfg, L, l, saved(s, k, li), s->x_tmp, pos, doc, &s->rope, &s->acts);
-        layer_backward(&m->cfg, L, &s->ps->grads.layers[l], l, saved(s, k, li), s->dx, s->dx, pos, doc, &s->rope,
-                       &s->acts);
+        layer_forward(&m->cfg, L, l, saved(s, k, li), s->x_tmp, &rows, &s->acts);
+        layer_backward(&m->cfg, L, &s->ps->grads.layers[l], l, saved(s, k, li), s->dx, s->dx, &rows, &s->acts);
         if (last) reduce_bucket(s, red, l);
         progress(red);
     }

@@ -14,7 +14,8 @@
 #include <stdint.h>
 
 #include "dist/topology.h"
-#include "model/train_layer.h"
+#include "model/layer.h"
+#include "model/model.h"
 #include "train/params.h"
 #include "train/sampler.h"
 #include "train/teacher.h"

@@ -31,10 +31,9 @@ void teacher_buffers(Teacher *t, int B, int T, int K) {
     size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
     t->K = K;
     rope_table_init(&t->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
-    layer_acts_init(&t->acts, c, B, T);
+    layer_acts_init(&t->acts, c, B, T, 0); /* the teacher has no backward pass: in place */
     t->bytes += t->acts.bytes;
     t->x = teacher_alloc(t, N * D * sizeof(float));
-    t->y = teacher_alloc(t, N * D * sizeof(float));
     t->rstd = teacher_alloc(t, N * sizeof(float));
     if (!t->m.part.head) return;
     t->head = callocCheck((size_t)K, sizeof *t->head);
@@ -49,23 +48,19 @@ void teacher_free(Teacher *t) {
     for (int k = 0; t->head && k < t->K; k++) free(t->head[k]);
     free(t->head);
     free(t->x);
-    free(t->y);
     free(t->rstd);
     model_free(&t->m);
     memset(t, 0, sizeof *t);
 }
 
-void teacher_forward(Teacher *t, int k, const int32_t *tokens, const int32_t *pos, const int32_t *doc_start) {
+void teacher_forward(Teacher *t, int k, const int32_t *tokens, const LayerRows *rows) {
     const Model *m = &t->m;
     const ModelConfig *c = &m->cfg;
     int N = t->acts.B * t->acts.T;
     if (m->part.embed) model_embed_rows(m, tokens, N, t->x);
-    for (int l = m->part.first; l < m->part.end; l++) {
-        layer_forward_train(c, &m->w.layers[l], l, t->x, t->y, pos, doc_start, &t->rope, &t->acts);
-        float *swap = t->x;
-        t->x = t->y;
-        t->y = swap;
-    }
+    LayerRows own = *rows;
+    own.rope = &t->rope; /* the teacher's own rope table: its config's */
+    for (int l = m->part.first; l < m->part.end; l++) layer_forward(c, &m->w.layers[l], l, t->x, t->x, &own, &t->acts);
     if (m->part.head) rmsnorm_forward_train(t->head[k], t->rstd, t->x, m->w.final_norm, N, c->hidden_size,
                                             c->rms_norm_eps);
 }

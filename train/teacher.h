@@ -13,14 +13,15 @@
 
 #include <stdint.h>
 
-#include "model/train_layer.h"
+#include "model/layer.h"
+#include "model/model.h"
 
 typedef struct {
     Model m;
     float alpha;           /* weight of the KL term; 1 - alpha on the targets' NLL */
     RopeTable rope;
     LayerActs acts;
-    float *x, *y;          /* [N, Dt] the stream through this stage's layers */
+    float *x;              /* [N, Dt] the stream through this stage's layers (in place) */
     float **head;          /* [K] final-norm outputs (head stage only) */
     float *rstd;           /* [N] */
     int K;
@@ -38,6 +39,6 @@ void teacher_free(Teacher *t);
  * norm into t->head[k]. tokens are needed when the part holds the embedding
  * (t->x is then made here); otherwise t->x must hold the previous stage's
  * output. */
-void teacher_forward(Teacher *t, int k, const int32_t *tokens, const int32_t *pos, const int32_t *doc_start);
+void teacher_forward(Teacher *t, int k, const int32_t *tokens, const LayerRows *rows);
 
 #endif
