@@ -85,11 +85,11 @@ int model_head_vocab_chunk(int N, int V) {
     return cols < V ? cols : V;
 }
 
-/* The workspace's own buffers beside its layer activations: x, xn, the
- * head's logits chunk and targets. */
+/* The workspace's own buffers beside its layer activations: x, the head's
+ * logits chunk and targets (xn is the activations' scratch). */
 static uint64_t own_bytes(const ModelConfig *c, int B, int T) {
     size_t N = (size_t)B * T;
-    return (2 * N * c->hidden_size + N * (size_t)model_head_vocab_chunk((int)N, c->vocab_size)) * sizeof(float) +
+    return (N * c->hidden_size + N * (size_t)model_head_vocab_chunk((int)N, c->vocab_size)) * sizeof(float) +
            N * sizeof(int32_t);
 }
 
@@ -106,12 +106,12 @@ void workspace_init(Workspace *ws, const ModelConfig *c, int B, int T) {
     ws->pos = mallocCheck(N * sizeof *ws->pos);
     for (size_t i = 0; i < N; i++) ws->pos[i] = (int32_t)(i % (size_t)T);
     ws->x = mallocCheck(ND * sizeof(float));
-    ws->xn = mallocCheck(ND * sizeof(float));
     ws->vocab_chunk = model_head_vocab_chunk((int)N, c->vocab_size);
     ws->logits = mallocCheck(N * ws->vocab_chunk * sizeof(float));
     crossentropy_init(&ws->ce, (int)N);
     ws->targets = mallocCheck(N * sizeof(int32_t));
     layer_acts_init(&ws->acts, c, B, T, 0);
+    ws->xn = layer_acts_scratch(&ws->acts);
     ws->bytes = own_bytes(c, B, T) + ws->acts.bytes;
 }
 
@@ -119,7 +119,6 @@ void workspace_free(Workspace *ws) {
     rope_table_free(&ws->rope);
     free(ws->pos);
     free(ws->x);
-    free(ws->xn);
     layer_acts_free(&ws->acts);
     free(ws->logits);
     crossentropy_free(&ws->ce);

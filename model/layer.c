@@ -104,6 +104,8 @@ void layer_acts_free(LayerActs *a) {
     memset(a, 0, sizeof *a);
 }
 
+float *layer_acts_scratch(const LayerActs *a) { return a->impl->xn; }
+
 static int rows_fit(const LayerActs *a, int B, int T) { return T == a->T && B <= a->B; }
 
 /* x_res += out_norm(o) over N rows, o the block's output alone (sandwich
@@ -139,10 +141,7 @@ void layer_attention(const ModelConfig *c, const LayerWeights *L, int layer, con
     else gqa_forward(c, L, layer, xn, out, rows, &a->impl->gqa);
 }
 
-
-/* res = x_in + the block's output, o (which block() adds its output into):
- * res itself, or for sandwich norms the block's own zeroed buffer, normed
- * and then added. res may be x_in. */
+/* One of the layer's two blocks: out += its output of `in`. */
 typedef void (*BlockFn)(const ModelConfig *c, const LayerWeights *L, int layer, const float *in, float *out,
                         const LayerRows *rows, LayerActs *a);
 
@@ -157,6 +156,9 @@ static void mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, co
     mlp_apply(c, L, layer, in, out, rows->B * rows->T, p->h1, p->h2, p->act, &p->moe);
 }
 
+/* res = x_in + the block's output. The block adds its output into res itself,
+ * or with sandwich norms into o (zeroed first), which is then normed and
+ * added. res may be x_in. */
 static void residual_block(const ModelConfig *c, const LayerWeights *L, int layer, BlockFn block, const float *in,
                            const float *x_in, float *res, float *o, const float *out_norm, float *rstd,
                            const LayerRows *rows, LayerActs *a) {
@@ -197,7 +199,9 @@ void layer_forward(const ModelConfig *c, const LayerWeights *L, int layer, const
 }
 
 void layer_mlp_block(const ModelConfig *c, const LayerWeights *L, int layer, float *x, int B, LayerActs *a) {
-    if (a->backward || B > a->B) tm_die("layer_mlp_block: %d rows of %d in activations for the backward pass", B, a->B);
+    if (a->backward || B > a->B)
+        tm_die("layer_mlp_block: wants activations for the forward alone of at least %d sequences (%d, backward %d)",
+               B, a->B, a->backward);
     LayerRows rows = {.B = B, .T = a->T};
     mlp_half(c, L, layer, x, x, &rows, a);
 }

@@ -67,6 +67,9 @@ void layer_acts_init(LayerActs *a, const ModelConfig *c, int B, int T, int backw
 /* The bytes layer_acts_init would count in a->bytes, allocating nothing. */
 uint64_t layer_acts_bytes(const ModelConfig *c, int B, int T, int backward);
 void layer_acts_free(LayerActs *a);
+/* [B*T, D] scratch between layers (the buffer of a layer's normed input):
+ * the forward's final norm goes here, so evaluation holds no second copy. */
+float *layer_acts_scratch(const LayerActs *a);
 
 /* x_out[N, D] = layer `layer` of x_in[N, D] (N = rows->B * rows->T). x_out
  * may be x_in (in place) when `a` is not for the backward pass. */

@@ -48,7 +48,7 @@ struct Workspace {
     RopeTable rope;
     int32_t *pos;      /* [N] RoPE positions: 0..T-1 in each sequence */
     float *x;          /* [N, D] residual stream */
-    float *xn;         /* [N, D] final norm of x */
+    float *xn;         /* [N, D] final norm of x; scratch while layers run (the activations' own) */
     LayerActs acts;    /* one layer's activations, forward only */
     float *logits;     /* [N, vocab_chunk]: the head runs in vocabulary chunks */
     int vocab_chunk;
