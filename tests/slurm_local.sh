@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The sbatch workflow against a real Slurm controller on localhost:
-#  - installs slurm-wlm and munge from Debian when missing, starts a private
-#    munged (own key and socket), slurmctld and slurmd (own slurm.conf, state,
-#    spool, logs and ports in a temporary folder, SLURM_CONF points every
-#    command at it), one node of 4 CPUs (more than the machine has:
-#    SlurmdParameters=config_overrides), partition debug;
+#  - slurm/local-cluster.sh installs slurm-wlm and munge from Debian when
+#    missing, starts a private munged (own key and socket), slurmctld and
+#    slurmd (own slurm.conf, state, spool, logs and ports in a temporary
+#    folder, SLURM_CONF points every command at it), one node of 4 CPUs
+#    (more than the machine has: SlurmdParameters=config_overrides),
+#    partition debug;
 #  - a 4-task `srun hostname` job;
 #  - slurm/convert.sbatch (the shipped script, slurm/lib.sh's launcher)
 #    converts stories260K on 4 ranks (2 stages x 2 replicas), launched by
@@ -35,170 +36,17 @@ started=$SECONDS
 # shellcheck source=tests/lib.sh
 . "$here/lib.sh"
 
-# ---- 1. packages ----
-apt_s=0
-missing() { local c; for c in slurmctld slurmd munged munge unmunge sbatch srun sinfo squeue scontrol scancel; do
-    command -v "$c" >/dev/null || return 0; done; return 1; }
-if missing; then
-    t=$SECONDS
-    pkgs=(slurm-wlm slurm-client munge)
-    apt_log=$(mktemp)
-    apt_install() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${pkgs[@]}" >>"$apt_log" 2>&1; }
-    # the packages would start system munged/slurmctld/slurmd (and fail
-    # without a slurm.conf); policy-rc.d 101 tells invoke-rc.d not to
-    own_policy=""
-    if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1; fi
-    if ! apt_install; then apt-get -o DPkg::Lock::Timeout=300 update >>"$apt_log" 2>&1; apt_install; fi
-    if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
-    apt_s=$((SECONDS - t))
-    if missing; then
-        echo "FAIL  could not install ${pkgs[*]} with apt-get (${apt_s}s); last lines of its output:"
-        tail -n 15 "$apt_log" | sed 's/^/      | /'
-        rm -f "$apt_log"; exit 1
-    fi
-    rm -f "$apt_log"
-    ok "installed ${pkgs[*]} (${apt_s}s)"
-fi
-
-# ---- 2./3. private munged, slurmctld, slurmd ----
-work=$(mktemp -d)
-chmod 711 "$work"                 # munged wants every directory above its socket searchable by all
-mkdir -m 755 "$work/munge"
-mkdir -p "$work/state" "$work/spool" "$work/jobs"
-munged_pid="" ctld_pid="" slurmd_pid=""
-
-show_logs() {
-    local f
-    for f in munged.log slurmctld.log slurmctld.out slurmd.log slurmd.out; do
-        [ -s "$work/$f" ] || continue
-        echo "      --- $f (last lines)"
-        tail -n 12 "$work/$f" | sed 's/^/      | /'
-    done
-}
-die() { echo "FAIL  $*"; show_logs; exit 1; }
-stop_pid() { # pid: TERM, up to 10 s, then KILL
-    local p=$1
-    [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
-    kill -TERM "$p" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-    return 0
-}
-cleanup() {
-    local ids
-    if [ -n "$ctld_pid" ] && kill -0 "$ctld_pid" 2>/dev/null; then
-        ids=$(squeue -h -o %i 2>/dev/null)
-        if [ -n "$ids" ]; then
-            # shellcheck disable=SC2086 # one id per word
-            scancel $ids 2>/dev/null
-            for _ in $(seq 75); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.2; done
-        fi
-    fi
-    if [ -n "${SLURM_LOCAL_KEEP:-}" ]; then
-        mkdir -p "$SLURM_LOCAL_KEEP" && cp -r "$work"/*.log "$work"/*.out "$work/slurm.conf" "$work/jobs" "$SLURM_LOCAL_KEEP"/ 2>/dev/null
-    fi
-    stop_pid "$slurmd_pid"
-    stop_pid "$ctld_pid"
-    stop_pid "$munged_pid"
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# ---- 1.-3. packages; private munged, slurmctld, slurmd (slurm/local-cluster.sh) ----
+# shellcheck source=slurm/local-cluster.sh
+. "$repo/slurm/local-cluster.sh"
+trap local_cluster_stop EXIT
 trap 'exit 130' INT TERM
+local_cluster_start "$py" || exit 1
+work=$LC_WORK node=$LC_NODE
+# TM_REPO / TM_BIN reach every job: sbatch exports the environment
+export TM_REPO=$repo TM_BIN=$bin
 
-# munge: a fresh key and a socket of our own, so a system munged (if any) is left alone
-if command -v mungekey >/dev/null; then mungekey --create --keyfile="$work/munge.key" 2>"$work/munged.log"
-else dd if=/dev/urandom of="$work/munge.key" bs=1024 count=1 2>"$work/munged.log"; fi
-chmod 400 "$work/munge.key"
-sock=$work/munge/munge.sock
-munged --foreground --force --socket="$sock" --key-file="$work/munge.key" --pid-file="$work/munge/munged.pid" \
-    --log-file="$work/munged.log" --seed-file="$work/munged.seed" </dev/null >>"$work/munged.log" 2>&1 &
-munged_pid=$!
-for _ in $(seq 50); do [ -S "$sock" ] && break; kill -0 "$munged_pid" 2>/dev/null || break; sleep 0.1; done
-munge -S "$sock" -n 2>/dev/null | unmunge -S "$sock" >/dev/null 2>&1 || die "munged did not start (munge -n | unmunge fails)"
-ok "munged runs (munge -n | unmunge)"
-
-node=$(hostname -s 2>/dev/null || uname -n)
-node=${node%%.*}
-# two free TCP ports for slurmctld and slurmd (6817/6818 when python cannot tell)
-read -r ctld_port slurmd_port < <("$py" -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])' 2>/dev/null || echo 6817 6818)
-export SLURM_CONF=$work/slurm.conf
-cat >"$SLURM_CONF" <<EOF
-ClusterName=tmlocal
-SlurmctldHost=$node(127.0.0.1)
-SlurmctldPort=$ctld_port
-SlurmdPort=$slurmd_port
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket=$sock,cred_expire=10
-SlurmUser=root
-SlurmdUser=root
-StateSaveLocation=$work/state
-SlurmdSpoolDir=$work/spool
-SlurmctldPidFile=$work/slurmctld.pid
-SlurmdPidFile=$work/slurmd.pid
-SlurmctldLogFile=$work/slurmctld.log
-SlurmdLogFile=$work/slurmd.log
-SlurmctldDebug=info
-SlurmdDebug=info
-MailProg=/bin/true
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-SwitchType=switch/none
-ReturnToService=2
-# the node declares 4 CPUs whatever the hardware has (CI: 2 cores)
-SlurmdParameters=config_overrides
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
-KillWait=5
-MinJobAge=600
-# a requeued job may start again cred_expire s later (default 120); backfill looks every second
-SchedulerParameters=bf_interval=1
-NodeName=$node NodeAddr=127.0.0.1 CPUs=4 Boards=1 SocketsPerBoard=1 CoresPerSocket=4 ThreadsPerCore=1 RealMemory=1000 State=UNKNOWN
-PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
-EOF
-slurmctld -D -f "$SLURM_CONF" </dev/null >"$work/slurmctld.out" 2>&1 &
-ctld_pid=$!
-slurmd -D -f "$SLURM_CONF" -N "$node" </dev/null >"$work/slurmd.out" 2>&1 &
-slurmd_pid=$!
-state=""
-for _ in $(seq 300); do
-    state=$(sinfo -h -o %T 2>/dev/null)
-    [ "$state" = idle ] && break
-    kill -0 "$ctld_pid" 2>/dev/null || die "slurmctld exited at start"
-    kill -0 "$slurmd_pid" 2>/dev/null || die "slurmd exited at start"
-    sleep 0.2
-done
-[ "$state" = idle ] || die "node $node not idle after 60 s (sinfo says '${state:-nothing}')"
-ok "slurmctld + slurmd up on ports $ctld_port/$slurmd_port: node $node idle, $(sinfo -h -o %c) CPUs ($(getconf _NPROCESSORS_ONLN) real), in $((SECONDS - started - apt_s))s"
-
-# ---- helpers: submit, state, wait ----
-submit() { # sbatch args...: prints the job id (TM_REPO / TM_BIN reach the job: sbatch exports the environment)
-    local id
-    id=$(TM_REPO=$repo TM_BIN=$bin sbatch --parsable --chdir="$work/jobs" "$@") || return 1
-    echo "${id%%;*}"
-}
-job_state() { scontrol show job -o "$1" 2>/dev/null | sed -n 's/.* JobState=\([A-Z_]*\) .*/\1/p'; }
-job_restarts() { scontrol show job -o "$1" 2>/dev/null | sed -n 's/.* Restarts=\([0-9]*\) .*/\1/p'; }
-wait_job() { # id timeout_s [min_restarts]: prints the final state (or the last one seen)
-    local id=$1 n=$(($2 * 5)) s=""
-    while [ "$n" -gt 0 ]; do
-        s=$(job_state "$id")
-        if [ "$(job_restarts "$id")" -ge "${3:-0}" ]; then
-            case $s in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE|PREEMPTED) break ;; esac
-        fi
-        sleep 0.2; n=$((n - 1))
-    done
-    echo "${s:-unknown}"
-}
+# ---- helpers for the conversion jobs (submit, job_state, wait_job: slurm/local-cluster.sh) ----
 job_log() { echo "$work/jobs/tm-convert-$1.log"; }
 show_job_log() { [ -f "$1" ] && tail -n 15 "$1" | sed 's/^/      | /'; }
 # waits until job $1 runs and its log has a line matching $2; state in $s
@@ -309,5 +157,5 @@ if id=$(submit -n 4 "$job_script" "${args[@]}" "${slow[@]}" --stages 2 --save-pa
     fi
 else bad "sbatch (requeue test) refused"; fi
 
-echo "slurm_local: $fails failure(s), $((SECONDS - started))s ($((SECONDS - started - apt_s))s without apt)"
+echo "slurm_local: $fails failure(s), $((SECONDS - started))s ($((SECONDS - started - LC_APT_S))s without apt)"
 [ "$fails" -eq 0 ]
