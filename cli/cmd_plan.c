@@ -16,9 +16,9 @@
 #include "pipeline/plan.h"
 
 typedef struct {
-    const char *model_path, *preset_path, *mem_per_node, *stages, *dtype, *fit;
-    int nodes, ranks_per_node, qk_mqa_dim, q_lora_rank, kv_lora_rank, cal_seqlen, cal_batch, cal_nsamples, ppl_seqlen,
-        eval_batch;
+    const char *model_path, *preset_path, *mem_per_node, *stages, *dtype, *fit, *eval_dataset;
+    int nodes, ranks_per_node, qk_mqa_dim, q_lora_rank, kv_lora_rank, freqfold, cal_seqlen, cal_batch, cal_nsamples,
+        ppl_seqlen, eval_batch;
 } PlanArgs;
 
 static double gib(uint64_t b) { return b / 1073741824.0; }
@@ -122,11 +122,13 @@ static int plan_run(PlanArgs *a) {
         return tm_fail("--fit '%s': expected none, rotation or attention", a->fit);
     if (!strcmp(a->fit, "none")) cs.rorope_fit_steps = 0;
     if (strcmp(a->fit, "attention")) cs.attn_fit_steps = 0;
-    cs.freqfold = pre.freqfold;
-    PlanInputs in = {.dtype = dt, .cal_batch = a->cal_batch, .cal_seqlen = a->cal_seqlen, .eval_batch = a->eval_batch,
+    cs.freqfold = a->freqfold ? a->freqfold : pre.freqfold;
+    /* convert --eval-dataset none: no evaluation activations and no read-back of the export */
+    int eval_batch = a->eval_dataset && !strcmp(a->eval_dataset, "none") ? 0 : a->eval_batch;
+    PlanInputs in = {.dtype = dt, .cal_batch = a->cal_batch, .cal_seqlen = a->cal_seqlen, .eval_batch = eval_batch,
                      .ppl_seqlen = a->ppl_seqlen, .qk_mqa_dim = a->qk_mqa_dim, .q_lora_rank = a->q_lora_rank,
                      .cal_nsamples = a->cal_nsamples > 0 ? a->cal_nsamples : 128, .kv_lora_rank = a->kv_lora_rank,
-                     .fits = plan_fits_of(&cs)};
+                     .fits = plan_fits_of(&cs), .attention_copies = plan_attention_copies(&cs, eval_batch > 0)};
     printf("plan: %s (%s, %d layers, %s weights) on %d node%s x %d ranks = %d ranks", config, c.model_type, c.n_layers,
            tm_dtype_name(dt == TM_DTYPE_INVALID ? TM_BF16 : dt), a->nodes, a->nodes == 1 ? "" : "s", a->ranks_per_node,
            ranks);
@@ -166,6 +168,8 @@ int cmd_plan(int argc, char **argv) {
         {"qk-mqa-dim", ARG_POS_INT, &a.qk_mqa_dim, "r", "rope head width (default: the preset's, else 64)", 0},
         {"q-lora-rank", ARG_INT, &a.q_lora_rank, "Rq", "query low rank (default 0)", 0},
         {"kv-lora-rank", ARG_POS_INT, &a.kv_lora_rank, "R", "latent width (default: the preset's, else 512)", 0},
+        {"freqfold", ARG_POS_INT, &a.freqfold, "N", "frequencies per RoRoPE bucket, as given to convert (default: the "
+         "preset's, else auto: the rotation fit holds one more micro-batch to choose it)", 0},
         {"fit", ARG_STR, &a.fit, "WHAT", "none|rotation|attention: the per-layer fits the conversion runs, at "
          "convert's defaults (default attention)", 0},
         {"dtype", ARG_STR, &a.dtype, "T", "stored weight dtype F32|BF16|F16 (default: config.json's torch_dtype)", 0},
@@ -174,6 +178,8 @@ int cmd_plan(int argc, char **argv) {
         {"cal-nsamples", ARG_INT, &a.cal_nsamples, "K", "calibration samples (default 128)", 0},
         {"ppl-seqlen", ARG_SEQLEN, &a.ppl_seqlen, "N", "evaluation window (default 2048)", 0},
         {"eval-batch-size", ARG_POS_INT, &a.eval_batch, "B", "evaluation micro-batch (default 4)", 0},
+        {"eval-dataset", ARG_STR, &a.eval_dataset, "NAME", "as given to convert; none: the conversion evaluates "
+         "nothing (no evaluation activations, no read-back of the export)", 0},
     };
     const char *usage =
         "usage: transmla plan (--model-path DIR | --preset FILE) [--nodes N] [--ranks-per-node K] [--mem-per-node SIZE]\n"

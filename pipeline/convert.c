@@ -127,6 +127,12 @@ PlanFits plan_fits_of(const ConvertSettings *s) {
                       .attention_sequential = s->attn_fit_sequential, .attention_o = s->attn_fit_o};
 }
 
+/* Two while the freqfold search keeps the best candidate beside the next, or
+ * the published rotation's MLA is built beside the fitted one. */
+int plan_attention_copies(const ConvertSettings *s, int has_eval) {
+    return !s->freqfold || (s->rorope_fit_steps > 0 && has_eval && !s->skip_published_mla) ? 2 : 1;
+}
+
 static int make_plan(Run *r) {
     const ConvertSettings *s = r->s;
     PlanInputs in = {.stages = s->stages, .replicas = r->t.replicas, .dtype = r->cfg.torch_dtype,
@@ -134,7 +140,8 @@ static int make_plan(Run *r) {
                      .eval_batch = run_has_eval(s) ? s->eval_batch : 0, .ppl_seqlen = s->ppl_seqlen,
                      .qk_mqa_dim = s->qk_mqa_dim, .q_lora_rank = s->q_lora_rank, .mem_per_rank = s->mem_per_rank,
                      .cal_nsamples = s->cal_nsamples ? s->cal_nsamples : 128, .kv_lora_rank = s->kv_lora_rank,
-                     .fits = run_data_free(r) ? (PlanFits){0} : plan_fits_of(s)};
+                     .fits = run_data_free(r) ? (PlanFits){0} : plan_fits_of(s),
+                     .attention_copies = plan_attention_copies(s, run_has_eval(s))};
     if (plan_make(&r->plan, &r->cfg, &in)) return -1;
     r->first = r->plan.stage[r->t.stage].first;
     r->end = r->plan.stage[r->t.stage].end;
@@ -719,9 +726,11 @@ static int prepare(Run *r) {
     r->rep.settings = run_settings_json(r);
     r->rep.ppl = json_object();
     r->rep.seconds = json_object();
+    r->rep.peak_rss = json_object();
     json_object_set(r->rep.report, "settings", r->rep.settings);
     json_object_set(r->rep.report, "ppl", r->rep.ppl);
     json_object_set(r->rep.report, "seconds", r->rep.seconds);
+    json_object_set(r->rep.report, "peak_rss_after", r->rep.peak_rss); /* which stage raised the peak */
     if (open_state(r) || prepare_output(r)) return -1;
     dist_inject_failure("load");
     if (load_part(r)) return -1;
@@ -764,6 +773,7 @@ int convert_run(const ConvertSettings *s) {
     json_decref(r.rep.settings);
     json_decref(r.rep.ppl);
     json_decref(r.rep.seconds);
+    json_decref(r.rep.peak_rss);
     json_decref(r.rep.report);
     if (r.orig.w.layers) model_free(&r.orig);
     plan_free(&r.plan);

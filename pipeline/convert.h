@@ -49,6 +49,8 @@ typedef struct {
 void convert_settings_defaults(ConvertSettings *s);
 /* What the per-layer fits of s will hold, for pipeline/plan.h. */
 PlanFits plan_fits_of(const ConvertSettings *s);
+/* Copies of the converted attention the run holds at once (PlanInputs.attention_copies). */
+int plan_attention_copies(const ConvertSettings *s, int has_eval);
 
 /* convert_run's result when a stop was requested (SIGTERM/SIGUSR1, see
  * io/base/interrupt.h) and the progress is saved in save_path.work. */

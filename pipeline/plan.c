@@ -120,7 +120,7 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
             sp->flops_per_token += hf;
         }
         sp->stats_bytes = nl * stats1;
-        sp->convert_bytes = 2 * nl * attn1;
+        sp->convert_bytes = (uint64_t)(in->attention_copies ? in->attention_copies : 2) * nl * attn1;
         uint64_t fits = in->cal_batch > 0 ? fits_bytes(c, in, s == S - 1) : 0;
         sp->activation_bytes = fits > act ? fits : act;
         sp->peak_bytes = sp->weight_bytes + sp->stats_bytes + sp->convert_bytes + sp->activation_bytes;

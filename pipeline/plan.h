@@ -30,6 +30,8 @@ typedef struct {
     int cal_nsamples, kv_lora_rank; /* the fits' window pool (convert's 0, every window: 128 assumed) and
                                      * the converted latent width */
     PlanFits fits;
+    int attention_copies;          /* converted attention held at once: 2 while freqfold candidates or the
+                                    * published MLA sit beside the kept layers, else 1 (0: 2) */
     uint64_t mem_per_rank;         /* 0: no limit */
 } PlanInputs;
 
@@ -40,7 +42,7 @@ typedef struct {
                                     * end; file-backed pages the kernel can drop, so not in the peak */
     double flops_per_token;        /* forward, head included on the last stage */
     uint64_t stats_bytes;          /* float64 covariance sums of its layers, largest calibration step */
-    uint64_t convert_bytes;        /* float64 converted attention of its layers, two copies (freqfold search) */
+    uint64_t convert_bytes;        /* float64 converted attention of its layers, attention_copies of it */
     uint64_t activation_bytes;     /* the largest of: one micro-batch with the pipeline's send/receive
                                     * buffers, and each fit's rows, state and micro-batch */
     uint64_t peak_bytes;           /* the sum: the estimated peak of one rank */

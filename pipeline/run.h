@@ -23,7 +23,7 @@
 /* What the run reports, apart from what it computes with: the report's
  * JSON, stage timers, the largest memory held, the solvers' counts. */
 typedef struct {
-    json_t *report, *ppl, *seconds, *settings;
+    json_t *report, *ppl, *seconds, *settings, *peak_rss; /* peak_rss: rank 0's running peak after each stage */
     double t_stage;
     uint64_t mem_stats, mem_act, mem_attn; /* largest statistics, activations, converted attention held */
     int scalapack_calls, lapack_calls;

@@ -12,6 +12,7 @@
 #include "io/base/interrupt.h"
 #include "model/ppl.h"
 #include "pipeline/collect.h"
+#include "pipeline/output.h"
 #include "pipeline/run.h"
 #include "pipeline/stream.h"
 
@@ -28,7 +29,10 @@ void run_say(const Run *r, const char *fmt, ...) {
 
 void run_stage_done(Run *r, const char *stage) {
     double t = tm_now_s();
-    if (run_is_root(r)) json_object_set_new(r->rep.seconds, stage, json_real(t - r->rep.t_stage));
+    if (run_is_root(r)) {
+        json_object_set_new(r->rep.seconds, stage, json_real(t - r->rep.t_stage));
+        json_object_set_new(r->rep.peak_rss, stage, json_integer((json_int_t)output_peak_rss()));
+    }
     r->rep.t_stage = t;
 }
 
