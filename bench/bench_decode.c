@@ -21,6 +21,7 @@
 #include "io/base/error.h"
 #include "model/decode.h"
 #include "model/model.h"
+#include "model/threads.h"
 
 static int parse_list(const char *s, int *out, int max) {
     int n = 0;
@@ -62,6 +63,7 @@ static double decode_rate(const Model *m, int C, int B, int steps, double max_gi
 }
 
 int main(int argc, char **argv) {
+    threads_wait_passive(argv); /* as transmla runs */
     if (argc < 5) {
         fprintf(stderr, "usage: bench_decode NAME DEPTH GQA_DIR MLA_DIR [--contexts 1024,4096,16384] "
                         "[--batches 1,16] [--steps 6] [--max-cache-gib 6]\n");

@@ -18,6 +18,7 @@
 #include "io/base/clock.h"
 #include "io/base/error.h"
 #include "model/model.h"
+#include "model/threads.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static float urand(void) { /* xorshift64*, uniform in [-1, 1) */
@@ -91,6 +92,7 @@ static double time_sgemm(const ModelConfig *c, int M, double *flops) {
 }
 
 int main(int argc, char **argv) {
+    threads_wait_passive(argv); /* as transmla runs */
     const char *config = TRANSMLA_SOURCE_DIR "/configs/models/llama-3.2-1b.config.json", *dtype = "F32";
     int layers = 2, B = 8, T = 256, reps = 2, json = 0;
     for (int i = 1; i < argc; i++) {

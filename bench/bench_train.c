@@ -17,11 +17,18 @@
 #include "io/base/clock.h"
 #include "io/base/error.h"
 #include "io/base/rng.h"
+#include "model/threads.h"
 #include "train/metrics.h"
 #include "train/optim.h"
 #include "train/step.h"
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 int main(int argc, char **argv) {
+    threads_wait_passive(argv); /* as transmla runs */
     dist_init(&argc, &argv);
     if (argc < 2) {
         fprintf(stderr, "usage: bench_train MODEL_DIR [--seq-len L] [--batch-size B] [--steps N] [--train WHAT]\n");
@@ -64,22 +71,34 @@ int main(int argc, char **argv) {
     StepResult res;
     train_step_grads(&st, 0, &res); /* warm-up */
     adamw_step(&ps, &o, 0, o.lr, 1.0f);
-    double t0 = tm_now_s();
+    /* each timed step is followed by sgemm at the model's shape, so a step and
+     * its baseline see the same machine (a shared VM's speed drifts by tens
+     * of percent within a minute); the ratio reported is the median pair's */
+    int D = m.cfg.hidden_size, inter = m.cfg.intermediate_size;
+    double flops_step = train_flops_per_token(&m.cfg, T) * B * T, secs = 0.0;
+    double *ratio = mallocCheck((size_t)steps * sizeof *ratio), g_model = 0.0;
     for (int s = 1; s <= steps; s++) {
+        double t0 = tm_now_s();
         train_step_grads(&st, s, &res);
         adamw_step(&ps, &o, s, o.lr, clip_scale(res.grad_norm, o.max_grad_norm));
+        double dt = tm_now_s() - t0, g = measure_sgemm_gflops_at(B * T, inter, D, 0.3);
+        secs += dt;
+        g_model += g / steps;
+        ratio[s - 1] = flops_step / dt / 1e9 / g;
     }
-    double secs = tm_now_s() - t0, tokens = (double)steps * B * T;
-    double gflops = train_flops_per_token(&m.cfg, T) * tokens / secs / 1e9;
-    int D = m.cfg.hidden_size, inter = m.cfg.intermediate_size;
-    double g_square = measure_sgemm_gflops(1024, 0.5), g_model = measure_sgemm_gflops_at(B * T, inter, D, 0.5);
+    qsort(ratio, (size_t)steps, sizeof *ratio, cmp_double);
+    double tokens = (double)steps * B * T, gflops = flops_step * steps / secs / 1e9;
+    double median = steps % 2 ? ratio[steps / 2] : 0.5 * (ratio[steps / 2 - 1] + ratio[steps / 2]);
+    double g_square = measure_sgemm_gflops(1024, 0.5);
     printf("bench_train: %s  %d layers  hidden %d  train %s (%lld parameters)  %d x %d tokens per step\n", dir,
            m.cfg.n_layers, D, what_s, (long long)ps.total, B, T);
     printf("training:  %.0f tokens/s  %.1f GFLOP/s (model FLOPs)  loss %.4f  activations %.1f MiB\n",
            tokens / secs, gflops, res.loss, (double)st.bytes / (1 << 20));
-    printf("sgemm:     %.1f GFLOP/s at 1024^3, %.1f GFLOP/s at [%d x %d] x [%d x %d]^T (the MLP's up projection)\n",
-           g_square, g_model, B * T, D, inter, D);
-    printf("ratio:     training / sgemm(model shape) = %.2f\n", gflops / g_model);
+    printf("sgemm:     %.1f GFLOP/s at 1024^3, %.1f GFLOP/s at [%d x %d] x [%d x %d]^T (the MLP's up projection, "
+           "mean over the steps)\n", g_square, g_model, B * T, D, inter, D);
+    printf("ratio:     training / sgemm(model shape) = %.2f  (median of %d step/sgemm pairs, %.2f-%.2f)\n", median,
+           steps, ratio[0], ratio[steps - 1]);
+    free(ratio);
     train_step_free(&st);
     sampler_free(&sampler);
     train_rows_free(&rows);

@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "io/base/error.h"
+#include "model/threads.h"
 
 static const struct {
     const char *name;
@@ -32,6 +33,7 @@ static void usage(FILE *to) {
 }
 
 int main(int argc, char **argv) {
+    threads_wait_passive(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -1,6 +1,8 @@
 #include <hdf5.h>
 #include <mpi.h>
+#include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #ifdef TRANSMLA_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #endif
@@ -23,6 +25,8 @@ int cmd_version(int argc, char **argv) {
     printf("transmla 0.1.0\n");
     printf("  MPI:      %s\n", mpi);
     printf("  OpenBLAS: %s\n", openblas_get_config());
+    const char *wait = getenv("OMP_WAIT_POLICY");
+    printf("  OpenMP:   %d threads, wait policy %s\n", omp_get_max_threads(), wait ? wait : "default (spin, then sleep)");
     printf("  HDF5:     %u.%u.%u (parallel: %s)\n", maj, min, rel,
 #ifdef H5_HAVE_PARALLEL
            "yes"

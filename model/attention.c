@@ -14,6 +14,7 @@
 
 #include "io/base/checked.h"
 #include "model/attention.h"
+#include "model/attn_tile.h"
 #include "model/simd.h"
 #include "model/softcap.h"
 
@@ -28,13 +29,9 @@ typedef struct {
 
 /* First key row query row i of sequence b may see. */
 static inline int doc_lo(const KeyMask *mask, int b, int T, int i) {
-    int lo = 0;
-    if (mask->doc_start) {
-        lo = mask->doc_start[(int64_t)b * T + i];
-        if (lo < 0 || lo > i) tm_die("attention: doc_start %d of row %d is not in [0, %d]", lo, i, i);
-    }
-    if (mask->window > 0 && i - mask->window + 1 > lo) lo = i - mask->window + 1;
-    return lo;
+    const int32_t *row = mask->doc_start ? mask->doc_start + (int64_t)b * T : NULL;
+    if (row && (row[i] < 0 || row[i] > i)) tm_die("attention: doc_start %d of row %d is not in [0, %d]", row[i], i, i);
+    return tile_row_lo(row, mask->window, i);
 }
 
 /* Query rows [i0, i1) of sequence b: the first key any of them sees. */

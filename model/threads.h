@@ -1,0 +1,10 @@
+/* How the process's two thread pools, OpenMP's and OpenBLAS's, share the cores. */
+#ifndef TRANSMLA_MODEL_THREADS_H
+#define TRANSMLA_MODEL_THREADS_H
+
+/* Called first thing in main: re-executes the process once with
+ * OMP_WAIT_POLICY=PASSIVE unless the user set a policy or OpenMP runs one
+ * thread; returns when there is nothing to do or exec fails. */
+void threads_wait_passive(char **argv);
+
+#endif

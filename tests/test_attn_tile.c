@@ -1,0 +1,219 @@
+/* The tiled attention the CUDA kernel runs (model/attn_tile.h: key ranges of
+ * a query tile, the online softmax carried across key tiles), run on the CPU
+ * with the same helpers and compared with the CPU engine's attention_forward
+ * (blocked, with lse): outputs and log-sum-exps within 2e-6 relative (fp32
+ * both ways; the engine sums exp in double over whole rows, the tiles in
+ * float tile by tile). Cases: GQA heads, packed documents, a sliding
+ * window, gemma2's soft-cap, tiles that do not divide T, a key tile that a
+ * row sees none of. With --gpu (ctest gpu_attention, label gpu; CUDA
+ * builds): the same cases through the CUDA kernel against the CPU engine,
+ * exit 77 (skipped) when no GPU is visible. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/base/checked.h"
+#include "io/base/rng.h"
+#include "model/attention.h"
+#include "model/attn_tile.h"
+#ifdef TRANSMLA_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "model/cuda/attention_cuda.h"
+#endif
+
+typedef struct {
+    int B, T, H, G, dqk, dv, window;
+    float scale, cap;
+    const int32_t *doc_start;
+} Shape;
+
+/* What one GPU thread does for query row i of (b, h): walk the key tiles of
+ * its query tile [i0, i1), keep the online softmax, divide at the end. */
+static void tiled_row(float *o, float *lse, const float *qi, const float *kb, const float *vb, const Shape *s,
+                      const int32_t *doc_row, int i, int i0, int i1, int ktile, float *acc) {
+    int64_t ks = (int64_t)s->G * s->dqk, vs = (int64_t)s->G * s->dv;
+    int row_lo = tile_row_lo(doc_row, s->window, i);
+    TileSoftmax t = tile_softmax_start();
+    memset(acc, 0, (size_t)s->dv * sizeof *acc);
+    for (int j0 = tile_block_lo(doc_row, s->window, i0, i1); j0 < i1; j0 += ktile) {
+        int j1 = j0 + ktile < i1 ? j0 + ktile : i1, a = j0 > row_lo ? j0 : row_lo, z = j1 - 1 < i ? j1 - 1 : i;
+        float sc[64], mx = -INFINITY;
+        for (int j = a; j <= z; j++) {
+            float d = 0.0f;
+            for (int c = 0; c < s->dqk; c++) d += qi[c] * kb[j * ks + c];
+            sc[j - j0] = tile_score(d, s->scale, s->cap);
+            mx = sc[j - j0] > mx ? sc[j - j0] : mx;
+        }
+        float f = tile_softmax_rescale(&t, mx); /* no key of this tile seen: mx -inf, f 1 */
+        for (int c = 0; c < s->dv; c++) acc[c] *= f;
+        for (int j = a; j <= z; j++) {
+            float p = tile_softmax_add(&t, sc[j - j0]);
+            for (int c = 0; c < s->dv; c++) acc[c] += p * vb[j * vs + c];
+        }
+    }
+    for (int c = 0; c < s->dv; c++) o[c] = acc[c] / t.l;
+    *lse = tile_softmax_lse(&t);
+}
+
+static void tiled_attention(float *out, float *lse, const float *q, const float *k, const float *v, const Shape *s,
+                            int qtile, int ktile) {
+    int rep = s->H / s->G;
+    int64_t qs = (int64_t)s->H * s->dqk, os = (int64_t)s->H * s->dv;
+    float *acc = mallocCheck((size_t)s->dv * sizeof *acc);
+    for (int b = 0; b < s->B; b++)
+        for (int h = 0; h < s->H; h++) {
+            const int32_t *doc_row = s->doc_start ? s->doc_start + (int64_t)b * s->T : NULL;
+            const float *kb = k + (int64_t)b * s->T * s->G * s->dqk + (h / rep) * s->dqk;
+            const float *vb = v + (int64_t)b * s->T * s->G * s->dv + (h / rep) * s->dv;
+            for (int i0 = 0; i0 < s->T; i0 += qtile) {
+                int i1 = i0 + qtile < s->T ? i0 + qtile : s->T;
+                for (int i = i0; i < i1; i++) {
+                    int64_t row = (int64_t)b * s->T + i;
+                    tiled_row(out + row * os + h * s->dv, lse + row * s->H + h, q + row * qs + h * s->dqk, kb, vb, s,
+                              doc_row, i, i0, i1, ktile, acc);
+                }
+            }
+        }
+    free(acc);
+}
+
+/* uniform in [-2, 2): scores of a few units, so the softmax is far from flat */
+static float *random_floats(int64_t n, TmRng *r) {
+    float *x = mallocCheck((size_t)n * sizeof *x);
+    for (int64_t i = 0; i < n; i++) x[i] = (float)((rng_next(r) >> 11) * 0x1p-53 * 4.0 - 2.0);
+    return x;
+}
+
+static double rel_diff(const float *a, const float *b, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num = fmax(num, fabs((double)a[i] - b[i]));
+        den = fmax(den, fabs((double)b[i]));
+    }
+    return num / (den > 0 ? den : 1);
+}
+
+static int on_gpu; /* --gpu: the CUDA kernel in place of tiled_attention */
+
+#ifdef TRANSMLA_HAVE_CUDA
+static float *to_device(const void *x, size_t bytes) {
+    void *d = NULL;
+    assert_int_equal(cudaMalloc(&d, bytes ? bytes : 1), cudaSuccess);
+    if (x) assert_int_equal(cudaMemcpy(d, x, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    return d;
+}
+
+static void gpu_attention(float *out, float *lse, const float *q, const float *k, const float *v, const Shape *s) {
+    size_t rows = (size_t)s->B * s->T, fq = rows * s->H * s->dqk * 4, fk = rows * s->G * s->dqk * 4,
+           fv = rows * s->G * s->dv * 4, fo = rows * s->H * s->dv * 4, fl = rows * s->H * 4;
+    float *dq = to_device(q, fq), *dk = to_device(k, fk), *dv = to_device(v, fv), *dout = to_device(NULL, fo),
+          *dlse = to_device(NULL, fl);
+    int32_t *ddoc = s->doc_start ? (int32_t *)to_device(s->doc_start, rows * 4) : NULL;
+    assert_int_equal(cuda_attention_forward(dout, dlse, dq, dk, dv, s->B, s->T, s->H, s->G, s->dqk, s->dv, ddoc,
+                                            s->window, s->scale, s->cap, 0), 0);
+    assert_int_equal(cudaMemcpy(out, dout, fo, cudaMemcpyDeviceToHost), cudaSuccess);
+    assert_int_equal(cudaMemcpy(lse, dlse, fl, cudaMemcpyDeviceToHost), cudaSuccess);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dlse), cudaFree(ddoc);
+}
+#endif
+
+static void check(const Shape *s, int qtile, int ktile) {
+    TmRng r;
+    rng_seed(&r, 11);
+    int64_t rows = (int64_t)s->B * s->T;
+    float *q = random_floats(rows * s->H * s->dqk, &r), *k = random_floats(rows * s->G * s->dqk, &r), *v = random_floats(rows * s->G * s->dv, &r);
+    float *o1 = mallocCheck((size_t)(rows * s->H * s->dv) * sizeof(float)), *o2 = mallocCheck((size_t)(rows * s->H * s->dv) * sizeof(float));
+    float *l1 = mallocCheck((size_t)(rows * s->H) * sizeof(float)), *l2 = mallocCheck((size_t)(rows * s->H) * sizeof(float));
+    attention_forward(o1, l1, q, k, v, s->B, s->T, s->H, s->G, s->dqk, s->dv, s->doc_start, s->window, s->scale, s->cap);
+#ifdef TRANSMLA_HAVE_CUDA
+    if (on_gpu) gpu_attention(o2, l2, q, k, v, s);
+    else
+#endif
+        tiled_attention(o2, l2, q, k, v, s, qtile, ktile);
+    double dout = rel_diff(o2, o1, rows * s->H * s->dv), dlse = rel_diff(l2, l1, rows * s->H);
+    print_message("%s tiles %d x %d, window %d, cap %g, documents %s: out %.2e, lse %.2e\n", on_gpu ? "GPU" : "CPU", qtile, ktile, s->window,
+                  s->cap, s->doc_start ? "yes" : "no", dout, dlse);
+    double tol = on_gpu ? 1e-5 : 2e-6; /* the device's expf/logf are within 2 ulp, not correctly rounded */
+    assert_true(dout < tol);
+    assert_true(dlse < tol);
+    free(q), free(k), free(v), free(o1), free(o2), free(l1), free(l2);
+}
+
+static void plain_gqa(void **state) {
+    Shape s = {.B = 2, .T = 50, .H = 4, .G = 2, .dqk = 16, .dv = 12, .scale = 0.25f};
+    check(&s, 16, 16);
+    check(&s, 7, 13); /* tiles that divide nothing */
+}
+
+static void documents_window_softcap(void **state) {
+    int32_t doc[2 * 45];
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < 45; i++) doc[b * 45 + i] = i < 10 ? 0 : i < 31 ? 10 : 31 - 5 * b; /* b=1: doc starts at 26 */
+    Shape s = {.B = 2, .T = 45, .H = 6, .G = 3, .dqk = 8, .dv = 8, .scale = 0.3f, .doc_start = doc};
+    check(&s, 8, 8); /* rows of the third document see no key of the first tiles */
+    s.window = 5;
+    check(&s, 16, 4);
+    s.cap = 2.0f;
+    check(&s, 5, 9);
+    s.doc_start = NULL;
+    check(&s, 64, 64);
+}
+
+/* tile_block_lo is the least row_lo of the tile, by brute force. */
+static void block_lo_is_least_row_lo(void **state) {
+    int32_t doc[40];
+    for (int i = 0; i < 40; i++) doc[i] = i < 13 ? 0 : i < 22 ? 13 : 22;
+    for (int w = 0; w < 8; w += 3)
+        for (int i0 = 0; i0 < 40; i0++)
+            for (int i1 = i0 + 1; i1 <= 40; i1++) {
+                int lo = i0;
+                for (int i = i0; i < i1; i++) lo = tile_row_lo(doc, w, i) < lo ? tile_row_lo(doc, w, i) : lo;
+                assert_int_equal(tile_block_lo(doc, w, i0, i1), lo);
+            }
+}
+
+/* The recurrence alone: scores in any tile order give the lse of the whole. */
+static void softmax_recurrence(void **state) {
+    float s[9] = {0.3f, -2.0f, 5.0f, 1.0f, -INFINITY, 4.5f, 0.0f, -1.0f, 2.0f};
+    double ref = 0;
+    for (int j = 0; j < 9; j++) ref += exp(s[j] - 5.0);
+    ref = 5.0 + log(ref);
+    TileSoftmax t = tile_softmax_start();
+    for (int j0 = 0; j0 < 9; j0 += 2) {
+        float mx = -INFINITY;
+        for (int j = j0; j < j0 + 2 && j < 9; j++) mx = s[j] > mx ? s[j] : mx;
+        tile_softmax_rescale(&t, mx);
+        for (int j = j0; j < j0 + 2 && j < 9; j++) tile_softmax_add(&t, s[j]);
+    }
+    assert_true(fabs(tile_softmax_lse(&t) - ref) < 1e-6);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--gpu")) {
+        int n = 0;
+#ifdef TRANSMLA_HAVE_CUDA
+        if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
+#endif
+        if (n == 0) {
+            printf("gpu_attention: skipped, no GPU visible (or CUDA not compiled in)\n");
+            return 77;
+        }
+        on_gpu = 1;
+        const struct CMUnitTest gpu[] = {cmocka_unit_test(plain_gqa), cmocka_unit_test(documents_window_softcap)};
+        return cmocka_run_group_tests(gpu, NULL, NULL);
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(plain_gqa),
+        cmocka_unit_test(documents_window_softcap),
+        cmocka_unit_test(block_lo_is_least_row_lo),
+        cmocka_unit_test(softmax_recurrence),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
