@@ -5,7 +5,7 @@ usage: make_random_model.py OUT_DIR --layers 2 [--preset qwen2.5-72b] [--vocab 1
 
 The preset fixes the real layer shapes (Qwen2.5-72B: hidden 8192, 64 heads,
 8 kv heads, head_dim 128, intermediate 29568, q/k/v biases); the vocabulary
-is cut (default 1024) because the embedding and head are not part of the
+is cut (default 1024; the real one for memory measurements) because the embedding and head are not part of the
 per-layer conversion being measured. Tensors are streamed to disk one at a
 time, so memory stays at one tensor. --mla R writes the converted shape
 instead: a DeepSeek-V3 (MLA) model with the preset's hidden size, heads and
@@ -120,7 +120,10 @@ def main():
                    num_experts_per_tok=None, n_shared_experts=None, rope_scaling=None)
     json.dump(cfg, open(os.path.join(a.out, "config.json"), "w"), indent=2)
     rng2 = np.random.default_rng(a.seed + 1)
-    rng2.integers(0, a.vocab, 1 << 16, dtype=np.uint16).tofile(os.path.join(a.out, "calib.u16"))
+    # calibration ids: calib.u16, or calib.u32 when the vocabulary needs 32 bits (--token-dtype u32)
+    wide = a.vocab > 1 << 16
+    ids = rng2.integers(0, a.vocab, 1 << 16, dtype=np.uint32 if wide else np.uint16)
+    ids.astype("<u4" if wide else "<u2").tofile(os.path.join(a.out, "calib.u32" if wide else "calib.u16"))
 
 
 if __name__ == "__main__":

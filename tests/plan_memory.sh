@@ -16,11 +16,11 @@ M=$SRC/data/models/bytelm-dev
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-settings=(--qk-mqa-dim 32 --kv-lora-rank 64 --cal-nsamples 16 --ppl-seqlen 512)
-# no evaluation: reading the export back maps it next to the original,
-# file-backed pages that plan lists apart from the peak
-convert=(convert --model-path "$M" --cal-tokens "$M/calib.u16" --eval-dataset none --attn-fit-steps 2
-         --rorope-fit-steps 2 --quiet "${settings[@]}")
+# no evaluation (plan is told so): reading the export back maps it next to
+# the original, file-backed pages that plan lists apart from the peak
+settings=(--qk-mqa-dim 32 --kv-lora-rank 64 --cal-nsamples 16 --eval-dataset none)
+convert=(convert --model-path "$M" --cal-tokens "$M/calib.u16" --attn-fit-steps 2 --rorope-fit-steps 2 --quiet
+         "${settings[@]}")
 check() { # RANKS PLAN_OUTPUT REPORT
     "$PY" - "$@" <<'PYEOF'
 import json, sys
