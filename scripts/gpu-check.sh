@@ -1,30 +1,54 @@
 #!/usr/bin/env bash
 # One command for a machine with an NVIDIA GPU and this repository (issue 24,
 # Part B): installs the Debian packages, builds with CUDA on (sm_90 + PTX)
-# into build-gpu/, runs the ctest label gpu and prints one summary. Needs
-# nvcc and cuBLAS (CUDA 13) under /usr/local/cuda or on PATH. What runs on
-# the GPU today: the attention kernel (gpu_attention) against the CPU engine.
+# into build-gpu/, runs the gpu tests (ctest label gpu: the attention kernel
+# and the whole forward against the CPU engine) and the GPU forward
+# benchmark, and prints one summary. Needs nvcc and cuBLAS (CUDA 13) under
+# /usr/local/cuda or on PATH.
 #   bash scripts/gpu-check.sh
+# On a GPU machine that can neither install nor build, run what
+# scripts/gpu-bundle.sh packed on a machine that can (same CPU architecture;
+# cuBLAS comes from the GPU machine's CUDA):
+#   bash scripts/gpu-check.sh --prebuilt .gpu/bundle.tar.xz
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 t0=$SECONDS
 log=$(mktemp)
 summary() { echo "gpu-check: $*  ($((SECONDS - t0)) s)"; }
-if ! command -v cmake >/dev/null || ! pkg-config --exists scalapack-openmpi 2>/dev/null; then
-    bash scripts/install-deps.sh >"$log" 2>&1 || { tail -n 20 "$log"; summary "FAIL: install-deps.sh"; exit 1; }
-fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /' ||
     echo "gpu: nvidia-smi not found"
-if ! cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTRANSMLA_CUDA=ON >"$log" 2>&1 ||
-    ! cmake --build build-gpu -j"$(nproc)" >>"$log" 2>&1; then
-    tail -n 30 "$log"
-    summary "FAIL: build with -DTRANSMLA_CUDA=ON"
-    exit 1
+fails=0
+run() { # NAME COMMAND...: one gpu program, its lines kept, its exit counted
+    local name=$1 rc
+    shift
+    "$@" >"$log" 2>&1
+    rc=$?
+    sed "s/^/$name: /" "$log"
+    [ $rc -eq 0 ] || { echo "$name: FAIL (exit $rc)"; fails=$((fails + 1)); }
+}
+if [ "${1:-}" = "--prebuilt" ]; then
+    dir=$(mktemp -d)
+    tar -C "$dir" -xJf "${2:?--prebuilt wants the archive gpu-bundle.sh made}" || { summary "FAIL: unpacking $2"; exit 1; }
+    cuda_lib=$(dirname "$(ldconfig -p | awk '/libcublas\.so\.13 /{print $NF; exit}')")
+    [ -d /usr/local/cuda/lib64 ] && cuda_lib=/usr/local/cuda/lib64
+    export LD_LIBRARY_PATH=$dir/lib:$cuda_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    run gpu_attention "$dir/bin/test_attn_tile" --gpu
+    run gpu_model "$dir/bin/test_gpu_model" "$dir/fixtures" data/models/bytelm-dev
+    run bench_gpu_forward "$dir/bin/bench_gpu_forward" ${GPU_BENCH_ARGS:-}
+else
+    if ! command -v cmake >/dev/null || ! pkg-config --exists scalapack-openmpi 2>/dev/null; then
+        bash scripts/install-deps.sh >"$log" 2>&1 || { tail -n 20 "$log"; summary "FAIL: install-deps.sh"; exit 1; }
+    fi
+    if ! cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTRANSMLA_CUDA=ON >"$log" 2>&1 ||
+        ! cmake --build build-gpu -j"$(nproc)" >>"$log" 2>&1; then
+        tail -n 30 "$log"
+        summary "FAIL: build with -DTRANSMLA_CUDA=ON"
+        exit 1
+    fi
+    build-gpu/transmla version | sed -n 's/^  CUDA: */cuda: /p'
+    run ctest bash -c "cd build-gpu && ctest -L gpu --output-on-failure && ! grep -q '\*\*\*Skipped' Testing/Temporary/LastTest.log"
+    run bench_gpu_forward build-gpu/bench_gpu_forward ${GPU_BENCH_ARGS:-}
 fi
-build-gpu/transmla version | sed -n 's/^  CUDA: */cuda: /p'
-(cd build-gpu && ctest -L gpu --output-on-failure -V) >"$log" 2>&1
-rc=$?
-grep -E "^[0-9]+: (GPU|gpu_)|tests passed|Skipped|Failed|Passed" "$log" | sed 's/^[0-9]*: //'
-if [ $rc -ne 0 ]; then tail -n 30 "$log"; summary "FAIL: ctest -L gpu"; exit 1; fi
-grep -q "Skipped" "$log" && { summary "gpu tests SKIPPED (no GPU visible)"; exit 1; }
+grep -h "ratio" "$log" | sed 's/^/bench: /'
+[ $fails -eq 0 ] || { summary "FAIL: $fails gpu program(s) failed"; exit 1; }
 summary "ok: every gpu test passed"

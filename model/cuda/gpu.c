@@ -1,0 +1,163 @@
+/* GPU context, device memory, weights and the GEMM (gpu.h). */
+#include "model/cuda/gpu.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "model/cuda/kernels.h"
+
+static int cuda_fail(const char *what, cudaError_t e) {
+    return tm_fail("CUDA: %s: %s", what, cudaGetErrorString(e));
+}
+
+int gpu_count(void) {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
+void gpu_describe(char *buf, size_t n) {
+    int runtime = 0, count = 0;
+    cudaRuntimeGetVersion(&runtime);
+    cudaError_t e = cudaGetDeviceCount(&count);
+    int k = snprintf(buf, n, "runtime %d.%d, ", runtime / 1000, runtime % 1000 / 10);
+    if (e != cudaSuccess) {
+        snprintf(buf + k, n - (size_t)k, "no GPU visible (%s)", cudaGetErrorString(e));
+        return;
+    }
+    k += snprintf(buf + k, n - (size_t)k, "%d GPU(s)", count);
+    for (int d = 0; d < count && (size_t)k < n; d++) {
+        struct cudaDeviceProp p;
+        if (cudaGetDeviceProperties(&p, d) != cudaSuccess) break;
+        k += snprintf(buf + k, n - (size_t)k, "%s %s (sm_%d%d, %.0f GiB)", d ? "," : ":", p.name, p.major, p.minor,
+                      (double)p.totalGlobalMem / (1 << 30));
+    }
+}
+
+int gpu_ctx_init(GpuCtx *g, int device, GpuPrecision precision) {
+    memset(g, 0, sizeof *g);
+    g->device = device;
+    g->precision = precision;
+    int count = gpu_count();
+    if (count == 0) return tm_fail("--device cuda: no GPU is visible to this process");
+    if (device < 0 || device >= count) return tm_fail("--device cuda: GPU %d asked for, %d visible", device, count);
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess) return cuda_fail("cudaSetDevice", e);
+    cudaStream_t s;
+    if ((e = cudaStreamCreate(&s)) != cudaSuccess)
+        return cuda_fail("cudaStreamCreate", e);
+    g->stream = s;
+    cublasHandle_t h;
+    cublasStatus_t st = cublasCreate(&h);
+    if (st != CUBLAS_STATUS_SUCCESS) return tm_fail("cuBLAS: cublasCreate: %s", cublasGetStatusString(st));
+    cublasSetStream(h, s);
+    g->blas = h;
+    return 0;
+}
+
+void gpu_ctx_free(GpuCtx *g) {
+    if (g->blas) cublasDestroy((cublasHandle_t)g->blas);
+    if (g->stream) cudaStreamDestroy((cudaStream_t)g->stream);
+    gpu_free(g->scratch16);
+    memset(g, 0, sizeof *g);
+}
+
+int gpu_sync(GpuCtx *g) {
+    cudaError_t e = cudaStreamSynchronize((cudaStream_t)g->stream);
+    if (e == cudaSuccess) e = cudaGetLastError();
+    return e == cudaSuccess ? 0 : cuda_fail("a kernel on the stream", e);
+}
+
+void *gpu_alloc(size_t bytes) {
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) tm_die("CUDA: cudaMalloc of %zu bytes: %s", bytes, cudaGetErrorString(e));
+    return p;
+}
+
+void gpu_free(void *p) {
+    if (p) cudaFree(p);
+}
+
+void gpu_upload(void *dst, const void *src, size_t bytes) {
+    cudaError_t e = cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) tm_die("CUDA: copy of %zu bytes to the GPU: %s", bytes, cudaGetErrorString(e));
+}
+
+void gpu_download(void *dst, const void *src, size_t bytes) {
+    cudaError_t e = cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost);
+    if (e != cudaSuccess) tm_die("CUDA: copy of %zu bytes from the GPU: %s", bytes, cudaGetErrorString(e));
+}
+
+float *gpu_upload_f32(const float *src, int64_t n) {
+    if (!src) return NULL;
+    float *d = gpu_alloc((size_t)n * sizeof(float));
+    gpu_upload(d, src, (size_t)n * sizeof(float));
+    return d;
+}
+
+enum { PANEL = 1 << 22 }; /* elements converted on the host at a time */
+
+void gpu_mat_upload(GpuMat *m, const GpuCtx *g, const Tensor *t) {
+    memset(m, 0, sizeof *m);
+    if (!t->data) return;
+    m->rows = t->rows;
+    m->cols = t->cols;
+    m->bf16 = g->precision == GPU_BF16;
+    int64_t n = t->rows * t->cols;
+    size_t es = m->bf16 ? 2 : 4;
+    m->data = gpu_alloc((size_t)n * es);
+    float *panel = mallocCheck((size_t)(n < PANEL ? n : PANEL) * sizeof(float));
+    for (int64_t at = 0; at < n; at += PANEL) {
+        int64_t k = n - at < PANEL ? n - at : PANEL;
+        tensor_to_f32(t, at, k, panel);
+        if (m->bf16) {
+            uint16_t *h = tensor_f32_to_16bit(panel, k, TM_BF16);
+            gpu_upload((char *)m->data + at * 2, h, (size_t)k * 2);
+            free(h);
+        } else {
+            gpu_upload((char *)m->data + at * 4, panel, (size_t)k * 4);
+        }
+    }
+    free(panel);
+}
+
+void gpu_mat_free(GpuMat *m) {
+    gpu_free(m->data);
+    memset(m, 0, sizeof *m);
+}
+
+size_t gpu_mat_bytes(const GpuMat *m) { return m->data ? (size_t)(m->rows * m->cols) * (m->bf16 ? 2 : 4) : 0; }
+
+/* Row-major out[N, rows] = inp[N, cols] W^T is, column-major,
+ * out^T [rows, N] = W^T^T (W read as [cols, rows], transposed) x inp^T [cols, N]. */
+int gpu_linear(GpuCtx *g, float *out, const float *inp, const GpuMat *W, const float *bias, int N, int accumulate) {
+    if (N == 0) return 0;
+    cublasHandle_t h = (cublasHandle_t)g->blas;
+    cudaStream_t s = (cudaStream_t)g->stream;
+    int m = (int)W->rows, k = (int)W->cols;
+    float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    const void *b = inp;
+    cudaDataType bt = CUDA_R_32F;
+    if (W->bf16) {
+        size_t need = (size_t)N * k;
+        if (need > g->scratch16_n) {
+            gpu_free(g->scratch16);
+            g->scratch16 = gpu_alloc(need * 2);
+            g->scratch16_n = need;
+        }
+        cuda_to_bf16(g->scratch16, inp, (int64_t)need, s);
+        b = g->scratch16;
+        bt = CUDA_R_16BF;
+    }
+    cublasStatus_t st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, N, k, &one, W->data, bt, k, b, bt, k, &beta, out,
+                                     CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return tm_fail("cuBLAS: cublasGemmEx [%d x %d] x [%d x %d]^T: %s", N, k, m, k, cublasGetStatusString(st));
+    if (bias) cuda_add_bias(out, bias, N, m, s);
+    return 0;
+}

@@ -1,0 +1,62 @@
+/* The GPU a rank works on: its stream, cuBLAS handle and bf16 scratch, the
+ * weights it holds (GpuMat) and the one GEMM every linear layer on the GPU
+ * goes through (issue 24). Plain C over the CUDA runtime and cuBLAS; the
+ * kernels live in model/cuda/kernels.cu. Functions returning int give 0, or
+ * -1 with tm_error() naming the CUDA or cuBLAS call and its error. */
+#ifndef TM_MODEL_CUDA_GPU_H
+#define TM_MODEL_CUDA_GPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/tensor.h"
+
+/* How the GEMMs multiply: fp32 weights and inputs with fp32 arithmetic (no
+ * TF32; the CPU engine's results to rounding), or bf16 weights and inputs
+ * (the inputs rounded on the fly) with fp32 accumulation: the fast path. */
+typedef enum { GPU_FP32, GPU_BF16 } GpuPrecision;
+
+typedef struct {
+    int device;
+    GpuPrecision precision;
+    void *stream; /* cudaStream_t */
+    void *blas;   /* cublasHandle_t */
+    uint16_t *scratch16; /* bf16 copy of a GEMM's input */
+    size_t scratch16_n;
+} GpuCtx;
+
+/* Number of GPUs visible (0 when none or no driver). */
+int gpu_count(void);
+/* One line naming the GPUs visible, for `transmla version`. */
+void gpu_describe(char *buf, size_t n);
+int gpu_ctx_init(GpuCtx *g, int device, GpuPrecision precision);
+void gpu_ctx_free(GpuCtx *g);
+/* Waits for the stream; reports any error a kernel left. */
+int gpu_sync(GpuCtx *g);
+
+/* Device memory; gpu_alloc dies (one line naming the size) when it fails,
+ * as mallocCheck does. */
+void *gpu_alloc(size_t bytes);
+void gpu_free(void *p);
+void gpu_upload(void *dst, const void *src, size_t bytes);
+void gpu_download(void *dst, const void *src, size_t bytes);
+/* fp32 vector of n on the device; NULL for NULL. */
+float *gpu_upload_f32(const float *src, int64_t n);
+
+/* A weight [rows, cols] on the device in the context's precision. */
+typedef struct {
+    void *data;
+    int bf16;
+    int64_t rows, cols;
+} GpuMat;
+
+/* Copies (and converts) t, panel by panel so the host never holds a full
+ * fp32 copy; a tensor without data gives an empty GpuMat. */
+void gpu_mat_upload(GpuMat *m, const GpuCtx *g, const Tensor *t);
+void gpu_mat_free(GpuMat *m);
+size_t gpu_mat_bytes(const GpuMat *m);
+
+/* matmul_forward on the device: out[N, rows] (=|+=) inp[N, cols] W^T (+ bias). */
+int gpu_linear(GpuCtx *g, float *out, const float *inp, const GpuMat *W, const float *bias, int N, int accumulate);
+
+#endif

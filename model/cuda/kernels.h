@@ -1,0 +1,35 @@
+/* The elementwise and per-row kernels of a layer on the GPU
+ * (model/cuda/kernels.cu), each the device twin of a CPU function named
+ * beside it; all queued on `stream`, on device pointers, fp32 activations.
+ * Errors surface at the next synchronisation (cuda_check). */
+#ifndef TM_MODEL_CUDA_KERNELS_H
+#define TM_MODEL_CUDA_KERNELS_H
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* rmsnorm_forward over `rows` rows of width C (a per-head norm is rows =
+ * N * heads, C = head_dim); out may be x. */
+void cuda_rmsnorm(float *out, const float *x, const float *weight, int64_t rows, int C, float eps, cudaStream_t s);
+/* rope_forward_pos: rows [0, N) of row_stride floats at positions pos[row],
+ * n_heads spans of 2*half dims at h * head_stride + offset; cos/sin [max_pos, half]. */
+void cuda_rope(float *x, int64_t row_stride, const float *cos_t, const float *sin_t, int half, int64_t N,
+               const int32_t *pos, int n_heads, int head_stride, int offset, int interleave, cudaStream_t s);
+/* gate[i] = act(gate[i]) * up[i]: silu (swiglu_forward) or gelu_tanh (geglu_forward). */
+void cuda_glu(float *gate, const float *up, int64_t n, int gelu, cudaStream_t s);
+/* out[r, c] += bias[c] over N rows of width C. */
+void cuda_add_bias(float *out, const float *bias, int64_t N, int C, cudaStream_t s);
+/* x[i] += y[i]. */
+void cuda_add(float *x, const float *y, int64_t n, cudaStream_t s);
+/* out[i] = bf16(in[i]), round to nearest even (tm_f32_to_bf16). */
+void cuda_to_bf16(uint16_t *out, const float *in, int64_t n, cudaStream_t s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

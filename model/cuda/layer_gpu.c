@@ -1,0 +1,154 @@
+/* One GQA layer on the GPU (layer_gpu.h), step for step model/layer.c's
+ * forward with gqa.c's attention block. */
+#include "model/cuda/layer_gpu.h"
+
+#include <string.h>
+
+#include "io/base/error.h"
+#include "model/cuda/attention_cuda.h"
+#include "model/cuda/kernels.h"
+
+int gpu_layer_upload(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L, int layer) {
+    memset(gl, 0, sizeof *gl);
+    if (hf_config_is_mla(c)) return tm_fail("--device cuda: %s (MLA) layers are not on the GPU yet", c->model_type);
+    if (hf_config_layer_is_moe(c, layer))
+        return tm_fail("--device cuda: layer %d of %s is a MoE layer, not on the GPU yet", layer, c->model_type);
+    if (L->qk_rinv_fixed) return tm_fail("--device cuda: a linearised QK-norm is not on the GPU");
+    const Tensor *mats[] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+    GpuMat *dev[] = {&gl->q, &gl->k, &gl->v, &gl->o, &gl->gate, &gl->up, &gl->down};
+    for (int i = 0; i < 7; i++) {
+        gpu_mat_upload(dev[i], g, mats[i]);
+        gl->bytes += gpu_mat_bytes(dev[i]);
+    }
+    int D = c->hidden_size, I = c->intermediate_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    struct {
+        float **dst;
+        const float *src;
+        int n;
+    } vecs[] = {{&gl->q_bias, L->q_bias, qd},           {&gl->k_bias, L->k_bias, kvd},
+                {&gl->v_bias, L->v_bias, kvd},          {&gl->o_bias, L->o_bias, D},
+                {&gl->gate_bias, L->gate_bias, I},      {&gl->up_bias, L->up_bias, I},
+                {&gl->down_bias, L->down_bias, D},      {&gl->input_norm, L->input_norm, D},
+                {&gl->post_norm, L->post_norm, D},      {&gl->attn_out_norm, L->attn_out_norm, D},
+                {&gl->mlp_out_norm, L->mlp_out_norm, D}, {&gl->q_head_norm, L->q_head_norm, c->head_dim},
+                {&gl->k_head_norm, L->k_head_norm, c->head_dim}};
+    for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++) {
+        *vecs[i].dst = gpu_upload_f32(vecs[i].src, vecs[i].n);
+        if (vecs[i].src) gl->bytes += (size_t)vecs[i].n * sizeof(float);
+    }
+    return 0;
+}
+
+void gpu_layer_free(GpuLayer *gl) {
+    GpuMat *dev[] = {&gl->q, &gl->k, &gl->v, &gl->o, &gl->gate, &gl->up, &gl->down};
+    for (int i = 0; i < 7; i++) gpu_mat_free(dev[i]);
+    float *vecs[] = {gl->q_bias,     gl->k_bias,        gl->v_bias,       gl->o_bias,       gl->gate_bias,
+                     gl->up_bias,    gl->down_bias,     gl->input_norm,   gl->post_norm,    gl->attn_out_norm,
+                     gl->mlp_out_norm, gl->q_head_norm, gl->k_head_norm};
+    for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++) gpu_free(vecs[i]);
+    memset(gl, 0, sizeof *gl);
+}
+
+void gpu_rows_upload(GpuRowsBuf *b, GpuRows *rows, const RopeTable *rt, int B, int T, const int32_t *pos,
+                     const int32_t *doc_start) {
+    size_t tab = (size_t)rt->max_pos * rt->half, n = (size_t)B * T;
+    b->cos = gpu_upload_f32(rt->cos, (int64_t)tab);
+    b->sin = gpu_upload_f32(rt->sin, (int64_t)tab);
+    b->pos = gpu_alloc(n * sizeof(int32_t));
+    gpu_upload(b->pos, pos, n * sizeof(int32_t));
+    b->doc_start = NULL;
+    if (doc_start) {
+        b->doc_start = gpu_alloc(n * sizeof(int32_t));
+        gpu_upload(b->doc_start, doc_start, n * sizeof(int32_t));
+    }
+    *rows = (GpuRows){.B = B, .T = T, .pos = b->pos, .doc_start = b->doc_start, .rope_cos = b->cos,
+                      .rope_sin = b->sin, .rope_half = rt->half};
+}
+
+void gpu_rows_free(GpuRowsBuf *b) {
+    gpu_free(b->cos);
+    gpu_free(b->sin);
+    gpu_free(b->pos);
+    gpu_free(b->doc_start);
+    memset(b, 0, sizeof *b);
+}
+
+static float *acts_buf(GpuActs *a, size_t n) {
+    a->bytes += n * sizeof(float);
+    return gpu_alloc(n * sizeof(float));
+}
+
+void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
+    memset(a, 0, sizeof *a);
+    size_t n = (size_t)N, D = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    a->N = N;
+    a->xn = acts_buf(a, n * D);
+    a->q = acts_buf(a, n * qd);
+    a->k = acts_buf(a, n * kvd);
+    a->v = acts_buf(a, n * kvd);
+    a->att = acts_buf(a, n * qd);
+    a->h1 = acts_buf(a, n * I);
+    a->h2 = acts_buf(a, n * I);
+    if (c->sandwich_norms) a->o = acts_buf(a, n * D);
+}
+
+void gpu_acts_free(GpuActs *a) {
+    float *all[] = {a->xn, a->q, a->k, a->v, a->att, a->h1, a->h2, a->o};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) gpu_free(all[i]);
+    memset(a, 0, sizeof *a);
+}
+
+/* The attention block of xn added into out (o_proj included). */
+static int attention_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int layer, const float *xn, float *out,
+                           int accumulate, const GpuRows *r, GpuActs *a) {
+    cudaStream_t s = (cudaStream_t)g->stream;
+    int N = r->B * r->T, H = c->n_heads, G = c->n_kv_heads, d = c->head_dim;
+    float eps = (float)c->rms_norm_eps;
+    if (gpu_linear(g, a->q, xn, &gl->q, gl->q_bias, N, 0) || gpu_linear(g, a->k, xn, &gl->k, gl->k_bias, N, 0) ||
+        gpu_linear(g, a->v, xn, &gl->v, gl->v_bias, N, 0))
+        return -1;
+    if (c->qk_norm) {
+        cuda_rmsnorm(a->q, a->q, gl->q_head_norm, (int64_t)N * H, d, eps, s);
+        cuda_rmsnorm(a->k, a->k, gl->k_head_norm, (int64_t)N * G, d, eps, s);
+    }
+    cuda_rope(a->q, (int64_t)H * d, r->rope_cos, r->rope_sin, r->rope_half, N, r->pos, H, d, 0, 0, s);
+    cuda_rope(a->k, (int64_t)G * d, r->rope_cos, r->rope_sin, r->rope_half, N, r->pos, G, d, 0, 0, s);
+    if (cuda_attention_forward(a->att, NULL, a->q, a->k, a->v, r->B, r->T, H, G, d, d, r->doc_start,
+                               hf_config_layer_window(c, layer), (float)hf_config_attn_scale(c),
+                               (float)c->attn_softcap, s))
+        return tm_fail("CUDA: the attention kernel did not launch (head_dim %d)", d);
+    return gpu_linear(g, out, a->att, &gl->o, gl->o_bias, N, accumulate);
+}
+
+static int mlp_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const float *xn, float *out, int accumulate,
+                     int N, GpuActs *a) {
+    if (gpu_linear(g, a->h1, xn, &gl->gate, gl->gate_bias, N, 0) || gpu_linear(g, a->h2, xn, &gl->up, gl->up_bias, N, 0))
+        return -1;
+    cuda_glu(a->h1, a->h2, (int64_t)N * c->intermediate_size, c->gelu_mlp, (cudaStream_t)g->stream);
+    return gpu_linear(g, out, a->h1, &gl->down, gl->down_bias, N, accumulate);
+}
+
+int gpu_layer_forward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int layer, float *x, const GpuRows *rows,
+                      GpuActs *a) {
+    cudaStream_t s = (cudaStream_t)g->stream;
+    int N = rows->B * rows->T, D = c->hidden_size;
+    float eps = (float)c->rms_norm_eps;
+    if (N > a->N) return tm_fail("gpu_layer_forward: %d rows in activations for %d", N, a->N);
+    int sandwich = c->sandwich_norms;
+    /* with sandwich norms a block writes its output to o, normed into xn and added; else straight into x */
+    float *blk = sandwich ? a->o : x;
+    cuda_rmsnorm(a->xn, x, gl->input_norm, N, D, eps, s);
+    if (attention_block(g, c, gl, layer, a->xn, blk, !sandwich, rows, a)) return -1;
+    if (sandwich) {
+        cuda_rmsnorm(a->xn, a->o, gl->attn_out_norm, N, D, eps, s);
+        cuda_add(x, a->xn, (int64_t)N * D, s);
+    }
+    cuda_rmsnorm(a->xn, x, gl->post_norm, N, D, eps, s);
+    if (mlp_block(g, c, gl, a->xn, blk, !sandwich, N, a)) return -1;
+    if (sandwich) {
+        cuda_rmsnorm(a->xn, a->o, gl->mlp_out_norm, N, D, eps, s);
+        cuda_add(x, a->xn, (int64_t)N * D, s);
+    }
+    return 0;
+}

@@ -1,0 +1,57 @@
+/* One GQA decoder layer on the GPU: the device twin of layer_forward
+ * (model/layer.h) for the dense GQA families (llama, qwen2, mistral, phi3,
+ * qwen3 with its QK-norm, gemma2 with its sandwich norms, GeGLU, soft-cap
+ * and sliding windows). MLA and MoE layers are not on the GPU yet:
+ * gpu_layer_upload refuses them with one line. Activations stay fp32; the
+ * GEMMs run in the context's precision (model/cuda/gpu.h). */
+#ifndef TM_MODEL_CUDA_LAYER_GPU_H
+#define TM_MODEL_CUDA_LAYER_GPU_H
+
+#include "io/hf_config.h"
+#include "model/cuda/gpu.h"
+#include "model/rope.h"
+#include "model/weights.h"
+
+typedef struct {
+    GpuMat q, k, v, o, gate, up, down;
+    float *q_bias, *k_bias, *v_bias, *o_bias, *gate_bias, *up_bias, *down_bias;
+    float *input_norm, *post_norm, *attn_out_norm, *mlp_out_norm, *q_head_norm, *k_head_norm;
+    size_t bytes; /* on the device */
+} GpuLayer;
+
+/* 0, or -1 (tm_error says why) for a layer type not on the GPU. */
+int gpu_layer_upload(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L, int layer);
+void gpu_layer_free(GpuLayer *gl);
+
+/* The rows (LayerRows) on the device: positions, document starts (NULL:
+ * one document per sequence) and the RoPE table. */
+typedef struct {
+    int B, T;
+    const int32_t *pos, *doc_start;
+    const float *rope_cos, *rope_sin;
+    int rope_half;
+} GpuRows;
+
+/* Device copies of a RopeTable and of the rows' positions and document starts. */
+typedef struct {
+    float *cos, *sin;
+    int32_t *pos, *doc_start;
+} GpuRowsBuf;
+void gpu_rows_upload(GpuRowsBuf *b, GpuRows *rows, const RopeTable *rt, int B, int T, const int32_t *pos,
+                     const int32_t *doc_start);
+void gpu_rows_free(GpuRowsBuf *b);
+
+/* One micro-batch's activations for the forward alone. */
+typedef struct {
+    int N;
+    float *xn, *q, *k, *v, *att, *h1, *h2, *o;
+    size_t bytes;
+} GpuActs;
+void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N);
+void gpu_acts_free(GpuActs *a);
+
+/* x[N, D] (device) = layer `layer` of x, in place. Queued on the stream. */
+int gpu_layer_forward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int layer, float *x, const GpuRows *rows,
+                      GpuActs *a);
+
+#endif

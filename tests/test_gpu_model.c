@@ -1,0 +1,139 @@
+/* The GPU forward (model/cuda/model_gpu.h) against the CPU engine: logits of
+ * every dense GQA fixture (tests/ref/make_fixtures.py: llama, qwen2,
+ * mistral, qwen3 with QK-norm in f32 and bf16 with biases, gemma2_mla's
+ * GQA-free cousins are MLA and skipped) and of the trained bytelm-dev on a
+ * line of text. The CPU engine is the reference here because test_forward
+ * holds it to the float64 numpy oracle; what this test adds is that the
+ * device runs the same model.
+ *
+ *   test_gpu_model [FIXTURES_DIR [BYTELM_DIR]]   (ctest gpu_model, label gpu)
+ *
+ * Exit 77 (ctest: skipped) when no GPU is visible. MLA and MoE fixtures are
+ * reported as not on the GPU yet and not counted.
+ *
+ * Tolerances, as max |gpu - cpu| over max |cpu| of the logits: fp32 GEMMs
+ * 1e-4 (the same fp32 arithmetic summed in another order, and the norms'
+ * mean square in float instead of double: a few 1e-6 expected; a wrong
+ * index moves logits by O(1)); bf16 GEMMs 5e-2 (every GEMM input rounded
+ * to 8 bits of mantissa, relative 2^-9 per element, through a few layers). */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/base/checked.h"
+#include "io/base/error.h"
+#include "model/cuda/model_gpu.h"
+#include "model/model.h"
+
+#define TOL_FP32 1e-4
+#define TOL_BF16 5e-2
+
+static double rel_err(const float *a, const float *ref, size_t n) {
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - ref[i]), r = fabs((double)ref[i]);
+        d = e > d || isnan(e) ? e : d;
+        m = r > m ? r : m;
+    }
+    return d / (m > 0 ? m : 1);
+}
+
+/* 0: both precisions within tolerance; 1: a failure; 2: not on the GPU. */
+static int check_model(const char *name, const Model *m, const int32_t *tokens, int B, int T) {
+    const ModelConfig *c = &m->cfg;
+    size_t N = (size_t)B * T, V = (size_t)c->vocab_size;
+    Workspace ws;
+    workspace_init(&ws, c, B, T);
+    model_forward(m, tokens, &ws);
+    float *ref = mallocCheck(N * V * sizeof(float)), *got = mallocCheck(N * V * sizeof(float));
+    model_logits(m, ws.xn, (int)N, ref);
+    workspace_free(&ws);
+    int bad = 0;
+    const char *label[] = {"fp32", "bf16"};
+    double tol[] = {TOL_FP32, TOL_BF16};
+    for (int p = 0; p < 2 && bad == 0; p++) {
+        GpuCtx g;
+        GpuModel gm;
+        if (gpu_ctx_init(&g, 0, p ? GPU_BF16 : GPU_FP32)) tm_die("%s", tm_error());
+        if (gpu_model_init(&gm, &g, m, B, T)) {
+            printf("%-28s not on the GPU yet: %s\n", name, tm_error());
+            gpu_ctx_free(&g);
+            bad = 2;
+            break;
+        }
+        if (gpu_model_logits(&gm, &g, tokens, got)) tm_die("%s: %s", name, tm_error());
+        double e = rel_err(got, ref, N * V);
+        int ok = e <= tol[p];
+        printf("%-28s %s logits %d x %d x %zu: max |gpu - cpu| / max |cpu| = %.2e (tolerance %.0e) %s\n", name,
+               label[p], B, T, V, e, tol[p], ok ? "ok" : "FAIL");
+        bad |= !ok;
+        gpu_model_free(&gm);
+        gpu_ctx_free(&g);
+    }
+    free(ref);
+    free(got);
+    return bad;
+}
+
+static int check_fixture(const char *dir, const char *name) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s/meta.json", dir, name);
+    json_error_t je;
+    json_t *meta = json_load_file(path, 0, &je);
+    if (!meta) tm_die("%s: %s", path, je.text);
+    int B = (int)json_integer_value(json_object_get(meta, "batch"));
+    int T = (int)json_integer_value(json_object_get(meta, "seqlen"));
+    json_decref(meta);
+    snprintf(path, sizeof path, "%s/%s/tokens.u32", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) tm_die("%s: cannot open", path);
+    int32_t *tokens = mallocCheck((size_t)B * T * sizeof *tokens);
+    if (fread(tokens, sizeof *tokens, (size_t)B * T, f) != (size_t)B * T) tm_die("%s: short file", path);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    Model m;
+    if (model_load(&m, path)) tm_die("%s", tm_error());
+    int r = check_model(name, &m, tokens, B, T);
+    model_free(&m);
+    free(tokens);
+    return r;
+}
+
+int main(int argc, char **argv) {
+    const char *fixtures = argc > 1 ? argv[1] : TM_FIXTURES_DIR;
+    const char *bytelm = argc > 2 ? argv[2] : TM_SOURCE_DIR "/data/models/bytelm-dev";
+    if (gpu_count() == 0) {
+        printf("test_gpu_model: no GPU visible, skipped\n");
+        return 77;
+    }
+    char buf[512], path[4096];
+    gpu_describe(buf, sizeof buf);
+    printf("CUDA %s\n", buf);
+    snprintf(path, sizeof path, "%s/fixtures.json", fixtures);
+    json_error_t je;
+    json_t *list = json_load_file(path, 0, &je);
+    if (!json_is_array(list)) tm_die("%s: %s (made by tests/ref/make_fixtures.py)", path, je.text);
+    int failed = 0, checked = 0;
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        int r = check_fixture(fixtures, json_string_value(json_array_get(list, i)));
+        failed += r == 1;
+        checked += r != 2;
+    }
+    json_decref(list);
+    /* a trained model on real text: the bytes of a line, one sequence */
+    static const char text[] = "The tower is 324 metres tall, about the same height as an 81-storey building, and "
+                               "the tallest structure in Paris.";
+    int T = (int)strlen(text);
+    int32_t tokens[sizeof text];
+    for (int t = 0; t < T; t++) tokens[t] = (unsigned char)text[t];
+    Model m;
+    if (model_load(&m, bytelm)) tm_die("%s", tm_error());
+    int r = check_model("bytelm-dev", &m, tokens, 1, T);
+    failed += r == 1;
+    checked += r != 2;
+    model_free(&m);
+    printf("test_gpu_model: %d model(s) checked on the GPU, %d failed\n", checked, failed);
+    return failed || checked == 0 ? 1 : 0;
+}
