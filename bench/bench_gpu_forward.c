@@ -19,7 +19,6 @@
 
 #include "io/base/checked.h"
 #include "io/base/error.h"
-#include "model/cuda/attention_cuda.h"
 #include "model/cuda/model_gpu.h"
 #include "random_weights.h"
 
@@ -57,11 +56,7 @@ static double time_attention(GpuModel *gm, GpuCtx *g, Timer *t, int reps) {
     for (int r = 0; r <= reps; r++) {
         timer_start(t, g);
         for (int l = 0; l < c->n_layers; l++)
-            if (cuda_attention_forward(a->att, NULL, a->q, a->k, a->v, gm->B, gm->T, c->n_heads, c->n_kv_heads,
-                                       c->head_dim, c->head_dim, NULL, hf_config_layer_window(c, l),
-                                       (float)hf_config_attn_scale(c), (float)c->attn_softcap,
-                                       (cudaStream_t)g->stream))
-                tm_die("attention kernel launch failed");
+            if (gpu_attention(g, c, l, a, &gm->rows)) tm_die("%s", tm_error());
         double s = timer_stop(t, g);
         if (r) best = s < best ? s : best;
     }

@@ -3,11 +3,10 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
-#ifdef TRANSMLA_HAVE_CUDA
-#include <cuda_runtime_api.h>
-#endif
-
 #include "cli/commands.h"
+#ifdef TRANSMLA_HAVE_CUDA
+#include "model/cuda/gpu.h"
+#endif
 
 char *openblas_get_config(void);
 
@@ -35,11 +34,9 @@ int cmd_version(int argc, char **argv) {
 #endif
     );
 #ifdef TRANSMLA_HAVE_CUDA
-    int runtime = 0, devices = 0;
-    cudaRuntimeGetVersion(&runtime);
-    cudaError_t err = cudaGetDeviceCount(&devices);
-    printf("  CUDA:     runtime %d.%d, %d device(s)%s%s\n", runtime / 1000, runtime % 1000 / 10,
-           err == cudaSuccess ? devices : 0, err == cudaSuccess ? "" : ": ", err == cudaSuccess ? "" : cudaGetErrorString(err));
+    char gpus[1024];
+    gpu_describe(gpus, sizeof gpus);
+    printf("  CUDA:     %s\n", gpus);
 #else
     printf("  CUDA:     not compiled in\n");
 #endif

@@ -26,6 +26,7 @@
 #include <cuda_runtime_api.h>
 
 #include "model/cuda/attention_cuda.h"
+#include "model/cuda/kernels.h"
 #endif
 
 typedef struct {
@@ -100,7 +101,9 @@ static double rel_diff(const float *a, const float *b, int64_t n) {
     return num / (den > 0 ? den : 1);
 }
 
-static int on_gpu; /* --gpu: the CUDA kernel in place of tiled_attention */
+/* --gpu: a CUDA kernel in place of tiled_attention: 1 the fp32 one, 2 the
+ * tensor-core one (bf16 inputs) */
+static int on_gpu;
 
 #ifdef TRANSMLA_HAVE_CUDA
 static float *to_device(const void *x, size_t bytes) {
@@ -116,8 +119,19 @@ static void gpu_attention(float *out, float *lse, const float *q, const float *k
     float *dq = to_device(q, fq), *dk = to_device(k, fk), *dv = to_device(v, fv), *dout = to_device(NULL, fo),
           *dlse = to_device(NULL, fl);
     int32_t *ddoc = s->doc_start ? (int32_t *)to_device(s->doc_start, rows * 4) : NULL;
-    assert_int_equal(cuda_attention_forward(dout, dlse, dq, dk, dv, s->B, s->T, s->H, s->G, s->dqk, s->dv, ddoc,
-                                            s->window, s->scale, s->cap, 0), 0);
+    if (on_gpu == 2) {
+        uint16_t *q16 = (uint16_t *)to_device(NULL, fq / 2), *k16 = (uint16_t *)to_device(NULL, fk / 2),
+                 *v16 = (uint16_t *)to_device(NULL, fv / 2);
+        cuda_to_bf16(q16, dq, (int64_t)(fq / 4), 0);
+        cuda_to_bf16(k16, dk, (int64_t)(fk / 4), 0);
+        cuda_to_bf16(v16, dv, (int64_t)(fv / 4), 0);
+        assert_int_equal(cuda_attention_forward_bf16(dout, dlse, q16, k16, v16, s->B, s->T, s->H, s->G, s->dqk, ddoc,
+                                                     s->window, s->scale, s->cap, 0), 0);
+        cudaFree(q16), cudaFree(k16), cudaFree(v16);
+    } else {
+        assert_int_equal(cuda_attention_forward(dout, dlse, dq, dk, dv, s->B, s->T, s->H, s->G, s->dqk, s->dv, ddoc,
+                                                s->window, s->scale, s->cap, 0), 0);
+    }
     assert_int_equal(cudaMemcpy(out, dout, fo, cudaMemcpyDeviceToHost), cudaSuccess);
     assert_int_equal(cudaMemcpy(lse, dlse, fl, cudaMemcpyDeviceToHost), cudaSuccess);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dlse), cudaFree(ddoc);
@@ -138,9 +152,13 @@ static void check(const Shape *s, int qtile, int ktile) {
 #endif
         tiled_attention(o2, l2, q, k, v, s, qtile, ktile);
     double dout = rel_diff(o2, o1, rows * s->H * s->dv), dlse = rel_diff(l2, l1, rows * s->H);
-    print_message("%s tiles %d x %d, window %d, cap %g, documents %s: out %.2e, lse %.2e\n", on_gpu ? "GPU" : "CPU", qtile, ktile, s->window,
-                  s->cap, s->doc_start ? "yes" : "no", dout, dlse);
-    double tol = on_gpu ? 1e-5 : 2e-6; /* the device's expf/logf are within 2 ulp, not correctly rounded */
+    const char *who[] = {"CPU", "GPU", "GPU bf16"};
+    print_message("%s d %d, tiles %d x %d, window %d, cap %g, documents %s: out %.2e, lse %.2e\n", who[on_gpu], s->dqk,
+                  qtile, ktile, s->window, s->cap, s->doc_start ? "yes" : "no", dout, dlse);
+    /* the device's expf/logf are within 2 ulp, not correctly rounded; the
+     * tensor-core kernel rounds q, k, v and the weights to bf16 (2^-9
+     * relative each), which moves outputs of a few units by ~1e-2 */
+    double tol = on_gpu == 2 ? 3e-2 : on_gpu ? 1e-5 : 2e-6;
     assert_true(dout < tol);
     assert_true(dlse < tol);
     free(q), free(k), free(v), free(o1), free(o2), free(l1), free(l2);
@@ -164,6 +182,27 @@ static void documents_window_softcap(void **state) {
     check(&s, 5, 9);
     s.doc_start = NULL;
     check(&s, 64, 64);
+}
+
+/* Real head widths (64, 128) over 64-row tiles, the last one partial:
+ * what the tensor-core kernel takes; with --gpu both kernels run. */
+static void wide_heads(void **state) {
+    int32_t doc[2 * 150];
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < 150; i++) doc[b * 150 + i] = i < 70 ? 0 : i < 97 ? 70 : 97 - 20 * b;
+    int kernels = on_gpu ? 2 : 1;
+    for (int kern = 1; kern <= kernels; kern++) {
+        if (on_gpu) on_gpu = kern;
+        for (int d = 64; d <= 128; d += 64) {
+            Shape s = {.B = 2, .T = 150, .H = 8, .G = 2, .dqk = d, .dv = d, .scale = 1.0f / sqrtf((float)d)};
+            check(&s, 64, 64);
+            s.doc_start = doc;
+            s.window = 40;
+            check(&s, 64, 64);
+            s.cap = 3.0f;
+            check(&s, 64, 64);
+        }
+    }
 }
 
 /* tile_block_lo is the least row_lo of the tile, by brute force. */
@@ -206,12 +245,14 @@ int main(int argc, char **argv) {
             return 77;
         }
         on_gpu = 1;
-        const struct CMUnitTest gpu[] = {cmocka_unit_test(plain_gqa), cmocka_unit_test(documents_window_softcap)};
+        const struct CMUnitTest gpu[] = {cmocka_unit_test(plain_gqa), cmocka_unit_test(documents_window_softcap),
+                                         cmocka_unit_test(wide_heads)};
         return cmocka_run_group_tests(gpu, NULL, NULL);
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(plain_gqa),
         cmocka_unit_test(documents_window_softcap),
+        cmocka_unit_test(wide_heads),
         cmocka_unit_test(block_lo_is_least_row_lo),
         cmocka_unit_test(softmax_recurrence),
     };

@@ -133,31 +133,44 @@ void gpu_mat_free(GpuMat *m) {
 
 size_t gpu_mat_bytes(const GpuMat *m) { return m->data ? (size_t)(m->rows * m->cols) * (m->bf16 ? 2 : 4) : 0; }
 
+/* The bf16 copy of inp[N, k] in the context's scratch. */
+static const uint16_t *input_bf16(GpuCtx *g, const float *inp, int N, int k) {
+    size_t need = (size_t)N * k;
+    if (need > g->scratch16_n) {
+        gpu_free(g->scratch16);
+        g->scratch16 = gpu_alloc(need * 2);
+        g->scratch16_n = need;
+    }
+    cuda_to_bf16(g->scratch16, inp, (int64_t)need, (cudaStream_t)g->stream);
+    return g->scratch16;
+}
+
 /* Row-major out[N, rows] = inp[N, cols] W^T is, column-major,
- * out^T [rows, N] = W^T^T (W read as [cols, rows], transposed) x inp^T [cols, N]. */
-int gpu_linear(GpuCtx *g, float *out, const float *inp, const GpuMat *W, const float *bias, int N, int accumulate) {
-    if (N == 0) return 0;
-    cublasHandle_t h = (cublasHandle_t)g->blas;
-    cudaStream_t s = (cudaStream_t)g->stream;
+ * out^T [rows, N] = W^T^T (W read as [cols, rows], transposed) x inp^T [cols, N].
+ * b: inp as the GEMM reads it (its bf16 copy on the bf16 path). */
+static int gemm(GpuCtx *g, float *out, const void *b, const GpuMat *W, const float *bias, int N, int accumulate) {
     int m = (int)W->rows, k = (int)W->cols;
     float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    const void *b = inp;
-    cudaDataType bt = CUDA_R_32F;
-    if (W->bf16) {
-        size_t need = (size_t)N * k;
-        if (need > g->scratch16_n) {
-            gpu_free(g->scratch16);
-            g->scratch16 = gpu_alloc(need * 2);
-            g->scratch16_n = need;
-        }
-        cuda_to_bf16(g->scratch16, inp, (int64_t)need, s);
-        b = g->scratch16;
-        bt = CUDA_R_16BF;
-    }
-    cublasStatus_t st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, N, k, &one, W->data, bt, k, b, bt, k, &beta, out,
-                                     CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    cudaDataType bt = W->bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasStatus_t st = cublasGemmEx((cublasHandle_t)g->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, N, k, &one, W->data, bt, k,
+                                     b, bt, k, &beta, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
         return tm_fail("cuBLAS: cublasGemmEx [%d x %d] x [%d x %d]^T: %s", N, k, m, k, cublasGetStatusString(st));
-    if (bias) cuda_add_bias(out, bias, N, m, s);
+    if (bias) cuda_add_bias(out, bias, N, m, (cudaStream_t)g->stream);
+    return 0;
+}
+
+int gpu_linear(GpuCtx *g, float *out, const float *inp, const GpuMat *W, const float *bias, int N, int accumulate) {
+    if (N == 0) return 0;
+    const void *b = W->bf16 ? (const void *)input_bf16(g, inp, N, (int)W->cols) : inp;
+    return gemm(g, out, b, W, bias, N, accumulate);
+}
+
+int gpu_linear_many(GpuCtx *g, int n, float *const *out, const float *inp, const GpuMat *const *W,
+                    const float *const *bias, int N) {
+    if (N == 0) return 0;
+    const void *b = W[0]->bf16 ? (const void *)input_bf16(g, inp, N, (int)W[0]->cols) : inp;
+    for (int i = 0; i < n; i++)
+        if (gemm(g, out[i], b, W[i], bias[i], N, 0)) return -1;
     return 0;
 }

@@ -59,4 +59,9 @@ size_t gpu_mat_bytes(const GpuMat *m);
 /* matmul_forward on the device: out[N, rows] (=|+=) inp[N, cols] W^T (+ bias). */
 int gpu_linear(GpuCtx *g, float *out, const float *inp, const GpuMat *W, const float *bias, int N, int accumulate);
 
+/* out[i] = inp W[i]^T + bias[i] for n weights reading the same input (q, k,
+ * v; gate, up): on the bf16 path the input is rounded to bf16 once. */
+int gpu_linear_many(GpuCtx *g, int n, float *const *out, const float *inp, const GpuMat *const *W,
+                    const float *const *bias, int N);
+
 #endif

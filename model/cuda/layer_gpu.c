@@ -91,12 +91,36 @@ void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
     a->h1 = acts_buf(a, n * I);
     a->h2 = acts_buf(a, n * I);
     if (c->sandwich_norms) a->o = acts_buf(a, n * D);
+    a->q16 = gpu_alloc(n * (qd + 2 * kvd) * 2);
+    a->k16 = a->q16 + n * qd;
+    a->v16 = a->k16 + n * kvd;
+    a->bytes += n * (qd + 2 * kvd) * 2;
 }
 
 void gpu_acts_free(GpuActs *a) {
     float *all[] = {a->xn, a->q, a->k, a->v, a->att, a->h1, a->h2, a->o};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) gpu_free(all[i]);
+    gpu_free(a->q16);
     memset(a, 0, sizeof *a);
+}
+
+int gpu_attention(GpuCtx *g, const ModelConfig *c, int layer, GpuActs *a, const GpuRows *r) {
+    int H = c->n_heads, G = c->n_kv_heads, d = c->head_dim, window = hf_config_layer_window(c, layer);
+    int64_t N = (int64_t)r->B * r->T;
+    float scale = (float)hf_config_attn_scale(c), cap = (float)c->attn_softcap;
+    cudaStream_t s = (cudaStream_t)g->stream;
+    int rc;
+    if (g->precision == GPU_BF16 && cuda_attention_bf16_fits(d, d)) {
+        cuda_to_bf16(a->q16, a->q, N * H * d, s);
+        cuda_to_bf16(a->k16, a->k, N * G * d, s);
+        cuda_to_bf16(a->v16, a->v, N * G * d, s);
+        rc = cuda_attention_forward_bf16(a->att, NULL, a->q16, a->k16, a->v16, r->B, r->T, H, G, d, r->doc_start,
+                                         window, scale, cap, s);
+    } else {
+        rc = cuda_attention_forward(a->att, NULL, a->q, a->k, a->v, r->B, r->T, H, G, d, d, r->doc_start, window,
+                                    scale, cap, s);
+    }
+    return rc ? tm_fail("CUDA: the attention kernel did not launch (head_dim %d)", d) : 0;
 }
 
 /* The attention block of xn added into out (o_proj included). */
@@ -105,26 +129,26 @@ static int attention_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, 
     cudaStream_t s = (cudaStream_t)g->stream;
     int N = r->B * r->T, H = c->n_heads, G = c->n_kv_heads, d = c->head_dim;
     float eps = (float)c->rms_norm_eps;
-    if (gpu_linear(g, a->q, xn, &gl->q, gl->q_bias, N, 0) || gpu_linear(g, a->k, xn, &gl->k, gl->k_bias, N, 0) ||
-        gpu_linear(g, a->v, xn, &gl->v, gl->v_bias, N, 0))
-        return -1;
+    float *qkv[] = {a->q, a->k, a->v};
+    const GpuMat *w_qkv[] = {&gl->q, &gl->k, &gl->v};
+    const float *b_qkv[] = {gl->q_bias, gl->k_bias, gl->v_bias};
+    if (gpu_linear_many(g, 3, qkv, xn, w_qkv, b_qkv, N)) return -1;
     if (c->qk_norm) {
         cuda_rmsnorm(a->q, a->q, gl->q_head_norm, (int64_t)N * H, d, eps, s);
         cuda_rmsnorm(a->k, a->k, gl->k_head_norm, (int64_t)N * G, d, eps, s);
     }
     cuda_rope(a->q, (int64_t)H * d, r->rope_cos, r->rope_sin, r->rope_half, N, r->pos, H, d, 0, 0, s);
     cuda_rope(a->k, (int64_t)G * d, r->rope_cos, r->rope_sin, r->rope_half, N, r->pos, G, d, 0, 0, s);
-    if (cuda_attention_forward(a->att, NULL, a->q, a->k, a->v, r->B, r->T, H, G, d, d, r->doc_start,
-                               hf_config_layer_window(c, layer), (float)hf_config_attn_scale(c),
-                               (float)c->attn_softcap, s))
-        return tm_fail("CUDA: the attention kernel did not launch (head_dim %d)", d);
+    if (gpu_attention(g, c, layer, a, r)) return -1;
     return gpu_linear(g, out, a->att, &gl->o, gl->o_bias, N, accumulate);
 }
 
 static int mlp_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const float *xn, float *out, int accumulate,
                      int N, GpuActs *a) {
-    if (gpu_linear(g, a->h1, xn, &gl->gate, gl->gate_bias, N, 0) || gpu_linear(g, a->h2, xn, &gl->up, gl->up_bias, N, 0))
-        return -1;
+    float *gate_up[] = {a->h1, a->h2};
+    const GpuMat *w_gate_up[] = {&gl->gate, &gl->up};
+    const float *b_gate_up[] = {gl->gate_bias, gl->up_bias};
+    if (gpu_linear_many(g, 2, gate_up, xn, w_gate_up, b_gate_up, N)) return -1;
     cuda_glu(a->h1, a->h2, (int64_t)N * c->intermediate_size, c->gelu_mlp, (cudaStream_t)g->stream);
     return gpu_linear(g, out, a->h1, &gl->down, gl->down_bias, N, accumulate);
 }

@@ -45,10 +45,15 @@ void gpu_rows_free(GpuRowsBuf *b);
 typedef struct {
     int N;
     float *xn, *q, *k, *v, *att, *h1, *h2, *o;
+    uint16_t *q16, *k16, *v16; /* bf16 path: q, k, v as the tensor-core attention reads them */
     size_t bytes;
 } GpuActs;
 void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N);
 void gpu_acts_free(GpuActs *a);
+
+/* a->att = attention_forward of a->q, a->k, a->v for layer `layer`, on the
+ * bf16 path with the tensor-core kernel where the head fits it, else fp32. */
+int gpu_attention(GpuCtx *g, const ModelConfig *c, int layer, GpuActs *a, const GpuRows *r);
 
 /* x[N, D] (device) = layer `layer` of x, in place. Queued on the stream. */
 int gpu_layer_forward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int layer, float *x, const GpuRows *rows,
