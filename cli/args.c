@@ -76,3 +76,9 @@ int args_number(const char *name, const char *text, int allow_zero, double *out)
     *out = v;
     return 0;
 }
+
+int device_parse(const char *text) {
+    if (!strcmp(text, "cpu")) return 0;
+    if (!strcmp(text, "cuda")) return 1;
+    return tm_fail("--device %s: use cpu or cuda", text);
+}

@@ -26,4 +26,8 @@ int args_parse(int argc, char **argv, const ArgSpec *specs, int n, const char *u
  * flag, and -1. */
 int args_number(const char *name, const char *text, int allow_zero, double *out);
 
+/* --device: 0 for "cpu", 1 for "cuda" (PIPE_CPU, PIPE_CUDA); else one error
+ * line and -1. */
+int device_parse(const char *text);
+
 #endif

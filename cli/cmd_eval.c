@@ -10,12 +10,13 @@
 #include "io/token_source.h"
 #include "model/model.h"
 #include "model/ppl.h"
+#include "pipeline/stage_device.h"
 #include "pipeline/stream.h"
 
 /* The perplexity convert reports, computed the same way (pipeline/stream.h):
  * under mpirun the ranks share the windows as data-parallel replicas. */
-static int evaluate(const char *model_path, const TokenSource *src, int seqlen, int nseq, int batch, int json,
-                    int quiet) {
+static int evaluate(const char *model_path, const TokenSource *src, int seqlen, int nseq, int batch, int device,
+                    int gpu_fp32, int json, int quiet) {
     Topology t;
     if (dist_agree(MPI_COMM_WORLD, topology_init(&t, 1))) return -1;
     TokenSource warned = *src;
@@ -37,10 +38,11 @@ static int evaluate(const char *model_path, const TokenSource *src, int seqlen, 
     if (talk)
         fprintf(stderr, "eval: %s (%s, %d layers, %s weights), %s: %d windows of %d tokens\n", model_path,
                 m.cfg.model_type, m.cfg.n_layers, tm_dtype_name(m.w.dtype), token_source_describe(src), nseq, seqlen);
-    PipeJob job = {.ids = ids, .seqlen = seqlen, .nseq = nseq, .batch = batch, .score = 1, .label = talk ? "eval" : NULL};
+    PipeJob job = {.ids = ids, .seqlen = seqlen, .nseq = nseq, .batch = batch, .score = 1, .label = talk ? "eval" : NULL,
+                   .device = device, .gpu_fp32 = gpu_fp32};
     PipeResult r;
-    pipeline_run(&t, &m, &job, &r);
-    rc = ppl_check_finite(r.ppl, r.nll, r.predicted) ? tm_fail_context("%s", model_path) : 0;
+    rc = pipeline_run(&t, &m, &job, &r);
+    if (!rc && ppl_check_finite(r.ppl, r.nll, r.predicted)) rc = tm_fail_context("%s", model_path);
     if (!rc && t.rank == 0) {
         if (json)
             printf("{\"ppl\": %.9g, \"nll\": %.9g, \"tokens\": %lld, \"predicted\": %lld, \"seconds\": %.3f, "
@@ -57,9 +59,9 @@ static int evaluate(const char *model_path, const TokenSource *src, int seqlen, 
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model_path = TRANSMLA_DEFAULT_MODEL, *token_dtype = "u16", *text_field = NULL;
+    const char *model_path = TRANSMLA_DEFAULT_MODEL, *token_dtype = "u16", *text_field = NULL, *device = "cpu";
     TokenFlags flags = {.split = "test"};
-    int seqlen = 2048, nseq = 0, batch = 4, json = 0, quiet = 0;
+    int seqlen = 2048, nseq = 0, batch = 4, json = 0, quiet = 0, gpu_fp32 = 0;
     const ArgSpec specs[] = {
         {"model-path", ARG_STR, &model_path, "DIR", "Hugging Face model folder (default: the bundled bytelm-dev)", 0},
         {"tokens", ARG_STR, &flags.tokens, "FILE", "token ids: an HDF5 token set (transmla tokenize) or raw ids", 0},
@@ -73,6 +75,10 @@ int cmd_eval(int argc, char **argv) {
         {"ppl-seqlen", ARG_SEQLEN, &seqlen, "N", "same as --seqlen", 0},
         {"nseq", ARG_INT, &nseq, "K", "evaluate the first K windows (default: all complete windows)", 0},
         {"batch-size", ARG_POS_INT, &batch, "B", "windows per forward micro-batch (default 4)", 0},
+        {"device", ARG_STR, &device, "cpu|cuda",
+         "where the layers and the head run (default cpu); cuda: one GPU per rank (local rank mod GPUs), "
+         "dense GQA models, bf16 GEMMs with fp32 accumulation", 0},
+        {"gpu-fp32", ARG_FLAG, &gpu_fp32, "", "with --device cuda: fp32 GEMMs and attention (the CPU's results)", 0},
         {"json", ARG_FLAG, &json, "", "print one JSON object on stdout instead of text", 0},
         {"quiet", ARG_FLAG, &quiet, "", "no progress lines on stderr", 0},
     };
@@ -90,8 +96,10 @@ int cmd_eval(int argc, char **argv) {
         tm_fail("no tokens to evaluate: give --tokens FILE or --dataset NAME --data-path PATH");
         return cli_fail();
     }
+    int dev = device_parse(device);
+    if (dev < 0 || stage_device_check(dev)) return cli_fail();
     dist_init(&argc, &argv);
-    int rc = evaluate(model_path, &src, seqlen, nseq, batch, json, quiet);
+    int rc = evaluate(model_path, &src, seqlen, nseq, batch, dev, gpu_fp32, json, quiet);
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     if (rc && rank == 0) cli_fail();

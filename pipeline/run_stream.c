@@ -57,7 +57,7 @@ static int resumable_pass(Run *r, const Model *m, PipeJob *job, const char *pass
     job->start_mb = cur.next_mb;
     job->nll0 = cur.nll;
     job->predicted0 = cur.predicted;
-    pipeline_run(&r->t, m, job, res);
+    if (pipeline_run(&r->t, m, job, res)) return -1;
     int rc = 0;
     if (!found || res->next_mb != cur.next_mb) {
         PassCursor now = {.next_mb = res->next_mb, .n_mb = res->n_mb, .nll = res->nll_local,

@@ -10,6 +10,7 @@
 #include "io/base/clock.h"
 #include "io/base/error.h"
 #include "io/base/interrupt.h"
+#include "pipeline/stage_device.h"
 
 void pipeline_slice(int nseq, int replica, int replicas, int *first, int *count) {
     int64_t a = (int64_t)nseq * replica / replicas, b = (int64_t)nseq * (replica + 1) / replicas;
@@ -48,6 +49,7 @@ typedef struct {
     int first_w, count, batch, n_mb, T, D;
     int first_stage, last_stage;
     Workspace ws;
+    StageDevice *dev; /* NULL: the CPU */
     Buffers b;
 } Stream;
 
@@ -84,8 +86,7 @@ static void mb_output(Stream *p, int mb, const int32_t *tokens, double *nll, int
         stage_isend(p->t, LINK_NEXT, mb_tag(mb), p->b.send[mb % 2], N * p->D, 0, &p->b.smsg[mb % 2]);
     } else if (p->j->score) {
         int64_t n;
-        model_final_norm(p->m, &p->ws);
-        *nll += model_head_nll(p->m, tokens, &p->ws, &n);
+        *nll += stage_device_head_nll(p->dev, p->m, tokens, &p->ws, &n);
         *predicted += n;
     }
 }
@@ -116,6 +117,7 @@ static void stream_free(Stream *p) {
         free(p->b.recv[i]);
         free(p->b.send[i]);
     }
+    stage_device_free(p->dev);
     workspace_free(&p->ws);
 }
 
@@ -143,6 +145,10 @@ int pipeline_run(const Topology *t, const Model *m, const PipeJob *j, PipeResult
     memset(out, 0, sizeof *out);
     Stream p;
     stream_init(&p, t, m, j);
+    if (dist_agree(MPI_COMM_WORLD, stage_device_init(&p.dev, t, m, j, &p.ws))) {
+        stream_free(&p);
+        return -1;
+    }
     out->activation_bytes = p.ws.bytes + (uint64_t)((!p.first_stage) + (!p.last_stage)) * 2 * p.batch * p.T * p.D *
                                              sizeof(float);
     int start = j->start_mb < p.n_mb ? j->start_mb : p.n_mb, mb, stopped = 0;
@@ -157,7 +163,7 @@ int pipeline_run(const Topology *t, const Model *m, const PipeJob *j, PipeResult
             if (!p.last_stage) send_stop(t, &p.b, mb);
             break;
         }
-        model_layers(m, &p.ws, m->part.first, m->part.end);
+        stage_device_layers(p.dev, m, &p.ws);
         mb_output(&p, mb, tokens, &nll, &predicted);
         if (reporter) progress_line(j, t, mb, p.n_mb, ((int64_t)mb * p.batch + p.ws.B) * p.T, before, total, t0);
     }

@@ -12,6 +12,8 @@
 #include "dist/topology.h"
 #include "model/model.h"
 
+enum { PIPE_CPU, PIPE_CUDA };
+
 typedef struct {
     const int32_t *ids;  /* window k = ids[k*seqlen ..] (every rank holds the token ids) */
     int seqlen, nseq, batch;
@@ -19,6 +21,8 @@ typedef struct {
     AttentionHook hook;  /* NULL, or called per layer with global layer indices */
     void *hook_ctx;
     const char *label;   /* progress lines; NULL: quiet */
+    int device;          /* PIPE_CPU, or PIPE_CUDA: each rank's part on GPU (local rank mod GPU count) */
+    int gpu_fp32;        /* PIPE_CUDA: fp32 GEMMs and attention instead of bf16 with fp32 accumulation */
     /* a resumed pass: this replica starts at micro-batch start_mb, and the
      * last stage's partial scores so far are nll0 over predicted0 tokens */
     int start_mb;
@@ -40,7 +44,8 @@ typedef struct {
     int stopped;         /* some replica stopped early (a stop request, io/base/interrupt.h): the pass is incomplete */
 } PipeResult;
 
-/* Collective over the world. m holds this stage's part (embedding on stage
+/* Collective over the world; 0, or -1 on every rank with tm_error() when
+ * the device cannot take the part (PIPE_CUDA). m holds this stage's part (embedding on stage
  * 0, head on the last when scoring). When a stop is requested, each
  * replica's first stage stops before its next micro-batch and tells the
  * stages after it (an empty message), so every stage of a replica has done

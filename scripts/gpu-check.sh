@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One command for a machine with an NVIDIA GPU and this repository (issue 24,
 # Part B): installs the Debian packages, builds with CUDA on (sm_90 + PTX)
-# into build-gpu/, runs the gpu tests (ctest label gpu: the attention kernel
-# and the whole forward against the CPU engine) and the GPU forward
-# benchmark, and prints one summary. Needs nvcc and cuBLAS (CUDA 13) under
+# into build-gpu/, runs the gpu tests (ctest label gpu: the attention
+# kernels, the whole forward and `transmla eval --device cuda` against the
+# CPU engine) and the GPU forward benchmark, and prints one summary. Needs nvcc and cuBLAS (CUDA 13) under
 # /usr/local/cuda or on PATH.
 #   bash scripts/gpu-check.sh
 # On a GPU machine that can neither install nor build, run what
@@ -29,11 +29,16 @@ run() { # NAME COMMAND...: one gpu program, its lines kept, its exit counted
 if [ "${1:-}" = "--prebuilt" ]; then
     dir=$(mktemp -d)
     tar -C "$dir" -xJf "${2:?--prebuilt wants the archive gpu-bundle.sh made}" || { summary "FAIL: unpacking $2"; exit 1; }
+    # the machine's own copy of a library wins (its other libraries were built against it)
+    for f in "$dir"/lib/*; do
+        ldconfig -p | grep -q "^[[:space:]]$(basename "$f") " && rm -f "$f"
+    done
     cuda_lib=$(dirname "$(ldconfig -p | awk '/libcublas\.so\.13 /{print $NF; exit}')")
     [ -d /usr/local/cuda/lib64 ] && cuda_lib=/usr/local/cuda/lib64
     export LD_LIBRARY_PATH=$dir/lib:$cuda_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     run gpu_attention "$dir/bin/test_attn_tile" --gpu
     run gpu_model "$dir/bin/test_gpu_model" "$dir/fixtures" data/models/bytelm-dev
+    run gpu_eval bash tests/gpu_eval.sh "$dir/bin/transmla"
     run bench_gpu_forward "$dir/bin/bench_gpu_forward" ${GPU_BENCH_ARGS:-}
 else
     if ! command -v cmake >/dev/null || ! pkg-config --exists scalapack-openmpi 2>/dev/null; then

@@ -115,6 +115,11 @@ expect_error tokens_missing "$b/none.u16|cannot open" \
     "$bin" eval --model-path "$model" --tokens "$b/none.u16"
 expect_error too_many_windows "--nseq 17|8192" \
     "$bin" eval --model-path "$model" --tokens "$toks" --seqlen 512 --nseq 17
+expect_error bad_device "--device gpu|cpu or cuda" \
+    "$bin" eval --model-path "$model" --tokens "$toks" --device gpu
+if ! "$bin" version | grep -q "GPU(s):"; then # built without CUDA, or no GPU here
+    expect_error no_gpu "--device cuda" "$bin" eval --model-path "$model" --tokens "$toks" --device cuda
+fi
 expect_error unknown_flag "unknown option '--seqlne'" \
     "$bin" eval --model-path "$model" --tokens "$toks" --seqlne 5
 expect_error bad_integer "--seqlen 'abc'" \

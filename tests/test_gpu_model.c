@@ -1,8 +1,9 @@
-/* The GPU forward (model/cuda/model_gpu.h) against the CPU engine: logits of
- * every dense GQA fixture (tests/ref/make_fixtures.py: llama, qwen2,
- * mistral, qwen3 with QK-norm in f32 and bf16 with biases, gemma2_mla's
- * GQA-free cousins are MLA and skipped) and of the trained bytelm-dev on a
- * line of text. The CPU engine is the reference here because test_forward
+/* The GPU forward (model/cuda/model_gpu.h) against the CPU engine: logits
+ * and NLL of every dense GQA fixture (tests/ref/make_fixtures.py: llama MHA,
+ * GQA and llama3-scaled f16, qwen2 with biases, mistral with a window, qwen3
+ * with QK-norm, phi3's fused projections, gemma2's sandwich norms, GeGLU
+ * and soft-caps, f32 and bf16) and of the trained bytelm-dev on a line of
+ * text. The CPU engine is the reference here because test_forward
  * holds it to the float64 numpy oracle; what this test adds is that the
  * device runs the same model.
  *
@@ -15,7 +16,10 @@
  * 1e-4 (the same fp32 arithmetic summed in another order, and the norms'
  * mean square in float instead of double: a few 1e-6 expected; a wrong
  * index moves logits by O(1)); bf16 GEMMs 5e-2 (every GEMM input rounded
- * to 8 bits of mantissa, relative 2^-9 per element, through a few layers). */
+ * to 8 bits of mantissa, relative 2^-9 per element, through a few layers).
+ * The summed next-token NLL from the GPU's head and cross-entropy kernel
+ * (gpu_model_head_nll) against model_nll's, relative: fp32 1e-5, bf16 1e-2
+ * (a mean over the rows, so tighter than the worst logit). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -29,6 +33,8 @@
 
 #define TOL_FP32 1e-4
 #define TOL_BF16 5e-2
+#define TOL_NLL_FP32 1e-5
+#define TOL_NLL_BF16 1e-2
 
 static double rel_err(const float *a, const float *ref, size_t n) {
     double d = 0, m = 0;
@@ -46,13 +52,15 @@ static int check_model(const char *name, const Model *m, const int32_t *tokens, 
     size_t N = (size_t)B * T, V = (size_t)c->vocab_size;
     Workspace ws;
     workspace_init(&ws, c, B, T);
-    model_forward(m, tokens, &ws);
+    int64_t predicted;
+    double nll_ref = model_nll(m, tokens, &ws, &predicted);
     float *ref = mallocCheck(N * V * sizeof(float)), *got = mallocCheck(N * V * sizeof(float));
     model_logits(m, ws.xn, (int)N, ref);
-    workspace_free(&ws);
+    float *x = mallocCheck(N * c->hidden_size * sizeof(float));
+    model_embed_rows(m, tokens, (int)N, x);
     int bad = 0;
     const char *label[] = {"fp32", "bf16"};
-    double tol[] = {TOL_FP32, TOL_BF16};
+    double tol[] = {TOL_FP32, TOL_BF16}, tol_nll[] = {TOL_NLL_FP32, TOL_NLL_BF16};
     for (int p = 0; p < 2 && bad == 0; p++) {
         GpuCtx g;
         GpuModel gm;
@@ -64,14 +72,21 @@ static int check_model(const char *name, const Model *m, const int32_t *tokens, 
             break;
         }
         if (gpu_model_logits(&gm, &g, tokens, got)) tm_die("%s: %s", name, tm_error());
-        double e = rel_err(got, ref, N * V);
-        int ok = e <= tol[p];
-        printf("%-28s %s logits %d x %d x %zu: max |gpu - cpu| / max |cpu| = %.2e (tolerance %.0e) %s\n", name,
-               label[p], B, T, V, e, tol[p], ok ? "ok" : "FAIL");
+        double e = rel_err(got, ref, N * V), nll;
+        int64_t n;
+        if (gpu_model_layers(&gm, &g, x, NULL, B) || gpu_model_head_nll(&gm, &g, tokens, B, &nll, &n))
+            tm_die("%s: %s", name, tm_error());
+        double e_nll = fabs(nll - nll_ref) / nll_ref;
+        int ok = e <= tol[p] && e_nll <= tol_nll[p] && n == predicted;
+        printf("%-28s %s logits %d x %d x %zu: max |gpu - cpu| / max |cpu| = %.2e (tolerance %.0e), NLL %.2e "
+               "relative (%.0e) %s\n",
+               name, label[p], B, T, V, e, tol[p], e_nll, tol_nll[p], ok ? "ok" : "FAIL");
         bad |= !ok;
         gpu_model_free(&gm);
         gpu_ctx_free(&g);
     }
+    workspace_free(&ws);
+    free(x);
     free(ref);
     free(got);
     return bad;

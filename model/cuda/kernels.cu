@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "model/cuda/kernels.h"
+#include "model/softcap.h"
 
 enum { THREADS = 256 };
 
@@ -101,4 +102,59 @@ __global__ static void to_bf16(__nv_bfloat16 *out, const float *in, int64_t n) {
 
 void cuda_to_bf16(uint16_t *out, const float *in, int64_t n, cudaStream_t s) {
     if (n > 0) to_bf16<<<blocks_for(n), THREADS, 0, s>>>((__nv_bfloat16 *)out, in, n);
+}
+
+struct MaxOp {
+    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct SumOp {
+    __device__ float operator()(float a, float b) const { return a + b; }
+};
+
+/* A block's reduction of v by op (max or sum), every thread getting the result. */
+template <typename F> __device__ static float block_reduce(float v, F op, float *part) {
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads(); /* part may still be read from the last call */
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+    __syncthreads();
+    v = part[0];
+    for (int w = 1; w < (int)blockDim.x / 32; w++) v = op(v, part[w]);
+    return v;
+}
+
+/* One block per row: the chunk's max, the sum of exp(z - new max), the
+ * running sum rescaled (in double, as the CPU does). */
+__global__ static void ce_update(float *max, double *sum, float *tgt, const float *logits, int cols, int col0,
+                                 const int32_t *targets, float cap) {
+    __shared__ float part[THREADS / 32];
+    int row = blockIdx.x;
+    const float *z = logits + (int64_t)row * cols;
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, cap > 0 ? softcap(z[j], cap) : z[j]);
+    mx = block_reduce(mx, MaxOp(), part);
+    float m_old = max[row], m_new = fmaxf(m_old, mx), s = 0.0f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) s += expf((cap > 0 ? softcap(z[j], cap) : z[j]) - m_new);
+    s = block_reduce(s, SumOp(), part);
+    if (threadIdx.x) return;
+    sum[row] = sum[row] * exp((double)m_old - m_new) + s; /* exp(-inf) = 0 on the first chunk */
+    max[row] = m_new;
+    int t = targets[row] - col0;
+    if (t >= 0 && t < cols) tgt[row] = cap > 0 ? softcap(z[t], cap) : z[t];
+}
+
+void cuda_crossentropy_update(float *max, double *sum, float *target_logit, const float *logits, int N, int cols,
+                              int col0, const int32_t *targets, float cap, cudaStream_t s) {
+    if (N > 0) ce_update<<<(unsigned)N, THREADS, 0, s>>>(max, sum, target_logit, logits, cols, col0, targets, cap);
+}
+
+__global__ static void ce_reset(float *max, double *sum, float *tgt, int N) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < N; i += gridDim.x * blockDim.x) {
+        max[i] = -INFINITY;
+        sum[i] = 0.0;
+        tgt[i] = 0.0f;
+    }
+}
+
+void cuda_crossentropy_reset(float *max, double *sum, float *target_logit, int N, cudaStream_t s) {
+    if (N > 0) ce_reset<<<blocks_for(N), THREADS, 0, s>>>(max, sum, target_logit, N);
 }

@@ -28,6 +28,14 @@ void cuda_add(float *x, const float *y, int64_t n, cudaStream_t s);
 /* out[i] = bf16(in[i]), round to nearest even (tm_f32_to_bf16). */
 void cuda_to_bf16(uint16_t *out, const float *in, int64_t n, cudaStream_t s);
 
+/* crossentropy_update on the device: rows [0, N) of logits [N, cols]
+ * (vocabulary columns [col0, col0 + cols)), soft-capped by cap (0: none),
+ * folded into each row's running max, sum (double) and target logit. */
+void cuda_crossentropy_update(float *max, double *sum, float *target_logit, const float *logits, int N, int cols,
+                              int col0, const int32_t *targets, float cap, cudaStream_t s);
+/* max = -inf, sum = 0, target_logit = 0 over N rows. */
+void cuda_crossentropy_reset(float *max, double *sum, float *target_logit, int N, cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif
