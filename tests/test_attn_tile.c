@@ -125,8 +125,8 @@ static void gpu_attention(float *out, float *lse, const float *q, const float *k
         cuda_to_bf16(q16, dq, (int64_t)(fq / 4), 0);
         cuda_to_bf16(k16, dk, (int64_t)(fk / 4), 0);
         cuda_to_bf16(v16, dv, (int64_t)(fv / 4), 0);
-        assert_int_equal(cuda_attention_forward_bf16(dout, dlse, q16, k16, v16, s->B, s->T, s->H, s->G, s->dqk, ddoc,
-                                                     s->window, s->scale, s->cap, 0), 0);
+        assert_int_equal(cuda_attention_forward_bf16(dout, dlse, q16, k16, v16, s->B, s->T, s->H, s->G, s->dqk, s->dv,
+                                                     ddoc, s->window, s->scale, s->cap, 0), 0);
         cudaFree(q16), cudaFree(k16), cudaFree(v16);
     } else {
         assert_int_equal(cuda_attention_forward(dout, dlse, dq, dk, dv, s->B, s->T, s->H, s->G, s->dqk, s->dv, ddoc,
@@ -184,7 +184,7 @@ static void documents_window_softcap(void **state) {
     check(&s, 64, 64);
 }
 
-/* Real head widths (64, 128) over 64-row tiles, the last one partial:
+/* Real head widths (64, 128; MLA's 192 and 128) over 64-row tiles, the last one partial:
  * what the tensor-core kernel takes; with --gpu both kernels run. */
 static void wide_heads(void **state) {
     int32_t doc[2 * 150];
@@ -202,6 +202,10 @@ static void wide_heads(void **state) {
             s.cap = 3.0f;
             check(&s, 64, 64);
         }
+        /* MLA's heads: queries and keys [nope; rope] wider than the values */
+        Shape mla = {.B = 2, .T = 150, .H = 4, .G = 4, .dqk = 192, .dv = 128, .scale = 1.0f / sqrtf(192.0f),
+                     .doc_start = doc, .window = 40};
+        check(&mla, 64, 64);
     }
 }
 

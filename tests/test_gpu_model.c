@@ -2,21 +2,24 @@
  * and NLL of every dense GQA fixture (tests/ref/make_fixtures.py: llama MHA,
  * GQA and llama3-scaled f16, qwen2 with biases, mistral with a window, qwen3
  * with QK-norm, phi3's fused projections, gemma2's sandwich norms, GeGLU
- * and soft-caps, f32 and bf16) and of the trained bytelm-dev on a line of
- * text. The CPU engine is the reference here because test_forward
+ * and soft-caps, f32 and bf16), of the dense MLA ones (deepseek_v3 with and
+ * without q_lora, interleaved and half-split rope, biases, tied; gemma2_mla)
+ * and of the trained bytelm-dev on a line of text. The CPU engine is the reference here because test_forward
  * holds it to the float64 numpy oracle; what this test adds is that the
  * device runs the same model.
  *
  *   test_gpu_model [FIXTURES_DIR [BYTELM_DIR]]   (ctest gpu_model, label gpu)
  *
- * Exit 77 (ctest: skipped) when no GPU is visible. MLA and MoE fixtures are
+ * Exit 77 (ctest: skipped) when no GPU is visible. MoE fixtures are
  * reported as not on the GPU yet and not counted.
  *
  * Tolerances, as max |gpu - cpu| over max |cpu| of the logits: fp32 GEMMs
  * 1e-4 (the same fp32 arithmetic summed in another order, and the norms'
  * mean square in float instead of double: a few 1e-6 expected; a wrong
- * index moves logits by O(1)); bf16 GEMMs 5e-2 (every GEMM input rounded
- * to 8 bits of mantissa, relative 2^-9 per element, through a few layers).
+ * index moves logits by O(1)); bf16 GEMMs 8e-2 (every GEMM input and the
+ * attention's q, k, v rounded to 8 bits of mantissa, relative 2^-9 per
+ * element, through a few layers: measured up to 4.2e-2 on gemma2_mla; a
+ * wrong rope pairing or head moves logits by 0.5 and more of max |logit|).
  * The summed next-token NLL from the GPU's head and cross-entropy kernel
  * (gpu_model_head_nll) against model_nll's, relative: fp32 1e-5, bf16 1e-2
  * (a mean over the rows, so tighter than the worst logit). */
@@ -32,7 +35,7 @@
 #include "model/model.h"
 
 #define TOL_FP32 1e-4
-#define TOL_BF16 5e-2
+#define TOL_BF16 8e-2
 #define TOL_NLL_FP32 1e-5
 #define TOL_NLL_BF16 1e-2
 

@@ -18,12 +18,12 @@ int cuda_attention_forward(float *out, float *lse, const float *q, const float *
 
 /* The same on tensor cores from q, k, v in bf16 (cuda_to_bf16 of the
  * fp32 ones), the softmax weights rounded to bf16 too, fp32 accumulation and
- * softmax: for the bf16 path. Heads of one width d (dqk == dv) that
- * cuda_attention_bf16_fits; -1 otherwise or when the launch fails. */
+ * softmax: for the bf16 path. Head widths that cuda_attention_bf16_fits
+ * (multiples of 16 up to 256); -1 otherwise or when the launch fails. */
 int cuda_attention_bf16_fits(int dqk, int dv);
 int cuda_attention_forward_bf16(float *out, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v, int B,
-                                int T, int H, int G, int d, const int32_t *doc_start, int window, float scale,
-                                float softcap, cudaStream_t stream);
+                                int T, int H, int G, int dqk, int dv, const int32_t *doc_start, int window,
+                                float scale, float softcap, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -111,6 +111,34 @@ struct SumOp {
     __device__ float operator()(float a, float b) const { return a + b; }
 };
 
+__global__ static void copy_rows(float *dst, int64_t ld_dst, const float *src, int64_t ld_src, int64_t n, int cols) {
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x)
+        dst[e / cols * ld_dst + e % cols] = src[e / cols * ld_src + e % cols];
+}
+
+void cuda_copy_rows(float *dst, int64_t ld_dst, const float *src, int64_t ld_src, int64_t N, int cols, cudaStream_t s) {
+    if (N * cols > 0) copy_rows<<<blocks_for(N * cols), THREADS, 0, s>>>(dst, ld_dst, src, ld_src, N * cols, cols);
+}
+
+/* One thread per (row, head, key column); the value columns ride along. */
+__global__ static void mla_heads(float *k, float *v, const float *kvb, const float *lat, int64_t n, int H, int dn,
+                                 int dr, int dv, int R) {
+    int qk = dn + dr, w = dn + dv;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
+        int c = (int)(e % qk);
+        int64_t ih = e / qk, i = ih / H; /* ih = i * H + h */
+        k[e] = c < dn ? kvb[ih * w + c] : lat[i * (R + dr) + R + c - dn];
+        if (c < dv) v[ih * dv + c] = kvb[ih * w + dn + c];
+    }
+}
+
+void cuda_mla_heads(float *k, float *v, const float *kvb, const float *lat, int64_t N, int H, int dn, int dr, int dv,
+                    int R, cudaStream_t s) {
+    int64_t n = N * H * (dn + dr);
+    if (dv > dn + dr) return; /* not an MLA shape the converter makes; mla_gpu.c refuses it */
+    if (n > 0) mla_heads<<<blocks_for(n), THREADS, 0, s>>>(k, v, kvb, lat, n, H, dn, dr, dv, R);
+}
+
 /* A block's reduction of v by op (max or sum), every thread getting the result. */
 template <typename F> __device__ static float block_reduce(float v, F op, float *part) {
     for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));

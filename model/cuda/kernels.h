@@ -28,6 +28,13 @@ void cuda_add(float *x, const float *y, int64_t n, cudaStream_t s);
 /* out[i] = bf16(in[i]), round to nearest even (tm_f32_to_bf16). */
 void cuda_to_bf16(uint16_t *out, const float *in, int64_t n, cudaStream_t s);
 
+/* dst[r, 0..cols) = src[r, 0..cols) over N rows of strides ld_dst, ld_src
+ * (MLA: the latent's leading columns). */
+void cuda_copy_rows(float *dst, int64_t ld_dst, const float *src, int64_t ld_src, int64_t N, int cols, cudaStream_t s);
+/* MLA's per-head keys and values (mla_forward): k[i, h] = [kvb[i, h, :dn] ;
+ * lat[i, R:R+dr]] (the shared rope part), v[i, h] = kvb[i, h, dn:dn+dv]. */
+void cuda_mla_heads(float *k, float *v, const float *kvb, const float *lat, int64_t N, int H, int dn, int dr, int dv,
+                    int R, cudaStream_t s);
 /* crossentropy_update on the device: rows [0, N) of logits [N, cols]
  * (vocabulary columns [col0, col0 + cols)), soft-capped by cap (0: none),
  * folded into each row's running max, sum (double) and target logit. */

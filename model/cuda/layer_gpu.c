@@ -1,5 +1,5 @@
-/* One GQA layer on the GPU (layer_gpu.h), step for step model/layer.c's
- * forward with gqa.c's attention block. */
+/* One layer on the GPU (layer_gpu.h), step for step model/layer.c's
+ * forward with gqa.c's attention block (MLA's: mla_gpu.c). */
 #include "model/cuda/layer_gpu.h"
 
 #include <string.h>
@@ -8,44 +8,62 @@
 #include "model/cuda/attention_cuda.h"
 #include "model/cuda/kernels.h"
 
+/* The layer's matrices and vectors, device and host side by side. */
+enum { N_MATS = 11, N_VECS = 17 };
+
+static void layer_mats(GpuLayer *gl, const LayerWeights *L, GpuMat **dev, const Tensor **host) {
+    GpuMat *d[N_MATS] = {&gl->q, &gl->k, &gl->v, &gl->o, &gl->gate, &gl->up, &gl->down,
+                         &gl->q_a, &gl->q_b, &gl->kv_a, &gl->kv_b};
+    const Tensor *h[N_MATS] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down,
+                               &L->q_a, &L->q_b, &L->kv_a, &L->kv_b};
+    memcpy(dev, d, sizeof d);
+    if (host) memcpy(host, h, sizeof h);
+}
+
+static void layer_vecs(GpuLayer *gl, float ***dev) {
+    float **d[N_VECS] = {&gl->q_bias, &gl->k_bias, &gl->v_bias, &gl->o_bias, &gl->gate_bias, &gl->up_bias,
+                         &gl->down_bias, &gl->input_norm, &gl->post_norm, &gl->attn_out_norm, &gl->mlp_out_norm,
+                         &gl->q_head_norm, &gl->k_head_norm, &gl->q_a_bias, &gl->kv_a_bias, &gl->q_a_norm,
+                         &gl->kv_a_norm};
+    memcpy(dev, d, sizeof d);
+}
+
 int gpu_layer_upload(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L, int layer) {
     memset(gl, 0, sizeof *gl);
-    if (hf_config_is_mla(c)) return tm_fail("--device cuda: %s (MLA) layers are not on the GPU yet", c->model_type);
     if (hf_config_layer_is_moe(c, layer))
         return tm_fail("--device cuda: layer %d of %s is a MoE layer, not on the GPU yet", layer, c->model_type);
     if (L->qk_rinv_fixed) return tm_fail("--device cuda: a linearised QK-norm is not on the GPU");
-    const Tensor *mats[] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
-    GpuMat *dev[] = {&gl->q, &gl->k, &gl->v, &gl->o, &gl->gate, &gl->up, &gl->down};
-    for (int i = 0; i < 7; i++) {
-        gpu_mat_upload(dev[i], g, mats[i]);
+    GpuMat *dev[N_MATS];
+    const Tensor *host[N_MATS];
+    layer_mats(gl, L, dev, host);
+    for (int i = 0; i < N_MATS; i++) {
+        gpu_mat_upload(dev[i], g, host[i]);
         gl->bytes += gpu_mat_bytes(dev[i]);
     }
-    int D = c->hidden_size, I = c->intermediate_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    struct {
-        float **dst;
-        const float *src;
-        int n;
-    } vecs[] = {{&gl->q_bias, L->q_bias, qd},           {&gl->k_bias, L->k_bias, kvd},
-                {&gl->v_bias, L->v_bias, kvd},          {&gl->o_bias, L->o_bias, D},
-                {&gl->gate_bias, L->gate_bias, I},      {&gl->up_bias, L->up_bias, I},
-                {&gl->down_bias, L->down_bias, D},      {&gl->input_norm, L->input_norm, D},
-                {&gl->post_norm, L->post_norm, D},      {&gl->attn_out_norm, L->attn_out_norm, D},
-                {&gl->mlp_out_norm, L->mlp_out_norm, D}, {&gl->q_head_norm, L->q_head_norm, c->head_dim},
-                {&gl->k_head_norm, L->k_head_norm, c->head_dim}};
-    for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++) {
-        *vecs[i].dst = gpu_upload_f32(vecs[i].src, vecs[i].n);
-        if (vecs[i].src) gl->bytes += (size_t)vecs[i].n * sizeof(float);
+    const MlaConfig *m = &c->mla;
+    int D = c->hidden_size, I = c->intermediate_size, H = c->n_heads, d = c->head_dim;
+    int qd = H * hf_config_qk_head_dim(c), kvd = c->n_kv_heads * d, R = m->kv_lora_rank, Rq = m->q_lora_rank;
+    const float *src[N_VECS] = {L->q_bias, L->k_bias, L->v_bias, L->o_bias, L->gate_bias, L->up_bias,
+                                L->down_bias, L->input_norm, L->post_norm, L->attn_out_norm, L->mlp_out_norm,
+                                L->q_head_norm, L->k_head_norm, L->q_a_bias, L->kv_a_bias, L->q_a_norm,
+                                L->kv_a_norm};
+    int len[N_VECS] = {qd, kvd, kvd, D, I, I, D, D, D, D, D, d, d, Rq, R + m->qk_rope_head_dim, Rq, R};
+    float **vdev[N_VECS];
+    layer_vecs(gl, vdev);
+    for (int i = 0; i < N_VECS; i++) {
+        *vdev[i] = gpu_upload_f32(src[i], len[i]);
+        if (src[i]) gl->bytes += (size_t)len[i] * sizeof(float);
     }
     return 0;
 }
 
 void gpu_layer_free(GpuLayer *gl) {
-    GpuMat *dev[] = {&gl->q, &gl->k, &gl->v, &gl->o, &gl->gate, &gl->up, &gl->down};
-    for (int i = 0; i < 7; i++) gpu_mat_free(dev[i]);
-    float *vecs[] = {gl->q_bias,     gl->k_bias,        gl->v_bias,       gl->o_bias,       gl->gate_bias,
-                     gl->up_bias,    gl->down_bias,     gl->input_norm,   gl->post_norm,    gl->attn_out_norm,
-                     gl->mlp_out_norm, gl->q_head_norm, gl->k_head_norm};
-    for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++) gpu_free(vecs[i]);
+    GpuMat *dev[N_MATS];
+    layer_mats(gl, NULL, dev, NULL);
+    for (int i = 0; i < N_MATS; i++) gpu_mat_free(dev[i]);
+    float **vdev[N_VECS];
+    layer_vecs(gl, vdev);
+    for (int i = 0; i < N_VECS; i++) gpu_free(*vdev[i]);
     memset(gl, 0, sizeof *gl);
 }
 
@@ -80,50 +98,61 @@ static float *acts_buf(GpuActs *a, size_t n) {
 
 void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
     memset(a, 0, sizeof *a);
-    size_t n = (size_t)N, D = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
-    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    const MlaConfig *m = &c->mla;
+    int mla = hf_config_is_mla(c);
+    size_t n = (size_t)N, D = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, H = (size_t)c->n_heads;
+    size_t qk = (size_t)hf_config_qk_head_dim(c), dv = (size_t)hf_config_v_head_dim(c);
+    size_t kv_heads = mla ? H : (size_t)c->n_kv_heads; /* MLA: per-head keys and values */
+    size_t qw = H * qk, kw = kv_heads * qk, vw = kv_heads * dv;
     a->N = N;
     a->xn = acts_buf(a, n * D);
-    a->q = acts_buf(a, n * qd);
-    a->k = acts_buf(a, n * kvd);
-    a->v = acts_buf(a, n * kvd);
-    a->att = acts_buf(a, n * qd);
+    a->q = acts_buf(a, n * qw);
+    a->k = acts_buf(a, n * kw);
+    a->v = acts_buf(a, n * vw);
+    a->att = acts_buf(a, n * H * dv);
     a->h1 = acts_buf(a, n * I);
     a->h2 = acts_buf(a, n * I);
     if (c->sandwich_norms) a->o = acts_buf(a, n * D);
-    a->q16 = gpu_alloc(n * (qd + 2 * kvd) * 2);
-    a->k16 = a->q16 + n * qd;
-    a->v16 = a->k16 + n * kvd;
-    a->bytes += n * (qd + 2 * kvd) * 2;
+    if (mla) {
+        if (m->q_lora_rank) a->qa = acts_buf(a, n * m->q_lora_rank);
+        a->lat = acts_buf(a, n * (m->kv_lora_rank + m->qk_rope_head_dim));
+        a->cn = acts_buf(a, n * m->kv_lora_rank);
+        a->kvb = acts_buf(a, n * H * (m->qk_nope_head_dim + dv));
+    }
+    a->q16 = gpu_alloc(n * (qw + kw + vw) * 2);
+    a->k16 = a->q16 + n * qw;
+    a->v16 = a->k16 + n * kw;
+    a->bytes += n * (qw + kw + vw) * 2;
 }
 
 void gpu_acts_free(GpuActs *a) {
-    float *all[] = {a->xn, a->q, a->k, a->v, a->att, a->h1, a->h2, a->o};
+    float *all[] = {a->xn, a->q, a->k, a->v, a->att, a->h1, a->h2, a->o, a->qa, a->lat, a->cn, a->kvb};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) gpu_free(all[i]);
     gpu_free(a->q16);
     memset(a, 0, sizeof *a);
 }
 
 int gpu_attention(GpuCtx *g, const ModelConfig *c, int layer, GpuActs *a, const GpuRows *r) {
-    int H = c->n_heads, G = c->n_kv_heads, d = c->head_dim, window = hf_config_layer_window(c, layer);
+    int mla = hf_config_is_mla(c), H = c->n_heads, G = mla ? H : c->n_kv_heads;
+    int dqk = hf_config_qk_head_dim(c), dv = hf_config_v_head_dim(c), window = hf_config_layer_window(c, layer);
     int64_t N = (int64_t)r->B * r->T;
     float scale = (float)hf_config_attn_scale(c), cap = (float)c->attn_softcap;
     cudaStream_t s = (cudaStream_t)g->stream;
     int rc;
-    if (g->precision == GPU_BF16 && cuda_attention_bf16_fits(d, d)) {
-        cuda_to_bf16(a->q16, a->q, N * H * d, s);
-        cuda_to_bf16(a->k16, a->k, N * G * d, s);
-        cuda_to_bf16(a->v16, a->v, N * G * d, s);
-        rc = cuda_attention_forward_bf16(a->att, NULL, a->q16, a->k16, a->v16, r->B, r->T, H, G, d, r->doc_start,
-                                         window, scale, cap, s);
+    if (g->precision == GPU_BF16 && cuda_attention_bf16_fits(dqk, dv)) {
+        cuda_to_bf16(a->q16, a->q, N * H * dqk, s);
+        cuda_to_bf16(a->k16, a->k, N * G * dqk, s);
+        cuda_to_bf16(a->v16, a->v, N * G * dv, s);
+        rc = cuda_attention_forward_bf16(a->att, NULL, a->q16, a->k16, a->v16, r->B, r->T, H, G, dqk, dv,
+                                         r->doc_start, window, scale, cap, s);
     } else {
-        rc = cuda_attention_forward(a->att, NULL, a->q, a->k, a->v, r->B, r->T, H, G, d, d, r->doc_start, window,
+        rc = cuda_attention_forward(a->att, NULL, a->q, a->k, a->v, r->B, r->T, H, G, dqk, dv, r->doc_start, window,
                                     scale, cap, s);
     }
-    return rc ? tm_fail("CUDA: the attention kernel did not launch (head_dim %d)", d) : 0;
+    return rc ? tm_fail("CUDA: the attention kernel did not launch (head dims %d, %d)", dqk, dv) : 0;
 }
 
-/* The attention block of xn added into out (o_proj included). */
+/* The GQA attention block of xn added into out (o_proj included). */
 static int attention_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int layer, const float *xn, float *out,
                            int accumulate, const GpuRows *r, GpuActs *a) {
     cudaStream_t s = (cudaStream_t)g->stream;
@@ -163,7 +192,9 @@ int gpu_layer_forward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int l
     /* with sandwich norms a block writes its output to o, normed into xn and added; else straight into x */
     float *blk = sandwich ? a->o : x;
     cuda_rmsnorm(a->xn, x, gl->input_norm, N, D, eps, s);
-    if (attention_block(g, c, gl, layer, a->xn, blk, !sandwich, rows, a)) return -1;
+    if (hf_config_is_mla(c) ? gpu_mla_attention(g, c, gl, layer, a->xn, blk, !sandwich, rows, a)
+                            : attention_block(g, c, gl, layer, a->xn, blk, !sandwich, rows, a))
+        return -1;
     if (sandwich) {
         cuda_rmsnorm(a->xn, a->o, gl->attn_out_norm, N, D, eps, s);
         cuda_add(x, a->xn, (int64_t)N * D, s);

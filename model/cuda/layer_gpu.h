@@ -1,7 +1,8 @@
-/* One GQA decoder layer on the GPU: the device twin of layer_forward
- * (model/layer.h) for the dense GQA families (llama, qwen2, mistral, phi3,
- * qwen3 with its QK-norm, gemma2 with its sandwich norms, GeGLU, soft-cap
- * and sliding windows). MLA and MoE layers are not on the GPU yet:
+/* One decoder layer on the GPU: the device twin of layer_forward
+ * (model/layer.h) for dense layers of the GQA families (llama, qwen2,
+ * mistral, phi3, qwen3 with its QK-norm, gemma2 with its sandwich norms,
+ * GeGLU, soft-cap and sliding windows) and of MLA (deepseek_v3 and
+ * gemma2_mla, model/cuda/mla_gpu.c). MoE layers are not on the GPU yet:
  * gpu_layer_upload refuses them with one line. Activations stay fp32; the
  * GEMMs run in the context's precision (model/cuda/gpu.h). */
 #ifndef TM_MODEL_CUDA_LAYER_GPU_H
@@ -14,8 +15,10 @@
 
 typedef struct {
     GpuMat q, k, v, o, gate, up, down;
+    GpuMat q_a, q_b, kv_a, kv_b; /* MLA */
     float *q_bias, *k_bias, *v_bias, *o_bias, *gate_bias, *up_bias, *down_bias;
     float *input_norm, *post_norm, *attn_out_norm, *mlp_out_norm, *q_head_norm, *k_head_norm;
+    float *q_a_bias, *kv_a_bias, *q_a_norm, *kv_a_norm; /* MLA */
     size_t bytes; /* on the device */
 } GpuLayer;
 
@@ -45,15 +48,22 @@ void gpu_rows_free(GpuRowsBuf *b);
 typedef struct {
     int N;
     float *xn, *q, *k, *v, *att, *h1, *h2, *o;
-    uint16_t *q16, *k16, *v16; /* bf16 path: q, k, v as the tensor-core attention reads them */
+    float *qa, *lat, *cn, *kvb; /* MLA: q_a's output, kv_a's, the normed latent, kv_b's */
+    uint16_t *q16, *k16, *v16;  /* bf16 path: q, k, v as the tensor-core attention reads them */
     size_t bytes;
 } GpuActs;
 void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N);
 void gpu_acts_free(GpuActs *a);
 
-/* a->att = attention_forward of a->q, a->k, a->v for layer `layer`, on the
- * bf16 path with the tensor-core kernel where the head fits it, else fp32. */
+/* a->att = attention_forward of a->q, a->k, a->v for layer `layer` (GQA
+ * heads, or MLA's per-head keys and values), on the bf16 path with the
+ * tensor-core kernel where the heads fit it, else fp32. */
 int gpu_attention(GpuCtx *g, const ModelConfig *c, int layer, GpuActs *a, const GpuRows *r);
+
+/* MLA's attention block (model/cuda/mla_gpu.c, mla_forward's steps): out
+ * (=|+=) o_proj of the attention of xn. */
+int gpu_mla_attention(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int layer, const float *xn, float *out,
+                      int accumulate, const GpuRows *r, GpuActs *a);
 
 /* x[N, D] (device) = layer `layer` of x, in place. Queued on the stream. */
 int gpu_layer_forward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int layer, float *x, const GpuRows *rows,
