@@ -13,6 +13,7 @@
 #include "io/base/output_path.h"
 #include "pipeline/convert.h"
 #include "pipeline/plan.h"
+#include "pipeline/stage_device.h"
 
 /* "auto" -> 0, else a positive int. */
 static int parse_auto(const char *flag, const char *v, int *out) {
@@ -88,7 +89,7 @@ typedef struct {
     TokenFlags cal, eval;
     const char *preset_path, *mem_per_rank, *text_field, *kv_norm, *resume, *fit_lr, *fit_schedule;
     const char *fit, *attn_fit_lr, *attn_fit_schedule, *attn_fit_o;
-    const char *freqfold, *collapse, *balance, *dtype, *token_dtype;
+    const char *freqfold, *collapse, *balance, *dtype, *token_dtype, *device;
     int seed, quiet, split_interleave, shard_mb;
     char preset_freqfold[16];
 } ConvertFlags;
@@ -177,6 +178,11 @@ static const ArgSpec convert_specs[] = {
          "auto (default): continue from the progress saved in SAVE_PATH.work by an earlier run of the same "
          "conversion (killed, requeued, or stopped by SIGTERM/SIGUSR1, which save and exit with status 75); "
          "never: discard it and start afresh", 0},
+        {"device", ARG_STR, F(device), "cpu|cuda",
+         "where the streaming passes run (default cpu): cuda puts each rank's part on GPU local rank mod GPUs for "
+         "the calibration statistics (summed on the host) and the evaluations; the fits and eigenproblems stay on "
+         "the CPU; dense layers only", 0},
+        {"gpu-fp32", ARG_FLAG, F(s.gpu_fp32), "", "with --device cuda: fp32 GEMMs and attention instead of bf16", 0},
         {"quiet", ARG_FLAG, F(quiet), "", "no progress lines on stderr", 0},
 };
 #undef F
@@ -202,6 +208,7 @@ static void flags_defaults(ConvertFlags *f) {
     f->fit = "attention", f->attn_fit_lr = "0.004", f->attn_fit_schedule = "sequential", f->attn_fit_o = "yes";
     f->freqfold = "auto", f->collapse = "auto", f->balance = "1", f->token_dtype = "u16";
     f->shard_mb = 4096;
+    f->device = "cpu";
 }
 
 /* The preset's settings first, so the flags parsed after override them. */
@@ -266,6 +273,7 @@ static int settings_from_flags(ConvertFlags *f, ConvertSettings *out) {
     s->resume_never = !strcmp(f->resume, "never");
     s->kv_norm_fit = !strcmp(f->kv_norm, "fit");
     s->progress = !f->quiet;
+    if ((s->device = device_parse(f->device)) < 0 || stage_device_check(s->device)) return -1;
     if (resolve_sources(&f->cal, &f->eval, f->text_field, dtype_raw, s)) return -1;
     s->seed = (uint64_t)(unsigned)f->seed;
     if (f->mem_per_rank && plan_parse_bytes(f->mem_per_rank, &s->mem_per_rank)) return tm_fail_context("--mem-per-rank");

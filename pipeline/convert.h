@@ -39,6 +39,7 @@ typedef struct {
     int attn_fit_sequential;  /* 1: layer inputs from the fitted prefix; 0: from the original model */
     uint64_t max_shard_bytes;
     int progress;
+    int device, gpu_fp32;    /* PIPE_CPU / PIPE_CUDA for the streaming passes (statistics, evaluations); fp32 GEMMs */
     int stages;              /* pipeline stages; replicas = ranks / stages */
     uint64_t mem_per_rank;   /* 0: no limit on the plan's estimate */
     int scalapack_min_n;     /* eigenproblems/SVDs with at least this many rows run on ScaLAPACK */

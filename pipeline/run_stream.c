@@ -77,7 +77,8 @@ int run_eval_ppl(Run *r, const Model *m, const char *label, const char *pass, do
     snprintf(tag, sizeof tag, "eval[%s]", label);
     run_say(r, "%s: %d windows of %d tokens\n", tag, r->eval_nseq, r->s->ppl_seqlen);
     PipeJob job = {.ids = r->eval_ids, .seqlen = r->s->ppl_seqlen, .nseq = r->eval_nseq, .batch = r->s->eval_batch,
-                   .score = 1, .label = r->s->progress ? tag : NULL};
+                   .score = 1, .label = r->s->progress ? tag : NULL, .device = r->s->device,
+                   .gpu_fp32 = r->s->gpu_fp32};
     PipeResult res;
     int rc = resumable_pass(r, m, &job, pass, NULL, &res);
     if (rc) return rc;
@@ -106,7 +107,8 @@ int run_gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget target, i
     int batch = s->cal_batch < r->cal_nseq ? s->cal_batch : r->cal_nseq;
     calib_gather_init(&g, st, &m->cfg, (batch < 1 ? 1 : batch) * s->cal_seqlen);
     PipeJob job = {.ids = r->cal_ids, .seqlen = s->cal_seqlen, .nseq = r->cal_nseq, .batch = s->cal_batch,
-                   .hook = calib_gather_hook, .hook_ctx = &g, .label = s->progress ? label : NULL};
+                   .hook = calib_gather_hook, .hook_ctx = &g, .label = s->progress ? label : NULL,
+                   .device = s->device, .gpu_fp32 = s->gpu_fp32};
     PipeResult res;
     int rc = resumable_pass(r, m, &job, pass, st, &res);
     run_note_max(&r->rep.mem_act, res.activation_bytes + g.bytes);

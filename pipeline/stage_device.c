@@ -22,7 +22,6 @@ int stage_device_check(int device) {
 int stage_device_init(StageDevice **d, const Topology *t, const Model *m, const PipeJob *j, const Workspace *ws) {
     *d = NULL;
     if (j->device != PIPE_CUDA) return 0;
-    if (j->hook) return tm_fail("--device cuda: calibration statistics are gathered on the CPU only for now");
     if (stage_device_check(j->device)) return -1;
     int n = gpu_count();
     StageDevice *s = callocCheck(1, sizeof *s);
@@ -35,6 +34,8 @@ int stage_device_init(StageDevice **d, const Topology *t, const Model *m, const 
         free(s);
         return -1;
     }
+    s->gm.rows.hook = j->hook; /* the projections come to the host, where the statistics are summed */
+    s->gm.rows.hook_ctx = j->hook_ctx;
     s->scores = j->score && m->part.head;
     *d = s;
     return 0;

@@ -18,9 +18,9 @@ typedef struct StageDevice StageDevice;
 int stage_device_check(int device);
 
 /* NULL in *d for the CPU. PIPE_CUDA: uploads the part to GPU (local_rank mod
- * count) for micro-batches of ws; -1 with tm_error() when stage_device_check
- * fails, the part holds a layer type not on the GPU or the job gathers
- * statistics (a hook, calibration: CPU only for now). */
+ * count) for micro-batches of ws; a job's hook (calibration) gets each
+ * layer's projections copied to the host. -1 with tm_error() when
+ * stage_device_check fails or the part holds a layer type not on the GPU. */
 int stage_device_init(StageDevice **d, const Topology *t, const Model *m, const PipeJob *j, const Workspace *ws);
 void stage_device_free(StageDevice *d);
 /* ws->x through the part's layers (ws->B sequences). */

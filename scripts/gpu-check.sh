@@ -39,6 +39,7 @@ if [ "${1:-}" = "--prebuilt" ]; then
     run gpu_attention "$dir/bin/test_attn_tile" --gpu
     run gpu_model "$dir/bin/test_gpu_model" "$dir/fixtures" data/models/bytelm-dev
     run gpu_eval bash tests/gpu_eval.sh "$dir/bin/transmla"
+    run gpu_convert bash tests/gpu_convert.sh "$dir/bin/transmla"
     run bench_gpu_forward "$dir/bin/bench_gpu_forward" ${GPU_BENCH_ARGS:-}
 else
     if ! command -v cmake >/dev/null || ! pkg-config --exists scalapack-openmpi 2>/dev/null; then

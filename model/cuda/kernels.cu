@@ -15,7 +15,7 @@ static unsigned blocks_for(int64_t n) {
 }
 
 /* One block per row: the mean square summed by the block, then the scale. */
-__global__ static void rmsnorm_rows(float *out, const float *x, const float *w, int C, float eps) {
+__global__ static void rmsnorm_rows(float *out, float *rstd, const float *x, const float *w, int C, float eps) {
     __shared__ float part[THREADS / 32];
     const float *xr = x + (int64_t)blockIdx.x * C;
     float *yr = out + (int64_t)blockIdx.x * C;
@@ -31,11 +31,13 @@ __global__ static void rmsnorm_rows(float *out, const float *x, const float *w, 
     }
     __syncthreads();
     float r = rsqrtf(part[0] / C + eps);
+    if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = r;
     for (int j = threadIdx.x; j < C; j += blockDim.x) yr[j] = xr[j] * r * w[j];
 }
 
-void cuda_rmsnorm(float *out, const float *x, const float *weight, int64_t rows, int C, float eps, cudaStream_t s) {
-    if (rows > 0) rmsnorm_rows<<<(unsigned)rows, THREADS, 0, s>>>(out, x, weight, C, eps);
+void cuda_rmsnorm(float *out, float *rstd, const float *x, const float *weight, int64_t rows, int C, float eps,
+                  cudaStream_t s) {
+    if (rows > 0) rmsnorm_rows<<<(unsigned)rows, THREADS, 0, s>>>(out, rstd, x, weight, C, eps);
 }
 
 /* One thread per (row, head, pair). */

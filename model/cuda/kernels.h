@@ -13,8 +13,10 @@ extern "C" {
 #endif
 
 /* rmsnorm_forward over `rows` rows of width C (a per-head norm is rows =
- * N * heads, C = head_dim); out may be x. */
-void cuda_rmsnorm(float *out, const float *x, const float *weight, int64_t rows, int C, float eps, cudaStream_t s);
+ * N * heads, C = head_dim); out may be x; rstd[row] (NULL: not kept) gets
+ * each row's 1/rms. */
+void cuda_rmsnorm(float *out, float *rstd, const float *x, const float *weight, int64_t rows, int C, float eps,
+                  cudaStream_t s);
 /* rope_forward_pos: rows [0, N) of row_stride floats at positions pos[row],
  * n_heads spans of 2*half dims at h * head_stride + offset; cos/sin [max_pos, half]. */
 void cuda_rope(float *x, int64_t row_stride, const float *cos_t, const float *sin_t, int half, int64_t N,

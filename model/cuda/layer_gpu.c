@@ -2,8 +2,10 @@
  * forward with gqa.c's attention block (MLA's: mla_gpu.c). */
 #include "model/cuda/layer_gpu.h"
 
+#include <stdlib.h>
 #include <string.h>
 
+#include "io/base/checked.h"
 #include "io/base/error.h"
 #include "model/cuda/attention_cuda.h"
 #include "model/cuda/kernels.h"
@@ -119,6 +121,7 @@ void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
         a->cn = acts_buf(a, n * m->kv_lora_rank);
         a->kvb = acts_buf(a, n * H * (m->qk_nope_head_dim + dv));
     }
+    if (c->qk_norm) a->rinv = acts_buf(a, n * (H + (size_t)c->n_kv_heads));
     a->q16 = gpu_alloc(n * (qw + kw + vw) * 2);
     a->k16 = a->q16 + n * qw;
     a->v16 = a->k16 + n * kw;
@@ -126,9 +129,10 @@ void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
 }
 
 void gpu_acts_free(GpuActs *a) {
-    float *all[] = {a->xn, a->q, a->k, a->v, a->att, a->h1, a->h2, a->o, a->qa, a->lat, a->cn, a->kvb};
+    float *all[] = {a->xn, a->q, a->k, a->v, a->att, a->h1, a->h2, a->o, a->qa, a->lat, a->cn, a->kvb, a->rinv};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) gpu_free(all[i]);
     gpu_free(a->q16);
+    free(a->host);
     memset(a, 0, sizeof *a);
 }
 
@@ -152,6 +156,47 @@ int gpu_attention(GpuCtx *g, const ModelConfig *c, int layer, GpuActs *a, const 
     return rc ? tm_fail("CUDA: the attention kernel did not launch (head dims %d, %d)", dqk, dv) : 0;
 }
 
+/* n floats of device src into the host copy at *at, advanced past them. */
+static const float *to_host(float **at, const float *src, size_t n) {
+    float *p = *at;
+    gpu_download(p, src, n * sizeof(float));
+    *at += n;
+    return p;
+}
+
+int gpu_call_hook(GpuCtx *g, const ModelConfig *c, int layer, const GpuRows *r, GpuActs *a) {
+    size_t N = (size_t)r->B * r->T, H = (size_t)c->n_heads, G = (size_t)c->n_kv_heads;
+    size_t qw = H * hf_config_qk_head_dim(c), d = (size_t)c->head_dim;
+    int mla = hf_config_is_mla(c);
+    size_t lw = (size_t)c->mla.kv_lora_rank + c->mla.qk_rope_head_dim;
+    size_t need = N * (mla ? qw + lw : qw + 2 * G * d + (c->qk_norm ? 2 * (H + G) : 0));
+    if (need > a->host_n) {
+        free(a->host);
+        a->host = mallocCheck(need * sizeof(float));
+        a->host_n = need;
+    }
+    if (gpu_sync(g)) return -1;
+    float *at = a->host;
+    AttnProjections p = {.N = (int)N, .q = to_host(&at, a->q, N * qw)};
+    if (mla) {
+        p.lat = to_host(&at, a->lat, N * lw);
+    } else {
+        p.k = to_host(&at, a->k, N * G * d);
+        p.v = to_host(&at, a->v, N * G * d);
+    }
+    if (!mla && c->qk_norm) { /* the CPU's [N, H+G] layout: a row's q heads, then its k heads */
+        const float *rq = to_host(&at, a->rinv, N * H), *rk = to_host(&at, a->rinv + N * H, N * G);
+        float *rinv = at;
+        for (size_t i = 0; i < N; i++) {
+            memcpy(rinv + i * (H + G), rq + i * H, H * sizeof(float));
+            memcpy(rinv + i * (H + G) + H, rk + i * G, G * sizeof(float));
+        }
+        p.qk_rinv = rinv;
+    }
+    r->hook(r->hook_ctx, layer, &p);
+    return 0;
+}
+
 /* The GQA attention block of xn added into out (o_proj included). */
 static int attention_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int layer, const float *xn, float *out,
                            int accumulate, const GpuRows *r, GpuActs *a) {
@@ -163,9 +208,10 @@ static int attention_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, 
     const float *b_qkv[] = {gl->q_bias, gl->k_bias, gl->v_bias};
     if (gpu_linear_many(g, 3, qkv, xn, w_qkv, b_qkv, N)) return -1;
     if (c->qk_norm) {
-        cuda_rmsnorm(a->q, a->q, gl->q_head_norm, (int64_t)N * H, d, eps, s);
-        cuda_rmsnorm(a->k, a->k, gl->k_head_norm, (int64_t)N * G, d, eps, s);
+        cuda_rmsnorm(a->q, a->rinv, a->q, gl->q_head_norm, (int64_t)N * H, d, eps, s);
+        cuda_rmsnorm(a->k, a->rinv + (size_t)N * H, a->k, gl->k_head_norm, (int64_t)N * G, d, eps, s);
     }
+    if (r->hook && gpu_call_hook(g, c, layer, r, a)) return -1;
     cuda_rope(a->q, (int64_t)H * d, r->rope_cos, r->rope_sin, r->rope_half, N, r->pos, H, d, 0, 0, s);
     cuda_rope(a->k, (int64_t)G * d, r->rope_cos, r->rope_sin, r->rope_half, N, r->pos, G, d, 0, 0, s);
     if (gpu_attention(g, c, layer, a, r)) return -1;
@@ -191,18 +237,18 @@ int gpu_layer_forward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int l
     int sandwich = c->sandwich_norms;
     /* with sandwich norms a block writes its output to o, normed into xn and added; else straight into x */
     float *blk = sandwich ? a->o : x;
-    cuda_rmsnorm(a->xn, x, gl->input_norm, N, D, eps, s);
+    cuda_rmsnorm(a->xn, NULL, x, gl->input_norm, N, D, eps, s);
     if (hf_config_is_mla(c) ? gpu_mla_attention(g, c, gl, layer, a->xn, blk, !sandwich, rows, a)
                             : attention_block(g, c, gl, layer, a->xn, blk, !sandwich, rows, a))
         return -1;
     if (sandwich) {
-        cuda_rmsnorm(a->xn, a->o, gl->attn_out_norm, N, D, eps, s);
+        cuda_rmsnorm(a->xn, NULL, a->o, gl->attn_out_norm, N, D, eps, s);
         cuda_add(x, a->xn, (int64_t)N * D, s);
     }
-    cuda_rmsnorm(a->xn, x, gl->post_norm, N, D, eps, s);
+    cuda_rmsnorm(a->xn, NULL, x, gl->post_norm, N, D, eps, s);
     if (mlp_block(g, c, gl, a->xn, blk, !sandwich, N, a)) return -1;
     if (sandwich) {
-        cuda_rmsnorm(a->xn, a->o, gl->mlp_out_norm, N, D, eps, s);
+        cuda_rmsnorm(a->xn, NULL, a->o, gl->mlp_out_norm, N, D, eps, s);
         cuda_add(x, a->xn, (int64_t)N * D, s);
     }
     return 0;

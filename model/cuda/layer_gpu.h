@@ -10,6 +10,7 @@
 
 #include "io/hf_config.h"
 #include "model/cuda/gpu.h"
+#include "model/layer.h"
 #include "model/rope.h"
 #include "model/weights.h"
 
@@ -33,6 +34,10 @@ typedef struct {
     const int32_t *pos, *doc_start;
     const float *rope_cos, *rope_sin;
     int rope_half;
+    /* NULL: none. Else called as on the CPU (layer.h), with the projections
+     * copied to the host: calibration's statistics are summed there. */
+    AttentionHook hook;
+    void *hook_ctx;
 } GpuRows;
 
 /* Device copies of a RopeTable and of the rows' positions and document starts. */
@@ -50,6 +55,9 @@ typedef struct {
     float *xn, *q, *k, *v, *att, *h1, *h2, *o;
     float *qa, *lat, *cn, *kvb; /* MLA: q_a's output, kv_a's, the normed latent, kv_b's */
     uint16_t *q16, *k16, *v16;  /* bf16 path: q, k, v as the tensor-core attention reads them */
+    float *rinv;                /* qk_norm: each q then k head's 1/rms, [N*H] then [N*G] */
+    float *host;                /* a hook's copy of the projections (made at its first call) */
+    size_t host_n;
     size_t bytes;
 } GpuActs;
 void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N);
@@ -59,6 +67,11 @@ void gpu_acts_free(GpuActs *a);
  * heads, or MLA's per-head keys and values), on the bf16 path with the
  * tensor-core kernel where the heads fit it, else fp32. */
 int gpu_attention(GpuCtx *g, const ModelConfig *c, int layer, GpuActs *a, const GpuRows *r);
+
+/* Hands the layer's projections (a->q, a->k, a->v, or MLA's a->q and
+ * a->lat; QK-norm's 1/rms) to r->hook on the host, as gqa_forward and
+ * mla_forward do. */
+int gpu_call_hook(GpuCtx *g, const ModelConfig *c, int layer, const GpuRows *r, GpuActs *a);
 
 /* MLA's attention block (model/cuda/mla_gpu.c, mla_forward's steps): out
  * (=|+=) o_proj of the attention of xn. */

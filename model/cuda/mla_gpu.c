@@ -19,13 +19,14 @@ int gpu_mla_attention(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int l
         if (gpu_linear(g, a->q, xn, &gl->q, gl->q_bias, N, 0)) return -1;
     } else {
         if (gpu_linear(g, a->qa, xn, &gl->q_a, gl->q_a_bias, N, 0)) return -1;
-        if (m->latent_norms) cuda_rmsnorm(a->qa, a->qa, gl->q_a_norm, N, Rq, (float)TM_MLA_LATENT_NORM_EPS, s);
+        if (m->latent_norms) cuda_rmsnorm(a->qa, NULL, a->qa, gl->q_a_norm, N, Rq, (float)TM_MLA_LATENT_NORM_EPS, s);
         if (gpu_linear(g, a->q, a->qa, &gl->q_b, NULL, N, 0)) return -1;
     }
     /* the latent and the shared rope key (kv_a), the latent normed (mla_latent), kv_b */
     if (gpu_linear(g, a->lat, xn, &gl->kv_a, gl->kv_a_bias, N, 0)) return -1;
+    if (r->hook && gpu_call_hook(g, c, layer, r, a)) return -1;
     cuda_copy_rows(a->cn, R, a->lat, lw, N, R, s);
-    if (m->latent_norms) cuda_rmsnorm(a->cn, a->cn, gl->kv_a_norm, N, R, (float)TM_MLA_LATENT_NORM_EPS, s);
+    if (m->latent_norms) cuda_rmsnorm(a->cn, NULL, a->cn, gl->kv_a_norm, N, R, (float)TM_MLA_LATENT_NORM_EPS, s);
     if (gpu_linear(g, a->kvb, a->cn, &gl->kv_b, NULL, N, 0)) return -1;
     cuda_rope(a->q, (int64_t)H * qk, r->rope_cos, r->rope_sin, r->rope_half, N, r->pos, H, qk, dn, m->rope_interleave,
               s);

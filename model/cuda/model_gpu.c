@@ -91,7 +91,7 @@ int gpu_model_head_nll(GpuModel *gm, GpuCtx *g, const int32_t *tokens, int b, do
     int32_t *targets = mallocCheck((size_t)N * sizeof *targets);
     for (int i = 0; i < N; i++) targets[i] = (i % T == T - 1) ? -1 : tokens[i + 1];
     gpu_upload(gm->targets, targets, (size_t)N * sizeof *targets);
-    cuda_rmsnorm(gm->acts.xn, gm->x, gm->final_norm, N, c->hidden_size, (float)c->rms_norm_eps, s);
+    cuda_rmsnorm(gm->acts.xn, NULL, gm->x, gm->final_norm, N, c->hidden_size, (float)c->rms_norm_eps, s);
     cuda_crossentropy_reset(gm->ce_max, gm->ce_sum, gm->ce_target, N, s);
     int rc = 0;
     for (int v0 = 0; v0 < V && !rc; v0 += chunk) {
@@ -124,7 +124,7 @@ int gpu_model_logits(GpuModel *gm, GpuCtx *g, const int32_t *tokens, float *logi
     int rc = gpu_model_layers(gm, g, x, NULL, gm->B);
     free(x);
     if (rc) return -1;
-    cuda_rmsnorm(gm->acts.xn, gm->x, gm->final_norm, N, D, (float)c->rms_norm_eps, (cudaStream_t)g->stream);
+    cuda_rmsnorm(gm->acts.xn, NULL, gm->x, gm->final_norm, N, D, (float)c->rms_norm_eps, (cudaStream_t)g->stream);
     if (gpu_linear(g, gm->logits, gm->acts.xn, &gm->head, NULL, N, 0) || gpu_sync(g)) return -1;
     gpu_download(logits, gm->logits, (size_t)N * V * sizeof(float));
     softcap_forward(logits, (int64_t)N * V, (float)c->final_softcap);
