@@ -54,6 +54,11 @@ static void moe_route(const float *logits, int E, int k, int renorm, int *expert
         for (int j = 0; j < k; j++) weights[j] = (float)(weights[j] / picked);
 }
 
+void moe_route_rows(const float *logits, int N, int E, int k, int renorm, int *expert_of, float *weight_of) {
+    for (int i = 0; i < N; i++)
+        moe_route(logits + (size_t)i * E, E, k, renorm, expert_of + (size_t)i * k, weight_of + (size_t)i * k);
+}
+
 /* s->rows = the token rows routed to expert e (in order), s->xe = their
  * inputs; returns how many. */
 static int gather_expert_rows(MoeScratch *s, const float *inp, int N, int D, int k, int e) {
@@ -68,9 +73,7 @@ static int gather_expert_rows(MoeScratch *s, const float *inp, int N, int D, int
 void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int D, int inter, int E, int k,
                  int renorm, MoeScratch *s) {
     matmul_forward(s->router_logits, inp, &L->router, NULL, N, 0);
-    for (int i = 0; i < N; i++)
-        moe_route(s->router_logits + (size_t)i * E, E, k, renorm, s->expert_of + (size_t)i * k,
-                  s->weight_of + (size_t)i * k);
+    moe_route_rows(s->router_logits, N, E, k, renorm, s->expert_of, s->weight_of);
     for (int e = 0; e < E; e++) {
         int n = gather_expert_rows(s, inp, N, D, k, e);
         if (!n) continue;

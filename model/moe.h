@@ -18,6 +18,9 @@ typedef struct {
 
 void moe_scratch_init(MoeScratch *s, int N, int D, int inter, int E, int k);
 void moe_scratch_free(MoeScratch *s);
+/* The routing of N rows of router logits [N, E]: each row's k experts and
+ * their weights ([N, k]), as moe_forward routes (the GPU's MoE too). */
+void moe_route_rows(const float *logits, int N, int E, int k, int renorm, int *expert_of, float *weight_of);
 /* out[N, D] += MoE(inp[N, D]) */
 void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int D, int inter, int E, int k,
                  int renorm, MoeScratch *s);

@@ -1,17 +1,19 @@
 /* The GPU forward (model/cuda/model_gpu.h) against the CPU engine: logits
- * and NLL of every dense GQA fixture (tests/ref/make_fixtures.py: llama MHA,
- * GQA and llama3-scaled f16, qwen2 with biases, mistral with a window, qwen3
+ * and NLL of every fixture of tests/ref/make_fixtures.py (llama MHA, GQA
+ * and llama3-scaled f16, qwen2 with biases, mistral with a window, qwen3
  * with QK-norm, phi3's fused projections, gemma2's sandwich norms, GeGLU
- * and soft-caps, f32 and bf16), of the dense MLA ones (deepseek_v3 with and
- * without q_lora, interleaved and half-split rope, biases, tied; gemma2_mla)
- * and of the trained bytelm-dev on a line of text. The CPU engine is the reference here because test_forward
- * holds it to the float64 numpy oracle; what this test adds is that the
- * device runs the same model.
+ * and soft-caps, f32 and bf16; deepseek_v3 MLA with and without q_lora,
+ * both rope layouts, biases, tied; gemma2_mla; the MoE ones: mixtral,
+ * qwen3_moe with and without renormalised top-k, deepseek_v3's MoE after a
+ * dense layer) and of the trained bytelm-dev on a line of text. The CPU
+ * engine is the reference here because test_forward holds it to the
+ * float64 numpy oracle; what this test adds is that the device runs the
+ * same model.
  *
  *   test_gpu_model [FIXTURES_DIR [BYTELM_DIR]]   (ctest gpu_model, label gpu)
  *
- * Exit 77 (ctest: skipped) when no GPU is visible. MoE fixtures are
- * reported as not on the GPU yet and not counted.
+ * Exit 77 (ctest: skipped) when no GPU is visible; a fixture the GPU
+ * refuses fails the test.
  *
  * Tolerances, as max |gpu - cpu| over max |cpu| of the logits: fp32 GEMMs
  * 1e-4 (the same fp32 arithmetic summed in another order, and the norms'
@@ -19,7 +21,9 @@
  * index moves logits by O(1)); bf16 GEMMs 8e-2 (every GEMM input and the
  * attention's q, k, v rounded to 8 bits of mantissa, relative 2^-9 per
  * element, through a few layers: measured up to 4.2e-2 on gemma2_mla; a
- * wrong rope pairing or head moves logits by 0.5 and more of max |logit|).
+ * wrong rope pairing or head moves logits by 0.5 and more of max |logit|;
+ * for MoE models in bf16 the NLL alone, as the router may pick other
+ * experts).
  * The summed next-token NLL from the GPU's head and cross-entropy kernel
  * (gpu_model_head_nll) against model_nll's, relative: fp32 1e-5, bf16 1e-2
  * (a mean over the rows, so tighter than the worst logit). */
@@ -49,7 +53,7 @@ static double rel_err(const float *a, const float *ref, size_t n) {
     return d / (m > 0 ? m : 1);
 }
 
-/* 0: both precisions within tolerance; 1: a failure; 2: not on the GPU. */
+/* 0: both precisions within tolerance; 1: a failure. */
 static int check_model(const char *name, const Model *m, const int32_t *tokens, int B, int T) {
     const ModelConfig *c = &m->cfg;
     size_t N = (size_t)B * T, V = (size_t)c->vocab_size;
@@ -69,9 +73,9 @@ static int check_model(const char *name, const Model *m, const int32_t *tokens, 
         GpuModel gm;
         if (gpu_ctx_init(&g, 0, p ? GPU_BF16 : GPU_FP32)) tm_die("%s", tm_error());
         if (gpu_model_init(&gm, &g, m, B, T)) {
-            printf("%-28s not on the GPU yet: %s\n", name, tm_error());
+            printf("%-28s FAIL: %s\n", name, tm_error());
             gpu_ctx_free(&g);
-            bad = 2;
+            bad = 1;
             break;
         }
         if (gpu_model_logits(&gm, &g, tokens, got)) tm_die("%s: %s", name, tm_error());
@@ -80,10 +84,16 @@ static int check_model(const char *name, const Model *m, const int32_t *tokens, 
         if (gpu_model_layers(&gm, &g, x, NULL, B) || gpu_model_head_nll(&gm, &g, tokens, B, &nll, &n))
             tm_die("%s: %s", name, tm_error());
         double e_nll = fabs(nll - nll_ref) / nll_ref;
-        int ok = e <= tol[p] && e_nll <= tol_nll[p] && n == predicted;
-        printf("%-28s %s logits %d x %d x %zu: max |gpu - cpu| / max |cpu| = %.2e (tolerance %.0e), NLL %.2e "
+        /* bf16 MoE: a router fed bf16-rounded activations may pick another expert where two top-k logits lie
+         * closer than its rounding (the fixtures' gaps go down to 5e-3), which moves that row's logits by
+         * O(1): there the NLL alone is held */
+        int logits_held = !(p == 1 && c->n_experts);
+        int ok = (!logits_held || e <= tol[p]) && e_nll <= tol_nll[p] && n == predicted;
+        char held[32] = "none: MoE routing";
+        if (logits_held) snprintf(held, sizeof held, "%.0e", tol[p]);
+        printf("%-28s %s logits %d x %d x %zu: max |gpu - cpu| / max |cpu| = %.2e (tolerance %s), NLL %.2e "
                "relative (%.0e) %s\n",
-               name, label[p], B, T, V, e, tol[p], e_nll, tol_nll[p], ok ? "ok" : "FAIL");
+               name, label[p], B, T, V, e, held, e_nll, tol_nll[p], ok ? "ok" : "FAIL");
         bad |= !ok;
         gpu_model_free(&gm);
         gpu_ctx_free(&g);
@@ -136,8 +146,8 @@ int main(int argc, char **argv) {
     int failed = 0, checked = 0;
     for (size_t i = 0; i < json_array_size(list); i++) {
         int r = check_fixture(fixtures, json_string_value(json_array_get(list, i)));
-        failed += r == 1;
-        checked += r != 2;
+        failed += r;
+        checked++;
     }
     json_decref(list);
     /* a trained model on real text: the bytes of a line, one sequence */
@@ -149,8 +159,8 @@ int main(int argc, char **argv) {
     Model m;
     if (model_load(&m, bytelm)) tm_die("%s", tm_error());
     int r = check_model("bytelm-dev", &m, tokens, 1, T);
-    failed += r == 1;
-    checked += r != 2;
+    failed += r;
+    checked++;
     model_free(&m);
     printf("test_gpu_model: %d model(s) checked on the GPU, %d failed\n", checked, failed);
     return failed || checked == 0 ? 1 : 0;

@@ -141,6 +141,29 @@ void cuda_mla_heads(float *k, float *v, const float *kvb, const float *lat, int6
     if (n > 0) mla_heads<<<blocks_for(n), THREADS, 0, s>>>(k, v, kvb, lat, n, H, dn, dr, dv, R);
 }
 
+__global__ static void gather_rows(float *dst, const float *src, const int32_t *rows, int64_t n, int D) {
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x)
+        dst[e] = src[(int64_t)rows[e / D] * D + e % D];
+}
+
+void cuda_gather_rows(float *dst, const float *src, const int32_t *rows, int n, int D, cudaStream_t s) {
+    int64_t m = (int64_t)n * D;
+    if (m > 0) gather_rows<<<blocks_for(m), THREADS, 0, s>>>(dst, src, rows, m, D);
+}
+
+/* An expert's rows are distinct: no two threads add into one element. */
+__global__ static void scatter_add_rows(float *out, const float *src, const int32_t *rows, const float *w, int64_t n,
+                                        int D) {
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x)
+        out[(int64_t)rows[e / D] * D + e % D] += w[e / D] * src[e];
+}
+
+void cuda_scatter_add_rows(float *out, const float *src, const int32_t *rows, const float *w, int n, int D,
+                           cudaStream_t s) {
+    int64_t m = (int64_t)n * D;
+    if (m > 0) scatter_add_rows<<<blocks_for(m), THREADS, 0, s>>>(out, src, rows, w, m, D);
+}
+
 /* A block's reduction of v by op (max or sum), every thread getting the result. */
 template <typename F> __device__ static float block_reduce(float v, F op, float *part) {
     for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));

@@ -32,8 +32,6 @@ static void layer_vecs(GpuLayer *gl, float ***dev) {
 
 int gpu_layer_upload(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L, int layer) {
     memset(gl, 0, sizeof *gl);
-    if (hf_config_layer_is_moe(c, layer))
-        return tm_fail("--device cuda: layer %d of %s is a MoE layer, not on the GPU yet", layer, c->model_type);
     if (L->qk_rinv_fixed) return tm_fail("--device cuda: a linearised QK-norm is not on the GPU");
     GpuMat *dev[N_MATS];
     const Tensor *host[N_MATS];
@@ -56,6 +54,7 @@ int gpu_layer_upload(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const 
         *vdev[i] = gpu_upload_f32(src[i], len[i]);
         if (src[i]) gl->bytes += (size_t)len[i] * sizeof(float);
     }
+    if (hf_config_layer_is_moe(c, layer)) gpu_moe_upload(gl, g, c, L);
     return 0;
 }
 
@@ -66,6 +65,7 @@ void gpu_layer_free(GpuLayer *gl) {
     float **vdev[N_VECS];
     layer_vecs(gl, vdev);
     for (int i = 0; i < N_VECS; i++) gpu_free(*vdev[i]);
+    gpu_moe_free(gl);
     memset(gl, 0, sizeof *gl);
 }
 
@@ -122,6 +122,7 @@ void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
         a->kvb = acts_buf(a, n * H * (m->qk_nope_head_dim + dv));
     }
     if (c->qk_norm) a->rinv = acts_buf(a, n * (H + (size_t)c->n_kv_heads));
+    if (c->n_experts) gpu_moe_acts_init(a, c, N);
     a->q16 = gpu_alloc(n * (qw + kw + vw) * 2);
     a->k16 = a->q16 + n * qw;
     a->v16 = a->k16 + n * kw;
@@ -133,6 +134,7 @@ void gpu_acts_free(GpuActs *a) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) gpu_free(all[i]);
     gpu_free(a->q16);
     free(a->host);
+    gpu_moe_acts_free(a);
     memset(a, 0, sizeof *a);
 }
 
@@ -220,6 +222,7 @@ static int attention_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, 
 
 static int mlp_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const float *xn, float *out, int accumulate,
                      int N, GpuActs *a) {
+    if (gl->n_experts) return gpu_moe_block(g, c, gl, xn, out, accumulate, N, a);
     float *gate_up[] = {a->h1, a->h2};
     const GpuMat *w_gate_up[] = {&gl->gate, &gl->up};
     const float *b_gate_up[] = {gl->gate_bias, gl->up_bias};

@@ -1,9 +1,9 @@
 /* One decoder layer on the GPU: the device twin of layer_forward
  * (model/layer.h) for dense layers of the GQA families (llama, qwen2,
  * mistral, phi3, qwen3 with its QK-norm, gemma2 with its sandwich norms,
- * GeGLU, soft-cap and sliding windows) and of MLA (deepseek_v3 and
- * gemma2_mla, model/cuda/mla_gpu.c). MoE layers are not on the GPU yet:
- * gpu_layer_upload refuses them with one line. Activations stay fp32; the
+ * GeGLU, soft-cap and sliding windows), of MLA (deepseek_v3 and
+ * gemma2_mla, model/cuda/mla_gpu.c) and MoE layers (mixtral, qwen3_moe,
+ * deepseek_v3's routed experts, model/cuda/moe_gpu.c). Activations stay fp32; the
  * GEMMs run in the context's precision (model/cuda/gpu.h). */
 #ifndef TM_MODEL_CUDA_LAYER_GPU_H
 #define TM_MODEL_CUDA_LAYER_GPU_H
@@ -20,6 +20,8 @@ typedef struct {
     float *q_bias, *k_bias, *v_bias, *o_bias, *gate_bias, *up_bias, *down_bias;
     float *input_norm, *post_norm, *attn_out_norm, *mlp_out_norm, *q_head_norm, *k_head_norm;
     float *q_a_bias, *kv_a_bias, *q_a_norm, *kv_a_norm; /* MLA */
+    GpuMat router, *experts; /* MoE: [E, D], and each expert's gate, up, down ([3 * E]) */
+    int n_experts;
     size_t bytes; /* on the device */
 } GpuLayer;
 
@@ -58,6 +60,7 @@ typedef struct {
     float *rinv;                /* qk_norm: each q then k head's 1/rms, [N*H] then [N*G] */
     float *host;                /* a hook's copy of the projections (made at its first call) */
     size_t host_n;
+    struct GpuMoeActs *moe;     /* MoE models: routing and expert scratch (model/cuda/moe_gpu.c) */
     size_t bytes;
 } GpuActs;
 void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N);
@@ -72,6 +75,16 @@ int gpu_attention(GpuCtx *g, const ModelConfig *c, int layer, GpuActs *a, const 
  * a->lat; QK-norm's 1/rms) to r->hook on the host, as gqa_forward and
  * mla_forward do. */
 int gpu_call_hook(GpuCtx *g, const ModelConfig *c, int layer, const GpuRows *r, GpuActs *a);
+
+/* MoE (model/cuda/moe_gpu.c): a MoE layer's router and experts uploaded;
+ * its scratch for N rows; out (=|+=) the MoE of xn, routed on the host by
+ * moe_route_rows exactly as the CPU routes. */
+void gpu_moe_upload(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L);
+void gpu_moe_free(GpuLayer *gl);
+void gpu_moe_acts_init(GpuActs *a, const ModelConfig *c, int N);
+void gpu_moe_acts_free(GpuActs *a);
+int gpu_moe_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const float *xn, float *out, int accumulate,
+                  int N, GpuActs *a);
 
 /* MLA's attention block (model/cuda/mla_gpu.c, mla_forward's steps): out
  * (=|+=) o_proj of the attention of xn. */
