@@ -14,10 +14,7 @@ set -uo pipefail
 bin=${1:?usage: gpu_convert.sh TRANSMLA}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-if ! "$bin" version | grep -q "GPU(s):"; then
-    echo "gpu_convert: no GPU visible (or CUDA not compiled in), skipped"
-    exit 77
-fi
+need_gpu gpu_convert "$bin"
 M=$here/../data/models/bytelm-dev
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -13,10 +13,7 @@ set -uo pipefail
 bin=${1:?usage: gpu_eval.sh TRANSMLA}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-if ! "$bin" version | grep -q "GPU(s):"; then
-    echo "gpu_eval: no GPU visible (or CUDA not compiled in), skipped"
-    exit 77
-fi
+need_gpu gpu_eval "$bin"
 M=$here/../data/models/bytelm-dev
 toks=$M/eval.u16
 work=$(mktemp -d)

@@ -8,3 +8,10 @@ fails=0
 ok() { echo "ok    $*"; }
 bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
 show() { tail -n "${2:-6}" "$1" | sed 's/^/      | /'; }
+# need_gpu NAME TRANSMLA: a gpu test ends here with 77 (ctest: skipped)
+# unless TRANSMLA was built with CUDA and sees a GPU.
+need_gpu() {
+    "$2" version | grep -q "GPU(s):" && return 0
+    echo "$1: no GPU visible (or CUDA not compiled in), skipped"
+    exit 77
+}
