@@ -11,7 +11,6 @@
  * forward's TFLOP/s (every layer FLOP, attention included, over the whole
  * layers' time) over cuBLAS's TFLOP/s on those GEMMs. The head is not timed
  * (the vocabulary is cut to 1024 to save the upload). */
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 
 #include "io/base/checked.h"
 #include "io/base/error.h"
+#include "model/cuda/cublas_load.h"
 #include "model/cuda/model_gpu.h"
 #include "random_weights.h"
 
@@ -74,6 +74,7 @@ static double time_cublas(const ModelConfig *c, GpuCtx *g, Timer *t, int N, int 
     cudaMemset(w, 0x3c, maxm * maxk * 2); /* bf16 0x3c3c ~ 0.0115: finite, non-zero */
     cudaMemset(in, 0x3c, (size_t)N * maxk * 2);
     float one = 1.0f, zero = 0.0f;
+    const CublasApi *blas = cublas_api(); /* opened by gpu_ctx_init */
     double best = 1e30;
     for (int r = 0; r <= reps; r++) {
         *flops = 0;
@@ -81,10 +82,10 @@ static double time_cublas(const ModelConfig *c, GpuCtx *g, Timer *t, int N, int 
         for (int l = 0; l < c->n_layers; l++)
             for (int s = 0; s < 7; s++) {
                 int m = shapes[s][0], k = shapes[s][1];
-                cublasStatus_t st = cublasGemmEx((cublasHandle_t)g->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, N, k, &one, w,
+                cublasStatus_t st = blas->gemm_ex((cublasHandle_t)g->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, N, k, &one, w,
                                                  CUDA_R_16BF, k, in, CUDA_R_16BF, k, &zero, out, CUDA_R_32F, m,
                                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-                if (st != CUBLAS_STATUS_SUCCESS) tm_die("cublasGemmEx: %s", cublasGetStatusString(st));
+                if (st != CUBLAS_STATUS_SUCCESS) tm_die("cublasGemmEx: %s", blas->status_string(st));
                 *flops += 2.0 * N * m * k;
             }
         double sec = timer_stop(t, g);

@@ -1,7 +1,6 @@
 /* GPU context, device memory, weights and the GEMM (gpu.h). */
 #include "model/cuda/gpu.h"
 
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +8,7 @@
 
 #include "io/base/checked.h"
 #include "io/base/error.h"
+#include "model/cuda/cublas_load.h"
 #include "model/cuda/kernels.h"
 
 static int cuda_fail(const char *what, cudaError_t e) {
@@ -51,16 +51,18 @@ int gpu_ctx_init(GpuCtx *g, int device, GpuPrecision precision) {
     if ((e = cudaStreamCreate(&s)) != cudaSuccess)
         return cuda_fail("cudaStreamCreate", e);
     g->stream = s;
+    const CublasApi *blas = cublas_api();
+    if (!blas) return -1;
     cublasHandle_t h;
-    cublasStatus_t st = cublasCreate(&h);
-    if (st != CUBLAS_STATUS_SUCCESS) return tm_fail("cuBLAS: cublasCreate: %s", cublasGetStatusString(st));
-    cublasSetStream(h, s);
+    cublasStatus_t st = blas->create(&h);
+    if (st != CUBLAS_STATUS_SUCCESS) return tm_fail("cuBLAS: cublasCreate: %s", blas->status_string(st));
+    blas->set_stream(h, s);
     g->blas = h;
     return 0;
 }
 
 void gpu_ctx_free(GpuCtx *g) {
-    if (g->blas) cublasDestroy((cublasHandle_t)g->blas);
+    if (g->blas) cublas_api()->destroy((cublasHandle_t)g->blas);
     if (g->stream) cudaStreamDestroy((cudaStream_t)g->stream);
     gpu_free(g->scratch16);
     memset(g, 0, sizeof *g);
@@ -152,10 +154,11 @@ static int gemm(GpuCtx *g, float *out, const void *b, const GpuMat *W, const flo
     int m = (int)W->rows, k = (int)W->cols;
     float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     cudaDataType bt = W->bf16 ? CUDA_R_16BF : CUDA_R_32F;
-    cublasStatus_t st = cublasGemmEx((cublasHandle_t)g->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, N, k, &one, W->data, bt, k,
-                                     b, bt, k, &beta, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    const CublasApi *blas = cublas_api(); /* opened by gpu_ctx_init */
+    cublasStatus_t st = blas->gemm_ex((cublasHandle_t)g->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, N, k, &one, W->data, bt, k,
+                                      b, bt, k, &beta, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
-        return tm_fail("cuBLAS: cublasGemmEx [%d x %d] x [%d x %d]^T: %s", N, k, m, k, cublasGetStatusString(st));
+        return tm_fail("cuBLAS: cublasGemmEx [%d x %d] x [%d x %d]^T: %s", N, k, m, k, blas->status_string(st));
     if (bias) cuda_add_bias(out, bias, N, m, (cudaStream_t)g->stream);
     return 0;
 }
