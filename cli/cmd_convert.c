@@ -181,7 +181,7 @@ static const ArgSpec convert_specs[] = {
         {"device", ARG_STR, F(device), "cpu|cuda",
          "where the streaming passes run (default cpu): cuda puts each rank's part on GPU local rank mod GPUs for "
          "the calibration statistics (summed on the host) and the evaluations; the fits and eigenproblems stay on "
-         "the CPU; dense layers only", 0},
+         "the CPU", 0},
         {"gpu-fp32", ARG_FLAG, F(s.gpu_fp32), "", "with --device cuda: fp32 GEMMs and attention instead of bf16", 0},
         {"quiet", ARG_FLAG, F(quiet), "", "no progress lines on stderr", 0},
 };

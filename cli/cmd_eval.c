@@ -77,7 +77,7 @@ int cmd_eval(int argc, char **argv) {
         {"batch-size", ARG_POS_INT, &batch, "B", "windows per forward micro-batch (default 4)", 0},
         {"device", ARG_STR, &device, "cpu|cuda",
          "where the layers and the head run (default cpu); cuda: one GPU per rank (local rank mod GPUs), "
-         "dense GQA models, bf16 GEMMs with fp32 accumulation", 0},
+         "bf16 GEMMs with fp32 accumulation", 0},
         {"gpu-fp32", ARG_FLAG, &gpu_fp32, "", "with --device cuda: fp32 GEMMs and attention (the CPU's results)", 0},
         {"json", ARG_FLAG, &json, "", "print one JSON object on stdout instead of text", 0},
         {"quiet", ARG_FLAG, &quiet, "", "no progress lines on stderr", 0},
