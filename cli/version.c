@@ -23,7 +23,9 @@ int cmd_version(int argc, char **argv) {
     H5get_libversion(&maj, &min, &rel);
     printf("transmla 0.1.0\n");
     printf("  MPI:      %s\n", mpi);
-    printf("  OpenBLAS: %s\n", openblas_get_config());
+    const char *timeout = getenv("OPENBLAS_THREAD_TIMEOUT");
+    printf("  OpenBLAS: %s; idle threads sleep after 2^%s cycles\n", openblas_get_config(),
+           timeout ? timeout : "28 (default)");
     const char *wait = getenv("OMP_WAIT_POLICY");
     printf("  OpenMP:   %d threads, wait policy %s\n", omp_get_max_threads(), wait ? wait : "default (spin, then sleep)");
     printf("  HDF5:     %u.%u.%u (parallel: %s)\n", maj, min, rel,
