@@ -1,11 +1,12 @@
 /* Training throughput of one process: forward + backward + AdamW steps of
- * `transmla finetune` (recomputation included) on a converted model, over
+ * `transmla finetune` (recomputation included unless --recompute off) on a converted model, over
  * random tokens, next to the sgemm GFLOP/s of this machine measured in the
  * same run (square 1024 and the model's own widest projection shape).
  *
- *   bench_train MODEL_DIR [--seq-len 256] [--batch-size 4] [--steps 5] [--train all]
+ *   bench_train MODEL_DIR [--seq-len 256] [--batch-size 4] [--steps 5] [--train all] [--recompute on]
  *
- * GFLOP/s counts model FLOPs (3 x forward, as MFU does), not the recomputed
+ * GFLOP/s counts model FLOPs (3 x forward with --train all, as MFU does;
+ * frozen weights get no weight gradient and count none), not the recomputed
  * forward pass, so "of sgemm" is the fraction of the machine's GEMM speed
  * that ends up as useful training work. */
 #include <stdio.h>
@@ -31,16 +32,18 @@ int main(int argc, char **argv) {
     threads_wait_passive(argv); /* as transmla runs */
     dist_init(&argc, &argv);
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_train MODEL_DIR [--seq-len L] [--batch-size B] [--steps N] [--train WHAT]\n");
+        fprintf(stderr, "usage: bench_train MODEL_DIR [--seq-len L] [--batch-size B] [--steps N] [--train WHAT] "
+                        "[--recompute on|off]\n");
         return 2;
     }
-    const char *dir = argv[1], *what_s = "all";
+    const char *dir = argv[1], *what_s = "all", *recompute = "on";
     int T = 256, B = 4, steps = 5;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--seq-len")) T = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--batch-size")) B = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--train")) what_s = argv[i + 1];
+        else if (!strcmp(argv[i], "--recompute")) recompute = argv[i + 1];
     }
     Topology t;
     Model m;
@@ -65,7 +68,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     TrainStep st;
-    train_step_init(&st, &t, &m, &ps, &sampler, B, T, 1, NULL);
+    train_step_init(&st, &t, &m, &ps, &sampler, B, T, 1, strcmp(recompute, "off") != 0, NULL);
     OptimConfig o = {.lr = 1e-5, .weight_decay = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                      .max_grad_norm = 1.0, .schedule = LR_CONSTANT, .total_steps = steps + 1};
     StepResult res;
@@ -75,7 +78,7 @@ int main(int argc, char **argv) {
      * its baseline see the same machine (a shared VM's speed drifts by tens
      * of percent within a minute); the ratio reported is the median pair's */
     int D = m.cfg.hidden_size, inter = m.cfg.intermediate_size;
-    double flops_step = train_flops_per_token(&m.cfg, T) * B * T, secs = 0.0;
+    double flops_step = train_flops_per_token(&m.cfg, T, what) * B * T, secs = 0.0;
     double *ratio = mallocCheck((size_t)steps * sizeof *ratio), g_model = 0.0;
     for (int s = 1; s <= steps; s++) {
         double t0 = tm_now_s();
@@ -90,8 +93,8 @@ int main(int argc, char **argv) {
     double tokens = (double)steps * B * T, gflops = flops_step * steps / secs / 1e9;
     double median = steps % 2 ? ratio[steps / 2] : 0.5 * (ratio[steps / 2 - 1] + ratio[steps / 2]);
     double g_square = measure_sgemm_gflops(1024, 0.5);
-    printf("bench_train: %s  %d layers  hidden %d  train %s (%lld parameters)  %d x %d tokens per step\n", dir,
-           m.cfg.n_layers, D, what_s, (long long)ps.total, B, T);
+    printf("bench_train: %s  %d layers  hidden %d  train %s (%lld parameters)  %d x %d tokens per step  "
+           "recompute %s\n", dir, m.cfg.n_layers, D, what_s, (long long)ps.total, B, T, recompute);
     printf("training:  %.0f tokens/s  %.1f GFLOP/s (model FLOPs)  loss %.4f  activations %.1f MiB\n",
            tokens / secs, gflops, res.loss, (double)st.bytes / (1 << 20));
     printf("sgemm:     %.1f GFLOP/s at 1024^3, %.1f GFLOP/s at [%d x %d] x [%d x %d]^T (the MLP's up projection, "

@@ -35,7 +35,7 @@ static int finetune_numbers(TrainConfig *c, const char *lr, const char *wd, cons
 static int finetune_args(int argc, char **argv, TrainConfig *c) {
     const char *token_dtype = "u16", *text_field = NULL, *lr = "2e-5", *wd = "0.01", *warmup = "0.03";
     const char *schedule = "cosine", *epochs = "1", *clip = "1.0", *resume = "auto", *train = "all";
-    const char *distill_weight = "1";
+    const char *distill_weight = "1", *recompute = "on";
     int max_steps = 0, save_steps = 0, seed = 42;
     TokenFlags flags = {.split = "train"};
     memset(c, 0, sizeof *c);
@@ -78,6 +78,10 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
          "distribution (KL) as well as the data", 0},
         {"distill-weight", ARG_STR, &distill_weight, "A",
          "with --distill-from: loss = A KL(teacher || student) + (1 - A) NLL, A in [0, 1] (default 1)", 0},
+        {"recompute", ARG_STR, &recompute, "on|off",
+         "on: keep each layer's input and recompute the layer in the backward pass (one layer's activations held); "
+         "off: keep every layer's activations of one micro-batch, a quarter fewer layer FLOPs for n_layers/stages "
+         "times the activation memory, and no overlap of pipeline stages (default on)", 0},
         {"seed", ARG_INT, &seed, "S", "data shuffling seed (default 42)", 0},
         {"stages", ARG_POS_INT, &c->stages, "S", "pipeline stages; MPI ranks / S data-parallel replicas (default 1)", 0},
         {"logging-steps", ARG_POS_INT, &c->log_every, "N", "print a progress line every N steps (default 1)", 0},
@@ -103,6 +107,9 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
     if (!!c->data + present != 1)
         return tm_fail("give exactly one of --data FILE.jsonl (chat) and --tokens/--dataset (continued pretraining)");
     if (finetune_numbers(c, lr, wd, warmup, epochs, clip, schedule, train, resume, distill_weight)) return -1;
+    if (strcmp(recompute, "on") && strcmp(recompute, "off"))
+        return tm_fail("--recompute '%s': expected on or off", recompute);
+    c->recompute = !strcmp(recompute, "on");
     c->max_steps = max_steps;
     c->save_steps = save_steps;
     c->seed = (uint64_t)(unsigned)seed;

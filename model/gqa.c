@@ -27,6 +27,7 @@ void gqa_acts_init(GqaActs *a, const ModelConfig *c, int N, int backward, int co
     }
     if (!backward) return;
     a->lse = acts_alloc(b, n * c->n_heads, count_only);
+    if (backward == ACTS_SAVED) return;
     a->dq = acts_alloc(b, n * qd, count_only);
     a->dk = acts_alloc(b, n * kvd, count_only);
     a->dv = acts_alloc(b, n * kvd, count_only);
@@ -35,6 +36,11 @@ void gqa_acts_init(GqaActs *a, const ModelConfig *c, int N, int backward, int co
         a->dq_pre = acts_alloc(b, n * qd, count_only);
         a->dk_pre = acts_alloc(b, n * kvd, count_only);
     }
+}
+
+void gqa_acts_borrow_grads(GqaActs *a, const GqaActs *from) {
+    a->dq = from->dq, a->dk = from->dk, a->dv = from->dv, a->datt = from->datt;
+    a->dq_pre = from->dq_pre, a->dk_pre = from->dk_pre;
 }
 
 void gqa_acts_free(GqaActs *a) {

@@ -19,8 +19,11 @@ typedef struct {
     uint64_t bytes;
 } GqaActs;
 
-/* Allocates (counting into a->bytes) or, with count_only, only counts. */
+/* Allocates (counting into a->bytes) or, with count_only, only counts;
+ * backward: an ActsMode. */
 void gqa_acts_init(GqaActs *a, const ModelConfig *c, int N, int backward, int count_only);
+/* As mla_acts_borrow_grads. */
+void gqa_acts_borrow_grads(GqaActs *a, const GqaActs *from);
 void gqa_acts_free(GqaActs *a);
 
 /* q, k, v of N rows of xn (biases added), then for qk_norm models the

@@ -57,6 +57,7 @@ static void acts_make(struct LayerActsImpl *p, uint64_t *b, const ModelConfig *c
     *b += is_mla(c) ? p->mla.bytes : p->gqa.bytes;
     if (!backward) return;
     p->x_mid = acts_alloc(b, N * D, k);
+    if (backward == ACTS_SAVED) return;
     p->dx_mid = acts_alloc(b, N * D, k);
     p->dxn = acts_alloc(b, N * D, k);
     if (hf_config_has_dense_layer(c)) {
@@ -81,6 +82,17 @@ void layer_acts_init(LayerActs *a, const ModelConfig *c, int B, int T, int backw
                          c->n_experts_per_tok);
 }
 
+void layer_acts_init_sharing(LayerActs *a, const ModelConfig *c, int B, int T, const LayerActs *grads) {
+    const struct LayerActsImpl *g = grads->impl;
+    if (grads->backward != ACTS_BACKWARD || grads->B != B || grads->T != T)
+        tm_die("layer_acts_init_sharing: the gradient scratch is not for %d x %d rows with backward", B, T);
+    layer_acts_init(a, c, B, T, ACTS_SAVED);
+    struct LayerActsImpl *p = a->impl;
+    p->dx_mid = g->dx_mid, p->dxn = g->dxn, p->dh1 = g->dh1, p->dh2 = g->dh2, p->dact = g->dact, p->dblk = g->dblk;
+    if (is_mla(c)) mla_acts_borrow_grads(&p->mla, &g->mla);
+    else gqa_acts_borrow_grads(&p->gqa, &g->gqa);
+}
+
 uint64_t layer_acts_bytes(const ModelConfig *c, int B, int T, int backward) {
     struct LayerActsImpl p = {0};
     uint64_t bytes = 0;
@@ -92,8 +104,15 @@ void layer_acts_free(LayerActs *a) {
     struct LayerActsImpl *p = a->impl;
     if (!p) return;
     if (a->backward) {
-        float *kept[] = {p->xn2, p->act, p->mlp_o, p->x_mid, p->dx_mid, p->dxn, p->dh1, p->dh2, p->dact, p->dblk};
+        float *kept[] = {p->xn2, p->act, p->mlp_o, p->x_mid};
         for (size_t i = 0; i < sizeof kept / sizeof *kept; i++) free(kept[i]);
+    }
+    if (a->backward == ACTS_BACKWARD) {
+        float *grads[] = {p->dx_mid, p->dxn, p->dh1, p->dh2, p->dact, p->dblk};
+        for (size_t i = 0; i < sizeof grads / sizeof *grads; i++) free(grads[i]);
+    } else { /* borrowed (or none): not ours to free */
+        mla_acts_borrow_grads(&p->mla, &(MlaActs){0});
+        gqa_acts_borrow_grads(&p->gqa, &(GqaActs){0});
     }
     float *all[] = {p->xn, p->rstd1, p->rstd2, p->h1, p->h2, p->attn_o, p->rstd_ao, p->rstd_mo};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);

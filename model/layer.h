@@ -10,9 +10,10 @@
  * (hf_config_layer_window) also stops each row's keys window-1 rows back.
  *
  * Memory: a LayerActs holds one layer's activations for one micro-batch. One
- * made for the backward pass keeps what it needs (the trainer keeps only
- * each layer's input and recomputes the layer before its backward pass);
- * one made for the forward alone reuses its buffers and runs in place. */
+ * made for the backward pass keeps what it needs (the trainer keeps each
+ * layer's input and recomputes the layer before its backward pass, or with
+ * activation checkpointing off keeps one per layer); one made for the
+ * forward alone reuses its buffers and runs in place. */
 #ifndef TM_MODEL_LAYER_H
 #define TM_MODEL_LAYER_H
 
@@ -49,9 +50,16 @@ typedef struct {
     void *hook_ctx;
 } LayerRows;
 
+/* What a LayerActs keeps (layer_acts_init's `backward`). */
+typedef enum {
+    ACTS_FORWARD = 0,  /* the forward alone: buffers reused, in place */
+    ACTS_BACKWARD = 1, /* what layer_backward needs, with its gradient scratch */
+    ACTS_SAVED = 2,    /* what layer_backward needs; the gradient scratch another's (layer_acts_init_sharing) */
+} ActsMode;
+
 typedef struct {
     int B, T;     /* the most rows it holds: B sequences of T */
-    int backward; /* keeps what layer_backward needs, with its gradient scratch */
+    int backward; /* an ActsMode */
     /* the fields are layer.c's business (saved norms' inputs and rstd, the
      * attention's and the MLP's activations, gradient scratch) */
     struct LayerActsImpl *impl;
@@ -62,8 +70,12 @@ typedef struct {
  * only (NULL): the one computation behind the acts' init and bytes functions. */
 float *acts_alloc(uint64_t *bytes, size_t n, int count_only);
 
-/* backward 0: for the forward alone (evaluation, calibration). */
+/* backward: an ActsMode; ACTS_FORWARD for evaluation and calibration. */
 void layer_acts_init(LayerActs *a, const ModelConfig *c, int B, int T, int backward);
+/* One layer's saved activations (ACTS_SAVED) with the gradient scratch of
+ * `grads` (ACTS_BACKWARD, the same config and rows; it outlives a): the
+ * trainer's per-layer activations without recompute share one scratch. */
+void layer_acts_init_sharing(LayerActs *a, const ModelConfig *c, int B, int T, const LayerActs *grads);
 /* The bytes layer_acts_init would count in a->bytes, allocating nothing. */
 uint64_t layer_acts_bytes(const ModelConfig *c, int B, int T, int backward);
 void layer_acts_free(LayerActs *a);

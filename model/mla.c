@@ -36,6 +36,7 @@ void mla_acts_init(MlaActs *a, const ModelConfig *c, int N, int backward, int co
     a->att = acts_alloc(b, n * H * dv, k);
     if (!backward) return;
     a->lse = acts_alloc(b, n * H, k);
+    if (backward == ACTS_SAVED) return;
     if (Rq) {
         a->dqa = acts_alloc(b, n * Rq, k);
         a->dqan = acts_alloc(b, n * Rq, k);
@@ -53,6 +54,11 @@ uint64_t mla_acts_bytes(const ModelConfig *c, int N) {
     MlaActs a;
     mla_acts_init(&a, c, N, 1, 1);
     return a.bytes;
+}
+
+void mla_acts_borrow_grads(MlaActs *a, const MlaActs *from) {
+    a->dq = from->dq, a->dk = from->dk, a->dv = from->dv, a->datt = from->datt, a->dlat = from->dlat;
+    a->dc = from->dc, a->dcr = from->dcr, a->dqa = from->dqa, a->dqan = from->dqan;
 }
 
 void mla_acts_free(MlaActs *a) {

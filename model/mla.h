@@ -26,8 +26,12 @@ typedef struct {
     uint64_t bytes;
 } MlaActs;
 
-/* Without backward, qan is qa and craw is cn (normed in place). */
+/* backward: an ActsMode. Without backward, qan is qa and craw is cn (normed
+ * in place). */
 void mla_acts_init(MlaActs *a, const ModelConfig *c, int N, int backward, int count_only);
+/* a's gradient scratch pointers := from's (a made with ACTS_SAVED; an empty
+ * `from` clears them again before mla_acts_free). */
+void mla_acts_borrow_grads(MlaActs *a, const MlaActs *from);
 /* What mla_acts_init(backward 1) allocates. */
 uint64_t mla_acts_bytes(const ModelConfig *c, int N);
 void mla_acts_free(MlaActs *a);

@@ -14,7 +14,9 @@
 #    gemma2 norm kinds (and nothing else), so what `transmla eval` reads
 #    back is the model that was trained;
 #  - a run stopped after its step-4 checkpoint (the later files removed)
-#    and run again resumes: steps 5-8 and the exported model bit-identical;
+#    and run again resumes: steps 5-8 and the exported model bit-identical,
+#    the rerun with --recompute off (every layer's activations kept instead
+#    of recomputed: the same arithmetic, so the same bits);
 #  - a gemma2_mla model (gemma2-dev with random MLA attention in place of
 #    its GQA, made here) fine-tunes too: 6 steps of 4 x 128 at lr 1e-3
 #    lower its perplexity on 32 training windows of 128 (measured 25.6 ->
@@ -105,7 +107,7 @@ check_export "$work/ft" 8 "$M"
 # resume: drop what came after checkpoint 4 and run the same command again
 cp -r "$work/ft" "$work/re"
 rm -f "$work/re/checkpoint-8.h5" "$work/re/model.safetensors" "$work/re/config.json"
-"$BIN" finetune "${args[@]}" --save-path "$work/re" 2>"$work/re.log" || { cat "$work/re.log"; fail "resume failed"; }
+"$BIN" finetune "${args[@]}" --recompute off --save-path "$work/re" 2>"$work/re.log" || { cat "$work/re.log"; fail "resume failed"; }
 grep -q "resuming from .*checkpoint-4.h5 (step 4 of 8)" "$work/re.log" || { cat "$work/re.log"; fail "did not resume"; }
 cmp -s "$work/ft/model.safetensors" "$work/re/model.safetensors" || fail "the resumed run's model differs"
 "$PY" - "$work/ft/metrics.jsonl" "$work/re/metrics.jsonl" <<'PYEOF'
@@ -113,7 +115,7 @@ import json, sys
 a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
 key = lambda r: (r["step"], r["loss"], r["grad_norm"], r["lr"])  # noqa: E731
 assert [key(r) for r in a] == [key(r) for r in b], "steps 5-8 differ after the resume"
-print("finetune_gemma2: resumed at step 4: steps 5-8 and the model bit-identical")
+print("finetune_gemma2: resumed at step 4 with --recompute off: steps 5-8 and the model bit-identical")
 PYEOF
 
 # gemma2_mla: gemma2-dev's embedding, norms and MLPs around random MLA attention

@@ -76,22 +76,40 @@ void metrics_print(FILE *to, const StepLog *s) {
     fprintf(to, "  ETA %s\n", eta);
 }
 
-double train_flops_per_token(const ModelConfig *c, int T) {
-    const MlaConfig *m = &c->mla;
-    double D = c->hidden_size, H = c->n_heads, qk = m->qk_nope_head_dim + m->qk_rope_head_dim;
-    double R = m->kv_lora_rank, dr = m->qk_rope_head_dim, Rq = m->q_lora_rank, dv = m->v_head_dim;
-    double macs = 0.0;
-    for (int l = 0; l < c->n_layers; l++) {
-        macs += Rq > 0 ? D * Rq + Rq * H * qk : D * H * qk;
-        macs += D * (R + dr) + R * H * (m->qk_nope_head_dim + dv) + H * dv * D;
-        macs += H * (qk + dv) * (T + 1) / 2.0; /* causal scores and weighted values, per token on average */
-        if (hf_config_layer_is_moe(c, l))
-            macs += D * c->n_experts + c->n_experts_per_tok * 3.0 * D * c->expert_intermediate_size;
-        else
-            macs += 3.0 * D * c->intermediate_size;
+/* Multiply-adds per token of one layer's attention: its projections'
+ * (*proj) and its causal scores and weighted values (*core), on average
+ * over a sequence of T. */
+static void attention_macs(const ModelConfig *c, int T, double *proj, double *core) {
+    double D = c->hidden_size, H = c->n_heads, mean_keys = (T + 1) / 2.0;
+    if (!hf_config_is_mla(c)) {
+        double hd = c->head_dim, G = c->n_kv_heads;
+        *proj = D * H * hd + 2.0 * D * G * hd + H * hd * D;
+        *core = H * 2.0 * hd * mean_keys;
+        return;
     }
-    macs += D * c->vocab_size;
-    return 3.0 * 2.0 * macs;
+    const MlaConfig *m = &c->mla;
+    double qk = m->qk_nope_head_dim + m->qk_rope_head_dim, R = m->kv_lora_rank, Rq = m->q_lora_rank;
+    double dv = m->v_head_dim;
+    *proj = (Rq > 0 ? D * Rq + Rq * H * qk : D * H * qk) + D * (R + m->qk_rope_head_dim) +
+            R * H * (m->qk_nope_head_dim + dv) + H * dv * D;
+    *core = H * (qk + dv) * mean_keys;
+}
+
+double train_flops_per_token(const ModelConfig *c, int T, TrainWhat what) {
+    double D = c->hidden_size, attn_proj = 0.0, core = 0.0, mlp = 0.0;
+    for (int l = 0; l < c->n_layers; l++) {
+        double p, k;
+        attention_macs(c, T, &p, &k);
+        attn_proj += p, core += k;
+        mlp += hf_config_layer_is_moe(c, l)
+                   ? D * c->n_experts + c->n_experts_per_tok * 3.0 * D * c->expert_intermediate_size
+                   : 3.0 * D * c->intermediate_size;
+    }
+    double head = D * c->vocab_size, forward = attn_proj + core + mlp + head;
+    /* backward: every input gradient (one forward's worth, the core's two), and
+     * the weight gradients of what is trained (one forward's worth of each) */
+    double weight_grads = attn_proj + (what == TRAIN_ALL ? mlp + head : 0.0);
+    return 2.0 * (2.0 * forward + core + weight_grads);
 }
 
 double measure_sgemm_gflops_at(int M, int N, int K, double seconds) {

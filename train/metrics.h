@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "io/hf_config.h"
+#include "train/params.h"
 
 typedef struct {
     int64_t step, total_steps;
@@ -30,10 +31,12 @@ void metrics_write(Metrics *m, const StepLog *s);
 void metrics_close(Metrics *m);
 void metrics_print(FILE *to, const StepLog *s);
 
-/* Model FLOPs of one training token (forward + backward, 3x forward; the
- * recomputed forward is not counted, as MFU conventionally does not) at
- * sequence length T, for a deepseek_v3 model. */
-double train_flops_per_token(const ModelConfig *c, int T);
+/* Model FLOPs of one training token at sequence length T (MLA or GQA):
+ * forward and backward, 3x forward when everything is trained; frozen
+ * weights (what != TRAIN_ALL) get no weight gradients, so those are not
+ * counted. The recomputed forward is not counted, as MFU conventionally
+ * does not. */
+double train_flops_per_token(const ModelConfig *c, int T, TrainWhat what);
 /* This process's sgemm GFLOP/s at out[M, N] = A[M, K] B[N, K]^T, as the engine
  * calls it, timed for about `seconds` after one warm-up call. */
 double measure_sgemm_gflops_at(int M, int N, int K, double seconds);

@@ -17,7 +17,7 @@ static void *step_alloc(TrainStep *s, size_t bytes) {
 }
 
 void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *ps, Sampler *sampler, int B, int T,
-                     int K, Teacher *teacher) {
+                     int K, int recompute, Teacher *teacher) {
     memset(s, 0, sizeof *s);
     const ModelConfig *c = &m->cfg;
     s->topo = t;
@@ -31,9 +31,16 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
     size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
     s->embed_scale = c->embed_scaled ? model_embed_normalizer(c, ps->embed_dtype) : 1.0f;
     rope_table_init(&s->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
-    layer_acts_init(&s->acts, c, B, T, 1);
+    layer_acts_init(&s->acts, c, B, T, ACTS_BACKWARD);
     s->bytes += s->acts.bytes;
-    int n_saved = K * (s->n_local + 1);
+    if (!recompute) {
+        s->kept = callocCheck((size_t)s->n_local + 1, sizeof *s->kept);
+        for (int li = 0; li < s->n_local; li++) {
+            layer_acts_init_sharing(&s->kept[li], c, B, T, &s->acts);
+            s->bytes += s->kept[li].bytes;
+        }
+    }
+    int n_saved = (recompute ? K : 1) * (s->n_local + 1);
     s->saved = callocCheck((size_t)n_saved, sizeof *s->saved);
     for (int i = 0; i < n_saved; i++) s->saved[i] = step_alloc(s, N * D * sizeof(float));
     s->x_tmp = step_alloc(s, N * D * sizeof(float));
@@ -59,8 +66,10 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
 
 void train_step_free(TrainStep *s) {
     rope_table_free(&s->rope);
-    layer_acts_free(&s->acts);
-    for (int i = 0; i < s->K * (s->n_local + 1); i++) free(s->saved[i]);
+    for (int li = 0; s->kept && li < s->n_local; li++) layer_acts_free(&s->kept[li]);
+    free(s->kept);
+    layer_acts_free(&s->acts); /* after the kept ones: they borrow its gradient scratch */
+    for (int i = 0; i < (s->kept ? 1 : s->K) * (s->n_local + 1); i++) free(s->saved[i]);
     free(s->saved);
     free(s->x_tmp);
     free(s->dx);
@@ -77,8 +86,11 @@ void train_step_free(TrainStep *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* saved input of local layer li (li == n_local: the head's) of micro-batch k */
-static float *saved(const TrainStep *s, int k, int li) { return s->saved[k * (s->n_local + 1) + li]; }
+/* saved input of local layer li (li == n_local: the head's) of micro-batch k
+ * (without recompute, of the one micro-batch in flight) */
+static float *saved(const TrainStep *s, int k, int li) {
+    return s->saved[(s->kept ? 0 : k) * (s->n_local + 1) + li];
+}
 
 /* The allreduce of one gradient bucket across the stage's replicas, in
  * pieces of at most 2^30 floats (MPI counts are int). */
@@ -151,7 +163,8 @@ static void forward_micro(TrainStep *s, int k) {
     LayerRows rows = rows_of(s, k);
     for (int li = 0; li < s->n_local; li++) {
         int l = m->part.first + li;
-        layer_forward(&m->cfg, &m->w.layers[l], l, saved(s, k, li), saved(s, k, li + 1), &rows, &s->acts);
+        layer_forward(&m->cfg, &m->w.layers[l], l, saved(s, k, li), saved(s, k, li + 1), &rows,
+                      s->kept ? &s->kept[li] : &s->acts);
     }
     if (!m->part.head) stage_send(t, LINK_NEXT, LINK_TAG_ACT, saved(s, k, s->n_local), (int64_t)N * D, 0);
     if (s->teacher) teacher_micro(s, k);
@@ -199,8 +212,9 @@ static void backward_micro(TrainStep *s, int k, float weight, double *nll, doubl
     for (int li = s->n_local - 1; li >= 0; li--) {
         int l = m->part.first + li;
         const LayerWeights *L = &m->w.layers[l];
-        layer_forward(&m->cfg, L, l, saved(s, k, li), s->x_tmp, &rows, &s->acts);
-        layer_backward(&m->cfg, L, &s->ps->grads.layers[l], l, saved(s, k, li), s->dx, s->dx, &rows, &s->acts);
+        LayerActs *a = s->kept ? &s->kept[li] : &s->acts;
+        if (!s->kept) layer_forward(&m->cfg, L, l, saved(s, k, li), s->x_tmp, &rows, a); /* recompute */
+        layer_backward(&m->cfg, L, &s->ps->grads.layers[l], l, saved(s, k, li), s->dx, s->dx, &rows, a);
         if (last) reduce_bucket(s, red, l);
         progress(red);
     }
@@ -225,10 +239,17 @@ void train_step_grads(TrainStep *s, int64_t step, StepResult *out) {
         train_rows_batch(s->sampler->rows, s->row_idx, s->B, s->tokens + (size_t)k * N, s->targets + (size_t)k * N,
                          s->pos + (size_t)k * N, s->doc_start + (size_t)k * N);
     }
-    for (int k = 0; k < s->K; k++) forward_micro(s, k);
     double sums[2] = {0.0, 0.0}, all[2]; /* NLL, KL */
     Reductions red = {.n = 0};
-    for (int k = 0; k < s->K; k++) backward_micro(s, k, weight, &sums[0], &sums[1], &red);
+    if (s->kept) { /* one micro-batch's activations at a time: each backward right after its forward */
+        for (int k = 0; k < s->K; k++) {
+            forward_micro(s, k);
+            backward_micro(s, k, weight, &sums[0], &sums[1], &red);
+        }
+    } else {
+        for (int k = 0; k < s->K; k++) forward_micro(s, k);
+        for (int k = 0; k < s->K; k++) backward_micro(s, k, weight, &sums[0], &sums[1], &red);
+    }
     if (red.n) MPI_Waitall(red.n, red.req, MPI_STATUSES_IGNORE);
     /* the global norm: this stage's squares (equal on its replicas), summed over stages */
     double sq = params_grad_sq(s->ps), sq_all;

@@ -7,7 +7,11 @@
  *
  * Memory per rank: the input of each of its layers for each of the K
  * micro-batches (B x T x hidden floats each) and one layer's activations;
- * a layer is recomputed from its saved input before its backward pass. */
+ * a layer is recomputed from its saved input before its backward pass.
+ * Without recompute, every layer keeps its activations of one micro-batch
+ * (n_local times the memory, a quarter fewer layer FLOPs) and each
+ * micro-batch's backward follows its forward, so the stages of a pipeline
+ * no longer overlap. */
 #ifndef TM_TRAIN_STEP_H
 #define TM_TRAIN_STEP_H
 
@@ -28,7 +32,8 @@ typedef struct {
     int B, T, K;
     int n_local;           /* layers of this stage */
     RopeTable rope;
-    LayerActs acts;
+    LayerActs acts;        /* one layer's (recomputed) activations, and the gradient scratch */
+    LayerActs *kept;       /* recompute off: [n_local] each layer's activations of the micro-batch in flight */
     float **saved;         /* [K * (n_local + 1)] inputs of the layers (and of the head) per micro-batch */
     float *x_tmp, *dx;     /* [N, D] */
     float *xn, *dxn, *rstd;/* head: final norm output, its gradient, rstd */
@@ -42,7 +47,7 @@ typedef struct {
 } TrainStep;
 
 void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *ps, Sampler *sampler, int B, int T,
-                     int K, Teacher *teacher);
+                     int K, int recompute, Teacher *teacher);
 void train_step_free(TrainStep *s);
 
 typedef struct {

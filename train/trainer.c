@@ -218,7 +218,7 @@ static int setup(Trainer *r) {
     if (dist_agree(MPI_COMM_WORLD, r->root ? path_make_dirs(cfg->save_path, "the --save-path folder") : 0)) return -1;
     if (cfg->resume && resume(r)) return -1;
     train_step_init(&r->step, &r->t, &r->m, &r->ps, &r->sampler, cfg->batch, cfg->seq_len, cfg->grad_accum,
-                    cfg->distill_from ? &r->teacher : NULL);
+                    cfg->recompute, cfg->distill_from ? &r->teacher : NULL);
     if (r->root) {
         char path[4096];
         snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->save_path);
@@ -267,7 +267,7 @@ static void log_step(Trainer *r, int64_t step, const StepResult *res, double lr,
     s.epoch = (double)(step + 1) / (double)r->sampler.steps_per_epoch;
     s.tokens = r->sampler.global_batch * cfg->seq_len;
     s.tokens_per_s = (double)s.tokens / step_s;
-    s.gflops = train_flops_per_token(&r->m.cfg, cfg->seq_len) * (double)s.tokens / step_s / 1e9;
+    s.gflops = train_flops_per_token(&r->m.cfg, cfg->seq_len, cfg->what) * (double)s.tokens / step_s / 1e9;
     if (r->sgemm_gflops > 0) s.mfu = s.gflops / (r->sgemm_gflops * r->t.size);
     s.elapsed_s = tm_now_s() - t_start;
     s.eta_s = s.elapsed_s / (double)steps_done * (double)(r->total_steps - step - 1);

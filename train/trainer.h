@@ -19,6 +19,7 @@ typedef struct {
     TokenSource tokens;
     int has_tokens;
     int seq_len, batch, grad_accum, stages;
+    int recompute;          /* 1: recompute each layer before its backward pass; 0: keep every layer's activations */
     int64_t max_steps;      /* > 0 wins over epochs */
     double epochs;
     double warmup_ratio;
