@@ -33,9 +33,10 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
     rope_table_init(&s->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
     layer_acts_init(&s->acts, c, B, T, ACTS_BACKWARD);
     s->bytes += s->acts.bytes;
-    if (!recompute) {
+    s->recompute = recompute;
+    if (!recompute) { /* the last layer's activations are acts' own */
         s->kept = callocCheck((size_t)s->n_local + 1, sizeof *s->kept);
-        for (int li = 0; li < s->n_local; li++) {
+        for (int li = 0; li < s->n_local - 1; li++) {
             layer_acts_init_sharing(&s->kept[li], c, B, T, &s->acts);
             s->bytes += s->kept[li].bytes;
         }
@@ -66,10 +67,10 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
 
 void train_step_free(TrainStep *s) {
     rope_table_free(&s->rope);
-    for (int li = 0; s->kept && li < s->n_local; li++) layer_acts_free(&s->kept[li]);
+    for (int li = 0; s->kept && li < s->n_local - 1; li++) layer_acts_free(&s->kept[li]);
     free(s->kept);
     layer_acts_free(&s->acts); /* after the kept ones: they borrow its gradient scratch */
-    for (int i = 0; i < (s->kept ? 1 : s->K) * (s->n_local + 1); i++) free(s->saved[i]);
+    for (int i = 0; s->saved && i < (s->recompute ? s->K : 1) * (s->n_local + 1); i++) free(s->saved[i]);
     free(s->saved);
     free(s->x_tmp);
     free(s->dx);
@@ -89,7 +90,12 @@ void train_step_free(TrainStep *s) {
 /* saved input of local layer li (li == n_local: the head's) of micro-batch k
  * (without recompute, of the one micro-batch in flight) */
 static float *saved(const TrainStep *s, int k, int li) {
-    return s->saved[(s->kept ? 0 : k) * (s->n_local + 1) + li];
+    return s->saved[(s->recompute ? k : 0) * (s->n_local + 1) + li];
+}
+
+/* The activations local layer li's forward keeps for its backward pass. */
+static LayerActs *acts_of(TrainStep *s, int li) {
+    return s->recompute || li == s->n_local - 1 ? &s->acts : &s->kept[li];
 }
 
 /* The allreduce of one gradient bucket across the stage's replicas, in
@@ -164,7 +170,7 @@ static void forward_micro(TrainStep *s, int k) {
     for (int li = 0; li < s->n_local; li++) {
         int l = m->part.first + li;
         layer_forward(&m->cfg, &m->w.layers[l], l, saved(s, k, li), saved(s, k, li + 1), &rows,
-                      s->kept ? &s->kept[li] : &s->acts);
+                      acts_of(s, li));
     }
     if (!m->part.head) stage_send(t, LINK_NEXT, LINK_TAG_ACT, saved(s, k, s->n_local), (int64_t)N * D, 0);
     if (s->teacher) teacher_micro(s, k);
@@ -212,8 +218,8 @@ static void backward_micro(TrainStep *s, int k, float weight, double *nll, doubl
     for (int li = s->n_local - 1; li >= 0; li--) {
         int l = m->part.first + li;
         const LayerWeights *L = &m->w.layers[l];
-        LayerActs *a = s->kept ? &s->kept[li] : &s->acts;
-        if (!s->kept) layer_forward(&m->cfg, L, l, saved(s, k, li), s->x_tmp, &rows, a); /* recompute */
+        LayerActs *a = acts_of(s, li);
+        if (s->recompute) layer_forward(&m->cfg, L, l, saved(s, k, li), s->x_tmp, &rows, a); /* recompute */
         layer_backward(&m->cfg, L, &s->ps->grads.layers[l], l, saved(s, k, li), s->dx, s->dx, &rows, a);
         if (last) reduce_bucket(s, red, l);
         progress(red);
@@ -241,7 +247,7 @@ void train_step_grads(TrainStep *s, int64_t step, StepResult *out) {
     }
     double sums[2] = {0.0, 0.0}, all[2]; /* NLL, KL */
     Reductions red = {.n = 0};
-    if (s->kept) { /* one micro-batch's activations at a time: each backward right after its forward */
+    if (!s->recompute) { /* one micro-batch's activations at a time: each backward right after its forward */
         for (int k = 0; k < s->K; k++) {
             forward_micro(s, k);
             backward_micro(s, k, weight, &sums[0], &sums[1], &red);

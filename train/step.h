@@ -33,7 +33,9 @@ typedef struct {
     int n_local;           /* layers of this stage */
     RopeTable rope;
     LayerActs acts;        /* one layer's (recomputed) activations, and the gradient scratch */
-    LayerActs *kept;       /* recompute off: [n_local] each layer's activations of the micro-batch in flight */
+    int recompute;         /* 0: every layer's activations kept for its backward pass */
+    LayerActs *kept;       /* recompute off: layers 0..n_local-2's activations of the micro-batch in flight
+                            * (the last layer's are acts') */
     float **saved;         /* [K * (n_local + 1)] inputs of the layers (and of the head) per micro-batch */
     float *x_tmp, *dx;     /* [N, D] */
     float *xn, *dxn, *rstd;/* head: final norm output, its gradient, rstd */
