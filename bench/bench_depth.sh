@@ -17,15 +17,18 @@
 # --mpirun straight through mpirun. For each rank it prints the measured
 # peak RSS (transmla_report.json, getrusage) next to plan's estimate for its
 # stage with the same settings, and the seconds of each phase.
-#   bash bench/bench_depth.sh [--mpirun] [--only 1b|72b] [BUILD_DIR]
+# --fit rotation|attention (default attention) is given to both convert and
+# plan: with rotation, Qwen2.5-72B shapes at 2 ranks fit a 24 GiB machine.
+#   bash bench/bench_depth.sh [--mpirun] [--only 1b|72b] [--fit WHAT] [BUILD_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-launcher=slurm only=""
+launcher=slurm only="" fit=attention
 while [ $# -gt 0 ]; do
     case $1 in
         --mpirun) launcher=mpirun; shift ;;
         --only) only=$2; shift 2 ;;
+        --fit) fit=$2; shift 2 ;;
         *) break ;;
     esac
 done
@@ -34,7 +37,7 @@ PY=/usr/bin/python3
 work=${BENCH_DEPTH_WORK:-$(mktemp -d /tmp/bench_depth.XXXXXX)}
 mkdir -p "$work"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-settings=(--cal-nsamples 16 --freqfold 4 --eval-dataset none)
+settings=(--cal-nsamples 16 --freqfold 4 --eval-dataset none --fit "$fit")
 convert_args=(--token-dtype u32 --rorope-fit-steps 5 --attn-fit-steps 3 --skip-published-mla "${settings[@]}")
 
 cleanup() {

@@ -151,8 +151,9 @@ static const ArgSpec convert_specs[] = {
          0},
         {"attn-fit-lr", ARG_STR, F(attn_fit_lr), "X", "learning rate of the attention fit (default 0.004)", 0},
         {"attn-fit-nsamples", ARG_INT, F(s.attn_fit_nsamples), "K",
-         "the first K calibration windows are the attention fit's data, an eighth of them held back to pick the "
-         "step kept (default 0: all)", 0},
+         "the first K calibration windows are the attention fit's data; an eighth of their micro-batches of "
+         "--cal-batch-size windows (at least one, when there are two or more) is held back to pick the step kept "
+         "(default 0: all)", 0},
         {"attn-fit-windows-per-step", ARG_POS_INT, F(s.attn_fit_windows_per_step), "W",
          "calibration windows each Adam step of the attention fit trains on (default 16)", 0},
         {"attn-fit-o-proj", ARG_STR, F(attn_fit_o), "yes|no", "fit o_proj with the attention (default yes)", 0},

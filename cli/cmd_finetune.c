@@ -32,19 +32,21 @@ static int finetune_numbers(TrainConfig *c, const char *lr, const char *wd, cons
     return 0;
 }
 
+/* *out = 1 for "on", 0 for "off"; anything else is an error naming --flag. */
+static int on_off(const char *flag, const char *v, int *out) {
+    if (strcmp(v, "on") && strcmp(v, "off")) return tm_fail("--%s '%s': expected on or off", flag, v);
+    *out = !strcmp(v, "on");
+    return 0;
+}
+
 static int finetune_args(int argc, char **argv, TrainConfig *c) {
     const char *token_dtype = "u16", *text_field = NULL, *lr = "2e-5", *wd = "0.01", *warmup = "0.03";
     const char *schedule = "cosine", *epochs = "1", *clip = "1.0", *resume = "auto", *train = "all";
     const char *distill_weight = "1", *recompute = "on";
     int max_steps = 0, save_steps = 0, seed = 42;
     TokenFlags flags = {.split = "train"};
-    memset(c, 0, sizeof *c);
-    c->seq_len = 2048;
-    c->batch = 1;
-    c->grad_accum = 1;
-    c->stages = 1;
-    c->log_every = 1;
-    c->chat_template = "auto";
+    *c = (TrainConfig){.seq_len = 2048, .batch = 1, .grad_accum = 1, .stages = 1, .log_every = 1,
+                       .chat_template = "auto"};
     const ArgSpec specs[] = {
         {"model-path", ARG_STR, &c->model_path, "DIR", "model folder: converted (deepseek_v3) or an original GQA model", 1},
         {"save-path", ARG_STR, &c->save_path, "DIR",
@@ -78,10 +80,9 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
          "distribution (KL) as well as the data", 0},
         {"distill-weight", ARG_STR, &distill_weight, "A",
          "with --distill-from: loss = A KL(teacher || student) + (1 - A) NLL, A in [0, 1] (default 1)", 0},
-        {"recompute", ARG_STR, &recompute, "on|off",
-         "on: keep each layer's input and recompute the layer in the backward pass (one layer's activations held); "
-         "off: keep every layer's activations of one micro-batch, a quarter fewer layer FLOPs for n_layers/stages "
-         "times the activation memory, and no overlap of pipeline stages (default on)", 0},
+        {"recompute", ARG_STR, &recompute, "on|off", "on: recompute each layer in the backward pass from its input; off: "
+         "keep every layer's activations of one micro-batch (a quarter fewer layer FLOPs, a layer's activations "
+         "more per layer of the stage, pipeline stages no longer overlapped) (default on)", 0},
         {"seed", ARG_INT, &seed, "S", "data shuffling seed (default 42)", 0},
         {"stages", ARG_POS_INT, &c->stages, "S", "pipeline stages; MPI ranks / S data-parallel replicas (default 1)", 0},
         {"logging-steps", ARG_POS_INT, &c->log_every, "N", "print a progress line every N steps (default 1)", 0},
@@ -106,10 +107,9 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
     c->save_path = save_path;
     if (!!c->data + present != 1)
         return tm_fail("give exactly one of --data FILE.jsonl (chat) and --tokens/--dataset (continued pretraining)");
-    if (finetune_numbers(c, lr, wd, warmup, epochs, clip, schedule, train, resume, distill_weight)) return -1;
-    if (strcmp(recompute, "on") && strcmp(recompute, "off"))
-        return tm_fail("--recompute '%s': expected on or off", recompute);
-    c->recompute = !strcmp(recompute, "on");
+    if (finetune_numbers(c, lr, wd, warmup, epochs, clip, schedule, train, resume, distill_weight) ||
+        on_off("recompute", recompute, &c->recompute))
+        return -1;
     c->max_steps = max_steps;
     c->save_steps = save_steps;
     c->seed = (uint64_t)(unsigned)seed;
