@@ -11,8 +11,8 @@
  *
  * Memory: a LayerActs holds one layer's activations for one micro-batch. One
  * made for the backward pass keeps what it needs (the trainer keeps each
- * layer's input and recomputes the layer before its backward pass, or with
- * activation checkpointing off keeps one per layer); one made for the
+ * layer's input and recomputes the layer before its backward pass, or
+ * without recompute keeps one per layer); one made for the
  * forward alone reuses its buffers and runs in place. */
 #ifndef TM_MODEL_LAYER_H
 #define TM_MODEL_LAYER_H
