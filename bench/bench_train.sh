@@ -3,8 +3,9 @@
 # (hidden 384) and a random model with Llama-3.2-1B layer shapes (hidden
 # 2048, 2 layers, vocabulary cut to 1024) to MLA, then runs bench_train on
 # each (with --recompute on, the default, and off), which prints training
-# tokens/s and GFLOP/s next to the sgemm GFLOP/s it measures in the same run: after every timed step, so the ratio (the
-# median step/sgemm pair) holds on a machine whose speed drifts.
+# tokens/s and GFLOP/s next to the sgemm GFLOP/s it measures in the same
+# run: after every timed step, so the ratio (the median step/sgemm pair)
+# holds on a machine whose speed drifts.
 #   bash bench/bench_train.sh [BUILD_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."

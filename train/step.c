@@ -44,7 +44,7 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
     int n_saved = (recompute ? K : 1) * (s->n_local + 1);
     s->saved = callocCheck((size_t)n_saved, sizeof *s->saved);
     for (int i = 0; i < n_saved; i++) s->saved[i] = step_alloc(s, N * D * sizeof(float));
-    s->x_tmp = step_alloc(s, N * D * sizeof(float));
+    if (recompute) s->x_tmp = step_alloc(s, N * D * sizeof(float)); /* the recomputed layer's output */
     s->dx = step_alloc(s, N * D * sizeof(float));
     if (m->part.head) {
         s->xn = step_alloc(s, N * D * sizeof(float));

@@ -37,7 +37,7 @@ typedef struct {
     LayerActs *kept;       /* recompute off: layers 0..n_local-2's activations of the micro-batch in flight
                             * (the last layer's are acts') */
     float **saved;         /* [K * (n_local + 1)] inputs of the layers (and of the head) per micro-batch */
-    float *x_tmp, *dx;     /* [N, D] */
+    float *x_tmp, *dx;     /* [N, D]: the recomputed layer's output (recompute only), the gradient */
     float *xn, *dxn, *rstd;/* head: final norm output, its gradient, rstd */
     float *logits, *teacher_logits; /* [N, chunk] */
     int chunk;
