@@ -68,6 +68,11 @@ int args_parse(int argc, char **argv, const ArgSpec *specs, int n, const char *u
     return 0;
 }
 
+int args_one_of(const char *name, const char *text, const char *a, const char *b) {
+    if (strcmp(text, a) && strcmp(text, b)) return tm_fail("--%s '%s': expected %s or %s", name, text, a, b);
+    return 0;
+}
+
 int args_number(const char *name, const char *text, int allow_zero, double *out) {
     char *end;
     double v = strtod(text, &end); /* "inf", "nan" and 1e400 (HUGE_VAL) parse: isfinite refuses them */

@@ -26,6 +26,10 @@ int args_parse(int argc, char **argv, const ArgSpec *specs, int n, const char *u
  * flag, and -1. */
 int args_number(const char *name, const char *text, int allow_zero, double *out);
 
+/* 0 when the text of flag --name is a or b; else one error line naming the
+ * flag and both choices, and -1. */
+int args_one_of(const char *name, const char *text, const char *a, const char *b);
+
 /* --device: 0 for "cpu", 1 for "cuda" (PIPE_CPU, PIPE_CUDA); else one error
  * line and -1. */
 int device_parse(const char *text);

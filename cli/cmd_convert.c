@@ -237,11 +237,6 @@ static int parse_flags(ConvertFlags *f, int argc, char **argv) {
 }
 
 /* v is a or b, else one error line naming the flag */
-static int one_of(const char *flag, const char *v, const char *a, const char *b) {
-    if (strcmp(v, a) && strcmp(v, b)) return tm_fail("--%s '%s': expected %s or %s", flag, v, a, b);
-    return 0;
-}
-
 /* --fit: none turns both fits off, rotation the attention fit. */
 static int fit_choice(const char *v, ConvertSettings *s) {
     if (!strcmp(v, "none")) s->rorope_fit_steps = 0;
@@ -260,11 +255,11 @@ static int settings_from_flags(ConvertFlags *f, ConvertSettings *out) {
         parse_dtype(f->dtype, &s->dtype) || token_dtype_parse(f->token_dtype, &dtype_raw) ||
         args_number("balance-kv-ratio", f->balance, 0, &s->balance_kv_ratio) ||
         args_number("rorope-fit-lr", f->fit_lr, 0, &s->rorope_fit_lr) ||
-        one_of("rorope-fit-schedule", f->fit_schedule, "parallel", "sequential") ||
-        one_of("resume", f->resume, "auto", "never") || one_of("kv-norm", f->kv_norm, "fit", "rms") ||
+        args_one_of("rorope-fit-schedule", f->fit_schedule, "parallel", "sequential") ||
+        args_one_of("resume", f->resume, "auto", "never") || args_one_of("kv-norm", f->kv_norm, "fit", "rms") ||
         args_number("attn-fit-lr", f->attn_fit_lr, 0, &s->attn_fit_lr) ||
-        one_of("attn-fit-schedule", f->attn_fit_schedule, "parallel", "sequential") ||
-        one_of("attn-fit-o-proj", f->attn_fit_o, "yes", "no") || fit_choice(f->fit, s))
+        args_one_of("attn-fit-schedule", f->attn_fit_schedule, "parallel", "sequential") ||
+        args_one_of("attn-fit-o-proj", f->attn_fit_o, "yes", "no") || fit_choice(f->fit, s))
         return -1;
     s->attn_fit_sequential = !strcmp(f->attn_fit_schedule, "sequential");
     s->attn_fit_o = !strcmp(f->attn_fit_o, "yes");

@@ -25,17 +25,10 @@ static int finetune_numbers(TrainConfig *c, const char *lr, const char *wd, cons
         lr_schedule_parse(schedule, &c->opt.schedule) || train_what_parse(train, &c->what))
         return -1;
     if (c->warmup_ratio >= 1) return tm_fail("--warmup-ratio %s: expected a fraction below 1", warmup);
-    if (strcmp(resume, "auto") && strcmp(resume, "never")) return tm_fail("--resume '%s': expected auto or never", resume);
+    if (args_one_of("resume", resume, "auto", "never")) return -1;
     c->resume = !strcmp(resume, "auto");
     if (args_number("distill-weight", distill_weight, 1, &c->distill_weight)) return -1;
     if (c->distill_weight > 1) return tm_fail("--distill-weight %s: expected a weight in [0, 1]", distill_weight);
-    return 0;
-}
-
-/* *out = 1 for "on", 0 for "off"; anything else is an error naming --flag. */
-static int on_off(const char *flag, const char *v, int *out) {
-    if (strcmp(v, "on") && strcmp(v, "off")) return tm_fail("--%s '%s': expected on or off", flag, v);
-    *out = !strcmp(v, "on");
     return 0;
 }
 
@@ -108,8 +101,9 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
     if (!!c->data + present != 1)
         return tm_fail("give exactly one of --data FILE.jsonl (chat) and --tokens/--dataset (continued pretraining)");
     if (finetune_numbers(c, lr, wd, warmup, epochs, clip, schedule, train, resume, distill_weight) ||
-        on_off("recompute", recompute, &c->recompute))
+        args_one_of("recompute", recompute, "on", "off"))
         return -1;
+    c->recompute = !strcmp(recompute, "on");
     c->max_steps = max_steps;
     c->save_steps = save_steps;
     c->seed = (uint64_t)(unsigned)seed;

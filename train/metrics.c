@@ -96,15 +96,13 @@ static void attention_macs(const ModelConfig *c, int T, double *proj, double *co
 }
 
 double train_flops_per_token(const ModelConfig *c, int T, TrainWhat what) {
-    double D = c->hidden_size, attn_proj = 0.0, core = 0.0, mlp = 0.0;
-    for (int l = 0; l < c->n_layers; l++) {
-        double p, k;
-        attention_macs(c, T, &p, &k);
-        attn_proj += p, core += k;
+    double D = c->hidden_size, attn_proj, core, mlp = 0.0;
+    attention_macs(c, T, &attn_proj, &core); /* every layer's attention is alike */
+    attn_proj *= c->n_layers, core *= c->n_layers;
+    for (int l = 0; l < c->n_layers; l++)
         mlp += hf_config_layer_is_moe(c, l)
                    ? D * c->n_experts + c->n_experts_per_tok * 3.0 * D * c->expert_intermediate_size
                    : 3.0 * D * c->intermediate_size;
-    }
     double head = D * c->vocab_size, forward = attn_proj + core + mlp + head;
     /* backward: every input gradient (one forward's worth, the core's two), and
      * the weight gradients of what is trained (one forward's worth of each) */
