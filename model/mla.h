@@ -7,10 +7,8 @@
 
 #include <stdint.h>
 
+#include "model/latent_norm.h"
 #include "model/layer.h"
-
-/* transformers' DeepseekV3RMSNorm default, which q_a/kv_a_layernorm keep */
-#define TM_MLA_LATENT_NORM_EPS 1e-6
 
 typedef struct {
     int N;

@@ -8,7 +8,7 @@
 #include "io/base/checked.h"
 #include "io/base/error.h"
 #include "io/base/finite.h"
-#include "model/mla.h"
+#include "model/latent_norm.h"
 
 void calib_stats_init(CalibStats *s, CalTarget target, int n_layers, int first, int end, int dim, int qdim) {
     memset(s, 0, sizeof *s);
@@ -73,9 +73,7 @@ static const float *latent_pairs(CalibGather *g, const float *X, int64_t ld, int
     for (int i = 0; i < N; i++) {
         const float *c = X + (int64_t)i * ld;
         float *row = g->pair + (int64_t)i * 2 * R;
-        double ss = 0;
-        for (int j = 0; j < R; j++) ss += (double)c[j] * c[j];
-        float inv = (float)(1.0 / sqrt(ss / R + TM_MLA_LATENT_NORM_EPS));
+        float inv = latent_rms_inv(c, R);
         for (int j = 0; j < R; j++) {
             row[j] = c[j];
             row[R + j] = c[j] * inv;

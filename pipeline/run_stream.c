@@ -107,7 +107,7 @@ int run_gather_stats(Run *r, const Model *m, CalibStats *st, CalTarget target, i
     int batch = s->cal_batch < r->cal_nseq ? s->cal_batch : r->cal_nseq;
     calib_gather_init(&g, st, &m->cfg, (batch < 1 ? 1 : batch) * s->cal_seqlen);
     PipeJob job = {.ids = r->cal_ids, .seqlen = s->cal_seqlen, .nseq = r->cal_nseq, .batch = s->cal_batch,
-                   .hook = calib_gather_hook, .hook_ctx = &g, .label = s->progress ? label : NULL,
+                   .hook = calib_gather_hook, .hook_ctx = &g, .stats = st, .label = s->progress ? label : NULL,
                    .device = s->device, .gpu_fp32 = s->gpu_fp32};
     PipeResult res;
     int rc = resumable_pass(r, m, &job, pass, st, &res);

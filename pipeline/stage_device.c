@@ -8,12 +8,32 @@
 #include "io/base/error.h"
 #ifdef TRANSMLA_HAVE_CUDA
 #include "model/cuda/model_gpu.h"
+#include "model/cuda/stats_gpu.h"
 
 struct StageDevice {
     GpuCtx g;
     GpuModel gm;
-    int scores; /* the last stage of a scoring job: its layers' output stays on the device */
+    int scores;      /* the last stage of a scoring job: its layers' output stays on the device */
+    CalibStats *host; /* a calibration's sums, made on the device in stats */
+    GpuStats stats;
 };
+
+/* The job's statistics summed on the device; else its hook gets each
+ * layer's projections on the host. */
+static void stats_init(StageDevice *s, const PipeJob *j, const Workspace *ws) {
+    CalibStats *h = j->stats;
+    if (!h) {
+        s->gm.rows.hook = j->hook;
+        s->gm.rows.hook_ctx = j->hook_ctx;
+        return;
+    }
+    GpuStatsSource src = h->target == CAL_KEYS     ? GPU_STATS_KEYS
+                         : h->target == CAL_LATENT ? GPU_STATS_LATENT
+                                                   : GPU_STATS_LATENT_NORMED;
+    gpu_stats_init(&s->stats, src, h->first, h->end, h->dim, h->want_q ? h->qdim : 0, h->nrinv, ws->B * ws->T);
+    s->host = h;
+    s->gm.rows.stats = &s->stats;
+}
 #endif
 
 int stage_device_check(int device) {
@@ -37,8 +57,7 @@ int stage_device_init(StageDevice **d, const Topology *t, const Model *m, const 
         free(s);
         return -1;
     }
-    s->gm.rows.hook = j->hook; /* the projections come to the host, where the statistics are summed */
-    s->gm.rows.hook_ctx = j->hook_ctx;
+    stats_init(s, j, ws);
     s->scores = j->score && m->part.head;
     *d = s;
 #else
@@ -47,9 +66,20 @@ int stage_device_init(StageDevice **d, const Topology *t, const Model *m, const 
     return 0;
 }
 
+void stage_device_finish(StageDevice *d) {
+#ifdef TRANSMLA_HAVE_CUDA
+    if (!d || !d->host) return;
+    CalibStats *h = d->host;
+    if (gpu_stats_collect(&d->g, &d->stats, h->sum, h->qsum, h->rinv, &h->count)) tm_die("%s", tm_error());
+#else
+    (void)d;
+#endif
+}
+
 void stage_device_free(StageDevice *d) {
 #ifdef TRANSMLA_HAVE_CUDA
     if (!d) return;
+    gpu_stats_free(&d->stats);
     gpu_model_free(&d->gm);
     gpu_ctx_free(&d->g);
     free(d);

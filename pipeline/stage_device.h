@@ -18,10 +18,14 @@ typedef struct StageDevice StageDevice;
 int stage_device_check(int device);
 
 /* NULL in *d for the CPU. PIPE_CUDA: uploads the part to GPU (local_rank mod
- * count) for micro-batches of ws; a job's hook (calibration) gets each
- * layer's projections copied to the host. -1 with tm_error() when
+ * count) for micro-batches of ws; a calibration job's statistics
+ * (j->stats) are summed on the GPU, a hook without them gets each layer's
+ * projections copied to the host. -1 with tm_error() when
  * stage_device_check fails or the part holds a layer type not on the GPU. */
 int stage_device_init(StageDevice **d, const Topology *t, const Model *m, const PipeJob *j, const Workspace *ws);
+/* After a pass, or when it stops: statistics summed on the GPU (a job
+ * with stats) added to the job's CalibStats, as the hook would have. */
+void stage_device_finish(StageDevice *d);
 void stage_device_free(StageDevice *d);
 /* ws->x through the part's layers (ws->B sequences). */
 void stage_device_layers(StageDevice *d, const Model *m, Workspace *ws);

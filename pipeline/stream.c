@@ -117,6 +117,7 @@ static void stream_free(Stream *p) {
         free(p->b.recv[i]);
         free(p->b.send[i]);
     }
+    stage_device_finish(p->dev);
     stage_device_free(p->dev);
     workspace_free(&p->ws);
 }

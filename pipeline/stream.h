@@ -11,6 +11,7 @@
 
 #include "dist/topology.h"
 #include "model/model.h"
+#include "pipeline/calibrate.h"
 
 enum { PIPE_CPU, PIPE_CUDA };
 
@@ -20,6 +21,8 @@ typedef struct {
     int score;           /* the last stage computes next-token NLL */
     AttentionHook hook;  /* NULL, or called per layer with global layer indices */
     void *hook_ctx;
+    CalibStats *stats;   /* the sums the hook adds to (calibration), or NULL: PIPE_CUDA sums them on the GPU
+                          * instead of calling the hook, into these once the pass ends or stops */
     const char *label;   /* progress lines; NULL: quiet */
     int device;          /* PIPE_CPU, or PIPE_CUDA: each rank's part on GPU (local rank mod GPU count) */
     int gpu_fp32;        /* PIPE_CUDA: fp32 GEMMs and attention instead of bf16 with fp32 accumulation */

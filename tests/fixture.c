@@ -32,9 +32,16 @@ static int lists(const json_t *list, const char *name) {
     return 0;
 }
 
+/* The build's fixtures, or TM_FIXTURES_DIR from the environment: a test
+ * program carried to another machine (scripts/gpu-bundle.sh). */
+static const char *fixtures_dir(void) {
+    const char *d = getenv("TM_FIXTURES_DIR");
+    return d && *d ? d : TM_FIXTURES_DIR;
+}
+
 json_t *fixture_list(void) {
     char path[1100];
-    snprintf(path, sizeof path, "%s/fixtures.json", TM_FIXTURES_DIR);
+    snprintf(path, sizeof path, "%s/fixtures.json", fixtures_dir());
     json_error_t je;
     json_t *list = json_load_file(path, 0, &je);
     if (!list) fail_msg("%s: %s (" MADE_BY_FIXTURES ")", path, je.text);
@@ -48,8 +55,8 @@ json_t *fixture_list(void) {
 }
 
 const char *fixture_path(char *buf, size_t len, const char *name, const char *file) {
-    int n = file ? snprintf(buf, len, "%s/%s/%s", TM_FIXTURES_DIR, name, file)
-                 : snprintf(buf, len, "%s/%s", TM_FIXTURES_DIR, name);
+    int n = file ? snprintf(buf, len, "%s/%s/%s", fixtures_dir(), name, file)
+                 : snprintf(buf, len, "%s/%s", fixtures_dir(), name);
     if (n < 0 || (size_t)n >= len) fail_msg("fixture path for %s too long", name);
     return buf;
 }

@@ -18,6 +18,7 @@ static int fill(void *lib) {
         const char *name;
     } syms[] = {{(void **)&api.create, "cublasCreate_v2"},       {(void **)&api.destroy, "cublasDestroy_v2"},
                 {(void **)&api.set_stream, "cublasSetStream_v2"}, {(void **)&api.gemm_ex, "cublasGemmEx"},
+                {(void **)&api.dsyrk, "cublasDsyrk_v2"},
                 {(void **)&api.status_string, "cublasGetStatusString"}};
     for (size_t i = 0; i < sizeof syms / sizeof *syms; i++)
         if (!(*syms[i].slot = dlsym(lib, syms[i].name)))

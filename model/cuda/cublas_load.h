@@ -15,6 +15,8 @@ typedef struct {
                               int k, const void *alpha, const void *A, cudaDataType Atype, int lda, const void *B,
                               cudaDataType Btype, int ldb, const void *beta, void *C, cudaDataType Ctype, int ldc,
                               cublasComputeType_t computeType, cublasGemmAlgo_t algo);
+    cublasStatus_t (*dsyrk)(cublasHandle_t handle, cublasFillMode_t uplo, cublasOperation_t trans, int n, int k,
+                            const double *alpha, const double *A, int lda, const double *beta, double *C, int ldc);
     const char *(*status_string)(cublasStatus_t status);
 } CublasApi;
 

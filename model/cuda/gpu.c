@@ -177,3 +177,16 @@ int gpu_linear_many(GpuCtx *g, int n, float *const *out, const float *inp, const
         if (gemm(g, out[i], b, W[i], bias[i], N, 0)) return -1;
     return 0;
 }
+
+/* Row-major X [m, dim] is column-major X^T [dim, m], so S += X^T X is op N
+ * there; its lower triangle is row-major's upper one. */
+int gpu_syrk_f64(GpuCtx *g, double *S, const double *X, int dim, int m) {
+    if (m == 0 || dim == 0) return 0;
+    double one = 1.0;
+    const CublasApi *blas = cublas_api();
+    cublasStatus_t st =
+        blas->dsyrk((cublasHandle_t)g->blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, dim, m, &one, X, dim, &one, S, dim);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return tm_fail("cuBLAS: cublasDsyrk of %d rows of %d: %s", m, dim, blas->status_string(st));
+    return 0;
+}

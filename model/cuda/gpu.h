@@ -64,4 +64,8 @@ int gpu_linear(GpuCtx *g, float *out, const float *inp, const GpuMat *W, const f
 int gpu_linear_many(GpuCtx *g, int n, float *const *out, const float *inp, const GpuMat *const *W,
                     const float *const *bias, int N);
 
+/* S[dim, dim] += X^T X for row-major X [m, dim] (float64 throughout):
+ * the upper triangle of row-major S, as cov_accumulate (dist/linalg.h). */
+int gpu_syrk_f64(GpuCtx *g, double *S, const double *X, int dim, int m);
+
 #endif

@@ -50,6 +50,17 @@ void cuda_crossentropy_update(float *max, double *sum, float *target_logit, cons
 /* max = -inf, sum = 0, target_logit = 0 over N rows. */
 void cuda_crossentropy_reset(float *max, double *sum, float *target_logit, int N, cudaStream_t s);
 
+/* Calibration statistics (model/cuda/stats.cu, for stats_gpu.c): rows made
+ * float64 for the SYRK that sums them. dst[r, 0..cols) = src[r, 0..cols)
+ * over N rows of stride ld. */
+void cuda_rows_to_f64(double *dst, const float *src, int64_t ld, int cols, int64_t N, cudaStream_t s);
+/* calib_gather_hook's CAL_LATENT_NORMED rows: dst[r] = [c, c * latent_rms_inv(c)]
+ * of each latent c = lat[r, 0..R) (stride ld), 2R float64 per row. */
+void cuda_latent_pairs_f64(double *dst, const float *lat, int64_t ld, int R, int64_t N, cudaStream_t s);
+/* QK-norm's 1/rms summed over N rows, in row order as the CPU adds them:
+ * acc[j] += rq[r, j] for the H query heads, acc[H + j] += rk[r, j] for the G key heads. */
+void cuda_rinv_sums(double *acc, const float *rq, const float *rk, int64_t N, int H, int G, cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,7 @@
 #include "io/base/error.h"
 #include "model/cuda/attention_cuda.h"
 #include "model/cuda/kernels.h"
+#include "model/cuda/stats_gpu.h"
 
 /* The layer's matrices and vectors, device and host side by side. */
 enum { N_MATS = 11, N_VECS = 17 };
@@ -166,7 +167,7 @@ static const float *to_host(float **at, const float *src, size_t n) {
     return p;
 }
 
-int gpu_call_hook(GpuCtx *g, const ModelConfig *c, int layer, const GpuRows *r, GpuActs *a) {
+static int call_hook(GpuCtx *g, const ModelConfig *c, int layer, const GpuRows *r, GpuActs *a) {
     size_t N = (size_t)r->B * r->T, H = (size_t)c->n_heads, G = (size_t)c->n_kv_heads;
     size_t qw = H * hf_config_qk_head_dim(c), d = (size_t)c->head_dim;
     int mla = hf_config_is_mla(c);
@@ -199,6 +200,11 @@ int gpu_call_hook(GpuCtx *g, const ModelConfig *c, int layer, const GpuRows *r, 
     return 0;
 }
 
+int gpu_projections(GpuCtx *g, const ModelConfig *c, int layer, const GpuRows *r, GpuActs *a) {
+    if (r->stats) return gpu_stats_add(g, r->stats, c, layer, a, r->B * r->T);
+    return r->hook ? call_hook(g, c, layer, r, a) : 0;
+}
+
 /* The GQA attention block of xn added into out (o_proj included). */
 static int attention_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int layer, const float *xn, float *out,
                            int accumulate, const GpuRows *r, GpuActs *a) {
@@ -213,7 +219,7 @@ static int attention_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, 
         cuda_rmsnorm(a->q, a->rinv, a->q, gl->q_head_norm, (int64_t)N * H, d, eps, s);
         cuda_rmsnorm(a->k, a->rinv + (size_t)N * H, a->k, gl->k_head_norm, (int64_t)N * G, d, eps, s);
     }
-    if (r->hook && gpu_call_hook(g, c, layer, r, a)) return -1;
+    if (gpu_projections(g, c, layer, r, a)) return -1;
     cuda_rope(a->q, (int64_t)H * d, r->rope_cos, r->rope_sin, r->rope_half, N, r->pos, H, d, 0, 0, s);
     cuda_rope(a->k, (int64_t)G * d, r->rope_cos, r->rope_sin, r->rope_half, N, r->pos, G, d, 0, 0, s);
     if (gpu_attention(g, c, layer, a, r)) return -1;

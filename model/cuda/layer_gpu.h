@@ -36,8 +36,10 @@ typedef struct {
     const int32_t *pos, *doc_start;
     const float *rope_cos, *rope_sin;
     int rope_half;
-    /* NULL: none. Else called as on the CPU (layer.h), with the projections
-     * copied to the host: calibration's statistics are summed there. */
+    /* Calibration: its statistics summed on the device (stats_gpu.h), or
+     * else, when hook is not NULL, the hook called as on the CPU (layer.h)
+     * with the projections copied to the host. */
+    struct GpuStats *stats;
     AttentionHook hook;
     void *hook_ctx;
 } GpuRows;
@@ -71,10 +73,10 @@ void gpu_acts_free(GpuActs *a);
  * tensor-core kernel where the heads fit it, else fp32. */
 int gpu_attention(GpuCtx *g, const ModelConfig *c, int layer, GpuActs *a, const GpuRows *r);
 
-/* Hands the layer's projections (a->q, a->k, a->v, or MLA's a->q and
- * a->lat; QK-norm's 1/rms) to r->hook on the host, as gqa_forward and
- * mla_forward do. */
-int gpu_call_hook(GpuCtx *g, const ModelConfig *c, int layer, const GpuRows *r, GpuActs *a);
+/* The layer's projections (a->q, a->k, a->v, or MLA's a->q and a->lat;
+ * QK-norm's 1/rms) added to r->stats on the device, or handed to r->hook
+ * on the host as gqa_forward and mla_forward do; nothing when neither. */
+int gpu_projections(GpuCtx *g, const ModelConfig *c, int layer, const GpuRows *r, GpuActs *a);
 
 /* MoE (model/cuda/moe_gpu.c): a MoE layer's router and experts uploaded;
  * its scratch for N rows; out (=|+=) the MoE of xn, routed on the host by

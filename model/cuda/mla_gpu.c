@@ -24,7 +24,7 @@ int gpu_mla_attention(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int l
     }
     /* the latent and the shared rope key (kv_a), the latent normed (mla_latent), kv_b */
     if (gpu_linear(g, a->lat, xn, &gl->kv_a, gl->kv_a_bias, N, 0)) return -1;
-    if (r->hook && gpu_call_hook(g, c, layer, r, a)) return -1;
+    if (gpu_projections(g, c, layer, r, a)) return -1;
     cuda_copy_rows(a->cn, R, a->lat, lw, N, R, s);
     if (m->latent_norms) cuda_rmsnorm(a->cn, NULL, a->cn, gl->kv_a_norm, N, R, (float)TM_MLA_LATENT_NORM_EPS, s);
     if (gpu_linear(g, a->kvb, a->cn, &gl->kv_b, NULL, N, 0)) return -1;
