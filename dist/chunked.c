@@ -12,6 +12,10 @@ void chunked_bcast_f64(double *x, int64_t n, int root, MPI_Comm comm) {
     for (int64_t o = 0; o < n; o += PIECE) MPI_Bcast(x + o, piece_len(n, o), MPI_DOUBLE, root, comm);
 }
 
+void chunked_bcast_f32(float *x, int64_t n, int root, MPI_Comm comm) {
+    for (int64_t o = 0; o < n; o += PIECE) MPI_Bcast(x + o, piece_len(n, o), MPI_FLOAT, root, comm);
+}
+
 void chunked_send_f32(const float *x, int64_t n, int peer, int tag, MPI_Comm comm) {
     for (int64_t o = 0; o < n; o += PIECE) MPI_Send(x + o, piece_len(n, o), MPI_FLOAT, peer, tag, comm);
 }

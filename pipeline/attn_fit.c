@@ -4,11 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/chunked.h"
+#include "dist/ordered_sum.h"
 #include "dist/topology.h"
 #include "io/base/checked.h"
 #include "io/base/clock.h"
 #include "model/matmul.h"
-#include "model/mla.h"
 #include "model/mla.h"
 #include "pipeline/fit_stream.h"
 
@@ -212,52 +213,50 @@ static void zero_grads(AttnParams *P) {
     for (int i = 0; i < P->n; i++) memset(P->p[i].g, 0, (size_t)P->p[i].n * sizeof(float));
 }
 
-/* Every rank's slots to all: each slot is filled on exactly one rank and
- * zero elsewhere, so the sum is exact whatever the reduction order. */
-static void share_slots(void *buf, int64_t n, MPI_Datatype type, MPI_Comm comm) {
-    int size, elem;
-    MPI_Comm_size(comm, &size);
-    MPI_Type_size(type, &elem);
-    for (int64_t i = 0; size > 1 && i < n; i += 1 << 28) {
-        int count = n - i < (1 << 28) ? (int)(n - i) : 1 << 28;
-        MPI_Allreduce(MPI_IN_PLACE, (char *)buf + i * elem, count, type, MPI_SUM, comm);
+/* This rank's items among micro-batches m0, m0 + stride, ... (K of them):
+ * [*k0, *k0 + count). */
+static int local_items(const AttnFitProblem *p, const AttnFitData *x, int m0, int stride, int K, int *k0) {
+    int count = 0;
+    *k0 = 0;
+    for (int k = 0; k < K; k++) {
+        int lm = m0 + k * stride - p->mb_first;
+        if (lm < 0 || lm >= local_mbs(x)) continue;
+        if (count++ == 0) *k0 = k;
     }
+    return count;
 }
 
 /* The error over micro-batches m0, m0+stride, ... < m1 of all of comm (NAN
  * when there are none); with grad, its gradient in P's g. Each micro-batch's
  * error and gradient is computed alone and they are added in micro-batch
- * order on every rank, so any layout of replicas gives the one-process
- * result bit for bit. */
+ * order on every rank (dist/ordered_sum.h), so any layout of replicas gives
+ * the one-process result bit for bit. */
 static double pass(Scratch *w, const AttnFitProblem *p, const AttnFitData *x, AttnParams *P, int64_t windows, int m0,
                    int m1, int stride, int grad, float *y_fit) {
     double norm = elements(p, x, windows, m0, m1, stride);
     if (norm == 0) return NAN;
-    int K = (m1 - m0 + stride - 1) / stride;
+    int K = (m1 - m0 + stride - 1) / stride, k0;
+    int count = local_items(p, x, m0, stride, K, &k0);
     double *loss = callocCheck((size_t)K, sizeof *loss);
-    float *slots = grad ? callocCheck((size_t)(K * P->total), sizeof *slots) : NULL;
-    for (int k = 0; k < K; k++) {
-        int m = m0 + k * stride, lm = m - p->mb_first;
-        if (lm < 0 || lm >= local_mbs(x)) continue;
+    OrderedSum g;
+    if (grad) ordered_sum_init(&g, p->comm, P->total, k0, count);
+    for (int k = k0; k < k0 + count; k++) {
+        int m = m0 + k * stride;
         if (grad) zero_grads(P);
         loss[k] = local_pass(w, p, x, P, m, m + 1, 1, norm, grad, y_fit);
-        float *slot = grad ? slots + (int64_t)k * P->total : NULL;
-        for (int i = 0; slot && i < P->n; slot += P->p[i].n, i++)
-            memcpy(slot, P->p[i].g, (size_t)P->p[i].n * sizeof(float));
+        for (int64_t i = 0, off = 0; grad && i < P->n; off += P->p[i].n, i++)
+            ordered_sum_add(&g, k, off, P->p[i].g, P->p[i].n);
     }
-    share_slots(loss, K, MPI_DOUBLE, p->comm);
-    if (grad) share_slots(slots, (int64_t)K * P->total, MPI_FLOAT, p->comm);
+    chunked_sum_f64(loss, K, p->comm); /* each filled on one rank, zero elsewhere: exact in any order */
     double v = 0;
     for (int k = 0; k < K; k++) v += loss[k];
-    int64_t off = 0;
-    for (int i = 0; grad && i < P->n; off += P->p[i].n, i++) {
-        float *g = P->p[i].g;
-        for (int64_t j = 0; j < P->p[i].n; j++) g[j] = slots[off + j];
-        for (int k = 1; k < K; k++)
-            for (int64_t j = 0; j < P->p[i].n; j++) g[j] += slots[(int64_t)k * P->total + off + j];
+    if (grad) {
+        ordered_sum_finish(&g);
+        for (int64_t i = 0, off = 0; i < P->n; off += P->p[i].n, i++)
+            memcpy(P->p[i].g, g.sum + off, (size_t)P->p[i].n * sizeof(float));
+        ordered_sum_free(&g);
     }
     free(loss);
-    free(slots);
     return v;
 }
 
@@ -309,15 +308,16 @@ int attn_fit_stream_cols(const ModelConfig *c, int sequential, int last_stage) {
     return 3 * D + (sequential ? 2 * D : last_stage ? 0 : D);
 }
 
-uint64_t attn_fit_state_bytes(const ModelConfig *mla, int fit_o, int batch, int T, int mbs_per_step) {
+uint64_t attn_fit_state_bytes(const ModelConfig *mla, int fit_o, int batch, int T, int mbs_per_step, int replicas) {
     const MlaConfig *m = &mla->mla;
     int64_t D = mla->hidden_size, H = mla->n_heads, R = m->kv_lora_rank, Rq = m->q_lora_rank;
     int64_t qk = H * (m->qk_nope_head_dim + m->qk_rope_head_dim), dr = m->qk_rope_head_dim;
     int64_t params = (Rq ? Rq * D + Rq + qk * Rq : qk * D) + (R + dr) * D + R +
                      H * ((int64_t)m->qk_nope_head_dim + m->v_head_dim) * R + (fit_o ? D * H * m->v_head_dim : 0);
     int N = batch * T;
-    return (uint64_t)params * sizeof(float) * (5 + (uint64_t)mbs_per_step) + mla_acts_bytes(mla, N) +
-           (uint64_t)N * D * sizeof(float);
+    int share = replicas > 1 ? (mbs_per_step + replicas - 1) / replicas : mbs_per_step;
+    return (uint64_t)params * sizeof(float) * 5 + ordered_sum_bytes(params, share, replicas == 1) +
+           mla_acts_bytes(mla, N) + (uint64_t)N * D * sizeof(float);
 }
 
 int attn_fit_layer(const AttnFitProblem *p, const AttnFitData *x, MlaAttn *a, const Tensor *o_orig,
@@ -331,7 +331,10 @@ int attn_fit_layer(const AttnFitProblem *p, const AttnFitData *x, MlaAttn *a, co
     Scratch w;
     scratch_init(&w, p, x);
     int64_t windows = all_windows(p, x);
-    uint64_t bytes = attn_fit_state_bytes(p->c, p->fit_o, x->batch, x->T, p->per_step > 0 ? p->per_step : p->mb_total);
+    int replicas;
+    MPI_Comm_size(p->comm, &replicas);
+    uint64_t bytes = attn_fit_state_bytes(p->c, p->fit_o, x->batch, x->T, p->per_step > 0 ? p->per_step : p->mb_total,
+                                          replicas);
     int train = p->mb_total - p->held, held = p->held > 0 && train > 0;
     if (!held) train = p->mb_total;
     int stride = p->per_step > 0 && p->per_step < train ? (train + p->per_step - 1) / p->per_step : 1;

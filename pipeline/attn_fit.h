@@ -56,7 +56,7 @@ typedef struct {
     double held_before, held_after;   /* the same on the held-back ones (NAN without any) */
     int best_step;                    /* the step whose weights are kept (0: the starting ones) */
     double seconds;
-    uint64_t bytes;                   /* what the fit held: parameters x 5, a step's gradients, activations */
+    uint64_t bytes;                   /* what the fit held: parameters x 6 and a share of a step's gradients, activations */
 } AttnFitResult;
 
 /* The fitted tensors of a layer as fp32, in a fixed order, with their
@@ -114,10 +114,12 @@ double attn_fit_objective(const AttnFitProblem *p, const AttnFitData *x, AttnPar
  * copy of the stream for the next stage. */
 int attn_fit_stream_cols(const ModelConfig *c, int sequential, int last_stage);
 /* Bytes attn_fit_layer holds besides the data, for a layer of the
- * converted model mla: the parameters five times (weights, gradient, two
- * moments, best step), one gradient per micro-batch of a step, one
- * micro-batch's activations and error rows (biases, a few rows, aside). */
-uint64_t attn_fit_state_bytes(const ModelConfig *mla, int fit_o, int batch, int T, int mbs_per_step);
+ * converted model mla on one of `replicas` ranks: the parameters five times
+ * (weights, gradient, two moments, best step), the step's running gradient
+ * sum and, with replicas, the rank's share of the step's per-micro-batch
+ * gradients (dist/ordered_sum.h), one micro-batch's activations and error
+ * rows (biases, a few rows, aside). */
+uint64_t attn_fit_state_bytes(const ModelConfig *mla, int fit_o, int batch, int T, int mbs_per_step, int replicas);
 
 int attn_fit_layer(const AttnFitProblem *p, const AttnFitData *x, MlaAttn *a, const Tensor *o_orig,
                    const float *o_bias, AttnFitResult *res, float *y_fit);

@@ -65,7 +65,8 @@ static uint64_t fits_bytes(const ModelConfig *c, const PlanInputs *in, int last_
         converted_config(c, in, &mla);
         int cols = attn_fit_stream_cols(c, f->attention_sequential, last_stage);
         uint64_t b = fit_stream_held_bytes(c, fit_rows(total, in), cols, B, T) +
-                     attn_fit_state_bytes(&mla, f->attention_o, B, T, (f->attention_per_step + B - 1) / B);
+                     attn_fit_state_bytes(&mla, f->attention_o, B, T, (f->attention_per_step + B - 1) / B,
+                                          in->replicas);
         most = b > most ? b : most;
     }
     return most;
