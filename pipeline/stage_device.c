@@ -2,6 +2,7 @@
  * with d NULL, every call is the CPU engine's. */
 #include "pipeline/stage_device.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "io/base/checked.h"
@@ -58,6 +59,10 @@ int stage_device_init(StageDevice **d, const Topology *t, const Model *m, const 
         return -1;
     }
     stats_init(s, j, ws);
+    if (s->gm.streamed && j->label && t->replica == 0) /* once per stage and pass */
+        fprintf(stderr, "%s: stage %d's %d layers do not fit GPU %d: streamed from %.2f GiB of pinned host memory "
+                "through two device slots\n", j->label, t->stage, m->part.end - m->part.first, s->g.device,
+                (double)s->gm.stream.host_bytes / (1 << 30));
     s->scores = j->score && m->part.head;
     *d = s;
 #else

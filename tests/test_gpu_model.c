@@ -24,6 +24,9 @@
  * wrong rope pairing or head moves logits by 0.5 and more of max |logit|;
  * for MoE models in bf16 the NLL alone, as the router may pick other
  * experts).
+ * With its layers streamed through two device slots (forced by
+ * TRANSMLA_GPU_STREAM_WEIGHTS=1), twice in a row, the logits equal the
+ * resident run's bit for bit.
  * The summed next-token NLL from the GPU's head and cross-entropy kernel
  * (gpu_model_head_nll) against model_nll's, relative: fp32 1e-5, bf16 1e-2
  * (a mean over the rows, so tighter than the worst logit). */
@@ -51,6 +54,28 @@ static double rel_err(const float *a, const float *ref, size_t n) {
         m = r > m ? r : m;
     }
     return d / (m > 0 ? m : 1);
+}
+
+/* The same model with its layers streamed through two device slots
+ * (model/cuda/layer_stream.h, forced): the resident run's logits, bit for
+ * bit (the same kernels on the same weights). 1: so. */
+static int streamed_same(const char *name, const char *label, const Model *m, GpuCtx *g, const int32_t *tokens,
+                         int B, int T, const float *resident) {
+    size_t n = (size_t)B * T * m->cfg.vocab_size;
+    float *got = mallocCheck(n * sizeof *got);
+    GpuModel gm;
+    setenv("TRANSMLA_GPU_STREAM_WEIGHTS", "1", 1);
+    int rc = gpu_model_init(&gm, g, m, B, T);
+    unsetenv("TRANSMLA_GPU_STREAM_WEIGHTS");
+    if (rc) tm_die("%s: streamed: %s", name, tm_error());
+    /* twice: the second pass refills the slots the first one left */
+    int ok = gm.streamed && !gpu_model_logits(&gm, g, tokens, got) && !gpu_model_logits(&gm, g, tokens, got) &&
+             memcmp(got, resident, n * sizeof *got) == 0;
+    printf("%-28s %s streamed weights (%d layers, two slots): logits %s the resident run's\n", name, label,
+           m->cfg.n_layers, ok ? "bit-identical to" : "DIFFER from");
+    gpu_model_free(&gm);
+    free(got);
+    return ok;
 }
 
 /* 0: both precisions within tolerance; 1: a failure. */
@@ -94,7 +119,7 @@ static int check_model(const char *name, const Model *m, const int32_t *tokens, 
         printf("%-28s %s logits %d x %d x %zu: max |gpu - cpu| / max |cpu| = %.2e (tolerance %s), NLL %.2e "
                "relative (%.0e) %s\n",
                name, label[p], B, T, V, e, held, e_nll, tol_nll[p], ok ? "ok" : "FAIL");
-        bad |= !ok;
+        bad |= !ok || !streamed_same(name, label[p], m, &g, tokens, B, T, got);
         gpu_model_free(&gm);
         gpu_ctx_free(&g);
     }

@@ -85,6 +85,18 @@ void gpu_free(void *p) {
     if (p) cudaFree(p);
 }
 
+void *gpu_host_alloc(size_t bytes) {
+    void *p = NULL;
+    cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+    if (e != cudaSuccess)
+        tm_die("CUDA: cudaHostAlloc of %zu bytes (pinned host memory): %s", bytes, cudaGetErrorString(e));
+    return p;
+}
+
+void gpu_host_free(void *p) {
+    if (p) cudaFreeHost(p);
+}
+
 void gpu_upload(void *dst, const void *src, size_t bytes) {
     cudaError_t e = cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice);
     if (e != cudaSuccess) tm_die("CUDA: copy of %zu bytes to the GPU: %s", bytes, cudaGetErrorString(e));

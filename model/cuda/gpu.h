@@ -39,6 +39,10 @@ int gpu_sync(GpuCtx *g);
 void *gpu_alloc(size_t bytes);
 void gpu_free(void *p);
 void gpu_upload(void *dst, const void *src, size_t bytes);
+/* Page-locked host memory (cudaHostAlloc), for copies that overlap the
+ * kernels; dies (one line naming the size) when it fails. */
+void *gpu_host_alloc(size_t bytes);
+void gpu_host_free(void *p);
 void gpu_download(void *dst, const void *src, size_t bytes);
 /* fp32 vector of n on the device; NULL for NULL. */
 float *gpu_upload_f32(const float *src, int64_t n);

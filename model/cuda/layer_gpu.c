@@ -11,65 +11,6 @@
 #include "model/cuda/kernels.h"
 #include "model/cuda/stats_gpu.h"
 
-/* The layer's matrices and vectors, device and host side by side. */
-enum { N_MATS = 11, N_VECS = 17 };
-
-static void layer_mats(GpuLayer *gl, const LayerWeights *L, GpuMat **dev, const Tensor **host) {
-    GpuMat *d[N_MATS] = {&gl->q, &gl->k, &gl->v, &gl->o, &gl->gate, &gl->up, &gl->down,
-                         &gl->q_a, &gl->q_b, &gl->kv_a, &gl->kv_b};
-    const Tensor *h[N_MATS] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down,
-                               &L->q_a, &L->q_b, &L->kv_a, &L->kv_b};
-    memcpy(dev, d, sizeof d);
-    if (host) memcpy(host, h, sizeof h);
-}
-
-static void layer_vecs(GpuLayer *gl, float ***dev) {
-    float **d[N_VECS] = {&gl->q_bias, &gl->k_bias, &gl->v_bias, &gl->o_bias, &gl->gate_bias, &gl->up_bias,
-                         &gl->down_bias, &gl->input_norm, &gl->post_norm, &gl->attn_out_norm, &gl->mlp_out_norm,
-                         &gl->q_head_norm, &gl->k_head_norm, &gl->q_a_bias, &gl->kv_a_bias, &gl->q_a_norm,
-                         &gl->kv_a_norm};
-    memcpy(dev, d, sizeof d);
-}
-
-int gpu_layer_upload(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L, int layer) {
-    memset(gl, 0, sizeof *gl);
-    if (L->qk_rinv_fixed) return tm_fail("--device cuda: a linearised QK-norm is not on the GPU");
-    GpuMat *dev[N_MATS];
-    const Tensor *host[N_MATS];
-    layer_mats(gl, L, dev, host);
-    for (int i = 0; i < N_MATS; i++) {
-        gpu_mat_upload(dev[i], g, host[i]);
-        gl->bytes += gpu_mat_bytes(dev[i]);
-    }
-    const MlaConfig *m = &c->mla;
-    int D = c->hidden_size, I = c->intermediate_size, H = c->n_heads, d = c->head_dim;
-    int qd = H * hf_config_qk_head_dim(c), kvd = c->n_kv_heads * d, R = m->kv_lora_rank, Rq = m->q_lora_rank;
-    const float *src[N_VECS] = {L->q_bias, L->k_bias, L->v_bias, L->o_bias, L->gate_bias, L->up_bias,
-                                L->down_bias, L->input_norm, L->post_norm, L->attn_out_norm, L->mlp_out_norm,
-                                L->q_head_norm, L->k_head_norm, L->q_a_bias, L->kv_a_bias, L->q_a_norm,
-                                L->kv_a_norm};
-    int len[N_VECS] = {qd, kvd, kvd, D, I, I, D, D, D, D, D, d, d, Rq, R + m->qk_rope_head_dim, Rq, R};
-    float **vdev[N_VECS];
-    layer_vecs(gl, vdev);
-    for (int i = 0; i < N_VECS; i++) {
-        *vdev[i] = gpu_upload_f32(src[i], len[i]);
-        if (src[i]) gl->bytes += (size_t)len[i] * sizeof(float);
-    }
-    if (hf_config_layer_is_moe(c, layer)) gpu_moe_upload(gl, g, c, L);
-    return 0;
-}
-
-void gpu_layer_free(GpuLayer *gl) {
-    GpuMat *dev[N_MATS];
-    layer_mats(gl, NULL, dev, NULL);
-    for (int i = 0; i < N_MATS; i++) gpu_mat_free(dev[i]);
-    float **vdev[N_VECS];
-    layer_vecs(gl, vdev);
-    for (int i = 0; i < N_VECS; i++) gpu_free(*vdev[i]);
-    gpu_moe_free(gl);
-    memset(gl, 0, sizeof *gl);
-}
-
 void gpu_rows_upload(GpuRowsBuf *b, GpuRows *rows, const RopeTable *rt, int B, int T, const int32_t *pos,
                      const int32_t *doc_start) {
     size_t tab = (size_t)rt->max_pos * rt->half, n = (size_t)B * T;

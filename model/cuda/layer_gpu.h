@@ -22,10 +22,13 @@ typedef struct {
     float *q_a_bias, *kv_a_bias, *q_a_norm, *kv_a_norm; /* MLA */
     GpuMat router, *experts; /* MoE: [E, D], and each expert's gate, up, down ([3 * E]) */
     int n_experts;
-    size_t bytes; /* on the device */
+    void *block;  /* the device memory a resident layer's weights live in (model/cuda/layer_image.h) */
+    size_t bytes; /* of the weights */
 } GpuLayer;
 
-/* 0, or -1 (tm_error says why) for a layer type not on the GPU. */
+/* The layer resident on the device, its weights in one block
+ * (model/cuda/layer_image.c); 0, or -1 (tm_error says why) for a layer
+ * type not on the GPU. */
 int gpu_layer_upload(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L, int layer);
 void gpu_layer_free(GpuLayer *gl);
 
@@ -78,11 +81,8 @@ int gpu_attention(GpuCtx *g, const ModelConfig *c, int layer, GpuActs *a, const 
  * on the host as gqa_forward and mla_forward do; nothing when neither. */
 int gpu_projections(GpuCtx *g, const ModelConfig *c, int layer, const GpuRows *r, GpuActs *a);
 
-/* MoE (model/cuda/moe_gpu.c): a MoE layer's router and experts uploaded;
- * its scratch for N rows; out (=|+=) the MoE of xn, routed on the host by
- * moe_route_rows exactly as the CPU routes. */
-void gpu_moe_upload(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L);
-void gpu_moe_free(GpuLayer *gl);
+/* MoE (model/cuda/moe_gpu.c): scratch for N rows; out (=|+=) the MoE of
+ * xn, routed on the host by moe_route_rows exactly as the CPU routes. */
 void gpu_moe_acts_init(GpuActs *a, const ModelConfig *c, int N);
 void gpu_moe_acts_free(GpuActs *a);
 int gpu_moe_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const float *xn, float *out, int accumulate,

@@ -1,6 +1,7 @@
 /* A model's part on the GPU (model_gpu.h). */
 #include "model/cuda/model_gpu.h"
 
+#include <cuda_runtime_api.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,21 +16,48 @@ static void *dev_buf(GpuModel *gm, size_t bytes) {
     return gpu_alloc(bytes);
 }
 
+/* Room kept free beside resident weights: cuBLAS's workspace, the bf16
+ * input copies, a statistics pass's sums. */
+#define GPU_STREAM_MARGIN ((size_t)1 << 30)
+
+/* Whether the part's layers stream: forced, or their blocks larger than
+ * what the GPU has left. */
+static int want_stream(const GpuCtx *g, const Model *m) {
+    const char *force = getenv("TRANSMLA_GPU_STREAM_WEIGHTS");
+    if (force && strcmp(force, "1") == 0) return 1;
+    size_t need = GPU_STREAM_MARGIN, free_b = 0, total_b = 0;
+    for (int l = m->part.first; l < m->part.end; l++) {
+        GpuLayer shapes;
+        LayerImage img;
+        if (layer_image_make(&img, &shapes, g->precision, &m->cfg, &m->w.layers[l], l, IMAGE_LAYOUT)) return 0;
+        need += img.bytes;
+        layer_image_free(&img);
+        free(shapes.experts);
+    }
+    return cudaMemGetInfo(&free_b, &total_b) == cudaSuccess && need > free_b;
+}
+
+static int upload_layers(GpuModel *gm, GpuCtx *g, const Model *m) {
+    int first = m->part.first, n_layers = m->part.end - first;
+    gm->layers = callocCheck((size_t)(n_layers > 0 ? n_layers : 1), sizeof *gm->layers);
+    if ((gm->streamed = want_stream(g, m))) {
+        if (layer_stream_init(&gm->stream, gm->layers, g, m)) return -1;
+        gm->bytes += gm->stream.bytes;
+        return 0;
+    }
+    for (int l = 0; l < n_layers; l++) {
+        if (gpu_layer_upload(&gm->layers[l], g, &m->cfg, &m->w.layers[first + l], first + l)) return -1;
+        gm->bytes += gm->layers[l].bytes;
+    }
+    return 0;
+}
+
 int gpu_model_init(GpuModel *gm, GpuCtx *g, const Model *m, int B, int T) {
     memset(gm, 0, sizeof *gm);
     const ModelConfig *c = &m->cfg;
-    int first = m->part.first, n_layers = m->part.end - first;
     gm->m = m;
     gm->B = B;
     gm->T = T;
-    gm->layers = callocCheck((size_t)(n_layers > 0 ? n_layers : 1), sizeof *gm->layers);
-    for (int l = 0; l < n_layers; l++) {
-        if (gpu_layer_upload(&gm->layers[l], g, c, &m->w.layers[first + l], first + l)) {
-            gpu_model_free(gm);
-            return -1;
-        }
-        gm->bytes += gm->layers[l].bytes;
-    }
     size_t N = (size_t)B * T;
     if (m->part.head) {
         gm->final_norm = gpu_upload_f32(m->w.final_norm, c->hidden_size);
@@ -50,10 +78,16 @@ int gpu_model_init(GpuModel *gm, GpuCtx *g, const Model *m, int B, int T) {
     gpu_acts_init(&gm->acts, c, (int)N);
     gm->bytes += gm->acts.bytes;
     gm->x = dev_buf(gm, N * c->hidden_size * sizeof(float));
+    /* the layers last: whether they fit depends on what the rest took */
+    if (upload_layers(gm, g, m)) {
+        gpu_model_free(gm);
+        return -1;
+    }
     return 0;
 }
 
 void gpu_model_free(GpuModel *gm) {
+    if (gm->streamed) layer_stream_free(&gm->stream);
     if (gm->layers)
         for (int l = 0; l < gm->m->part.end - gm->m->part.first; l++) gpu_layer_free(&gm->layers[l]);
     free(gm->layers);
@@ -74,8 +108,11 @@ int gpu_model_layers(GpuModel *gm, GpuCtx *g, const float *x_in, float *x_out, i
     gpu_upload(gm->x, x_in, bytes);
     GpuRows rows = gm->rows;
     rows.B = b;
-    for (int l = 0; l < gm->m->part.end - gm->m->part.first; l++)
+    for (int l = 0; l < gm->m->part.end - gm->m->part.first; l++) {
+        if (gm->streamed && layer_stream_fetch(&gm->stream, g, gm->layers, l)) return -1;
         if (gpu_layer_forward(g, c, &gm->layers[l], gm->m->part.first + l, gm->x, &rows, &gm->acts)) return -1;
+        if (gm->streamed && layer_stream_release(&gm->stream, g, l)) return -1;
+    }
     if (gpu_sync(g)) return -1;
     if (x_out) gpu_download(x_out, gm->x, bytes);
     return 0;

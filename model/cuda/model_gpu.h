@@ -4,11 +4,12 @@
  * families (model/cuda/layer_gpu.h). The residual stream arrives from the
  * host (the embedding rows, or the previous stage's message) once per
  * micro-batch; the layers, the head and the cross-entropy run on the
- * device. Holds every layer of the part: parts that fit the GPU. */
+ * device. Parts whose layers do not fit the GPU stream them. */
 #ifndef TM_MODEL_CUDA_MODEL_GPU_H
 #define TM_MODEL_CUDA_MODEL_GPU_H
 
 #include "model/cuda/layer_gpu.h"
+#include "model/cuda/layer_stream.h"
 #include "model/model.h"
 
 typedef struct {
@@ -25,11 +26,17 @@ typedef struct {
     float *ce_max, *ce_target;
     double *ce_sum;
     int32_t *targets;
-    size_t bytes; /* on the device */
+    int streamed;        /* the layers' weights stream through two slots (layer_stream.h) */
+    LayerStream stream;
+    size_t bytes;        /* on the device */
 } GpuModel;
 
 /* Uploads m's part and makes activations for up to B sequences of T, one
- * document each; 0, or -1 with tm_error() (a layer type not on the GPU). */
+ * document each; 0, or -1 with tm_error() (a layer type not on the GPU).
+ * The layers stay resident when their weights fit the GPU's free memory
+ * (after the activations, with GPU_STREAM_MARGIN to spare), else they are
+ * streamed; TRANSMLA_GPU_STREAM_WEIGHTS=1 in the environment streams them
+ * always (the gpu tests compare both ways). */
 int gpu_model_init(GpuModel *gm, GpuCtx *g, const Model *m, int B, int T);
 void gpu_model_free(GpuModel *gm);
 /* The part's layers over b <= B sequences: x_in [b*T, D] (host) uploaded,

@@ -22,30 +22,6 @@ struct GpuMoeActs {
     int32_t *host_rows;                /* host: [N * k] */
 };
 
-void gpu_moe_upload(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L) {
-    int E = c->n_experts;
-    gl->n_experts = E;
-    gpu_mat_upload(&gl->router, g, &L->router);
-    gl->bytes += gpu_mat_bytes(&gl->router);
-    gl->experts = callocCheck((size_t)3 * E, sizeof *gl->experts);
-    for (int e = 0; e < E; e++) {
-        const Tensor *t[3] = {&L->experts[e].gate, &L->experts[e].up, &L->experts[e].down};
-        for (int i = 0; i < 3; i++) {
-            gpu_mat_upload(&gl->experts[3 * e + i], g, t[i]);
-            gl->bytes += gpu_mat_bytes(&gl->experts[3 * e + i]);
-        }
-    }
-}
-
-void gpu_moe_free(GpuLayer *gl) {
-    gpu_mat_free(&gl->router);
-    if (gl->experts)
-        for (int i = 0; i < 3 * gl->n_experts; i++) gpu_mat_free(&gl->experts[i]);
-    free(gl->experts);
-    gl->experts = NULL;
-    gl->n_experts = 0;
-}
-
 void gpu_moe_acts_init(GpuActs *a, const ModelConfig *c, int N) {
     struct GpuMoeActs *m = callocCheck(1, sizeof *m);
     size_t n = (size_t)N, E = (size_t)c->n_experts, k = (size_t)c->n_experts_per_tok;
