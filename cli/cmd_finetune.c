@@ -74,8 +74,9 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
         {"distill-weight", ARG_STR, &distill_weight, "A",
          "with --distill-from: loss = A KL(teacher || student) + (1 - A) NLL, A in [0, 1] (default 1)", 0},
         {"recompute", ARG_STR, &recompute, "on|off", "on: recompute each layer in the backward pass from its input; off: "
-         "keep every layer's activations of one micro-batch (a quarter fewer layer FLOPs, a layer's activations "
-         "more per layer of the stage, pipeline stages no longer overlapped) (default on)", 0},
+         "keep every layer's activations of each micro-batch in flight (a quarter fewer layer FLOPs, a layer's "
+         "activations more per layer of the stage; 1F1B order, stage s of S holding up to S - s micro-batches) "
+         "(default on)", 0},
         {"seed", ARG_INT, &seed, "S", "data shuffling seed (default 42)", 0},
         {"stages", ARG_POS_INT, &c->stages, "S", "pipeline stages; MPI ranks / S data-parallel replicas (default 1)", 0},
         {"logging-steps", ARG_POS_INT, &c->log_every, "N", "print a progress line every N steps (default 1)", 0},

@@ -3,8 +3,9 @@
 # fixture (3 layers, q_lora, MoE, untied head) with a token file:
 #  1. the same global batch on 1 rank, 2 replicas, 2 stages and 2 x 2 gives
 #     the same loss curve (tolerance below), and the loss goes down; with
-#     --recompute off (1 rank; 2 stages, each micro-batch's backward right
-#     after its forward) the curve is bit-identical to recompute's;
+#     --recompute off (1 rank; 2 and 3 stages in 1F1B order, up to 3
+#     micro-batches in flight on the first stage) the curve is
+#     bit-identical to recompute's;
 #  2. a 2-rank run killed with SIGKILL right after its step-10 checkpoint and
 #     resumed (--resume auto) gives losses at steps 11-20 bit-identical to an
 #     uninterrupted run; a run killed while writing a checkpoint leaves the
@@ -54,8 +55,13 @@ curves "$work/r1/metrics.jsonl" "$work/pp2dp2/metrics.jsonl" --rtol 1e-4
     --gradient-accumulation-steps 4 --recompute off
 mpi 2 "$BIN" finetune "${common[@]}" --quiet --max-steps 8 --save-path "$work/pp2keep" --stages 2 --batch-size 2 \
     --gradient-accumulation-steps 4 --recompute off
+mpi 3 "$BIN" finetune "${common[@]}" --quiet --max-steps 8 --save-path "$work/pp3" --stages 3 --batch-size 2 \
+    --gradient-accumulation-steps 4
+mpi 3 "$BIN" finetune "${common[@]}" --quiet --max-steps 8 --save-path "$work/pp3keep" --stages 3 --batch-size 2 \
+    --gradient-accumulation-steps 4 --recompute off
 curves "$work/r1/metrics.jsonl" "$work/r1keep/metrics.jsonl" --exact
 curves "$work/pp2/metrics.jsonl" "$work/pp2keep/metrics.jsonl" --exact
+curves "$work/pp3/metrics.jsonl" "$work/pp3keep/metrics.jsonl" --exact
 "$PY" "$SRC/tests/ref/compare_models.py" "$work/r1" "$work/pp2dp2" --rtol 1e-3
 
 echo "== 2. SIGKILL after the step-10 checkpoint, then resume (2 replicas)"

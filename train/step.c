@@ -1,5 +1,6 @@
 #include "train/step.h"
 
+#include <limits.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdlib.h>
@@ -10,6 +11,19 @@
 #include "io/base/error.h"
 #include "model/crossentropy.h"
 #include "model/rmsnorm.h"
+
+/* n floats from a neighbour sent by stage_isend: one message. The sender's
+ * status is 0 in a fine-tuning step (a failing rank aborts the job). */
+static void recv_from(const Topology *t, LinkDir from, int tag, float *x, int n) {
+    StageMsg m;
+    stage_msg_init(&m);
+    stage_irecv(t, from, tag, x, n, &m);
+    if (stage_wait(&m)) tm_die("fine-tuning: stage %d: its neighbour stopped mid-step", t->stage);
+}
+
+/* Whether kept[i] (slot i / n_local, layer i % n_local) has activations of
+ * its own: with one slot the last layer's are acts'. */
+static int kept_own(const TrainStep *s, int i) { return s->slots > 1 || i % s->n_local != s->n_local - 1; }
 
 static void *step_alloc(TrainStep *s, size_t bytes) {
     s->bytes += bytes;
@@ -29,21 +43,30 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
     s->K = K;
     s->n_local = m->part.end - m->part.first;
     size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
+    if (N * D > INT_MAX) /* a stage's message is one MPI count */
+        tm_die("fine-tuning: a micro-batch of %zu tokens x hidden %zu is more than 2^31 floats: lower --batch-size", N,
+               D);
     s->embed_scale = c->embed_scaled ? model_embed_normalizer(c, ps->embed_dtype) : 1.0f;
     rope_table_init(&s->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
     layer_acts_init(&s->acts, c, B, T, ACTS_BACKWARD);
     s->bytes += s->acts.bytes;
     s->recompute = recompute;
-    if (!recompute) { /* the last layer's activations are acts' own */
-        s->kept = callocCheck((size_t)s->n_local + 1, sizeof *s->kept);
-        for (int li = 0; li < s->n_local - 1; li++) {
-            layer_acts_init_sharing(&s->kept[li], c, B, T, &s->acts);
-            s->bytes += s->kept[li].bytes;
-        }
+    int ahead = t->stages - t->stage; /* 1F1B: the micro-batches a stage holds at most */
+    s->slots = recompute || K < ahead ? K : ahead;
+    if (!recompute) {
+        s->kept = callocCheck((size_t)s->slots * s->n_local + 1, sizeof *s->kept);
+        for (int i = 0; i < s->slots * s->n_local; i++)
+            if (kept_own(s, i)) {
+                layer_acts_init_sharing(&s->kept[i], c, B, T, &s->acts);
+                s->bytes += s->kept[i].bytes;
+            }
     }
-    int n_saved = (recompute ? K : 1) * (s->n_local + 1);
+    int n_saved = s->slots * (s->n_local + 1);
     s->saved = callocCheck((size_t)n_saved, sizeof *s->saved);
     for (int i = 0; i < n_saved; i++) s->saved[i] = step_alloc(s, N * D * sizeof(float));
+    s->sent = callocCheck((size_t)s->slots, sizeof *s->sent);
+    for (int i = 0; i < s->slots; i++) stage_msg_init(&s->sent[i]);
+    stage_msg_init(&s->sent_grad);
     if (recompute) s->x_tmp = step_alloc(s, N * D * sizeof(float)); /* the recomputed layer's output */
     s->dx = step_alloc(s, N * D * sizeof(float));
     if (m->part.head) {
@@ -67,11 +90,13 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
 
 void train_step_free(TrainStep *s) {
     rope_table_free(&s->rope);
-    for (int li = 0; s->kept && li < s->n_local - 1; li++) layer_acts_free(&s->kept[li]);
+    for (int i = 0; s->kept && i < s->slots * s->n_local; i++)
+        if (kept_own(s, i)) layer_acts_free(&s->kept[i]);
     free(s->kept);
     layer_acts_free(&s->acts); /* after the kept ones: they borrow its gradient scratch */
-    for (int i = 0; s->saved && i < (s->recompute ? s->K : 1) * (s->n_local + 1); i++) free(s->saved[i]);
+    for (int i = 0; s->saved && i < s->slots * (s->n_local + 1); i++) free(s->saved[i]);
     free(s->saved);
+    free(s->sent);
     free(s->x_tmp);
     free(s->dx);
     free(s->xn);
@@ -88,14 +113,13 @@ void train_step_free(TrainStep *s) {
 }
 
 /* saved input of local layer li (li == n_local: the head's) of micro-batch k
- * (without recompute, of the one micro-batch in flight) */
-static float *saved(const TrainStep *s, int k, int li) {
-    return s->saved[(s->recompute ? k : 0) * (s->n_local + 1) + li];
-}
+ * (in its slot: with recompute, each micro-batch has one) */
+static float *saved(const TrainStep *s, int k, int li) { return s->saved[(k % s->slots) * (s->n_local + 1) + li]; }
 
-/* The activations local layer li's forward keeps for its backward pass. */
-static LayerActs *acts_of(TrainStep *s, int li) {
-    return s->recompute || li == s->n_local - 1 ? &s->acts : &s->kept[li];
+/* The activations local layer li's forward of micro-batch k keeps for its backward pass. */
+static LayerActs *acts_of(TrainStep *s, int k, int li) {
+    int i = (k % s->slots) * s->n_local + li;
+    return s->recompute || !kept_own(s, i) ? &s->acts : &s->kept[i];
 }
 
 /* The allreduce of one gradient bucket across the stage's replicas, in
@@ -164,15 +188,17 @@ static void forward_micro(TrainStep *s, int k) {
     const Topology *t = s->topo;
     int N = s->B * s->T, D = m->cfg.hidden_size;
     int32_t *tok = s->tokens + (size_t)k * N;
+    stage_wait(&s->sent[k % s->slots]); /* the slot's last activations have left */
     if (m->part.embed) embed_forward(s, tok, saved(s, k, 0));
-    else stage_recv(t, LINK_PREV, LINK_TAG_ACT, saved(s, k, 0), (int64_t)N * D);
+    else recv_from(t, LINK_PREV, LINK_TAG_ACT, saved(s, k, 0), N * D);
     LayerRows rows = rows_of(s, k);
     for (int li = 0; li < s->n_local; li++) {
         int l = m->part.first + li;
         layer_forward(&m->cfg, &m->w.layers[l], l, saved(s, k, li), saved(s, k, li + 1), &rows,
-                      acts_of(s, li));
+                      acts_of(s, k, li));
     }
-    if (!m->part.head) stage_send(t, LINK_NEXT, LINK_TAG_ACT, saved(s, k, s->n_local), (int64_t)N * D, 0);
+    if (!m->part.head)
+        stage_isend(t, LINK_NEXT, LINK_TAG_ACT, saved(s, k, s->n_local), N * D, 0, &s->sent[k % s->slots]);
     if (s->teacher) teacher_micro(s, k);
 }
 
@@ -208,17 +234,18 @@ static void backward_micro(TrainStep *s, int k, float weight, double *nll, doubl
     const Model *m = s->m;
     const Topology *t = s->topo;
     int N = s->B * s->T, D = m->cfg.hidden_size, last = k == s->K - 1;
+    stage_wait(&s->sent_grad); /* dx is written below */
     if (m->part.head) {
         *nll += head_micro(s, k, weight, kl);
         if (last) reduce_bucket(s, red, WEIGHT_PART_HEAD);
     } else {
-        stage_recv(t, LINK_NEXT, LINK_TAG_GRAD, s->dx, (int64_t)N * D);
+        recv_from(t, LINK_NEXT, LINK_TAG_GRAD, s->dx, N * D);
     }
     LayerRows rows = rows_of(s, k);
     for (int li = s->n_local - 1; li >= 0; li--) {
         int l = m->part.first + li;
         const LayerWeights *L = &m->w.layers[l];
-        LayerActs *a = acts_of(s, li);
+        LayerActs *a = acts_of(s, k, li);
         if (s->recompute) layer_forward(&m->cfg, L, l, saved(s, k, li), s->x_tmp, &rows, a); /* recompute */
         layer_backward(&m->cfg, L, &s->ps->grads.layers[l], l, saved(s, k, li), s->dx, s->dx, &rows, a);
         if (last) reduce_bucket(s, red, l);
@@ -230,8 +257,22 @@ static void backward_micro(TrainStep *s, int k, float weight, double *nll, doubl
             embedding_backward((float *)s->ps->grads.embed.data, s->dx, s->tokens + (size_t)k * N, N, D);
         if (last) reduce_bucket(s, red, WEIGHT_PART_EMBED);
     } else {
-        stage_send(t, LINK_PREV, LINK_TAG_GRAD, s->dx, (int64_t)N * D, 0);
+        stage_isend(t, LINK_PREV, LINK_TAG_GRAD, s->dx, N * D, 0, &s->sent_grad);
     }
+}
+
+/* This replica's K micro-batches through the stage. Without recompute
+ * 1F1B: the forwards run `ahead` micro-batches before their backwards. */
+static void micro_batches(TrainStep *s, double *nll, double *kl, float weight, Reductions *red) {
+    int K = s->K, ahead = s->recompute ? K : s->slots - 1;
+    for (int k = 0; k < ahead; k++) forward_micro(s, k);
+    for (int k = ahead; k < K; k++) {
+        forward_micro(s, k);
+        backward_micro(s, k - ahead, weight, nll, kl, red);
+    }
+    for (int k = K - ahead; k < K; k++) backward_micro(s, k, weight, nll, kl, red);
+    for (int i = 0; i < s->slots; i++) stage_wait(&s->sent[i]);
+    stage_wait(&s->sent_grad);
 }
 
 void train_step_grads(TrainStep *s, int64_t step, StepResult *out) {
@@ -247,15 +288,7 @@ void train_step_grads(TrainStep *s, int64_t step, StepResult *out) {
     }
     double sums[2] = {0.0, 0.0}, all[2]; /* NLL, KL */
     Reductions red = {.n = 0};
-    if (!s->recompute) { /* one micro-batch's activations at a time: each backward right after its forward */
-        for (int k = 0; k < s->K; k++) {
-            forward_micro(s, k);
-            backward_micro(s, k, weight, &sums[0], &sums[1], &red);
-        }
-    } else {
-        for (int k = 0; k < s->K; k++) forward_micro(s, k);
-        for (int k = 0; k < s->K; k++) backward_micro(s, k, weight, &sums[0], &sums[1], &red);
-    }
+    micro_batches(s, &sums[0], &sums[1], weight, &red);
     if (red.n) MPI_Waitall(red.n, red.req, MPI_STATUSES_IGNORE);
     /* the global norm: this stage's squares (equal on its replicas), summed over stages */
     double sq = params_grad_sq(s->ps), sq_all;

@@ -1,22 +1,28 @@
 /* One optimizer step's forward and backward passes over this replica's K
- * micro-batches, through the pipeline stages (GPipe order: every stage runs
- * the K forwards, then the K backwards; see README "Fine-tuning" for why),
- * with the gradients summed across replicas by one non-blocking allreduce
- * per layer, started as soon as the layer's last backward is done so that it
- * overlaps the backward passes of the layers below it.
+ * micro-batches, through the pipeline stages, with the gradients summed
+ * across replicas by one non-blocking allreduce per layer, started as soon
+ * as the layer's last backward is done so that it overlaps the backward
+ * passes of the layers below it. Activations go to the next stage by
+ * non-blocking sends, so a stage computes while they travel.
  *
- * Memory per rank: the input of each of its layers for each of the K
- * micro-batches (B x T x hidden floats each) and one layer's activations;
- * a layer is recomputed from its saved input before its backward pass.
- * Without recompute, every layer keeps its activations of one micro-batch
- * (n_local times the memory, a quarter fewer layer FLOPs) and each
- * micro-batch's backward follows its forward, so the stages of a pipeline
- * no longer overlap. */
+ * With recompute (GPipe order: every stage runs the K forwards, then the K
+ * backwards; see README "Fine-tuning" for why): memory per rank is the
+ * input of each of its layers for each of the K micro-batches (B x T x
+ * hidden floats each) and one layer's activations; a layer is recomputed
+ * from its saved input before its backward pass.
+ *
+ * Without recompute (1F1B order): stage s of S runs min(S - 1 - s, K)
+ * forwards ahead, then alternates one forward and one backward, so at most
+ * min(S - s, K) micro-batches are in flight on it, each keeping every
+ * layer's activations (n_local times one layer's, a quarter fewer layer
+ * FLOPs); the stages overlap as under GPipe. The backwards still run in
+ * micro-batch order, so the gradients are the same bits in either order. */
 #ifndef TM_TRAIN_STEP_H
 #define TM_TRAIN_STEP_H
 
 #include <stdint.h>
 
+#include "dist/stage_link.h"
 #include "dist/topology.h"
 #include "model/layer.h"
 #include "model/model.h"
@@ -34,9 +40,12 @@ typedef struct {
     RopeTable rope;
     LayerActs acts;        /* one layer's (recomputed) activations, and the gradient scratch */
     int recompute;         /* 0: every layer's activations kept for its backward pass */
-    LayerActs *kept;       /* recompute off: layers 0..n_local-2's activations of the micro-batch in flight
-                            * (the last layer's are acts') */
-    float **saved;         /* [K * (n_local + 1)] inputs of the layers (and of the head) per micro-batch */
+    int slots;             /* micro-batches in flight: K with recompute, else min(stages - stage, K) */
+    LayerActs *kept;       /* recompute off: [slots * n_local] each layer's activations per micro-batch in
+                            * flight (with one slot, the last layer's are acts') */
+    float **saved;         /* [slots * (n_local + 1)] inputs of the layers (and of the head) per slot */
+    StageMsg *sent;        /* [slots] each slot's activations on their way to the next stage */
+    StageMsg sent_grad;    /* dx on its way to the previous stage */
     float *x_tmp, *dx;     /* [N, D]: the recomputed layer's output (recompute only), the gradient */
     float *xn, *dxn, *rstd;/* head: final norm output, its gradient, rstd */
     float *logits, *teacher_logits; /* [N, chunk] */
