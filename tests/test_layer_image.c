@@ -87,23 +87,29 @@ static void check_layer(const Model *m, int l, int bf16) {
     const MlaConfig *a = &c->mla;
     int D = c->hidden_size, I = c->intermediate_size, hd = c->head_dim;
     int qd = c->n_heads * hf_config_qk_head_dim(c), kvd = c->n_kv_heads * hd;
-    same_vector(gl.q_bias, L->q_bias, qd, "q_bias", l);
-    same_vector(gl.k_bias, L->k_bias, kvd, "k_bias", l);
-    same_vector(gl.v_bias, L->v_bias, kvd, "v_bias", l);
-    same_vector(gl.o_bias, L->o_bias, D, "o_bias", l);
-    same_vector(gl.gate_bias, L->gate_bias, I, "gate_bias", l);
-    same_vector(gl.up_bias, L->up_bias, I, "up_bias", l);
-    same_vector(gl.down_bias, L->down_bias, D, "down_bias", l);
-    same_vector(gl.input_norm, L->input_norm, D, "input_norm", l);
-    same_vector(gl.post_norm, L->post_norm, D, "post_norm", l);
-    same_vector(gl.attn_out_norm, L->attn_out_norm, D, "attn_out_norm", l);
-    same_vector(gl.mlp_out_norm, L->mlp_out_norm, D, "mlp_out_norm", l);
-    same_vector(gl.q_head_norm, L->q_head_norm, hd, "q_head_norm", l);
-    same_vector(gl.k_head_norm, L->k_head_norm, hd, "k_head_norm", l);
-    same_vector(gl.q_a_bias, L->q_a_bias, a->q_lora_rank, "q_a_bias", l);
-    same_vector(gl.kv_a_bias, L->kv_a_bias, a->kv_lora_rank + a->qk_rope_head_dim, "kv_a_bias", l);
-    same_vector(gl.q_a_norm, L->q_a_norm, a->q_lora_rank, "q_a_norm", l);
-    same_vector(gl.kv_a_norm, L->kv_a_norm, a->kv_lora_rank, "kv_a_norm", l);
+    struct {
+        const float *got, *src;
+        int64_t n;
+        const char *name;
+    } vecs[] = {{gl.q_bias, L->q_bias, qd, "q_bias"},
+                {gl.k_bias, L->k_bias, kvd, "k_bias"},
+                {gl.v_bias, L->v_bias, kvd, "v_bias"},
+                {gl.o_bias, L->o_bias, D, "o_bias"},
+                {gl.gate_bias, L->gate_bias, I, "gate_bias"},
+                {gl.up_bias, L->up_bias, I, "up_bias"},
+                {gl.down_bias, L->down_bias, D, "down_bias"},
+                {gl.input_norm, L->input_norm, D, "input_norm"},
+                {gl.post_norm, L->post_norm, D, "post_norm"},
+                {gl.attn_out_norm, L->attn_out_norm, D, "attn_out_norm"},
+                {gl.mlp_out_norm, L->mlp_out_norm, D, "mlp_out_norm"},
+                {gl.q_head_norm, L->q_head_norm, hd, "q_head_norm"},
+                {gl.k_head_norm, L->k_head_norm, hd, "k_head_norm"},
+                {gl.q_a_bias, L->q_a_bias, a->q_lora_rank, "q_a_bias"},
+                {gl.kv_a_bias, L->kv_a_bias, a->kv_lora_rank + a->qk_rope_head_dim, "kv_a_bias"},
+                {gl.q_a_norm, L->q_a_norm, a->q_lora_rank, "q_a_norm"},
+                {gl.kv_a_norm, L->kv_a_norm, a->kv_lora_rank, "kv_a_norm"}};
+    for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++)
+        same_vector(vecs[i].got, vecs[i].src, vecs[i].n, vecs[i].name, l);
     assert_int_equal(gl.n_experts, hf_config_layer_is_moe(c, l) ? c->n_experts : 0);
     if (gl.n_experts) same_matrix(&gl.router, &L->router, bf16, "router", l);
     for (int e = 0; e < gl.n_experts; e++) {
