@@ -54,8 +54,12 @@ void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
     a->k = acts_buf(a, n * kw);
     a->v = acts_buf(a, n * vw);
     a->att = acts_buf(a, n * H * dv);
-    a->h1 = acts_buf(a, n * I);
-    a->h2 = acts_buf(a, n * I);
+    int dense = 0; /* some layer has a dense MLP (all-MoE models use the experts' own buffers) */
+    for (int l = 0; l < c->n_layers && !dense; l++) dense = !hf_config_layer_is_moe(c, l);
+    if (dense) {
+        a->h1 = acts_buf(a, n * I);
+        a->h2 = acts_buf(a, n * I);
+    }
     if (c->sandwich_norms) a->o = acts_buf(a, n * D);
     if (mla) {
         if (m->q_lora_rank) a->qa = acts_buf(a, n * m->q_lora_rank);
