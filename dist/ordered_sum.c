@@ -37,10 +37,9 @@ void ordered_sum_add(OrderedSum *s, int k, int64_t off, const float *v, int64_t 
 }
 
 void ordered_sum_finish(OrderedSum *s) {
-    int size, rank;
+    int size;
     MPI_Comm_size(s->comm, &size);
     if (size == 1) return;
-    MPI_Comm_rank(s->comm, &rank);
     int mine[2] = {s->count > 0 ? s->k0 : -1, s->count}, *all = mallocCheck((size_t)2 * size * sizeof *all);
     MPI_Allgather(mine, 2, MPI_INT, all, 2, MPI_INT, s->comm);
     /* the ranks that hold items, in item order: prev and next of this one, and the last */
