@@ -22,8 +22,9 @@ static void recv_from(const Topology *t, LinkDir from, int tag, float *x, int n)
 }
 
 /* Whether kept[i] (slot i / n_local, layer i % n_local) has activations of
- * its own: with one slot the last layer's are acts'. */
-static int kept_own(const TrainStep *s, int i) { return s->slots > 1 || i % s->n_local != s->n_local - 1; }
+ * its own: the first slot's last layer uses acts' (the other sets borrow
+ * only acts' gradient scratch, never its saved tensors). */
+static int kept_own(const TrainStep *s, int i) { return i != s->n_local - 1; }
 
 static void *step_alloc(TrainStep *s, size_t bytes) {
     s->bytes += bytes;

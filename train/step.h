@@ -42,7 +42,7 @@ typedef struct {
     int recompute;         /* 0: every layer's activations kept for its backward pass */
     int slots;             /* micro-batches in flight: K with recompute, else min(stages - stage, K) */
     LayerActs *kept;       /* recompute off: [slots * n_local] each layer's activations per micro-batch in
-                            * flight (with one slot, the last layer's are acts') */
+                            * flight (the first slot's last layer's are acts') */
     float **saved;         /* [slots * (n_local + 1)] inputs of the layers (and of the head) per slot */
     StageMsg *sent;        /* [slots] each slot's activations on their way to the next stage */
     StageMsg sent_grad;    /* dx on its way to the previous stage */
