@@ -9,7 +9,7 @@
 #include "io/base/error.h"
 #ifdef TRANSMLA_HAVE_CUDA
 #include "model/cuda/model_gpu.h"
-#include "model/cuda/stats_gpu.h"
+#include "pipeline/calib_gpu.h"
 
 struct StageDevice {
     GpuCtx g;
@@ -28,10 +28,7 @@ static void stats_init(StageDevice *s, const PipeJob *j, const Workspace *ws) {
         s->gm.rows.hook_ctx = j->hook_ctx;
         return;
     }
-    GpuStatsSource src = h->target == CAL_KEYS     ? GPU_STATS_KEYS
-                         : h->target == CAL_LATENT ? GPU_STATS_LATENT
-                                                   : GPU_STATS_LATENT_NORMED;
-    gpu_stats_init(&s->stats, src, h->first, h->end, h->dim, h->want_q ? h->qdim : 0, h->nrinv, ws->B * ws->T);
+    calib_gpu_init(&s->stats, h, ws->B * ws->T);
     s->host = h;
     s->gm.rows.stats = &s->stats;
 }
@@ -74,8 +71,7 @@ int stage_device_init(StageDevice **d, const Topology *t, const Model *m, const 
 void stage_device_finish(StageDevice *d) {
 #ifdef TRANSMLA_HAVE_CUDA
     if (!d || !d->host) return;
-    CalibStats *h = d->host;
-    if (gpu_stats_collect(&d->g, &d->stats, h->sum, h->qsum, h->rinv, &h->count)) tm_die("%s", tm_error());
+    if (calib_gpu_collect(&d->g, &d->stats, d->host)) tm_die("%s", tm_error());
 #else
     (void)d;
 #endif

@@ -34,8 +34,7 @@
 #include "io/base/checked.h"
 #include "io/base/error.h"
 #include "model/cuda/model_gpu.h"
-#include "model/cuda/stats_gpu.h"
-#include "pipeline/calibrate.h"
+#include "pipeline/calib_gpu.h"
 
 #define TOL_SAME_ROWS 1e-12
 #define TOL_CPU_FP32 1e-4
@@ -82,11 +81,8 @@ static void stats_gpu(const Pass *p, GpuPrecision precision, int on_device, Cali
     CalibGather gather;
     calib_gather_init(&gather, st, c, p->T);
     GpuStats gs;
-    GpuStatsSource src = p->target == CAL_KEYS     ? GPU_STATS_KEYS
-                         : p->target == CAL_LATENT ? GPU_STATS_LATENT
-                                                   : GPU_STATS_LATENT_NORMED;
-    gpu_stats_init(&gs, src, 0, c->n_layers, st->dim, st->want_q ? st->qdim : 0, st->nrinv, p->T);
     if (on_device) {
+        calib_gpu_init(&gs, st, p->T);
         gm.rows.stats = &gs;
     } else {
         gm.rows.hook = calib_gather_hook;
@@ -96,9 +92,9 @@ static void stats_gpu(const Pass *p, GpuPrecision precision, int on_device, Cali
     model_embed_rows(p->m, p->tokens, p->B * p->T, x);
     for (int b = 0; b < p->B; b++)
         if (gpu_model_layers(&gm, &g, x + (size_t)b * p->T * D, NULL, 1)) fail_msg("%s", tm_error());
-    if (on_device && gpu_stats_collect(&g, &gs, st->sum, st->qsum, st->rinv, &st->count)) fail_msg("%s", tm_error());
+    if (on_device && calib_gpu_collect(&g, &gs, st)) fail_msg("%s", tm_error());
     free(x);
-    gpu_stats_free(&gs);
+    if (on_device) gpu_stats_free(&gs);
     calib_gather_free(&gather);
     gpu_model_free(&gm);
     gpu_ctx_free(&g);

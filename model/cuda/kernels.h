@@ -50,7 +50,7 @@ void cuda_crossentropy_update(float *max, double *sum, float *target_logit, cons
 /* max = -inf, sum = 0, target_logit = 0 over N rows. */
 void cuda_crossentropy_reset(float *max, double *sum, float *target_logit, int N, cudaStream_t s);
 
-/* Calibration statistics (model/cuda/stats.cu, for stats_gpu.c): rows made
+/* Calibration statistics (for stats_gpu.c): rows made
  * float64 for the SYRK that sums them. dst[r, 0..cols) = src[r, 0..cols)
  * over N rows of stride ld. */
 void cuda_rows_to_f64(double *dst, const float *src, int64_t ld, int cols, int64_t N, cudaStream_t s);
