@@ -12,6 +12,7 @@
 #include "io/base/error.h"
 #include "io/base/interrupt.h"
 #include "io/base/output_path.h"
+#include "pipeline/stage_device.h"
 #include "train/trainer.h"
 
 /* The flags given as text, checked and stored in c. */
@@ -35,7 +36,7 @@ static int finetune_numbers(TrainConfig *c, const char *lr, const char *wd, cons
 static int finetune_args(int argc, char **argv, TrainConfig *c) {
     const char *token_dtype = "u16", *text_field = NULL, *lr = "2e-5", *wd = "0.01", *warmup = "0.03";
     const char *schedule = "cosine", *epochs = "1", *clip = "1.0", *resume = "auto", *train = "all";
-    const char *distill_weight = "1", *recompute = "on";
+    const char *distill_weight = "1", *recompute = "on", *device = "cpu";
     int max_steps = 0, save_steps = 0, seed = 42;
     TokenFlags flags = {.split = "train"};
     *c = (TrainConfig){.seq_len = 2048, .batch = 1, .grad_accum = 1, .stages = 1, .log_every = 1,
@@ -77,6 +78,10 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
          "keep every layer's activations of each micro-batch in flight (a quarter fewer layer FLOPs, a layer's "
          "activations more per layer of the stage; 1F1B order, stage s of S holding up to S - s micro-batches) "
          "(default on)", 0},
+        {"device", ARG_STR, &device, "cpu|cuda",
+         "cuda: each rank's layers and head on GPU (local rank mod count), the embedding and the optimizer on the "
+         "host; dense GQA models, --recompute on, no --distill-from; built, not yet run on a GPU (default cpu)", 0},
+        {"gpu-fp32", ARG_FLAG, &c->gpu_fp32, "", "with --device cuda: fp32 GEMMs instead of bf16 inputs", 0},
         {"seed", ARG_INT, &seed, "S", "data shuffling seed (default 42)", 0},
         {"stages", ARG_POS_INT, &c->stages, "S", "pipeline stages; MPI ranks / S data-parallel replicas (default 1)", 0},
         {"logging-steps", ARG_POS_INT, &c->log_every, "N", "print a progress line every N steps (default 1)", 0},
@@ -105,6 +110,11 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
         args_one_of("recompute", recompute, "on", "off"))
         return -1;
     c->recompute = !strcmp(recompute, "on");
+    int dev = device_parse(device);
+    if (dev < 0 || stage_device_check(dev)) return -1;
+    c->gpu = dev == PIPE_CUDA;
+    if (c->gpu && (!c->recompute || c->distill_from))
+        return tm_fail("--device cuda: fine-tuning on the GPU wants --recompute on and no --distill-from");
     c->max_steps = max_steps;
     c->save_steps = save_steps;
     c->seed = (uint64_t)(unsigned)seed;

@@ -119,6 +119,8 @@ expect_error bad_device "--device gpu|cpu or cuda" \
     "$bin" eval --model-path "$model" --tokens "$toks" --device gpu
 if ! "$bin" version | grep -q "GPU(s):"; then # built without CUDA, or no GPU here
     expect_error no_gpu "--device cuda" "$bin" eval --model-path "$model" --tokens "$toks" --device cuda
+    expect_error no_gpu_finetune "--device cuda" "$bin" finetune --model-path "$model" --tokens "$toks" \
+        --save-path "$b/ft_gpu" --device cuda
 fi
 expect_error unknown_flag "unknown option '--seqlne'" \
     "$bin" eval --model-path "$model" --tokens "$toks" --seqlne 5

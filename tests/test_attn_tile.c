@@ -5,9 +5,13 @@
  * both ways; the engine sums exp in double over whole rows, the tiles in
  * float tile by tile). Cases: GQA heads, packed documents, a sliding
  * window, gemma2's soft-cap, tiles that do not divide T, a key tile that a
- * row sees none of. With --gpu (ctest gpu_attention, label gpu; CUDA
- * builds): the same cases through the CUDA kernel against the CPU engine,
- * exit 77 (skipped) when no GPU is visible. */
+ * row sees none of. The backward pass's row functions (model/
+ * attn_grad_tile.h) in loops over rows and heads, as the GPU threads run
+ * them, against the engine's attention_backward on the same shapes (within
+ * 3e-6, see check_backward). With --gpu (ctest gpu_attention, label gpu;
+ * CUDA builds): the same cases through the CUDA kernels (forward and
+ * backward) against the CPU engine, exit 77 (skipped) when no GPU is
+ * visible. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +25,7 @@
 #include "io/base/checked.h"
 #include "io/base/rng.h"
 #include "model/attention.h"
+#include "model/attn_grad_tile.h"
 #include "model/attn_tile.h"
 #ifdef TRANSMLA_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -164,10 +169,104 @@ static void check(const Shape *s, int qtile, int ktile) {
     free(q), free(k), free(v), free(o1), free(o2), free(l1), free(l2);
 }
 
+/* The backward pass as the GPU threads run it: D per (row, head), then dq
+ * per (query row, head), then dk, dv per (key row, kv head). */
+static void rowwise_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                             const float *q, const float *k, const float *v, const Shape *s) {
+    int rep = s->H / s->G;
+    int64_t rows = (int64_t)s->B * s->T, qs = (int64_t)s->H * s->dqk, ks = (int64_t)s->G * s->dqk,
+            vs = (int64_t)s->G * s->dv, os = (int64_t)s->H * s->dv;
+    float *D = mallocCheck((size_t)(rows * s->H) * sizeof *D);
+    for (int64_t e = 0; e < rows * s->H; e++) D[e] = attn_grad_delta(dout + e * s->dv, out + e * s->dv, s->dv);
+    for (int b = 0; b < s->B; b++) {
+        int64_t row0 = (int64_t)b * s->T;
+        const int32_t *doc_row = s->doc_start ? s->doc_start + row0 : NULL;
+        for (int h = 0; h < s->H; h++)
+            for (int i = 0; i < s->T; i++) {
+                int64_t row = row0 + i, g = h / rep;
+                attn_grad_dq_row(dq + row * qs + h * s->dqk, q + row * qs + h * s->dqk, dout + row * os + h * s->dv,
+                                 lse[row * s->H + h], D[row * s->H + h], k + row0 * ks + g * s->dqk,
+                                 v + row0 * vs + g * s->dv, ks, vs, doc_row, s->window, i, s->dqk, s->dv, s->scale,
+                                 s->cap);
+            }
+        for (int g = 0; g < s->G; g++)
+            for (int j = 0; j < s->T; j++) {
+                int64_t row = row0 + j;
+                attn_grad_dkv_row(dk + row * ks + g * s->dqk, dv + row * vs + g * s->dv, k + row * ks + g * s->dqk,
+                                  v + row * vs + g * s->dv, q + row0 * qs, dout + row0 * os, lse + row0 * s->H,
+                                  D + row0 * s->H, qs, os, s->H, g * rep, rep, doc_row, s->window, j, s->T, s->dqk,
+                                  s->dv, s->scale, s->cap);
+            }
+    }
+    free(D);
+}
+
+#ifdef TRANSMLA_HAVE_CUDA
+static void gpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                                   const float *lse, const float *q, const float *k, const float *v, const Shape *s) {
+    size_t rows = (size_t)s->B * s->T, fq = rows * s->H * s->dqk * 4, fk = rows * s->G * s->dqk * 4,
+           fv = rows * s->G * s->dv * 4, fo = rows * s->H * s->dv * 4, fl = rows * s->H * 4;
+    float *d_q = to_device(q, fq), *d_k = to_device(k, fk), *d_v = to_device(v, fv), *d_dout = to_device(dout, fo),
+          *d_out = to_device(out, fo), *d_lse = to_device(lse, fl), *d_delta = to_device(NULL, fl),
+          *d_dq = to_device(NULL, fq), *d_dk = to_device(NULL, fk), *d_dv = to_device(NULL, fv);
+    int32_t *ddoc = s->doc_start ? (int32_t *)to_device(s->doc_start, rows * 4) : NULL;
+    assert_int_equal(cuda_attention_backward(d_dq, d_dk, d_dv, d_delta, d_dout, d_out, d_lse, d_q, d_k, d_v, s->B, s->T,
+                                             s->H, s->G, s->dqk, s->dv, ddoc, s->window, s->scale, s->cap, 0), 0);
+    assert_int_equal(cudaMemcpy(dq, d_dq, fq, cudaMemcpyDeviceToHost), cudaSuccess);
+    assert_int_equal(cudaMemcpy(dk, d_dk, fk, cudaMemcpyDeviceToHost), cudaSuccess);
+    assert_int_equal(cudaMemcpy(dv, d_dv, fv, cudaMemcpyDeviceToHost), cudaSuccess);
+    cudaFree(d_q), cudaFree(d_k), cudaFree(d_v), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_lse);
+    cudaFree(d_delta), cudaFree(d_dq), cudaFree(d_dk), cudaFree(d_dv), cudaFree(ddoc);
+}
+#endif
+
+/* dq, dk, dv of the row helpers (on the CPU, or with --gpu the CUDA
+ * kernels) against the engine's attention_backward on the same out and lse. */
+static void check_backward(const Shape *s) {
+    TmRng r;
+    rng_seed(&r, 12);
+    int64_t rows = (int64_t)s->B * s->T, nq = rows * s->H * s->dqk, nk = rows * s->G * s->dqk,
+            nv = rows * s->G * s->dv, no = rows * s->H * s->dv;
+    float *q = random_floats(nq, &r), *k = random_floats(nk, &r), *v = random_floats(nv, &r),
+          *dout = random_floats(no, &r);
+    float *out = mallocCheck((size_t)no * sizeof(float)), *lse = mallocCheck((size_t)(rows * s->H) * sizeof(float));
+    float *grads[2][3];
+    for (int w = 0; w < 2; w++) {
+        grads[w][0] = mallocCheck((size_t)nq * sizeof(float));
+        grads[w][1] = mallocCheck((size_t)nk * sizeof(float));
+        grads[w][2] = mallocCheck((size_t)nv * sizeof(float));
+    }
+    attention_forward(out, lse, q, k, v, s->B, s->T, s->H, s->G, s->dqk, s->dv, s->doc_start, s->window, s->scale,
+                      s->cap);
+    attention_backward(grads[0][0], grads[0][1], grads[0][2], dout, out, lse, q, k, v, s->B, s->T, s->H, s->G, s->dqk,
+                       s->dv, s->doc_start, s->window, s->scale, s->cap);
+#ifdef TRANSMLA_HAVE_CUDA
+    if (on_gpu) gpu_attention_backward(grads[1][0], grads[1][1], grads[1][2], dout, out, lse, q, k, v, s);
+    else
+#endif
+        rowwise_backward(grads[1][0], grads[1][1], grads[1][2], dout, out, lse, q, k, v, s);
+    double ddq = rel_diff(grads[1][0], grads[0][0], nq), ddk = rel_diff(grads[1][1], grads[0][1], nk),
+           ddv = rel_diff(grads[1][2], grads[0][2], nv);
+    print_message("backward %s d %d/%d, H %d G %d, window %d, cap %g, documents %s: dq %.2e, dk %.2e, dv %.2e\n",
+                  on_gpu ? "GPU" : "CPU", s->dqk, s->dv, s->H, s->G, s->window, s->cap, s->doc_start ? "yes" : "no",
+                  ddq, ddk, ddv);
+    /* fp32 both ways, summed in other orders (the engine's sgemms over
+     * blocks, the helpers key by key): at most 9.4e-7 of the largest
+     * gradient measured over these cases, so 3e-6; the device's expf and
+     * tanhf (2 ulp) and fused multiply-adds: the forward's 1e-5 */
+    double tol = on_gpu ? 1e-5 : 3e-6;
+    assert_true(ddq < tol);
+    assert_true(ddk < tol);
+    assert_true(ddv < tol);
+    for (int w = 0; w < 2; w++) free(grads[w][0]), free(grads[w][1]), free(grads[w][2]);
+    free(q), free(k), free(v), free(dout), free(out), free(lse);
+}
+
 static void plain_gqa(void **state) {
     Shape s = {.B = 2, .T = 50, .H = 4, .G = 2, .dqk = 16, .dv = 12, .scale = 0.25f};
     check(&s, 16, 16);
     check(&s, 7, 13); /* tiles that divide nothing */
+    check_backward(&s);
 }
 
 static void documents_window_softcap(void **state) {
@@ -176,12 +275,16 @@ static void documents_window_softcap(void **state) {
         for (int i = 0; i < 45; i++) doc[b * 45 + i] = i < 10 ? 0 : i < 31 ? 10 : 31 - 5 * b; /* b=1: doc starts at 26 */
     Shape s = {.B = 2, .T = 45, .H = 6, .G = 3, .dqk = 8, .dv = 8, .scale = 0.3f, .doc_start = doc};
     check(&s, 8, 8); /* rows of the third document see no key of the first tiles */
+    check_backward(&s);
     s.window = 5;
     check(&s, 16, 4);
+    check_backward(&s);
     s.cap = 2.0f;
     check(&s, 5, 9);
+    check_backward(&s);
     s.doc_start = NULL;
     check(&s, 64, 64);
+    check_backward(&s);
 }
 
 /* Real head widths (64, 128; MLA's 192 and 128) over 64-row tiles, the last one partial:
@@ -196,16 +299,20 @@ static void wide_heads(void **state) {
         for (int d = 64; d <= 128; d += 64) {
             Shape s = {.B = 2, .T = 150, .H = 8, .G = 2, .dqk = d, .dv = d, .scale = 1.0f / sqrtf((float)d)};
             check(&s, 64, 64);
+            if (on_gpu < 2) check_backward(&s); /* the backward is fp32 only */
             s.doc_start = doc;
             s.window = 40;
             check(&s, 64, 64);
+            if (on_gpu < 2) check_backward(&s);
             s.cap = 3.0f;
             check(&s, 64, 64);
+            if (on_gpu < 2) check_backward(&s);
         }
         /* MLA's heads: queries and keys [nope; rope] wider than the values */
         Shape mla = {.B = 2, .T = 150, .H = 4, .G = 4, .dqk = 192, .dv = 128, .scale = 1.0f / sqrtf(192.0f),
                      .doc_start = doc, .window = 40};
         check(&mla, 64, 64);
+        if (on_gpu < 2) check_backward(&mla);
     }
 }
 

@@ -11,6 +11,7 @@
 #include "io/base/error.h"
 #include "model/crossentropy.h"
 #include "model/rmsnorm.h"
+#include "train/step_gpu.h"
 
 /* n floats from a neighbour sent by stage_isend: one message. The sender's
  * status is 0 in a fine-tuning step (a failing rank aborts the job). */
@@ -90,6 +91,7 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
 }
 
 void train_step_free(TrainStep *s) {
+    step_gpu_free(s->gpu);
     rope_table_free(&s->rope);
     for (int i = 0; s->kept && i < s->slots * s->n_local; i++)
         if (kept_own(s, i)) layer_acts_free(&s->kept[i]);
@@ -111,6 +113,19 @@ void train_step_free(TrainStep *s) {
     free(s->doc_start);
     free(s->row_idx);
     memset(s, 0, sizeof *s);
+}
+
+int train_step_use_gpu(TrainStep *s, int fp32) {
+    if (step_gpu_init(&s->gpu, s, fp32)) return -1;
+    /* the device keeps the layers' inputs: the host stages one micro-batch's */
+    size_t bytes = (size_t)s->B * s->T * s->m->cfg.hidden_size * sizeof(float);
+    for (int i = s->n_local + 1; i < s->slots * (s->n_local + 1); i++) {
+        free(s->saved[i]);
+        s->saved[i] = NULL;
+        s->bytes -= bytes;
+    }
+    s->slots = 1;
+    return 0;
 }
 
 /* saved input of local layer li (li == n_local: the head's) of micro-batch k
@@ -193,7 +208,9 @@ static void forward_micro(TrainStep *s, int k) {
     if (m->part.embed) embed_forward(s, tok, saved(s, k, 0));
     else recv_from(t, LINK_PREV, LINK_TAG_ACT, saved(s, k, 0), N * D);
     LayerRows rows = rows_of(s, k);
-    for (int li = 0; li < s->n_local; li++) {
+    if (s->gpu && step_gpu_forward(s->gpu, s, k, saved(s, k, 0), m->part.head ? NULL : saved(s, k, s->n_local)))
+        tm_die("fine-tuning on the GPU: %s", tm_error());
+    for (int li = 0; !s->gpu && li < s->n_local; li++) {
         int l = m->part.first + li;
         layer_forward(&m->cfg, &m->w.layers[l], l, saved(s, k, li), saved(s, k, li + 1), &rows,
                       acts_of(s, k, li));
@@ -234,16 +251,20 @@ static double head_micro(TrainStep *s, int k, float weight, double *kl) {
 static void backward_micro(TrainStep *s, int k, float weight, double *nll, double *kl, Reductions *red) {
     const Model *m = s->m;
     const Topology *t = s->topo;
-    int N = s->B * s->T, D = m->cfg.hidden_size, last = k == s->K - 1;
+    int N = s->B * s->T, D = m->cfg.hidden_size;
+    int last = k == s->K - 1 && !s->gpu; /* on the GPU the buckets are reduced after the step (train_step_grads) */
     stage_wait(&s->sent_grad); /* dx is written below */
-    if (m->part.head) {
+    if (s->gpu) { /* the head and the layers on the device; its gradients reach the host after the last */
+        if (!m->part.head) recv_from(t, LINK_NEXT, LINK_TAG_GRAD, s->dx, N * D);
+        if (step_gpu_backward(s->gpu, s, k, weight, s->dx, nll)) tm_die("fine-tuning on the GPU: %s", tm_error());
+    } else if (m->part.head) {
         *nll += head_micro(s, k, weight, kl);
         if (last) reduce_bucket(s, red, WEIGHT_PART_HEAD);
     } else {
         recv_from(t, LINK_NEXT, LINK_TAG_GRAD, s->dx, N * D);
     }
     LayerRows rows = rows_of(s, k);
-    for (int li = s->n_local - 1; li >= 0; li--) {
+    for (int li = s->n_local - 1; !s->gpu && li >= 0; li--) {
         int l = m->part.first + li;
         const LayerWeights *L = &m->w.layers[l];
         LayerActs *a = acts_of(s, k, li);
@@ -287,9 +308,16 @@ void train_step_grads(TrainStep *s, int64_t step, StepResult *out) {
         train_rows_batch(s->sampler->rows, s->row_idx, s->B, s->tokens + (size_t)k * N, s->targets + (size_t)k * N,
                          s->pos + (size_t)k * N, s->doc_start + (size_t)k * N);
     }
+    if (s->gpu && step_gpu_rows(s->gpu, s)) tm_die("fine-tuning on the GPU: %s", tm_error());
     double sums[2] = {0.0, 0.0}, all[2]; /* NLL, KL */
     Reductions red = {.n = 0};
     micro_batches(s, &sums[0], &sums[1], weight, &red);
+    if (s->gpu) { /* the device's gradients (the tied head's added to the embedding's), then every bucket */
+        if (step_gpu_add_grads(s->gpu, s)) tm_die("fine-tuning on the GPU: %s", tm_error());
+        reduce_bucket(s, &red, WEIGHT_PART_HEAD);
+        for (int l = s->m->part.end - 1; l >= s->m->part.first; l--) reduce_bucket(s, &red, l);
+        reduce_bucket(s, &red, WEIGHT_PART_EMBED);
+    }
     if (red.n) MPI_Waitall(red.n, red.req, MPI_STATUSES_IGNORE);
     /* the global norm: this stage's squares (equal on its replicas), summed over stages */
     double sq = params_grad_sq(s->ps), sq_all;

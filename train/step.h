@@ -30,6 +30,8 @@
 #include "train/sampler.h"
 #include "train/teacher.h"
 
+typedef struct StepGpu StepGpu; /* train/step_gpu.h */
+
 typedef struct {
     const Topology *topo;
     const Model *m;        /* this stage's part, bound to the fp32 masters */
@@ -55,11 +57,16 @@ typedef struct {
     int64_t *row_idx;
     Teacher *teacher;      /* distillation (NULL: none): its part of the teacher, the same layers */
     uint64_t bytes;        /* activation memory of this rank */
+    StepGpu *gpu;          /* NULL: the CPU engine; else the layers and head run on the GPU (step_gpu.h) */
 } TrainStep;
 
 void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *ps, Sampler *sampler, int B, int T,
                      int K, int recompute, Teacher *teacher);
 void train_step_free(TrainStep *s);
+/* After train_step_init (with recompute, no teacher): the stage's layers
+ * and head run on the rank's GPU (train/step_gpu.h), fp32 or bf16 GEMMs.
+ * 0, or -1 with tm_error(). */
+int train_step_use_gpu(TrainStep *s, int fp32);
 
 typedef struct {
     double loss;           /* mean NLL per target token over the global batch */

@@ -19,6 +19,7 @@
 #include "train/sampler.h"
 #include "train/save_model.h"
 #include "train/step.h"
+#include "train/step_gpu.h"
 #include "train/teacher.h"
 
 typedef struct {
@@ -219,6 +220,8 @@ static int setup(Trainer *r) {
     if (cfg->resume && resume(r)) return -1;
     train_step_init(&r->step, &r->t, &r->m, &r->ps, &r->sampler, cfg->batch, cfg->seq_len, cfg->grad_accum,
                     cfg->recompute, cfg->distill_from ? &r->teacher : NULL);
+    if (cfg->gpu && dist_agree(MPI_COMM_WORLD, train_step_use_gpu(&r->step, cfg->gpu_fp32)))
+        return -1;
     if (r->root) {
         char path[4096];
         snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->save_path);
@@ -290,6 +293,7 @@ int trainer_run(const TrainConfig *cfg) {
         train_step_grads(&r.step, step, &res);
         double lr = lr_at(&r.opt, step);
         adamw_step(&r.ps, &r.opt, step, lr, clip_scale(res.grad_norm, r.opt.max_grad_norm));
+        if (r.step.gpu && step_gpu_weights(r.step.gpu, &r.step)) tm_die("fine-tuning on the GPU: %s", tm_error());
         loss = res.loss;
         if (r.root) log_step(&r, step, &res, lr, tm_now_s() - t0, t_start, step + 1 - r.start_step);
         if (!isfinite(res.loss)) rc = tm_fail("finetune: the loss at step %lld is %g", (long long)step + 1, res.loss);

@@ -9,6 +9,7 @@
 #include "io/base/checked.h"
 #include "io/base/error.h"
 #include "model/cuda/cublas_load.h"
+#include "model/cuda/grad_kernels.h"
 #include "model/cuda/kernels.h"
 
 static int cuda_fail(const char *what, cudaError_t e) {
@@ -64,7 +65,7 @@ int gpu_ctx_init(GpuCtx *g, int device, GpuPrecision precision) {
 void gpu_ctx_free(GpuCtx *g) {
     if (g->blas) cublas_api()->destroy((cublasHandle_t)g->blas);
     if (g->stream) cudaStreamDestroy((cudaStream_t)g->stream);
-    gpu_free(g->scratch16);
+    for (int i = 0; i < 2; i++) gpu_free(g->scratch16[i]);
     memset(g, 0, sizeof *g);
 }
 
@@ -147,17 +148,19 @@ void gpu_mat_free(GpuMat *m) {
 
 size_t gpu_mat_bytes(const GpuMat *m) { return m->data ? (size_t)(m->rows * m->cols) * (m->bf16 ? 2 : 4) : 0; }
 
-/* The bf16 copy of inp[N, k] in the context's scratch. */
-static const uint16_t *input_bf16(GpuCtx *g, const float *inp, int N, int k) {
+/* The bf16 copy of inp[N, k] in the context's scratch `slot` (0 or 1). */
+static const uint16_t *bf16_copy(GpuCtx *g, int slot, const float *inp, int N, int k) {
     size_t need = (size_t)N * k;
-    if (need > g->scratch16_n) {
-        gpu_free(g->scratch16);
-        g->scratch16 = gpu_alloc(need * 2);
-        g->scratch16_n = need;
+    if (need > g->scratch16_n[slot]) {
+        gpu_free(g->scratch16[slot]);
+        g->scratch16[slot] = gpu_alloc(need * 2);
+        g->scratch16_n[slot] = need;
     }
-    cuda_to_bf16(g->scratch16, inp, (int64_t)need, (cudaStream_t)g->stream);
-    return g->scratch16;
+    cuda_to_bf16(g->scratch16[slot], inp, (int64_t)need, (cudaStream_t)g->stream);
+    return g->scratch16[slot];
 }
+
+static const uint16_t *input_bf16(GpuCtx *g, const float *inp, int N, int k) { return bf16_copy(g, 0, inp, N, k); }
 
 /* Row-major out[N, rows] = inp[N, cols] W^T is, column-major,
  * out^T [rows, N] = W^T^T (W read as [cols, rows], transposed) x inp^T [cols, N].
@@ -187,6 +190,37 @@ int gpu_linear_many(GpuCtx *g, int n, float *const *out, const float *inp, const
     const void *b = W[0]->bf16 ? (const void *)input_bf16(g, inp, N, (int)W[0]->cols) : inp;
     for (int i = 0; i < n; i++)
         if (gemm(g, out[i], b, W[i], bias[i], N, 0)) return -1;
+    return 0;
+}
+
+/* Column-major C[m, n] (+)= op(A) op(B), A and B of type t, C fp32. */
+static int gemm_cm(GpuCtx *g, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
+                   const void *B, int ldb, float *C, int ldc, cudaDataType t, const char *what) {
+    float one = 1.0f;
+    const CublasApi *blas = cublas_api();
+    cublasStatus_t st = blas->gemm_ex((cublasHandle_t)g->blas, ta, tb, m, n, k, &one, A, t, lda, B, t, ldb, &one, C,
+                                      CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return tm_fail("cuBLAS: cublasGemmEx (%s, %d x %d x %d): %s", what, m, n, k, blas->status_string(st));
+    return 0;
+}
+
+/* Row-major dinp[N, k] += dout[N, m] W[m, k] is, column-major, dinp^T =
+ * W^T (W read as [k, m]) x dout^T; dW[m, k] += dout^T inp is dW^T [k, m] =
+ * inp^T [k, N] x dout [N, m] (dout read as [m, N], transposed). */
+int gpu_linear_backward(GpuCtx *g, float *dinp, float *dW, float *dbias, const float *dout, const float *inp,
+                        const GpuMat *W, int N) {
+    if (N == 0) return 0;
+    int m = (int)W->rows, k = (int)W->cols;
+    cudaDataType t = W->bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    const void *dout_g = W->bf16 ? (const void *)bf16_copy(g, 0, dout, N, m) : dout;
+    if (dinp && gemm_cm(g, CUBLAS_OP_N, CUBLAS_OP_N, k, N, m, W->data, k, dout_g, m, dinp, k, t, "dx = dy W"))
+        return -1;
+    if (dW) {
+        const void *inp_g = W->bf16 ? (const void *)bf16_copy(g, 1, inp, N, k) : inp;
+        if (gemm_cm(g, CUBLAS_OP_N, CUBLAS_OP_T, k, m, N, inp_g, k, dout_g, m, dW, k, t, "dW = dy^T x")) return -1;
+    }
+    if (dbias) cuda_bias_grad(dbias, dout, N, m, (cudaStream_t)g->stream);
     return 0;
 }
 

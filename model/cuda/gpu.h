@@ -21,8 +21,8 @@ typedef struct {
     GpuPrecision precision;
     void *stream; /* cudaStream_t */
     void *blas;   /* cublasHandle_t */
-    uint16_t *scratch16; /* bf16 copy of a GEMM's input */
-    size_t scratch16_n;
+    uint16_t *scratch16[2]; /* bf16 copies of a GEMM's inputs (the backward's dW GEMM rounds two) */
+    size_t scratch16_n[2];
 } GpuCtx;
 
 /* Number of GPUs visible (0 when none or no driver). */
@@ -67,6 +67,14 @@ int gpu_linear(GpuCtx *g, float *out, const float *inp, const GpuMat *W, const f
  * v; gate, up): on the bf16 path the input is rounded to bf16 once. */
 int gpu_linear_many(GpuCtx *g, int n, float *const *out, const float *inp, const GpuMat *const *W,
                     const float *const *bias, int N);
+
+/* matmul_backward on the device, every result accumulated: dinp[N, cols]
+ * += dout W (NULL: not wanted), dW[rows, cols] += dout^T inp (fp32; NULL:
+ * frozen), dbias[rows] += the column sums of dout (NULL: none or frozen).
+ * On the bf16 path the GEMMs' inputs (dout, and inp for dW) are rounded to
+ * bf16 as the forward rounds its input, accumulating in fp32. */
+int gpu_linear_backward(GpuCtx *g, float *dinp, float *dW, float *dbias, const float *dout, const float *inp,
+                        const GpuMat *W, int N);
 
 /* S[dim, dim] += X^T X for row-major X [m, dim] (float64 throughout):
  * the upper triangle of row-major S, as cov_accumulate (dist/linalg.h). */

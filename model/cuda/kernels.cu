@@ -5,15 +5,11 @@
 #include <cuda_runtime.h>
 
 #include "model/cuda/kernels.h"
+#include "model/cuda/grid.h"
+#include "model/glu_act.h"
 #include "model/latent_norm.h"
 #include "model/softcap.h"
 
-enum { THREADS = 256 };
-
-static unsigned blocks_for(int64_t n) {
-    int64_t b = (n + THREADS - 1) / THREADS;
-    return (unsigned)(b < 65535 * 16 ? b : 65535 * 16);
-}
 
 /* One block per row: the mean square summed by the block, then the scale. */
 __global__ static void rmsnorm_rows(float *out, float *rstd, const float *x, const float *w, int C, float eps) {
@@ -41,10 +37,11 @@ void cuda_rmsnorm(float *out, float *rstd, const float *x, const float *weight, 
     if (rows > 0) rmsnorm_rows<<<(unsigned)rows, THREADS, 0, s>>>(out, rstd, x, weight, C, eps);
 }
 
-/* One thread per (row, head, pair). */
+/* One thread per (row, head, pair), each pair turned by its angle, or by
+ * minus it (dir -1: the backward pass, RoPE being orthogonal). */
 __global__ static void rope_pairs(float *x, int64_t row_stride, const float *cos_t, const float *sin_t, int half,
                                   int64_t N, const int32_t *pos, int n_heads, int head_stride, int offset,
-                                  int interleave) {
+                                  int interleave, float dir) {
     int64_t n = N * n_heads * half;
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
         int i = (int)(e % half);
@@ -53,7 +50,7 @@ __global__ static void rope_pairs(float *x, int64_t row_stride, const float *cos
         float *v = x + row * row_stride + (int64_t)h * head_stride + offset;
         float *pa = v + (interleave ? 2 * i : i), *pb = pa + (interleave ? 1 : half);
         int64_t p = (int64_t)pos[row] * half + i;
-        float a = *pa, b = *pb, c = cos_t[p], sn = sin_t[p];
+        float a = *pa, b = *pb, c = cos_t[p], sn = dir * sin_t[p];
         *pa = a * c - b * sn;
         *pb = b * c + a * sn;
     }
@@ -64,16 +61,20 @@ void cuda_rope(float *x, int64_t row_stride, const float *cos_t, const float *si
     int64_t n = N * n_heads * half;
     if (n > 0)
         rope_pairs<<<blocks_for(n), THREADS, 0, s>>>(x, row_stride, cos_t, sin_t, half, N, pos, n_heads, head_stride,
-                                                     offset, interleave);
+                                                     offset, interleave, 1.0f);
+}
+
+void cuda_rope_backward(float *dx, int64_t row_stride, const float *cos_t, const float *sin_t, int half, int64_t N,
+                        const int32_t *pos, int n_heads, int head_stride, int offset, int interleave, cudaStream_t s) {
+    int64_t n = N * n_heads * half;
+    if (n > 0)
+        rope_pairs<<<blocks_for(n), THREADS, 0, s>>>(dx, row_stride, cos_t, sin_t, half, N, pos, n_heads, head_stride,
+                                                     offset, interleave, -1.0f);
 }
 
 __global__ static void glu(float *gate, const float *up, int64_t n, int gelu) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float g = gate[i], a;
-        if (gelu) a = 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g)));
-        else a = g / (1.0f + expf(-g));
-        gate[i] = a * up[i];
-    }
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        gate[i] = glu_act(gate[i], gelu) * up[i];
 }
 
 void cuda_glu(float *gate, const float *up, int64_t n, int gelu, cudaStream_t s) {

@@ -21,6 +21,10 @@ void cuda_rmsnorm(float *out, float *rstd, const float *x, const float *weight, 
  * n_heads spans of 2*half dims at h * head_stride + offset; cos/sin [max_pos, half]. */
 void cuda_rope(float *x, int64_t row_stride, const float *cos_t, const float *sin_t, int half, int64_t N,
                const int32_t *pos, int n_heads, int head_stride, int offset, int interleave, cudaStream_t s);
+/* rope_backward_pos: cuda_rope's arguments, dx rotated in place by the
+ * transposed rotation (each angle negated). */
+void cuda_rope_backward(float *dx, int64_t row_stride, const float *cos_t, const float *sin_t, int half, int64_t N,
+                        const int32_t *pos, int n_heads, int head_stride, int offset, int interleave, cudaStream_t s);
 /* gate[i] = act(gate[i]) * up[i]: silu (swiglu_forward) or gelu_tanh (geglu_forward). */
 void cuda_glu(float *gate, const float *up, int64_t n, int gelu, cudaStream_t s);
 /* out[r, c] += bias[c] over N rows of width C. */

@@ -8,6 +8,7 @@
 #include "io/base/checked.h"
 #include "io/base/error.h"
 #include "model/cuda/attention_cuda.h"
+#include "model/cuda/grad_kernels.h"
 #include "model/cuda/kernels.h"
 #include "model/cuda/stats_gpu.h"
 
@@ -73,9 +74,62 @@ void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
     a->k16 = a->q16 + n * qw;
     a->v16 = a->k16 + n * kw;
     a->bytes += n * (qw + kw + vw) * 2;
+    /* the forward alone runs in place */
+    a->xn2 = a->scratch = a->xn;
+    a->act = a->h1;
+    a->attn_o = a->mlp_o = a->o;
+    a->q_pre = a->q;
+    a->k_pre = a->k;
+}
+
+int gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N) {
+    if (hf_config_is_mla(c) || c->n_experts)
+        return tm_fail("--device cuda: training %s layers on the GPU is not supported yet (dense GQA layers are)",
+                       hf_config_is_mla(c) ? "MLA" : "MoE");
+    gpu_acts_init(a, c, N);
+    a->train = 1;
+    size_t n = (size_t)N, D = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, H = (size_t)c->n_heads;
+    size_t d = (size_t)c->head_dim, qw = H * d, kw = (size_t)c->n_kv_heads * d;
+    a->rstd1 = acts_buf(a, n);
+    a->rstd2 = acts_buf(a, n);
+    a->x_mid = acts_buf(a, n * D);
+    a->xn2 = acts_buf(a, n * D);
+    a->act = acts_buf(a, n * I);
+    a->lse = acts_buf(a, n * H);
+    a->dx_mid = acts_buf(a, n * D);
+    a->dxn = acts_buf(a, n * D);
+    a->dh1 = acts_buf(a, n * I);
+    a->dh2 = acts_buf(a, n * I);
+    a->dact = acts_buf(a, n * I);
+    a->dq = acts_buf(a, n * qw);
+    a->dk = acts_buf(a, n * kw);
+    a->dv = acts_buf(a, n * kw);
+    a->datt = acts_buf(a, n * qw);
+    a->delta = acts_buf(a, n * H);
+    a->scratch = a->dxn; /* free while the forward runs; xn is kept */
+    if (c->sandwich_norms) {
+        a->rstd_ao = acts_buf(a, n);
+        a->rstd_mo = acts_buf(a, n);
+        a->mlp_o = acts_buf(a, n * D); /* attn_o keeps o */
+        a->dblk = acts_buf(a, n * D);
+    }
+    if (c->qk_norm) {
+        a->q_pre = acts_buf(a, n * qw);
+        a->k_pre = acts_buf(a, n * kw);
+        a->dq_pre = acts_buf(a, n * qw);
+        a->dk_pre = acts_buf(a, n * kw);
+    }
+    return 0;
 }
 
 void gpu_acts_free(GpuActs *a) {
+    if (a->train) { /* what gpu_acts_init_train made (attn_o is o; q_pre, k_pre are q, k without qk_norm) */
+        float *own[] = {a->rstd1, a->rstd2, a->rstd_ao, a->rstd_mo, a->x_mid, a->xn2, a->act, a->mlp_o, a->lse,
+                        a->dx_mid, a->dxn, a->dblk, a->dh1, a->dh2, a->dact, a->dq, a->dk, a->dv, a->datt,
+                        a->dq_pre, a->dk_pre, a->delta, a->q_pre != a->q ? a->q_pre : NULL,
+                        a->k_pre != a->k ? a->k_pre : NULL};
+        for (size_t i = 0; i < sizeof own / sizeof *own; i++) gpu_free(own[i]);
+    }
     float *all[] = {a->xn, a->q, a->k, a->v, a->att, a->h1, a->h2, a->o, a->qa, a->lat, a->cn, a->kvb, a->rinv};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) gpu_free(all[i]);
     gpu_free(a->q16);
@@ -91,15 +145,15 @@ int gpu_attention(GpuCtx *g, const ModelConfig *c, int layer, GpuActs *a, const 
     float scale = (float)hf_config_attn_scale(c), cap = (float)c->attn_softcap;
     cudaStream_t s = (cudaStream_t)g->stream;
     int rc;
-    if (g->precision == GPU_BF16 && cuda_attention_bf16_fits(dqk, dv)) {
+    if (g->precision == GPU_BF16 && !a->lse && cuda_attention_bf16_fits(dqk, dv)) {
         cuda_to_bf16(a->q16, a->q, N * H * dqk, s);
         cuda_to_bf16(a->k16, a->k, N * G * dqk, s);
         cuda_to_bf16(a->v16, a->v, N * G * dv, s);
         rc = cuda_attention_forward_bf16(a->att, NULL, a->q16, a->k16, a->v16, r->B, r->T, H, G, dqk, dv,
                                          r->doc_start, window, scale, cap, s);
     } else {
-        rc = cuda_attention_forward(a->att, NULL, a->q, a->k, a->v, r->B, r->T, H, G, dqk, dv, r->doc_start, window,
-                                    scale, cap, s);
+        rc = cuda_attention_forward(a->att, a->lse, a->q, a->k, a->v, r->B, r->T, H, G, dqk, dv, r->doc_start,
+                                    window, scale, cap, s);
     }
     return rc ? tm_fail("CUDA: the attention kernel did not launch (head dims %d, %d)", dqk, dv) : 0;
 }
@@ -156,13 +210,13 @@ static int attention_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, 
     cudaStream_t s = (cudaStream_t)g->stream;
     int N = r->B * r->T, H = c->n_heads, G = c->n_kv_heads, d = c->head_dim;
     float eps = (float)c->rms_norm_eps;
-    float *qkv[] = {a->q, a->k, a->v};
+    float *qkv[] = {a->q_pre, a->k_pre, a->v};
     const GpuMat *w_qkv[] = {&gl->q, &gl->k, &gl->v};
     const float *b_qkv[] = {gl->q_bias, gl->k_bias, gl->v_bias};
     if (gpu_linear_many(g, 3, qkv, xn, w_qkv, b_qkv, N)) return -1;
     if (c->qk_norm) {
-        cuda_rmsnorm(a->q, a->rinv, a->q, gl->q_head_norm, (int64_t)N * H, d, eps, s);
-        cuda_rmsnorm(a->k, a->rinv + (size_t)N * H, a->k, gl->k_head_norm, (int64_t)N * G, d, eps, s);
+        cuda_rmsnorm(a->q, a->rinv, a->q_pre, gl->q_head_norm, (int64_t)N * H, d, eps, s);
+        cuda_rmsnorm(a->k, a->rinv + (size_t)N * H, a->k_pre, gl->k_head_norm, (int64_t)N * G, d, eps, s);
     }
     if (gpu_projections(g, c, layer, r, a)) return -1;
     cuda_rope(a->q, (int64_t)H * d, r->rope_cos, r->rope_sin, r->rope_half, N, r->pos, H, d, 0, 0, s);
@@ -178,8 +232,10 @@ static int mlp_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const 
     const GpuMat *w_gate_up[] = {&gl->gate, &gl->up};
     const float *b_gate_up[] = {gl->gate_bias, gl->up_bias};
     if (gpu_linear_many(g, 2, gate_up, xn, w_gate_up, b_gate_up, N)) return -1;
-    cuda_glu(a->h1, a->h2, (int64_t)N * c->intermediate_size, c->gelu_mlp, (cudaStream_t)g->stream);
-    return gpu_linear(g, out, a->h1, &gl->down, gl->down_bias, N, accumulate);
+    int64_t NI = (int64_t)N * c->intermediate_size;
+    if (a->act == a->h1) cuda_glu(a->h1, a->h2, NI, c->gelu_mlp, (cudaStream_t)g->stream);
+    else cuda_glu_out(a->act, a->h1, a->h2, NI, c->gelu_mlp, (cudaStream_t)g->stream); /* h1 kept */
+    return gpu_linear(g, out, a->act, &gl->down, gl->down_bias, N, accumulate);
 }
 
 int gpu_layer_forward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int layer, float *x, const GpuRows *rows,
@@ -189,21 +245,23 @@ int gpu_layer_forward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int l
     float eps = (float)c->rms_norm_eps;
     if (N > a->N) return tm_fail("gpu_layer_forward: %d rows in activations for %d", N, a->N);
     int sandwich = c->sandwich_norms;
-    /* with sandwich norms a block writes its output to o, normed into xn and added; else straight into x */
-    float *blk = sandwich ? a->o : x;
-    cuda_rmsnorm(a->xn, NULL, x, gl->input_norm, N, D, eps, s);
-    if (hf_config_is_mla(c) ? gpu_mla_attention(g, c, gl, layer, a->xn, blk, !sandwich, rows, a)
-                            : attention_block(g, c, gl, layer, a->xn, blk, !sandwich, rows, a))
+    /* with sandwich norms a block writes its output to attn_o / mlp_o, normed into scratch and added; else
+     * straight into x */
+    float *attn_blk = sandwich ? a->attn_o : x, *mlp_blk = sandwich ? a->mlp_o : x;
+    cuda_rmsnorm(a->xn, a->rstd1, x, gl->input_norm, N, D, eps, s);
+    if (hf_config_is_mla(c) ? gpu_mla_attention(g, c, gl, layer, a->xn, attn_blk, !sandwich, rows, a)
+                            : attention_block(g, c, gl, layer, a->xn, attn_blk, !sandwich, rows, a))
         return -1;
     if (sandwich) {
-        cuda_rmsnorm(a->xn, NULL, a->o, gl->attn_out_norm, N, D, eps, s);
-        cuda_add(x, a->xn, (int64_t)N * D, s);
+        cuda_rmsnorm(a->scratch, a->rstd_ao, a->attn_o, gl->attn_out_norm, N, D, eps, s);
+        cuda_add(x, a->scratch, (int64_t)N * D, s);
     }
-    cuda_rmsnorm(a->xn, NULL, x, gl->post_norm, N, D, eps, s);
-    if (mlp_block(g, c, gl, a->xn, blk, !sandwich, N, a)) return -1;
+    if (a->x_mid) cudaMemcpyAsync(a->x_mid, x, (size_t)N * D * sizeof(float), cudaMemcpyDeviceToDevice, s);
+    cuda_rmsnorm(a->xn2, a->rstd2, x, gl->post_norm, N, D, eps, s);
+    if (mlp_block(g, c, gl, a->xn2, mlp_blk, !sandwich, N, a)) return -1;
     if (sandwich) {
-        cuda_rmsnorm(a->xn, NULL, a->o, gl->mlp_out_norm, N, D, eps, s);
-        cuda_add(x, a->xn, (int64_t)N * D, s);
+        cuda_rmsnorm(a->scratch, a->rstd_mo, a->mlp_o, gl->mlp_out_norm, N, D, eps, s);
+        cuda_add(x, a->scratch, (int64_t)N * D, s);
     }
     return 0;
 }
