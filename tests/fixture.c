@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,4 +128,14 @@ double *fixture_f64(const char *name, const char *file, size_t n) {
 void require_shared(const char *path) {
     struct stat st;
     if (stat(path, &st) != 0) fail_msg("%s not found: ../shared must sit beside the checkout", path);
+}
+
+double rel_error(const float *a, const float *ref, size_t n) {
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - ref[i]), r = fabs((double)ref[i]);
+        d = e > d || isnan(e) ? e : d;
+        m = r > m ? r : m;
+    }
+    return d / (m > 0 ? m : 1);
 }

@@ -3,7 +3,8 @@
  * safetensors, meta.json, tokens.u32 and logits.f64; fixtures.json lists the
  * names) and the data in ../shared beside the checkout. Every function here
  * fails the running cmocka test with a message naming the missing path: a
- * test whose data is absent fails, it never passes having checked nothing. */
+ * test whose data is absent fails, it never passes having checked nothing.
+ * And rel_error, the one error measure the numeric comparisons print. */
 #ifndef TM_TESTS_FIXTURE_H
 #define TM_TESTS_FIXTURE_H
 
@@ -48,6 +49,10 @@ double *fixture_f64(const char *name, const char *file, size_t n);
 /* The whole file, NUL-terminated (*len excludes the NUL); fails naming the
  * path and, when made_by is not NULL, what writes it. free() it. */
 char *read_file_or_fail(const char *path, size_t *len, const char *made_by);
+
+/* max |a - ref| over max |ref| (1 when ref is all zeros): an error relative
+ * to the array's scale; NaN in a counts as the largest error. */
+double rel_error(const float *a, const float *ref, size_t n);
 
 /* Fails unless path (something under ../shared) exists. */
 void require_shared(const char *path);

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "io/base/checked.h"
+#include "tests/fixture.h"
 #include "io/base/rng.h"
 #include "model/attention.h"
 #include "model/attn_grad_tile.h"
@@ -97,15 +98,6 @@ static float *random_floats(int64_t n, TmRng *r) {
     return x;
 }
 
-static double rel_diff(const float *a, const float *b, int64_t n) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        num = fmax(num, fabs((double)a[i] - b[i]));
-        den = fmax(den, fabs((double)b[i]));
-    }
-    return num / (den > 0 ? den : 1);
-}
-
 /* --gpu: a CUDA kernel in place of tiled_attention: 1 the fp32 one, 2 the
  * tensor-core one (bf16 inputs) */
 static int on_gpu;
@@ -156,7 +148,7 @@ static void check(const Shape *s, int qtile, int ktile) {
     else
 #endif
         tiled_attention(o2, l2, q, k, v, s, qtile, ktile);
-    double dout = rel_diff(o2, o1, rows * s->H * s->dv), dlse = rel_diff(l2, l1, rows * s->H);
+    double dout = rel_error(o2, o1, rows * s->H * s->dv), dlse = rel_error(l2, l1, rows * s->H);
     const char *who[] = {"CPU", "GPU", "GPU bf16"};
     print_message("%s d %d, tiles %d x %d, window %d, cap %g, documents %s: out %.2e, lse %.2e\n", who[on_gpu], s->dqk,
                   qtile, ktile, s->window, s->cap, s->doc_start ? "yes" : "no", dout, dlse);
@@ -245,8 +237,8 @@ static void check_backward(const Shape *s) {
     else
 #endif
         rowwise_backward(grads[1][0], grads[1][1], grads[1][2], dout, out, lse, q, k, v, s);
-    double ddq = rel_diff(grads[1][0], grads[0][0], nq), ddk = rel_diff(grads[1][1], grads[0][1], nk),
-           ddv = rel_diff(grads[1][2], grads[0][2], nv);
+    double ddq = rel_error(grads[1][0], grads[0][0], nq), ddk = rel_error(grads[1][1], grads[0][1], nk),
+           ddv = rel_error(grads[1][2], grads[0][2], nv);
     print_message("backward %s d %d/%d, H %d G %d, window %d, cap %g, documents %s: dq %.2e, dk %.2e, dv %.2e\n",
                   on_gpu ? "GPU" : "CPU", s->dqk, s->dv, s->H, s->G, s->window, s->cap, s->doc_start ? "yes" : "no",
                   ddq, ddk, ddv);

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "io/base/checked.h"
+#include "tests/fixture.h"
 #include "io/base/error.h"
 #include "io/base/rng.h"
 #include "model/cuda/layer_grad_gpu.h"
@@ -35,16 +36,6 @@
 
 #define TOL 1e-4
 enum { B = 2, T = 19, DOC2 = 7 }; /* the first sequence's second document starts at row 7 */
-
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double d = 0, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - ref[i]), r = fabs((double)ref[i]);
-        d = e > d || isnan(e) ? e : d;
-        m = r > m ? r : m;
-    }
-    return d / (m > 0 ? m : 1);
-}
 
 static void fill(float *x, size_t n, TmRng *r) {
     for (size_t i = 0; i < n; i++) x[i] = (float)((double)(rng_next(r) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
@@ -96,13 +87,13 @@ static int check_layer(const char *name, const Model *m, ParamSet *ps, int l, Gp
         tm_die("%s: %s", name, tm_error());
     gpu_download(dx_gpu, dx, ND * sizeof(float));
     /* compare: the output, the input gradient, each parameter's gradient */
-    double e_out = rel_err(x_gpu, x_cpu, ND), e_dx = rel_err(dx_gpu, dx_cpu, ND), e_max = fmax(e_out, e_dx);
+    double e_out = rel_error(x_gpu, x_cpu, ND), e_dx = rel_error(dx_gpu, dx_cpu, ND), e_max = fmax(e_out, e_dx);
     int ok = report(name, l, "output", e_out) & report(name, l, "input gradient", e_dx);
     int n_params = 0;
     for (int i = 0; i < ps->n; i++) {
         const Param *p = &ps->p[i];
         if (p->layer != l) continue;
-        double e = rel_err(g_gpu + (p->g - host0), p->g, (size_t)p->n);
+        double e = rel_error(g_gpu + (p->g - host0), p->g, (size_t)p->n);
         ok &= report(name, l, p->name, e);
         e_max = fmax(e_max, e);
         n_params++;

@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "io/base/checked.h"
+#include "tests/fixture.h"
 #include "io/base/error.h"
 #include "model/cuda/model_gpu.h"
 #include "model/model.h"
@@ -45,16 +46,6 @@
 #define TOL_BF16 8e-2
 #define TOL_NLL_FP32 1e-5
 #define TOL_NLL_BF16 1e-2
-
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double d = 0, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - ref[i]), r = fabs((double)ref[i]);
-        d = e > d || isnan(e) ? e : d;
-        m = r > m ? r : m;
-    }
-    return d / (m > 0 ? m : 1);
-}
 
 /* The same model with its layers streamed through two device slots
  * (model/cuda/layer_stream.h, forced): the resident run's logits, bit for
@@ -104,7 +95,7 @@ static int check_model(const char *name, const Model *m, const int32_t *tokens, 
             break;
         }
         if (gpu_model_logits(&gm, &g, tokens, got)) tm_die("%s: %s", name, tm_error());
-        double e = rel_err(got, ref, N * V), nll;
+        double e = rel_error(got, ref, N * V), nll;
         int64_t n;
         if (gpu_model_layers(&gm, &g, x, NULL, B) || gpu_model_head_nll(&gm, &g, tokens, B, &nll, &n))
             tm_die("%s: %s", name, tm_error());

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "io/base/checked.h"
+#include "tests/fixture.h"
 #include "io/base/rng.h"
 #include "model/crossentropy.h"
 #include "model/glu_act.h"
@@ -45,16 +46,6 @@ static float *copy_floats(const float *x, int64_t n) {
     float *y = mallocCheck((size_t)n * sizeof *y);
     memcpy(y, x, (size_t)n * sizeof *y);
     return y;
-}
-
-/* max |a - b| over max |b|: an error relative to the array's scale */
-static double rel_diff(const float *a, const float *b, int64_t n) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        num = fmax(num, fabs((double)a[i] - b[i]));
-        den = fmax(den, fabs((double)b[i]));
-    }
-    return num / (den > 0 ? den : 1);
 }
 
 /* cuda_rmsnorm_backward as its kernels run it: per row, each thread's
@@ -80,7 +71,7 @@ static void rms_backward_as_gpu(float *dinp, float *dweight, const float *dout, 
  * non-zero, to check they are added to. */
 static void check_rms(const char *what, const float *dinp_cpu, const float *dinp_gpu, const float *dw_cpu,
                       const float *dw_gpu, int64_t n, int C) {
-    double ex = rel_diff(dinp_gpu, dinp_cpu, n), ew = rel_diff(dw_gpu, dw_cpu, C);
+    double ex = rel_error(dinp_gpu, dinp_cpu, n), ew = rel_error(dw_gpu, dw_cpu, C);
     print_message("%s: dinp %.2e (tolerance 2.5e-7), dweight %.2e (1e-7)\n", what, ex, ew);
     assert_true(ex <= 2.5e-7);
     assert_true(ew <= 1e-7);
@@ -153,7 +144,7 @@ static void glu(void **state) {
             out_gpu[i] = glu_act(gate[i], gelu) * up[i];
             glu_grad(&dg_gpu[i], &du_gpu[i], dout[i], gate[i], up[i], gelu);
         }
-        double eo = rel_diff(out_gpu, out, n), eg = rel_diff(dg_gpu, dg, n), eu = rel_diff(du_gpu, du, n);
+        double eo = rel_error(out_gpu, out, n), eg = rel_error(dg_gpu, dg, n), eu = rel_error(du_gpu, du, n);
         print_message("%s: out %.2e, dgate %.2e, dup %.2e (tolerance 1e-7)\n", gelu ? "geglu" : "swiglu", eo, eg, eu);
         assert_true(eo <= 1e-7);
         assert_true(eg <= 1e-7);
@@ -174,7 +165,7 @@ static void bias_grad(void **state) {
     Tensor W = {.data = wdata, .dtype = TM_F32, .rows = n_out, .cols = n_in, .name = "w"};
     matmul_backward(NULL, NULL, db, dout, NULL, &W, N);
     for (int j = 0; j < n_out; j++) db_gpu[j] += column_sum(dout, N, n_out, j);
-    double e = rel_diff(db_gpu, db, n_out);
+    double e = rel_error(db_gpu, db, n_out);
     print_message("bias: dbias %.2e (tolerance 1e-7)\n", e);
     assert_true(e <= 1e-7);
     free(dout), free(wdata), free(db), free(db_gpu);
@@ -273,7 +264,7 @@ static void check_head(const HeadCase *c, TmRng *r, double range) {
             for (int v = 0; v < c->V; v++) s += (double)dz[(int64_t)i * c->V + v] * w[v * c->D + k];
             dh_gpu[i * c->D + k] = (float)s;
         }
-    double e_hidden = rel_diff(dh_gpu, dh_cpu, nh);
+    double e_hidden = rel_error(dh_gpu, dh_cpu, nh);
     /* dlogits: g = weight (p - onehot) (1 - t^2), whose error is about
      * weight p times that of zc - lse (both rounded to float: 2^-24 of
      * |zc|, |lse| <= ~35 here, 2e-6 each) plus expf's and tanhf's ulp:
