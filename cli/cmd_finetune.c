@@ -30,6 +30,19 @@ static int finetune_numbers(TrainConfig *c, const char *lr, const char *wd, cons
     c->resume = !strcmp(resume, "auto");
     if (args_number("distill-weight", distill_weight, 1, &c->distill_weight)) return -1;
     if (c->distill_weight > 1) return tm_fail("--distill-weight %s: expected a weight in [0, 1]", distill_weight);
+    c->opt.beta1 = 0.9, c->opt.beta2 = 0.999, c->opt.eps = 1e-8;
+    return 0;
+}
+
+/* --recompute, and --device: cpu, or cuda where a GPU is visible, with the modes the GPU step runs. */
+static int finetune_engine(TrainConfig *c, const char *recompute, const char *device) {
+    if (args_one_of("recompute", recompute, "on", "off")) return -1;
+    c->recompute = !strcmp(recompute, "on");
+    int dev = device_parse(device);
+    if (dev < 0 || stage_device_check(dev)) return -1;
+    c->gpu = dev == PIPE_CUDA;
+    if (c->gpu && (!c->recompute || c->distill_from))
+        return tm_fail("--device cuda: fine-tuning on the GPU wants --recompute on and no --distill-from");
     return 0;
 }
 
@@ -78,9 +91,8 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
          "keep every layer's activations of each micro-batch in flight (a quarter fewer layer FLOPs, a layer's "
          "activations more per layer of the stage; 1F1B order, stage s of S holding up to S - s micro-batches) "
          "(default on)", 0},
-        {"device", ARG_STR, &device, "cpu|cuda",
-         "cuda: each rank's layers and head on GPU (local rank mod count), the embedding and the optimizer on the "
-         "host; dense GQA models, --recompute on, no --distill-from; built, not yet run on a GPU (default cpu)", 0},
+        {"device", ARG_STR, &device, "cpu|cuda", "cuda: each rank's layers, head and loss on its GPU (local rank mod "
+         "count), forward and backward; --recompute on, no --distill-from; not yet run on a GPU (default cpu)", 0},
         {"gpu-fp32", ARG_FLAG, &c->gpu_fp32, "", "with --device cuda: fp32 GEMMs instead of bf16 inputs", 0},
         {"seed", ARG_INT, &seed, "S", "data shuffling seed (default 42)", 0},
         {"stages", ARG_POS_INT, &c->stages, "S", "pipeline stages; MPI ranks / S data-parallel replicas (default 1)", 0},
@@ -107,18 +119,10 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
     if (!!c->data + present != 1)
         return tm_fail("give exactly one of --data FILE.jsonl (chat) and --tokens/--dataset (continued pretraining)");
     if (finetune_numbers(c, lr, wd, warmup, epochs, clip, schedule, train, resume, distill_weight) ||
-        args_one_of("recompute", recompute, "on", "off"))
+        finetune_engine(c, recompute, device))
         return -1;
-    c->recompute = !strcmp(recompute, "on");
-    int dev = device_parse(device);
-    if (dev < 0 || stage_device_check(dev)) return -1;
-    c->gpu = dev == PIPE_CUDA;
-    if (c->gpu && (!c->recompute || c->distill_from))
-        return tm_fail("--device cuda: fine-tuning on the GPU wants --recompute on and no --distill-from");
-    c->max_steps = max_steps;
-    c->save_steps = save_steps;
+    c->max_steps = max_steps, c->save_steps = save_steps;
     c->seed = (uint64_t)(unsigned)seed;
-    c->opt.beta1 = 0.9, c->opt.beta2 = 0.999, c->opt.eps = 1e-8;
     c->tokens.warn = 1;
     return 0;
 }

@@ -94,6 +94,27 @@ void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int
     }
 }
 
+void moe_router_grad(float *dz, const float *logits, const int *expert_of, const float *weight_of, const float *dw,
+                     int N, int E, int k, int renorm) {
+    memset(dz, 0, (size_t)N * E * sizeof(float));
+    for (int i = 0; i < N; i++) {
+        const float *w = weight_of + (size_t)i * k, *g = dw + (size_t)i * k;
+        float mean = 0.0f;
+        for (int j = 0; j < k; j++) mean += w[j] * g[j];
+        float *dzi = dz + (size_t)i * E;
+        if (renorm) {
+            for (int j = 0; j < k; j++) dzi[expert_of[(size_t)i * k + j]] = w[j] * (g[j] - mean);
+            continue;
+        }
+        const float *z = logits + (size_t)i * E;
+        double mx = -INFINITY, sum = 0.0;
+        for (int e = 0; e < E; e++) mx = z[e] > mx ? z[e] : mx;
+        for (int e = 0; e < E; e++) sum += exp(z[e] - mx);
+        for (int e = 0; e < E; e++) dzi[e] = (float)(-exp(z[e] - mx) / sum * mean);
+        for (int j = 0; j < k; j++) dzi[expert_of[(size_t)i * k + j]] += w[j] * g[j];
+    }
+}
+
 /* out_i = sum_j w_ij y_e(ij)(x_i) with w = softmax over the k chosen logits
  * (renorm) or the full softmax p at the chosen experts (no renorm).
  * Per expert (in order, so dinp sums deterministically): recompute its
@@ -142,23 +163,8 @@ void moe_backward(float *dinp, LayerWeights *G, const float *dout, const float *
             for (int c = 0; c < D; c++) di[c] += src[c];
         }
     }
-    float *dz = callocCheck((size_t)N * E, sizeof(float));
-    for (int i = 0; i < N; i++) {
-        const float *w = s->weight_of + (size_t)i * k, *g = dw + (size_t)i * k;
-        float mean = 0.0f;
-        for (int j = 0; j < k; j++) mean += w[j] * g[j];
-        float *dzi = dz + (size_t)i * E;
-        if (renorm) {
-            for (int j = 0; j < k; j++) dzi[s->expert_of[(size_t)i * k + j]] = w[j] * (g[j] - mean);
-            continue;
-        }
-        const float *z = s->router_logits + (size_t)i * E;
-        double mx = -INFINITY, sum = 0.0;
-        for (int e = 0; e < E; e++) mx = z[e] > mx ? z[e] : mx;
-        for (int e = 0; e < E; e++) sum += exp(z[e] - mx);
-        for (int e = 0; e < E; e++) dzi[e] = (float)(-exp(z[e] - mx) / sum * mean);
-        for (int j = 0; j < k; j++) dzi[s->expert_of[(size_t)i * k + j]] += w[j] * g[j];
-    }
+    float *dz = mallocCheck((size_t)N * E * sizeof(float));
+    moe_router_grad(dz, s->router_logits, s->expert_of, s->weight_of, dw, N, E, k, renorm);
     matmul_backward(dinp, tensor_grad_data(&G->router), NULL, dz, inp, &L->router, N);
     free(dz);
     free(dw);

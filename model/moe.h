@@ -25,6 +25,12 @@ void moe_route_rows(const float *logits, int N, int E, int k, int renorm, int *e
 void moe_forward(float *out, const float *inp, const LayerWeights *L, int N, int D, int inter, int E, int k,
                  int renorm, MoeScratch *s);
 
+/* The router's logit gradient dz [N, E] (overwritten) from dw [N, k], the
+ * loss's gradient with respect to each row's k routing weights: through
+ * the softmax over the k chosen logits (renorm) or over all E (logits [N,
+ * E]); the selection itself has none. moe_backward's, and the GPU's. */
+void moe_router_grad(float *dz, const float *logits, const int *expert_of, const float *weight_of, const float *dw,
+                     int N, int E, int k, int renorm);
 /* Backward of moe_forward (out += MoE(inp)), whose routing (router_logits,
  * expert_of, weight_of) is still in s: dinp[N, D] += dL/dinp; gradients of
  * the router and of each expert's gate/up/down accumulate into G->router.data

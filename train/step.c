@@ -115,16 +115,27 @@ void train_step_free(TrainStep *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* free(*p), counted out of s->bytes. */
+static void step_release(TrainStep *s, float **p, size_t bytes) {
+    if (!*p) return;
+    free(*p);
+    *p = NULL;
+    s->bytes -= bytes;
+}
+
 int train_step_use_gpu(TrainStep *s, int fp32) {
     if (step_gpu_init(&s->gpu, s, fp32)) return -1;
-    /* the device keeps the layers' inputs: the host stages one micro-batch's */
-    size_t bytes = (size_t)s->B * s->T * s->m->cfg.hidden_size * sizeof(float);
-    for (int i = s->n_local + 1; i < s->slots * (s->n_local + 1); i++) {
-        free(s->saved[i]);
-        s->saved[i] = NULL;
-        s->bytes -= bytes;
-    }
+    /* the device keeps the layers' inputs and runs them and the head: the host stages one micro-batch's stream */
+    size_t N = (size_t)s->B * s->T, ND = N * s->m->cfg.hidden_size * sizeof(float);
+    for (int i = s->n_local + 1; i < s->slots * (s->n_local + 1); i++) step_release(s, &s->saved[i], ND);
     s->slots = 1;
+    s->bytes -= s->acts.bytes;
+    layer_acts_free(&s->acts);
+    step_release(s, &s->x_tmp, ND);
+    step_release(s, &s->xn, ND);
+    step_release(s, &s->dxn, ND);
+    step_release(s, &s->rstd, N * sizeof(float));
+    step_release(s, &s->logits, N * (size_t)s->chunk * sizeof(float));
     return 0;
 }
 

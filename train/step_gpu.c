@@ -25,7 +25,8 @@ struct StepGpu {
     GpuActs acts;          /* one layer's training activations (recomputed before its backward) */
     GpuRowsBuf rows_buf;   /* positions and document starts of the step's K micro-batches */
     GpuRows rows;
-    float **saved;         /* [K * (n_local + 1)] each micro-batch's layer inputs and the stage's output */
+    float **saved;         /* [n_saved = K * (n_local + 1)] each micro-batch's layer inputs and the stage's output */
+    int n_saved;
     float *x_tmp, *dx;     /* [N, D] the recomputed layer's output, the gradient */
     /* the head (last stage) */
     float *final_norm, *d_final_norm, *d_head; /* the gradients NULL when frozen */
@@ -97,28 +98,29 @@ int step_gpu_init(StepGpu **out, const TrainStep *s, int fp32) {
     size_t N = rows_n(s), D = (size_t)m->cfg.hidden_size;
     StepGpu *d = callocCheck(1, sizeof *d);
     d->n_local = s->n_local;
-    if (gpu_ctx_init(&d->g, s->topo->local_rank % gpu_count(), fp32 ? GPU_FP32 : GPU_BF16) ||
-        gpu_acts_init_train(&d->acts, &m->cfg, (int)N)) {
+    if (gpu_ctx_init(&d->g, s->topo->local_rank % gpu_count(), fp32 ? GPU_FP32 : GPU_BF16)) {
         gpu_ctx_free(&d->g);
         free(d);
         return -1;
     }
+    gpu_acts_init_train(&d->acts, &m->cfg, (int)N);
     d->layers = callocCheck((size_t)d->n_local + 1, sizeof *d->layers);
     d->grads = callocCheck((size_t)d->n_local + 1, sizeof *d->grads);
     for (int li = 0; li < d->n_local; li++) {
         int l = m->part.first + li;
         const GradBucket *b = params_bucket(s->ps, l); /* NULL: the layer is frozen whole */
         const float *host = b ? s->ps->g + b->first : s->ps->g;
-        if (gpu_layer_grads_init(&d->grads[li], &s->ps->grads.layers[l], host, b ? (size_t)(b->end - b->first) : 0)) {
+        int n_experts = hf_config_layer_is_moe(&m->cfg, l) ? m->cfg.n_experts : 0;
+        if (gpu_layer_grads_init(&d->grads[li], &s->ps->grads.layers[l], n_experts, host,
+                                 b ? (size_t)(b->end - b->first) : 0)) {
             step_gpu_free(d);
             return -1;
         }
     }
-    RopeTable rope = s->rope;
-    gpu_rows_upload(&d->rows_buf, &d->rows, &rope, s->B * s->K, s->T, s->pos, s->doc_start);
-    int n_saved = s->K * (d->n_local + 1);
-    d->saved = callocCheck((size_t)n_saved, sizeof *d->saved);
-    for (int i = 0; i < n_saved; i++) d->saved[i] = dev_f32(N * D);
+    gpu_rows_upload(&d->rows_buf, &d->rows, &s->rope, s->B * s->K, s->T, s->pos, s->doc_start);
+    d->n_saved = s->K * (d->n_local + 1);
+    d->saved = callocCheck((size_t)d->n_saved, sizeof *d->saved);
+    for (int i = 0; i < d->n_saved; i++) d->saved[i] = dev_f32(N * D);
     d->x_tmp = dev_f32(N * D);
     d->dx = dev_f32(N * D);
     if (m->part.head) init_head(d, s);
@@ -140,7 +142,7 @@ void step_gpu_free(StepGpu *d) {
     free(d->grads);
     gpu_acts_free(&d->acts);
     gpu_rows_free(&d->rows_buf);
-    for (int i = 0; d->saved && d->saved[i]; i++) gpu_free(d->saved[i]);
+    for (int i = 0; i < d->n_saved; i++) gpu_free(d->saved[i]);
     free(d->saved);
     void *bufs[] = {d->x_tmp, d->dx, d->final_norm, d->d_final_norm, d->d_head, d->xn, d->dxn, d->rstd, d->logits,
                     d->ce_max, d->ce_target, d->lse, d->ce_sum, d->targets};
@@ -179,14 +181,6 @@ int step_gpu_forward(StepGpu *d, const TrainStep *s, int k, const float *x0, flo
     return 0;
 }
 
-/* The head's rows [v0, v0 + cols) as a weight of their own. */
-static GpuMat head_rows(const GpuMat *head, int v0, int cols) {
-    GpuMat r = *head;
-    r.data = (char *)r.data + (size_t)v0 * r.cols * (r.bf16 ? 2 : 4);
-    r.rows = cols;
-    return r;
-}
-
 /* Final norm, LM head and loss of micro-batch k, forward and backward
  * (head_micro): d->dx = the gradient at the stage's output; *nll += the
  * NLL sum. Two passes over the vocabulary: the log-sum-exps, then the
@@ -202,7 +196,7 @@ static int head_backward(StepGpu *d, const TrainStep *s, int k, float weight, do
     cuda_crossentropy_reset(d->ce_max, d->ce_sum, d->ce_target, N, st);
     for (int v0 = 0; v0 < V; v0 += d->chunk) {
         int cols = V - v0 < d->chunk ? V - v0 : d->chunk;
-        GpuMat w = head_rows(&d->head, v0, cols);
+        GpuMat w = gpu_mat_rows(&d->head, v0, cols);
         if (gpu_linear(&d->g, d->logits, d->xn, &w, NULL, N, 0)) return -1;
         cuda_crossentropy_update(d->ce_max, d->ce_sum, d->ce_target, d->logits, N, cols, v0, targets, cap, st);
     }
@@ -216,7 +210,7 @@ static int head_backward(StepGpu *d, const TrainStep *s, int k, float weight, do
     cudaMemsetAsync(d->dxn, 0, (size_t)N * D * sizeof(float), st);
     for (int v0 = 0; v0 < V; v0 += d->chunk) {
         int cols = V - v0 < d->chunk ? V - v0 : d->chunk;
-        GpuMat w = head_rows(&d->head, v0, cols);
+        GpuMat w = gpu_mat_rows(&d->head, v0, cols);
         if (gpu_linear(&d->g, d->logits, d->xn, &w, NULL, N, 0)) return -1;
         cuda_crossentropy_grad(d->logits, d->lse, targets, N, cols, v0, weight, cap, st);
         float *dw = d->d_head ? d->d_head + (size_t)v0 * D : NULL;

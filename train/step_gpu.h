@@ -4,8 +4,8 @@
  * each micro-batch's residual stream crosses to the device once, the
  * layers' inputs stay there (recompute order: each layer recomputed from
  * its input before its backward pass), and the gradients are summed on the
- * device and added to the host's once per step. Dense GQA layers (the
- * layers gpu_layer_backward runs); no distillation teacher.
+ * device and added to the host's once per step. Every layer type
+ * (gpu_layer_backward's: GQA, MLA, MoE); no distillation teacher.
  * Built, not yet run on a GPU: test_gpu_train_step (label gpu). */
 #ifndef TM_TRAIN_STEP_GPU_H
 #define TM_TRAIN_STEP_GPU_H
@@ -14,8 +14,7 @@
 
 /* The stage's part uploaded from the fp32 masters to GPU (local rank mod
  * count), fp32 GEMMs with fp32 (else bf16 GEMM inputs). 0, or -1 with
- * tm_error(): no CUDA built in, no GPU, a teacher, --recompute off, or a
- * layer type without a GPU backward. */
+ * tm_error(): no CUDA built in, no GPU, a teacher or --recompute off. */
 int step_gpu_init(StepGpu **d, const TrainStep *s, int fp32);
 void step_gpu_free(StepGpu *d);
 /* The step's K micro-batches' positions, document starts and targets to the device. */

@@ -148,6 +148,13 @@ void gpu_mat_free(GpuMat *m) {
 
 size_t gpu_mat_bytes(const GpuMat *m) { return m->data ? (size_t)(m->rows * m->cols) * (m->bf16 ? 2 : 4) : 0; }
 
+GpuMat gpu_mat_rows(const GpuMat *m, int64_t r0, int64_t n) {
+    GpuMat r = *m;
+    r.data = (char *)r.data + (size_t)(r0 * r.cols) * (r.bf16 ? 2 : 4);
+    r.rows = n;
+    return r;
+}
+
 /* The bf16 copy of inp[N, k] in the context's scratch `slot` (0 or 1). */
 static const uint16_t *bf16_copy(GpuCtx *g, int slot, const float *inp, int N, int k) {
     size_t need = (size_t)N * k;

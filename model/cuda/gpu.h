@@ -59,6 +59,9 @@ typedef struct {
 void gpu_mat_upload(GpuMat *m, const GpuCtx *g, const Tensor *t);
 void gpu_mat_free(GpuMat *m);
 size_t gpu_mat_bytes(const GpuMat *m);
+/* Rows [r0, r0 + n) of m as a weight of their own (the head's vocabulary
+ * chunks), sharing m's memory. */
+GpuMat gpu_mat_rows(const GpuMat *m, int64_t r0, int64_t n);
 
 /* matmul_forward on the device: out[N, rows] (=|+=) inp[N, cols] W^T (+ bias). */
 int gpu_linear(GpuCtx *g, float *out, const float *inp, const GpuMat *W, const float *bias, int N, int accumulate);

@@ -104,11 +104,21 @@ void cuda_crossentropy_grad(float *logits, const float *lse, const int32_t *targ
     if (n > 0) ce_grad<<<blocks_for(n), THREADS, 0, s>>>(logits, lse, targets, n, cols, col0, weight, cap);
 }
 
-__global__ static void scale(float *x, int64_t n, float f) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        x[i] *= f;
+/* One thread per row, the dot in column order as moe_backward sums it. */
+__global__ static void moe_expert_grad(float *dw, float *ye, const float *dout, const int32_t *rows, const float *w,
+                                       int n, int D) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= n) return;
+    const float *o = dout + (int64_t)rows[r] * D;
+    float *y = ye + (int64_t)r * D, d = 0.0f;
+    for (int c = 0; c < D; c++) {
+        d += o[c] * y[c];
+        y[c] = w[r] * o[c];
+    }
+    dw[r] = d;
 }
 
-void cuda_scale(float *x, int64_t n, float f, cudaStream_t s) {
-    if (n > 0) scale<<<blocks_for(n), THREADS, 0, s>>>(x, n, f);
+void cuda_moe_expert_grad(float *dw, float *ye, const float *dout, const int32_t *rows, const float *w, int n, int D,
+                          cudaStream_t s) {
+    if (n > 0) moe_expert_grad<<<blocks_for(n), THREADS, 0, s>>>(dw, ye, dout, rows, w, n, D);
 }

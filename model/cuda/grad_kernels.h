@@ -48,8 +48,12 @@ void cuda_crossentropy_lse(float *lse, const float *max, const double *sum, int 
 void cuda_crossentropy_grad(float *logits, const float *lse, const int32_t *targets, int N, int cols, int col0,
                             float weight, float cap, cudaStream_t s);
 
-/* x[i] *= f over n elements. */
-void cuda_scale(float *x, int64_t n, float f, cudaStream_t s);
+/* moe_backward's per-expert step: for each of an expert's n rows (token
+ * rows[r], routing weight w[r], expert output ye[r]), dw[r] = dout[rows[r]]
+ * . ye[r], then ye[r] = w[r] dout[rows[r]] (the gradient at the expert's
+ * output). */
+void cuda_moe_expert_grad(float *dw, float *ye, const float *dout, const int32_t *rows, const float *w, int n, int D,
+                          cudaStream_t s);
 
 #ifdef __cplusplus
 }

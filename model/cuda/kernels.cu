@@ -143,6 +143,34 @@ void cuda_mla_heads(float *k, float *v, const float *kvb, const float *lat, int6
     if (n > 0) mla_heads<<<blocks_for(n), THREADS, 0, s>>>(k, v, kvb, lat, n, H, dn, dr, dv, R);
 }
 
+/* mla_heads transposed: one thread per element of dkvb [N*H, dn+dv] (the
+ * keys' nope part and the values) and per element of the shared rope key
+ * [N, dr], which sums its H heads in head order (the CPU's). */
+__global__ static void mla_heads_grad(float *dkvb, float *dlat, const float *dk, const float *dv_, int64_t N, int H,
+                                      int dn, int dr, int dv, int R) {
+    int qk = dn + dr, w = dn + dv;
+    int64_t n_kvb = N * H * w, n = n_kvb + N * dr;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
+        if (e < n_kvb) {
+            int c = (int)(e % w);
+            int64_t ih = e / w;
+            dkvb[e] = c < dn ? dk[ih * qk + c] : dv_[ih * dv + c - dn];
+        } else {
+            int64_t f = e - n_kvb, i = f / dr;
+            int c = (int)(f % dr);
+            float sum = 0.0f;
+            for (int h = 0; h < H; h++) sum += dk[(i * H + h) * qk + dn + c];
+            dlat[i * (R + dr) + R + c] = sum;
+        }
+    }
+}
+
+void cuda_mla_heads_backward(float *dkvb, float *dlat, const float *dk, const float *dv, int64_t N, int H, int dn,
+                             int dr, int dv_dim, int R, cudaStream_t s) {
+    int64_t n = N * H * (dn + dv_dim) + N * dr;
+    if (n > 0) mla_heads_grad<<<blocks_for(n), THREADS, 0, s>>>(dkvb, dlat, dk, dv, N, H, dn, dr, dv_dim, R);
+}
+
 __global__ static void gather_rows(float *dst, const float *src, const int32_t *rows, int64_t n, int D) {
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x)
         dst[e] = src[(int64_t)rows[e / D] * D + e % D];
@@ -157,7 +185,7 @@ void cuda_gather_rows(float *dst, const float *src, const int32_t *rows, int n, 
 __global__ static void scatter_add_rows(float *out, const float *src, const int32_t *rows, const float *w, int64_t n,
                                         int D) {
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x)
-        out[(int64_t)rows[e / D] * D + e % D] += w[e / D] * src[e];
+        out[(int64_t)rows[e / D] * D + e % D] += (w ? w[e / D] : 1.0f) * src[e];
 }
 
 void cuda_scatter_add_rows(float *out, const float *src, const int32_t *rows, const float *w, int n, int D,

@@ -41,8 +41,13 @@ void cuda_copy_rows(float *dst, int64_t ld_dst, const float *src, int64_t ld_src
  * lat[i, R:R+dr]] (the shared rope part), v[i, h] = kvb[i, h, dn:dn+dv]. */
 void cuda_mla_heads(float *k, float *v, const float *kvb, const float *lat, int64_t N, int H, int dn, int dr, int dv,
                     int R, cudaStream_t s);
+/* cuda_mla_heads' backward (mla_backward's): dkvb[i, h] = [dk[i, h, :dn] ;
+ * dv[i, h]] and dlat[i, R:R+dr] = the sum over heads of dk[i, h, dn:]
+ * (overwritten; dlat's first R columns untouched). */
+void cuda_mla_heads_backward(float *dkvb, float *dlat, const float *dk, const float *dv, int64_t N, int H, int dn,
+                             int dr, int dv_dim, int R, cudaStream_t s);
 /* MoE: dst[r] = src[rows[r]] (gather), and out[rows[r]] += w[r] * src[r]
- * (scatter-add), over n rows of width D. */
+ * (scatter-add; w NULL: 1), over n rows of width D. */
 void cuda_gather_rows(float *dst, const float *src, const int32_t *rows, int n, int D, cudaStream_t s);
 void cuda_scatter_add_rows(float *out, const float *src, const int32_t *rows, const float *w, int n, int D,
                            cudaStream_t s);

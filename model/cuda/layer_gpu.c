@@ -80,31 +80,53 @@ void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
     a->attn_o = a->mlp_o = a->o;
     a->q_pre = a->q;
     a->k_pre = a->k;
+    a->qan = a->qa;
+    a->craw = a->cn;
 }
 
-int gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N) {
-    if (hf_config_is_mla(c) || c->n_experts)
-        return tm_fail("--device cuda: training %s layers on the GPU is not supported yet (dense GQA layers are)",
-                       hf_config_is_mla(c) ? "MLA" : "MoE");
+/* MLA's training buffers: q_a's and the latent's outputs before and after
+ * their norms, and their gradients (mla_acts_init's). */
+static void mla_train_bufs(GpuActs *a, const ModelConfig *c, size_t n) {
+    const MlaConfig *m = &c->mla;
+    size_t R = (size_t)m->kv_lora_rank, Rq = (size_t)m->q_lora_rank;
+    if (Rq) {
+        a->qan = acts_buf(a, n * Rq);
+        a->rstd_q = acts_buf(a, n);
+        a->dqa = acts_buf(a, n * Rq);
+        a->dqan = acts_buf(a, n * Rq);
+    }
+    a->craw = acts_buf(a, n * R);
+    a->rstd_c = acts_buf(a, n);
+    a->dlat = acts_buf(a, n * (R + m->qk_rope_head_dim));
+    a->dc = acts_buf(a, n * R);
+    a->dcr = acts_buf(a, n * R);
+}
+
+void gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N) {
     gpu_acts_init(a, c, N);
     a->train = 1;
+    int mla = hf_config_is_mla(c);
     size_t n = (size_t)N, D = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, H = (size_t)c->n_heads;
-    size_t d = (size_t)c->head_dim, qw = H * d, kw = (size_t)c->n_kv_heads * d;
+    size_t qk = (size_t)hf_config_qk_head_dim(c), dv = (size_t)hf_config_v_head_dim(c);
+    size_t kv_heads = mla ? H : (size_t)c->n_kv_heads; /* MLA: per-head keys and values */
+    size_t qw = H * qk, kw = kv_heads * qk, vw = kv_heads * dv;
     a->rstd1 = acts_buf(a, n);
     a->rstd2 = acts_buf(a, n);
     a->x_mid = acts_buf(a, n * D);
     a->xn2 = acts_buf(a, n * D);
-    a->act = acts_buf(a, n * I);
     a->lse = acts_buf(a, n * H);
     a->dx_mid = acts_buf(a, n * D);
     a->dxn = acts_buf(a, n * D);
-    a->dh1 = acts_buf(a, n * I);
-    a->dh2 = acts_buf(a, n * I);
-    a->dact = acts_buf(a, n * I);
+    if (a->h1) { /* some layer has a dense MLP */
+        a->act = acts_buf(a, n * I);
+        a->dh1 = acts_buf(a, n * I);
+        a->dh2 = acts_buf(a, n * I);
+        a->dact = acts_buf(a, n * I);
+    }
     a->dq = acts_buf(a, n * qw);
     a->dk = acts_buf(a, n * kw);
-    a->dv = acts_buf(a, n * kw);
-    a->datt = acts_buf(a, n * qw);
+    a->dv = acts_buf(a, n * vw);
+    a->datt = acts_buf(a, n * H * dv);
     a->delta = acts_buf(a, n * H);
     a->scratch = a->dxn; /* free while the forward runs; xn is kept */
     if (c->sandwich_norms) {
@@ -119,15 +141,17 @@ int gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N) {
         a->dq_pre = acts_buf(a, n * qw);
         a->dk_pre = acts_buf(a, n * kw);
     }
-    return 0;
+    if (mla) mla_train_bufs(a, c, n);
+    if (c->n_experts) gpu_moe_acts_init_train(a, c, N);
 }
 
 void gpu_acts_free(GpuActs *a) {
-    if (a->train) { /* what gpu_acts_init_train made (attn_o is o; q_pre, k_pre are q, k without qk_norm) */
+    if (a->train) { /* what gpu_acts_init_train made (attn_o is o; q_pre, k_pre, qan, craw may be aliases) */
         float *own[] = {a->rstd1, a->rstd2, a->rstd_ao, a->rstd_mo, a->x_mid, a->xn2, a->act, a->mlp_o, a->lse,
                         a->dx_mid, a->dxn, a->dblk, a->dh1, a->dh2, a->dact, a->dq, a->dk, a->dv, a->datt,
                         a->dq_pre, a->dk_pre, a->delta, a->q_pre != a->q ? a->q_pre : NULL,
-                        a->k_pre != a->k ? a->k_pre : NULL};
+                        a->k_pre != a->k ? a->k_pre : NULL, a->qan != a->qa ? a->qan : NULL, a->rstd_q,
+                        a->craw != a->cn ? a->craw : NULL, a->rstd_c, a->dlat, a->dc, a->dcr, a->dqa, a->dqan};
         for (size_t i = 0; i < sizeof own / sizeof *own; i++) gpu_free(own[i]);
     }
     float *all[] = {a->xn, a->q, a->k, a->v, a->att, a->h1, a->h2, a->o, a->qa, a->lat, a->cn, a->kvb, a->rinv};

@@ -68,24 +68,26 @@ typedef struct {
     struct GpuMoeActs *moe;     /* MoE models: routing and expert scratch (model/cuda/moe_gpu.c) */
     /* What the forward keeps for gpu_layer_backward (gpu_acts_init_train);
      * for the forward alone they alias the buffers above (xn2 and scratch:
-     * xn, act: h1, attn_o and mlp_o: o, q_pre: q, k_pre: k) or are NULL. */
+     * xn, act: h1, attn_o and mlp_o: o, q_pre: q, k_pre: k, qan: qa, craw:
+     * cn) or are NULL. */
     int train;
     float *rstd1, *rstd2, *rstd_ao, *rstd_mo; /* 1/rms of input_norm, post_norm and the sandwich norms */
     float *x_mid, *xn2, *act;                 /* the residual after attention, post_norm's output, act(gate) * up */
     float *attn_o, *mlp_o;                    /* sandwich norms: each block's output before its norm */
     float *q_pre, *k_pre;                     /* qk_norm: q and k before their norm */
+    float *qan, *rstd_q, *craw, *rstd_c;      /* MLA: q_a's output normed, the latent before its norm, 1/rms */
     float *lse;                               /* [N, H] the attention's log-sum-exp (fp32 attention) */
     float *scratch;                           /* a sandwich norm's output before its add */
     /* gradient scratch (training) */
     float *dx_mid, *dxn, *dblk, *dh1, *dh2, *dact, *dq, *dk, *dv, *datt, *dq_pre, *dk_pre, *delta;
+    float *dlat, *dc, *dcr, *dqa, *dqan;      /* MLA */
     size_t bytes;
 } GpuActs;
 void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N);
 /* Activations for training: the forward (gpu_layer_forward) keeps what
  * gpu_layer_backward needs, with its gradient scratch; the attention runs
- * in fp32 with its log-sum-exp. 0, or -1 (tm_error) for a model whose layers
- * have no backward on the GPU yet (MLA, MoE). */
-int gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N);
+ * in fp32 with its log-sum-exp. */
+void gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N);
 void gpu_acts_free(GpuActs *a);
 
 /* a->att = attention_forward of a->q, a->k, a->v for layer `layer` (GQA
@@ -101,6 +103,8 @@ int gpu_projections(GpuCtx *g, const ModelConfig *c, int layer, const GpuRows *r
 /* MoE (model/cuda/moe_gpu.c): scratch for N rows; out (=|+=) the MoE of
  * xn, routed on the host by moe_route_rows exactly as the CPU routes. */
 void gpu_moe_acts_init(GpuActs *a, const ModelConfig *c, int N);
+/* The scratch gpu_moe_backward adds (gpu_acts_init_train). */
+void gpu_moe_acts_init_train(GpuActs *a, const ModelConfig *c, int N);
 void gpu_moe_acts_free(GpuActs *a);
 int gpu_moe_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const float *xn, float *out, int accumulate,
                   int N, GpuActs *a);

@@ -1,43 +1,71 @@
-/* A dense GQA layer's backward pass on the GPU (layer_grad_gpu.h), step for
- * step model/layer.c's layer_backward with gqa.c's gqa_backward. */
+/* A layer's backward pass on the GPU (layer_grad_gpu.h), step for step
+ * model/layer.c's layer_backward with gqa.c's gqa_backward (MLA's:
+ * mla_gpu.c; MoE's: moe_gpu.c). */
 #include "model/cuda/layer_grad_gpu.h"
 
 #include <cuda_runtime_api.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "io/base/checked.h"
 #include "io/base/error.h"
 #include "model/cuda/attention_cuda.h"
 #include "model/cuda/grad_kernels.h"
 #include "model/cuda/kernels.h"
 
-int gpu_layer_grads_init(GpuLayerGrads *d, const LayerWeights *G, const float *host, size_t n) {
+/* A host gradient's place in the device block: NULL for NULL (frozen). */
+static float *on_device(const GpuLayerGrads *d, const float *host, const float *p) {
+    return p ? d->block + (p - host) : NULL;
+}
+
+static int inside(const float *p, const float *host, size_t n) { return !p || (p >= host && p < host + n); }
+
+/* The experts' gradients (each expert's gate, up, down) mapped as the other members. */
+static int map_experts(GpuLayerGrads *d, const LayerWeights *G, int n_experts, const float *host, size_t n) {
+    if (!G->experts || !n_experts) return 0;
+    d->experts = callocCheck((size_t)3 * n_experts, sizeof *d->experts);
+    for (int e = 0; e < n_experts; e++) {
+        const Tensor *t[] = {&G->experts[e].gate, &G->experts[e].up, &G->experts[e].down};
+        for (int i = 0; i < 3; i++) {
+            const float *p = tensor_grad_data(t[i]);
+            if (!inside(p, host, n)) return tm_fail("gpu_layer_grads_init: an expert's gradient lies outside its block");
+            d->experts[3 * e + i] = on_device(d, host, p);
+        }
+    }
+    return 0;
+}
+
+int gpu_layer_grads_init(GpuLayerGrads *d, const LayerWeights *G, int n_experts, const float *host, size_t n) {
     memset(d, 0, sizeof *d);
-    const void *elsewhere[] = {G->q_a.data, G->q_b.data, G->kv_a.data, G->kv_b.data, G->q_a_norm, G->kv_a_norm,
-                               G->q_a_bias, G->kv_a_bias, G->router.data, G->experts};
-    for (size_t i = 0; i < sizeof elsewhere / sizeof *elsewhere; i++)
-        if (elsewhere[i]) return tm_fail("--device cuda: MLA and MoE layers do not train on the GPU yet");
     /* each host member and the device member it becomes, side by side */
     const float *h[] = {tensor_grad_data(&G->q), tensor_grad_data(&G->k), tensor_grad_data(&G->v),
                         tensor_grad_data(&G->o), tensor_grad_data(&G->gate), tensor_grad_data(&G->up),
                         tensor_grad_data(&G->down), G->q_bias, G->k_bias, G->v_bias, G->o_bias, G->gate_bias,
                         G->up_bias, G->down_bias, G->input_norm, G->post_norm, G->attn_out_norm, G->mlp_out_norm,
-                        G->q_head_norm, G->k_head_norm};
+                        G->q_head_norm, G->k_head_norm, tensor_grad_data(&G->q_a), tensor_grad_data(&G->q_b),
+                        tensor_grad_data(&G->kv_a), tensor_grad_data(&G->kv_b), G->q_a_bias, G->kv_a_bias,
+                        G->q_a_norm, G->kv_a_norm, tensor_grad_data(&G->router)};
     float **v[] = {&d->q, &d->k, &d->v, &d->o, &d->gate, &d->up, &d->down, &d->q_bias, &d->k_bias, &d->v_bias,
                    &d->o_bias, &d->gate_bias, &d->up_bias, &d->down_bias, &d->input_norm, &d->post_norm,
-                   &d->attn_out_norm, &d->mlp_out_norm, &d->q_head_norm, &d->k_head_norm};
+                   &d->attn_out_norm, &d->mlp_out_norm, &d->q_head_norm, &d->k_head_norm, &d->q_a, &d->q_b,
+                   &d->kv_a, &d->kv_b, &d->q_a_bias, &d->kv_a_bias, &d->q_a_norm, &d->kv_a_norm, &d->router};
     size_t k = sizeof h / sizeof *h;
     for (size_t i = 0; i < k; i++)
-        if (h[i] && (h[i] < host || h[i] >= host + n))
-            return tm_fail("gpu_layer_grads_init: a gradient lies outside its layer's block");
+        if (!inside(h[i], host, n)) return tm_fail("gpu_layer_grads_init: a gradient lies outside its layer's block");
     d->n = n;
     d->block = gpu_alloc(n * sizeof(float));
     cudaMemset(d->block, 0, n * sizeof(float));
-    for (size_t i = 0; i < k; i++) *v[i] = h[i] ? d->block + (h[i] - host) : NULL;
+    for (size_t i = 0; i < k; i++) *v[i] = on_device(d, host, h[i]);
+    if (map_experts(d, G, n_experts, host, n)) {
+        gpu_layer_grads_free(d);
+        return -1;
+    }
     return 0;
 }
 
 void gpu_layer_grads_free(GpuLayerGrads *d) {
     gpu_free(d->block);
+    free(d->experts);
     memset(d, 0, sizeof *d);
 }
 
@@ -70,6 +98,7 @@ static int mlp_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, con
     cudaStream_t s = (cudaStream_t)g->stream;
     int64_t NI = (int64_t)N * c->intermediate_size;
     zero(a->dxn, (size_t)N * c->hidden_size, s);
+    if (gl->n_experts) return gpu_moe_backward(g, c, gl, G, a->xn2, dy, a->dxn, N, a);
     zero(a->dact, (size_t)NI, s);
     if (gpu_linear_backward(g, a->dact, G->down, G->down_bias, dy, a->act, &gl->down, N)) return -1;
     cuda_glu_backward(a->dh1, a->dh2, a->dact, a->h1, a->h2, NI, c->gelu_mlp, s);
@@ -122,7 +151,9 @@ int gpu_layer_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, cons
     /* attention: dxn from dx_mid, then the residual and input_norm into dx */
     dy = block_out_grad(c, G->attn_out_norm, a->dx_mid, a->attn_o, gl->attn_out_norm, a->rstd_ao, N, a, s);
     zero(a->dxn, ND, s);
-    if (attention_backward(g, c, gl, G, layer, dy, r, a)) return -1;
+    if (hf_config_is_mla(c) ? gpu_mla_attention_backward(g, c, gl, G, layer, a->xn, dy, a->dxn, r, a)
+                            : attention_backward(g, c, gl, G, layer, dy, r, a))
+        return -1;
     copy(dx, a->dx_mid, ND, s);
     cuda_rmsnorm_backward(dx, G->input_norm, a->dxn, x_in, gl->input_norm, a->rstd1, N, D, s);
     return 0;

@@ -133,9 +133,7 @@ int gpu_model_head_nll(GpuModel *gm, GpuCtx *g, const int32_t *tokens, int b, do
     int rc = 0;
     for (int v0 = 0; v0 < V && !rc; v0 += chunk) {
         int cols = V - v0 < chunk ? V - v0 : chunk;
-        GpuMat rows = gm->head; /* head rows [v0, v0 + cols) */
-        rows.data = (char *)rows.data + (size_t)v0 * rows.cols * (rows.bf16 ? 2 : 4);
-        rows.rows = cols;
+        GpuMat rows = gpu_mat_rows(&gm->head, v0, cols);
         rc = gpu_linear(g, gm->logits, gm->acts.xn, &rows, NULL, N, 0);
         cuda_crossentropy_update(gm->ce_max, gm->ce_sum, gm->ce_target, gm->logits, N, cols, v0, gm->targets,
                                  (float)c->final_softcap, s);
