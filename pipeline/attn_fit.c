@@ -9,8 +9,10 @@
 #include "dist/topology.h"
 #include "io/base/checked.h"
 #include "io/base/clock.h"
+#include "io/base/error.h"
 #include "model/matmul.h"
 #include "model/mla.h"
+#include "pipeline/attn_fit_gpu.h"
 #include "pipeline/fit_stream.h"
 
 /* ---- parameters ---- */
@@ -126,21 +128,28 @@ void attn_params_store(const AttnParams *P, MlaAttn *a) {
 
 /* ---- the objective ---- */
 
-/* One micro-batch's activations and the positions of its rows. */
+/* One micro-batch's activations and the positions of its rows, on the
+ * CPU or (PIPE_CUDA) the GPU's. */
 typedef struct {
     MlaActs acts;
     RopeTable rope;
     int32_t *pos;
     float *e; /* [N, D] the block's output minus y */
+    AttnFitGpu *gpu;
 } Scratch;
 
 static void scratch_init(Scratch *w, const AttnFitProblem *p, const AttnFitData *x) {
     const ModelConfig *c = p->c;
     int N = x->batch * x->T;
-    mla_acts_init(&w->acts, c, N, 1, 0);
+    memset(w, 0, sizeof *w);
     rope_table_init(&w->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, x->T);
     w->pos = mallocCheck((size_t)N * sizeof *w->pos);
     for (int i = 0; i < N; i++) w->pos[i] = i % x->T;
+    if (p->device == PIPE_CUDA) {
+        if (attn_fit_gpu_init(&w->gpu, p, x->batch, x->T, &w->rope, w->pos)) tm_die("attn-fit: %s", tm_error());
+        return;
+    }
+    mla_acts_init(&w->acts, c, N, 1, 0);
     w->e = mallocCheck((size_t)N * c->hidden_size * sizeof *w->e);
 }
 
@@ -149,6 +158,12 @@ static void scratch_free(Scratch *w) {
     rope_table_free(&w->rope);
     free(w->pos);
     free(w->e);
+    attn_fit_gpu_free(w->gpu);
+}
+
+/* P's current weights to the GPU (nothing on the CPU, which reads P's own). */
+static void scratch_weights(Scratch *w, const AttnFitProblem *p, const AttnParams *P) {
+    if (w->gpu && attn_fit_gpu_weights(w->gpu, p, P)) tm_die("attn-fit: %s", tm_error());
 }
 
 static int local_mbs(const AttnFitData *x) { return fit_mb_count(x->nseq, x->batch); }
@@ -167,6 +182,13 @@ static double local_pass(Scratch *w, const AttnFitProblem *p, const AttnFitData 
         int64_t row0;
         int B = local_mb(x, lm, &row0), n = B * x->T;
         const float *xn = x->xn + row0 * D, *y = x->y + row0 * D;
+        if (w->gpu) {
+            double s;
+            if (attn_fit_gpu_mb(w->gpu, p, xn, y, B, norm, grad, P, y_fit ? y_fit + row0 * D : NULL, &s))
+                tm_die("attn-fit: %s", tm_error());
+            sum += s;
+            continue;
+        }
         for (int64_t i = 0; i < (int64_t)n * D; i++) w->e[i] = -y[i];
         LayerRows rows = {.B = B, .T = x->T, .pos = w->pos, .rope = &w->rope};
         mla_forward(c, &P->L, p->layer, xn, w->e, &rows, &w->acts);
@@ -187,6 +209,7 @@ double attn_fit_local(const AttnFitProblem *p, const AttnFitData *x, AttnParams 
                       int grad, float *y_fit) {
     Scratch w;
     scratch_init(&w, p, x);
+    scratch_weights(&w, p, P);
     double v = local_pass(&w, p, x, P, m0, m1, 1, norm, grad, y_fit);
     scratch_free(&w);
     return v;
@@ -235,6 +258,7 @@ static double pass(Scratch *w, const AttnFitProblem *p, const AttnFitData *x, At
                    int m1, int stride, int grad, float *y_fit) {
     double norm = elements(p, x, windows, m0, m1, stride);
     if (norm == 0) return NAN;
+    scratch_weights(w, p, P); /* Adam or keep() changed them since the last pass */
     int K = (m1 - m0 + stride - 1) / stride, k0;
     int count = local_items(p, x, m0, stride, K, &k0);
     double *loss = callocCheck((size_t)K, sizeof *loss);

@@ -28,6 +28,7 @@
 
 #include "model/model.h"
 #include "pipeline/mla_layer.h"
+#include "pipeline/stream.h"
 
 #define ATTN_JUDGE_EVERY 5
 
@@ -49,6 +50,9 @@ typedef struct {
     int held;               /* the last `held` of the mb_total micro-batches are held back */
     MPI_Comm comm;          /* ranks holding the other micro-batches (MPI_COMM_SELF: none) */
     int mb_first, mb_total; /* this rank's first micro-batch, and all of comm's */
+    int device;             /* PIPE_CPU (0), or PIPE_CUDA: the micro-batches' forward and backward on GPU
+                             * local_rank mod the GPUs visible (pipeline/attn_fit_gpu.h) */
+    int local_rank, gpu_fp32; /* with PIPE_CUDA: the rank's on its node; fp32 GEMMs (else bf16 inputs) */
 } AttnFitProblem;
 
 typedef struct {

@@ -138,7 +138,8 @@ static AttnFitProblem problem(const AttnRun *a, const Run *r, int l) {
     return (AttnFitProblem){.c = &a->mla, .layer = l, .steps = s->attn_fit_steps,
                             .lr = s->attn_fit_lr, .fit_o = s->attn_fit_o, .per_step = per_step,
                             .held = held, .comm = r->t.stage_comm, .mb_first = a->st.mb_first,
-                            .mb_total = a->st.mb_total};
+                            .mb_total = a->st.mb_total, .device = s->device, .local_rank = r->t.local_rank,
+                            .gpu_fp32 = s->gpu_fp32};
 }
 
 /* A layer done by an earlier run: its weights and row from the state, and

@@ -25,8 +25,13 @@ target_link_libraries(test_attn_fit PRIVATE transmla_core)
 add_test(NAME attn_fit_check
          COMMAND ${TM_PYTHON} ${SRC}/tests/ref/attn_fit_check.py $<TARGET_FILE:test_attn_fit>
                  ${CMAKE_CURRENT_BINARY_DIR}/attn_fit_check)
+# the same on the GPU (label gpu; 77: skipped without one)
+add_test(NAME gpu_attn_fit
+         COMMAND ${TM_PYTHON} ${SRC}/tests/ref/attn_fit_check.py $<TARGET_FILE:test_attn_fit>
+                 ${CMAKE_CURRENT_BINARY_DIR}/gpu_attn_fit --gpu)
+set_tests_properties(gpu_attn_fit PROPERTIES LABELS gpu SKIP_RETURN_CODE 77)
 if(TRANSMLA_SANITIZE)
-  set_tests_properties(attn_fit_check PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
+  set_tests_properties(attn_fit_check gpu_attn_fit PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
 endif()
 
 # The issue-9 bar on bytelm-dev (fitted rotation: partial-RoPE ppl <= 9.0,

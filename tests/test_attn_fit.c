@@ -1,10 +1,13 @@
-/* C side of tests/ref/attn_fit_check.py: `test_attn_fit DIR` reads
+/* C side of tests/ref/attn_fit_check.py: `test_attn_fit DIR [--gpu]` reads
  * DIR/in.safetensors (shape scalars; the MlaAttn arrays under their
  * mla_attn_fields names, absent ones NULL; o_proj, o_bias optional, xn, y;
  * all F32) and writes DIR/out.json:
  *  - objective, grad: attn_fit_objective with its gradient, per AttnParam;
  *  - fit: attn_fit_layer's AttnFitResult and the fitted MlaAttn arrays (for
- *    the numpy oracle to re-evaluate). */
+ *    the numpy oracle to re-evaluate).
+ * With --gpu the micro-batches run on GPU 0 with fp32 GEMMs
+ * (pipeline/attn_fit_gpu.h): the same checks hold the GPU's fit to the
+ * oracle; exit 77 (skipped) where no GPU is visible or CUDA is not built in. */
 #include <jansson.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -15,6 +18,7 @@
 #include "io/base/error.h"
 #include "io/safetensors.h"
 #include "pipeline/attn_fit.h"
+#include "pipeline/stage_device.h"
 
 static StFile in;
 
@@ -82,7 +86,13 @@ static json_t *fitted(MlaAttn *a) {
 
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
-    if (argc != 2) tm_die("usage: test_attn_fit DIR");
+    int gpu = argc == 3 && !strcmp(argv[2], "--gpu");
+    if (argc != 2 && !gpu) tm_die("usage: test_attn_fit DIR [--gpu]");
+    if (gpu && stage_device_check(PIPE_CUDA)) {
+        printf("test_attn_fit --gpu: %s: skipped\n", tm_error());
+        MPI_Finalize();
+        return 77;
+    }
     char path[4096];
     snprintf(path, sizeof path, "%s/in.safetensors", argv[1]);
     if (st_open(&in, path)) tm_die("%s", tm_error());
@@ -100,7 +110,8 @@ int main(int argc, char **argv) {
     const float *o_bias = tensor("o_bias", NULL);
     AttnFitProblem p = {.c = &c, .layer = 0, .steps = scalar("steps"), .lr = 2e-3,
                         .fit_o = scalar("fit_o"), .per_step = 1, .held = scalar("held"), .comm = MPI_COMM_SELF,
-                        .mb_first = 0, .mb_total = (nseq + batch - 1) / batch};
+                        .mb_first = 0, .mb_total = (nseq + batch - 1) / batch,
+                        .device = gpu ? PIPE_CUDA : PIPE_CPU, .gpu_fp32 = 1};
 
     json_t *out = json_object(), *grad = json_object();
     AttnParams P;

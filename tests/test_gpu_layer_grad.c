@@ -84,7 +84,7 @@ static int check_layer(const char *name, const Model *m, ParamSet *ps, int l, Gp
     if (gpu_layer_upload(&gl, g, c, &m->w.layers[l], l) ||
         gpu_layer_grads_init(&gg, &ps->grads.layers[l], n_experts, host0, n_grad))
         tm_die("%s layer %d: %s", name, l, tm_error());
-    gpu_acts_init_train(&ga, c, (int)N);
+    gpu_acts_init_train(&ga, c, (int)N, 1);
     float *x = gpu_alloc(ND * sizeof(float)), *x0 = gpu_alloc(ND * sizeof(float)), *dx = gpu_alloc(ND * sizeof(float));
     gpu_upload(x0, x_in, ND * sizeof(float));
     gpu_upload(x, x_in, ND * sizeof(float));

@@ -103,7 +103,7 @@ int step_gpu_init(StepGpu **out, const TrainStep *s, int fp32) {
         free(d);
         return -1;
     }
-    gpu_acts_init_train(&d->acts, &m->cfg, (int)N);
+    gpu_acts_init_train(&d->acts, &m->cfg, (int)N, 1);
     d->layers = callocCheck((size_t)d->n_local + 1, sizeof *d->layers);
     d->grads = callocCheck((size_t)d->n_local + 1, sizeof *d->grads);
     for (int li = 0; li < d->n_local; li++) {

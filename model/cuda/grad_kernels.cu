@@ -122,3 +122,31 @@ void cuda_moe_expert_grad(float *dw, float *ye, const float *dout, const int32_t
                           cudaStream_t s) {
     if (n > 0) moe_expert_grad<<<blocks_for(n), THREADS, 0, s>>>(dw, ye, dout, rows, w, n, D);
 }
+
+__global__ static void scale(float *x, int64_t n, float f) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] *= f;
+}
+
+void cuda_scale(float *x, int64_t n, float f, cudaStream_t s) {
+    if (n > 0) scale<<<blocks_for(n), THREADS, 0, s>>>(x, n, f);
+}
+
+/* One block: each thread sums its stride in double, then a tree in shared
+ * memory, always the same pairs. */
+__global__ static void sum_squares(double *out, const float *x, int64_t n) {
+    __shared__ double part[THREADS];
+    double v = 0;
+    for (int64_t i = threadIdx.x; i < n; i += THREADS) v += (double)x[i] * x[i];
+    part[threadIdx.x] = v;
+    __syncthreads();
+    for (int w = THREADS / 2; w > 0; w /= 2) {
+        if ((int)threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *out = part[0];
+}
+
+void cuda_sum_squares(double *out, const float *x, int64_t n, cudaStream_t s) {
+    sum_squares<<<1, THREADS, 0, s>>>(out, x, n);
+}

@@ -55,6 +55,12 @@ void cuda_crossentropy_grad(float *logits, const float *lse, const int32_t *targ
 void cuda_moe_expert_grad(float *dw, float *ye, const float *dout, const int32_t *rows, const float *w, int n, int D,
                           cudaStream_t s);
 
+/* x[i] *= f over n elements. */
+void cuda_scale(float *x, int64_t n, float f, cudaStream_t s);
+/* *out (device) = the sum of x[i]^2 over n elements in double, the same
+ * order every run (one block: a loss, not a hot path). */
+void cuda_sum_squares(double *out, const float *x, int64_t n, cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -41,7 +41,8 @@ static float *acts_buf(GpuActs *a, size_t n) {
     return gpu_alloc(n * sizeof(float));
 }
 
-void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
+/* gpu_acts_init's buffers; mlp 0: none for the MLP or the experts. */
+static void acts_init(GpuActs *a, const ModelConfig *c, int N, int mlp) {
     memset(a, 0, sizeof *a);
     const MlaConfig *m = &c->mla;
     int mla = hf_config_is_mla(c);
@@ -56,7 +57,7 @@ void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
     a->v = acts_buf(a, n * vw);
     a->att = acts_buf(a, n * H * dv);
     int dense = 0; /* some layer has a dense MLP (all-MoE models use the experts' own buffers) */
-    for (int l = 0; l < c->n_layers && !dense; l++) dense = !hf_config_layer_is_moe(c, l);
+    for (int l = 0; l < c->n_layers && !dense && mlp; l++) dense = !hf_config_layer_is_moe(c, l);
     if (dense) {
         a->h1 = acts_buf(a, n * I);
         a->h2 = acts_buf(a, n * I);
@@ -69,7 +70,7 @@ void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
         a->kvb = acts_buf(a, n * H * (m->qk_nope_head_dim + dv));
     }
     if (c->qk_norm) a->rinv = acts_buf(a, n * (H + (size_t)c->n_kv_heads));
-    if (c->n_experts) gpu_moe_acts_init(a, c, N);
+    if (c->n_experts && mlp) gpu_moe_acts_init(a, c, N);
     a->q16 = gpu_alloc(n * (qw + kw + vw) * 2);
     a->k16 = a->q16 + n * qw;
     a->v16 = a->k16 + n * kw;
@@ -83,6 +84,8 @@ void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) {
     a->qan = a->qa;
     a->craw = a->cn;
 }
+
+void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N) { acts_init(a, c, N, 1); }
 
 /* MLA's training buffers: q_a's and the latent's outputs before and after
  * their norms, and their gradients (mla_acts_init's). */
@@ -102,8 +105,8 @@ static void mla_train_bufs(GpuActs *a, const ModelConfig *c, size_t n) {
     a->dcr = acts_buf(a, n * R);
 }
 
-void gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N) {
-    gpu_acts_init(a, c, N);
+void gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N, int mlp) {
+    acts_init(a, c, N, mlp);
     a->train = 1;
     int mla = hf_config_is_mla(c);
     size_t n = (size_t)N, D = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, H = (size_t)c->n_heads;
@@ -112,11 +115,13 @@ void gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N) {
     size_t qw = H * qk, kw = kv_heads * qk, vw = kv_heads * dv;
     a->rstd1 = acts_buf(a, n);
     a->rstd2 = acts_buf(a, n);
-    a->x_mid = acts_buf(a, n * D);
-    a->xn2 = acts_buf(a, n * D);
     a->lse = acts_buf(a, n * H);
-    a->dx_mid = acts_buf(a, n * D);
     a->dxn = acts_buf(a, n * D);
+    if (mlp) {
+        a->x_mid = acts_buf(a, n * D);
+        a->xn2 = acts_buf(a, n * D);
+        a->dx_mid = acts_buf(a, n * D);
+    }
     if (a->h1) { /* some layer has a dense MLP */
         a->act = acts_buf(a, n * I);
         a->dh1 = acts_buf(a, n * I);
@@ -142,7 +147,7 @@ void gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N) {
         a->dk_pre = acts_buf(a, n * kw);
     }
     if (mla) mla_train_bufs(a, c, n);
-    if (c->n_experts) gpu_moe_acts_init_train(a, c, N);
+    if (c->n_experts && mlp) gpu_moe_acts_init_train(a, c, N);
 }
 
 void gpu_acts_free(GpuActs *a) {

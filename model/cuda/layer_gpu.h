@@ -86,8 +86,9 @@ typedef struct {
 void gpu_acts_init(GpuActs *a, const ModelConfig *c, int N);
 /* Activations for training: the forward (gpu_layer_forward) keeps what
  * gpu_layer_backward needs, with its gradient scratch; the attention runs
- * in fp32 with its log-sum-exp. */
-void gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N);
+ * in fp32 with its log-sum-exp. mlp 0: the attention block's alone (the
+ * attention fit: no MLP or MoE buffers). */
+void gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N, int mlp);
 void gpu_acts_free(GpuActs *a);
 
 /* a->att = attention_forward of a->q, a->k, a->v for layer `layer` (GQA

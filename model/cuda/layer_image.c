@@ -80,7 +80,7 @@ int layer_image_make(LayerImage *img, GpuLayer *gl, GpuPrecision precision, cons
     memset(gl, 0, sizeof *gl);
     if (L->qk_rinv_fixed) return tm_fail("--device cuda: a linearised QK-norm is not on the GPU");
     int bf16 = precision == GPU_BF16;
-    if (hf_config_layer_is_moe(c, layer)) {
+    if (hf_config_layer_is_moe(c, layer) && L->router.data) { /* the attention fit binds the attention alone */
         gl->n_experts = c->n_experts;
         gl->experts = callocCheck((size_t)3 * c->n_experts, sizeof *gl->experts);
     }

@@ -2,7 +2,10 @@
 """attn_fit_check: pipeline/attn_fit.c against an independent float64 numpy
 oracle.
 
-    /usr/bin/python3 tests/ref/attn_fit_check.py TEST_ATTN_FIT_BINARY WORKDIR
+    /usr/bin/python3 tests/ref/attn_fit_check.py TEST_ATTN_FIT_BINARY WORKDIR [--gpu]
+
+(--gpu: the binary runs the fit's micro-batches on the GPU, fp32 GEMMs; the
+same checks; exit 77 where no GPU is visible.)
 
 For each case ((a) q_proj, no biases, o_proj fitted, full causal attention;
 (b) q_a/q_a_layernorm/q_b with q_a and kv_a biases, an o_proj bias, o_proj
@@ -193,7 +196,11 @@ def run_case(binary, work, name, c, seed):
     d = os.path.join(work, name)
     os.makedirs(d, exist_ok=True)
     write_input(d, c, P, x)
-    subprocess.run([binary, d], check=True)
+    rc = subprocess.run([binary, d] + EXTRA).returncode
+    if rc == 77:  # --gpu where no GPU is visible
+        sys.exit(77)
+    if rc:
+        raise SystemExit("%s %s: exit %d" % (binary, d, rc))
     out = json.load(open(os.path.join(d, "out.json")))
     fails = 0
 
@@ -236,8 +243,12 @@ def run_case(binary, work, name, c, seed):
     return fails
 
 
+EXTRA = []
+
+
 def main():
     binary, work = sys.argv[1], sys.argv[2]
+    EXTRA.extend(sys.argv[3:])  # --gpu: the fit's micro-batches on the GPU (ctest gpu_attn_fit)
     os.makedirs(work, exist_ok=True)
     base = dict(D=16, H=2, dn=4, dr=4, dv=6, R=6, T=8, nseq=6, batch=1, held=1, steps=30, rope_theta=10000.0,
                 held_exact=0)
