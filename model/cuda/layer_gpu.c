@@ -151,8 +151,9 @@ void gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N, int mlp) {
 }
 
 void gpu_acts_free(GpuActs *a) {
-    if (a->train) { /* what gpu_acts_init_train made (attn_o is o; q_pre, k_pre, qan, craw may be aliases) */
-        float *own[] = {a->rstd1, a->rstd2, a->rstd_ao, a->rstd_mo, a->x_mid, a->xn2, a->act, a->mlp_o, a->lse,
+    if (a->train) { /* what gpu_acts_init_train made (attn_o is o; xn2, q_pre, k_pre, qan, craw may be aliases) */
+        float *own[] = {a->rstd1, a->rstd2, a->rstd_ao, a->rstd_mo, a->x_mid, a->xn2 != a->xn ? a->xn2 : NULL,
+                        a->act, a->mlp_o, a->lse,
                         a->dx_mid, a->dxn, a->dblk, a->dh1, a->dh2, a->dact, a->dq, a->dk, a->dv, a->datt,
                         a->dq_pre, a->dk_pre, a->delta, a->q_pre != a->q ? a->q_pre : NULL,
                         a->k_pre != a->k ? a->k_pre : NULL, a->qan != a->qa ? a->qan : NULL, a->rstd_q,
