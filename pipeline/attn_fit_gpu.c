@@ -112,7 +112,7 @@ int attn_fit_gpu_mb(AttnFitGpu *d, const AttnFitProblem *p, const float *xn, con
     gpu_upload(d->xn, xn, ND * sizeof(float));
     gpu_upload(d->y, y, ND * sizeof(float));
     /* e = the block's output - y, as mla_forward adds its output into -y */
-    cudaMemcpyAsync(d->e, d->y, ND * sizeof(float), cudaMemcpyDeviceToDevice, s);
+    gpu_copy(&d->g, d->e, d->y, ND);
     cuda_scale(d->e, (int64_t)ND, -1.0f, s);
     if (gpu_mla_attention(&d->g, c, &d->gl, p->layer, d->xn, d->e, 1, &rows, &d->acts)) return -1;
     cuda_sum_squares(d->sq, d->e, (int64_t)ND, s);
@@ -124,7 +124,7 @@ int attn_fit_gpu_mb(AttnFitGpu *d, const AttnFitProblem *p, const float *xn, con
     }
     if (!grad) return 0;
     cuda_scale(d->e, (int64_t)ND, (float)(2.0 / norm), s);
-    cudaMemsetAsync(d->G.block, 0, (size_t)d->total * sizeof(float), s);
+    gpu_zero(&d->g, d->G.block, (size_t)d->total);
     if (gpu_mla_attention_backward(&d->g, c, &d->gl, &d->G, p->layer, d->xn, d->e, NULL, &rows, &d->acts) ||
         gpu_sync(&d->g))
         return -1;

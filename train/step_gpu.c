@@ -162,17 +162,13 @@ int step_gpu_rows(StepGpu *d, const TrainStep *s) {
     return 0;
 }
 
-static void copy_dev(float *dst, const float *src, size_t n, const GpuCtx *g) {
-    cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, (cudaStream_t)g->stream);
-}
-
 int step_gpu_forward(StepGpu *d, const TrainStep *s, int k, const float *x0, float *x_out) {
     const Model *m = s->m;
     size_t ND = rows_n(s) * m->cfg.hidden_size;
     gpu_upload(saved(d, k, 0), x0, ND * sizeof(float));
     GpuRows r = rows_of(d, s, k);
     for (int li = 0; li < d->n_local; li++) {
-        copy_dev(saved(d, k, li + 1), saved(d, k, li), ND, &d->g);
+        gpu_copy(&d->g, saved(d, k, li + 1), saved(d, k, li), ND);
         if (gpu_layer_forward(&d->g, &m->cfg, &d->layers[li], m->part.first + li, saved(d, k, li + 1), &r, &d->acts))
             return -1;
     }
@@ -207,7 +203,7 @@ static int head_backward(StepGpu *d, const TrainStep *s, int k, float weight, do
     gpu_download(d->ce.target_logit, d->ce_target, (size_t)N * sizeof(float));
     int64_t counted;
     *nll += crossentropy_finish(&d->ce, N, s->targets + (size_t)k * N, &counted);
-    cudaMemsetAsync(d->dxn, 0, (size_t)N * D * sizeof(float), st);
+    gpu_zero(&d->g, d->dxn, (size_t)N * D);
     for (int v0 = 0; v0 < V; v0 += d->chunk) {
         int cols = V - v0 < d->chunk ? V - v0 : d->chunk;
         GpuMat w = gpu_mat_rows(&d->head, v0, cols);
@@ -216,7 +212,7 @@ static int head_backward(StepGpu *d, const TrainStep *s, int k, float weight, do
         float *dw = d->d_head ? d->d_head + (size_t)v0 * D : NULL;
         if (gpu_linear_backward(&d->g, d->dxn, dw, NULL, d->logits, d->xn, &w, N)) return -1;
     }
-    cudaMemsetAsync(d->dx, 0, (size_t)N * D * sizeof(float), st);
+    gpu_zero(&d->g, d->dx, (size_t)N * D);
     cuda_rmsnorm_backward(d->dx, d->d_final_norm, d->dxn, x, d->final_norm, d->rstd, N, D, st);
     return 0;
 }
@@ -232,7 +228,7 @@ int step_gpu_backward(StepGpu *d, const TrainStep *s, int k, float weight, float
     GpuRows r = rows_of(d, s, k);
     for (int li = d->n_local - 1; li >= 0; li--) {
         int l = m->part.first + li;
-        copy_dev(d->x_tmp, saved(d, k, li), ND, &d->g); /* recompute the layer, keeping what its backward reads */
+        gpu_copy(&d->g, d->x_tmp, saved(d, k, li), ND); /* recompute the layer, keeping what its backward reads */
         if (gpu_layer_forward(&d->g, &m->cfg, &d->layers[li], l, d->x_tmp, &r, &d->acts) ||
             gpu_layer_backward(&d->g, &m->cfg, &d->layers[li], &d->grads[li], l, saved(d, k, li), d->dx, &r,
                                &d->acts))

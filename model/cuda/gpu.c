@@ -108,6 +108,12 @@ void gpu_download(void *dst, const void *src, size_t bytes) {
     if (e != cudaSuccess) tm_die("CUDA: copy of %zu bytes from the GPU: %s", bytes, cudaGetErrorString(e));
 }
 
+void gpu_zero(GpuCtx *g, float *x, size_t n) { cudaMemsetAsync(x, 0, n * sizeof(float), (cudaStream_t)g->stream); }
+
+void gpu_copy(GpuCtx *g, float *dst, const float *src, size_t n) {
+    cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, (cudaStream_t)g->stream);
+}
+
 float *gpu_upload_f32(const float *src, int64_t n) {
     if (!src) return NULL;
     float *d = gpu_alloc((size_t)n * sizeof(float));

@@ -44,6 +44,9 @@ void gpu_upload(void *dst, const void *src, size_t bytes);
 void *gpu_host_alloc(size_t bytes);
 void gpu_host_free(void *p);
 void gpu_download(void *dst, const void *src, size_t bytes);
+/* n floats on the device zeroed, or copied device to device, queued on g's stream. */
+void gpu_zero(GpuCtx *g, float *x, size_t n);
+void gpu_copy(GpuCtx *g, float *dst, const float *src, size_t n);
 /* fp32 vector of n on the device; NULL for NULL. */
 float *gpu_upload_f32(const float *src, int64_t n);
 

@@ -286,7 +286,7 @@ int gpu_layer_forward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int l
         cuda_rmsnorm(a->scratch, a->rstd_ao, a->attn_o, gl->attn_out_norm, N, D, eps, s);
         cuda_add(x, a->scratch, (int64_t)N * D, s);
     }
-    if (a->x_mid) cudaMemcpyAsync(a->x_mid, x, (size_t)N * D * sizeof(float), cudaMemcpyDeviceToDevice, s);
+    if (a->x_mid) gpu_copy(g, a->x_mid, x, (size_t)N * D);
     cuda_rmsnorm(a->xn2, a->rstd2, x, gl->post_norm, N, D, eps, s);
     if (mlp_block(g, c, gl, a->xn2, mlp_blk, !sandwich, N, a)) return -1;
     if (sandwich) {

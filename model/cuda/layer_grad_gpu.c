@@ -75,19 +75,14 @@ int gpu_layer_grads_download(const GpuLayerGrads *d, GpuCtx *g, float *host) {
     return 0;
 }
 
-static void zero(float *x, size_t n, cudaStream_t s) { cudaMemsetAsync(x, 0, n * sizeof(float), s); }
-
-static void copy(float *dst, const float *src, size_t n, cudaStream_t s) {
-    cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, s);
-}
-
 /* The gradient at a block's output before its sandwich norm (in a->dblk)
  * from dres, the gradient of the residual it was added to; without
  * sandwich norms dres itself (block_out_grad). */
-static const float *block_out_grad(const ModelConfig *c, float *dweight, const float *dres, const float *o,
-                                   const float *out_norm, const float *rstd, int N, GpuActs *a, cudaStream_t s) {
+static const float *block_out_grad(GpuCtx *g, const ModelConfig *c, float *dweight, const float *dres, const float *o,
+                                   const float *out_norm, const float *rstd, int N, GpuActs *a) {
     if (!c->sandwich_norms) return dres;
-    zero(a->dblk, (size_t)N * c->hidden_size, s);
+    cudaStream_t s = (cudaStream_t)g->stream;
+    gpu_zero(g, a->dblk, (size_t)N * c->hidden_size);
     cuda_rmsnorm_backward(a->dblk, dweight, dres, o, out_norm, rstd, N, c->hidden_size, s);
     return a->dblk;
 }
@@ -97,9 +92,9 @@ static int mlp_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, con
                         int N, GpuActs *a) {
     cudaStream_t s = (cudaStream_t)g->stream;
     int64_t NI = (int64_t)N * c->intermediate_size;
-    zero(a->dxn, (size_t)N * c->hidden_size, s);
+    gpu_zero(g, a->dxn, (size_t)N * c->hidden_size);
     if (gl->n_experts) return gpu_moe_backward(g, c, gl, G, a->xn2, dy, a->dxn, N, a);
-    zero(a->dact, (size_t)NI, s);
+    gpu_zero(g, a->dact, (size_t)NI);
     if (gpu_linear_backward(g, a->dact, G->down, G->down_bias, dy, a->act, &gl->down, N)) return -1;
     cuda_glu_backward(a->dh1, a->dh2, a->dact, a->h1, a->h2, NI, c->gelu_mlp, s);
     if (gpu_linear_backward(g, a->dxn, G->gate, G->gate_bias, a->dh1, a->xn2, &gl->gate, N)) return -1;
@@ -112,7 +107,7 @@ static int attention_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *g
     cudaStream_t s = (cudaStream_t)g->stream;
     int N = r->B * r->T, H = c->n_heads, Gk = c->n_kv_heads, d = c->head_dim;
     size_t qn = (size_t)N * H * d, kn = (size_t)N * Gk * d;
-    zero(a->datt, qn, s);
+    gpu_zero(g, a->datt, qn);
     if (gpu_linear_backward(g, a->datt, G->o, G->o_bias, dy, a->att, &gl->o, N)) return -1;
     if (cuda_attention_backward(a->dq, a->dk, a->dv, a->delta, a->datt, a->att, a->lse, a->q, a->k, a->v, r->B, r->T,
                                 H, Gk, d, d, r->doc_start, hf_config_layer_window(c, layer),
@@ -122,8 +117,8 @@ static int attention_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *g
     cuda_rope_backward(a->dk, (int64_t)Gk * d, r->rope_cos, r->rope_sin, r->rope_half, N, r->pos, Gk, d, 0, 0, s);
     const float *dq = a->dq, *dk = a->dk;
     if (c->qk_norm) { /* the GPU keeps each head's 1/rms as [N*H] then [N*G] */
-        zero(a->dq_pre, qn, s);
-        zero(a->dk_pre, kn, s);
+        gpu_zero(g, a->dq_pre, qn);
+        gpu_zero(g, a->dk_pre, kn);
         cuda_rmsnorm_backward(a->dq_pre, G->q_head_norm, a->dq, a->q_pre, gl->q_head_norm, a->rinv, (int64_t)N * H, d,
                               s);
         cuda_rmsnorm_backward(a->dk_pre, G->k_head_norm, a->dk, a->k_pre, gl->k_head_norm, a->rinv + (size_t)N * H,
@@ -144,17 +139,17 @@ int gpu_layer_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, cons
     if (!a->train) return tm_fail("gpu_layer_backward: the activations were made for the forward alone");
     if (N > a->N) return tm_fail("gpu_layer_backward: %d rows in activations for %d", N, a->N);
     /* MLP: dxn2 (in dxn) from dx, then the residual and post_norm into dx_mid */
-    const float *dy = block_out_grad(c, G->mlp_out_norm, dx, a->mlp_o, gl->mlp_out_norm, a->rstd_mo, N, a, s);
+    const float *dy = block_out_grad(g, c, G->mlp_out_norm, dx, a->mlp_o, gl->mlp_out_norm, a->rstd_mo, N, a);
     if (mlp_backward(g, c, gl, G, dy, N, a)) return -1;
-    copy(a->dx_mid, dx, ND, s);
+    gpu_copy(g, a->dx_mid, dx, ND);
     cuda_rmsnorm_backward(a->dx_mid, G->post_norm, a->dxn, a->x_mid, gl->post_norm, a->rstd2, N, D, s);
     /* attention: dxn from dx_mid, then the residual and input_norm into dx */
-    dy = block_out_grad(c, G->attn_out_norm, a->dx_mid, a->attn_o, gl->attn_out_norm, a->rstd_ao, N, a, s);
-    zero(a->dxn, ND, s);
+    dy = block_out_grad(g, c, G->attn_out_norm, a->dx_mid, a->attn_o, gl->attn_out_norm, a->rstd_ao, N, a);
+    gpu_zero(g, a->dxn, ND);
     if (hf_config_is_mla(c) ? gpu_mla_attention_backward(g, c, gl, G, layer, a->xn, dy, a->dxn, r, a)
                             : attention_backward(g, c, gl, G, layer, dy, r, a))
         return -1;
-    copy(dx, a->dx_mid, ND, s);
+    gpu_copy(g, dx, a->dx_mid, ND);
     cuda_rmsnorm_backward(dx, G->input_norm, a->dxn, x_in, gl->input_norm, a->rstd1, N, D, s);
     return 0;
 }

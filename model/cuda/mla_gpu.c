@@ -12,10 +12,10 @@
 
 /* out[N, C] = the latent-normed in (its 1/rms in rstd, NULL: not kept),
  * or a copy of in for a model without latent norms; out may be in. */
-static void latent_norm(float *out, float *rstd, const float *in, const float *weight, int latent_norms, int N, int C,
-                        cudaStream_t s) {
-    if (latent_norms) cuda_rmsnorm(out, rstd, in, weight, N, C, (float)TM_MLA_LATENT_NORM_EPS, s);
-    else if (out != in) cudaMemcpyAsync(out, in, (size_t)N * C * sizeof(float), cudaMemcpyDeviceToDevice, s);
+static void latent_norm(GpuCtx *g, float *out, float *rstd, const float *in, const float *weight, int latent_norms,
+                        int N, int C) {
+    if (latent_norms) cuda_rmsnorm(out, rstd, in, weight, N, C, (float)TM_MLA_LATENT_NORM_EPS, (cudaStream_t)g->stream);
+    else if (out != in) gpu_copy(g, out, in, (size_t)N * C);
 }
 
 int gpu_mla_attention(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int layer, const float *xn, float *out,
@@ -30,14 +30,14 @@ int gpu_mla_attention(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, int l
         if (gpu_linear(g, a->q, xn, &gl->q, gl->q_bias, N, 0)) return -1;
     } else { /* qan is qa unless training keeps both */
         if (gpu_linear(g, a->qa, xn, &gl->q_a, gl->q_a_bias, N, 0)) return -1;
-        latent_norm(a->qan, a->rstd_q, a->qa, gl->q_a_norm, m->latent_norms, N, Rq, s);
+        latent_norm(g, a->qan, a->rstd_q, a->qa, gl->q_a_norm, m->latent_norms, N, Rq);
         if (gpu_linear(g, a->q, a->qan, &gl->q_b, NULL, N, 0)) return -1;
     }
     /* the latent and the shared rope key (kv_a), the latent normed (mla_latent; craw is cn unless training), kv_b */
     if (gpu_linear(g, a->lat, xn, &gl->kv_a, gl->kv_a_bias, N, 0)) return -1;
     if (gpu_projections(g, c, layer, r, a)) return -1;
     cuda_copy_rows(a->craw, R, a->lat, lw, N, R, s);
-    latent_norm(a->cn, a->rstd_c, a->craw, gl->kv_a_norm, m->latent_norms, N, R, s);
+    latent_norm(g, a->cn, a->rstd_c, a->craw, gl->kv_a_norm, m->latent_norms, N, R);
     if (gpu_linear(g, a->kvb, a->cn, &gl->kv_b, NULL, N, 0)) return -1;
     cuda_rope(a->q, (int64_t)H * qk, r->rope_cos, r->rope_sin, r->rope_half, N, r->pos, H, qk, dn, m->rope_interleave,
               s);
@@ -54,7 +54,7 @@ int gpu_mla_attention_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *
     int N = r->B * r->T, H = c->n_heads, dn = m->qk_nope_head_dim, dr = m->qk_rope_head_dim;
     int dv = m->v_head_dim, R = m->kv_lora_rank, Rq = m->q_lora_rank, qk = dn + dr, lw = R + dr;
     float *dkvb = a->kvb; /* kv_b's output is no longer needed: k and v hold it */
-    cudaMemsetAsync(a->datt, 0, (size_t)N * H * dv * sizeof(float), s);
+    gpu_zero(g, a->datt, (size_t)N * H * dv);
     if (gpu_linear_backward(g, a->datt, G->o, G->o_bias, dy, a->att, &gl->o, N)) return -1;
     if (cuda_attention_backward(a->dq, a->dk, a->dv, a->delta, a->datt, a->att, a->lse, a->q, a->k, a->v, r->B, r->T,
                                 H, H, qk, dv, r->doc_start, hf_config_layer_window(c, layer),
@@ -68,10 +68,10 @@ int gpu_mla_attention_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *
                        s);
     /* the latent: through kv_b, then kv_a_layernorm, into dlat's first R columns, then kv_a */
     const float *dcn = a->dc;
-    cudaMemsetAsync(a->dc, 0, (size_t)N * R * sizeof(float), s);
+    gpu_zero(g, a->dc, (size_t)N * R);
     if (gpu_linear_backward(g, a->dc, G->kv_b, NULL, dkvb, a->cn, &gl->kv_b, N)) return -1;
     if (m->latent_norms) {
-        cudaMemsetAsync(a->dcr, 0, (size_t)N * R * sizeof(float), s);
+        gpu_zero(g, a->dcr, (size_t)N * R);
         cuda_rmsnorm_backward(a->dcr, G->kv_a_norm, a->dc, a->craw, gl->kv_a_norm, a->rstd_c, N, R, s);
         dcn = a->dcr;
     }
@@ -80,10 +80,10 @@ int gpu_mla_attention_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *
     if (!Rq) return gpu_linear_backward(g, dxn, G->q, G->q_bias, a->dq, xn, &gl->q, N);
     /* the queries: q_b, q_a_layernorm, q_a */
     const float *dq_lat = a->dqan;
-    cudaMemsetAsync(a->dqan, 0, (size_t)N * Rq * sizeof(float), s);
+    gpu_zero(g, a->dqan, (size_t)N * Rq);
     if (gpu_linear_backward(g, a->dqan, G->q_b, NULL, a->dq, a->qan, &gl->q_b, N)) return -1;
     if (m->latent_norms) {
-        cudaMemsetAsync(a->dqa, 0, (size_t)N * Rq * sizeof(float), s);
+        gpu_zero(g, a->dqa, (size_t)N * Rq);
         cuda_rmsnorm_backward(a->dqa, G->q_a_norm, a->dqan, a->qa, gl->q_a_norm, a->rstd_q, N, Rq, s);
         dq_lat = a->dqa;
     }

@@ -104,7 +104,7 @@ int gpu_moe_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const flo
     list_rows(m, N, E, k);
     gpu_upload(m->rows, m->host_rows, (size_t)N * k * sizeof(int32_t));
     gpu_upload(m->w, m->host_w, (size_t)N * k * sizeof(float));
-    if (!accumulate) cudaMemsetAsync(out, 0, (size_t)N * D * sizeof(float), s);
+    if (!accumulate) gpu_zero(g, out, (size_t)N * D);
     for (int e = 0, at = 0; e < E; at += m->count[e++]) {
         int n = m->count[e];
         if (!n) continue;
@@ -152,10 +152,10 @@ int gpu_moe_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const 
         if (gpu_linear(g, m->ye, m->act, &X[2], NULL, n, 0)) return -1;
         /* each row's routing-weight gradient, then ye becomes dy = w dout */
         cuda_moe_expert_grad(m->dw + at, m->ye, dout, m->rows + at, m->w + at, n, D, s);
-        cudaMemsetAsync(m->dact, 0, (size_t)nI * sizeof(float), s);
+        gpu_zero(g, m->dact, (size_t)nI);
         if (gpu_linear_backward(g, m->dact, GX ? GX[2] : NULL, NULL, m->ye, m->act, &X[2], n)) return -1;
         cuda_glu_backward(m->h1, m->h2, m->dact, m->h1, m->h2, nI, 0, s);
-        cudaMemsetAsync(m->dxe, 0, (size_t)n * D * sizeof(float), s);
+        gpu_zero(g, m->dxe, (size_t)n * D);
         if (gpu_linear_backward(g, m->dxe, GX ? GX[0] : NULL, NULL, m->h1, m->xe, &X[0], n) ||
             gpu_linear_backward(g, m->dxe, GX ? GX[1] : NULL, NULL, m->h2, m->xe, &X[1], n))
             return -1;
