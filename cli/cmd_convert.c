@@ -181,8 +181,8 @@ static const ArgSpec convert_specs[] = {
          "never: discard it and start afresh", 0},
         {"device", ARG_STR, F(device), "cpu|cuda",
          "where the streaming passes run (default cpu): cuda puts each rank's part on GPU local rank mod GPUs for "
-         "the calibration statistics and the evaluations, and the attention fit's forward and backward passes; the "
-         "rotation fit, Adam and the eigenproblems stay on the CPU", 0},
+         "the calibration statistics and the evaluations, and both fits' forward and backward passes (the rotation "
+         "fit's always in fp32); Adam and the eigenproblems stay on the CPU", 0},
         {"gpu-fp32", ARG_FLAG, F(s.gpu_fp32), "", "with --device cuda: fp32 GEMMs and attention instead of bf16", 0},
         {"quiet", ARG_FLAG, F(quiet), "", "no progress lines on stderr", 0},
 };

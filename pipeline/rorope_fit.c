@@ -14,6 +14,8 @@
 #include "model/matmul.h"
 #include "model/rope.h"
 #include "pipeline/fit_stream.h"
+#include "pipeline/rorope_fit_gpu.h"
+#include "pipeline/stream.h"
 
 int cayley(int n, const double *S, double *Q) {
     double *A = mallocCheck((size_t)n * n * sizeof *A);
@@ -45,6 +47,7 @@ typedef struct {
     float *out, *lse, *e;    /* [N, H*d], [N, H], [N, D] error after o_proj */
     float *dd, *dq, *dk, *dv;
     float *dpr;              /* [r, L] */
+    RoropeFitGpu *gpu;       /* PIPE_CUDA: the micro-batches there, and only pr, dpr, the table and pos here */
 } Scratch;
 
 static void scratch_init(Scratch *w, const FitProblem *p, const FitData *x) {
@@ -66,6 +69,10 @@ static void scratch_init(Scratch *w, const FitProblem *p, const FitData *x) {
     for (int i = 0; i < N; i++) w->pos[i] = i % T;
     w->pr = mallocCheck((size_t)r * L * sizeof(float));
     w->dpr = mallocCheck((size_t)r * L * sizeof(float));
+    if (p->device == PIPE_CUDA) {
+        if (rorope_fit_gpu_init(&w->gpu, p, x, &w->rope, w->pos)) tm_die("rorope fit: %s", tm_error());
+        return;
+    }
     w->u = mallocCheck((size_t)N * r * sizeof(float));
     w->kn = mallocCheck((size_t)N * L * sizeof(float));
     w->qb = mallocCheck((size_t)N * H * qk * sizeof(float));
@@ -84,6 +91,7 @@ static void scratch_free(Scratch *w) {
     float *bufs[] = {w->pr, w->dpr, w->u, w->kn, w->qb, w->kb, w->out, w->lse, w->e, w->dd, w->dq, w->dk, w->dv};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(w->pos);
+    rorope_fit_gpu_free(w->gpu);
 }
 
 /* Forward of one micro-batch (rows [row0, row0 + n) of x, B windows): the
@@ -154,6 +162,21 @@ static void mb_backward(Scratch *w, const FitProblem *p, const FitData *x, int64
     }
 }
 
+/* One micro-batch on the CPU or the GPU: its error sum; with grad, its
+ * gradient in w->dpr; out (optional): its converted attention output. */
+static double mb_pass(Scratch *w, const FitProblem *p, const FitData *x, int64_t row0, int B, int grad, float *out) {
+    double sum;
+    if (w->gpu) {
+        if (rorope_fit_gpu_mb(w->gpu, p, x, row0, B, &sum, grad ? w->dpr : NULL, out))
+            tm_die("rorope fit: %s", tm_error());
+        return sum;
+    }
+    sum = mb_forward(w, p, x, row0, B);
+    if (out) memcpy(out, w->out, (size_t)B * x->T * p->H * w->d * sizeof(float));
+    if (grad) mb_backward(w, p, x, row0, B);
+    return sum;
+}
+
 /* Every rank's per-micro-batch rows [1 + width] gathered into all[mb_total]
  * in micro-batch order. */
 static void gather_parts(const FitProblem *p, const double *mine, int n_mine, int width, double *all) {
@@ -197,6 +220,7 @@ static double objective(Scratch *w, const FitProblem *p, const FitData *x, const
     if (turned_bases(s, V, S, Vt, Qs)) tm_die("rorope fit: %s", tm_error()); /* I - S with S skew is never singular */
     rorope_assemble(Vt, s, P);
     for (int64_t i = 0; i < (int64_t)r * L; i++) w->pr[i] = (float)P[i];
+    if (w->gpu) rorope_fit_gpu_rotation(w->gpu, w->pr);
 
     /* each micro-batch alone: [error sum, dP_rope (r*L)] */
     int n_mb = fit_data_mb_count(x), width = 1 + (dS ? r * L : 0);
@@ -205,11 +229,8 @@ static double objective(Scratch *w, const FitProblem *p, const FitData *x, const
         int64_t row0;
         int B = fit_data_mb(x, m, &row0);
         double *part = mine + (int64_t)m * width;
-        part[0] = mb_forward(w, p, x, row0, B);
-        if (o_fit) memcpy(o_fit + row0 * p->H * s->d, w->out, (size_t)B * x->T * p->H * s->d * sizeof(float));
-        if (!dS) continue;
-        mb_backward(w, p, x, row0, B);
-        for (int64_t i = 0; i < (int64_t)r * L; i++) part[1 + i] = w->dpr[i];
+        part[0] = mb_pass(w, p, x, row0, B, dS != NULL, o_fit ? o_fit + row0 * p->H * s->d : NULL);
+        for (int64_t i = 0; dS && i < (int64_t)r * L; i++) part[1 + i] = w->dpr[i];
     }
     double *all = mallocCheck((size_t)p->mb_total * width * sizeof *all);
     gather_parts(p, mine, n_mb, width, all);

@@ -52,6 +52,9 @@ typedef struct {
     double lr;
     MPI_Comm comm;           /* ranks holding the other micro-batches (MPI_COMM_SELF: none) */
     int mb_first, mb_total;  /* this rank's first micro-batch, and all of comm's */
+    int device;              /* PIPE_CPU (0), or PIPE_CUDA: the micro-batches on GPU local_rank mod the
+                              * GPUs visible (pipeline/rorope_fit_gpu.h) */
+    int local_rank;
 } FitProblem;
 
 typedef struct {

@@ -278,7 +278,8 @@ static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
     FitProblem prob = {.s = r->rs, .H = c->n_heads, .inv_freq = inv_freq, .window = hf_config_layer_window(c, l),
                        .score_dim = hf_config_score_dim(c), .softcap = c->attn_softcap,
                        .o_proj = &r->orig.w.layers[l].o, .steps = s->rorope_fit_steps, .lr = s->rorope_fit_lr,
-                       .comm = r->t.stage_comm, .mb_first = f->st.mb_first, .mb_total = f->st.mb_total};
+                       .comm = r->t.stage_comm, .mb_first = f->st.mb_first, .mb_total = f->st.mb_total,
+                       .device = s->device, .local_rank = r->t.local_rank};
     rc = saved ? load_layer(f, r, l, &prob, P) : fit_new_layer(f, r, l, &prob, P);
     if (rc) {
         free(P);

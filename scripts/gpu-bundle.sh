@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 out=${2:-.gpu/bundle.tar.xz}
 bins=("$build/tests/test_attn_tile" "$build/tests/test_gpu_model" "$build/tests/test_gpu_stats"
-    "$build/tests/test_gpu_layer_grad" "$build/tests/test_attn_fit" "$build/bench_gpu_forward" "$build/transmla")
+    "$build/tests/test_gpu_layer_grad" "$build/tests/test_attn_fit" "$build/tests/test_rorope_fit"
+    "$build/bench_gpu_forward" "$build/transmla")
 for b in "${bins[@]}"; do [ -x "$b" ] || { echo "gpu-bundle: $b missing: build with -DTRANSMLA_CUDA=ON first" >&2; exit 1; }; done
 [ -f "$build/fixtures/fixtures.json" ] || { echo "gpu-bundle: $build/fixtures missing: run ctest -R make_fixtures" >&2; exit 1; }
 stage=$(mktemp -d)

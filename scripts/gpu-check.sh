@@ -3,7 +3,7 @@
 # Part B): installs the Debian packages, builds with CUDA on (sm_90 + PTX)
 # into build-gpu/, runs the gpu tests (ctest label gpu: the attention
 # kernels, the whole forward, the calibration sums, a layer's backward pass,
-# the attention fit against its float64 oracle and `transmla eval`, `convert`
+# the attention and rotation fits against their float64 oracles and `transmla eval`, `convert`
 # and `finetune --device cuda` against the CPU engine) and the GPU forward benchmark, and prints one summary. Needs nvcc and cuBLAS (CUDA 13) under
 # /usr/local/cuda or on PATH.
 #   bash scripts/gpu-check.sh
@@ -41,10 +41,11 @@ if [ "${1:-}" = "--prebuilt" ]; then
     run gpu_model "$dir/bin/test_gpu_model" "$dir/fixtures" data/models/bytelm-dev
     run gpu_stats env TM_FIXTURES_DIR="$dir/fixtures" "$dir/bin/test_gpu_stats" data/models/bytelm-dev
     run gpu_layer_grad "$dir/bin/test_gpu_layer_grad" "$dir/fixtures" data/models/bytelm-dev
-    if python3 -c "import numpy" 2>/dev/null; then # the attention fit's float64 oracle needs numpy
+    if python3 -c "import numpy" 2>/dev/null; then # the fits' float64 oracles need numpy
         run gpu_attn_fit python3 tests/ref/attn_fit_check.py "$dir/bin/test_attn_fit" "$dir/attn_fit" --gpu
+        run gpu_rorope_fit python3 tests/ref/rorope_fit_check.py "$dir/bin/test_rorope_fit" "$dir/rorope_fit" --gpu
     else
-        echo "gpu_attn_fit: skipped (python3 has no numpy here)"
+        echo "gpu_attn_fit, gpu_rorope_fit: skipped (python3 has no numpy here)"
     fi
     run gpu_eval bash tests/gpu_eval.sh "$dir/bin/transmla"
     run gpu_convert bash tests/gpu_convert.sh "$dir/bin/transmla"

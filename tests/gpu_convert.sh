@@ -8,11 +8,12 @@
 # CPU's (the statistics differ at fp32 rounding, ~1e-7, and the
 # eigenvectors with them), with bf16 GEMMs within 2e-2 (statistics from
 # bf16-rounded inputs); 2 ranks as 2 pipeline stages sharing the GPU, fp32,
-# within 1e-4. And with 5 steps of the attention fit, its micro-batches on
-# the GPU (fp32) against the CPU's fit: within 1e-3 (Adam's first steps
-# move each weight by about the learning rate whatever its gradient's
-# size, so gradients equal to fp32 rounding still part the weights a
-# little; a wrong gradient moves the perplexities by far more).
+# within 1e-4. And with 5 steps of the rotation fit and 5 of the attention
+# fit, both fits' micro-batches on the GPU (fp32), against the CPU's fits:
+# within 1e-3 (Adam's first steps move each weight by about the learning
+# rate whatever its gradient's size, so gradients equal to fp32 rounding
+# still part the weights a little; a wrong gradient moves the perplexities
+# by far more).
 #   gpu_convert.sh TRANSMLA   (ctest gpu_convert, label gpu; exit 77: skipped without a GPU)
 set -uo pipefail
 bin=${1:?usage: gpu_convert.sh TRANSMLA}
@@ -23,11 +24,11 @@ M=$here/../data/models/bytelm-dev
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fit=0
-convert() { # NAME [launcher...] -- transmla convert and its flags ($fit attention-fit steps)
+convert() { # NAME [launcher...] -- transmla convert and its flags ($fit rotation- and attention-fit steps)
     local name=$1
     shift
     "$@" --model-path "$M" --save-path "$work/$name" --cal-tokens "$M/calib.u16" --cal-nsamples 8 \
-        --eval-tokens "$M/eval.u16" --eval-nsamples 8 --ppl-seqlen 256 --skip-published-mla --rorope-fit-steps 0 \
+        --eval-tokens "$M/eval.u16" --eval-nsamples 8 --ppl-seqlen 256 --skip-published-mla --rorope-fit-steps "$fit" \
         --attn-fit-steps "$fit" --kv-lora-rank 64 --qk-mqa-dim 32 --freqfold 4 --quiet >"$work/$name.log" 2>&1 ||
         { bad "$name: exit $?"; show "$work/$name.log"; }
 }

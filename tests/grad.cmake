@@ -12,9 +12,14 @@ target_link_libraries(test_rorope_fit PRIVATE transmla_core)
 add_test(NAME rorope_fit_check
          COMMAND ${TM_PYTHON} ${SRC}/tests/ref/rorope_fit_check.py $<TARGET_FILE:test_rorope_fit>
                  ${CMAKE_CURRENT_BINARY_DIR}/rorope_fit_check)
+# the same on the GPU (label gpu; 77: skipped without one)
+add_test(NAME gpu_rorope_fit
+         COMMAND ${TM_PYTHON} ${SRC}/tests/ref/rorope_fit_check.py $<TARGET_FILE:test_rorope_fit>
+                 ${CMAKE_CURRENT_BINARY_DIR}/gpu_rorope_fit --gpu)
+set_tests_properties(gpu_rorope_fit PROPERTIES LABELS gpu SKIP_RETURN_CODE 77)
 if(TRANSMLA_SANITIZE)
   # it starts MPI (for MPI_COMM_SELF): no leak checking, as for the other MPI tests (tests/CMakeLists.txt)
-  set_tests_properties(rorope_fit_check PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
+  set_tests_properties(rorope_fit_check gpu_rorope_fit PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
 endif()
 
 # The whole-attention fit (pipeline/attn_fit.c): objective and gradient of

@@ -1,4 +1,4 @@
-/* C side of tests/ref/rorope_fit_check.py: `test_rorope_fit DIR` reads
+/* C side of tests/ref/rorope_fit_check.py: `test_rorope_fit DIR [--gpu]` reads
  * DIR/in.safetensors (shape scalars, q, k, v, o, o_proj, inv_freq, the bases
  * V and a skew S, all F32) and writes DIR/out.json:
  *  - mse, dS: rorope_fit_objective at (V, S) (for the numpy oracle);
@@ -6,7 +6,10 @@
  *    skew matrix (float64);
  *  - fit: rorope_fit_layer from exactly orthogonal bases (Cayley of random
  *    skews): mse before/after, best step, and max |P P^T - I| of the fitted
- *    rotation, P's rope rows (for the oracle to re-evaluate), steps taken. */
+ *    rotation, P's rope rows (for the oracle to re-evaluate), steps taken.
+ * With --gpu the micro-batches run on GPU 0 (pipeline/rorope_fit_gpu.h): the
+ * same checks hold the GPU's objective, gradient and fit to the oracle; exit
+ * 77 (skipped) where no GPU is visible. */
 #include <jansson.h>
 #include <math.h>
 #include <mpi.h>
@@ -20,6 +23,7 @@
 #include "io/base/error.h"
 #include "io/base/rng.h"
 #include "io/safetensors.h"
+#include "pipeline/stage_device.h"
 
 static StFile in;
 
@@ -71,7 +75,13 @@ static void random_skew(TmRng *rng, double *S, int n, double size) {
 
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
-    if (argc != 2) tm_die("usage: test_rorope_fit DIR");
+    int gpu = argc == 3 && !strcmp(argv[2], "--gpu");
+    if (argc != 2 && !gpu) tm_die("usage: test_rorope_fit DIR [--gpu]");
+    if (gpu && stage_device_check(PIPE_CUDA)) {
+        printf("test_rorope_fit --gpu: %s: skipped\n", tm_error());
+        MPI_Finalize();
+        return 77;
+    }
     char path[4096];
     snprintf(path, sizeof path, "%s/in.safetensors", argv[1]);
     if (st_open(&in, path)) tm_die("%s", tm_error());
@@ -86,7 +96,8 @@ int main(int argc, char **argv) {
     double *inv_freq = f64("inv_freq", NULL);
     FitProblem p = {.s = {.G = G, .d = d, .rd = rd, .r = r, .collapse = rd / r, .freqfold = f}, .H = H, .inv_freq = inv_freq,
                     .window = scalar("window"), .score_dim = d, .o_proj = &o_proj, .steps = scalar("steps"), .lr = 0.05,
-                    .comm = MPI_COMM_SELF, .mb_first = 0, .mb_total = (nseq + batch - 1) / batch};
+                    .comm = MPI_COMM_SELF, .mb_first = 0, .mb_total = (nseq + batch - 1) / batch,
+                    .device = gpu ? PIPE_CUDA : PIPE_CPU};
     if (rorope_check(&p.s)) tm_die("%s", tm_error());
     int64_t nn;
     double *V = f64("V", &nn), *S = f64("S", NULL), *dS = mallocCheck((size_t)nn * sizeof *dS);

@@ -9,6 +9,7 @@
 #include "io/base/checked.h"
 #include "io/base/error.h"
 #include "model/cuda/cublas_load.h"
+#include "model/cuda/gemm_rm.h"
 #include "model/cuda/grad_kernels.h"
 #include "model/cuda/kernels.h"
 
@@ -234,6 +235,20 @@ int gpu_linear_backward(GpuCtx *g, float *dinp, float *dW, float *dbias, const f
         if (gemm_cm(g, CUBLAS_OP_N, CUBLAS_OP_T, k, m, N, inp_g, k, dout_g, m, dW, k, t, "dW = dy^T x")) return -1;
     }
     if (dbias) cuda_bias_grad(dbias, dout, N, m, (cudaStream_t)g->stream);
+    return 0;
+}
+
+int gpu_gemm_rm(GpuCtx *g, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, const float *B,
+                int ldb, float beta, float *C, int ldc) {
+    if (m == 0 || n == 0) return 0;
+    ColMajorGemm cm = gemm_rm_as_cm(ta, tb, m, n, k, A, lda, B, ldb);
+    const CublasApi *blas = cublas_api();
+    cublasStatus_t st = blas->gemm_ex((cublasHandle_t)g->blas, cm.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                      cm.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, cm.m, cm.n, cm.k, &alpha, cm.first,
+                                      CUDA_R_32F, cm.ld_first, cm.second, CUDA_R_32F, cm.ld_second, &beta, C,
+                                      CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return tm_fail("cuBLAS: cublasGemmEx (row-major %d x %d x %d): %s", m, n, k, blas->status_string(st));
     return 0;
 }
 

@@ -82,6 +82,13 @@ int gpu_linear_many(GpuCtx *g, int n, float *const *out, const float *inp, const
 int gpu_linear_backward(GpuCtx *g, float *dinp, float *dW, float *dbias, const float *dout, const float *inp,
                         const GpuMat *W, int N);
 
+/* Row-major C[m, n] = alpha op(A) op(B) + beta C on fp32 device arrays with
+ * fp32 arithmetic (no TF32) whatever the context's precision; ta, tb: 1 for
+ * the transpose; lda, ldb, ldc as cblas_sgemm's (CblasRowMajor). For the
+ * rotation fit's GEMMs, which mirror its CPU cblas calls one for one. */
+int gpu_gemm_rm(GpuCtx *g, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, const float *B,
+                int ldb, float beta, float *C, int ldc);
+
 /* S[dim, dim] += X^T X for row-major X [m, dim] (float64 throughout):
  * the upper triangle of row-major S, as cov_accumulate (dist/linalg.h). */
 int gpu_syrk_f64(GpuCtx *g, double *S, const double *X, int dim, int m);

@@ -2,7 +2,10 @@
 """rorope_fit_check: pipeline/rorope_fit.c against an independent float64 numpy
 oracle.
 
-    /usr/bin/python3 tests/ref/rorope_fit_check.py TEST_ROROPE_FIT_BINARY WORKDIR
+    /usr/bin/python3 tests/ref/rorope_fit_check.py TEST_ROROPE_FIT_BINARY WORKDIR [--gpu]
+
+(--gpu: the binary runs the fit's micro-batches on the GPU, fp32; the same
+checks and tolerances, exit 77 where no GPU is visible: ctest gpu_rorope_fit.)
 
 For each case (no window; a sliding window shorter than the windows; partial
 rotary, phi3's: RoPE on the leading rd = 12 of d = 16 dims) this makes random
@@ -138,7 +141,11 @@ def run_case(binary, work, name, window, seed, rd=16, r=8, freqfold=4):
     tensors.update(x)
     tensors.update(inv_freq=c["inv_freq"], V=V, S=S)
     tm_ref.write_safetensors(os.path.join(d, "in.safetensors"), tensors)
-    subprocess.run([binary, d], check=True)
+    rc = subprocess.run([binary, d] + EXTRA).returncode
+    if rc == 77:  # --gpu where no GPU is visible
+        sys.exit(77)
+    if rc:
+        raise SystemExit("%s %s: exit %d" % (binary, d, rc))
     out = json.load(open(os.path.join(d, "out.json")))
     fails = 0
 
@@ -178,8 +185,12 @@ def run_case(binary, work, name, window, seed, rd=16, r=8, freqfold=4):
     return fails
 
 
+EXTRA = []
+
+
 def main():
     binary, work = sys.argv[1], sys.argv[2]
+    EXTRA.extend(sys.argv[3:])  # --gpu
     os.makedirs(work, exist_ok=True)
     fails = run_case(binary, work, "no_window", 0, 1) + run_case(binary, work, "window5", 5, 2)
     fails += run_case(binary, work, "partial12", 0, 3, rd=12, r=6, freqfold=2)
