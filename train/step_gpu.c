@@ -38,11 +38,18 @@ struct StepGpu {
     CrossEntropy ce;       /* the host's copy of the running log-sum-exp, for the NLL */
     float *host;           /* staging for the gradients added to the host's */
     size_t host_n;
+    size_t act_bytes;      /* the activations' device memory (act_f32's) */
 };
 
 static size_t rows_n(const TrainStep *s) { return (size_t)s->B * s->T; }
 
 static float *dev_f32(size_t n) { return gpu_alloc(n * sizeof(float)); }
+
+/* An activation buffer, counted in d->act_bytes. */
+static float *act_f32(StepGpu *d, size_t n) {
+    d->act_bytes += n * sizeof(float);
+    return dev_f32(n);
+}
 
 /* Micro-batch k's rows on the device. */
 static GpuRows rows_of(const StepGpu *d, const TrainStep *s, int k) {
@@ -77,13 +84,13 @@ static void init_head(StepGpu *d, const TrainStep *s) {
     d->d_final_norm = gw->final_norm ? dev_f32(D) : NULL;
     d->d_head = gw->lm_head.data ? dev_f32((size_t)c->vocab_size * D) : NULL;
     d->chunk = model_head_vocab_chunk((int)N, c->vocab_size);
-    d->xn = dev_f32(N * D);
-    d->dxn = dev_f32(N * D);
-    d->rstd = dev_f32(N);
-    d->logits = dev_f32(N * d->chunk);
-    d->ce_max = dev_f32(N);
-    d->ce_target = dev_f32(N);
-    d->lse = dev_f32(N);
+    d->xn = act_f32(d, N * D);
+    d->dxn = act_f32(d, N * D);
+    d->rstd = act_f32(d, N);
+    d->logits = act_f32(d, N * d->chunk);
+    d->ce_max = act_f32(d, N);
+    d->ce_target = act_f32(d, N);
+    d->lse = act_f32(d, N);
     d->ce_sum = gpu_alloc(N * sizeof(double));
     d->targets = gpu_alloc((size_t)s->K * N * sizeof(int32_t));
     crossentropy_init(&d->ce, (int)N);
@@ -120,9 +127,9 @@ int step_gpu_init(StepGpu **out, const TrainStep *s, int fp32) {
     gpu_rows_upload(&d->rows_buf, &d->rows, &s->rope, s->B * s->K, s->T, s->pos, s->doc_start);
     d->n_saved = s->K * (d->n_local + 1);
     d->saved = callocCheck((size_t)d->n_saved, sizeof *d->saved);
-    for (int i = 0; i < d->n_saved; i++) d->saved[i] = dev_f32(N * D);
-    d->x_tmp = dev_f32(N * D);
-    d->dx = dev_f32(N * D);
+    for (int i = 0; i < d->n_saved; i++) d->saved[i] = act_f32(d, N * D);
+    d->x_tmp = act_f32(d, N * D);
+    d->dx = act_f32(d, N * D);
     if (m->part.head) init_head(d, s);
     if (upload_weights(d, s)) {
         step_gpu_free(d);
@@ -268,6 +275,8 @@ int step_gpu_add_grads(StepGpu *d, const TrainStep *s) {
 
 int step_gpu_weights(StepGpu *d, const TrainStep *s) { return upload_weights(d, s); }
 
+size_t step_gpu_activation_bytes(const StepGpu *d) { return d->act_bytes + d->acts.bytes; }
+
 #else
 
 int step_gpu_init(StepGpu **d, const TrainStep *s, int fp32) {
@@ -286,5 +295,6 @@ int step_gpu_backward(StepGpu *d, const TrainStep *s, int k, float weight, float
 }
 int step_gpu_add_grads(StepGpu *d, const TrainStep *s) { return (void)d, (void)s, no_gpu(); }
 int step_gpu_weights(StepGpu *d, const TrainStep *s) { return (void)d, (void)s, no_gpu(); }
+size_t step_gpu_activation_bytes(const StepGpu *d) { return (void)d, 0; }
 
 #endif

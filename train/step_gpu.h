@@ -6,7 +6,7 @@
  * its input before its backward pass), and the gradients are summed on the
  * device and added to the host's once per step. Every layer type
  * (gpu_layer_backward's: GQA, MLA, MoE); no distillation teacher.
- * Built, not yet run on a GPU: test_gpu_train_step (label gpu). */
+ * Built, not yet run on a GPU: gpu_finetune (label gpu). */
 #ifndef TM_TRAIN_STEP_GPU_H
 #define TM_TRAIN_STEP_GPU_H
 
@@ -30,5 +30,8 @@ int step_gpu_backward(StepGpu *d, const TrainStep *s, int k, float weight, float
 int step_gpu_add_grads(StepGpu *d, const TrainStep *s);
 /* After the optimizer changed the masters: the device's weights again. */
 int step_gpu_weights(StepGpu *d, const TrainStep *s);
+/* The device memory the step's activations take (each micro-batch's layer
+ * inputs, one layer's training activations, the head's rows). */
+size_t step_gpu_activation_bytes(const StepGpu *d);
 
 #endif

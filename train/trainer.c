@@ -231,6 +231,10 @@ static int setup(Trainer *r) {
     if (dist_agree(MPI_COMM_WORLD, 0)) return -1;
     int64_t trained = trained_elements(r);
     if (r->root && !cfg->quiet) {
+        char gpu_note[64] = "";
+        if (r->step.gpu)
+            snprintf(gpu_note, sizeof gpu_note, " on the host and %.1f MiB on its GPU",
+                     (double)step_gpu_activation_bytes(r->step.gpu) / (1 << 20));
         fprintf(stderr,
                 "finetune: %s (%s, %d layers) on %d rank(s): %d stage(s) x %d replica(s); training %s: %lld parameters\n",
                 cfg->model_path, r->m.cfg.model_type, r->m.cfg.n_layers, r->t.size, r->t.stages, r->t.replicas,
@@ -238,11 +242,11 @@ static int setup(Trainer *r) {
         fprintf(stderr,
                 "finetune: %lld steps of %lld rows x %d tokens (batch %d x accumulation %d x %d replica(s)), %lld "
                 "steps per epoch; lr %.3g (%s, warmup %lld), weight decay %.3g; rank 0 holds %.1f MiB of "
-                "activations\n",
+                "activations%s\n",
                 (long long)r->total_steps, (long long)r->sampler.global_batch, cfg->seq_len, cfg->batch,
                 cfg->grad_accum, r->t.replicas, (long long)r->sampler.steps_per_epoch, r->opt.lr,
                 lr_schedule_name(r->opt.schedule), (long long)r->opt.warmup_steps, r->opt.weight_decay,
-                (double)r->step.bytes / (1 << 20));
+                (double)r->step.bytes / (1 << 20), gpu_note);
         if (cfg->distill_from)
             fprintf(stderr, "finetune: distilling from %s (%s): loss %.3g KL(teacher || student) + %.3g NLL\n",
                     cfg->distill_from, r->teacher.m.cfg.model_type, cfg->distill_weight, 1.0 - cfg->distill_weight);
