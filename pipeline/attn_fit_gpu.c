@@ -88,8 +88,7 @@ void attn_fit_gpu_free(AttnFitGpu *d) {
 }
 
 int attn_fit_gpu_weights(AttnFitGpu *d, const AttnFitProblem *p, const AttnParams *P) {
-    gpu_layer_free(&d->gl);
-    if (gpu_layer_upload(&d->gl, &d->g, p->c, &P->L, p->layer)) return -1;
+    if (gpu_layer_refresh(&d->gl, &d->g, p->c, &P->L, p->layer)) return -1;
     if (d->total != P->total) { /* the first pass: the gradient block for P's parameters */
         gpu_layer_grads_free(&d->G);
         free(d->host);

@@ -66,8 +66,7 @@ static int upload_weights(StepGpu *d, const TrainStep *s) {
     const Model *m = s->m;
     for (int li = 0; li < d->n_local; li++) {
         int l = m->part.first + li;
-        gpu_layer_free(&d->layers[li]);
-        if (gpu_layer_upload(&d->layers[li], &d->g, &m->cfg, &m->w.layers[l], l)) return -1;
+        if (gpu_layer_refresh(&d->layers[li], &d->g, &m->cfg, &m->w.layers[l], l)) return -1;
     }
     if (!m->part.head) return 0;
     gpu_upload(d->final_norm, m->w.final_norm, (size_t)m->cfg.hidden_size * sizeof(float));

@@ -30,6 +30,10 @@ typedef struct {
  * (model/cuda/layer_image.c); 0, or -1 (tm_error says why) for a layer
  * type not on the GPU. */
 int gpu_layer_upload(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L, int layer);
+/* The same for gl zeroed or uploaded before (changed weights: a fine-tuning
+ * step, a fit's Adam step): its device block is kept when the layout's size
+ * is the same, so no cudaFree/cudaMalloc per layer per step. */
+int gpu_layer_refresh(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L, int layer);
 void gpu_layer_free(GpuLayer *gl);
 
 /* The rows (LayerRows) on the device: positions, document starts (NULL:

@@ -2,6 +2,7 @@
  * and free of layer_gpu.h built on it. */
 #include "model/cuda/layer_image.h"
 
+#include <cuda_runtime_api.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,11 +137,28 @@ void layer_image_bind(GpuLayer *gl, const LayerImage *img, char *base) {
 }
 
 int gpu_layer_upload(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L, int layer) {
+    memset(gl, 0, sizeof *gl);
+    return gpu_layer_refresh(gl, g, c, L, layer);
+}
+
+int gpu_layer_refresh(GpuLayer *gl, const GpuCtx *g, const ModelConfig *c, const LayerWeights *L, int layer) {
+    void *block = gl->block;
+    size_t bytes = gl->bytes;
+    free(gl->experts); /* layer_image_make starts gl afresh */
     LayerImage img;
-    if (layer_image_make(&img, gl, g->precision, c, L, layer, IMAGE_HOST)) return -1;
-    gl->block = gpu_alloc(img.bytes);
-    gpu_upload(gl->block, img.host, img.bytes);
-    layer_image_bind(gl, &img, gl->block);
+    if (layer_image_make(&img, gl, g->precision, c, L, layer, IMAGE_HOST)) {
+        gpu_free(block);
+        return -1;
+    }
+    if (!block || img.bytes != bytes) {
+        gpu_free(block);
+        block = gpu_alloc(img.bytes);
+    } else {
+        cudaStreamSynchronize((cudaStream_t)g->stream); /* no kernel still reads the old weights */
+    }
+    gl->block = block;
+    gpu_upload(block, img.host, img.bytes);
+    layer_image_bind(gl, &img, block);
     layer_image_free(&img);
     return 0;
 }
