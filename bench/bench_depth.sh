@@ -19,16 +19,23 @@
 # stage with the same settings, and the seconds of each phase.
 # --fit rotation|attention (default attention) is given to both convert and
 # plan: with rotation, Qwen2.5-72B shapes at 2 ranks fit a 24 GiB machine.
-#   bash bench/bench_depth.sh [--mpirun] [--only 1b|72b] [--fit WHAT] [BUILD_DIR]
+# --defaults converts with convert's own settings instead (128 calibration
+# windows of 256, freqfold auto, 60 rotation-fit and 150 attention-fit steps;
+# no evaluation: a random model has no text, and `plan` prints the cost per
+# evaluated token), issue 23 item 3's run: hours per 1B conversion on 2
+# cores. --only 1b2 runs the 2-layer Llama-3.2-1B conversion alone (the
+# per-layer cost the 16-layer runs are predicted from).
+#   bash bench/bench_depth.sh [--mpirun] [--only 1b|1b2|72b] [--fit WHAT] [--defaults] [BUILD_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-launcher=slurm only="" fit=attention
+launcher=slurm only="" fit=attention defaults=0
 while [ $# -gt 0 ]; do
     case $1 in
         --mpirun) launcher=mpirun; shift ;;
         --only) only=$2; shift 2 ;;
         --fit) fit=$2; shift 2 ;;
+        --defaults) defaults=1; shift ;;
         *) break ;;
     esac
 done
@@ -39,6 +46,12 @@ mkdir -p "$work"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 settings=(--cal-nsamples 16 --freqfold 4 --eval-dataset none --fit "$fit")
 convert_args=(--token-dtype u32 --rorope-fit-steps 5 --attn-fit-steps 3 --skip-published-mla "${settings[@]}")
+hours=10
+if [ "$defaults" = 1 ]; then
+    settings=(--eval-dataset none --fit "$fit")
+    convert_args=(--token-dtype u32 "${settings[@]}")
+    hours=48
+fi
 
 cleanup() {
     if [ "$launcher" = slurm ]; then local_cluster_stop; fi
@@ -62,8 +75,8 @@ convert() { # MODEL RANKS OUT: one conversion, 1 rank or RANKS ranks as RANKS st
     local t0=$SECONDS
     if [ "$launcher" = slurm ]; then
         local id state
-        id=$(submit -n "$n" --time=10:00:00 --job-name="depth-$1-$n" slurm/convert.sbatch "${args[@]}")
-        state=$(wait_job "$id" 36000)
+        id=$(submit -n "$n" --time="$hours:00:00" --job-name="depth-$1-$n" slurm/convert.sbatch "${args[@]}")
+        state=$(wait_job "$id" $((hours * 3600)))
         [ "$state" = COMPLETED ] || { echo "job $id ($1, $n ranks) ended $state"; tail -n 20 "$LC_WORK/jobs/"*"-$id.log"; exit 1; }
     else
         mpirun --oversubscribe --allow-run-as-root -np "$n" "$B/transmla" convert --quiet "${args[@]}"
@@ -103,12 +116,14 @@ echo "| model | ranks | rank (stage) | peak RSS GiB | plan GiB | plan / measured
 echo "| --- | --- | --- | --- | --- | --- | --- |" >>"$work/table.md"
 if [ "$only" != 72b ]; then
     model l1b-2 llama-3.2-1b 2 128256
-    model l1b-16 llama-3.2-1b 16 128256
     run l1b-2 1
+fi
+if [ "$only" != 72b ] && [ "$only" != 1b2 ]; then
+    model l1b-16 llama-3.2-1b 16 128256
     run l1b-16 1
     run l1b-16 2
 fi
-if [ "$only" != 1b ]; then
+if [ "$only" != 1b ] && [ "$only" != 1b2 ]; then
     model q72-2 qwen2.5-72b 2 152064
     run q72-2 1
     run q72-2 2
