@@ -23,19 +23,21 @@
 # windows of 256, freqfold auto, 60 rotation-fit and 150 attention-fit steps;
 # no evaluation: a random model has no text, and `plan` prints the cost per
 # evaluated token), issue 23 item 3's run: hours per 1B conversion on 2
-# cores. --only 1b2 runs the 2-layer Llama-3.2-1B conversion alone (the
-# per-layer cost the 16-layer runs are predicted from).
-#   bash bench/bench_depth.sh [--mpirun] [--only 1b|1b2|72b] [--fit WHAT] [--defaults] [BUILD_DIR]
+# cores. --only 1b2 runs the 2-layer Llama-3.2-1B conversions alone (1 rank:
+# the per-layer cost the 16-layer runs are predicted from; and 2 stages);
+# --ranks N keeps only the runs on N ranks.
+#   bash bench/bench_depth.sh [--mpirun] [--only 1b|1b2|72b] [--ranks N] [--fit WHAT] [--defaults] [BUILD_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-launcher=slurm only="" fit=attention defaults=0
+launcher=slurm only="" fit=attention defaults=0 ranks=""
 while [ $# -gt 0 ]; do
     case $1 in
         --mpirun) launcher=mpirun; shift ;;
         --only) only=$2; shift 2 ;;
         --fit) fit=$2; shift 2 ;;
         --defaults) defaults=1; shift ;;
+        --ranks) ranks=$2; shift 2 ;;
         *) break ;;
     esac
 done
@@ -106,6 +108,7 @@ PYEOF
 }
 
 run() { # MODEL RANKS
+    [ -z "$ranks" ] || [ "$ranks" = "$2" ] || return 0
     local out=$work/out-$1-$2
     rm -rf "$out" "$out.work"
     convert "$1" "$2" "$out"
@@ -118,6 +121,7 @@ if [ "$only" != 72b ]; then
     model l1b-2 llama-3.2-1b 2 128256
     run l1b-2 1
 fi
+if [ "$only" = 1b2 ]; then run l1b-2 2; fi
 if [ "$only" != 72b ] && [ "$only" != 1b2 ]; then
     model l1b-16 llama-3.2-1b 16 128256
     run l1b-16 1
