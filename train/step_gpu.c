@@ -46,10 +46,7 @@ static size_t rows_n(const TrainStep *s) { return (size_t)s->B * s->T; }
 static float *dev_f32(size_t n) { return gpu_alloc(n * sizeof(float)); }
 
 /* An activation buffer, counted in d->act_bytes. */
-static float *act_f32(StepGpu *d, size_t n) {
-    d->act_bytes += n * sizeof(float);
-    return dev_f32(n);
-}
+static float *act_f32(StepGpu *d, size_t n) { return gpu_alloc_counted(&d->act_bytes, n * sizeof(float)); }
 
 /* Micro-batch k's rows on the device. */
 static GpuRows rows_of(const StepGpu *d, const TrainStep *s, int k) {

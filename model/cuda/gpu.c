@@ -83,6 +83,11 @@ void *gpu_alloc(size_t bytes) {
     return p;
 }
 
+void *gpu_alloc_counted(size_t *total, size_t bytes) {
+    *total += bytes;
+    return gpu_alloc(bytes);
+}
+
 void gpu_free(void *p) {
     if (p) cudaFree(p);
 }

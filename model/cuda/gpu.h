@@ -37,6 +37,9 @@ int gpu_sync(GpuCtx *g);
 /* Device memory; gpu_alloc dies (one line naming the size) when it fails,
  * as mallocCheck does. */
 void *gpu_alloc(size_t bytes);
+/* gpu_alloc, the bytes added to *total: activation buffers whose sum a
+ * caller reports (GpuActs.bytes, the fine-tuning step's). */
+void *gpu_alloc_counted(size_t *total, size_t bytes);
 void gpu_free(void *p);
 void gpu_upload(void *dst, const void *src, size_t bytes);
 /* Page-locked host memory (cudaHostAlloc), for copies that overlap the

@@ -36,9 +36,18 @@ void gpu_rows_free(GpuRowsBuf *b) {
     memset(b, 0, sizeof *b);
 }
 
-static float *acts_buf(GpuActs *a, size_t n) {
-    a->bytes += n * sizeof(float);
-    return gpu_alloc(n * sizeof(float));
+static float *acts_buf(GpuActs *a, size_t n) { return gpu_alloc_counted(&a->bytes, n * sizeof(float)); }
+
+/* The attention's row widths in floats: queries, keys, values, output
+ * (MLA: per-head keys and values). */
+typedef struct {
+    size_t qw, kw, vw, att;
+} AttnWidths;
+
+static AttnWidths attn_widths(const ModelConfig *c) {
+    size_t H = (size_t)c->n_heads, qk = (size_t)hf_config_qk_head_dim(c), dv = (size_t)hf_config_v_head_dim(c);
+    size_t kv_heads = hf_config_is_mla(c) ? H : (size_t)c->n_kv_heads;
+    return (AttnWidths){.qw = H * qk, .kw = kv_heads * qk, .vw = kv_heads * dv, .att = H * dv};
 }
 
 /* gpu_acts_init's buffers; mlp 0: none for the MLP or the experts. */
@@ -47,15 +56,14 @@ static void acts_init(GpuActs *a, const ModelConfig *c, int N, int mlp) {
     const MlaConfig *m = &c->mla;
     int mla = hf_config_is_mla(c);
     size_t n = (size_t)N, D = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, H = (size_t)c->n_heads;
-    size_t qk = (size_t)hf_config_qk_head_dim(c), dv = (size_t)hf_config_v_head_dim(c);
-    size_t kv_heads = mla ? H : (size_t)c->n_kv_heads; /* MLA: per-head keys and values */
-    size_t qw = H * qk, kw = kv_heads * qk, vw = kv_heads * dv;
+    AttnWidths w = attn_widths(c);
+    size_t qw = w.qw, kw = w.kw, vw = w.vw;
     a->N = N;
     a->xn = acts_buf(a, n * D);
     a->q = acts_buf(a, n * qw);
     a->k = acts_buf(a, n * kw);
     a->v = acts_buf(a, n * vw);
-    a->att = acts_buf(a, n * H * dv);
+    a->att = acts_buf(a, n * w.att);
     int dense = 0; /* some layer has a dense MLP (all-MoE models use the experts' own buffers) */
     for (int l = 0; l < c->n_layers && !dense && mlp; l++) dense = !hf_config_layer_is_moe(c, l);
     if (dense) {
@@ -67,7 +75,7 @@ static void acts_init(GpuActs *a, const ModelConfig *c, int N, int mlp) {
         if (m->q_lora_rank) a->qa = acts_buf(a, n * m->q_lora_rank);
         a->lat = acts_buf(a, n * (m->kv_lora_rank + m->qk_rope_head_dim));
         a->cn = acts_buf(a, n * m->kv_lora_rank);
-        a->kvb = acts_buf(a, n * H * (m->qk_nope_head_dim + dv));
+        a->kvb = acts_buf(a, n * H * (size_t)(m->qk_nope_head_dim + m->v_head_dim));
     }
     if (c->qk_norm) a->rinv = acts_buf(a, n * (H + (size_t)c->n_kv_heads));
     if (c->n_experts && mlp) gpu_moe_acts_init(a, c, N);
@@ -108,11 +116,9 @@ static void mla_train_bufs(GpuActs *a, const ModelConfig *c, size_t n) {
 void gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N, int mlp) {
     acts_init(a, c, N, mlp);
     a->train = 1;
-    int mla = hf_config_is_mla(c);
     size_t n = (size_t)N, D = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, H = (size_t)c->n_heads;
-    size_t qk = (size_t)hf_config_qk_head_dim(c), dv = (size_t)hf_config_v_head_dim(c);
-    size_t kv_heads = mla ? H : (size_t)c->n_kv_heads; /* MLA: per-head keys and values */
-    size_t qw = H * qk, kw = kv_heads * qk, vw = kv_heads * dv;
+    AttnWidths w = attn_widths(c);
+    size_t qw = w.qw, kw = w.kw, vw = w.vw;
     a->rstd1 = acts_buf(a, n);
     a->rstd2 = acts_buf(a, n);
     a->lse = acts_buf(a, n * H);
@@ -131,7 +137,7 @@ void gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N, int mlp) {
     a->dq = acts_buf(a, n * qw);
     a->dk = acts_buf(a, n * kw);
     a->dv = acts_buf(a, n * vw);
-    a->datt = acts_buf(a, n * H * dv);
+    a->datt = acts_buf(a, n * w.att);
     a->delta = acts_buf(a, n * H);
     a->scratch = a->dxn; /* free while the forward runs; xn is kept */
     if (c->sandwich_norms) {
@@ -146,7 +152,7 @@ void gpu_acts_init_train(GpuActs *a, const ModelConfig *c, int N, int mlp) {
         a->dq_pre = acts_buf(a, n * qw);
         a->dk_pre = acts_buf(a, n * kw);
     }
-    if (mla) mla_train_bufs(a, c, n);
+    if (hf_config_is_mla(c)) mla_train_bufs(a, c, n);
     if (c->n_experts && mlp) gpu_moe_acts_init_train(a, c, N);
 }
 

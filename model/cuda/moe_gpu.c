@@ -24,6 +24,7 @@ struct GpuMoeActs {
     int *expert_of, *count;            /* host: [N, k], [E] */
     float *weight_of;                  /* host: [N, k] */
     int32_t *host_rows;                /* host: [N * k] */
+    int *slot;                         /* host: [N * k] each list entry's (row, choice) index i * k + j */
     /* training (gpu_moe_acts_init_train): device act, dact [N, I], dxe [N, D], dw [N * k] (in the rows'
      * order), dz [N, E]; host dw in the list's order and by (row, choice), dz */
     float *act, *dact, *dxe, *dw, *dz, *host_dw_list, *host_dw, *host_dz;
@@ -33,20 +34,20 @@ void gpu_moe_acts_init(GpuActs *a, const ModelConfig *c, int N) {
     struct GpuMoeActs *m = callocCheck(1, sizeof *m);
     size_t n = (size_t)N, E = (size_t)c->n_experts, k = (size_t)c->n_experts_per_tok;
     size_t D = (size_t)c->hidden_size, I = (size_t)c->expert_intermediate_size;
-    m->logits = gpu_alloc(n * E * sizeof(float));
-    m->xe = gpu_alloc(n * D * sizeof(float));
-    m->ye = gpu_alloc(n * D * sizeof(float));
-    m->h1 = gpu_alloc(n * I * sizeof(float));
-    m->h2 = gpu_alloc(n * I * sizeof(float));
-    m->rows = gpu_alloc(n * k * sizeof(int32_t));
-    m->w = gpu_alloc(n * k * sizeof(float));
-    a->bytes += n * (E + 2 * D + 2 * I + 2 * k) * 4;
+    m->logits = gpu_alloc_counted(&a->bytes, n * E * sizeof(float));
+    m->xe = gpu_alloc_counted(&a->bytes, n * D * sizeof(float));
+    m->ye = gpu_alloc_counted(&a->bytes, n * D * sizeof(float));
+    m->h1 = gpu_alloc_counted(&a->bytes, n * I * sizeof(float));
+    m->h2 = gpu_alloc_counted(&a->bytes, n * I * sizeof(float));
+    m->rows = gpu_alloc_counted(&a->bytes, n * k * sizeof(int32_t));
+    m->w = gpu_alloc_counted(&a->bytes, n * k * sizeof(float));
     m->host_logits = mallocCheck(n * E * sizeof(float));
     m->host_w = mallocCheck(n * k * sizeof(float));
     m->expert_of = mallocCheck(n * k * sizeof(int));
     m->weight_of = mallocCheck(n * k * sizeof(float));
     m->count = mallocCheck(E * sizeof(int));
     m->host_rows = mallocCheck(n * k * sizeof(int32_t));
+    m->slot = mallocCheck(n * k * sizeof(int));
     a->moe = m;
 }
 
@@ -54,12 +55,11 @@ void gpu_moe_acts_init_train(GpuActs *a, const ModelConfig *c, int N) {
     struct GpuMoeActs *m = a->moe;
     size_t n = (size_t)N, E = (size_t)c->n_experts, k = (size_t)c->n_experts_per_tok;
     size_t D = (size_t)c->hidden_size, I = (size_t)c->expert_intermediate_size;
-    m->act = gpu_alloc(n * I * sizeof(float));
-    m->dact = gpu_alloc(n * I * sizeof(float));
-    m->dxe = gpu_alloc(n * D * sizeof(float));
-    m->dw = gpu_alloc(n * k * sizeof(float));
-    m->dz = gpu_alloc(n * E * sizeof(float));
-    a->bytes += n * (2 * I + D + k + E) * 4;
+    m->act = gpu_alloc_counted(&a->bytes, n * I * sizeof(float));
+    m->dact = gpu_alloc_counted(&a->bytes, n * I * sizeof(float));
+    m->dxe = gpu_alloc_counted(&a->bytes, n * D * sizeof(float));
+    m->dw = gpu_alloc_counted(&a->bytes, n * k * sizeof(float));
+    m->dz = gpu_alloc_counted(&a->bytes, n * E * sizeof(float));
     m->host_dw_list = mallocCheck(n * k * sizeof(float));
     m->host_dw = mallocCheck(n * k * sizeof(float));
     m->host_dz = mallocCheck(n * E * sizeof(float));
@@ -71,14 +71,15 @@ void gpu_moe_acts_free(GpuActs *a) {
     void *dev[] = {m->logits, m->xe, m->ye, m->h1, m->h2, m->rows, m->w, m->act, m->dact, m->dxe, m->dw, m->dz};
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++) gpu_free(dev[i]);
     void *host[] = {m->host_logits, m->host_w, m->expert_of, m->weight_of, m->count, m->host_rows,
-                    m->host_dw_list, m->host_dw, m->host_dz};
+                    m->slot, m->host_dw_list, m->host_dw, m->host_dz};
     for (size_t i = 0; i < sizeof host / sizeof *host; i++) free(host[i]);
     free(m);
     a->moe = NULL;
 }
 
 /* Each expert's rows in order (as gather_expert_rows lists them), expert
- * after expert, with the weight each row gives that expert. */
+ * after expert, with the weight each row gives that expert and its
+ * (row, choice) slot. */
 static void list_rows(struct GpuMoeActs *m, int N, int E, int k) {
     int at = 0;
     for (int e = 0; e < E; e++) {
@@ -86,11 +87,31 @@ static void list_rows(struct GpuMoeActs *m, int N, int E, int k) {
         for (int i = 0; i < N; i++)
             for (int j = 0; j < k; j++)
                 if (m->expert_of[(size_t)i * k + j] == e) {
+                    m->slot[at] = i * k + j;
                     m->host_rows[at] = i;
                     m->host_w[at++] = m->weight_of[(size_t)i * k + j];
                     m->count[e]++;
                 }
     }
+}
+
+/* Expert X on its n listed rows from `at`: those rows of xn gathered into
+ * m->xe, gate and up into m->h1, m->h2, act(gate) * up into act (m->h1 for
+ * the forward alone; the backward keeps gate and up apart in m->act), the
+ * expert's output into m->ye. */
+static int expert_forward(GpuCtx *g, const GpuMat *X, const float *xn, struct GpuMoeActs *m, int at, int n, int D,
+                          int I, float *act) {
+    cudaStream_t s = (cudaStream_t)g->stream;
+    float *gate_up[] = {m->h1, m->h2};
+    const GpuMat *w_gate_up[] = {&X[0], &X[1]};
+    const float *no_bias[] = {NULL, NULL};
+    cuda_gather_rows(m->xe, xn, m->rows + at, n, D, s);
+    if (gpu_linear_many(g, 2, gate_up, m->xe, w_gate_up, no_bias, n)) return -1;
+    if (act == m->h1)
+        cuda_glu(m->h1, m->h2, (int64_t)n * I, 0, s);
+    else
+        cuda_glu_out(act, m->h1, m->h2, (int64_t)n * I, 0, s);
+    return gpu_linear(g, m->ye, act, &X[2], NULL, n, 0);
 }
 
 int gpu_moe_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const float *xn, float *out, int accumulate,
@@ -108,26 +129,10 @@ int gpu_moe_block(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const flo
     for (int e = 0, at = 0; e < E; at += m->count[e++]) {
         int n = m->count[e];
         if (!n) continue;
-        const GpuMat *X = gl->experts + 3 * e;
-        float *gate_up[] = {m->h1, m->h2};
-        const GpuMat *w_gate_up[] = {&X[0], &X[1]};
-        const float *no_bias[] = {NULL, NULL};
-        cuda_gather_rows(m->xe, xn, m->rows + at, n, D, s);
-        if (gpu_linear_many(g, 2, gate_up, m->xe, w_gate_up, no_bias, n)) return -1;
-        cuda_glu(m->h1, m->h2, (int64_t)n * I, 0, s);
-        if (gpu_linear(g, m->ye, m->h1, &X[2], NULL, n, 0)) return -1;
+        if (expert_forward(g, gl->experts + 3 * e, xn, m, at, n, D, I, m->h1)) return -1;
         cuda_scatter_add_rows(out, m->ye, m->rows + at, m->w + at, n, D, s);
     }
     return 0;
-}
-
-/* host_dw [N, k] by (row, choice) from host_dw_list in list_rows' order. */
-static void unlist_dw(struct GpuMoeActs *m, int N, int E, int k) {
-    int at = 0;
-    for (int e = 0; e < E; e++)
-        for (int i = 0; i < N; i++)
-            for (int j = 0; j < k; j++)
-                if (m->expert_of[(size_t)i * k + j] == e) m->host_dw[(size_t)i * k + j] = m->host_dw_list[at++];
 }
 
 int gpu_moe_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const GpuLayerGrads *G, const float *xn,
@@ -141,15 +146,9 @@ int gpu_moe_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const 
         if (!n) continue;
         const GpuMat *X = gl->experts + 3 * e;
         float *const *GX = G->experts ? G->experts + 3 * e : NULL; /* gate, up, down */
-        float *gate_up[] = {m->h1, m->h2};
-        const GpuMat *w_gate_up[] = {&X[0], &X[1]};
-        const float *no_bias[] = {NULL, NULL};
         int64_t nI = (int64_t)n * I;
         /* the expert's activations again, from its rows of xn */
-        cuda_gather_rows(m->xe, xn, m->rows + at, n, D, s);
-        if (gpu_linear_many(g, 2, gate_up, m->xe, w_gate_up, no_bias, n)) return -1;
-        cuda_glu_out(m->act, m->h1, m->h2, nI, 0, s);
-        if (gpu_linear(g, m->ye, m->act, &X[2], NULL, n, 0)) return -1;
+        if (expert_forward(g, X, xn, m, at, n, D, I, m->act)) return -1;
         /* each row's routing-weight gradient, then ye becomes dy = w dout */
         cuda_moe_expert_grad(m->dw + at, m->ye, dout, m->rows + at, m->w + at, n, D, s);
         gpu_zero(g, m->dact, (size_t)nI);
@@ -164,7 +163,7 @@ int gpu_moe_backward(GpuCtx *g, const ModelConfig *c, const GpuLayer *gl, const 
     /* the router: its logit gradient on the host, as the CPU makes it */
     if (gpu_sync(g)) return -1;
     gpu_download(m->host_dw_list, m->dw, (size_t)N * k * sizeof(float));
-    unlist_dw(m, N, E, k);
+    for (int at = 0; at < N * k; at++) m->host_dw[m->slot[at]] = m->host_dw_list[at]; /* by (row, choice) */
     moe_router_grad(m->host_dz, m->host_logits, m->expert_of, m->weight_of, m->host_dw, N, E, k, !c->moe_topk_raw);
     gpu_upload(m->dz, m->host_dz, (size_t)N * E * sizeof(float));
     return gpu_linear_backward(g, dxn, G->router, NULL, m->dz, xn, &gl->router, N);
