@@ -25,12 +25,20 @@
 # evaluated token), issue 23 item 3's run: hours per 1B conversion on 2
 # cores. --only 1b2 runs the 2-layer Llama-3.2-1B conversions alone (1 rank:
 # the per-layer cost the 16-layer runs are predicted from; and 2 stages);
-# --ranks N keeps only the runs on N ranks.
-#   bash bench/bench_depth.sh [--mpirun] [--only 1b|1b2|72b] [--ranks N] [--fit WHAT] [--defaults] [BUILD_DIR]
+# --ranks N keeps only the runs on N ranks; --only 1b16 the 16-layer ones.
+# A conversion longer than a sitting runs in parts, as a Slurm user's would
+# across time limits: --stop-after MIN stops the job (SIGUSR1, as at a time
+# limit; not requeued) at the first per-layer step that starts after MIN
+# minutes, so little work is thrown away, and --continue, with the same
+# BENCH_DEPTH_WORK, submits it again from its saved progress instead of
+# afresh; the report's seconds and peaks then cover every part
+# (report.resume.runs counts them). Job logs are kept in WORK/logs.
+#   bash bench/bench_depth.sh [--mpirun] [--only 1b|1b2|1b16|72b] [--ranks N] [--fit WHAT] [--defaults]
+#                             [--stop-after MIN] [--continue] [BUILD_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-launcher=slurm only="" fit=attention defaults=0 ranks=""
+launcher=slurm only="" fit=attention defaults=0 ranks="" stop_after="" continue=0
 while [ $# -gt 0 ]; do
     case $1 in
         --mpirun) launcher=mpirun; shift ;;
@@ -38,6 +46,8 @@ while [ $# -gt 0 ]; do
         --fit) fit=$2; shift 2 ;;
         --defaults) defaults=1; shift ;;
         --ranks) ranks=$2; shift 2 ;;
+        --stop-after) stop_after=$2; shift 2 ;;
+        --continue) continue=1; shift ;;
         *) break ;;
     esac
 done
@@ -63,7 +73,7 @@ trap cleanup EXIT
 if [ "$launcher" = slurm ]; then
     # shellcheck source=slurm/local-cluster.sh
     . slurm/local-cluster.sh
-    export TM_REPO=$repo TM_BIN=$B/transmla
+    export TM_REPO=$repo TM_BIN=$B/transmla SLURM_LOCAL_KEEP=$work/logs/$(date +%Y%m%d-%H%M%S)
     local_cluster_start "$PY" || exit 1
 fi
 
@@ -71,19 +81,57 @@ model() { # NAME PRESET LAYERS VOCAB: the random model, made once
     [ -f "$work/$1/model.safetensors" ] || "$PY" bench/make_random_model.py "$work/$1" --preset "$2" --layers "$3" --vocab "$4"
 }
 
+# Polls every 10 s (not wait_job's 0.2 s: scontrol would take CPU from the
+# ranks for hours); prints the final state, or the last one seen at TIMEOUT_S.
+wait_long() { # ID TIMEOUT_S
+    local s="" end=$((SECONDS + $2))
+    while [ "$SECONDS" -lt "$end" ]; do
+        s=$(job_state "$1")
+        case $s in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED) break ;; esac
+        sleep 10
+    done
+    echo "${s:-unknown}"
+}
+
+# --stop-after: after MIN minutes, wait for the next "layer i/N" line of a
+# per-layer step (the previous layer is saved, the new one barely started),
+# then send the batch script SIGUSR1, which passes it to the ranks.
+stop_at_layer() { # ID LOG
+    local before now
+    before=$(grep -c "layer [0-9]*/[0-9]*" "$2" || true)
+    for _ in $(seq 360); do
+        [ "$(job_state "$1")" = RUNNING ] || return 0
+        now=$(grep -c "layer [0-9]*/[0-9]*" "$2" || true)
+        [ "$now" -gt "$before" ] && break
+        sleep 10
+    done
+    echo "stopping job $1 at: $(grep "layer [0-9]*/[0-9]*" "$2" | tail -n 1)"
+    scancel --signal=USR1 --batch "$1"
+}
+
 convert() { # MODEL RANKS OUT: one conversion, 1 rank or RANKS ranks as RANKS stages
     local m=$work/$1 n=$2 out=$3 args
     args=(--model-path "$m" --cal-tokens "$m/calib.u32" "${convert_args[@]}" --stages "$n" --save-path "$out")
     local t0=$SECONDS
     if [ "$launcher" = slurm ]; then
-        local id state
-        id=$(submit -n "$n" --time="$hours:00:00" --job-name="depth-$1-$n" slurm/convert.sbatch "${args[@]}")
-        state=$(wait_job "$id" $((hours * 3600)))
-        [ "$state" = COMPLETED ] || { echo "job $id ($1, $n ranks) ended $state"; tail -n 20 "$LC_WORK/jobs/"*"-$id.log"; exit 1; }
+        local id state log
+        id=$(submit -n "$n" --time="$hours:00:00" --no-requeue --job-name="depth-$1-$n" slurm/convert.sbatch "${args[@]}")
+        log=$LC_WORK/jobs/depth-$1-$n-$id.log
+        state=$(wait_long "$id" $((${stop_after:-$((hours * 60))} * 60)))
+        if [ "$state" = RUNNING ] && [ -n "$stop_after" ]; then
+            stop_at_layer "$id" "$log"
+            state=$(wait_long "$id" 1800)
+        fi
+        echo "$1 on $n rank(s): $((SECONDS - t0)) s wall (job $id, $state)"
+        if [ "$state" != COMPLETED ] && grep -q "stopped (signal" "$log"; then
+            echo "$1 on $n rank(s): stopped, its progress is in $out.work: run again with --continue"
+            return 1
+        fi
+        [ "$state" = COMPLETED ] || { echo "job $id ($1, $n ranks) ended $state"; tail -n 20 "$log"; exit 1; }
     else
         mpirun --oversubscribe --allow-run-as-root -np "$n" "$B/transmla" convert --quiet "${args[@]}"
+        echo "$1 on $n rank(s): $((SECONDS - t0)) s wall"
     fi
-    echo "$1 on $n rank(s): $((SECONDS - t0)) s wall"
 }
 
 report() { # MODEL RANKS OUT: peak RSS per rank against plan, then the phases
@@ -101,7 +149,7 @@ for r in rep["memory"]["per_rank"]:
     w, st, cv, act, peak = est[r["stage"]]
     print(f"| {name} | {ranks} | {r['rank']} ({r['stage']}) | {rss:.2f} | {peak:.2f} | {peak / rss:.3f} "
           f"| {w:.2f} / {st:.2f} / {cv:.2f} / {act:.2f} |")
-print(f"| {name} | {ranks} | phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in rep["seconds"].items()) + " |")
+print(f"| {name} | {ranks} | phases (s) over {rep['resume'].get('runs', 1)} run(s): " + ", ".join(f"{k} {v:.1f}" for k, v in rep["seconds"].items()) + " |")
 print(f"| {name} | {ranks} | rank 0's peak RSS after each phase (GiB): "
       + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in rep.get("peak_rss_after", {}).items()) + " |")
 PYEOF
@@ -110,14 +158,14 @@ PYEOF
 run() { # MODEL RANKS
     [ -z "$ranks" ] || [ "$ranks" = "$2" ] || return 0
     local out=$work/out-$1-$2
-    rm -rf "$out" "$out.work"
-    convert "$1" "$2" "$out"
+    [ "$continue" = 1 ] || rm -rf "$out" "$out.work"
+    convert "$1" "$2" "$out" || return 0
     report "$1" "$2" "$out" | tee -a "$work/table.md"
 }
 
 echo "| model | ranks | rank (stage) | peak RSS GiB | plan GiB | plan / measured | plan: weights / stats / convert / activ. |" >"$work/table.md"
 echo "| --- | --- | --- | --- | --- | --- | --- |" >>"$work/table.md"
-if [ "$only" != 72b ]; then
+if [ "$only" != 72b ] && [ "$only" != 1b16 ]; then
     model l1b-2 llama-3.2-1b 2 128256
     run l1b-2 1
 fi
@@ -127,7 +175,7 @@ if [ "$only" != 72b ] && [ "$only" != 1b2 ]; then
     run l1b-16 1
     run l1b-16 2
 fi
-if [ "$only" != 1b ] && [ "$only" != 1b2 ]; then
+if [ "$only" != 1b ] && [ "$only" != 1b2 ] && [ "$only" != 1b16 ]; then
     model q72-2 qwen2.5-72b 2 152064
     run q72-2 1
     run q72-2 2

@@ -732,6 +732,7 @@ static int prepare(Run *r) {
     json_object_set(r->rep.report, "seconds", r->rep.seconds);
     json_object_set(r->rep.report, "peak_rss_after", r->rep.peak_rss); /* which stage raised the peak */
     if (open_state(r) || prepare_output(r)) return -1;
+    run_times_load(r);
     dist_inject_failure("load");
     if (load_part(r)) return -1;
     r->kv_ratio = callocCheck((size_t)r->cfg.n_layers, sizeof *r->kv_ratio);
@@ -760,6 +761,7 @@ int convert_run(const ConvertSettings *s) {
         output_remove_tree(r.tmp_dir);
     if (!rc) resume_finish(&r.resume);                                       /* the output is in place */
     if (rc == RUN_STOPPED) {
+        run_times_save(&r);
         if (run_is_root(&r))
             fprintf(stderr, "stopped (signal %d): the progress is saved in %s; run the same command again to "
                             "continue\n", tm_interrupt_signal(), r.resume.dir);

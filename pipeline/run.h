@@ -25,6 +25,8 @@
 typedef struct {
     json_t *report, *ppl, *seconds, *settings, *peak_rss; /* peak_rss: rank 0's running peak after each stage */
     double t_stage;
+    uint64_t prior_peak;  /* this rank's peak RSS in the earlier runs of a resumed conversion */
+    int runs;             /* runs of this conversion so far, this one included (stopped ones that saved their times) */
     uint64_t mem_stats, mem_act, mem_attn; /* largest statistics, activations, converted attention held */
     int scalapack_calls, lapack_calls;
 } RunReport;
@@ -74,6 +76,8 @@ void run_say(const Run *r, const char *fmt, ...) TM_PRINTF(2, 3);
 /* Seconds since the last stage ended, as report.seconds[stage]. */
 void run_stage_done(Run *r, const char *stage);
 void run_note_max(uint64_t *slot, uint64_t v);
+/* This rank's peak RSS over this run and the earlier runs of the conversion. */
+uint64_t run_peak_rss(const Run *r);
 static inline int run_data_free(const Run *r) { return r->s->data_free; }
 static inline int run_has_eval(const ConvertSettings *s) { return s->eval.tokens || s->eval.dataset; }
 
@@ -159,5 +163,11 @@ void run_memory_report(Run *r);
 void run_print_memory(const Run *r);
 /* kv balance ratios, eigen solver counts, KV bytes, notes (collective). */
 void run_report_tail(Run *r, TmDType dtype);
+/* A stopped run's stage seconds, the time spent in the stage it stopped in,
+ * and every rank's peak RSS, saved in the state (collective); the next run
+ * of the conversion loads them (collective), so its report covers all runs
+ * (report.resume.runs counts them). */
+int run_times_save(Run *r);
+void run_times_load(Run *r);
 
 #endif

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "io/base/checked.h"
+#include "io/base/clock.h"
 #include "pipeline/build.h"
 #include "pipeline/output.h"
 #include "pipeline/run.h"
@@ -55,7 +56,7 @@ json_t *run_settings_json(const Run *r) {
 /* Per-rank memory, summed pieces on rank 0: peak RSS, weights, statistics,
  * activations, converted attention. */
 void run_memory_report(Run *r) {
-    uint64_t mine[5] = {output_peak_rss(), r->orig.w.n_bytes, r->rep.mem_stats, r->rep.mem_act, r->rep.mem_attn};
+    uint64_t mine[5] = {run_peak_rss(r), r->orig.w.n_bytes, r->rep.mem_stats, r->rep.mem_act, r->rep.mem_attn};
     uint64_t *all = mallocCheck((size_t)r->t.size * 5 * sizeof *all);
     MPI_Gather(mine, 5, MPI_UINT64_T, all, 5, MPI_UINT64_T, 0, MPI_COMM_WORLD);
     if (run_is_root(r)) {
@@ -129,4 +130,45 @@ void run_report_tail(Run *r, TmDType dtype) {
     }
     free(ratios);
     free(sum);
+}
+
+/* ---- times across the runs of a resumed conversion ---- */
+
+int run_times_save(Run *r) {
+    uint64_t mine = run_peak_rss(r), *all = mallocCheck((size_t)r->t.size * sizeof *all);
+    MPI_Gather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    json_t *info = NULL;
+    if (run_is_root(r)) {
+        json_t *peaks = json_array();
+        for (int i = 0; i < r->t.size; i++) json_array_append_new(peaks, json_integer((json_int_t)all[i]));
+        info = json_pack("{sOsOsfsisO}", "seconds", r->rep.seconds, "peak_rss_after", r->rep.peak_rss,
+                         "in_stage_seconds", tm_now_s() - r->rep.t_stage, "runs", r->rep.runs, "peak_rss_per_rank",
+                         peaks);
+        json_decref(peaks);
+    }
+    free(all);
+    int rc = resume_mark_done(&r->resume, "times", info);
+    json_decref(info);
+    return rc;
+}
+
+/* Rank 0 carries the stage seconds on (the stage in progress gets its time
+ * so far through t_stage); every rank its own earlier peak. */
+static void run_times_continue(Run *r, json_t *info) {
+    json_t *peaks = json_object_get(info, "peak_rss_per_rank");
+    r->rep.prior_peak = (uint64_t)json_integer_value(json_array_get(peaks, (size_t)r->t.rank));
+    r->rep.runs = (int)json_integer_value(json_object_get(info, "runs")) + 1;
+    if (run_is_root(r)) {
+        json_object_update(r->rep.seconds, json_object_get(info, "seconds"));
+        json_object_update(r->rep.peak_rss, json_object_get(info, "peak_rss_after"));
+        r->rep.t_stage -= json_real_value(json_object_get(info, "in_stage_seconds"));
+    }
+}
+
+void run_times_load(Run *r) {
+    r->rep.runs = 1;
+    json_t *info = r->resume.continued ? resume_phase_done(&r->resume, "times") : NULL;
+    if (info) run_times_continue(r, info);
+    json_decref(info);
+    if (run_is_root(r)) json_object_set_new(json_object_get(r->rep.report, "resume"), "runs", json_integer(r->rep.runs));
 }

@@ -27,13 +27,20 @@ void run_say(const Run *r, const char *fmt, ...) {
     va_end(ap);
 }
 
+/* Added to what earlier runs of a resumed conversion spent in the stage. */
 void run_stage_done(Run *r, const char *stage) {
     double t = tm_now_s();
     if (run_is_root(r)) {
-        json_object_set_new(r->rep.seconds, stage, json_real(t - r->rep.t_stage));
-        json_object_set_new(r->rep.peak_rss, stage, json_integer((json_int_t)output_peak_rss()));
+        double before = json_real_value(json_object_get(r->rep.seconds, stage));
+        json_object_set_new(r->rep.seconds, stage, json_real(before + t - r->rep.t_stage));
+        json_object_set_new(r->rep.peak_rss, stage, json_integer((json_int_t)run_peak_rss(r)));
     }
     r->rep.t_stage = t;
+}
+
+uint64_t run_peak_rss(const Run *r) {
+    uint64_t now = output_peak_rss();
+    return now > r->rep.prior_peak ? now : r->rep.prior_peak;
 }
 
 void run_note_max(uint64_t *slot, uint64_t v) {

@@ -7,7 +7,8 @@
 #    SIGTERM mid eval[mla], SIGKILL mid calibrate[kv-norm] (nothing saved at
 #    that moment: the files already there must be enough); each stop exits
 #    with status 75, the next run's log says what it skipped; the final model
-#    is bit-identical to the uninterrupted one and SAVE.work is gone;
+#    is bit-identical to the uninterrupted one and SAVE.work is gone; the
+#    report's seconds add up the runs that saved them (every stop);
 #  - a crash inside the RoRoPE fit (parallel and sequential schedules): the
 #    next run loads the fitted layers and ends bit-identical;
 #  - 4 ranks (2 stages x 2 replicas) under mpirun, SIGTERM to every rank as
@@ -49,7 +50,8 @@ same() { # name a b
 # has a line matching WHEN, send SIGNAL to its ranks (not to mpirun: Slurm
 # signals every task itself), wait; its exit status in $rc.
 run_stop() {
-    local log=$1 save=$2 launcher=$3 when=$4 sig=$5 pid
+    local log=$1 save=$2 launcher=$3 when=$4 sig=$5 pid t0
+    t0=$(date +%s.%N)
     "$launcher" --save-path "$save" >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 3000); do
@@ -60,6 +62,7 @@ run_stop() {
     pkill "-$sig" -f "^$bin convert .*--save-path $save( |$)"
     wait "$pid"
     rc=$?
+    echo "$(date +%s.%N) $t0 $rc" >>"$save.walls"
 }
 
 # ---- one process ----
@@ -78,7 +81,26 @@ for s in "${stops[@]}"; do
     else bad "SIG$sig at '${when//\\/}': exit $rc (wanted $want), output $(ls -d "$save" 2>&1)"; show "$work/one-$i.log"; fi
     if [ "$want" = 75 ] && ! grep -q "stopped (signal" "$work/one-$i.log"; then bad "run $i: no 'stopped' line"; fi
 done
+t0=$(date +%s.%N)
 one --save-path "$save" >"$work/one-last.log" 2>&1 || { bad "the last resumed run failed"; show "$work/one-last.log"; }
+echo "$(date +%s.%N) $t0 0" >>"$save.walls"
+# the report's seconds cover every run that saved its times (the stops, not
+# the SIGKILL): the same stages as the uninterrupted run's, summing to more
+# than those runs' time in the conversion (0.8: their start-up, MPI and
+# reading the weights, is outside the stages; the runs take seconds each)
+# and less than all five runs' wall time
+"$py" - "$ref" "$save" "$save.walls" >"$work/times.txt" <<'EOF' && ok "times over 4 runs: $(cat "$work/times.txt")" || { bad "the resumed report's times"; cat "$work/times.txt"; }
+import json, sys
+a, b = (json.load(open(p + '/transmla_report.json'))['seconds'] for p in sys.argv[1:3])
+rep = json.load(open(sys.argv[2] + '/transmla_report.json'))
+walls = [(float(t1) - float(t0), int(rc)) for t1, t0, rc in (l.split() for l in open(sys.argv[3]))]
+saved = sum(w for w, rc in walls if rc != 137)
+total = sum(b.values())
+assert sorted(a) == sorted(b), (sorted(a), sorted(b))
+assert rep['resume']['runs'] == 4, rep['resume']
+assert 0.8 * saved < total < sum(w for w, _ in walls), (total, walls)
+print(f"{total:.1f} s in the stages; the runs that saved their times took {saved:.1f} s; report.resume.runs 4")
+EOF
 # what each resumed run said it skipped
 expect_line() { # log pattern what
     if grep -qE "$2" "$1"; then ok "$3: $(grep -E "$2" "$1" | head -n 1)"; else bad "$3: no line matching '$2'"; show "$1"; fi
