@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Speed of the attention fit (--fit attention, pipeline/attn_fit.h) at real
 # layer shapes: one-layer models of random bf16 weights from
-# bench/make_random_model.py with Llama-3.2-1B and Qwen2.5-72B layer shapes
-# (vocabulary cut to 1024), converted with few attention-fit steps. Per shape
+# bench/make_random_model.py with Llama-3.2-1B, Qwen2.5-72B and Mixtral-8x7B
+# attention shapes (vocabulary cut to 1024; Mixtral's layer with one
+# expert's MLP as a dense one, which the fit does not touch), converted with
+# few attention-fit steps. Per shape
 # it prints the seconds of one Adam step per layer, the step's FLOPs, the
 # achieved GFLOP/s, the GFLOP/s of a plain OpenBLAS sgemm at the step's
 # largest GEMM measured in the same run (the machine is shared, so only a
 # same-run baseline means anything), their ratio, and the projected fit time
 # per layer at the defaults (128 windows of 256, 16 held back, 150 steps of
 # 16 windows).
-# usage: bench/bench_attn_fit.sh [BUILD_DIR] [PYTHON]   (about 8 minutes and 8 GiB peak on 2 cores)
+# usage: bench/bench_attn_fit.sh [--only l1b,q72,mixtral] [BUILD_DIR] [PYTHON]
+#        (all three: about 13 minutes and 8 GiB peak on 2 cores)
 #
 # Settings, and why:
 #  - Llama-3.2-1B shapes: qk_mqa_dim 64, kv_lora_rank 256, 24 windows of 256
@@ -20,6 +23,8 @@
 #    micro-batches of 4: 4 held back, 4 trained, 4 per step, 2 steps. Every
 #    calibration pass at these shapes costs ~80 s on 2 cores (the MLP), which
 #    is what bounds the window count.
+#  - Mixtral-8x7B shapes: qk_mqa_dim 64, kv_lora_rank 512 (its preset), the
+#    1B shapes' windows (24 in micro-batches of 8, 16 per step), 2 steps.
 #  - --rorope-fit-steps 1, --kv-norm rms, --skip-published-mla, --freqfold 4,
 #    --eval-dataset none: the phases before the attention fit only have to
 #    produce a converted layer; none of them changes the fit's cost.
@@ -51,6 +56,8 @@
 # attention backward is not counted (model FLOPs, as MFU counts them).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+only=l1b,q72,mixtral
+if [ "${1:-}" = --only ]; then only=$2; shift 2; fi
 B=${1:-$here/build}
 py=${2:-/usr/bin/python3}
 work=$(mktemp -d)
@@ -96,12 +103,16 @@ convert() {
     /usr/bin/time -v -o "$work/$name.time" "${cmd[@]}" >"$work/$name.log" 2>&1 || { cat "$work/$name.log"; exit 1; }
     rm -f "$work/$name/model.safetensors" "$work/$name-mla"/*.safetensors # 1.8 GB each at 72B shapes
 }
-convert l1b llama-3.2-1b 256 24 8 4 16
-convert q72 qwen2.5-72b 512 8 4 2 4
+wanted() { case ",$only," in *",$1,"*) return 0 ;; esac; return 1; }
+if wanted l1b; then convert l1b llama-3.2-1b 256 24 8 4 16; fi
+if wanted q72; then convert q72 qwen2.5-72b 512 8 4 2 4; fi
+if wanted mixtral; then convert mixtral mixtral-8x7b-attn 512 24 8 2 16; fi
 
-"$py" - "$work" <<'PY'
+"$py" - "$work" "$only" <<'PY'
 import json, re, subprocess, sys
-work = sys.argv[1]
+work, only = sys.argv[1], sys.argv[2].split(",")
+# name: label, layers of the real model, windows per micro-batch used here
+SHAPES = {"l1b": ("Llama-3.2-1B", 16, 8), "q72": ("Qwen2.5-72B", 80, 4), "mixtral": ("Mixtral-8x7B", 32, 8)}
 
 def flops(cfg, T, w, train):
     """Model FLOPs of the block's forward (train: + backward) over w windows of T tokens."""
@@ -119,7 +130,8 @@ def layer_flops(cfg, T, wtrain, held, steps, wps):
     return 2 * flops(cfg, T, wtrain, False) + 2 * flops(cfg, T, held, False) + steps * step, step
 
 rows = []
-for name, label in (("l1b", "Llama-3.2-1B"), ("q72", "Qwen2.5-72B")):
+for name in (n for n in SHAPES if n in only):
+    label, n_layers, mb_windows = SHAPES[name]
     rep = json.load(open("%s/%s-mla/transmla_report.json" % (work, name)))
     cfg = json.load(open("%s/%s-mla/config.json" % (work, name)))
     a = rep["attn_fit"]
@@ -129,30 +141,30 @@ for name, label in (("l1b", "Llama-3.2-1B"), ("q72", "Qwen2.5-72B")):
     secs = a["seconds_per_layer"]
     rate = total / secs
     # the step's largest GEMM: q_proj over one micro-batch, [batch T, D] x [H (dn+dr), D]^T
-    mb = (8 if name == "l1b" else 4) * T
+    mb = mb_windows * T
     N, K = cfg["num_attention_heads"] * (cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]), cfg["hidden_size"]
     g = float(subprocess.check_output(["%s/sgemm" % work, str(mb), str(N), str(K)]))
     # the defaults: 128 windows, 16 held back, 112 trained, 150 steps of 16
     dtotal, _ = layer_flops(cfg, T, 112, 16, 150, 16)
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", open("%s/%s.time" % (work, name)).read()).group(1))
     wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", open("%s/%s.time" % (work, name)).read()).group(1)
-    rows.append((label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, rep["seconds"]))
+    rows.append((label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, rep["seconds"], n_layers))
 
 print("attention fit, one-layer random bf16 models, %s" % subprocess.check_output(["nproc"]).decode().strip() + " cores\n")
 print("| shapes | fit data (trained + held, per step) | steps | fit s/layer | s/step | GFLOP/step | GFLOP/s | sgemm GFLOP/s at [M x K] x [N x K]^T | ratio | projected s/layer at defaults |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, sec in rows:
+for label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, sec, n_layers in rows:
     held = a["held_back_windows"]
     print("| %s (kv_lora_rank %d) | %d + %d windows of %d, %d per step | %d | %.1f | %.2f | %.1f | %.1f | %.1f at [%d x %d] x [%d x %d]^T | %.2f | %.0f (%.1f h for %s layers) |"
           % (label, cfg["kv_lora_rank"], a["windows"] - held, held, a["seqlen"], a["windows_per_step"], a["steps"],
              secs, step / rate, step / 1e9, rate / 1e9, g, mb, K, N, K, rate / 1e9 / g, dtotal / rate,
-             dtotal / rate * (16 if label.startswith("Llama") else 80) / 3600, 16 if label.startswith("Llama") else 80))
+             dtotal / rate * n_layers / 3600, n_layers))
 print()
-for label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, sec in rows:
+for label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, sec, _ in rows:
     print("%s: conversion %s wall, peak RSS %.2f GiB; phases (s): %s" % (label, wall, rss / 2**20,
           ", ".join("%s %.1f" % (k, v) for k, v in sec.items())))
     print("  attn_fit layer: train mse %.4g -> %.4g, held back %.4g -> %.4g, best step %d"
           % tuple(a["layers"][0][k] for k in ("train_mse_before", "train_mse_after", "held_mse_before", "held_mse_after", "best_step")))
 print("\nprojection: the defaults' layer FLOPs (2 F(112) + 2 F(16) + 150 [TR(16) + F(16)]) at the rate measured here;"
-      "\n1B shapes ran in micro-batches of 8 (the default), 72B shapes in micro-batches of 4")
+      "\n1B and Mixtral shapes ran in micro-batches of 8 (the default), 72B shapes in micro-batches of 4")
 PY

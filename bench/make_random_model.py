@@ -28,6 +28,11 @@ PRESETS = {
                        intermediate_size=18944, rope_theta=1000000.0, rms_norm_eps=1e-6, bias=True),
     "llama-3.2-1b": dict(model_type="llama", hidden_size=2048, num_attention_heads=32, num_key_value_heads=8,
                          intermediate_size=8192, rope_theta=500000.0, rms_norm_eps=1e-5, bias=False),
+    # Mixtral-8x7B's attention (hidden 4096, 32 heads, 8 kv heads, head_dim
+    # 128) with one expert's MLP as a dense one: for what costs only the
+    # attention (the attention fit), not for the routed experts' passes
+    "mixtral-8x7b-attn": dict(model_type="llama", hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
+                              intermediate_size=14336, rope_theta=1000000.0, rms_norm_eps=1e-5, bias=False),
 }
 
 

@@ -64,17 +64,19 @@ static int choose_plan(const ModelConfig *c, PlanInputs in, int ranks, int stage
 }
 
 static void print_flops(const Plan *p, const PlanArgs *a) {
-    double per_token = 0, slowest = 0;
+    double per_token = 0, layers = 0, slowest = 0; /* layers: without the head, which calibration does not run */
     for (int s = 0; s < p->n_stages; s++) {
-        per_token += p->stage[s].flops_per_token;
-        if (p->stage[s].flops_per_token > slowest) slowest = p->stage[s].flops_per_token;
+        const StagePlan *sp = &p->stage[s];
+        per_token += sp->flops_per_token;
+        layers += sp->flops_per_token - sp->head_flops_per_token;
+        if (sp->flops_per_token - sp->head_flops_per_token > slowest) slowest = sp->flops_per_token - sp->head_flops_per_token;
     }
     double tokens = (double)a->cal_nsamples * a->cal_seqlen;
     /* three calibration passes: the original model (RoRoPE), the RoRoPE model
      * (BKV-PCA), the exact MLA model (kv-norm fit) */
     printf("calibration: %d samples x %d tokens, 3 forward passes: %.2f TFLOP in all, %.2f TFLOP per replica; "
            "%.2f TFLOP on each rank of the busiest stage\n", a->cal_nsamples, a->cal_seqlen,
-           3 * tokens * per_token / 1e12, 3 * tokens * per_token / 1e12 / p->in.replicas,
+           3 * tokens * layers / 1e12, 3 * tokens * layers / 1e12 / p->in.replicas,
            3 * tokens * slowest / 1e12 / p->in.replicas);
     printf("evaluation: %.2f GFLOP per token per evaluated model (original, RoRoPE per freqfold, MLA, export)\n",
            per_token / 1e9);

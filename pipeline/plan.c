@@ -119,6 +119,7 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
         if (s == S - 1) {
             sp->weight_bytes += hb, sp->readback_bytes += xhb;
             sp->flops_per_token += hf;
+            sp->head_flops_per_token = hf;
         }
         sp->stats_bytes = nl * stats1;
         sp->convert_bytes = (uint64_t)(in->attention_copies ? in->attention_copies : 2) * nl * attn1;

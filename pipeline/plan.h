@@ -41,6 +41,7 @@ typedef struct {
     uint64_t readback_bytes;       /* with evaluation: the export's tensors of the stage, read back at the
                                     * end; file-backed pages the kernel can drop, so not in the peak */
     double flops_per_token;        /* forward, head included on the last stage */
+    double head_flops_per_token;   /* the head's part of it (last stage): evaluations run it, calibration not */
     uint64_t stats_bytes;          /* float64 covariance sums of its layers, largest calibration step */
     uint64_t convert_bytes;        /* float64 converted attention of its layers, attention_copies of it */
     uint64_t activation_bytes;     /* the largest of: one micro-batch with the pipeline's send/receive

@@ -4,7 +4,8 @@
 #    4 ranks and 256 GiB fit, and the weights column of each layout adds up to
 #    the parameter bytes Python computes from config.json on its own (bf16);
 #    likewise Phi-4, Qwen3-8B, Qwen3-30B-A3B and Gemma-2-9B-it on 1, 2 and 4
-#    nodes, whose GFLOP per token must also equal Python's count (MoE: active
+#    nodes, whose GFLOP per token and calibration TFLOP (the layers only)
+#    must also equal Python's count (MoE: active
 #    experts only; gemma2: four norms per layer, a tied head counted with the
 #    last stage);
 #  - a layout that cannot fit is refused with one line and exit 1; a stage
@@ -45,7 +46,8 @@ print(2 * n / 2**30)
 PY
 }
 
-gflop_tok() { # forward GFLOP per token over 256-token windows: only num_experts_per_tok experts run
+gflop_tok() { # forward GFLOP per token over 256-token windows: only num_experts_per_tok experts run;
+    # then the calibration's TFLOP in all: 3 passes of 128 x 256 tokens through the layers (no head)
     "$py" - "$1" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1])); T = 256
@@ -54,7 +56,7 @@ d = c.get("head_dim", D // H)
 if "num_experts" in c: mlp = 2 * D * c["num_experts"] + c["num_experts_per_tok"] * 6 * D * c["moe_intermediate_size"]
 else: mlp = 6 * D * c["intermediate_size"]
 layer = 2 * D * (H * d + 2 * G * d) + 2 * H * d * D + mlp + 2 * H * d * (T + 1)
-print((L * layer + 2 * D * c["vocab_size"]) / 1e9)
+print((L * layer + 2 * D * c["vocab_size"]) / 1e9, 3 * 128 * 256 * L * layer / 1e12)
 PY
 }
 
@@ -75,14 +77,16 @@ done
 # tied head, GeGLU); on 1, 2 and 4 nodes of 4 ranks and 256 GiB
 for model in phi-4 qwen3-8b qwen3-30b-a3b gemma-2-9b-it; do
     cfg=$repo/configs/models/$model.config.json
-    want=$(param_gib "$cfg") wantf=$(gflop_tok "$cfg")
+    want=$(param_gib "$cfg")
+    read -r wantf wantc < <(gflop_tok "$cfg")
     for nodes in 1 2 4; do
         out=$("$bin" plan --model-path "$cfg" --nodes "$nodes" --ranks-per-node 4 --mem-per-node 256G 2>&1); rc=$?
         got=$(printf '%s\n' "$out" | awk '$1 ~ /^[0-9]+$/ && NF == 9 { s += $4 } END { print s }')
         gotf=$(printf '%s\n' "$out" | awk '/^evaluation:/ { print $2 }')
-        if [ $rc -eq 0 ] && printf '%s' "$out" | grep -q '^fits' && "$py" -c "import sys; g, w, gf, wf = map(float, sys.argv[1:]); sys.exit(0 if abs(g - w) < 0.01 and abs(gf - wf) < 0.006 else 1)" "$got" "$want" "$gotf" "$wantf"
-        then ok "plan $model on $nodes nodes: fits; weights $got GiB = $want, $gotf GFLOP/token = $wantf from config.json"
-        else fail "plan $model on $nodes nodes: rc $rc, weights $got vs $want, GFLOP/token $gotf vs $wantf: $out"; fi
+        gotc=$(printf '%s\n' "$out" | awk '/^calibration:/ { print $10 }')
+        if [ $rc -eq 0 ] && printf '%s' "$out" | grep -q '^fits' && "$py" -c "import sys; g, w, gf, wf, gc, wc = map(float, sys.argv[1:]); sys.exit(0 if abs(g - w) < 0.01 and abs(gf - wf) < 0.006 and abs(gc - wc) < 0.0005 * wc else 1)" "$got" "$want" "$gotf" "$wantf" "$gotc" "$wantc"
+        then ok "plan $model on $nodes nodes: fits; weights $got GiB = $want, $gotf GFLOP/token = $wantf, calibration $gotc TFLOP = $wantc from config.json"
+        else fail "plan $model on $nodes nodes: rc $rc, weights $got vs $want, GFLOP/token $gotf vs $wantf, calibration TFLOP $gotc vs $wantc: $out"; fi
     done
 done
 
