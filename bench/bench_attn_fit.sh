@@ -29,31 +29,17 @@
 #    --eval-dataset none: the phases before the attention fit only have to
 #    produce a converted layer; none of them changes the fit's cost.
 #
-# How a step is counted (attn_fit_layer): each Adam step runs the forward and
-# backward of the MLA block (model/mla.h) on the step's W trained
-# windows and the forward on the Hd held-back windows (which judge the
-# step's weights). Around the steps: one forward over the trained windows
-# (error before) and one over all windows (error after), plus the step-0
-# judgement on the held-back ones. So, with F(w) the forward FLOPs of w
-# windows and TR(w) the forward + backward FLOPs,
-#     layer = 2 F(Wtrain) + 2 F(Hd) + steps x [TR(W) + F(Hd)]
-# Only one conversion per shape fits in the time, so seconds per step come
-# from that identity: achieved GFLOP/s = layer FLOPs / attn_fit seconds per
-# layer (Adam, zeroing, gradient slots included as overhead), and seconds per
-# step = step FLOPs / that rate. This assumes forward and backward run at the
-# same rate.
-#
-# Forward FLOPs of the converted (native, no q_lora) block, per token, with
-# D hidden, H heads, dn/dr/dv qk_nope/qk_rope/v head dims, R kv_lora_rank:
-#     q_proj 2 D H (dn+dr), kv_a_proj_with_mqa 2 D (R+dr),
-#     kv_b_proj 2 R H (dn+dv) (the training kernels expand per-head K and V),
-#     o_proj 2 H dv D;
-# per window of T tokens, causal attention: QK^T 2 H (dn+dr) T(T+1)/2 and
-# PV 2 H dv T(T+1)/2. Backward counts 2x forward (gradients of inputs and
-# weights) for kv_b_proj, o_proj and the attention, but 1x for q_proj and
-# kv_a_proj: the fit needs no gradient of the layer input (dxn is NULL), so
-# only their weight gradients are computed. Recomputation inside the
-# attention backward is not counted (model FLOPs, as MFU counts them).
+# How a layer is counted (attn_fit_layer): each Adam step runs the forward
+# and backward of the MLA block (model/mla.h) on the step's W trained
+# windows; every 5th step and the last, the forward on the Hd held-back
+# windows judges the weights. Around the steps: one forward over the trained
+# windows (error before) and one over all windows (error after):
+# bench/fit_flops.py counts them (and says how the block's FLOPs are
+# counted); GFLOP/step below is one step's forward + backward. Only one conversion per shape fits in the
+# time, so seconds per step come from that count: achieved GFLOP/s = layer
+# FLOPs / attn_fit seconds per layer (Adam, zeroing, gradient slots
+# included as overhead), and seconds per step = step FLOPs / that rate.
+# This assumes forward and backward run at the same rate.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 only=l1b,q72,mixtral
@@ -108,26 +94,13 @@ if wanted l1b; then convert l1b llama-3.2-1b 256 24 8 4 16; fi
 if wanted q72; then convert q72 qwen2.5-72b 512 8 4 2 4; fi
 if wanted mixtral; then convert mixtral mixtral-8x7b-attn 512 24 8 2 16; fi
 
-"$py" - "$work" "$only" <<'PY'
+"$py" - "$work" "$only" "$here/bench" <<'PY'
 import json, re, subprocess, sys
 work, only = sys.argv[1], sys.argv[2].split(",")
+sys.path.insert(0, sys.argv[3])
+from fit_flops import attn_fit_defaults_flops, attn_fit_layer_flops, mla_dims
 # name: label, layers of the real model, windows per micro-batch used here
 SHAPES = {"l1b": ("Llama-3.2-1B", 16, 8), "q72": ("Qwen2.5-72B", 80, 4), "mixtral": ("Mixtral-8x7B", 32, 8)}
-
-def flops(cfg, T, w, train):
-    """Model FLOPs of the block's forward (train: + backward) over w windows of T tokens."""
-    D, H, R = cfg["hidden_size"], cfg["num_attention_heads"], cfg["kv_lora_rank"]
-    dn, dr, dv = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
-    fq, fkva, fkvb, fo = 2 * D * H * (dn + dr), 2 * D * (R + dr), 2 * R * H * (dn + dv), 2 * H * dv * D
-    fatt = 2 * H * (dn + dr + dv) * T * (T + 1) / 2
-    n = w * T
-    if not train:
-        return n * (fq + fkva + fkvb + fo) + w * fatt
-    return n * (2 * fq + 2 * fkva + 3 * fkvb + 3 * fo) + 3 * w * fatt
-
-def layer_flops(cfg, T, wtrain, held, steps, wps):
-    step = flops(cfg, T, wps, True) + flops(cfg, T, held, False)
-    return 2 * flops(cfg, T, wtrain, False) + 2 * flops(cfg, T, held, False) + steps * step, step
 
 rows = []
 for name in (n for n in SHAPES if n in only):
@@ -137,7 +110,7 @@ for name in (n for n in SHAPES if n in only):
     a = rep["attn_fit"]
     T, held, wps, steps = a["seqlen"], a["held_back_windows"], a["windows_per_step"], a["steps"]
     wtrain = a["windows"] - held
-    total, step = layer_flops(cfg, T, wtrain, held, steps, wps)
+    total, step = attn_fit_layer_flops(mla_dims(cfg), T, wtrain, held, steps, wps)
     secs = a["seconds_per_layer"]
     rate = total / secs
     # the step's largest GEMM: q_proj over one micro-batch, [batch T, D] x [H (dn+dr), D]^T
@@ -145,7 +118,7 @@ for name in (n for n in SHAPES if n in only):
     N, K = cfg["num_attention_heads"] * (cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]), cfg["hidden_size"]
     g = float(subprocess.check_output(["%s/sgemm" % work, str(mb), str(N), str(K)]))
     # the defaults: 128 windows, 16 held back, 112 trained, 150 steps of 16
-    dtotal, _ = layer_flops(cfg, T, 112, 16, 150, 16)
+    dtotal = attn_fit_defaults_flops(mla_dims(cfg), T)
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", open("%s/%s.time" % (work, name)).read()).group(1))
     wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", open("%s/%s.time" % (work, name)).read()).group(1)
     rows.append((label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, rep["seconds"], n_layers))
@@ -165,6 +138,6 @@ for label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, sec, _ in r
           ", ".join("%s %.1f" % (k, v) for k, v in sec.items())))
     print("  attn_fit layer: train mse %.4g -> %.4g, held back %.4g -> %.4g, best step %d"
           % tuple(a["layers"][0][k] for k in ("train_mse_before", "train_mse_after", "held_mse_before", "held_mse_after", "best_step")))
-print("\nprojection: the defaults' layer FLOPs (2 F(112) + 2 F(16) + 150 [TR(16) + F(16)]) at the rate measured here;"
+print("\nprojection: the defaults' layer FLOPs (2 F(112) + 32 F(16) + 150 TR(16): the held-back 16 judged at 31 steps and once after) at the rate measured here;"
       "\n1B and Mixtral shapes ran in micro-batches of 8 (the default), 72B shapes in micro-batches of 4")
 PY
