@@ -134,6 +134,24 @@ void run_report_tail(Run *r, TmDType dtype) {
 
 /* ---- times across the runs of a resumed conversion ---- */
 
+/* An object as [key, value] pairs: the state's markers are written with
+ * sorted keys, and the report keeps the stages in the order they ran. */
+static json_t *as_pairs(json_t *obj) {
+    json_t *pairs = json_array(), *v;
+    const char *k;
+    json_object_foreach(obj, k, v) json_array_append_new(pairs, json_pack("[sO]", k, v));
+    return pairs;
+}
+
+static void update_from_pairs(json_t *obj, json_t *pairs) {
+    size_t i;
+    json_t *kv;
+    json_array_foreach(pairs, i, kv) {
+        const char *k = json_string_value(json_array_get(kv, 0));
+        if (k) json_object_set(obj, k, json_array_get(kv, 1));
+    }
+}
+
 int run_times_save(Run *r) {
     uint64_t mine = run_peak_rss(r), *all = mallocCheck((size_t)r->t.size * sizeof *all);
     MPI_Gather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
@@ -141,9 +159,9 @@ int run_times_save(Run *r) {
     if (run_is_root(r)) {
         json_t *peaks = json_array();
         for (int i = 0; i < r->t.size; i++) json_array_append_new(peaks, json_integer((json_int_t)all[i]));
-        info = json_pack("{sOsOsfsisO}", "seconds", r->rep.seconds, "peak_rss_after", r->rep.peak_rss,
-                         "in_stage_seconds", tm_now_s() - r->rep.t_stage, "runs", r->rep.runs, "peak_rss_per_rank",
-                         peaks);
+        info = json_pack("{sososfsisO}", "seconds", as_pairs(r->rep.seconds), "peak_rss_after",
+                         as_pairs(r->rep.peak_rss), "in_stage_seconds", tm_now_s() - r->rep.t_stage, "runs",
+                         r->rep.runs, "peak_rss_per_rank", peaks);
         json_decref(peaks);
     }
     free(all);
@@ -159,8 +177,8 @@ static void run_times_continue(Run *r, json_t *info) {
     r->rep.prior_peak = (uint64_t)json_integer_value(json_array_get(peaks, (size_t)r->t.rank));
     r->rep.runs = (int)json_integer_value(json_object_get(info, "runs")) + 1;
     if (run_is_root(r)) {
-        json_object_update(r->rep.seconds, json_object_get(info, "seconds"));
-        json_object_update(r->rep.peak_rss, json_object_get(info, "peak_rss_after"));
+        update_from_pairs(r->rep.seconds, json_object_get(info, "seconds"));
+        update_from_pairs(r->rep.peak_rss, json_object_get(info, "peak_rss_after"));
         r->rep.t_stage -= json_real_value(json_object_get(info, "in_stage_seconds"));
     }
 }

@@ -85,7 +85,7 @@ t0=$(date +%s.%N)
 one --save-path "$save" >"$work/one-last.log" 2>&1 || { bad "the last resumed run failed"; show "$work/one-last.log"; }
 echo "$(date +%s.%N) $t0 0" >>"$save.walls"
 # the report's seconds cover every run that saved its times (the stops, not
-# the SIGKILL): the same stages as the uninterrupted run's, summing to more
+# the SIGKILL): the same stages as the uninterrupted run's in its order, summing to more
 # than those runs' time in the conversion (0.8: their start-up, MPI and
 # reading the weights, is outside the stages; the runs take seconds each)
 # and less than all five runs' wall time
@@ -96,7 +96,7 @@ rep = json.load(open(sys.argv[2] + '/transmla_report.json'))
 walls = [(float(t1) - float(t0), int(rc)) for t1, t0, rc in (l.split() for l in open(sys.argv[3]))]
 saved = sum(w for w, rc in walls if rc != 137)
 total = sum(b.values())
-assert sorted(a) == sorted(b), (sorted(a), sorted(b))
+assert list(a) == list(b), (list(a), list(b))  # the same stages, in the order they ran
 assert rep['resume']['runs'] == 4, rep['resume']
 assert 0.8 * saved < total < sum(w for w, _ in walls), (total, walls)
 print(f"{total:.1f} s in the stages; the runs that saved their times took {saved:.1f} s; report.resume.runs 4")
