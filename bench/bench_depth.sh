@@ -109,6 +109,18 @@ stop_at_layer() { # ID LOG
     scancel --signal=USR1 --batch "$1"
 }
 
+# What the stopped runs so far saved (convert's times marker, JSON in an
+# HDF5 attribute): seconds per finished stage, the unfinished one's so far,
+# each rank's peak RSS.
+saved_times() { # MARKER
+    h5dump -a info "$1" | "$PY" -c '
+import json, re, sys
+t = json.loads(re.search(r"\(0\): \"(.*)\"\s*$", sys.stdin.read(), re.M).group(1))
+print("  after %d run(s), seconds per finished stage: %s; in the unfinished one so far %.1f; peak RSS per rank (GiB): %s" % (
+    t["runs"], ", ".join("%s %.1f" % (k, v) for k, v in t["seconds"]), t["in_stage_seconds"],
+    ", ".join("%.2f" % (b / 2**30) for b in t["peak_rss_per_rank"])))'
+}
+
 convert() { # MODEL RANKS OUT: one conversion, 1 rank or RANKS ranks as RANKS stages
     local m=$work/$1 n=$2 out=$3 args
     args=(--model-path "$m" --cal-tokens "$m/calib.u32" "${convert_args[@]}" --stages "$n" --save-path "$out")
@@ -125,6 +137,7 @@ convert() { # MODEL RANKS OUT: one conversion, 1 rank or RANKS ranks as RANKS st
         echo "$1 on $n rank(s): $((SECONDS - t0)) s wall (job $id, $state)"
         if [ "$state" != COMPLETED ] && grep -q "stopped (signal" "$log"; then
             echo "$1 on $n rank(s): stopped, its progress is in $out.work: run again with --continue"
+            saved_times "$out.work/times.done.h5"
             return 1
         fi
         [ "$state" = COMPLETED ] || { echo "job $id ($1, $n ranks) ended $state"; tail -n 20 "$log"; exit 1; }
