@@ -42,14 +42,15 @@ mpi() { local np=$1; shift; timeout 300 "$mpiexec" --oversubscribe --allow-run-a
 jget() { "$py" -c "import json, sys; d = json.load(open(sys.argv[1]))
 for k in sys.argv[2].split('.'): d = d[int(k) if k.isdigit() else k]
 print(d)" "$1" "$2"; }
-same_ppl() { # a b: every ppl entry within 1e-6 relative
+same_ppl() { # a b [tol]: every ppl entry within tol (default 1e-6) relative
     "$py" -c "
 import json, sys
 a, b = (json.load(open(p + '/transmla_report.json'))['ppl'] for p in sys.argv[1:3])
+tol = float(sys.argv[3])
 keys = [k for k in b if isinstance(b[k], float)]
 worst = max(abs(a[k] - b[k]) / abs(b[k]) for k in keys)
-print('%s ppl %s: worst relative difference %.2e' % ('ok   ' if worst <= 1e-6 else 'FAIL ', ','.join(keys), worst))
-sys.exit(0 if worst <= 1e-6 else 1)" "$1" "$2"
+print('%s ppl %s: worst relative difference %.2e (within %g)' % ('ok   ' if worst <= tol else 'FAIL ', ','.join(keys), worst, tol))
+sys.exit(0 if worst <= tol else 1)" "$1" "$2" "${3:-1e-6}"
 }
 # Under the sanitizers (TM_SANITIZED) the RoRoPE fit runs short: the same
 # code in a fraction of the time; the release pass checks what it achieves.
@@ -100,8 +101,10 @@ for x, y in zip(a, b):
 EOF
 
 # gemma2 (the sandwich norm applied where the streams cross the stage boundary, per-layer windows,
-# soft-caps in the fits): 2 stages x 2 replicas, both fits, give the one-process perplexities (1e-6;
-# measured 6e-7)
+# soft-caps in the fits): 2 stages x 2 replicas, both fits, give the one-process perplexities (5e-6:
+# the layouts' sums differ by 3e-8 in the original's perplexity, and the fits' Adam steps grow that to
+# 6e-7 .. 1.2e-6 in the fitted models, measured at different commits; each layout alone repeats its
+# perplexities exactly)
 "$py" -c "
 import numpy as np, sys
 np.random.default_rng(7).integers(0, 64, 12 * 64).astype('<u2').tofile(sys.argv[1])" "$work/g2.u16"
@@ -110,7 +113,7 @@ g2=(convert "${fitq[@]}" --quiet --model-path "$fixtures/gemma2" --cal-tokens "$
     --attn-fit-steps 10)
 "$bin" "${g2[@]}" --save-path "$work/g2p1" >/dev/null || bad "gemma2: one-process conversion"
 mpi 4 "${g2[@]}" --stages 2 --save-path "$work/g2p4" >/dev/null 2>&1 || bad "gemma2: P=4 S=2 conversion"
-same_ppl "$work/g2p4" "$work/g2p1" | sed "s/^\(....\) /\1 gemma2, both fits, P=4 S=2: /"
+same_ppl "$work/g2p4" "$work/g2p1" 5e-6 | sed "s/^\(....\) /\1 gemma2, both fits, P=4 S=2: /"
 [ "${PIPESTATUS[0]}" = 0 ] || fails=$((fails + 1))
 
 # determinism: the same topology again, bit for bit
