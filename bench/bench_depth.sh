@@ -33,12 +33,16 @@
 # BENCH_DEPTH_WORK, submits it again from its saved progress instead of
 # afresh; the report's seconds and peaks then cover every part
 # (report.resume.runs counts them). Job logs are kept in WORK/logs.
+# --attn-fit-steps N overrides the attention fit's step count alone (with
+# --defaults: every other setting stays convert's own): a 16-layer
+# conversion at the defaults but a few steps fits in a sitting, and the
+# per-layer fit log times a step, so the full fit is counted, not guessed.
 #   bash bench/bench_depth.sh [--mpirun] [--only 1b|1b2|1b16|72b] [--ranks N] [--fit WHAT] [--defaults]
-#                             [--stop-after MIN] [--continue] [BUILD_DIR]
+#                             [--attn-fit-steps N] [--stop-after MIN] [--continue] [BUILD_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-launcher=slurm only="" fit=attention defaults=0 ranks="" stop_after="" continue=0
+launcher=slurm only="" fit=attention defaults=0 ranks="" stop_after="" continue=0 attn_steps=""
 while [ $# -gt 0 ]; do
     case $1 in
         --mpirun) launcher=mpirun; shift ;;
@@ -48,6 +52,7 @@ while [ $# -gt 0 ]; do
         --ranks) ranks=$2; shift 2 ;;
         --stop-after) stop_after=$2; shift 2 ;;
         --continue) continue=1; shift ;;
+        --attn-fit-steps) attn_steps=$2; shift 2 ;;
         *) break ;;
     esac
 done
@@ -64,6 +69,7 @@ if [ "$defaults" = 1 ]; then
     convert_args=(--token-dtype u32 "${settings[@]}")
     hours=48
 fi
+if [ -n "$attn_steps" ]; then convert_args+=(--attn-fit-steps "$attn_steps"); fi
 
 cleanup() {
     if [ "$launcher" = slurm ]; then local_cluster_stop; fi

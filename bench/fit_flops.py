@@ -56,6 +56,18 @@ def attn_fit_defaults_flops(dims, T=256):
     return attn_fit_layer_flops(dims, T, 112, 16, 150, 16)[0]
 
 
+def attn_fit_report_flops(dims, settings):
+    """A layer's attention fit as a conversion ran it (transmla_report.json's
+    settings): its windows (attn_fit_nsamples, else the calibration's), an
+    eighth of them held back, its steps of attn_fit_windows_per_step."""
+    n = settings["cal_nsamples"]
+    if settings.get("attn_fit_nsamples"):
+        n = min(n, settings["attn_fit_nsamples"])
+    held = max(n // 8, 1)
+    return attn_fit_layer_flops(dims, settings["cal_max_seqlen"], n - held, held, settings["attn_fit_steps"],
+                                settings["attn_fit_windows_per_step"])[0]
+
+
 def gqa_attention_flops(cfg, T=256):
     """Forward FLOPs per token of a GQA config's attention: q, k, v, o and
     causal attention over T-token windows (what the rotation fit's work

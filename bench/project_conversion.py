@@ -48,7 +48,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fit_flops import attn_fit_defaults_flops, gqa_attention_flops, mla_dims_converted  # noqa: E402
+from fit_flops import attn_fit_defaults_flops, attn_fit_report_flops, gqa_attention_flops, mla_dims_converted  # noqa: E402
 
 CAL_PHASES = ("calibrate_keys", "calibrate_latent", "kv_norm_fit")
 PHASES = ("calibration", "rotation fit", "attention fit", "RoRoPE, BKV-PCA, export")  # the projected rows
@@ -85,7 +85,8 @@ def measured_rates(rep, cfg, plan1, ratio):
     """Per-core rates and per-layer seconds of the measured 1-rank run."""
     sec, L = rep["seconds"], cfg["num_hidden_layers"]
     cal_s = sum(sec[p] for p in CAL_PHASES)
-    fit_flops = attn_fit_defaults_flops(mla_dims_converted(cfg, rep["settings"]["kv_lora_rank"]))
+    # the run's own fit (bench_depth.sh --attn-fit-steps may shorten it)
+    fit_flops = attn_fit_report_flops(mla_dims_converted(cfg, rep["settings"]["kv_lora_rank"]), rep["settings"])
     return dict(cal_rate=plan1["busiest_tflop"] * 1e12 / cal_s,
                 rot_s_per_flop=sec["rorope_fit"] / L / gqa_attention_flops(cfg),
                 attn_rate=fit_flops * L / sec["attn_fit"] / ratio,  # FLOP/s per core at sgemm ratio 1
