@@ -15,6 +15,11 @@
 #include "pipeline/fit_stream.h"
 #include "pipeline/rorope_fit.h"
 
+/* The process before any model-sized work: the libraries' code and buffers (OpenBLAS, Open MPI, HDF5);
+ * bytelm-dev's RSS after its first evaluation less its weights, 47.2 - 18.8 MiB, measured at 1 rank.
+ * Negligible at real shapes, 16% of a bytelm-dev conversion. */
+#define PLAN_PROCESS_BYTES (28ull << 20)
+
 /* Float64 bytes of one layer's largest statistics and its converted attention. */
 static void layer_convert_bytes(const ModelConfig *c, const PlanInputs *in, uint64_t *stats, uint64_t *attn) {
     uint64_t d = c->head_dim, H = c->n_heads, L = (uint64_t)c->n_kv_heads * d, D = c->hidden_size;
@@ -125,7 +130,12 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
         sp->convert_bytes = (uint64_t)(in->attention_copies ? in->attention_copies : 2) * nl * attn1;
         uint64_t fits = in->cal_batch > 0 ? fits_bytes(c, in, s == S - 1) : 0;
         sp->activation_bytes = fits > act ? fits : act;
-        sp->peak_bytes = sp->weight_bytes + sp->stats_bytes + sp->convert_bytes + sp->activation_bytes;
+        /* The second copy lives only while RoRoPE's candidates (or the published rotation's MLA) are built
+         * and evaluated, before the fits; a fit holds one copy beside its rows and state. Adding both at
+         * once overestimated a 9-layer stage with both fits by 36% (bench_depth.sh, README). */
+        uint64_t rorope_moment = sp->convert_bytes + act, fit_moment = nl * attn1 + fits;
+        sp->peak_bytes = PLAN_PROCESS_BYTES + sp->weight_bytes + sp->stats_bytes +
+                         (rorope_moment > fit_moment ? rorope_moment : fit_moment);
     }
     free(lb);
     free(xb);
@@ -170,7 +180,9 @@ void plan_print(const Plan *p, const ModelConfig *c, FILE *to) {
                 gib(sp->stats_bytes), gib(sp->convert_bytes), gib(sp->activation_bytes), gib(sp->peak_bytes),
                 sp->flops_per_token / 1e9);
     }
-    fprintf(to, "  (+E: embedding, +H: final norm and head; rank = replica * %d + stage)\n", S);
+    fprintf(to, "  (+E: embedding, +H: final norm and head; rank = replica * %d + stage; peak = %.0f MiB for the process\n"
+                "   + weights + stats + the larger of convert + a micro-batch (RoRoPE) and one converted copy + the\n"
+                "   fits' data (after it))\n", S, PLAN_PROCESS_BYTES / 1048576.0);
     uint64_t rb = 0;
     for (int s = 0; s < S; s++) rb = p->stage[s].readback_bytes > rb ? p->stage[s].readback_bytes : rb;
     if (rb)

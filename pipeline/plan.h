@@ -46,7 +46,8 @@ typedef struct {
     uint64_t convert_bytes;        /* float64 converted attention of its layers, attention_copies of it */
     uint64_t activation_bytes;     /* the largest of: one micro-batch with the pipeline's send/receive
                                     * buffers, and each fit's rows, state and micro-batch */
-    uint64_t peak_bytes;           /* the sum: the estimated peak of one rank */
+    uint64_t peak_bytes;           /* the estimated peak of one rank: the process, weights, stats and the
+                                    * larger of (convert + a micro-batch) and (one copy + the fits) */
 } StagePlan;
 
 typedef struct {

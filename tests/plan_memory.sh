@@ -4,10 +4,10 @@
 # their count) on 1 rank and on 2 ranks as 2 stages; each rank's measured
 # peak RSS (transmla_report.json, getrusage) must be within 15% of plan's
 # estimated peak for its stage, made from config.json and the same
-# settings. Measured: 1 rank 178.5 MiB against 170 estimated; 2 stages
-# 164.1 / 137.8 against 153 / 134. What plan leaves out (libraries, MPI's
-# buffers, the rotation fit's own scratch) is a few MiB here; at real
-# shapes the counted terms dominate more.
+# settings. Measured: 1 rank 176.2 MiB against 180.2 estimated; 2 stages
+# 163.4 / 137.4 against 166.9 / 155.6 (plan counts 28 MiB for the process
+# and its libraries, a sixth of the peak here; at real shapes the counted
+# terms dominate).
 # usage: plan_memory.sh TRANSMLA PYTHON MPIEXEC
 set -euo pipefail
 BIN=$1 PY=$2 MPIEXEC=$3
