@@ -75,3 +75,23 @@ def gqa_attention_flops(cfg, T=256):
     D, H, G = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     d = cfg.get("head_dim") or D // H
     return 2 * D * (H * d + 2 * G * d) + 2 * H * d * D + 2 * H * d * (T + 1)
+
+
+def layer_forward_flops(cfg, T=256):
+    """Forward FLOPs per token of one decoder layer of a GQA config: its
+    attention and its MLP (MoE: the routed experts and the router)."""
+    D = cfg["hidden_size"]
+    if "num_local_experts" in cfg:  # mixtral
+        mlp = cfg["num_experts_per_tok"] * 6 * D * cfg["intermediate_size"] + 2 * D * cfg["num_local_experts"]
+    elif "num_experts" in cfg:  # qwen3_moe
+        mlp = cfg["num_experts_per_tok"] * 6 * D * cfg["moe_intermediate_size"] + 2 * D * cfg["num_experts"]
+    else:
+        mlp = 6 * D * cfg["intermediate_size"]
+    return gqa_attention_flops(cfg, T) + mlp
+
+
+def attn_fit_stream_flops(cfg, windows, T, sequential):
+    """Moving the attention fit's data on through one layer: the original
+    model's stream over the windows, and with the sequential schedule the
+    fitted prefix's stream too (pipeline/run_attn_fit.c)."""
+    return (2 if sequential else 1) * windows * T * layer_forward_flops(cfg, T)

@@ -28,9 +28,11 @@ its work grows with, and divided by the cores that share it in the layout:
     256); its micro-batches (16 windows + 8 held back, micro-batches of 8)
     spread over at most 2 replicas; stages fit side by side (parallel);
   attention fit: bench/fit_flops.py's FLOPs of a layer's fit at the
-    defaults, at the measured run's rate times the shapes' ratio to sgemm;
-    a step's 2 micro-batches spread over at most 2 replicas; stages side by
-    side (the sbatch's --attn-fit-schedule parallel), else one after another;
+    defaults and of moving its data on through the layer (one stream, two
+    with the sequential schedule), at the measured run's rate times the
+    shapes' ratio to sgemm; a step's 2 micro-batches spread over at most 2
+    replicas, the data over all; stages side by side (the sbatch's
+    --attn-fit-schedule parallel), else one after another;
   RoRoPE, BKV-PCA, export: per layer, times (kv width)^3 (the eigenproblems);
   evaluation, apart: plan's GFLOP per evaluated token on the busiest stage
     (the head included on the last; attention counted at 256 tokens, a few
@@ -48,7 +50,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fit_flops import attn_fit_defaults_flops, attn_fit_report_flops, gqa_attention_flops, mla_dims_converted  # noqa: E402
+from fit_flops import (attn_fit_defaults_flops, attn_fit_report_flops, attn_fit_stream_flops,  # noqa: E402
+                       gqa_attention_flops, mla_dims_converted)
 
 CAL_PHASES = ("calibrate_keys", "calibrate_latent", "kv_norm_fit")
 PHASES = ("calibration", "rotation fit", "attention fit", "RoRoPE, BKV-PCA, export")  # the projected rows
@@ -85,11 +88,14 @@ def measured_rates(rep, cfg, plan1, ratio):
     """Per-core rates and per-layer seconds of the measured 1-rank run."""
     sec, L = rep["seconds"], cfg["num_hidden_layers"]
     cal_s = sum(sec[p] for p in CAL_PHASES)
-    # the run's own fit (bench_depth.sh --attn-fit-steps may shorten it)
-    fit_flops = attn_fit_report_flops(mla_dims_converted(cfg, rep["settings"]["kv_lora_rank"]), rep["settings"])
+    # the run's own fit (bench_depth.sh --attn-fit-steps may shorten it), and its data moved on after
+    # every layer but the last (with few steps that is half the phase)
+    st = rep["settings"]
+    fit_flops = attn_fit_report_flops(mla_dims_converted(cfg, st["kv_lora_rank"]), st)
+    stream = attn_fit_stream_flops(cfg, st["cal_nsamples"], st["cal_max_seqlen"], st["attn_fit_schedule"] == "sequential")
     return dict(cal_rate=plan1["busiest_tflop"] * 1e12 / cal_s,
                 rot_s_per_flop=sec["rorope_fit"] / L / gqa_attention_flops(cfg),
-                attn_rate=fit_flops * L / sec["attn_fit"] / ratio,  # FLOP/s per core at sgemm ratio 1
+                attn_rate=(fit_flops * L + stream * (L - 1)) / sec["attn_fit"] / ratio,  # FLOP/s per core at ratio 1
                 small_s=sum(sec.get(p, 0) for p in SMALL_PHASES) / L / kv_width(cfg) ** 3)
 
 
@@ -99,10 +105,12 @@ def project(m, cfg, kv_lora_rank, p, cores, eval_windows, parallel, ratio):
     per_stage = p["layers_per_stage"] if parallel else cfg["num_hidden_layers"]
     passes = 4 if eval_windows else 3  # evaluating, the published rotation's latents are calibrated too
     fit_flops = attn_fit_defaults_flops(mla_dims_converted(cfg, kv_lora_rank))
+    # each replica moves its share of the 128 windows on through every layer it fits
+    stream = attn_fit_stream_flops(cfg, 128, 256, not parallel) / p["replicas"]
     out = {
         "calibration": p["busiest_tflop"] * 1e12 * passes / 3 / (cores * m["cal_rate"]),
         "rotation fit": m["rot_s_per_flop"] * gqa_attention_flops(cfg) * p["layers_per_stage"] / fit_ranks,
-        "attention fit": fit_flops / (m["attn_rate"] * ratio) * per_stage / fit_ranks,
+        "attention fit": (fit_flops / fit_ranks + stream / cores) * per_stage / (m["attn_rate"] * ratio),
         "RoRoPE, BKV-PCA, export": m["small_s"] * kv_width(cfg) ** 3 * p["layers_per_stage"] / cores,
     }
     # the stages run side by side (pipelined micro-batches): the busiest one's GFLOP per token, head included
@@ -135,7 +143,8 @@ def main():
         deep = dict(cfg, num_hidden_layers=a.layers)
         p = dict(plan1, layers_per_stage=a.layers, busiest_tflop=plan1["busiest_tflop"] * a.layers / cfg["num_hidden_layers"])
         cols.append(("%s, %d layers, 1 core" % (os.path.basename(model), a.layers),
-                     project(m, deep, rep["settings"]["kv_lora_rank"], p, 1, 0, True, float(ratios["l1b"]))[0]))
+                     project(m, deep, rep["settings"]["kv_lora_rank"], p, 1, 0,
+                             rep["settings"]["attn_fit_schedule"] != "sequential", float(ratios["l1b"]))[0]))
         evals.append("-")
     for preset, sbatch in a.target:
         pre = json.load(open(preset))
