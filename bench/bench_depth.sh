@@ -58,6 +58,8 @@ while [ $# -gt 0 ]; do
 done
 B=$(cd "${1:-build}" && pwd)
 PY=/usr/bin/python3
+# shellcheck source=tests/lib.sh
+. tests/lib.sh # times_marker
 work=${BENCH_DEPTH_WORK:-$(mktemp -d /tmp/bench_depth.XXXXXX)}
 mkdir -p "$work"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -119,9 +121,9 @@ stop_at_layer() { # ID LOG
 # HDF5 attribute): seconds per finished stage, the unfinished one's so far,
 # each rank's peak RSS.
 saved_times() { # MARKER
-    h5dump -a info "$1" | "$PY" -c '
-import json, re, sys
-t = json.loads(re.search(r"\(0\): \"(.*)\"\s*$", sys.stdin.read(), re.M).group(1))
+    times_marker "$1" "$PY" | "$PY" -c '
+import json, sys
+t = json.load(sys.stdin)
 print("  after %d run(s), seconds per finished stage: %s; in the unfinished one so far %.1f; peak RSS per rank (GiB): %s" % (
     t["runs"], ", ".join("%s %.1f" % (k, v) for k, v in t["seconds"]), t["in_stage_seconds"],
     ", ".join("%.2f" % (b / 2**30) for b in t["peak_rss_per_rank"])))'

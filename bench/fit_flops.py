@@ -56,16 +56,13 @@ def attn_fit_defaults_flops(dims, T=256):
     return attn_fit_layer_flops(dims, T, 112, 16, 150, 16)[0]
 
 
-def attn_fit_report_flops(dims, settings):
-    """A layer's attention fit as a conversion ran it (transmla_report.json's
-    settings): its windows (attn_fit_nsamples, else the calibration's), an
-    eighth of them held back, its steps of attn_fit_windows_per_step."""
-    n = settings["cal_nsamples"]
-    if settings.get("attn_fit_nsamples"):
-        n = min(n, settings["attn_fit_nsamples"])
-    held = max(n // 8, 1)
-    return attn_fit_layer_flops(dims, settings["cal_max_seqlen"], n - held, held, settings["attn_fit_steps"],
-                                settings["attn_fit_windows_per_step"])[0]
+def attn_fit_report_flops(dims, fit):
+    """A layer's attention fit as a one-replica conversion ran it
+    (transmla_report.json's attn_fit: its windows, those it held back, its
+    steps of windows_per_step)."""
+    held = fit["held_back_windows"]
+    return attn_fit_layer_flops(dims, fit["seqlen"], fit["windows"] - held, held, fit["steps"],
+                                fit["windows_per_step"])[0]
 
 
 def gqa_attention_flops(cfg, T=256):

@@ -91,7 +91,7 @@ def measured_rates(rep, cfg, plan1, ratio):
     # the run's own fit (bench_depth.sh --attn-fit-steps may shorten it), and its data moved on after
     # every layer but the last (with few steps that is half the phase)
     st = rep["settings"]
-    fit_flops = attn_fit_report_flops(mla_dims_converted(cfg, st["kv_lora_rank"]), st)
+    fit_flops = attn_fit_report_flops(mla_dims_converted(cfg, st["kv_lora_rank"]), rep["attn_fit"])
     stream = attn_fit_stream_flops(cfg, st["cal_nsamples"], st["cal_max_seqlen"], st["attn_fit_schedule"] == "sequential")
     return dict(cal_rate=plan1["busiest_tflop"] * 1e12 / cal_s,
                 rot_s_per_flop=sec["rorope_fit"] / L / gqa_attention_flops(cfg),

@@ -130,7 +130,8 @@ static int plan_run(PlanArgs *a) {
     PlanInputs in = {.dtype = dt, .cal_batch = a->cal_batch, .cal_seqlen = a->cal_seqlen, .eval_batch = eval_batch,
                      .ppl_seqlen = a->ppl_seqlen, .qk_mqa_dim = a->qk_mqa_dim, .q_lora_rank = a->q_lora_rank,
                      .cal_nsamples = a->cal_nsamples > 0 ? a->cal_nsamples : 128, .kv_lora_rank = a->kv_lora_rank,
-                     .fits = plan_fits_of(&cs), .attention_copies = plan_attention_copies(&cs, eval_batch > 0)};
+                     .fits = plan_fits_of(&cs)};
+    plan_rorope_search(&in, &cs, eval_batch > 0, 1);
     printf("plan: %s (%s, %d layers, %s weights) on %d node%s x %d ranks = %d ranks", config, c.model_type, c.n_layers,
            tm_dtype_name(dt == TM_DTYPE_INVALID ? TM_BF16 : dt), a->nodes, a->nodes == 1 ? "" : "s", a->ranks_per_node,
            ranks);

@@ -22,10 +22,11 @@
 #include "pipeline/output.h"
 #include "pipeline/run.h"
 
+/* Float64 bytes of the stage's converted attention; a model built from it holds half that again (fp32). */
 static uint64_t layers_bytes(const Run *r, const MlaAttn *layers) {
     uint64_t b = 0;
     for (int l = r->first; l < r->end; l++) b += mla_attn_bytes(&layers[l]);
-    return b + b / 2; /* plus the fp32 copy a built model holds */
+    return b;
 }
 
 static void free_layers(MlaAttn *layers, int n) {
@@ -127,10 +128,15 @@ PlanFits plan_fits_of(const ConvertSettings *s) {
                       .attention_sequential = s->attn_fit_sequential, .attention_o = s->attn_fit_o};
 }
 
-/* Two while the freqfold search keeps the best candidate beside the next, or
- * the published rotation's MLA is built beside the fitted one. */
-int plan_attention_copies(const ConvertSettings *s, int has_eval) {
-    return !s->freqfold || (s->rorope_fit_steps > 0 && has_eval && !s->skip_published_mla) ? 2 : 1;
+/* Two copies while the freqfold search keeps the best candidate beside the
+ * next, or the published rotation's MLA is built beside the fitted one. A
+ * candidate is built (its fp32 copy) only to be judged: not when the fit
+ * chooses freqfold later and nothing is evaluated (as stage_rorope). */
+void plan_rorope_search(PlanInputs *in, const ConvertSettings *s, int has_eval, int has_data) {
+    int published = s->rorope_fit_steps > 0 && has_eval && !s->skip_published_mla;
+    int fit_chooses = !s->freqfold && s->rorope_fit_steps > 0 && has_data;
+    in->attention_copies = !s->freqfold || published ? 2 : 1;
+    in->rorope_builds = !fit_chooses || published;
 }
 
 static int make_plan(Run *r) {
@@ -140,8 +146,8 @@ static int make_plan(Run *r) {
                      .eval_batch = run_has_eval(s) ? s->eval_batch : 0, .ppl_seqlen = s->ppl_seqlen,
                      .qk_mqa_dim = s->qk_mqa_dim, .q_lora_rank = s->q_lora_rank, .mem_per_rank = s->mem_per_rank,
                      .cal_nsamples = s->cal_nsamples ? s->cal_nsamples : 128, .kv_lora_rank = s->kv_lora_rank,
-                     .fits = run_data_free(r) ? (PlanFits){0} : plan_fits_of(s),
-                     .attention_copies = plan_attention_copies(s, run_has_eval(s))};
+                     .fits = run_data_free(r) ? (PlanFits){0} : plan_fits_of(s)};
+    plan_rorope_search(&in, s, run_has_eval(s), !run_data_free(r));
     if (plan_make(&r->plan, &r->cfg, &in)) return -1;
     r->first = r->plan.stage[r->t.stage].first;
     r->end = r->plan.stage[r->t.stage].end;
@@ -313,7 +319,8 @@ static int stage_rorope(Run *r) {
             free_layers(layers, n);
             break;
         }
-        run_note_max(&r->rep.mem_attn, layers_bytes(r, layers) * (r->layers ? 2 : 1)); /* best so far + this one */
+        uint64_t one = layers_bytes(r, layers); /* best so far + this one, + its build when judged */
+        run_note_max(&r->rep.mem_attn, one * (r->layers ? 2 : 1) + (judge ? one / 2 : 0));
         if (!judge) { /* the first candidate's layers stand in until the fit rebuilds them */
             if (!r->layers) r->layers = layers, r->rs.freqfold = cands[i];
             else free_layers(layers, n);
@@ -422,7 +429,7 @@ static int stage_published_mla(Run *r) {
         rc = run_eval_into(r, &bm.model, "mla, published rotation", "eval-mla-published", "mla_pca");
         built_model_free(&bm);
     }
-    run_note_max(&r->rep.mem_attn, layers_bytes(r, layers) + layers_bytes(r, r->layers));
+    run_note_max(&r->rep.mem_attn, layers_bytes(r, layers) * 3 / 2 + layers_bytes(r, r->layers)); /* + its build */
     free_layers(layers, n);
     if (!rc) run_stage_done(r, "mla_published");
     return rc;

@@ -50,8 +50,9 @@ typedef struct {
 void convert_settings_defaults(ConvertSettings *s);
 /* What the per-layer fits of s will hold, for pipeline/plan.h. */
 PlanFits plan_fits_of(const ConvertSettings *s);
-/* Copies of the converted attention the run holds at once (PlanInputs.attention_copies). */
-int plan_attention_copies(const ConvertSettings *s, int has_eval);
+/* How RoRoPE's search holds the converted attention (PlanInputs.attention_copies and
+ * rorope_builds); has_data 0 for a data-free run. */
+void plan_rorope_search(PlanInputs *in, const ConvertSettings *s, int has_eval, int has_data);
 
 /* convert_run's result when a stop was requested (SIGTERM/SIGUSR1, see
  * io/base/interrupt.h) and the progress is saved in save_path.work. */

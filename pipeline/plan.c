@@ -20,14 +20,14 @@
  * Negligible at real shapes, 16% of a bytelm-dev conversion. */
 #define PLAN_PROCESS_BYTES (28ull << 20)
 
-/* Float64 bytes of one layer's largest statistics and its converted attention. */
+/* Float64 bytes of one layer's largest statistics and its converted attention (a built fp32 copy: half). */
 static void layer_convert_bytes(const ModelConfig *c, const PlanInputs *in, uint64_t *stats, uint64_t *attn) {
     uint64_t d = c->head_dim, H = c->n_heads, L = (uint64_t)c->n_kv_heads * d, D = c->hidden_size;
     uint64_t r = in->qk_mqa_dim, R0 = 2 * L - r, qw = H * (d + r);
     uint64_t keys = L * L, latent = R0 * R0 + (in->q_lora_rank ? qw * qw : 0);
     *stats = 8 * (keys > latent ? keys : latent);
-    /* q [qw, D], kv_a [2L, D], kv_b [2Hd, R0]; the built fp32 copy adds half again */
-    *attn = 8 * (qw * D + 2 * L * D + 2 * H * d * R0) * 3 / 2;
+    /* q [qw, D], kv_a [2L, D], kv_b [2Hd, R0] */
+    *attn = 8 * (qw * D + 2 * L * D + 2 * H * d * R0);
 }
 
 static uint64_t activation_bytes(const ModelConfig *c, int B, int T) {
@@ -127,13 +127,15 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
             sp->head_flops_per_token = hf;
         }
         sp->stats_bytes = nl * stats1;
-        sp->convert_bytes = (uint64_t)(in->attention_copies ? in->attention_copies : 2) * nl * attn1;
+        uint64_t built1 = attn1 / 2; /* fp32 */
+        sp->convert_bytes = ((in->attention_copies ? in->attention_copies : 2) * attn1 + in->rorope_builds * built1) * nl;
         uint64_t fits = in->cal_batch > 0 ? fits_bytes(c, in, s == S - 1) : 0;
         sp->activation_bytes = fits > act ? fits : act;
         /* The second copy lives only while RoRoPE's candidates (or the published rotation's MLA) are built
          * and evaluated, before the fits; a fit holds one copy beside its rows and state. Adding both at
-         * once overestimated a 9-layer stage with both fits by 36% (bench_depth.sh, README). */
-        uint64_t rorope_moment = sp->convert_bytes + act, fit_moment = nl * attn1 + fits;
+         * once overestimated a 9-layer stage with both fits by 36% (bench_depth.sh, README). The fits run the
+         * built model of the kept copy. */
+        uint64_t rorope_moment = sp->convert_bytes + act, fit_moment = nl * (attn1 + built1) + fits;
         sp->peak_bytes = PLAN_PROCESS_BYTES + sp->weight_bytes + sp->stats_bytes +
                          (rorope_moment > fit_moment ? rorope_moment : fit_moment);
     }
@@ -181,8 +183,8 @@ void plan_print(const Plan *p, const ModelConfig *c, FILE *to) {
                 sp->flops_per_token / 1e9);
     }
     fprintf(to, "  (+E: embedding, +H: final norm and head; rank = replica * %d + stage; peak = %.0f MiB for the process\n"
-                "   + weights + stats + the larger of convert + a micro-batch (RoRoPE) and one converted copy + the\n"
-                "   fits' data (after it))\n", S, PLAN_PROCESS_BYTES / 1048576.0);
+                "   + weights + stats + the larger of convert + a micro-batch (RoRoPE) and one converted copy, built,\n"
+                "   + the fits' data (after it))\n", S, PLAN_PROCESS_BYTES / 1048576.0);
     uint64_t rb = 0;
     for (int s = 0; s < S; s++) rb = p->stage[s].readback_bytes > rb ? p->stage[s].readback_bytes : rb;
     if (rb)

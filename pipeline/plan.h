@@ -32,6 +32,7 @@ typedef struct {
     PlanFits fits;
     int attention_copies;          /* converted attention held at once: 2 while freqfold candidates or the
                                     * published MLA sit beside the kept layers, else 1 (0: 2) */
+    int rorope_builds;             /* 1: RoRoPE's search builds each candidate (its fp32 copy) to judge it */
     uint64_t mem_per_rank;         /* 0: no limit */
 } PlanInputs;
 
@@ -43,7 +44,8 @@ typedef struct {
     double flops_per_token;        /* forward, head included on the last stage */
     double head_flops_per_token;   /* the head's part of it (last stage): evaluations run it, calibration not */
     uint64_t stats_bytes;          /* float64 covariance sums of its layers, largest calibration step */
-    uint64_t convert_bytes;        /* float64 converted attention of its layers, attention_copies of it */
+    uint64_t convert_bytes;        /* RoRoPE's search: float64 converted attention of its layers,
+                                    * attention_copies of it, and the fp32 built copy if rorope_builds */
     uint64_t activation_bytes;     /* the largest of: one micro-batch with the pipeline's send/receive
                                     * buffers, and each fit's rows, state and micro-batch */
     uint64_t peak_bytes;           /* the estimated peak of one rank: the process, weights, stats and the

@@ -70,9 +70,9 @@ run_stop() {
 # HDF5 attribute): the finished stages' and the unfinished one's so far.
 marked_seconds() { # MARKER
     [ -f "$1" ] || { echo 0; return; }
-    h5dump -a info "$1" | "$py" -c '
-import json, re, sys
-t = json.loads(re.search(r"\(0\): \"(.*)\"\s*$", sys.stdin.read(), re.M).group(1))
+    times_marker "$1" "$py" | "$py" -c '
+import json, sys
+t = json.load(sys.stdin)
 print(sum(v for _, v in t["seconds"]) + t["in_stage_seconds"])'
 }
 

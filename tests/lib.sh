@@ -8,6 +8,13 @@ fails=0
 ok() { echo "ok    $*"; }
 bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
 show() { tail -n "${2:-6}" "$1" | sed 's/^/      | /'; }
+# times_marker MARKER PYTHON: the JSON convert saves its times in (the info
+# attribute of SAVE.work/times.done.h5), read with h5dump; also used by
+# bench/bench_depth.sh.
+times_marker() {
+    h5dump -a info "$1" | "$2" -c 'import re, sys
+print(re.search(r"\(0\): \"(.*)\"\s*$", sys.stdin.read(), re.M).group(1))'
+}
 # need_gpu NAME TRANSMLA: a gpu test ends here with 77 (ctest: skipped)
 # unless TRANSMLA was built with CUDA and sees a GPU.
 need_gpu() {
