@@ -34,10 +34,10 @@ its work grows with, and divided by the cores that share it in the layout:
     replicas, the data over all; stages side by side (the sbatch's
     --attn-fit-schedule parallel), else one after another;
   RoRoPE, BKV-PCA, export: per layer, times (kv width)^3 (the eigenproblems);
-  evaluation, apart: plan's GFLOP per evaluated token on the busiest stage
-    (the head included on the last; attention counted at 256 tokens, a few
-    percent under its cost at 2048) x the windows x the six models a fitted
-    run evaluates, spread over the replicas, stages side by side.
+  evaluation, apart: plan's GFLOP per evaluated token (2048-token windows,
+    the head included), the busiest stage's share of it as in plan's
+    per-stage column, x the windows x the six models a fitted run
+    evaluates, spread over the replicas, stages side by side.
 Threads are assumed to scale linearly to --cpus-per-task (they do not quite:
 BLAS at 16 threads on these GEMMs), so these are lower bounds for a node as
 fast per core as this machine.
@@ -68,8 +68,10 @@ def plan(bin_, args):
     cal = re.search(r"calibration: .* ([\d.]+) TFLOP on each rank of the busiest stage", out)
     ev = re.search(r"evaluation: ([\d.]+) GFLOP per token", out)
     lay = re.search(r"(\d+) ranks = (\d+) stages? x (\d+) replicas?", out)
+    stage_gflop = [float(r[8]) for r in rows]  # per stage at the calibration's 256 tokens
     return dict(layers_per_stage=max(layers), busiest_tflop=float(cal.group(1)), eval_gflop=float(ev.group(1)),
-                busiest_gflop=max(float(r[8]) for r in rows), stages=int(lay.group(2)), replicas=int(lay.group(3)))
+                busiest_eval_gflop=float(ev.group(1)) * max(stage_gflop) / sum(stage_gflop),
+                stages=int(lay.group(2)), replicas=int(lay.group(3)))
 
 
 def sbatch_settings(path):
@@ -114,7 +116,7 @@ def project(m, cfg, kv_lora_rank, p, cores, eval_windows, parallel, ratio):
         "RoRoPE, BKV-PCA, export": m["small_s"] * kv_width(cfg) ** 3 * p["layers_per_stage"] / cores,
     }
     # the stages run side by side (pipelined micro-batches): the busiest one's GFLOP per token, head included
-    evaluation = 6 * eval_windows * 2048 * p["busiest_gflop"] * 1e9 / p["replicas"] / (cores * m["cal_rate"])
+    evaluation = 6 * eval_windows * 2048 * p["busiest_eval_gflop"] * 1e9 / p["replicas"] / (cores * m["cal_rate"])
     return out, evaluation
 
 

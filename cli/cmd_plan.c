@@ -67,7 +67,7 @@ static void print_flops(const Plan *p, const PlanArgs *a) {
     double per_token = 0, layers = 0, slowest = 0; /* layers: without the head, which calibration does not run */
     for (int s = 0; s < p->n_stages; s++) {
         const StagePlan *sp = &p->stage[s];
-        per_token += sp->flops_per_token;
+        per_token += sp->eval_flops_per_token;
         layers += sp->flops_per_token - sp->head_flops_per_token;
         if (sp->flops_per_token - sp->head_flops_per_token > slowest) slowest = sp->flops_per_token - sp->head_flops_per_token;
     }
@@ -78,8 +78,8 @@ static void print_flops(const Plan *p, const PlanArgs *a) {
            "%.2f TFLOP on each rank of the busiest stage\n", a->cal_nsamples, a->cal_seqlen,
            3 * tokens * layers / 1e12, 3 * tokens * layers / 1e12 / p->in.replicas,
            3 * tokens * slowest / 1e12 / p->in.replicas);
-    printf("evaluation: %.2f GFLOP per token per evaluated model (original, RoRoPE per freqfold, MLA, export)\n",
-           per_token / 1e9);
+    printf("evaluation: %.2f GFLOP per token per evaluated model (windows of %d; original, RoRoPE per freqfold, MLA, "
+           "export)\n", per_token / 1e9, a->ppl_seqlen);
 }
 
 static int plan_run(PlanArgs *a) {

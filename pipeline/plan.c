@@ -96,7 +96,7 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
         converted_config(c, in, &mla);
         model_part_bytes(&mla, dt, xb, &xeb, &xhb);
     }
-    int lT = in->cal_seqlen > 0 ? in->cal_seqlen : 256;
+    int lT = in->cal_seqlen > 0 ? in->cal_seqlen : 256, eT = in->ppl_seqlen > 0 ? in->ppl_seqlen : 2048;
     double hf = 2.0 * c->hidden_size * c->vocab_size;
     double *cost = mallocCheck((size_t)n * sizeof *cost);
     model_layer_costs(c, cost);
@@ -119,12 +119,14 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
             sp->weight_bytes += lb[l];
             sp->readback_bytes += xb[l];
             sp->flops_per_token += model_layer_flops_per_token(c, l, lT);
+            sp->eval_flops_per_token += model_layer_flops_per_token(c, l, eT);
         }
         if (s == 0) sp->weight_bytes += eb, sp->readback_bytes += xeb;
         if (s == S - 1) {
             sp->weight_bytes += hb, sp->readback_bytes += xhb;
             sp->flops_per_token += hf;
             sp->head_flops_per_token = hf;
+            sp->eval_flops_per_token += hf;
         }
         sp->stats_bytes = nl * stats1;
         uint64_t built1 = attn1 / 2; /* fp32 */

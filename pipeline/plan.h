@@ -41,8 +41,9 @@ typedef struct {
     uint64_t weight_bytes;         /* its tensors (embedding on stage 0, norm and head on the last) */
     uint64_t readback_bytes;       /* with evaluation: the export's tensors of the stage, read back at the
                                     * end; file-backed pages the kernel can drop, so not in the peak */
-    double flops_per_token;        /* forward, head included on the last stage */
+    double flops_per_token;        /* forward over cal_seqlen windows, head included on the last stage */
     double head_flops_per_token;   /* the head's part of it (last stage): evaluations run it, calibration not */
+    double eval_flops_per_token;   /* forward over ppl_seqlen windows (evaluation), head included */
     uint64_t stats_bytes;          /* float64 covariance sums of its layers, largest calibration step */
     uint64_t convert_bytes;        /* RoRoPE's search: float64 converted attention of its layers,
                                     * attention_copies of it, and the fp32 built copy if rorope_builds */

@@ -4,7 +4,8 @@
 #    4 ranks and 256 GiB fit, and the weights column of each layout adds up to
 #    the parameter bytes Python computes from config.json on its own (bf16);
 #    likewise Phi-4, Qwen3-8B, Qwen3-30B-A3B and Gemma-2-9B-it on 1, 2 and 4
-#    nodes, whose GFLOP per token and calibration TFLOP (the layers only)
+#    nodes, whose GFLOP per evaluated token (2048-token windows, the head
+#    included) and calibration TFLOP (the layers only)
 #    must also equal Python's count (MoE: active
 #    experts only; gemma2: four norms per layer, a tied head counted with the
 #    last stage);
@@ -46,17 +47,18 @@ print(2 * n / 2**30)
 PY
 }
 
-gflop_tok() { # forward GFLOP per token over 256-token windows: only num_experts_per_tok experts run;
-    # then the calibration's TFLOP in all: 3 passes of 128 x 256 tokens through the layers (no head)
+gflop_tok() { # forward GFLOP per evaluated token (2048-token windows, the head included): only
+    # num_experts_per_tok experts run; then the calibration's TFLOP in all: 3 passes of 128 x 256
+    # tokens through the layers (no head)
     "$py" - "$1" <<'PY'
 import json, sys
-c = json.load(open(sys.argv[1])); T = 256
+c = json.load(open(sys.argv[1]))
 D, L, H, G = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["num_key_value_heads"]
 d = c.get("head_dim", D // H)
 if "num_experts" in c: mlp = 2 * D * c["num_experts"] + c["num_experts_per_tok"] * 6 * D * c["moe_intermediate_size"]
 else: mlp = 6 * D * c["intermediate_size"]
-layer = 2 * D * (H * d + 2 * G * d) + 2 * H * d * D + mlp + 2 * H * d * (T + 1)
-print((L * layer + 2 * D * c["vocab_size"]) / 1e9, 3 * 128 * 256 * L * layer / 1e12)
+layer = lambda T: 2 * D * (H * d + 2 * G * d) + 2 * H * d * D + mlp + 2 * H * d * (T + 1)  # causal: (T+1)/2 keys
+print((L * layer(2048) + 2 * D * c["vocab_size"]) / 1e9, 3 * 128 * 256 * L * layer(256) / 1e12)
 PY
 }
 
