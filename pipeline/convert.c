@@ -128,15 +128,20 @@ PlanFits plan_fits_of(const ConvertSettings *s) {
                       .attention_sequential = s->attn_fit_sequential, .attention_o = s->attn_fit_o};
 }
 
+/* RoRoPE's search builds and evaluates each candidate unless the rotation
+ * fit chooses freqfold later and nothing is evaluated (stage_rorope; plan). */
+static int rorope_judges_candidates(const ConvertSettings *s, int has_eval, int has_data) {
+    int fit_chooses = !s->freqfold && s->rorope_fit_steps > 0 && has_data; /* run_choosing_freqfold */
+    return !fit_chooses || (has_eval && !s->skip_published_mla);
+}
+
 /* Two copies while the freqfold search keeps the best candidate beside the
- * next, or the published rotation's MLA is built beside the fitted one. A
- * candidate is built (its fp32 copy) only to be judged: not when the fit
- * chooses freqfold later and nothing is evaluated (as stage_rorope). */
+ * next, or the published rotation's MLA is built beside the fitted one; the
+ * fp32 build of a candidate only when it is judged. */
 void plan_rorope_search(PlanInputs *in, const ConvertSettings *s, int has_eval, int has_data) {
     int published = s->rorope_fit_steps > 0 && has_eval && !s->skip_published_mla;
-    int fit_chooses = !s->freqfold && s->rorope_fit_steps > 0 && has_data;
     in->attention_copies = !s->freqfold || published ? 2 : 1;
-    in->rorope_builds = !fit_chooses || published;
+    in->rorope_builds = rorope_judges_candidates(s, has_eval, has_data);
 }
 
 static int make_plan(Run *r) {
@@ -306,7 +311,7 @@ static int stage_rorope(Run *r) {
         return rc;
     }
     int cands[32], nc = run_freqfold_candidates(&r->rs, r->s->freqfold, cands);
-    int judge = !run_choosing_freqfold(r) || (r->eval_ids && !r->s->skip_published_mla);
+    int judge = rorope_judges_candidates(r->s, r->eval_ids != NULL, !run_data_free(r));
     double best = INFINITY;
     json_t *search = json_object();
     for (int i = 0; i < nc && !rc; i++) {

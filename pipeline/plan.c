@@ -108,6 +108,7 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
     p->stage = callocCheck((size_t)S, sizeof *p->stage);
     uint64_t stats1, attn1;
     layer_convert_bytes(c, in, &stats1, &attn1);
+    uint64_t built1 = attn1 / 2; /* a model built from it: fp32 */
     uint64_t act = activation_bytes(c, in->cal_batch, in->cal_seqlen), act_e = activation_bytes(c, in->eval_batch, in->ppl_seqlen);
     if (act_e > act) act = act_e;
     for (int s = 0; s < S; s++) {
@@ -129,7 +130,6 @@ int plan_make(Plan *p, const ModelConfig *c, const PlanInputs *in) {
             sp->eval_flops_per_token += hf;
         }
         sp->stats_bytes = nl * stats1;
-        uint64_t built1 = attn1 / 2; /* fp32 */
         sp->convert_bytes = ((in->attention_copies ? in->attention_copies : 2) * attn1 + in->rorope_builds * built1) * nl;
         uint64_t fits = in->cal_batch > 0 ? fits_bytes(c, in, s == S - 1) : 0;
         sp->activation_bytes = fits > act ? fits : act;
