@@ -28,9 +28,11 @@ its work grows with, and divided by the cores that share it in the layout:
     256); its micro-batches (16 windows + 8 held back, micro-batches of 8)
     spread over at most 2 replicas; stages fit side by side (parallel);
   attention fit: bench/fit_flops.py's FLOPs of a layer's fit at the
-    defaults and of moving its data on through the layer (one stream, two
-    with the sequential schedule), at the measured run's rate times the
-    shapes' ratio to sgemm; a step's 2 micro-batches spread over at most 2
+    defaults, at the measured run's fit rate (its layers' own seconds)
+    times the shapes' ratio to sgemm, and of moving its data on through
+    every layer but the last (one stream, two with the sequential
+    schedule), at the measured run's rate for the moves (the rest of the
+    phase); a step's 2 micro-batches spread over at most 2
     replicas, the data over all; stages side by side (the sbatch's
     --attn-fit-schedule parallel), else one after another;
   RoRoPE, BKV-PCA, export: per layer, times (kv width)^3 (the eigenproblems);
@@ -90,14 +92,17 @@ def measured_rates(rep, cfg, plan1, ratio):
     """Per-core rates and per-layer seconds of the measured 1-rank run."""
     sec, L = rep["seconds"], cfg["num_hidden_layers"]
     cal_s = sum(sec[p] for p in CAL_PHASES)
-    # the run's own fit (bench_depth.sh --attn-fit-steps may shorten it), and its data moved on after
-    # every layer but the last (with few steps that is half the phase)
-    st = rep["settings"]
-    fit_flops = attn_fit_report_flops(mla_dims_converted(cfg, st["kv_lora_rank"]), rep["attn_fit"])
+    # the run's own fits (bench_depth.sh --attn-fit-steps may shorten them; the report times each layer's)
+    # and, the rest of the phase, its data moved on after every layer but the last: two rates, since
+    # the fit's efficiency depends on the shape (the ratio) and the moves are plain forward GEMMs
+    st, fit = rep["settings"], rep["attn_fit"]
+    fit_flops = attn_fit_report_flops(mla_dims_converted(cfg, st["kv_lora_rank"]), fit)
+    fit_s = sum(layer["seconds"] for layer in fit["layers"])
     stream = attn_fit_stream_flops(cfg, st["cal_nsamples"], st["cal_max_seqlen"], st["attn_fit_schedule"] == "sequential")
     return dict(cal_rate=plan1["busiest_tflop"] * 1e12 / cal_s,
                 rot_s_per_flop=sec["rorope_fit"] / L / gqa_attention_flops(cfg),
-                attn_rate=(fit_flops * L + stream * (L - 1)) / sec["attn_fit"] / ratio,  # FLOP/s per core at ratio 1
+                fit_rate=fit_flops * len(fit["layers"]) / fit_s / ratio,  # FLOP/s per core at ratio 1
+                move_rate=stream * (L - 1) / (sec["attn_fit"] - fit_s),
                 small_s=sum(sec.get(p, 0) for p in SMALL_PHASES) / L / kv_width(cfg) ** 3)
 
 
@@ -112,7 +117,9 @@ def project(m, cfg, kv_lora_rank, p, cores, eval_windows, parallel, ratio):
     out = {
         "calibration": p["busiest_tflop"] * 1e12 * passes / 3 / (cores * m["cal_rate"]),
         "rotation fit": m["rot_s_per_flop"] * gqa_attention_flops(cfg) * p["layers_per_stage"] / fit_ranks,
-        "attention fit": (fit_flops / fit_ranks + stream / cores) * per_stage / (m["attn_rate"] * ratio),
+        # a stage moves its data on after each of its layers but the last
+        "attention fit": fit_flops / fit_ranks / (m["fit_rate"] * ratio) * per_stage
+                         + stream / cores / m["move_rate"] * (per_stage - 1),
         "RoRoPE, BKV-PCA, export": m["small_s"] * kv_width(cfg) ** 3 * p["layers_per_stage"] / cores,
     }
     # the stages run side by side (pipelined micro-batches): the busiest one's GFLOP per token, head included
@@ -160,8 +167,9 @@ def main():
         phases, e = project(m, tcfg, pre["convert"]["kv_lora_rank"], p, cores, ev, parallel, float(ratios[shape]))
         cols.append(("%s: %d stages x %d replicas, %d cores per rank" % (name, p["stages"], p["replicas"], cores), phases))
         evals.append("%s (%d windows of 2048, 6 models; %.2f GFLOP per token in all)" % (hours(e), ev, p["eval_gflop"]))
-    print("measured: %s (%d layers, 1 rank, one core): calibration %.1f GFLOP/s, attention fit %.1f GFLOP/s" % (
-        a.measured, cfg["num_hidden_layers"], m["cal_rate"] / 1e9, m["attn_rate"] * float(ratios["l1b"]) / 1e9))
+    print("measured: %s (%d layers, 1 rank, one core): calibration %.1f GFLOP/s, attention fit %.1f GFLOP/s, "
+          "its data moves %.1f GFLOP/s" % (a.measured, cfg["num_hidden_layers"], m["cal_rate"] / 1e9,
+                                           m["fit_rate"] * float(ratios["l1b"]) / 1e9, m["move_rate"] / 1e9))
     print()
     print("| phase | " + " | ".join(c[0] for c in cols) + " |")
     print("| --- |" + " --- |" * len(cols))
