@@ -37,6 +37,8 @@
 # --defaults: every other setting stays convert's own): a 16-layer
 # conversion at the defaults but a few steps fits in a sitting, and the
 # per-layer fit log times a step, so the full fit is counted, not guessed.
+# bench/depth_prediction.py WORK/out-l1b-2-1 WORK/out-l1b-16-1 then sets the
+# 16-layer run's phases beside the 2-layer run's prediction.
 #   bash bench/bench_depth.sh [--mpirun] [--only 1b|1b2|1b16|72b] [--ranks N] [--fit WHAT] [--defaults]
 #                             [--attn-fit-steps N] [--stop-after MIN] [--continue] [BUILD_DIR]
 set -euo pipefail
