@@ -128,11 +128,14 @@ PlanFits plan_fits_of(const ConvertSettings *s) {
                       .attention_sequential = s->attn_fit_sequential, .attention_o = s->attn_fit_o};
 }
 
+int fit_chooses_freqfold(const ConvertSettings *s, int has_data) {
+    return !s->freqfold && s->rorope_fit_steps > 0 && has_data;
+}
+
 /* RoRoPE's search builds and evaluates each candidate unless the rotation
  * fit chooses freqfold later and nothing is evaluated (stage_rorope; plan). */
 static int rorope_judges_candidates(const ConvertSettings *s, int has_eval, int has_data) {
-    int fit_chooses = !s->freqfold && s->rorope_fit_steps > 0 && has_data; /* run_choosing_freqfold */
-    return !fit_chooses || (has_eval && !s->skip_published_mla);
+    return !fit_chooses_freqfold(s, has_data) || (has_eval && !s->skip_published_mla);
 }
 
 /* Two copies while the freqfold search keeps the best candidate beside the

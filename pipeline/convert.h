@@ -50,6 +50,9 @@ typedef struct {
 void convert_settings_defaults(ConvertSettings *s);
 /* What the per-layer fits of s will hold, for pipeline/plan.h. */
 PlanFits plan_fits_of(const ConvertSettings *s);
+/* Whether the rotation fit chooses each layer's freqfold (--freqfold auto,
+ * the fit on, calibration data): the rule run_choosing_freqfold applies. */
+int fit_chooses_freqfold(const ConvertSettings *s, int has_data);
 /* How RoRoPE's search holds the converted attention (PlanInputs.attention_copies and
  * rorope_builds); has_data 0 for a data-free run. */
 void plan_rorope_search(PlanInputs *in, const ConvertSettings *s, int has_eval, int has_data);

@@ -44,7 +44,7 @@ typedef struct {
 
 int run_fit_enabled(const Run *r) { return r->s->rorope_fit_steps > 0 && !run_data_free(r); }
 
-int run_choosing_freqfold(const Run *r) { return !r->s->freqfold && run_fit_enabled(r); }
+int run_choosing_freqfold(const Run *r) { return fit_chooses_freqfold(r->s, !run_data_free(r)); }
 
 /* x of micro-batch rows through layer l after its attention output o:
  * x += o_proj(o); x += MLP(post_norm(x)). */
