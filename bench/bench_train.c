@@ -3,7 +3,10 @@
  * random tokens, next to the sgemm GFLOP/s of this machine measured in the
  * same run (square 1024 and the model's own widest projection shape).
  *
- *   bench_train MODEL_DIR [--seq-len 256] [--batch-size 4] [--steps 5] [--train all] [--recompute on]
+ *   bench_train MODEL_DIR [--seq-len 256] [--batch-size 4] [--steps 5] [--train all] [--recompute auto]
+ *
+ * --recompute auto, as finetune's default, chooses by this machine's memory
+ * (train/recompute_auto.h) and prints the choice.
  *
  * GFLOP/s counts model FLOPs (3 x forward with --train all, as MFU does;
  * frozen weights get no weight gradient and count none), not the recomputed
@@ -21,6 +24,7 @@
 #include "model/threads.h"
 #include "train/metrics.h"
 #include "train/optim.h"
+#include "train/recompute_auto.h"
 #include "train/step.h"
 
 static int cmp_double(const void *a, const void *b) {
@@ -33,10 +37,10 @@ int main(int argc, char **argv) {
     dist_init(&argc, &argv);
     if (argc < 2) {
         fprintf(stderr, "usage: bench_train MODEL_DIR [--seq-len L] [--batch-size B] [--steps N] [--train WHAT] "
-                        "[--recompute on|off]\n");
+                        "[--recompute auto|on|off]\n");
         return 2;
     }
-    const char *dir = argv[1], *what_s = "all", *recompute = "on";
+    const char *dir = argv[1], *what_s = "all", *recompute = "auto";
     int T = 256, B = 4, steps = 5;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--seq-len")) T = atoi(argv[i + 1]);
@@ -67,8 +71,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: %s\n", tm_error());
         return 1;
     }
+    char note[640];
+    int on = strcmp(recompute, "off") != 0;
+    if (!strcmp(recompute, "auto")) on = recompute_choose(&t, &m, &ps, B, T, 1, note, sizeof note);
+    else snprintf(note, sizeof note, "recompute %s (--recompute)", recompute);
     TrainStep st;
-    train_step_init(&st, &t, &m, &ps, &sampler, B, T, 1, strcmp(recompute, "off") != 0, NULL);
+    train_step_init(&st, &t, &m, &ps, &sampler, B, T, 1, on, NULL);
     OptimConfig o = {.lr = 1e-5, .weight_decay = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                      .max_grad_norm = 1.0, .schedule = LR_CONSTANT, .total_steps = steps + 1};
     StepResult res;
@@ -94,7 +102,7 @@ int main(int argc, char **argv) {
     double median = steps % 2 ? ratio[steps / 2] : 0.5 * (ratio[steps / 2 - 1] + ratio[steps / 2]);
     double g_square = measure_sgemm_gflops(1024, 0.5);
     printf("bench_train: %s  %d layers  hidden %d  train %s (%lld parameters)  %d x %d tokens per step  "
-           "recompute %s\n", dir, m.cfg.n_layers, D, what_s, (long long)ps.total, B, T, recompute);
+           "%s\n", dir, m.cfg.n_layers, D, what_s, (long long)ps.total, B, T, note);
     printf("training:  %.0f tokens/s  %.1f GFLOP/s (model FLOPs)  loss %.4f  activations %.1f MiB\n",
            tokens / secs, gflops, res.loss, (double)st.bytes / (1 << 20));
     printf("sgemm:     %.1f GFLOP/s at 1024^3, %.1f GFLOP/s at [%d x %d] x [%d x %d]^T (the MLP's up projection, "

@@ -13,6 +13,7 @@
 #include "io/base/interrupt.h"
 #include "io/base/output_path.h"
 #include "pipeline/stage_device.h"
+#include "train/recompute_auto.h"
 #include "train/trainer.h"
 
 /* The flags given as text, checked and stored in c. */
@@ -36,12 +37,13 @@ static int finetune_numbers(TrainConfig *c, const char *lr, const char *wd, cons
 
 /* --recompute, and --device: cpu, or cuda where a GPU is visible, with the modes the GPU step runs. */
 static int finetune_engine(TrainConfig *c, const char *recompute, const char *device) {
-    if (args_one_of("recompute", recompute, "on", "off")) return -1;
-    c->recompute = !strcmp(recompute, "on");
+    if (strcmp(recompute, "auto") && strcmp(recompute, "on") && strcmp(recompute, "off"))
+        return tm_fail("--recompute '%s': expected auto, on or off", recompute);
+    c->recompute = !strcmp(recompute, "auto") ? RECOMPUTE_AUTO : !strcmp(recompute, "on");
     int dev = device_parse(device);
     if (dev < 0 || stage_device_check(dev)) return -1;
     c->gpu = dev == PIPE_CUDA;
-    if (c->gpu && (!c->recompute || c->distill_from))
+    if (c->gpu && (c->recompute == 0 || c->distill_from))
         return tm_fail("--device cuda: fine-tuning on the GPU wants --recompute on and no --distill-from");
     return 0;
 }
@@ -49,7 +51,7 @@ static int finetune_engine(TrainConfig *c, const char *recompute, const char *de
 static int finetune_args(int argc, char **argv, TrainConfig *c) {
     const char *token_dtype = "u16", *text_field = NULL, *lr = "2e-5", *wd = "0.01", *warmup = "0.03";
     const char *schedule = "cosine", *epochs = "1", *clip = "1.0", *resume = "auto", *train = "all";
-    const char *distill_weight = "1", *recompute = "on", *device = "cpu";
+    const char *distill_weight = "1", *recompute = "auto", *device = "cpu";
     int max_steps = 0, save_steps = 0, seed = 42;
     TokenFlags flags = {.split = "train"};
     *c = (TrainConfig){.seq_len = 2048, .batch = 1, .grad_accum = 1, .stages = 1, .log_every = 1,
@@ -87,10 +89,12 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
          "distribution (KL) as well as the data", 0},
         {"distill-weight", ARG_STR, &distill_weight, "A",
          "with --distill-from: loss = A KL(teacher || student) + (1 - A) NLL, A in [0, 1] (default 1)", 0},
-        {"recompute", ARG_STR, &recompute, "on|off", "on: recompute each layer in the backward pass from its input; off: "
-         "keep every layer's activations of each micro-batch in flight (a quarter fewer layer FLOPs, a layer's "
-         "activations more per layer of the stage; 1F1B order, stage s of S holding up to S - s micro-batches) "
-         "(default on)", 0},
+        {"recompute", ARG_STR, &recompute, "auto|on|off", "on: recompute each layer in the backward pass from its "
+         "input; off: keep every layer's activations of each micro-batch in flight (a quarter fewer layer FLOPs, a "
+         "layer's activations more per layer of the stage; 1F1B order, stage s of S holding up to S - s "
+         "micro-batches); auto: off when that fits in half the memory each node has left after the model, its "
+         "optimizer state and recompute's activations (MemAvailable, cgroup limits, SLURM_MEM_PER_NODE), else on "
+         "(default auto)", 0},
         {"device", ARG_STR, &device, "cpu|cuda", "cuda: each rank's layers, head and loss on its GPU (local rank mod "
          "count), forward and backward; --recompute on, no --distill-from; not yet run on a GPU (default cpu)", 0},
         {"gpu-fp32", ARG_FLAG, &c->gpu_fp32, "", "with --device cuda: fp32 GEMMs instead of bf16 inputs", 0},

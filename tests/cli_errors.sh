@@ -155,7 +155,7 @@ expect_error warmup_inf "--warmup-ratio 'inf'|finite non-negative" \
     $mpi "$bin" finetune --model-path "$model" --save-path "$b/ft" --tokens "$toks" --warmup-ratio inf
 expect_error grad_accum_zero "--gradient-accumulation-steps 0 must be at least 1" \
     $mpi "$bin" finetune --model-path "$model" --save-path "$b/ft" --tokens "$toks" --gradient-accumulation-steps 0
-expect_error recompute_bad "--recompute 'sometimes'|expected on or off" \
+expect_error recompute_bad "--recompute 'sometimes'|expected auto, on or off" \
     $mpi "$bin" finetune --model-path "$model" --save-path "$b/ft" --tokens "$toks" --recompute sometimes
 expect_error eval_seqlen_one "--seqlen 1 must be at least 2" \
     "$bin" eval --model-path "$model" --tokens "$toks" --seqlen 1

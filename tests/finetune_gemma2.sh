@@ -56,7 +56,7 @@ step1_loss_is_nll "$FIX/gemma2_bf16" "$work/r64.u16"
 
 args=(--model-path "$M" --tokens "$M/calib.u16" --seq-len 256 --batch-size 4 --max-steps 8 --learning-rate 1e-4
       --save-steps 4 --logging-steps 2)
-"$BIN" finetune "${args[@]}" --save-path "$work/ft" || fail "finetune failed"
+"$BIN" finetune "${args[@]}" --recompute on --save-path "$work/ft" || fail "finetune failed"
 ppl() { "$BIN" eval --model-path "$1" --tokens "$2" --seqlen "$3" --nseq "${4:-0}" --quiet --json; }
 held_before=$(ppl "$M" "$M/eval.u16" 512) held_after=$(ppl "$work/ft" "$M/eval.u16" 512)
 train_before=$(ppl "$M" "$M/calib.u16" 256) train_after=$(ppl "$work/ft" "$M/calib.u16" 256)

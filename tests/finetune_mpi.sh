@@ -5,7 +5,8 @@
 #     the same loss curve (tolerance below), and the loss goes down; with
 #     --recompute off (1 rank; 2 and 3 stages in 1F1B order, up to 3
 #     micro-batches in flight on the first stage) the curve is
-#     bit-identical to recompute's;
+#     bit-identical to recompute's; --recompute auto (the default) keeps
+#     the activations, and recomputes under a 1 MB SLURM_MEM_PER_NODE;
 #  2. a 2-rank run killed with SIGKILL right after its step-10 checkpoint and
 #     resumed (--resume auto) gives losses at steps 11-20 bit-identical to an
 #     uninterrupted run; a run killed while writing a checkpoint leaves the
@@ -39,10 +40,11 @@ PYEOF
 common=(--model-path "$MODEL" --tokens "$work/train.u16" --seq-len 32 --learning-rate 1e-3 --warmup-ratio 0.1)
 
 echo "== 1. one global batch of 8 rows on four topologies"
-"$BIN" finetune "${common[@]}" --quiet --max-steps 8 --save-path "$work/r1" --batch-size 2 --gradient-accumulation-steps 4
+"$BIN" finetune "${common[@]}" --quiet --max-steps 8 --save-path "$work/r1" --batch-size 2 --gradient-accumulation-steps 4 \
+    --recompute on
 mpi 2 "$BIN" finetune "${common[@]}" --quiet --max-steps 8 --save-path "$work/dp2" --batch-size 2 --gradient-accumulation-steps 2
 mpi 2 "$BIN" finetune "${common[@]}" --quiet --max-steps 8 --save-path "$work/pp2" --stages 2 --batch-size 2 \
-    --gradient-accumulation-steps 4
+    --gradient-accumulation-steps 4 --recompute on
 mpi 4 "$BIN" finetune "${common[@]}" --quiet --max-steps 8 --save-path "$work/pp2dp2" --stages 2 --batch-size 2 \
     --gradient-accumulation-steps 2
 # float32 gradients summed in another order (replicas add partial sums;
@@ -56,12 +58,26 @@ curves "$work/r1/metrics.jsonl" "$work/pp2dp2/metrics.jsonl" --rtol 1e-4
 mpi 2 "$BIN" finetune "${common[@]}" --quiet --max-steps 8 --save-path "$work/pp2keep" --stages 2 --batch-size 2 \
     --gradient-accumulation-steps 4 --recompute off
 mpi 3 "$BIN" finetune "${common[@]}" --quiet --max-steps 8 --save-path "$work/pp3" --stages 3 --batch-size 2 \
-    --gradient-accumulation-steps 4
+    --gradient-accumulation-steps 4 --recompute on
 mpi 3 "$BIN" finetune "${common[@]}" --quiet --max-steps 8 --save-path "$work/pp3keep" --stages 3 --batch-size 2 \
     --gradient-accumulation-steps 4 --recompute off
 curves "$work/r1/metrics.jsonl" "$work/r1keep/metrics.jsonl" --exact
 curves "$work/pp2/metrics.jsonl" "$work/pp2keep/metrics.jsonl" --exact
 curves "$work/pp3/metrics.jsonl" "$work/pp3keep/metrics.jsonl" --exact
+# --recompute auto (the default): off where the kept activations fit the
+# node's memory (this fixture's do anywhere), on under a 1 MB Slurm limit;
+# both choices give the same bits
+auto() { # NAME: 2 stages at the default, its start line in NAME.log
+    mpi 2 "$BIN" finetune "${common[@]}" --max-steps 8 --save-path "$work/$1" --stages 2 --batch-size 2 \
+        --gradient-accumulation-steps 4 2>"$work/$1.log"
+    curves "$work/pp2/metrics.jsonl" "$work/$1/metrics.jsonl" --exact
+}
+auto pp2auto
+grep -q "recompute off (auto: keeping every layer's activations adds .* MiB on a node that holds" \
+    "$work/pp2auto.log" || { cat "$work/pp2auto.log"; fail "auto did not keep the activations of a small model"; }
+SLURM_MEM_PER_NODE=1 auto pp2tight
+grep -q "recompute on (auto: .* (SLURM_MEM_PER_NODE=1): more than half of the rest)" "$work/pp2tight.log" ||
+    { cat "$work/pp2tight.log"; fail "auto did not recompute under a 1 MB SLURM_MEM_PER_NODE"; }
 "$PY" "$SRC/tests/ref/compare_models.py" "$work/r1" "$work/pp2dp2" --rtol 1e-3
 
 echo "== 2. SIGKILL after the step-10 checkpoint, then resume (2 replicas)"

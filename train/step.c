@@ -27,51 +27,51 @@ static void recv_from(const Topology *t, LinkDir from, int tag, float *x, int n)
  * only acts' gradient scratch, never its saved tensors). */
 static int kept_own(const TrainStep *s, int i) { return i != s->n_local - 1; }
 
+/* bytes counted into s->bytes and allocated, or with s->count_only counted only (NULL). */
 static void *step_alloc(TrainStep *s, size_t bytes) {
     s->bytes += bytes;
-    return mallocCheck(bytes + 1);
+    return s->count_only ? NULL : mallocCheck(bytes + 1);
 }
 
-void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *ps, Sampler *sampler, int B, int T,
-                     int K, int recompute, Teacher *teacher) {
-    memset(s, 0, sizeof *s);
-    const ModelConfig *c = &m->cfg;
+/* What a step's schedule holds: its micro-batches in flight (slots). */
+static void step_shape(TrainStep *s, const Topology *t, const Model *m, int B, int T, int K, int recompute) {
     s->topo = t;
     s->m = m;
-    s->ps = ps;
-    s->sampler = sampler;
     s->B = B;
     s->T = T;
     s->K = K;
     s->n_local = m->part.end - m->part.first;
-    size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
-    if (N * D > INT_MAX) /* a stage's message is one MPI count */
-        tm_die("fine-tuning: a micro-batch of %zu tokens x hidden %zu is more than 2^31 floats: lower --batch-size", N,
-               D);
-    s->embed_scale = c->embed_scaled ? model_embed_normalizer(c, ps->embed_dtype) : 1.0f;
-    rope_table_init(&s->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
-    layer_acts_init(&s->acts, c, B, T, ACTS_BACKWARD);
-    s->bytes += s->acts.bytes;
     s->recompute = recompute;
     int ahead = t->stages - t->stage; /* 1F1B: the micro-batches a stage holds at most */
     s->slots = recompute || K < ahead ? K : ahead;
-    if (!recompute) {
-        s->kept = callocCheck((size_t)s->slots * s->n_local + 1, sizeof *s->kept);
-        for (int i = 0; i < s->slots * s->n_local; i++)
-            if (kept_own(s, i)) {
-                layer_acts_init_sharing(&s->kept[i], c, B, T, &s->acts);
-                s->bytes += s->kept[i].bytes;
-            }
+}
+
+/* The activation buffers counted in s->bytes (the teacher's aside), allocated
+ * or, with s->count_only, counted only: the one computation behind
+ * train_step_init and train_step_bytes. */
+static void step_buffers(TrainStep *s) {
+    const ModelConfig *c = &s->m->cfg;
+    int B = s->B, T = s->T, K = s->K, count = s->count_only;
+    size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
+    if (!count) layer_acts_init(&s->acts, c, B, T, ACTS_BACKWARD);
+    s->bytes += layer_acts_bytes(c, B, T, ACTS_BACKWARD);
+    if (!s->recompute) {
+        if (!count) s->kept = callocCheck((size_t)s->slots * s->n_local + 1, sizeof *s->kept);
+        for (int i = 0; i < s->slots * s->n_local; i++) {
+            if (!kept_own(s, i)) continue;
+            if (!count) layer_acts_init_sharing(&s->kept[i], c, B, T, &s->acts);
+            s->bytes += layer_acts_bytes(c, B, T, ACTS_SAVED);
+        }
     }
     int n_saved = s->slots * (s->n_local + 1);
-    s->saved = callocCheck((size_t)n_saved, sizeof *s->saved);
-    for (int i = 0; i < n_saved; i++) s->saved[i] = step_alloc(s, N * D * sizeof(float));
-    s->sent = callocCheck((size_t)s->slots, sizeof *s->sent);
-    for (int i = 0; i < s->slots; i++) stage_msg_init(&s->sent[i]);
-    stage_msg_init(&s->sent_grad);
-    if (recompute) s->x_tmp = step_alloc(s, N * D * sizeof(float)); /* the recomputed layer's output */
+    if (!count) s->saved = callocCheck((size_t)n_saved, sizeof *s->saved);
+    for (int i = 0; i < n_saved; i++) {
+        float *x = step_alloc(s, N * D * sizeof(float));
+        if (!count) s->saved[i] = x;
+    }
+    if (s->recompute) s->x_tmp = step_alloc(s, N * D * sizeof(float)); /* the recomputed layer's output */
     s->dx = step_alloc(s, N * D * sizeof(float));
-    if (m->part.head) {
+    if (s->m->part.head) {
         s->xn = step_alloc(s, N * D * sizeof(float));
         s->dxn = step_alloc(s, N * D * sizeof(float));
         s->rstd = step_alloc(s, N * sizeof(float));
@@ -82,6 +82,32 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
     s->targets = step_alloc(s, (size_t)K * N * sizeof(int32_t));
     s->pos = step_alloc(s, (size_t)K * N * sizeof(int32_t));
     s->doc_start = step_alloc(s, (size_t)K * N * sizeof(int32_t));
+}
+
+uint64_t train_step_bytes(const Topology *t, const Model *m, int B, int T, int K, int recompute) {
+    TrainStep s = {.count_only = 1};
+    step_shape(&s, t, m, B, T, K, recompute);
+    step_buffers(&s);
+    return s.bytes;
+}
+
+void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *ps, Sampler *sampler, int B, int T,
+                     int K, int recompute, Teacher *teacher) {
+    memset(s, 0, sizeof *s);
+    const ModelConfig *c = &m->cfg;
+    step_shape(s, t, m, B, T, K, recompute);
+    s->ps = ps;
+    s->sampler = sampler;
+    size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
+    if (N * D > INT_MAX) /* a stage's message is one MPI count */
+        tm_die("fine-tuning: a micro-batch of %zu tokens x hidden %zu is more than 2^31 floats: lower --batch-size", N,
+               D);
+    s->embed_scale = c->embed_scaled ? model_embed_normalizer(c, ps->embed_dtype) : 1.0f;
+    rope_table_init(&s->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
+    step_buffers(s);
+    s->sent = callocCheck((size_t)s->slots, sizeof *s->sent);
+    for (int i = 0; i < s->slots; i++) stage_msg_init(&s->sent[i]);
+    stage_msg_init(&s->sent_grad);
     s->row_idx = mallocCheck((size_t)B * sizeof *s->row_idx);
     if (!teacher) return;
     s->teacher = teacher;

@@ -57,12 +57,16 @@ typedef struct {
     int64_t *row_idx;
     Teacher *teacher;      /* distillation (NULL: none): its part of the teacher, the same layers */
     uint64_t bytes;        /* activation memory of this rank */
+    int count_only;        /* train_step_bytes: buffers counted, not allocated */
     StepGpu *gpu;          /* NULL: the CPU engine; else the layers and head run on the GPU (step_gpu.h) */
 } TrainStep;
 
 void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *ps, Sampler *sampler, int B, int T,
                      int K, int recompute, Teacher *teacher);
 void train_step_free(TrainStep *s);
+/* The activation bytes train_step_init would count in s->bytes (a
+ * teacher's buffers aside) for this rank's stage, allocating nothing. */
+uint64_t train_step_bytes(const Topology *t, const Model *m, int B, int T, int K, int recompute);
 /* After train_step_init (with recompute, no teacher): the stage's layers
  * and head run on the rank's GPU (train/step_gpu.h), fp32 or bf16 GEMMs.
  * 0, or -1 with tm_error(). */

@@ -16,6 +16,7 @@
 #include "train/chat.h"
 #include "train/checkpoint.h"
 #include "train/metrics.h"
+#include "train/recompute_auto.h"
 #include "train/sampler.h"
 #include "train/save_model.h"
 #include "train/step.h"
@@ -185,6 +186,18 @@ static int resume(Trainer *r) {
     return 0;
 }
 
+/* --recompute: as given, or auto (recompute_auto.h; the GPU step always recomputes). */
+static int choose_recompute(const Trainer *r, char *note, size_t n) {
+    const TrainConfig *cfg = r->cfg;
+    if (cfg->recompute != RECOMPUTE_AUTO || cfg->gpu) {
+        int on = cfg->recompute != 0;
+        snprintf(note, n, "recompute %s (%s)", on ? "on" : "off",
+                 cfg->recompute == RECOMPUTE_AUTO ? "auto: --device cuda recomputes" : "--recompute");
+        return on;
+    }
+    return recompute_choose(&r->t, &r->m, &r->ps, cfg->batch, cfg->seq_len, cfg->grad_accum, note, n);
+}
+
 static int setup(Trainer *r) {
     const TrainConfig *cfg = r->cfg;
     if (dist_agree(MPI_COMM_WORLD, topology_init(&r->t, cfg->stages))) return -1;
@@ -218,8 +231,10 @@ static int setup(Trainer *r) {
     /* rank 0 makes it; the agreement is also the barrier before anyone uses it */
     if (dist_agree(MPI_COMM_WORLD, r->root ? path_make_dirs(cfg->save_path, "the --save-path folder") : 0)) return -1;
     if (cfg->resume && resume(r)) return -1;
+    char recompute_note[640];
+    int recompute = choose_recompute(r, recompute_note, sizeof recompute_note);
     train_step_init(&r->step, &r->t, &r->m, &r->ps, &r->sampler, cfg->batch, cfg->seq_len, cfg->grad_accum,
-                    cfg->recompute, cfg->distill_from ? &r->teacher : NULL);
+                    recompute, cfg->distill_from ? &r->teacher : NULL);
     if (cfg->gpu && dist_agree(MPI_COMM_WORLD, train_step_use_gpu(&r->step, cfg->gpu_fp32)))
         return -1;
     if (r->root) {
@@ -247,6 +262,7 @@ static int setup(Trainer *r) {
                 cfg->grad_accum, r->t.replicas, (long long)r->sampler.steps_per_epoch, r->opt.lr,
                 lr_schedule_name(r->opt.schedule), (long long)r->opt.warmup_steps, r->opt.weight_decay,
                 (double)r->step.bytes / (1 << 20), gpu_note);
+        fprintf(stderr, "finetune: %s\n", recompute_note);
         if (cfg->distill_from)
             fprintf(stderr, "finetune: distilling from %s (%s): loss %.3g KL(teacher || student) + %.3g NLL\n",
                     cfg->distill_from, r->teacher.m.cfg.model_type, cfg->distill_weight, 1.0 - cfg->distill_weight);

@@ -19,7 +19,8 @@ typedef struct {
     TokenSource tokens;
     int has_tokens;
     int seq_len, batch, grad_accum, stages;
-    int recompute;          /* 1: recompute each layer before its backward pass; 0: keep every layer's activations */
+    int recompute;          /* 1: recompute each layer before its backward pass; 0: keep every layer's activations;
+                             * RECOMPUTE_AUTO (train/recompute_auto.h): 0 where it fits the node's memory */
     int gpu;                /* 1: the layers and head on the rank's GPU (--device cuda, train/step_gpu.h) */
     int gpu_fp32;           /* with gpu: fp32 GEMMs instead of bf16 inputs */
     int64_t max_steps;      /* > 0 wins over epochs */

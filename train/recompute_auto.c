@@ -1,0 +1,39 @@
+#include "train/recompute_auto.h"
+
+#include <mpi.h>
+#include <stdio.h>
+
+#include "io/base/host_memory.h"
+#include "train/step.h"
+
+int recompute_needed(const RecomputeBudget *b) {
+    if (b->held >= b->limit) return 1;
+    return b->extra > (b->limit - b->held) / 2;
+}
+
+int recompute_choose(const Topology *t, const Model *m, const ParamSet *ps, int B, int T, int K, char *why, size_t n) {
+    char source[4200];
+    uint64_t on = train_step_bytes(t, m, B, T, K, 1), off = train_step_bytes(t, m, B, T, K, 0);
+    uint64_t mine[3] = {host_rss_bytes(), 3 * (uint64_t)ps->total * sizeof(float) + on, off > on ? off - on : 0};
+    uint64_t caps[2] = {host_memory_available(), host_memory_cap(source, sizeof source)}, sums[3];
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, t->rank, MPI_INFO_NULL, &node);
+    MPI_Allreduce(mine, sums, 3, MPI_UINT64_T, MPI_SUM, node);
+    MPI_Allreduce(MPI_IN_PLACE, caps, 2, MPI_UINT64_T, MPI_MIN, node);
+    MPI_Comm_free(&node);
+    RecomputeBudget b = {.limit = caps[0] + sums[0], .held = sums[0] + sums[1], .extra = sums[2]};
+    int binding_cap = caps[1] < b.limit;
+    if (binding_cap) b.limit = caps[1];
+    int need = recompute_needed(&b), any;
+    MPI_Allreduce(&need, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    /* the figures of the node that decided: the lowest rank whose node needs recompute, else rank 0's */
+    int me = need == any ? t->rank : t->size, from;
+    MPI_Allreduce(&me, &from, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    double MiB = 1 << 20;
+    if (t->rank == from)
+        snprintf(why, n, "recompute %s (auto: keeping every layer's activations adds %.1f MiB on a node that holds "
+                 "%.1f of %.1f MiB (%s)%s)", any ? "on" : "off", b.extra / MiB, b.held / MiB, b.limit / MiB,
+                 binding_cap ? source : "MemAvailable + resident", any ? ": more than half of the rest" : "");
+    MPI_Bcast(why, (int)n, MPI_CHAR, from, MPI_COMM_WORLD);
+    return any;
+}
