@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
-"""Predict a deep 1-rank conversion's phases from a shallow one's and set the
+"""Predict a deep conversion's phases from a shallow 1-rank one's and set the
 prediction beside the deep run's measurement (issue 23 item 3: does depth
 cost what the 2-layer run says it will?).
 
 usage: depth_prediction.py SHALLOW_OUT DEEP_OUT [--plan GIB]
 
-Both are finished conversions (transmla_report.json) of the same shapes on
-1 rank with the same settings (bench_depth.sh --only 1b2 / --only 1b16 with
-the same flags). Every phase is scaled by the layer ratio, except the
+Both are finished conversions (transmla_report.json) of the same shapes with
+the same settings (bench_depth.sh --only 1b2 / --only 1b16 with the same
+flags), the shallow one on 1 rank, the deep one on 1 rank or on S ranks as S
+stages (one core each). Every phase is scaled by the layer ratio, except the
 attention fit: its default sequential schedule fits every layer and, after
 each but the last, moves its data on through the fitted layer, so the deep
 run is (deep layers) fits and (deep layers - 1) moves of the shallow run's
 mean length (the report times each layer's fit; the moves are the rest of
-the phase). --plan adds `transmla plan`'s peak for the deep run to the peak
-RSS row. A run in parts (stopped and resumed) counts every part's seconds.
+the phase), on any number of stages. On stages the other phases run stage
+by stage side by side, so they take the busiest stage's layers: those of
+the deep run's plan.txt (bench_depth.sh writes `transmla plan`'s output
+there). --plan adds `transmla plan`'s peak for the deep run to the peak RSS
+row. A run in parts (stopped and resumed) counts every part's seconds.
 """
 import argparse
 import json
@@ -21,7 +25,7 @@ import os
 import sys
 
 # settings that may differ between the two runs
-PER_RUN = ("model_path", "cal_source")
+PER_RUN = ("model_path", "cal_source", "ranks", "stages")
 
 
 def load(out):
@@ -30,9 +34,29 @@ def load(out):
         rep = json.load(open(path))
     except (OSError, ValueError) as e:
         sys.exit("%s: %s" % (path, e))
-    if rep["settings"]["ranks"] != 1:
-        sys.exit("%s: settings.ranks is %d; the prediction is for 1-rank runs" % (path, rep["settings"]["ranks"]))
+    st = rep["settings"]
+    if st["replicas"] != 1:
+        sys.exit("%s: settings.replicas is %d; the prediction is for stages alone" % (path, st["replicas"]))
     return rep
+
+
+def busiest_stage_layers(out, stages, n_layers):
+    """Layers of the deep run's busiest stage: n_layers on one stage, else from its plan.txt ("0-8+E" rows)."""
+    if stages == 1:
+        return n_layers
+    path = os.path.join(out, "plan.txt")
+    counts = []
+    try:
+        for line in open(path):
+            f = line.split()
+            if len(f) == 9 and f[0].isdigit():
+                first, last = f[2].split("+")[0].split("-")
+                counts.append(int(last) - int(first) + 1)
+    except (OSError, ValueError) as e:
+        sys.exit("%s: %s" % (path, e))
+    if len(counts) != stages:
+        sys.exit("%s: %d stage rows; the report has settings.stages %d" % (path, len(counts), stages))
+    return max(counts)
 
 
 def layers(rep):
@@ -58,12 +82,21 @@ def main():
         if k not in PER_RUN and deep["settings"].get(k) != v:
             sys.exit("%s: settings.%s is %r, %s's is %r; predict only between like runs"
                      % (a.deep, k, deep["settings"].get(k), a.shallow, v))
+    if short["settings"]["ranks"] != 1:
+        sys.exit("%s: settings.ranks is %d; the shallow run is on 1 rank" % (a.shallow, short["settings"]["ranks"]))
     ls, ld = layers(short), layers(deep)
+    stages = deep["settings"]["stages"]
+    if stages > 1 and deep["settings"]["attn_fit_schedule"] != "sequential":
+        sys.exit("%s: settings.attn_fit_schedule is %r; the prediction on stages is for the sequential one"
+                 % (a.deep, deep["settings"]["attn_fit_schedule"]))
+    lb = busiest_stage_layers(a.deep, stages, ld)
     fit_s, move_s = fit_parts(short)
     dfit_s, dmove_s = fit_parts(deep)
     steps = short["settings"]["attn_fit_steps"]
-    print("| phase (s) | %d layers, 1 rank | %d layers predicted | %d layers measured (%d part%s) | measured / predicted |"
-          % (ls, ld, ld, deep["resume"].get("runs", 1), "s" if deep["resume"].get("runs", 1) > 1 else ""))
+    on = "1 rank" if stages == 1 else "%d stages" % stages
+    runs = deep["resume"].get("runs", 1)
+    print("| phase (s) | %d layers, 1 rank | %d layers predicted, %s | %d layers measured, %s (%d part%s) | "
+          "measured / predicted |" % (ls, ld, on, ld, on, runs, "s" if runs > 1 else ""))
     print("| --- | --- | --- | --- | --- |")
     tot = [0.0, 0.0, 0.0]
     for phase, s in short["seconds"].items():
@@ -75,7 +108,7 @@ def main():
                      "%.0f (%d x %.1f + %d x %.1f)" % (p, ld, fit_s, ld - 1, move_s),
                      "%.1f (%d x %.1f + %d x %.1f)" % (d, ld, dfit_s, ld - 1, dmove_s))
         else:
-            p = s * ld / ls
+            p = s * lb / ls  # side by side on stages: the busiest stage's layers
             name = phase
             cells = ("%.1f" % s, "%.0f" % p, "%.1f" % d)
         tot = [tot[0] + s, tot[1] + p, tot[2] + d]
@@ -83,8 +116,10 @@ def main():
             print("| %s | %s | %s | %s | %.2f |" % ((name,) + cells + (d / p,)))
     print("| every phase (the evaluations included) | %.1f | %.0f | %.1f | **%.2f** |" % (tot[0], tot[1], tot[2], tot[2] / tot[1]))
     peak = deep["memory"]["peak_rss_bytes"] / 2**30
-    print("| peak RSS GiB | %.2f | | %.2f%s | |" % (short["memory"]["peak_rss_bytes"] / 2**30, peak,
-                                                 " (plan %.2f, %.2f)" % (a.plan, a.plan / peak) if a.plan else ""))
+    per_rank = ", ".join("%.2f" % (r["peak_rss_bytes"] / 2**30) for r in deep["memory"]["per_rank"])
+    print("| peak RSS GiB%s | %.2f | | %s%s | |" % (
+        " per rank" if stages > 1 else "", short["memory"]["peak_rss_bytes"] / 2**30, per_rank,
+        " (plan %.2f, %.2f)" % (a.plan, a.plan / peak) if a.plan else ""))
 
 
 if __name__ == "__main__":
