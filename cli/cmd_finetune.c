@@ -89,12 +89,10 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
          "distribution (KL) as well as the data", 0},
         {"distill-weight", ARG_STR, &distill_weight, "A",
          "with --distill-from: loss = A KL(teacher || student) + (1 - A) NLL, A in [0, 1] (default 1)", 0},
-        {"recompute", ARG_STR, &recompute, "auto|on|off", "on: recompute each layer in the backward pass from its "
-         "input; off: keep every layer's activations of each micro-batch in flight (a quarter fewer layer FLOPs, a "
-         "layer's activations more per layer of the stage; 1F1B order, stage s of S holding up to S - s "
-         "micro-batches); auto: off when that fits in half the memory each node has left after the model, its "
-         "optimizer state and recompute's activations (MemAvailable, cgroup limits, SLURM_MEM_PER_NODE), else on "
-         "(default auto)", 0},
+        {"recompute", ARG_STR, &recompute, "auto|on|off", "on: recompute each layer from its input in the backward "
+         "pass; off: keep every layer's activations of each micro-batch in flight (a quarter fewer layer FLOPs; 1F1B, "
+         "stage s of S holding up to S - s micro-batches); auto: off where each node's memory allows it (MemAvailable, "
+         "cgroup limits, SLURM_MEM_PER_NODE), else on (default auto)", 0},
         {"device", ARG_STR, &device, "cpu|cuda", "cuda: each rank's layers, head and loss on its GPU (local rank mod "
          "count), forward and backward; --recompute on, no --distill-from; not yet run on a GPU (default cpu)", 0},
         {"gpu-fp32", ARG_FLAG, &c->gpu_fp32, "", "with --device cuda: fp32 GEMMs instead of bf16 inputs", 0},
