@@ -45,31 +45,36 @@ static void cgroup_walk(const char *root, const char *rel, const char *file, uin
     }
 }
 
-uint64_t host_memory_cap(char *source, size_t n) {
+uint64_t host_memory_cap_from(const char *proc_cgroup, const char *sys_root, const char *slurm_mem, char *source,
+                              size_t n) {
     uint64_t cap = UINT64_MAX;
     snprintf(source, n, "none");
-    FILE *f = fopen("/proc/self/cgroup", "r");
+    char v1_root[4096];
+    snprintf(v1_root, sizeof v1_root, "%s/memory", sys_root);
+    FILE *f = fopen(proc_cgroup, "r");
     char line[4096];
     while (f && fgets(line, sizeof line, f)) { /* "0::/path" (v2) or "N:memory:/path" (v1) */
         line[strcspn(line, "\n")] = 0;
         char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
         if (!b) continue;
         *b = 0;
-        if (!strcmp(a + 1, "")) cgroup_walk("/sys/fs/cgroup", b + 1, "memory.max", &cap, source, n);
-        else if (strstr(a + 1, "memory"))
-            cgroup_walk("/sys/fs/cgroup/memory", b + 1, "memory.limit_in_bytes", &cap, source, n);
+        if (!strcmp(a + 1, "")) cgroup_walk(sys_root, b + 1, "memory.max", &cap, source, n);
+        else if (strstr(a + 1, "memory")) cgroup_walk(v1_root, b + 1, "memory.limit_in_bytes", &cap, source, n);
     }
     if (f) fclose(f);
-    const char *slurm = getenv("SLURM_MEM_PER_NODE");
-    if (slurm && *slurm) {
+    if (slurm_mem && *slurm_mem) {
         char *end;
-        unsigned long long mb = strtoull(slurm, &end, 10);
+        unsigned long long mb = strtoull(slurm_mem, &end, 10);
         if (*end == 0 && mb > 0 && mb < (1ULL << 40) && (uint64_t)mb << 20 < cap) {
             cap = (uint64_t)mb << 20;
-            snprintf(source, n, "SLURM_MEM_PER_NODE=%s", slurm);
+            snprintf(source, n, "SLURM_MEM_PER_NODE=%s", slurm_mem);
         }
     }
     return cap;
+}
+
+uint64_t host_memory_cap(char *source, size_t n) {
+    return host_memory_cap_from("/proc/self/cgroup", "/sys/fs/cgroup", getenv("SLURM_MEM_PER_NODE"), source, n);
 }
 
 uint64_t host_rss_bytes(void) {

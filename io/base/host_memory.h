@@ -16,6 +16,11 @@ uint64_t host_memory_available(void);
  * SLURM_MEM_PER_NODE (MB, set by Slurm for --mem jobs). UINT64_MAX when
  * none is set. `source` (n bytes) names the one that binds. */
 uint64_t host_memory_cap(char *source, size_t n);
+/* The same from other files (tests): proc_cgroup in place of
+ * /proc/self/cgroup, sys_root of /sys/fs/cgroup, slurm_mem the value of
+ * SLURM_MEM_PER_NODE (NULL: unset). */
+uint64_t host_memory_cap_from(const char *proc_cgroup, const char *sys_root, const char *slurm_mem, char *source,
+                              size_t n);
 
 /* Resident bytes of this process now (/proc/self/statm); 0 when unreadable. */
 uint64_t host_rss_bytes(void);
