@@ -38,9 +38,17 @@ static uint64_t cap(const char *slurm, char *source) {
     return host_memory_cap_from(proc, sys, slurm, source, 256);
 }
 
+/* the cap is `bytes`, bound by the file at root/rel */
+static void expect_file_cap(uint64_t bytes, const char *rel) {
+    char source[256], want[256];
+    assert_true(cap(NULL, source) == bytes);
+    snprintf(want, sizeof want, "%s/%s", root, rel);
+    assert_string_equal(source, want);
+}
+
 static void limits(void **state) {
     (void)state;
-    char source[256], want[256];
+    char source[256];
     snprintf(root, sizeof root, "/tmp/test_host_memory.XXXXXX");
     assert_non_null(mkdtemp(root));
     /* no cgroup file, no Slurm: no cap */
@@ -50,17 +58,13 @@ static void limits(void **state) {
     put("cgroup", "0::/slurm/job_1/step_0/task_0\n");
     put("sys/slurm/job_1/memory.max", "1073741824\n");
     put("sys/slurm/job_1/step_0/task_0/memory.max", "max\n");
-    assert_true(cap(NULL, source) == 1073741824ull);
-    snprintf(want, sizeof want, "%s/sys/slurm/job_1/memory.max", root);
-    assert_string_equal(source, want);
+    expect_file_cap(1073741824ull, "sys/slurm/job_1/memory.max");
     /* v1 beside it (a hybrid host): the memory controller's 512 MiB on the job's folder wins; v1's
      * "unlimited" (a huge page-rounded number) on its parent is no cap */
     put("cgroup", "9:name=systemd:/\n4:memory:/slurm/uid_0/job_2\n0::/slurm/job_1/step_0/task_0\n");
     put("sys/memory/slurm/uid_0/job_2/memory.limit_in_bytes", "536870912\n");
     put("sys/memory/slurm/memory.limit_in_bytes", "9223372036854771712\n");
-    assert_true(cap(NULL, source) == 536870912ull);
-    snprintf(want, sizeof want, "%s/sys/memory/slurm/uid_0/job_2/memory.limit_in_bytes", root);
-    assert_string_equal(source, want);
+    expect_file_cap(536870912ull, "sys/memory/slurm/uid_0/job_2/memory.limit_in_bytes");
     /* SLURM_MEM_PER_NODE (MB) binds when lower; a higher one or a malformed one does not */
     assert_true(cap("256", source) == 256ull << 20);
     assert_string_equal(source, "SLURM_MEM_PER_NODE=256");
