@@ -27,13 +27,17 @@ void run_say(const Run *r, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* Added to what earlier runs of a resumed conversion spent in the stage. */
+/* Added to what earlier runs of a resumed conversion spent in the stage.
+ * The peak after it is the first run's to finish it: a stage run again
+ * after a resume (the original's evaluation) would otherwise show the
+ * peak the later stages of the earlier runs reached. */
 void run_stage_done(Run *r, const char *stage) {
     double t = tm_now_s();
     if (run_is_root(r)) {
         double before = json_real_value(json_object_get(r->rep.seconds, stage));
         json_object_set_new(r->rep.seconds, stage, json_real(before + t - r->rep.t_stage));
-        json_object_set_new(r->rep.peak_rss, stage, json_integer((json_int_t)run_peak_rss(r)));
+        if (!json_object_get(r->rep.peak_rss, stage))
+            json_object_set_new(r->rep.peak_rss, stage, json_integer((json_int_t)run_peak_rss(r)));
     }
     r->rep.t_stage = t;
 }

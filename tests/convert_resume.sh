@@ -9,7 +9,8 @@
 #    with status 75, the next run's log says what it skipped; the final model
 #    is bit-identical to the uninterrupted one and SAVE.work is gone; the
 #    report's seconds add up the runs that saved them (every stop), each
-#    stop's share under its own wall time;
+#    stop's share under its own wall time, and its peak RSS after each stage
+#    never falls from stage to stage (the peak when the stage first finished);
 #  - a crash inside the RoRoPE fit (parallel and sequential schedules): the
 #    next run loads the fitted layers and ends bit-identical;
 #  - 4 ranks (2 stages x 2 replicas) under mpirun, SIGTERM to every rank as
@@ -114,6 +115,11 @@ assert rep['resume']['runs'] == 4, rep['resume']
 for (w, rc), before, after in zip(walls, marks, marks[1:]):
     assert (before < after < before + w) if rc == 75 else after == before, (walls, marks)
 assert marks[-1] < total < marks[-1] + walls[-1][0], (total, marks, walls)
+# the peak RSS after each stage is a running peak over the runs, recorded
+# when a stage first finished: the same stages, never falling
+peaks = rep['peak_rss_after']
+assert list(peaks) == list(b), (list(peaks), list(b))
+assert all(x <= y for x, y in zip(list(peaks.values()), list(peaks.values())[1:])), peaks
 print(f"{total:.1f} s in the stages; saved after each stop: {', '.join('%.1f' % m for m in marks[1:])} s; report.resume.runs 4")
 EOF
 # what each resumed run said it skipped
