@@ -110,7 +110,8 @@ stop_at_layer() { # ID LOG
     local before now
     before=$(grep -c "layer [0-9]*/[0-9]*" "$2" || true)
     for _ in $(seq 360); do
-        [ "$(job_state "$1")" = RUNNING ] || return 0
+        # an empty state is scontrol not answering this time, not the job's end
+        case $(job_state "$1") in RUNNING|"") ;; *) return 0 ;; esac
         now=$(grep -c "layer [0-9]*/[0-9]*" "$2" || true)
         [ "$now" -gt "$before" ] && break
         sleep 10
