@@ -72,9 +72,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     char note[640];
-    int on = strcmp(recompute, "off") != 0;
-    if (!strcmp(recompute, "auto")) on = recompute_choose(&t, &m, &ps, B, T, 1, note, sizeof note);
-    else snprintf(note, sizeof note, "recompute %s (--recompute)", recompute);
+    int setting = !strcmp(recompute, "auto") ? RECOMPUTE_AUTO : strcmp(recompute, "off") != 0;
+    int on = recompute_resolve(setting, 0, &t, &m, &ps, B, T, 1, note, sizeof note);
     TrainStep st;
     train_step_init(&st, &t, &m, &ps, &sampler, B, T, 1, on, NULL);
     OptimConfig o = {.lr = 1e-5, .weight_decay = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,

@@ -56,16 +56,15 @@ int topology_init(Topology *t, int stages) {
     t->replica = t->rank / stages;
     MPI_Comm_split(MPI_COMM_WORLD, t->stage, t->replica, &t->stage_comm);
     MPI_Comm_split(MPI_COMM_WORLD, t->replica, t->stage, &t->pipe_comm);
-    MPI_Comm node;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, t->rank, MPI_INFO_NULL, &node);
-    MPI_Comm_rank(node, &t->local_rank);
-    MPI_Comm_free(&node);
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, t->rank, MPI_INFO_NULL, &t->node_comm);
+    MPI_Comm_rank(t->node_comm, &t->local_rank);
     return 0;
 }
 
 void topology_free(Topology *t) {
     if (t->stage_comm) MPI_Comm_free(&t->stage_comm);
     if (t->pipe_comm) MPI_Comm_free(&t->pipe_comm);
+    if (t->node_comm) MPI_Comm_free(&t->node_comm);
     memset(t, 0, sizeof *t);
 }
 

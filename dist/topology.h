@@ -11,6 +11,7 @@ typedef struct {
     int stages, replicas;  /* S, Dp = size / S */
     int stage, replica;
     int local_rank;        /* among the ranks on this node (a GPU rank uses GPU local_rank mod count) */
+    MPI_Comm node_comm;    /* the ranks on this node; rank there = local_rank */
     MPI_Comm stage_comm;   /* the Dp replicas of this rank's stage; rank there = replica */
     MPI_Comm pipe_comm;    /* the S stages of this rank's replica; rank there = stage */
 } Topology;

@@ -186,18 +186,6 @@ static int resume(Trainer *r) {
     return 0;
 }
 
-/* --recompute: as given, or auto (recompute_auto.h; the GPU step always recomputes). */
-static int choose_recompute(const Trainer *r, char *note, size_t n) {
-    const TrainConfig *cfg = r->cfg;
-    if (cfg->recompute != RECOMPUTE_AUTO || cfg->gpu) {
-        int on = cfg->recompute != 0;
-        snprintf(note, n, "recompute %s (%s)", on ? "on" : "off",
-                 cfg->recompute == RECOMPUTE_AUTO ? "auto: --device cuda recomputes" : "--recompute");
-        return on;
-    }
-    return recompute_choose(&r->t, &r->m, &r->ps, cfg->batch, cfg->seq_len, cfg->grad_accum, note, n);
-}
-
 static int setup(Trainer *r) {
     const TrainConfig *cfg = r->cfg;
     if (dist_agree(MPI_COMM_WORLD, topology_init(&r->t, cfg->stages))) return -1;
@@ -232,7 +220,8 @@ static int setup(Trainer *r) {
     if (dist_agree(MPI_COMM_WORLD, r->root ? path_make_dirs(cfg->save_path, "the --save-path folder") : 0)) return -1;
     if (cfg->resume && resume(r)) return -1;
     char recompute_note[640];
-    int recompute = choose_recompute(r, recompute_note, sizeof recompute_note);
+    int recompute = recompute_resolve(cfg->recompute, cfg->gpu, &r->t, &r->m, &r->ps, cfg->batch, cfg->seq_len,
+                                      cfg->grad_accum, recompute_note, sizeof recompute_note);
     train_step_init(&r->step, &r->t, &r->m, &r->ps, &r->sampler, cfg->batch, cfg->seq_len, cfg->grad_accum,
                     recompute, cfg->distill_from ? &r->teacher : NULL);
     if (cfg->gpu && dist_agree(MPI_COMM_WORLD, train_step_use_gpu(&r->step, cfg->gpu_fp32)))
