@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
     }
     char note[640];
     int setting = !strcmp(recompute, "auto") ? RECOMPUTE_AUTO : strcmp(recompute, "off") != 0;
-    int on = recompute_resolve(setting, 0, &t, &m, &ps, B, T, 1, note, sizeof note);
+    int on = recompute_resolve(setting, 0, &t, &m, &ps, NULL, B, T, 1, note, sizeof note);
     TrainStep st;
     train_step_init(&st, &t, &m, &ps, &sampler, B, T, 1, on, NULL);
     OptimConfig o = {.lr = 1e-5, .weight_decay = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,

@@ -390,7 +390,7 @@ static int bkv_pca_on(Run *r, MlaAttn *layers, const char *pass, const char *cal
         if (dist_agree(MPI_COMM_WORLD, built_model_init(&bm, &r->orig, layers, BUILD_EXACT, 0))) return -1;
         rc = run_gather_stats(r, &bm.model, &lat, CAL_LATENT, R0, qdim, calib_label, pass);
         built_model_free(&bm);
-        if (calib_stage) run_stage_done(r, calib_stage);
+        if (calib_stage && !rc) run_stage_done(r, calib_stage); /* a stopped pass: its seconds stay in progress */
     }
     StepArgs a = {.stats = run_data_free(r) ? NULL : &lat, .layers = layers};
     snprintf(a.name, sizeof a.name, "%s", name);

@@ -25,6 +25,7 @@
 typedef struct {
     json_t *report, *ppl, *seconds, *settings, *peak_rss; /* peak_rss: rank 0's running peak after each stage */
     double t_stage;
+    double carried;       /* an earlier run's seconds in the stage it stopped in, not yet added to that stage */
     uint64_t prior_peak;  /* this rank's peak RSS in the earlier runs of a resumed conversion */
     int runs;             /* runs of this conversion so far, this one included (stopped ones that saved their times) */
     uint64_t mem_stats, mem_act, mem_attn; /* largest statistics, activations, converted attention held */

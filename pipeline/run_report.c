@@ -159,9 +159,10 @@ int run_times_save(Run *r) {
     if (run_is_root(r)) {
         json_t *peaks = json_array();
         for (int i = 0; i < r->t.size; i++) json_array_append_new(peaks, json_integer((json_int_t)all[i]));
+        double in_stage = tm_now_s() - r->rep.t_stage + r->rep.carried;
         info = json_pack("{sososfsisO}", "seconds", as_pairs(r->rep.seconds), "peak_rss_after",
-                         as_pairs(r->rep.peak_rss), "in_stage_seconds", tm_now_s() - r->rep.t_stage, "runs",
-                         r->rep.runs, "peak_rss_per_rank", peaks);
+                         as_pairs(r->rep.peak_rss), "in_stage_seconds", in_stage, "runs", r->rep.runs,
+                         "peak_rss_per_rank", peaks);
         json_decref(peaks);
     }
     free(all);
@@ -171,7 +172,7 @@ int run_times_save(Run *r) {
 }
 
 /* Rank 0 carries the stage seconds on (the stage in progress gets its time
- * so far through t_stage); every rank its own earlier peak. */
+ * so far when it finishes: run_stage_done); every rank its own earlier peak. */
 static void run_times_continue(Run *r, json_t *info) {
     json_t *peaks = json_object_get(info, "peak_rss_per_rank");
     r->rep.prior_peak = (uint64_t)json_integer_value(json_array_get(peaks, (size_t)r->t.rank));
@@ -179,7 +180,7 @@ static void run_times_continue(Run *r, json_t *info) {
     if (run_is_root(r)) {
         update_from_pairs(r->rep.seconds, json_object_get(info, "seconds"));
         update_from_pairs(r->rep.peak_rss, json_object_get(info, "peak_rss_after"));
-        r->rep.t_stage -= json_real_value(json_object_get(info, "in_stage_seconds"));
+        r->rep.carried = json_real_value(json_object_get(info, "in_stage_seconds"));
     }
 }
 

@@ -28,14 +28,21 @@ void run_say(const Run *r, const char *fmt, ...) {
 }
 
 /* Added to what earlier runs of a resumed conversion spent in the stage.
- * The peak after it is the first run's to finish it: a stage run again
- * after a resume (the original's evaluation) would otherwise show the
- * peak the later stages of the earlier runs reached. */
+ * The first stage the earlier runs did not finish is the one they stopped
+ * in: it also gets their seconds in it (a stage they finished and this run
+ * does again, the original's evaluation, gets only its own). The peak
+ * after a stage is the first run's to finish it: a stage run again would
+ * otherwise show the peak the later stages of the earlier runs reached. */
 void run_stage_done(Run *r, const char *stage) {
     double t = tm_now_s();
     if (run_is_root(r)) {
-        double before = json_real_value(json_object_get(r->rep.seconds, stage));
-        json_object_set_new(r->rep.seconds, stage, json_real(before + t - r->rep.t_stage));
+        json_t *before = json_object_get(r->rep.seconds, stage);
+        double spent = t - r->rep.t_stage;
+        if (!before) {
+            spent += r->rep.carried;
+            r->rep.carried = 0;
+        }
+        json_object_set_new(r->rep.seconds, stage, json_real(json_real_value(before) + spent));
         if (!json_object_get(r->rep.peak_rss, stage))
             json_object_set_new(r->rep.peak_rss, stage, json_integer((json_int_t)run_peak_rss(r)));
     }

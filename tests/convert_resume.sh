@@ -4,12 +4,15 @@
 # bit for bit (the same topology adds the same float64 sums in the same
 # order, so nothing is allowed to differ).
 #  - one process: SIGTERM mid calibrate[keys], SIGUSR1 mid calibrate[latent],
-#    SIGTERM mid eval[mla], SIGKILL mid calibrate[kv-norm] (nothing saved at
-#    that moment: the files already there must be enough); each stop exits
+#    SIGTERM as soon as the next run resumes that pass, SIGTERM mid
+#    eval[mla], SIGKILL mid calibrate[kv-norm] (nothing saved at that
+#    moment: the files already there must be enough); each stop exits
 #    with status 75, the next run's log says what it skipped; the final model
 #    is bit-identical to the uninterrupted one and SAVE.work is gone; the
 #    report's seconds add up the runs that saved them (every stop), each
-#    stop's share under its own wall time, and its peak RSS after each stage
+#    stop's share under its own wall time, the seconds of the stage a run
+#    stopped in staying with that stage (not with the first stage the next
+#    run finishes, the original's evaluation), and its peak RSS after each stage
 #    never falls from stage to stage (the peak when the stage first finished);
 #  - a crash inside the RoRoPE fit (parallel and sequential schedules): the
 #    next run loads the fitted layers and ends bit-identical;
@@ -82,7 +85,8 @@ ref=$work/ref
 one --save-path "$ref" --quiet >"$work/ref.log" 2>&1 || { bad "uninterrupted conversion"; show "$work/ref.log"; }
 save=$work/out
 stops=("calibrate\[keys\]: batch 5/|TERM|75" "calibrate\[latent\]: batch 20/|USR1|75"
-       "eval\[mla\]: batch 1/|TERM|75" "calibrate\[kv-norm\]: batch 10/|KILL|137")
+       "calibrate\[latent\]: resuming at batch|TERM|75" "eval\[mla\]: batch 1/|TERM|75"
+       "calibrate\[kv-norm\]: batch 10/|KILL|137")
 i=0
 for s in "${stops[@]}"; do
     IFS='|' read -r when sig want <<<"$s"
@@ -93,6 +97,7 @@ for s in "${stops[@]}"; do
     else bad "SIG$sig at '${when//\\/}': exit $rc (wanted $want), output $(ls -d "$save" 2>&1)"; show "$work/one-$i.log"; fi
     if [ "$want" = 75 ] && ! grep -q "stopped (signal" "$work/one-$i.log"; then bad "run $i: no 'stopped' line"; fi
     marked_seconds "$save.work/times.done.h5" >>"$save.marks"
+    [ "$want" = 75 ] && times_marker "$save.work/times.done.h5" "$py" >"$save.marker-$i"
 done
 t0=$(date +%s.%N)
 one --save-path "$save" >"$work/one-last.log" 2>&1 || { bad "the last resumed run failed"; show "$work/one-last.log"; }
@@ -103,7 +108,7 @@ echo "$(date +%s.%N) $t0 0" >>"$save.walls"
 # own wall time, the SIGKILL adds nothing, and the report adds the last
 # run's own seconds (under its wall time) to them. Bounds by each run's own
 # wall time hold however loaded the machine is.
-"$py" - "$ref" "$save" "$save.walls" "$save.marks" >"$work/times.txt" <<'EOF' && ok "times over 4 runs: $(cat "$work/times.txt")" || { bad "the resumed report's times"; cat "$work/times.txt"; }
+"$py" - "$ref" "$save" "$save.walls" "$save.marks" "$save.marker-2" "$save.marker-3" >"$work/times.txt" <<'EOF' && ok "times over 5 runs: $(cat "$work/times.txt")" || { bad "the resumed report's times"; cat "$work/times.txt"; }
 import json, sys
 a, b = (json.load(open(p + '/transmla_report.json'))['seconds'] for p in sys.argv[1:3])
 rep = json.load(open(sys.argv[2] + '/transmla_report.json'))
@@ -111,16 +116,20 @@ walls = [(float(t1) - float(t0), int(rc)) for t1, t0, rc in (l.split() for l in 
 marks = [0.0] + [float(x) for x in open(sys.argv[4])]
 total = sum(b.values())
 assert list(a) == list(b), (list(a), list(b))  # the same stages, in the order they ran
-assert rep['resume']['runs'] == 4, rep['resume']
+assert rep['resume']['runs'] == 5, rep['resume']
 for (w, rc), before, after in zip(walls, marks, marks[1:]):
     assert (before < after < before + w) if rc == 75 else after == before, (walls, marks)
 assert marks[-1] < total < marks[-1] + walls[-1][0], (total, marks, walls)
+# run 3, stopped as soon as it resumed the latent pass, still counts run 2's
+# seconds in that pass as the pass's (they are not the re-run evaluation's)
+m2, m3 = (json.load(open(p)) for p in sys.argv[5:7])
+assert m3['in_stage_seconds'] >= m2['in_stage_seconds'] > 0, (m2, m3)
 # the peak RSS after each stage is a running peak over the runs, recorded
 # when a stage first finished: the same stages, never falling
 peaks = rep['peak_rss_after']
 assert list(peaks) == list(b), (list(peaks), list(b))
 assert all(x <= y for x, y in zip(list(peaks.values()), list(peaks.values())[1:])), peaks
-print(f"{total:.1f} s in the stages; saved after each stop: {', '.join('%.1f' % m for m in marks[1:])} s; report.resume.runs 4")
+print(f"{total:.1f} s in the stages; saved after each stop: {', '.join('%.1f' % m for m in marks[1:])} s; in the latent pass at stops 2 and 3: {m2['in_stage_seconds']:.2f}, {m3['in_stage_seconds']:.2f} s; report.resume.runs 5")
 EOF
 # what each resumed run said it skipped
 expect_line() { # log pattern what
@@ -129,10 +138,10 @@ expect_line() { # log pattern what
 expect_line "$work/one-2.log" "calibrate\[keys\]: resuming at batch [0-9]+/64" "run 2 resumes the key pass"
 expect_line "$work/one-3.log" "resume: rorope-fit done before.*rorope-fit.layer" "run 3 skips RoRoPE's fitted layers"
 expect_line "$work/one-3.log" "calibrate\[latent\]: resuming at batch" "run 3 resumes the latent pass"
-expect_line "$work/one-4.log" "eval\[mla\]: resuming at batch" "run 4 resumes eval[mla]"
+expect_line "$work/one-5.log" "eval\[mla\]: resuming at batch" "run 5 resumes eval[mla]"
 expect_line "$work/one-last.log" "resume: bkv-pca done before" "the last run skips BKV-PCA's layers"
 expect_line "$work/one-last.log" "calibrate\[kv-norm\]: (resuming|batch 1/)" "the last run redoes or resumes the kv-norm pass"
-same "1 process, stopped 3 times and killed once" "$ref" "$save"
+same "1 process, stopped 4 times and killed once" "$ref" "$save"
 # a crash between two layers of a per-layer step (a test hook kills rank 0
 # right after it saved BKV-PCA's layer 3 of 5): the next run loads layers 1-3
 save=$work/layers

@@ -23,10 +23,10 @@ static int recompute_needed(const RecomputeBudget *b) {
     return b->extra > (b->limit - b->held) / 2;
 }
 
-static int recompute_choose(const Topology *t, const Model *m, const ParamSet *ps, int B, int T, int K, char *why,
-                            size_t n) {
+static int recompute_choose(const Topology *t, const Model *m, const ParamSet *ps, const Teacher *teacher, int B,
+                            int T, int K, char *why, size_t n) {
     char source[4200];
-    uint64_t on = train_step_bytes(t, m, B, T, K, 1), off = train_step_bytes(t, m, B, T, K, 0);
+    uint64_t on = train_step_bytes(t, m, teacher, B, T, K, 1), off = train_step_bytes(t, m, teacher, B, T, K, 0);
     uint64_t mine[3] = {host_rss_bytes(), 3 * (uint64_t)ps->total * sizeof(float) + on, off > on ? off - on : 0};
     uint64_t caps[2] = {host_memory_available(), host_memory_cap(source, sizeof source)}, sums[3];
     MPI_Allreduce(mine, sums, 3, MPI_UINT64_T, MPI_SUM, t->node_comm);
@@ -48,9 +48,9 @@ static int recompute_choose(const Topology *t, const Model *m, const ParamSet *p
     return any;
 }
 
-int recompute_resolve(int setting, int gpu, const Topology *t, const Model *m, const ParamSet *ps, int B, int T, int K,
-                      char *note, size_t n) {
-    if (setting == RECOMPUTE_AUTO && !gpu) return recompute_choose(t, m, ps, B, T, K, note, n);
+int recompute_resolve(int setting, int gpu, const Topology *t, const Model *m, const ParamSet *ps,
+                      const Teacher *teacher, int B, int T, int K, char *note, size_t n) {
+    if (setting == RECOMPUTE_AUTO && !gpu) return recompute_choose(t, m, ps, teacher, B, T, K, note, n);
     int on = setting != 0;
     snprintf(note, n, "recompute %s (%s)", on ? "on" : "off",
              setting == RECOMPUTE_AUTO ? "auto: --device cuda recomputes" : "--recompute");

@@ -10,16 +10,17 @@
 #include "dist/topology.h"
 #include "model/model.h"
 #include "train/params.h"
+#include "train/teacher.h"
 
 #define RECOMPUTE_AUTO (-1) /* a --recompute setting beside 1 (on) and 0 (off) */
 
-/* The setting made a choice, 1 (recompute) or 0, after the model part and
- * its ParamSet are loaded: on and off as given; auto on the GPU (whose step
- * always recomputes) on; auto on the CPU collective over the world, the
- * same on every rank (off only if every node fits; the rule in
+/* The setting made a choice, 1 (recompute) or 0, after the model part, its
+ * ParamSet and any distillation teacher (NULL: none) are loaded: on and
+ * off as given; auto on the GPU (whose step always recomputes) on; auto on
+ * the CPU collective over the world, the same on every rank (off only if every node fits; the rule in
  * recompute_auto.c). `note` (n bytes) says which and why for the start line,
  * with the figures of the node that decided. */
-int recompute_resolve(int setting, int gpu, const Topology *t, const Model *m, const ParamSet *ps, int B, int T, int K,
-                      char *note, size_t n);
+int recompute_resolve(int setting, int gpu, const Topology *t, const Model *m, const ParamSet *ps,
+                      const Teacher *teacher, int B, int T, int K, char *note, size_t n);
 
 #endif

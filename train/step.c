@@ -46,7 +46,7 @@ static void step_shape(TrainStep *s, const Topology *t, const Model *m, int B, i
     s->slots = recompute || K < ahead ? K : ahead;
 }
 
-/* The activation buffers counted in s->bytes (the teacher's aside), allocated
+/* The activation buffers counted in s->bytes (the teacher's aside: step_teacher_buffers), allocated
  * or, with s->count_only, counted only: the one computation behind
  * train_step_init and train_step_bytes. */
 static void step_buffers(TrainStep *s) {
@@ -84,10 +84,20 @@ static void step_buffers(TrainStep *s) {
     s->doc_start = step_alloc(s, (size_t)K * N * sizeof(int32_t));
 }
 
-uint64_t train_step_bytes(const Topology *t, const Model *m, int B, int T, int K, int recompute) {
+/* A distillation's share of s->bytes: the teacher's buffers (teacher_buffers
+ * makes them) and, at the head, its logits. */
+static void step_teacher_buffers(TrainStep *s, const Teacher *teacher) {
+    if (!teacher) return;
+    s->bytes += teacher_step_bytes(teacher, s->B, s->T, s->K);
+    if (s->m->part.head) s->teacher_logits = step_alloc(s, (size_t)s->B * s->T * s->chunk * sizeof(float));
+}
+
+uint64_t train_step_bytes(const Topology *t, const Model *m, const Teacher *teacher, int B, int T, int K,
+                          int recompute) {
     TrainStep s = {.count_only = 1};
     step_shape(&s, t, m, B, T, K, recompute);
     step_buffers(&s);
+    step_teacher_buffers(&s, teacher);
     return s.bytes;
 }
 
@@ -112,8 +122,7 @@ void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *
     if (!teacher) return;
     s->teacher = teacher;
     teacher_buffers(teacher, B, T, K);
-    s->bytes += teacher->bytes;
-    if (m->part.head) s->teacher_logits = step_alloc(s, N * (size_t)s->chunk * sizeof(float));
+    step_teacher_buffers(s, teacher);
 }
 
 void train_step_free(TrainStep *s) {

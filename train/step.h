@@ -64,9 +64,11 @@ typedef struct {
 void train_step_init(TrainStep *s, const Topology *t, const Model *m, ParamSet *ps, Sampler *sampler, int B, int T,
                      int K, int recompute, Teacher *teacher);
 void train_step_free(TrainStep *s);
-/* The activation bytes train_step_init would count in s->bytes (a
- * teacher's buffers aside) for this rank's stage, allocating nothing. */
-uint64_t train_step_bytes(const Topology *t, const Model *m, int B, int T, int K, int recompute);
+/* The activation bytes train_step_init would count in s->bytes for this
+ * rank's stage (a distillation teacher's buffers included; NULL: none),
+ * allocating nothing. */
+uint64_t train_step_bytes(const Topology *t, const Model *m, const Teacher *teacher, int B, int T, int K,
+                          int recompute);
 /* After train_step_init (with recompute, no teacher): the stage's layers
  * and head run on the rank's GPU (train/step_gpu.h), fp32 or bf16 GEMMs.
  * 0, or -1 with tm_error(). */

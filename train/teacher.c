@@ -21,23 +21,38 @@ int teacher_load(Teacher *t, const char *dir, const ModelPart *part, const Model
     return 0;
 }
 
+/* bytes counted into t->bytes and allocated, or with t->count_only counted only (NULL). */
 static void *teacher_alloc(Teacher *t, size_t bytes) {
     t->bytes += bytes;
-    return mallocCheck(bytes + 1);
+    return t->count_only ? NULL : mallocCheck(bytes + 1);
 }
 
+/* With t->count_only counted only: the one computation behind
+ * teacher_step_bytes too. */
 void teacher_buffers(Teacher *t, int B, int T, int K) {
     const ModelConfig *c = &t->m.cfg;
     size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
+    int count = t->count_only;
     t->K = K;
-    rope_table_init(&t->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
-    layer_acts_init(&t->acts, c, B, T, 0); /* the teacher has no backward pass: in place */
-    t->bytes += t->acts.bytes;
+    if (!count) {
+        rope_table_init(&t->rope, &c->rope_scaling, c->rope_theta, c->rotary_dim, T);
+        layer_acts_init(&t->acts, c, B, T, ACTS_FORWARD); /* the teacher has no backward pass: in place */
+    }
+    t->bytes += layer_acts_bytes(c, B, T, ACTS_FORWARD);
     t->x = teacher_alloc(t, N * D * sizeof(float));
     t->rstd = teacher_alloc(t, N * sizeof(float));
     if (!t->m.part.head) return;
-    t->head = callocCheck((size_t)K, sizeof *t->head);
-    for (int k = 0; k < K; k++) t->head[k] = teacher_alloc(t, N * D * sizeof(float));
+    if (!count) t->head = callocCheck((size_t)K, sizeof *t->head);
+    for (int k = 0; k < K; k++) {
+        float *h = teacher_alloc(t, N * D * sizeof(float));
+        if (!count) t->head[k] = h;
+    }
+}
+
+uint64_t teacher_step_bytes(const Teacher *t, int B, int T, int K) {
+    Teacher count = {.m = t->m, .count_only = 1}; /* a shallow copy: only its config and part are read */
+    teacher_buffers(&count, B, T, K);
+    return count.bytes;
 }
 
 void teacher_free(Teacher *t) {

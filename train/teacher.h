@@ -26,6 +26,7 @@ typedef struct {
     float *rstd;           /* [N] */
     int K;
     uint64_t bytes;        /* activation memory */
+    int count_only;        /* teacher_step_bytes' copy: buffers counted, not allocated */
 } Teacher;
 
 /* Loads layers [part->first, part->end) (and the embedding/head the part
@@ -33,6 +34,8 @@ typedef struct {
  * from the student's config, naming dir's config.json field. */
 int teacher_load(Teacher *t, const char *dir, const ModelPart *part, const ModelConfig *student, float alpha);
 void teacher_buffers(Teacher *t, int B, int T, int K);
+/* What teacher_buffers(t, B, T, K) allocates, in bytes (t->bytes after it). */
+uint64_t teacher_step_bytes(const Teacher *t, int B, int T, int K);
 void teacher_free(Teacher *t);
 
 /* t->x -> this stage's layers -> t->x; at the head stage also the final

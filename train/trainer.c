@@ -220,10 +220,14 @@ static int setup(Trainer *r) {
     if (dist_agree(MPI_COMM_WORLD, r->root ? path_make_dirs(cfg->save_path, "the --save-path folder") : 0)) return -1;
     if (cfg->resume && resume(r)) return -1;
     char recompute_note[640];
-    int recompute = recompute_resolve(cfg->recompute, cfg->gpu, &r->t, &r->m, &r->ps, cfg->batch, cfg->seq_len,
-                                      cfg->grad_accum, recompute_note, sizeof recompute_note);
+    Teacher *teacher = cfg->distill_from ? &r->teacher : NULL;
+    int recompute = recompute_resolve(cfg->recompute, cfg->gpu, &r->t, &r->m, &r->ps, teacher, cfg->batch,
+                                      cfg->seq_len, cfg->grad_accum, recompute_note, sizeof recompute_note);
     train_step_init(&r->step, &r->t, &r->m, &r->ps, &r->sampler, cfg->batch, cfg->seq_len, cfg->grad_accum,
-                    recompute, cfg->distill_from ? &r->teacher : NULL);
+                    recompute, teacher);
+    /* the choice counted what the step holds: the count and the allocation are one computation */
+    if (r->step.bytes != train_step_bytes(&r->t, &r->m, teacher, cfg->batch, cfg->seq_len, cfg->grad_accum, recompute))
+        tm_die("fine-tuning: the step's activation count differs from its allocation");
     if (cfg->gpu && dist_agree(MPI_COMM_WORLD, train_step_use_gpu(&r->step, cfg->gpu_fp32)))
         return -1;
     if (r->root) {
