@@ -3,7 +3,7 @@
 prediction beside the deep run's measurement (issue 23 item 3: does depth
 cost what the 2-layer run says it will?).
 
-usage: depth_prediction.py SHALLOW_OUT DEEP_OUT [--plan GIB]
+usage: depth_prediction.py SHALLOW_OUT DEEP_OUT [--plan GIB[,GIB...]]
 
 Both are finished conversions (transmla_report.json) of the same shapes with
 the same settings (bench_depth.sh --only 1b2 / --only 1b16 with the same
@@ -16,7 +16,8 @@ mean length (the report times each layer's fit; the moves are the rest of
 the phase), on any number of stages. On stages the other phases run stage
 by stage side by side, so they take the busiest stage's layers: those of
 the deep run's plan.txt (bench_depth.sh writes `transmla plan`'s output
-there). --plan adds `transmla plan`'s peak for the deep run to the peak RSS
+there). --plan adds `transmla plan`'s peak for the deep run (one per rank on
+stages, comma-separated) to the peak RSS
 row. A run in parts (stopped and resumed) counts every part's seconds.
 """
 import argparse
@@ -75,7 +76,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("shallow")
     ap.add_argument("deep")
-    ap.add_argument("--plan", type=float)
+    ap.add_argument("--plan", type=lambda v: [float(x) for x in v.split(",")])
     a = ap.parse_args()
     short, deep = load(a.shallow), load(a.deep)
     for k, v in short["settings"].items():
@@ -115,11 +116,14 @@ def main():
         if not phase.startswith("eval_"):  # the small evaluations of a run without data: in the total only
             print("| %s | %s | %s | %s | %.2f |" % ((name,) + cells + (d / p,)))
     print("| every phase (the evaluations included) | %.1f | %.0f | %.1f | **%.2f** |" % (tot[0], tot[1], tot[2], tot[2] / tot[1]))
-    peak = deep["memory"]["peak_rss_bytes"] / 2**30
-    per_rank = ", ".join("%.2f" % (r["peak_rss_bytes"] / 2**30) for r in deep["memory"]["per_rank"])
+    peaks = [r["peak_rss_bytes"] / 2**30 for r in deep["memory"]["per_rank"]]
+    if a.plan and len(a.plan) != len(peaks):
+        sys.exit("--plan: %d value(s) for the deep run's %d rank(s)" % (len(a.plan), len(peaks)))
+    plan = " (plan %s: %s)" % (", ".join("%.2f" % p for p in a.plan),
+                               ", ".join("%.2f" % (p / m) for p, m in zip(a.plan, peaks))) if a.plan else ""
     print("| peak RSS GiB%s | %.2f | | %s%s | |" % (
-        " per rank" if stages > 1 else "", short["memory"]["peak_rss_bytes"] / 2**30, per_rank,
-        " (plan %.2f, %.2f)" % (a.plan, a.plan / peak) if a.plan else ""))
+        " per rank" if stages > 1 else "", short["memory"]["peak_rss_bytes"] / 2**30,
+        ", ".join("%.2f" % m for m in peaks), plan))
 
 
 if __name__ == "__main__":
