@@ -95,8 +95,7 @@ static int finetune_args(int argc, char **argv, TrainConfig *c) {
          "stage s of S holding up to S - s micro-batches); auto: off where each node's memory allows it (MemAvailable, "
          "cgroup limits, SLURM_MEM_PER_NODE), else on (default auto)", 0},
         {"device", ARG_STR, &device, "cpu|cuda", "cuda: each rank's layers, head and loss on its GPU (local rank mod "
-         "count), forward and backward, recomputing layers (auto takes on; off refused), no --distill-from; not yet "
-         "run on a GPU (default cpu)", 0},
+         "count), forward and backward, recomputing, no --distill-from; not yet run on a GPU (default cpu)", 0},
         {"gpu-fp32", ARG_FLAG, &c->gpu_fp32, "", "with --device cuda: fp32 GEMMs instead of bf16 inputs", 0},
         {"seed", ARG_INT, &seed, "S", "data shuffling seed (default 42)", 0},
         {"stages", ARG_POS_INT, &c->stages, "S", "pipeline stages; MPI ranks / S data-parallel replicas (default 1)", 0},
