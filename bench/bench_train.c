@@ -53,7 +53,9 @@ int main(int argc, char **argv) {
     Model m;
     ParamSet ps;
     TrainWhat what;
-    if (topology_init(&t, 1) || train_what_parse(what_s, &what) || model_load(&m, dir) || params_init(&ps, &m, what)) {
+    int setting;
+    if (topology_init(&t, 1) || train_what_parse(what_s, &what) || recompute_parse(recompute, &setting) ||
+        model_load(&m, dir) || params_init(&ps, &m, what)) {
         fprintf(stderr, "bench_train: %s\n", tm_error());
         return 1;
     }
@@ -72,7 +74,6 @@ int main(int argc, char **argv) {
         return 1;
     }
     char note[640];
-    int setting = !strcmp(recompute, "auto") ? RECOMPUTE_AUTO : strcmp(recompute, "off") != 0;
     int on = recompute_resolve(setting, 0, &t, &m, &ps, NULL, B, T, 1, note, sizeof note);
     TrainStep st;
     train_step_init(&st, &t, &m, &ps, &sampler, B, T, 1, on, NULL);

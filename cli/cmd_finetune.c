@@ -37,9 +37,7 @@ static int finetune_numbers(TrainConfig *c, const char *lr, const char *wd, cons
 
 /* --recompute, and --device: cpu, or cuda where a GPU is visible, with the modes the GPU step runs. */
 static int finetune_engine(TrainConfig *c, const char *recompute, const char *device) {
-    if (strcmp(recompute, "auto") && strcmp(recompute, "on") && strcmp(recompute, "off"))
-        return tm_fail("--recompute '%s': expected auto, on or off", recompute);
-    c->recompute = !strcmp(recompute, "auto") ? RECOMPUTE_AUTO : !strcmp(recompute, "on");
+    if (recompute_parse(recompute, &c->recompute)) return -1;
     int dev = device_parse(device);
     if (dev < 0 || stage_device_check(dev)) return -1;
     c->gpu = dev == PIPE_CUDA;

@@ -3,7 +3,9 @@
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
+#include "io/base/error.h"
 #include "io/base/host_memory.h"
 #include "train/step.h"
 
@@ -46,6 +48,14 @@ static int recompute_choose(const Topology *t, const Model *m, const ParamSet *p
                  binding_cap ? source : "MemAvailable + resident", any ? ": more than half of the rest" : "");
     MPI_Bcast(why, (int)n, MPI_CHAR, from, MPI_COMM_WORLD);
     return any;
+}
+
+int recompute_parse(const char *text, int *setting) {
+    if (!strcmp(text, "auto")) *setting = RECOMPUTE_AUTO;
+    else if (!strcmp(text, "on")) *setting = 1;
+    else if (!strcmp(text, "off")) *setting = 0;
+    else return tm_fail("--recompute '%s': expected auto, on or off", text);
+    return 0;
 }
 
 int recompute_resolve(int setting, int gpu, const Topology *t, const Model *m, const ParamSet *ps,

@@ -14,6 +14,9 @@
 
 #define RECOMPUTE_AUTO (-1) /* a --recompute setting beside 1 (on) and 0 (off) */
 
+/* --recompute's text (auto, on or off) into *setting; 0, or -1 with tm_error(). */
+int recompute_parse(const char *text, int *setting);
+
 /* The setting made a choice, 1 (recompute) or 0, after the model part, its
  * ParamSet and any distillation teacher (NULL: none) are loaded: on and
  * off as given; auto on the GPU (whose step always recomputes) on; auto on

@@ -84,11 +84,12 @@ static void step_buffers(TrainStep *s) {
     s->doc_start = step_alloc(s, (size_t)K * N * sizeof(int32_t));
 }
 
-/* A distillation's share of s->bytes: the teacher's buffers (teacher_buffers
- * makes them) and, at the head, its logits. */
+/* A distillation's share of s->bytes: the teacher's buffers (allocated by
+ * teacher_buffers before, or with s->count_only counted only) and, at the
+ * head, its logits. */
 static void step_teacher_buffers(TrainStep *s, const Teacher *teacher) {
     if (!teacher) return;
-    s->bytes += teacher_step_bytes(teacher, s->B, s->T, s->K);
+    s->bytes += s->count_only ? teacher_step_bytes(teacher, s->B, s->T, s->K) : teacher->bytes;
     if (s->m->part.head) s->teacher_logits = step_alloc(s, (size_t)s->B * s->T * s->chunk * sizeof(float));
 }
 
