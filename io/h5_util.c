@@ -281,21 +281,23 @@ int h5_read_f64_attr(hid_t obj, const char *path, const char *name, double *out)
     return read_scalar(obj, path, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, out);
 }
 
-/* ---- float64 datasets ---- */
+/* ---- 1-D float datasets ---- */
 
-int h5_write_f64(hid_t file, const char *path, const char *name, const double *data, int64_t n) {
+/* file_type: the type stored (little-endian IEEE), mem_type: the caller's. */
+static int write_1d(hid_t file, const char *path, const char *name, hid_t file_type, hid_t mem_type, const void *data,
+                    int64_t n) {
     hsize_t dims[1] = {(hsize_t)n};
     hid_t space = H5Screate_simple(1, dims, NULL), dset = -1;
     int rc = space < 0 ||
-             (dset = H5Dcreate2(file, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
-             (n > 0 && H5Dwrite(dset, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0);
+             (dset = H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+             (n > 0 && H5Dwrite(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0);
     if (rc) tm_fail("%s: writing %s: %s", path, name, h5_reason());
     if (dset >= 0 && H5Dclose(dset) < 0 && !rc) rc = tm_fail("%s: writing %s: %s", path, name, h5_reason());
     if (space >= 0) H5Sclose(space);
     return rc ? -1 : 0;
 }
 
-int h5_read_f64(hid_t file, const char *path, const char *name, double *data, int64_t n) {
+static int read_1d(hid_t file, const char *path, const char *name, hid_t mem_type, void *data, int64_t n) {
     if (H5Lexists(file, name, H5P_DEFAULT) <= 0) return tm_fail("%s: no dataset %s", path, name);
     hid_t dset = H5Dopen2(file, name, H5P_DEFAULT), space = dset >= 0 ? H5Dget_space(dset) : -1;
     hsize_t dims[1] = {0};
@@ -304,9 +306,25 @@ int h5_read_f64(hid_t file, const char *path, const char *name, double *data, in
     else if (H5Sget_simple_extent_ndims(space) != 1 || H5Sget_simple_extent_dims(space, dims, NULL) < 0 ||
              dims[0] != (hsize_t)n)
         rc = tm_fail("%s: %s: %llu values, expected %" PRId64, path, name, (unsigned long long)dims[0], n);
-    else if (n > 0 && H5Dread(dset, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+    else if (n > 0 && H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
         rc = tm_fail("%s: %s: cannot read (truncated or corrupt file?): %s", path, name, h5_reason());
     if (space >= 0) H5Sclose(space);
     if (dset >= 0) H5Dclose(dset);
     return rc;
+}
+
+int h5_write_f64(hid_t file, const char *path, const char *name, const double *data, int64_t n) {
+    return write_1d(file, path, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, data, n);
+}
+
+int h5_read_f64(hid_t file, const char *path, const char *name, double *data, int64_t n) {
+    return read_1d(file, path, name, H5T_NATIVE_DOUBLE, data, n);
+}
+
+int h5_write_f32(hid_t file, const char *path, const char *name, const float *data, int64_t n) {
+    return write_1d(file, path, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data, n);
+}
+
+int h5_read_f32(hid_t file, const char *path, const char *name, float *data, int64_t n) {
+    return read_1d(file, path, name, H5T_NATIVE_FLOAT, data, n);
 }

@@ -1,6 +1,6 @@
 /* Small HDF5 helpers shared by the files transmla writes (token sets,
  * conversion state): HDF5's error stack silenced and reduced to one line,
- * scalar attributes, 1-D float64 datasets, and files that appear complete or
+ * scalar attributes, 1-D float64 and float32 datasets, and files that appear complete or
  * not at all (written under a temporary name, then renamed). Every failure
  * records "PATH: what" with tm_fail and returns -1. */
 #ifndef TM_IO_H5_UTIL_H
@@ -59,5 +59,8 @@ int h5_read_f64_attr(hid_t obj, const char *path, const char *name, double *out)
 int h5_write_f64(hid_t file, const char *path, const char *name, const double *data, int64_t n);
 /* Read dataset name, which must hold exactly n float64 values. */
 int h5_read_f64(hid_t file, const char *path, const char *name, double *data, int64_t n);
+/* The same for float32 (the stored type is float32: nothing is rounded). */
+int h5_write_f32(hid_t file, const char *path, const char *name, const float *data, int64_t n);
+int h5_read_f32(hid_t file, const char *path, const char *name, float *data, int64_t n);
 
 #endif

@@ -1,10 +1,12 @@
 #include "pipeline/fit_stream.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dist/stage_link.h"
 #include "io/base/checked.h"
+#include "io/base/clock.h"
 #include "io/base/error.h"
 #include "model/rmsnorm.h"
 #include "pipeline/stream.h"
@@ -87,4 +89,31 @@ int fit_agree_status(int rc, MPI_Comm comm) {
     int v[2] = {rc < 0, rc > 0};
     MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MAX, comm);
     return v[0] ? -1 : v[1] ? 1 : 0;
+}
+
+int fit_stream_save(float *const *x, int nx, int64_t n, const Resume *rs, const char *step, int layer, MPI_Comm comm,
+                    const char *what, int say) {
+    double t0 = tm_now_s();
+    int rc = fit_agree_status(resume_save_streams(rs, step, layer, x, nx, n), comm);
+    if (!rc && say)
+        fprintf(stderr, "%s: streams saved at layer %d's input (%.1f MiB on this rank, %.2f s)\n", what, layer + 1,
+                (double)nx * n * sizeof(float) / (1 << 20), tm_now_s() - t0);
+    return rc;
+}
+
+int fit_stream_resume(float *const *x, int nx, int64_t n, const Resume *rs, const char *step, const char *layer_step,
+                      int first, int end, MPI_Comm comm, const char *what, int say) {
+    int at = resume_streams_layer(rs, step, nx);
+    if (at >= 0 && (at <= first || at > end)) at = RESUME_NO_STREAMS;
+    for (int l = first; at > first && l < at; l++)
+        if (!resume_has_layer(rs, layer_step, l)) at = RESUME_NO_STREAMS; /* not expected: layers are saved first */
+    int v[3] = {at == -1, at, -at}; /* an error, the highest layer, minus the lowest */
+    MPI_Allreduce(MPI_IN_PLACE, v, 3, MPI_INT, MPI_MAX, comm);
+    if (v[0]) return -1;
+    if (v[1] < 0 || v[1] != -v[2]) return first;
+    if (fit_agree_status(resume_load_streams(rs, step, x, nx, n), comm)) return -1;
+    if (say)
+        fprintf(stderr, "%s: the saved streams stand at layer %d's input: layers %d-%d are loaded, not moved through\n",
+                what, v[1] + 1, first + 1, v[1]);
+    return v[1];
 }

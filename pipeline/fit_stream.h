@@ -14,6 +14,7 @@
 
 #include "dist/topology.h"
 #include "model/model.h"
+#include "pipeline/resume.h"
 
 typedef struct {
     int nseq, T, batch;     /* this replica's windows, in micro-batches of `batch` */
@@ -63,6 +64,20 @@ void fit_stream_mlp(FitStream *f, float *x, const ModelConfig *c, const LayerWei
 void fit_stream_send(const float *x, int64_t n, int status, const Topology *t);
 /* The stage before's status, and with 0, its n floats into x. */
 int fit_stream_recv(float *x, int64_t n, const Topology *t);
+/* Resuming a per-layer fit without rebuilding its streams: after each layer
+ * every rank saves the nx streams x (n floats each) it moved on, at the
+ * next layer's input, as `step` in the state (pipeline/resume.h); `what`
+ * prefixes the progress line (say: print it). Collective over comm. */
+int fit_stream_save(float *const *x, int nx, int64_t n, const Resume *rs, const char *step, int layer, MPI_Comm comm,
+                    const char *what, int say);
+/* Collective over comm (the stage's ranks): the layer in (first, end] at
+ * whose input every rank's saved streams stand, every layer of the stage
+ * before it saved under `layer_step`; x then holds them. `first` (x as it
+ * was) when none are saved, or when the ranks' stand at different layers
+ * (a run stopped between their writes). -1: unreadable (the error names
+ * the file). `what` prefixes the progress line (say: print it). */
+int fit_stream_resume(float *const *x, int nx, int64_t n, const Resume *rs, const char *step, const char *layer_step,
+                      int first, int end, MPI_Comm comm, const char *what, int say);
 /* Errors win over stops: the status every rank of comm acts on. */
 int fit_agree_status(int rc, MPI_Comm comm);
 

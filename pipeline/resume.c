@@ -266,6 +266,50 @@ int resume_load_array(const Resume *rs, const char *step, int layer, double *v, 
     return reader_close(f, h5_read_f64(f, path, "values", v, n));
 }
 
+/* ---- a per-layer fit's streams on this rank ---- */
+
+static void stream_name(char *out, size_t size, int i) { snprintf(out, size, "stream%d", i); }
+
+int resume_save_streams(const Resume *rs, const char *step, int layer, float *const *x, int nx, int64_t n) {
+    char path[4200];
+    file_path(rs, path, sizeof path, step, "rank", rs->rank);
+    Writer w;
+    if (writer_open(&w, path, "streams")) return -1;
+    int rc = h5_write_i64_attr(w.file, path, "layer", layer) || h5_write_i64_attr(w.file, path, "streams", nx);
+    for (int i = 0; i < nx && !rc; i++) {
+        char name[32];
+        stream_name(name, sizeof name, i);
+        rc = h5_write_f32(w.file, path, name, x[i], n);
+    }
+    return writer_close(&w, path, rc);
+}
+
+int resume_streams_layer(const Resume *rs, const char *step, int nx) {
+    char path[4200];
+    file_path(rs, path, sizeof path, step, "rank", rs->rank);
+    if (!exists(path)) return RESUME_NO_STREAMS;
+    hid_t f = reader_open(path, "streams");
+    if (f < 0) return -1;
+    int layer, count;
+    int rc = read_int_attr(f, path, "layer", 0, 1 << 24, &layer) || read_int_attr(f, path, "streams", 0, 8, &count);
+    if (!rc && count != nx) rc = tm_fail("%s: attribute 'streams' is %d, this fit holds %d", path, count, nx);
+    return reader_close(f, rc) ? -1 : layer;
+}
+
+int resume_load_streams(const Resume *rs, const char *step, float *const *x, int nx, int64_t n) {
+    char path[4200];
+    file_path(rs, path, sizeof path, step, "rank", rs->rank);
+    hid_t f = reader_open(path, "streams");
+    if (f < 0) return -1;
+    int rc = 0;
+    for (int i = 0; i < nx && !rc; i++) {
+        char name[32];
+        stream_name(name, sizeof name, i);
+        rc = h5_read_f32(f, path, name, x[i], n);
+    }
+    return reader_close(f, rc);
+}
+
 #define N_SHAPE 8
 static const char *shape_names[N_SHAPE] = {"H", "D", "dn", "dr", "dv", "R", "nk", "Rq"};
 

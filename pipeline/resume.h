@@ -11,6 +11,9 @@
  *                              its unreduced covariance sums or NLL sums
  *   STEP.layerLLLLL.h5         one finished layer of a per-layer step
  *                              (RoRoPE rotation, or the whole MLA attention)
+ *   FIT-stream.rankRRRRR.h5    a per-layer fit's residual streams on one
+ *                              rank at the input of its next layer, so a
+ *                              resumed fit need not rebuild them
  *   PHASE.done.h5              a finished phase (JSON of what it decided)
  * Files a finished phase no longer needs are removed; the folder goes when
  * the output is in place. Collective calls say so. */
@@ -59,6 +62,15 @@ int resume_save_array(const Resume *rs, const char *step, int layer, const doubl
 int resume_load_array(const Resume *rs, const char *step, int layer, double *v, int64_t n);
 int resume_save_attn(const Resume *rs, const char *step, int layer, MlaAttn *a, double kv_ratio);
 int resume_load_attn(const Resume *rs, const char *step, int layer, MlaAttn *a, double *kv_ratio);
+
+/* This rank's streams of a per-layer fit (nx arrays of n floats) at the
+ * input of `layer`, under the name `step`. */
+int resume_save_streams(const Resume *rs, const char *step, int layer, float *const *x, int nx, int64_t n);
+/* The layer they were saved at, RESUME_NO_STREAMS (none saved), or -1
+ * (unreadable, or not nx streams: the error names the file). */
+enum { RESUME_NO_STREAMS = -2 };
+int resume_streams_layer(const Resume *rs, const char *step, int nx);
+int resume_load_streams(const Resume *rs, const char *step, float *const *x, int nx, int64_t n);
 
 /* Collective: rank 0 writes PHASE.done.h5 holding info (a JSON object). */
 int resume_mark_done(const Resume *rs, const char *phase, json_t *info);

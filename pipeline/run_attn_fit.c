@@ -26,6 +26,9 @@
 #include "pipeline/fit_stream.h"
 #include "pipeline/run.h"
 
+/* this rank's streams in the state (pipeline/resume.h) */
+#define ATTN_STREAMS "attn-fit-stream"
+
 /* per layer in the state and the report */
 enum { INFO_TRAIN_BEFORE, INFO_TRAIN_AFTER, INFO_HELD_BEFORE, INFO_HELD_AFTER, INFO_BEST_STEP, INFO_SECONDS, N_INFO };
 
@@ -143,12 +146,13 @@ static AttnFitProblem problem(const AttnRun *a, const Run *r, int l) {
 }
 
 /* A layer done by an earlier run: its weights and row from the state, and
- * with the sequential schedule its output on the fitted prefix's stream. */
-static int load_layer(AttnRun *a, Run *r, int l, const AttnFitProblem *p) {
+ * with the sequential schedule and the layer's data (moved, not loaded,
+ * streams) its output on the fitted prefix's stream. */
+static int load_layer(AttnRun *a, Run *r, int l, const AttnFitProblem *p, int moved) {
     double *info = a->info + (int64_t)l * N_INFO;
     int rc = resume_load_attn(&r->resume, "attn-fit", l, &r->layers[l], &r->kv_ratio[l]);
     if (!rc) rc = resume_load_array(&r->resume, "attn-fit-info", l, info, N_INFO);
-    if (!rc && a->y_fit) {
+    if (!rc && a->y_fit && moved) {
         const LayerWeights *L = &r->orig.w.layers[l];
         AttnParams P;
         attn_params_init(&P, p, &r->layers[l], &L->o, L->o_bias);
@@ -158,8 +162,9 @@ static int load_layer(AttnRun *a, Run *r, int l, const AttnFitProblem *p) {
     return rc;
 }
 
-/* Layer l: fit (or load) its attention into r->layers[l]. */
-static int fit_layer(AttnRun *a, Run *r, int l) {
+/* Layer l: fit (or load) its attention into r->layers[l]; moved: the
+ * streams stand at its input (not when loaded past it). */
+static int fit_layer(AttnRun *a, Run *r, int l, int moved) {
     const ModelConfig *c = &r->cfg;
     const ConvertSettings *s = r->s;
     const LayerWeights *L = &r->orig.w.layers[l];
@@ -170,7 +175,7 @@ static int fit_layer(AttnRun *a, Run *r, int l) {
         fprintf(stderr, "attn-fit: layer %d/%d (rank %d, %d replicas)%s\n", l + 1, c->n_layers, r->t.rank,
                 r->t.replicas, saved ? ": done before, loaded from the state" : "");
     if (saved) {
-        rc = load_layer(a, r, l, &p);
+        rc = load_layer(a, r, l, &p, moved);
     } else {
         AttnFitResult res;
         rc = attn_fit_layer(&p, &a->fd, &r->layers[l], &L->o, L->o_bias, &res, a->y_fit);
@@ -222,23 +227,33 @@ static json_t *fit_report(Run *r, const AttnRun *a, int windows) {
                      "seqlen", s->cal_seqlen, "seconds_per_layer", seconds / n, "layers", layers);
 }
 
-/* Fit the stage's layers in order; the streams move on after each. */
+/* Fit the stage's layers in order; the streams move on after each and are
+ * saved, so that a resumed run loads the layers before them instead of
+ * moving the streams through those layers again. */
 static int fit_stage_layers(AttnRun *a, Run *r) {
     const ModelConfig *c = &r->cfg;
     const Topology *t = &r->t;
-    int last = t->stage == t->stages - 1, sequential = a->xc != NULL, rc = a->upstream;
+    int last = t->stage == t->stages - 1, sequential = a->xc != NULL, rc = a->upstream, from = r->first;
     if (!sequential && !last) {
         if (!rc) send_original_stream(a, r);
         else fit_stream_send(NULL, 0, rc, t);
     }
+    float *xs[2] = {a->st.x, a->xc};
+    int64_t n = a->st.N * c->hidden_size;
+    if (!rc && r->resume.continued)
+        from = fit_stream_resume(xs, 1 + sequential, n, &r->resume, ATTN_STREAMS, "attn-fit-info", r->first, r->end,
+                                 t->stage_comm, "attn-fit", r->s->progress && t->replica == 0);
+    if (from < 0) rc = -1;
     for (int l = r->first; l < r->end && !rc; l++) {
         if ((rc = dist_stop_signal(t->stage_comm) ? RUN_STOPPED : 0)) break;
         const LayerWeights *L = &r->orig.w.layers[l];
-        layer_data(a, c, L, l);
-        rc = fit_agree_status(fit_layer(a, r, l), t->stage_comm);
-        if (rc || (l + 1 == r->end && !(sequential && !last))) continue;
+        if (l >= from) layer_data(a, c, L, l);
+        rc = fit_agree_status(fit_layer(a, r, l, l >= from), t->stage_comm);
+        if (rc || l < from || (l + 1 == r->end && !(sequential && !last))) continue;
         advance(a, a->st.x, a->fd.y, c, L, l);
         if (sequential) advance(a, a->xc, a->y_fit, c, L, l);
+        rc = fit_stream_save(xs, 1 + sequential, n, &r->resume, ATTN_STREAMS, l + 1, t->stage_comm, "attn-fit",
+                             r->s->progress && t->replica == 0);
     }
     if (sequential && !last) { /* both streams, the original first */
         fit_stream_send(a->st.x, a->st.N * c->hidden_size, rc, t);
@@ -281,6 +296,7 @@ int stage_attn_fit(Run *r) {
     rc = resume_mark_done(&r->resume, "attn-fit", done);
     resume_remove(&r->resume, "kv-norm.layer"); /* superseded by attn-fit.layer* (the markers stay) */
     resume_remove(&r->resume, "bkv-pca.layer");
+    resume_remove(&r->resume, ATTN_STREAMS ".");
     run_apply_attn_fit(r, done);
     json_decref(done);
     run_stage_done(r, "attn_fit");

@@ -29,6 +29,9 @@
 #include "pipeline/rorope_fit.h"
 #include "pipeline/run.h"
 
+/* this rank's stream in the state (pipeline/resume.h) */
+#define FIT_STREAM "rorope-fit-stream"
+
 /* per layer in the state and the report */
 enum { INFO_MSE_BEFORE, INFO_MSE_AFTER, INFO_BEST_STEP, INFO_SECONDS, INFO_FREQFOLD, INFO_HELD, FIT_INFO };
 
@@ -225,14 +228,15 @@ static int choose_freqfold(FitRun *f, Run *r, int l, const FitProblem *base, dou
 }
 
 /* Layer l done by an earlier run: its rotation and row from the state, and
- * with the sequential schedule its output on the stream. */
-static int load_layer(FitRun *f, Run *r, int l, FitProblem *prob, double *P) {
+ * with the sequential schedule and the layer's data (a moved, not loaded,
+ * stream) its output on the stream. */
+static int load_layer(FitRun *f, Run *r, int l, FitProblem *prob, double *P, int moved) {
     int L = r->cfg.n_kv_heads * r->cfg.head_dim;
     double *info = f->info + (int64_t)l * FIT_INFO;
     int rc = resume_load_array(&r->resume, "rorope-fit", l, P, (int64_t)L * L);
     if (!rc) rc = resume_load_array(&r->resume, "rorope-fit-info", l, info, FIT_INFO);
     prob->s.freqfold = (int)info[INFO_FREQFOLD];
-    if (!rc && f->o_fit) rotation_error(prob, &f->fd, P, f->o_fit); /* the converted output moves the stream on */
+    if (!rc && f->o_fit && moved) rotation_error(prob, &f->fd, P, f->o_fit); /* the converted output moves it on */
     return rc;
 }
 
@@ -265,8 +269,9 @@ static int fit_new_layer(FitRun *f, Run *r, int l, FitProblem *prob, double *P) 
     return rc;
 }
 
-/* Layer l: fit (or load) its rotation, rebuild r->layers[l] from it. */
-static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
+/* Layer l: fit (or load) its rotation, rebuild r->layers[l] from it;
+ * moved: the stream stands at its input (not when loaded past it). */
+static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq, int moved) {
     const ModelConfig *c = &r->cfg;
     const ConvertSettings *s = r->s;
     int L = c->n_kv_heads * c->head_dim, rc;
@@ -280,7 +285,7 @@ static int fit_layer(FitRun *f, Run *r, int l, const double *inv_freq) {
                        .o_proj = &r->orig.w.layers[l].o, .steps = s->rorope_fit_steps, .lr = s->rorope_fit_lr,
                        .comm = r->t.stage_comm, .mb_first = f->st.mb_first, .mb_total = f->st.mb_total,
                        .device = s->device, .local_rank = r->t.local_rank};
-    rc = saved ? load_layer(f, r, l, &prob, P) : fit_new_layer(f, r, l, &prob, P);
+    rc = saved ? load_layer(f, r, l, &prob, P, moved) : fit_new_layer(f, r, l, &prob, P);
     if (rc) {
         free(P);
         return rc;
@@ -346,13 +351,21 @@ int stage_rorope_fit(Run *r) {
         if (!rc) send_original_stream(&f, r);
         else fit_stream_send(NULL, 0, rc, t);
     }
+    /* the stream is saved after each layer: a resumed run loads the layers before it */
+    int64_t n = f.st.N * c->hidden_size;
+    int from = rc || !r->resume.continued ? r->first
+             : fit_stream_resume(&f.st.x, 1, n, &r->resume, FIT_STREAM, "rorope-fit-info", r->first, r->end,
+                                 t->stage_comm, "rorope-fit", r->s->progress && t->replica == 0);
+    if (from < 0) rc = -1;
     for (int l = r->first; l < r->end && !rc; l++) {
         rc = dist_stop_signal(t->stage_comm) ? RUN_STOPPED : 0;
         if (rc) break;
-        fit_data(&f, c, &r->orig.w.layers[l], l);
-        rc = fit_agree_status(fit_layer(&f, r, l, inv_freq), t->stage_comm);
-        if (!rc && (l + 1 < r->end || (sequential && !last)))
-            advance(&f, c, &r->orig.w.layers[l], l, f.o_fit ? f.o_fit : f.fd.o);
+        if (l >= from) fit_data(&f, c, &r->orig.w.layers[l], l);
+        rc = fit_agree_status(fit_layer(&f, r, l, inv_freq, l >= from), t->stage_comm);
+        if (rc || l < from || !(l + 1 < r->end || (sequential && !last))) continue;
+        advance(&f, c, &r->orig.w.layers[l], l, f.o_fit ? f.o_fit : f.fd.o);
+        rc = fit_stream_save(&f.st.x, 1, n, &r->resume, FIT_STREAM, l + 1, t->stage_comm, "rorope-fit",
+                             r->s->progress && t->replica == 0);
     }
     if (sequential && !last) fit_stream_send(f.st.x, f.st.N * c->hidden_size, rc, t);
     free(inv_freq);
@@ -383,6 +396,7 @@ int stage_rorope_fit(Run *r) {
     /* what the published rotation's MLA left (its layers are as big as the real ones) */
     resume_remove(&r->resume, "bkv-pca-published.");
     resume_remove(&r->resume, "calib-latent-published.");
+    resume_remove(&r->resume, FIT_STREAM ".");
     run_apply_fit(r, done);
     json_decref(done);
     json_decref(rep);

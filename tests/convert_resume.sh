@@ -14,10 +14,16 @@
 #    stopped in staying with that stage (not with the first stage the next
 #    run finishes, the original's evaluation), and its peak RSS after each stage
 #    never falls from stage to stage (the peak when the stage first finished);
-#  - a crash inside the RoRoPE fit (parallel and sequential schedules): the
-#    next run loads the fitted layers and ends bit-identical;
+#  - a crash inside the RoRoPE fit (parallel and sequential schedules) and
+#    the attention fit: the next run loads the fitted layers, starts from
+#    the streams saved at the crashed layer's input (loading the layers
+#    before it without moving the streams through them) and ends
+#    bit-identical;
 #  - 4 ranks (2 stages x 2 replicas) under mpirun, SIGTERM to every rank as
 #    Slurm sends it, twice: bit-identical to the uninterrupted 4-rank run;
+#    then a crash in the second stage's attention fit: the first stage's
+#    replicas load all their layers and the streams at its end, and the run
+#    ends bit-identical;
 #  - the state is HDF5 readable by h5dump; another conversion's state (other
 #    kv_lora_rank, other rank count) is refused naming the field, and
 #    --resume never discards it; a damaged state file is named in the error.
@@ -178,6 +184,8 @@ for sched in parallel sequential; do
     m=$(grep -cE "^rorope-fit: layer [45]/5 \(rank 0, 1 replicas\)$" "$work/fit-$sched-2.log")
     if [ "$n" -eq 3 ] && [ "$m" -eq 2 ]; then ok "$sched fit, crash at layer 3: layers 1-3 loaded, 4-5 fitted"
     else bad "$sched fit, crash at layer 3: $n layers loaded (want 3), $m fitted (want 2)"; show "$work/fit-$sched-2.log" 30; fi
+    expect_line "$work/fit-$sched-2.log" "^rorope-fit: the saved streams stand at layer 3's input: layers 1-2 are loaded" \
+        "$sched fit: the stream resumes at layer 3"
     same "1 process, crashed between the $sched fit's layers" "$ref_s" "$save"
 done
 
@@ -192,6 +200,8 @@ n=$(grep -cE "^attn-fit: layer [1-3]/5 .*done before, loaded from the state" "$w
 m=$(grep -cE "^attn-fit: layer [45]/5 \(rank 0, 1 replicas\)$" "$work/attn-fit-2.log")
 if [ "$n" -eq 3 ] && [ "$m" -eq 2 ]; then ok "attention fit, crash at layer 3: layers 1-3 loaded, 4-5 fitted"
 else bad "attention fit, crash at layer 3: $n layers loaded (want 3), $m fitted (want 2)"; show "$work/attn-fit-2.log" 30; fi
+expect_line "$work/attn-fit-2.log" "^attn-fit: the saved streams stand at layer 3's input: layers 1-2 are loaded" \
+    "attention fit: both streams resume at layer 3"
 same "1 process, crashed between the attention fit's layers" "$ref" "$save"
 fi
 
@@ -209,6 +219,18 @@ mpi --save-path "$save" >"$work/mpi-3.log" 2>&1 || { bad "4 ranks: the resumed r
 expect_line "$work/mpi-2.log" "calibrate\[keys\]: resuming at batch" "4 ranks: run 2 resumes the key pass"
 expect_line "$work/mpi-3.log" "resume: rorope-fit done before" "4 ranks: run 3 skips RoRoPE and its fit"
 same "4 ranks, stopped twice" "$ref4" "$save"
+if [ -z "${TM_SANITIZED:-}" ]; then
+# rank 1 (stage 1's first replica: ranks alternate stages) crashes after
+# saving layer 4, its stage's first; stage 0 (layers 1-3) had saved both
+# streams at its end
+save=$work/attn-fit4
+TRANSMLA_INJECT_FAILURE=attn-fit:layer3:1 mpi --save-path "$save" >"$work/attn-fit4-1.log" 2>&1
+grep -q "injected failure at attn-fit:layer3" "$work/attn-fit4-1.log" || { bad "4 ranks: the injected attention-fit crash did not happen"; show "$work/attn-fit4-1.log"; }
+mpi --save-path "$save" >"$work/attn-fit4-2.log" 2>&1 || { bad "4 ranks: the run after the attention-fit crash failed"; show "$work/attn-fit4-2.log"; }
+expect_line "$work/attn-fit4-2.log" "^attn-fit: the saved streams stand at layer 4's input: layers 1-3 are loaded" \
+    "4 ranks: stage 0 resumes from the streams at its end"
+same "4 ranks, crashed in the second stage's attention fit" "$ref4" "$save"
+fi
 
 # ---- the state file and refusals ----
 save=$work/other
