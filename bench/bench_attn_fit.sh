@@ -4,15 +4,18 @@
 # bench/make_random_model.py with Llama-3.2-1B, Qwen2.5-72B and Mixtral-8x7B
 # attention shapes (vocabulary cut to 1024; Mixtral's layer with one
 # expert's MLP as a dense one, which the fit does not touch), converted with
-# few attention-fit steps. Per shape
-# it prints the seconds of one Adam step per layer, the step's FLOPs, the
-# achieved GFLOP/s, the GFLOP/s of a plain OpenBLAS sgemm at the step's
-# largest GEMM measured in the same run (the machine is shared, so only a
-# same-run baseline means anything), their ratio, and the projected fit time
-# per layer at the defaults (128 windows of 256, 16 held back, 150 steps of
-# 16 windows).
+# few attention-fit steps, and again with 5 steps more. Per shape it
+# prints the fit's seconds per layer, the step's FLOPs, the achieved GFLOP/s
+# of the short fit, the GFLOP/s of the 5 more steps (what a step costs, its
+# Adam update and the judging it adds included: the rate the defaults' 150
+# steps run at; the short fit also pays its fixed cost, setting up and
+# storing the parameters, which few steps do not amortise), the GFLOP/s of a
+# plain OpenBLAS sgemm at the step's largest GEMM measured in the same run
+# (the machine is shared, so only a same-run baseline means anything), the
+# ratios, the fixed seconds, and the projected fit time per layer at the
+# defaults (128 windows of 256, 16 held back, 150 steps of 16 windows).
 # usage: bench/bench_attn_fit.sh [--only l1b,q72,mixtral] [BUILD_DIR] [PYTHON]
-#        (all three: about 13 minutes and 8 GiB peak on 2 cores)
+#        (all three: about 15 minutes and 8 GiB peak on 2 cores)
 #
 # Settings, and why:
 #  - Llama-3.2-1B shapes: qk_mqa_dim 64, kv_lora_rank 256, 24 windows of 256
@@ -35,11 +38,11 @@
 # windows judges the weights. Around the steps: one forward over the trained
 # windows (error before) and one over all windows (error after):
 # bench/fit_flops.py counts them (and says how the block's FLOPs are
-# counted); GFLOP/step below is one step's forward + backward. Only one conversion per shape fits in the
-# time, so seconds per step come from that count: achieved GFLOP/s = layer
-# FLOPs / attn_fit seconds per layer (Adam, zeroing, gradient slots
-# included as overhead), and seconds per step = step FLOPs / that rate.
-# This assumes forward and backward run at the same rate.
+# counted); GFLOP/step below is one step's forward + backward. Achieved
+# GFLOP/s = layer FLOPs / attn_fit seconds per layer (Adam, zeroing,
+# gradient slots included as overhead); of the 5 more steps, the difference
+# of the two fits' FLOPs over the difference of their seconds. This assumes
+# forward and backward run at the same rate.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 only=l1b,q72,mixtral
@@ -76,18 +79,25 @@ int main(int argc, char **argv) {
 C
 cc -O2 -o "$work/sgemm" "$work/sgemm.c" -I/usr/include/x86_64-linux-gnu -lopenblas
 
-# convert NAME PRESET RANK NSAMPLES BATCH STEPS WPS: model, conversion, peak RSS.
+# convert NAME PRESET RANK NSAMPLES BATCH STEPS WPS: model, then two
+# conversions, with STEPS and STEPS + 5 attention-fit steps (NAME-mla and
+# NAME-more), and their peak RSS.
 convert() {
-    local name=$1 preset=$2 rank=$3 ns=$4 batch=$5 steps=$6 wps=$7
+    local name=$1 preset=$2 rank=$3 ns=$4 batch=$5 steps=$6 wps=$7 out more
     "$py" "$here/bench/make_random_model.py" "$work/$name" --layers 1 --preset "$preset" --vocab 1024
-    local cmd=("$B/transmla" convert --quiet --model-path "$work/$name" --save-path "$work/$name-mla"
-               --cal-tokens "$work/$name/calib.u16" --cal-max-seqlen 256 --cal-nsamples "$ns" --cal-batch-size "$batch"
-               --eval-dataset none --qk-mqa-dim 64 --kv-lora-rank "$rank" --freqfold 4
-               --rorope-fit-steps 1 --rorope-fit-nsamples 4 --skip-published-mla --kv-norm rms
-               --fit attention --attn-fit-steps "$steps" --attn-fit-windows-per-step "$wps")
-    echo "+ ${cmd[*]}" | sed "s|$work|WORK|g"
-    /usr/bin/time -v -o "$work/$name.time" "${cmd[@]}" >"$work/$name.log" 2>&1 || { cat "$work/$name.log"; exit 1; }
-    rm -f "$work/$name/model.safetensors" "$work/$name-mla"/*.safetensors # 1.8 GB each at 72B shapes
+    for more in 0 5; do
+        out=$name-mla
+        [ "$more" = 0 ] || out=$name-more
+        local cmd=("$B/transmla" convert --quiet --model-path "$work/$name" --save-path "$work/$out"
+                   --cal-tokens "$work/$name/calib.u16" --cal-max-seqlen 256 --cal-nsamples "$ns" --cal-batch-size "$batch"
+                   --eval-dataset none --qk-mqa-dim 64 --kv-lora-rank "$rank" --freqfold 4
+                   --rorope-fit-steps 1 --rorope-fit-nsamples 4 --skip-published-mla --kv-norm rms
+                   --fit attention --attn-fit-steps $((steps + more)) --attn-fit-windows-per-step "$wps")
+        echo "+ ${cmd[*]}" | sed "s|$work|WORK|g"
+        /usr/bin/time -v -o "$work/$out.time" "${cmd[@]}" >"$work/$out.log" 2>&1 || { cat "$work/$out.log"; exit 1; }
+        rm -f "$work/$out"/*.safetensors # 1.8 GB at 72B shapes
+    done
+    rm -f "$work/$name/model.safetensors"
 }
 wanted() { case ",$only," in *",$1,"*) return 0 ;; esac; return 1; }
 if wanted l1b; then convert l1b llama-3.2-1b 256 24 8 4 16; fi
@@ -102,42 +112,62 @@ from fit_flops import attn_fit_defaults_flops, attn_fit_layer_flops, mla_dims
 # name: label, layers of the real model, windows per micro-batch used here
 SHAPES = {"l1b": ("Llama-3.2-1B", 16, 8), "q72": ("Qwen2.5-72B", 80, 4), "mixtral": ("Mixtral-8x7B", 32, 8)}
 
+def fit(name, out):
+    """The fit's report, its model FLOPs in all and per step, and its seconds."""
+    rep = json.load(open("%s/%s/transmla_report.json" % (work, out)))
+    cfg = json.load(open("%s/%s/config.json" % (work, out)))
+    a = rep["attn_fit"]
+    held = a["held_back_windows"]
+    total, step = attn_fit_layer_flops(mla_dims(cfg), a["seqlen"], a["windows"] - held, held, a["steps"],
+                                       a["windows_per_step"])
+    return rep, cfg, a, total, step, a["seconds_per_layer"]
+
+
 rows = []
 for name in (n for n in SHAPES if n in only):
     label, n_layers, mb_windows = SHAPES[name]
-    rep = json.load(open("%s/%s-mla/transmla_report.json" % (work, name)))
-    cfg = json.load(open("%s/%s-mla/config.json" % (work, name)))
-    a = rep["attn_fit"]
-    T, held, wps, steps = a["seqlen"], a["held_back_windows"], a["windows_per_step"], a["steps"]
-    wtrain = a["windows"] - held
-    total, step = attn_fit_layer_flops(mla_dims(cfg), T, wtrain, held, steps, wps)
-    secs = a["seconds_per_layer"]
+    rep, cfg, a, total, step, secs = fit(name, name + "-mla")
+    _, _, a5, total5, _, secs5 = fit(name, name + "-more")
     rate = total / secs
+    # the 5 more steps (and the held-back judgement they add) at the rate of a step, Adam and all:
+    # what the defaults' 150 steps run at; the rest of the shorter fit is its fixed cost
+    step_rate = (total5 - total) / (secs5 - secs)
+    fixed = secs - total / step_rate
     # the step's largest GEMM: q_proj over one micro-batch, [batch T, D] x [H (dn+dr), D]^T
-    mb = mb_windows * T
+    mb = mb_windows * a["seqlen"]
     N, K = cfg["num_attention_heads"] * (cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]), cfg["hidden_size"]
     g = float(subprocess.check_output(["%s/sgemm" % work, str(mb), str(N), str(K)]))
     # the defaults: 128 windows, 16 held back, 112 trained, 150 steps of 16
-    dtotal = attn_fit_defaults_flops(mla_dims(cfg), T)
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", open("%s/%s.time" % (work, name)).read()).group(1))
-    wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", open("%s/%s.time" % (work, name)).read()).group(1)
-    rows.append((label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, rep["seconds"], n_layers))
+    dtotal = attn_fit_defaults_flops(mla_dims(cfg), a["seqlen"])
+    timing = open("%s/%s-mla.time" % (work, name)).read()
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", timing).group(1)
+    rows.append(dict(label=label, cfg=cfg, a=a, a5=a5, secs=secs, secs5=secs5, step=step, rate=rate,
+                     step_rate=step_rate, fixed=fixed, mb=mb, N=N, K=K, g=g, dtotal=dtotal, rss=rss, wall=wall,
+                     sec=rep["seconds"], n_layers=n_layers))
 
 print("attention fit, one-layer random bf16 models, %s" % subprocess.check_output(["nproc"]).decode().strip() + " cores\n")
-print("| shapes | fit data (trained + held, per step) | steps | fit s/layer | s/step | GFLOP/step | GFLOP/s | sgemm GFLOP/s at [M x K] x [N x K]^T | ratio | projected s/layer at defaults |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, sec, n_layers in rows:
+print("| shapes | fit data (trained + held, per step) | steps | fit s/layer | GFLOP/step | GFLOP/s | ratio "
+      "| steps + 5: fit s/layer | GFLOP/s of the 5 more steps | sgemm GFLOP/s at [M x K] x [N x K]^T "
+      "| ratio per step | fixed s per fit | projected s/layer at the defaults |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for r in rows:
+    a, cfg = r["a"], r["cfg"]
     held = a["held_back_windows"]
-    print("| %s (kv_lora_rank %d) | %d + %d windows of %d, %d per step | %d | %.1f | %.2f | %.1f | %.1f | %.1f at [%d x %d] x [%d x %d]^T | %.2f | %.0f (%.1f h for %s layers) |"
-          % (label, cfg["kv_lora_rank"], a["windows"] - held, held, a["seqlen"], a["windows_per_step"], a["steps"],
-             secs, step / rate, step / 1e9, rate / 1e9, g, mb, K, N, K, rate / 1e9 / g, dtotal / rate,
-             dtotal / rate * n_layers / 3600, n_layers))
+    proj = r["fixed"] + r["dtotal"] / r["step_rate"]
+    print("| %s (kv_lora_rank %d) | %d + %d windows of %d, %d per step | %d | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f "
+          "| %.1f at [%d x %d] x [%d x %d]^T | **%.2f** | %.1f | %.0f (%.1f h for %d layers) |"
+          % (r["label"], cfg["kv_lora_rank"], a["windows"] - held, held, a["seqlen"], a["windows_per_step"],
+             a["steps"], r["secs"], r["step"] / 1e9, r["rate"] / 1e9, r["rate"] / 1e9 / r["g"], r["secs5"],
+             r["step_rate"] / 1e9, r["g"], r["mb"], r["K"], r["N"], r["K"], r["step_rate"] / 1e9 / r["g"],
+             r["fixed"], proj, proj * r["n_layers"] / 3600, r["n_layers"]))
 print()
-for label, cfg, a, secs, step, rate, mb, N, K, g, dtotal, rss, wall, sec, _ in rows:
-    print("%s: conversion %s wall, peak RSS %.2f GiB; phases (s): %s" % (label, wall, rss / 2**20,
-          ", ".join("%s %.1f" % (k, v) for k, v in sec.items())))
+for r in rows:
+    print("%s: conversion %s wall, peak RSS %.2f GiB; phases (s): %s" % (r["label"], r["wall"], r["rss"] / 2**20,
+          ", ".join("%s %.1f" % (k, v) for k, v in r["sec"].items())))
     print("  attn_fit layer: train mse %.4g -> %.4g, held back %.4g -> %.4g, best step %d"
-          % tuple(a["layers"][0][k] for k in ("train_mse_before", "train_mse_after", "held_mse_before", "held_mse_after", "best_step")))
-print("\nprojection: the defaults' layer FLOPs (2 F(112) + 32 F(16) + 150 TR(16): the held-back 16 judged at 31 steps and once after) at the rate measured here;"
+          % tuple(r["a"]["layers"][0][k] for k in ("train_mse_before", "train_mse_after", "held_mse_before", "held_mse_after", "best_step")))
+print("\nprojection: the fixed seconds plus the defaults' layer FLOPs (2 F(112) + 32 F(16) + 150 TR(16): the held-back 16 "
+      "judged at 31 steps and once after) at the rate of the 5 more steps;"
       "\n1B and Mixtral shapes ran in micro-batches of 8 (the default), 72B shapes in micro-batches of 4")
 PY

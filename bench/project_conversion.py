@@ -13,8 +13,9 @@ usage: project_conversion.py --measured DIR [--layers N] --fit-ratio SHAPE=R ...
   --layers N       project the measured model itself to N layers on 1 core
                    too (the check against a deeper measured run)
   --fit-ratio      the attention fit's GFLOP/s over same-run sgemm, per shape:
-                   l1b=0.79 q72=0.67 mixtral=0.7 (bench_attn_fit.sh); the
-                   measured model is l1b, targets are named by their preset
+                   l1b=0.84 q72=0.77 mixtral=0.84 (bench_attn_fit.sh's ratio
+                   per step); the measured model is l1b, targets are named
+                   by their preset
   --target P S     a preset (layout and settings) and its sbatch script
                    (cores per rank = --cpus-per-task, evaluation windows =
                    --eval-nsamples x 2048, the fit schedule)
