@@ -103,6 +103,7 @@ int fit_stream_save(float *const *x, int nx, int64_t n, const Resume *rs, const 
 
 int fit_stream_resume(float *const *x, int nx, int64_t n, const Resume *rs, const char *step, const char *layer_step,
                       int first, int end, MPI_Comm comm, const char *what, int say) {
+    if (!rs->continued) return first; /* a new conversion's folder holds none: nothing to read */
     int at = resume_streams_layer(rs, step, nx);
     if (at >= 0 && (at <= first || at > end)) at = RESUME_NO_STREAMS;
     for (int l = first; at > first && l < at; l++)

@@ -70,7 +70,8 @@ int fit_stream_recv(float *x, int64_t n, const Topology *t);
  * prefixes the progress line (say: print it). Collective over comm. */
 int fit_stream_save(float *const *x, int nx, int64_t n, const Resume *rs, const char *step, int layer, MPI_Comm comm,
                     const char *what, int say);
-/* Collective over comm (the stage's ranks): the layer in (first, end] at
+/* Collective over comm (the stage's ranks) when rs continues an earlier
+ * run (else `first` at once): the layer in (first, end] at
  * whose input every rank's saved streams stand, every layer of the stage
  * before it saved under `layer_step`; x then holds them. `first` (x as it
  * was) when none are saved, or when the ranks' stand at different layers

@@ -233,15 +233,15 @@ static json_t *fit_report(Run *r, const AttnRun *a, int windows) {
 static int fit_stage_layers(AttnRun *a, Run *r) {
     const ModelConfig *c = &r->cfg;
     const Topology *t = &r->t;
-    int last = t->stage == t->stages - 1, sequential = a->xc != NULL, rc = a->upstream, from = r->first;
+    int last = t->stage == t->stages - 1, sequential = a->xc != NULL, rc = a->upstream;
     if (!sequential && !last) {
         if (!rc) send_original_stream(a, r);
         else fit_stream_send(NULL, 0, rc, t);
     }
     float *xs[2] = {a->st.x, a->xc};
     int64_t n = a->st.N * c->hidden_size;
-    if (!rc && r->resume.continued)
-        from = fit_stream_resume(xs, 1 + sequential, n, &r->resume, ATTN_STREAMS, "attn-fit-info", r->first, r->end,
+    int from = rc ? r->first
+             : fit_stream_resume(xs, 1 + sequential, n, &r->resume, ATTN_STREAMS, "attn-fit-info", r->first, r->end,
                                  t->stage_comm, "attn-fit", r->s->progress && t->replica == 0);
     if (from < 0) rc = -1;
     for (int l = r->first; l < r->end && !rc; l++) {
@@ -256,8 +256,8 @@ static int fit_stage_layers(AttnRun *a, Run *r) {
                              r->s->progress && t->replica == 0);
     }
     if (sequential && !last) { /* both streams, the original first */
-        fit_stream_send(a->st.x, a->st.N * c->hidden_size, rc, t);
-        if (!rc) fit_stream_send(a->xc, a->st.N * c->hidden_size, 0, t);
+        fit_stream_send(a->st.x, n, rc, t);
+        if (!rc) fit_stream_send(a->xc, n, 0, t);
     }
     return rc;
 }

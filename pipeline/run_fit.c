@@ -353,7 +353,7 @@ int stage_rorope_fit(Run *r) {
     }
     /* the stream is saved after each layer: a resumed run loads the layers before it */
     int64_t n = f.st.N * c->hidden_size;
-    int from = rc || !r->resume.continued ? r->first
+    int from = rc ? r->first
              : fit_stream_resume(&f.st.x, 1, n, &r->resume, FIT_STREAM, "rorope-fit-info", r->first, r->end,
                                  t->stage_comm, "rorope-fit", r->s->progress && t->replica == 0);
     if (from < 0) rc = -1;
@@ -367,7 +367,7 @@ int stage_rorope_fit(Run *r) {
         rc = fit_stream_save(&f.st.x, 1, n, &r->resume, FIT_STREAM, l + 1, t->stage_comm, "rorope-fit",
                              r->s->progress && t->replica == 0);
     }
-    if (sequential && !last) fit_stream_send(f.st.x, f.st.N * c->hidden_size, rc, t);
+    if (sequential && !last) fit_stream_send(f.st.x, n, rc, t);
     free(inv_freq);
     if ((rc = run_fit_outcome(r, rc, "rorope-fit"))) {
         fit_run_free(&f);
